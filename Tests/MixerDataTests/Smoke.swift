@@ -1,0 +1,2 @@
+import XCTest
+final class MixerDataTestsSmoke: XCTestCase { func testBuilds() { XCTAssertTrue(true) } }

@@ -1,0 +1,2 @@
+import XCTest
+final class MixerModelTestsSmoke: XCTestCase { func testBuilds() { XCTAssertTrue(true) } }
