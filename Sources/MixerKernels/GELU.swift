@@ -1,0 +1,103 @@
+// GELU (Hendrycks & Gimpel 2016), fused with the bias add of the Dense layer before it.
+// `.tanh` is the approximation the official Mixer uses (`flax.linen.gelu`, approximate=True):
+//   gelu(x) = ½x(1 + tanh(√(2/π)(x + 0.044715x³)))
+// `.erf` is the exact form timm uses: gelu(x) = ½x(1 + erf(x/√2)).
+// forward overwrites act and adds the bias into pre in place (pre is kept for backward);
+// backward overwrites dinp (which may alias dout).
+
+import Foundation
+
+/// Which GELU the model uses.
+public enum GELUKind: String, Codable, Sendable, CaseIterable {
+  case tanh, erf
+}
+
+/// Where a bias vector runs in a `[rows, cols]` matrix.
+public enum BiasAxis: Sendable {
+  /// one bias per row (token-mixing Dense: rows are the D_S hidden tokens)
+  case rows
+  /// one bias per column (channel-mixing Dense: columns are the D_C hidden channels)
+  case columns
+}
+
+private let sqrtTwoOverPi: Float = 0.797_884_560_802_865_4
+private let geluCubic: Float = 0.044_715
+
+/// pre += bias (along `axis`); act = gelu(pre). Shapes: pre, act `[rows, cols]`.
+public func biasGELUForward(
+  act: UnsafeMutablePointer<Float>, pre: UnsafeMutablePointer<Float>,
+  bias: UnsafePointer<Float>, rows: Int, cols: Int, axis: BiasAxis, kind: GELUKind
+) {
+  for r in 0..<rows {
+    let h = pre + r * cols
+    let g = act + r * cols
+    switch axis {
+    case .rows:
+      let b = bias[r]
+      for j in 0..<cols { h[j] += b }
+    case .columns:
+      for j in 0..<cols { h[j] += bias[j] }
+    }
+    geluForward(out: g, inp: h, count: cols, kind: kind)
+  }
+}
+
+/// out = gelu(inp), elementwise over `count` values.
+public func geluForward(
+  out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int, kind: GELUKind
+) {
+  switch kind {
+  case .tanh:
+    var i = 0
+    while i + 16 <= count {
+      let x = load16(inp, i)
+      let t = vtanh(sqrtTwoOverPi * (x + geluCubic * x * x * x))
+      store16(out, i, 0.5 * x * (1 + t))
+      i += 16
+    }
+    while i < count {
+      let x = inp[i]
+      out[i] = 0.5 * x * (1 + scalarTanh(sqrtTwoOverPi * (x + geluCubic * x * x * x)))
+      i += 1
+    }
+  case .erf:
+    for i in 0..<count {
+      let x = inp[i]
+      out[i] = 0.5 * x * (1 + Foundation.erf(x * 0.707_106_781_186_547_5))
+    }
+  }
+}
+
+/// dinp = dout · gelu′(inp), elementwise; dinp may be the same buffer as dout.
+public func geluBackward(
+  dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
+  count: Int, kind: GELUKind
+) {
+  switch kind {
+  case .tanh:
+    var i = 0
+    while i + 16 <= count {
+      let x = load16(inp, i)
+      let x2 = x * x
+      let t = vtanh(sqrtTwoOverPi * (x + geluCubic * x2 * x))
+      let slope = sqrtTwoOverPi * (1 + 3 * geluCubic * x2)
+      let d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * slope
+      store16(dinp, i, load16(dout, i) * d)
+      i += 16
+    }
+    while i < count {
+      let x = inp[i]
+      let t = scalarTanh(sqrtTwoOverPi * (x + geluCubic * x * x * x))
+      let slope = sqrtTwoOverPi * (1 + 3 * geluCubic * x * x)
+      dinp[i] = dout[i] * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * slope)
+      i += 1
+    }
+  case .erf:
+    for i in 0..<count {
+      let x = inp[i]
+      let cdf = 0.5 * (1 + Foundation.erf(x * 0.707_106_781_186_547_5))
+      let pdf = Foundation.exp(-0.5 * x * x) * 0.398_942_280_401_432_7
+      dinp[i] = dout[i] * (cdf + x * pdf)
+    }
+  }
+}

@@ -1,0 +1,130 @@
+// The activation arena: every buffer forward saves for backward, and backward's scratch, carved
+// out of one allocation sized for one (model, micro-batch). Shapes are in the legend of
+// MixerConfig.swift; the residual stream is token-major `[S, B, C]`.
+
+import MixerKernels
+
+/// Saved activations and scratch for a micro-batch of `batch` images.
+public final class Activations {
+  public let batch: Int
+  let storage: UnsafeMutablePointer<Float>
+  let storageCount: Int
+
+  let patches: UnsafeMutablePointer<Float>  // [S, B, P·P·3]
+  let stream: [UnsafeMutablePointer<Float>]  // L+1 × [S, B, C]: x_0 (stem out) … x_L
+  let middle: [UnsafeMutablePointer<Float>]  // L × [S, B, C]: after the token-mixing residual
+  let ln0Out, ln1Out: [UnsafeMutablePointer<Float>]  // L × [S, B, C]
+  let ln0Mean, ln0Rstd, ln1Mean, ln1Rstd: [UnsafeMutablePointer<Float>]  // L × [S·B]
+  let tokenPre, tokenAct: [UnsafeMutablePointer<Float>]  // L × [D_S, B·C]
+  let channelPre, channelAct: [UnsafeMutablePointer<Float>]  // L × [S·B, D_C]
+  let headNormOut: UnsafeMutablePointer<Float>  // [S, B, C]
+  let headMean, headRstd: UnsafeMutablePointer<Float>  // [S·B]
+  let pooled: UnsafeMutablePointer<Float>  // [B, C]
+  public let logits: UnsafeMutablePointer<Float>  // [B, K]
+  public let probabilities: UnsafeMutablePointer<Float>  // [B, K]
+  public let targets: UnsafeMutablePointer<Float>  // [B, K]
+  public let losses: UnsafeMutablePointer<Float>  // [B]
+  let keep: [UnsafeMutablePointer<Float>]  // L × [B]: stochastic-depth keep mask (0/1)
+
+  // backward scratch
+  let dStream: UnsafeMutablePointer<Float>  // [S, B, C]
+  let dNorm: UnsafeMutablePointer<Float>  // [S, B, C]
+  let dBranch: UnsafeMutablePointer<Float>  // [S, B, C]
+  let dHidden: UnsafeMutablePointer<Float>  // max(D_S·B·C, S·B·D_C)
+  let dPooled: UnsafeMutablePointer<Float>  // [B, C]
+  let dLogits: UnsafeMutablePointer<Float>  // [B, K]
+  let branch: UnsafeMutablePointer<Float>  // [S, B, C]: branch output when stochastic depth is on
+
+  // dropout masks (allocated only when dropout is used): L × [D_S·B·C] and L × [S·B·D_C]
+  var tokenDropMask: [UnsafeMutablePointer<Float>] = []
+  var channelDropMask: [UnsafeMutablePointer<Float>] = []
+  private var dropStorage: UnsafeMutablePointer<Float>?
+
+  public init(config: MixerConfig, batch: Int) {
+    self.batch = batch
+    let s = config.tokens, c = config.hidden, l = config.blocks, k = config.classes
+    let sbc = s * batch * c
+    let tokenHidden = config.tokensMLP * batch * c
+    let channelHidden = s * batch * config.channelsMLP
+    var sizes: [Int] = []
+    func take(_ n: Int) -> Int { sizes.append(n); return sizes.count - 1 }
+    let patchesIndex = take(s * batch * config.patchLength)
+    let streamIndex = (0...l).map { _ in take(sbc) }
+    let middleIndex = (0..<l).map { _ in take(sbc) }
+    let ln0OutIndex = (0..<l).map { _ in take(sbc) }
+    let ln1OutIndex = (0..<l).map { _ in take(sbc) }
+    let statsIndex = (0..<(4 * l)).map { _ in take(s * batch) }
+    let tokenPreIndex = (0..<l).map { _ in take(tokenHidden) }
+    let tokenActIndex = (0..<l).map { _ in take(tokenHidden) }
+    let channelPreIndex = (0..<l).map { _ in take(channelHidden) }
+    let channelActIndex = (0..<l).map { _ in take(channelHidden) }
+    let headIndex = [take(sbc), take(s * batch), take(s * batch), take(batch * c)]
+    let outIndex = [take(batch * k), take(batch * k), take(batch * k), take(batch)]
+    let keepIndex = (0..<l).map { _ in take(batch) }
+    let scratchIndex = [
+      take(sbc), take(sbc), take(sbc), take(max(tokenHidden, channelHidden)), take(batch * c),
+      take(batch * k), take(sbc),
+    ]
+    // 16-float alignment for every buffer
+    var offsets: [Int] = []
+    var total = 0
+    for n in sizes {
+      offsets.append(total)
+      total += (n + 15) / 16 * 16
+    }
+    storageCount = total
+    storage = UnsafeMutablePointer<Float>.allocate(capacity: total)
+    storage.initialize(repeating: 0, count: total)
+    let base = storage
+    func at(_ i: Int) -> UnsafeMutablePointer<Float> { base + offsets[i] }
+    patches = at(patchesIndex)
+    stream = streamIndex.map(at)
+    middle = middleIndex.map(at)
+    ln0Out = ln0OutIndex.map(at)
+    ln1Out = ln1OutIndex.map(at)
+    ln0Mean = (0..<l).map { at(statsIndex[4 * $0]) }
+    ln0Rstd = (0..<l).map { at(statsIndex[4 * $0 + 1]) }
+    ln1Mean = (0..<l).map { at(statsIndex[4 * $0 + 2]) }
+    ln1Rstd = (0..<l).map { at(statsIndex[4 * $0 + 3]) }
+    tokenPre = tokenPreIndex.map(at)
+    tokenAct = tokenActIndex.map(at)
+    channelPre = channelPreIndex.map(at)
+    channelAct = channelActIndex.map(at)
+    headNormOut = at(headIndex[0])
+    headMean = at(headIndex[1])
+    headRstd = at(headIndex[2])
+    pooled = at(headIndex[3])
+    logits = at(outIndex[0])
+    probabilities = at(outIndex[1])
+    targets = at(outIndex[2])
+    losses = at(outIndex[3])
+    keep = keepIndex.map(at)
+    dStream = at(scratchIndex[0])
+    dNorm = at(scratchIndex[1])
+    dBranch = at(scratchIndex[2])
+    dHidden = at(scratchIndex[3])
+    dPooled = at(scratchIndex[4])
+    dLogits = at(scratchIndex[5])
+    branch = at(scratchIndex[6])
+  }
+
+  /// Allocates the dropout masks on first use.
+  func ensureDropoutMasks(config: MixerConfig) {
+    guard dropStorage == nil else { return }
+    let l = config.blocks
+    let tokenHidden = config.tokensMLP * batch * config.hidden
+    let channelHidden = config.tokens * batch * config.channelsMLP
+    let p = UnsafeMutablePointer<Float>.allocate(capacity: l * (tokenHidden + channelHidden))
+    dropStorage = p
+    tokenDropMask = (0..<l).map { p + $0 * tokenHidden }
+    channelDropMask = (0..<l).map { p + l * tokenHidden + $0 * channelHidden }
+  }
+
+  /// Bytes held by this arena.
+  public var byteCount: Int { storageCount * MemoryLayout<Float>.stride }
+
+  deinit {
+    storage.deallocate()
+    dropStorage?.deallocate()
+  }
+}

@@ -1,0 +1,138 @@
+// The Mixer backward pass: Mixer+Forward.swift read in reverse. Parameter gradients accumulate
+// (+=) into `gradients`, so micro-batches add up; the caller zeroes them once per step.
+// Gradients are produced from the end of the flat buffer towards the start (head, then the last
+// block, …, then the stem): `onReady(offset)` says everything from `offset` on is final, which
+// is what the all-reduce bucketer needs to overlap communication with the rest of backward.
+
+import MixerKernels
+
+extension MixerModel {
+  /// Loss of the micro-batch in `acts` against `acts.targets` (`[B, K]` distributions); returns
+  /// the sum of per-example losses (the caller divides by the global batch).
+  @discardableResult
+  public func loss(acts: Activations) -> Double {
+    let b = acts.batch, k = config.classes
+    softmaxCrossEntropyForward(
+      losses: acts.losses, probs: acts.probabilities, logits: acts.logits, targets: acts.targets,
+      batch: b, classes: k)
+    var total = 0.0
+    for e in 0..<b { total += Double(acts.losses[e]) }
+    return total
+  }
+
+  /// Backpropagates `lossScale · Σ_b loss_b` (lossScale = 1/global batch for a mean) after
+  /// `forward` and `loss` on the same `acts`.
+  public func backward(
+    acts: Activations, lossScale: Float, regularization: Regularization? = nil,
+    onReady: ((Int) -> Void)? = nil
+  ) {
+    let cfg = config
+    let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b, k = cfg.classes
+    let w = parameters.pointer, g = gradients.pointer
+
+    // head: logits = pooled · W + bias
+    softmaxCrossEntropyBackward(
+      dlogits: acts.dLogits, probs: acts.probabilities, targets: acts.targets, batch: b,
+      classes: k, scale: lossScale)
+    let headKernel = table.offset("head/kernel"), headBias = table.offset("head/bias")
+    biasBackwardColumns(dbias: g + headBias, dout: acts.dLogits, rows: b, cols: k)
+    gemm(
+      .transpose, .none, m: c, n: k, k: b, a: acts.pooled, lda: c, b: acts.dLogits, ldb: k,
+      beta: 1, c: g + headKernel, ldc: k)
+    gemm(
+      .none, .transpose, m: b, n: c, k: k, a: acts.dLogits, lda: k, b: w + headKernel, ldb: k,
+      beta: 0, c: acts.dPooled, ldc: c)
+    tokenMeanBackward(dinp: acts.dNorm, dout: acts.dPooled, tokens: s, batch: b, channels: c)
+    let scale = table.offset("pre_head_layer_norm/scale")
+    acts.dStream.update(repeating: 0, count: sb * c)
+    layerNormBackward(
+      dinp: acts.dStream, dweight: g + scale, dbias: g + table.offset("pre_head_layer_norm/bias"),
+      dout: acts.dNorm, inp: acts.stream[cfg.blocks], weight: w + scale, mean: acts.headMean,
+      rstd: acts.headRstd, rows: sb, channels: c)
+    onReady?(scale)
+
+    for i in stride(from: cfg.blocks - 1, through: 0, by: -1) {
+      blockBackward(i, acts: acts, training: regularization)
+      onReady?(blockOffsets[i].ln0Scale)
+    }
+
+    // stem: x_0 = patches · K + bias
+    let stemKernel = table.offset("stem/kernel")
+    biasBackwardColumns(dbias: g + table.offset("stem/bias"), dout: acts.dStream, rows: sb, cols: c)
+    gemm(
+      .transpose, .none, m: cfg.patchLength, n: c, k: sb, a: acts.patches, lda: cfg.patchLength,
+      b: acts.dStream, ldb: c, beta: 1, c: g + stemKernel, ldc: c)
+    onReady?(0)
+  }
+
+  /// One MixerBlock backward: channel branch then token branch. On entry `acts.dStream` holds
+  /// d/dx_{i+1}; on exit d/dx_i.
+  func blockBackward(_ i: Int, acts: Activations, training: Regularization?) {
+    let cfg = config
+    let o = blockOffsets[i]
+    let w = parameters.pointer, g = gradients.pointer
+    let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b, bc = b * c
+    let ds = cfg.tokensMLP, dc = cfg.channelsMLP
+    let dx = acts.dStream
+    let dropBlock = training.map { $0.dropProbability(block: i, of: cfg.blocks) > 0 } ?? false
+    let dropHidden = (training?.dropout ?? 0) > 0
+    let dBranch: UnsafeMutablePointer<Float>
+    if dropBlock {
+      dBranch = acts.dBranch
+      residualBackward(dbranch: dBranch, dx: dx, keep: acts.keep[i], tokens: s, batch: b, channels: c)
+    } else {
+      dBranch = dx
+    }
+
+    // channel mixing
+    biasBackwardColumns(dbias: g + o.chB2, dout: dBranch, rows: sb, cols: c)
+    gemm(
+      .transpose, .none, m: dc, n: c, k: sb, a: acts.channelAct[i], lda: dc, b: dBranch, ldb: c,
+      beta: 1, c: g + o.chW2, ldc: c)
+    gemm(
+      .none, .transpose, m: sb, n: dc, k: c, a: dBranch, lda: c, b: w + o.chW2, ldb: c,
+      beta: 0, c: acts.dHidden, ldc: dc)
+    if dropHidden { multiply(acts.dHidden, by: acts.channelDropMask[i], count: sb * dc) }
+    geluBackward(
+      dinp: acts.dHidden, dout: acts.dHidden, inp: acts.channelPre[i], count: sb * dc,
+      kind: cfg.gelu)
+    biasBackwardColumns(dbias: g + o.chB1, dout: acts.dHidden, rows: sb, cols: dc)
+    gemm(
+      .transpose, .none, m: c, n: dc, k: sb, a: acts.ln1Out[i], lda: c, b: acts.dHidden, ldb: dc,
+      beta: 1, c: g + o.chW1, ldc: dc)
+    gemm(
+      .none, .transpose, m: sb, n: c, k: dc, a: acts.dHidden, lda: dc, b: w + o.chW1, ldb: dc,
+      beta: 0, c: acts.dNorm, ldc: c)
+    layerNormBackward(
+      dinp: dx, dweight: g + o.ln1Scale, dbias: g + o.ln1Bias, dout: acts.dNorm,
+      inp: acts.middle[i], weight: w + o.ln1Scale, mean: acts.ln1Mean[i], rstd: acts.ln1Rstd[i],
+      rows: sb, channels: c)
+
+    // token mixing (the same memory read as [S, B·C])
+    if dropBlock {
+      residualBackward(dbranch: dBranch, dx: dx, keep: acts.keep[i], tokens: s, batch: b, channels: c)
+    }
+    biasBackwardRows(dbias: g + o.tokB2, dout: dBranch, rows: s, cols: bc)
+    gemm(
+      .none, .transpose, m: ds, n: s, k: bc, a: acts.tokenAct[i], lda: bc, b: dBranch, ldb: bc,
+      beta: 1, c: g + o.tokW2, ldc: s)
+    gemm(
+      .none, .none, m: ds, n: bc, k: s, a: w + o.tokW2, lda: s, b: dBranch, ldb: bc,
+      beta: 0, c: acts.dHidden, ldc: bc)
+    if dropHidden { multiply(acts.dHidden, by: acts.tokenDropMask[i], count: ds * bc) }
+    geluBackward(
+      dinp: acts.dHidden, dout: acts.dHidden, inp: acts.tokenPre[i], count: ds * bc,
+      kind: cfg.gelu)
+    biasBackwardRows(dbias: g + o.tokB1, dout: acts.dHidden, rows: ds, cols: bc)
+    gemm(
+      .none, .transpose, m: s, n: ds, k: bc, a: acts.ln0Out[i], lda: bc, b: acts.dHidden, ldb: bc,
+      beta: 1, c: g + o.tokW1, ldc: ds)
+    gemm(
+      .none, .none, m: s, n: bc, k: ds, a: w + o.tokW1, lda: ds, b: acts.dHidden, ldb: bc,
+      beta: 0, c: acts.dNorm, ldc: bc)
+    layerNormBackward(
+      dinp: dx, dweight: g + o.ln0Scale, dbias: g + o.ln0Bias, dout: acts.dNorm,
+      inp: acts.stream[i], weight: w + o.ln0Scale, mean: acts.ln0Mean[i], rstd: acts.ln0Rstd[i],
+      rows: sb, channels: c)
+  }
+}

@@ -1,0 +1,165 @@
+// The Mixer forward pass (paper §2, official `vit_jax/models_mixer.py`), token-major `[S, B, C]`:
+//   x_0 = stem(patches)                                   one sgemm  [S·B, P²3] · [P²3, C]
+//   x  += TokenMLP(LN_0(x))  read as  W1ᵀ [D_S×S] · Y [S×B·C]  and  W2ᵀ [S×D_S] · G [D_S×B·C]
+//   x  += ChannelMLP(LN_1(x))  as  Y [S·B×C] · W1 [C×D_C]  and  G [S·B×D_C] · W2 [D_C×C]
+//   logits = head(mean_s(LN_pre(x)))
+// Both mixers are single sgemm calls on the same memory; nothing is transposed.
+
+import MixerKernels
+
+extension MixerModel {
+  /// Runs the network on `images` (`[B, H, W, 3]`, B = `acts.batch`) and leaves the logits in
+  /// `acts.logits`. `regularization == nil` is evaluation. `sampleIDs[b]` identifies example b
+  /// across ranks (its position in the global batch), keying its stochastic-depth and dropout draws.
+  public func forward(
+    images: UnsafePointer<Float>, acts: Activations, regularization: Regularization? = nil,
+    sampleIDs: [Int]? = nil
+  ) {
+    let cfg = config
+    let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b
+    let w = parameters.pointer
+
+    patchifyForward(
+      patches: acts.patches, images: images, batch: b, height: cfg.imageHeight,
+      width: cfg.imageWidth, patch: cfg.patch)
+    let stemKernel = table.offset("stem/kernel"), stemBias = table.offset("stem/bias")
+    broadcastColumns(out: acts.stream[0], bias: w + stemBias, rows: sb, cols: c)
+    gemm(
+      .none, .none, m: sb, n: c, k: cfg.patchLength, a: acts.patches, lda: cfg.patchLength,
+      b: w + stemKernel, ldb: c, beta: 1, c: acts.stream[0], ldc: c)
+
+    let ids = sampleIDs ?? Array(0..<b)
+    if let reg = regularization { prepareMasks(acts: acts, regularization: reg, sampleIDs: ids) }
+    for i in 0..<cfg.blocks {
+      blockForward(i, acts: acts, training: regularization)
+    }
+
+    let last = acts.stream[cfg.blocks]
+    layerNormForward(
+      out: acts.headNormOut, mean: acts.headMean, rstd: acts.headRstd, inp: last,
+      weight: w + table.offset("pre_head_layer_norm/scale"),
+      bias: w + table.offset("pre_head_layer_norm/bias"), rows: sb, channels: c,
+      epsilon: cfg.layerNormEpsilon)
+    tokenMeanForward(out: acts.pooled, inp: acts.headNormOut, tokens: s, batch: b, channels: c)
+    let k = cfg.classes
+    broadcastColumns(out: acts.logits, bias: w + table.offset("head/bias"), rows: b, cols: k)
+    gemm(
+      .none, .none, m: b, n: k, k: c, a: acts.pooled, lda: c, b: w + table.offset("head/kernel"),
+      ldb: k, beta: 1, c: acts.logits, ldc: k)
+  }
+
+  /// One MixerBlock: token mixing then channel mixing, each a pre-norm residual branch.
+  func blockForward(_ i: Int, acts: Activations, training: Regularization?) {
+    let cfg = config
+    let o = blockOffsets[i]
+    let w = parameters.pointer
+    let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b, bc = b * c
+    let ds = cfg.tokensMLP, dc = cfg.channelsMLP
+    let xIn = acts.stream[i], xMid = acts.middle[i], xOut = acts.stream[i + 1]
+    let dropBlock = training.map { $0.dropProbability(block: i, of: cfg.blocks) > 0 } ?? false
+    let dropHidden = (training?.dropout ?? 0) > 0
+    let keep: UnsafePointer<Float>? = dropBlock ? UnsafePointer(acts.keep[i]) : nil
+
+    // token mixing: Y = LN_0(x) [S, B·C]; H = W1ᵀ·Y + b1 [D_S, B·C]; branch = W2ᵀ·gelu(H) + b2
+    layerNormForward(
+      out: acts.ln0Out[i], mean: acts.ln0Mean[i], rstd: acts.ln0Rstd[i], inp: xIn,
+      weight: w + o.ln0Scale, bias: w + o.ln0Bias, rows: sb, channels: c,
+      epsilon: cfg.layerNormEpsilon)
+    gemm(
+      .transpose, .none, m: ds, n: bc, k: s, a: w + o.tokW1, lda: ds, b: acts.ln0Out[i], ldb: bc,
+      beta: 0, c: acts.tokenPre[i], ldc: bc)
+    biasGELUForward(
+      act: acts.tokenAct[i], pre: acts.tokenPre[i], bias: w + o.tokB1, rows: ds, cols: bc,
+      axis: .rows, kind: cfg.gelu)
+    if dropHidden { multiply(acts.tokenAct[i], by: acts.tokenDropMask[i], count: ds * bc) }
+    let tokenTarget = keep == nil ? xMid : acts.branch
+    if keep == nil { xMid.update(from: xIn, count: sb * c) }
+    else { tokenTarget.update(repeating: 0, count: sb * c) }
+    for t in 0..<s {
+      let row = tokenTarget + t * bc
+      let bias = w[o.tokB2 + t]
+      for j in 0..<bc { row[j] += bias }
+    }
+    gemm(
+      .transpose, .none, m: s, n: bc, k: ds, a: w + o.tokW2, lda: s, b: acts.tokenAct[i], ldb: bc,
+      beta: 1, c: tokenTarget, ldc: bc)
+    if let keep {
+      xMid.update(from: xIn, count: sb * c)
+      residualForward(x: xMid, branch: acts.branch, keep: keep, tokens: s, batch: b, channels: c)
+    }
+
+    // channel mixing: Y = LN_1(x) [S·B, C]; H = Y·W1 + b1 [S·B, D_C]; branch = gelu(H)·W2 + b2
+    layerNormForward(
+      out: acts.ln1Out[i], mean: acts.ln1Mean[i], rstd: acts.ln1Rstd[i], inp: xMid,
+      weight: w + o.ln1Scale, bias: w + o.ln1Bias, rows: sb, channels: c,
+      epsilon: cfg.layerNormEpsilon)
+    gemm(
+      .none, .none, m: sb, n: dc, k: c, a: acts.ln1Out[i], lda: c, b: w + o.chW1, ldb: dc,
+      beta: 0, c: acts.channelPre[i], ldc: dc)
+    biasGELUForward(
+      act: acts.channelAct[i], pre: acts.channelPre[i], bias: w + o.chB1, rows: sb, cols: dc,
+      axis: .columns, kind: cfg.gelu)
+    if dropHidden { multiply(acts.channelAct[i], by: acts.channelDropMask[i], count: sb * dc) }
+    let channelTarget = keep == nil ? xOut : acts.branch
+    if keep == nil {
+      for r in 0..<sb {
+        let x = xOut + r * c, m = xMid + r * c, bias = w + o.chB2
+        for j in 0..<c { x[j] = m[j] + bias[j] }
+      }
+    } else {
+      broadcastColumns(out: channelTarget, bias: w + o.chB2, rows: sb, cols: c)
+    }
+    gemm(
+      .none, .none, m: sb, n: c, k: dc, a: acts.channelAct[i], lda: dc, b: w + o.chW2, ldb: c,
+      beta: 1, c: channelTarget, ldc: c)
+    if let keep {
+      xOut.update(from: xMid, count: sb * c)
+      residualForward(x: xOut, branch: acts.branch, keep: keep, tokens: s, batch: b, channels: c)
+    }
+  }
+
+  /// Draws the stochastic-depth keep masks and dropout masks of this step. Every draw is keyed by
+  /// (seed, step, block, example id), so the same global batch gets the same masks on any
+  /// number of ranks.
+  func prepareMasks(acts: Activations, regularization reg: Regularization, sampleIDs: [Int]) {
+    let cfg = config
+    let b = acts.batch
+    for i in 0..<cfg.blocks {
+      let p = reg.dropProbability(block: i, of: cfg.blocks)
+      for e in 0..<b {
+        var rng = CounterRNG(seed: reg.seed, 0x5D, UInt64(reg.step) << 16 | UInt64(i), UInt64(sampleIDs[e]))
+        acts.keep[i][e] = p > 0 && rng.uniform() < p ? 0 : 1
+      }
+    }
+    guard reg.dropout > 0 else { return }
+    acts.ensureDropoutMasks(config: cfg)
+    let scale = 1 / (1 - reg.dropout)
+    let c = cfg.hidden, s = cfg.tokens, ds = cfg.tokensMLP, dc = cfg.channelsMLP
+    for i in 0..<cfg.blocks {
+      // token hidden [D_S, B, C]: row (d, e) has C values
+      for d in 0..<ds {
+        for e in 0..<b {
+          var rng = CounterRNG(seed: reg.seed, 0xD1, UInt64(reg.step) << 16 | UInt64(i), UInt64(sampleIDs[e]))
+          rng.counter = UInt64(d * c)
+          let row = acts.tokenDropMask[i] + (d * b + e) * c
+          for j in 0..<c { row[j] = rng.uniform() < reg.dropout ? 0 : scale }
+        }
+      }
+      // channel hidden [S, B, D_C]: row (t, e) has D_C values
+      for t in 0..<s {
+        for e in 0..<b {
+          var rng = CounterRNG(seed: reg.seed, 0xD2, UInt64(reg.step) << 16 | UInt64(i), UInt64(sampleIDs[e]))
+          rng.counter = UInt64(t * dc)
+          let row = acts.channelDropMask[i] + (t * b + e) * dc
+          for j in 0..<dc { row[j] = rng.uniform() < reg.dropout ? 0 : scale }
+        }
+      }
+    }
+  }
+}
+
+/// x[i] *= m[i]
+@inline(__always)
+func multiply(_ x: UnsafeMutablePointer<Float>, by m: UnsafePointer<Float>, count: Int) {
+  for i in 0..<count { x[i] *= m[i] }
+}

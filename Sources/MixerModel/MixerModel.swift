@@ -1,0 +1,115 @@
+// The MLP-Mixer network (Tolstikhin et al. 2021) on flat buffers: parameters and gradients are
+// one `[Float]` each, laid out by `ParameterTable`; activations live in an `Activations` arena
+// sized once per micro-batch. Forward and backward are in Mixer+Forward.swift and
+// Mixer+Backward.swift, the backward reading as the forward in reverse.
+
+import MixerKernels
+
+/// Offsets of one MixerBlock's tensors in the flat buffer.
+struct BlockOffsets {
+  let ln0Scale, ln0Bias, tokW1, tokB1, tokW2, tokB2: Int
+  let ln1Scale, ln1Bias, chW1, chB1, chW2, chB2: Int
+
+  init(_ table: ParameterTable, _ i: Int) {
+    let p = "MixerBlock_\(i)/"
+    ln0Scale = table.offset(p + "LayerNorm_0/scale")
+    ln0Bias = table.offset(p + "LayerNorm_0/bias")
+    tokW1 = table.offset(p + "token_mixing/Dense_0/kernel")
+    tokB1 = table.offset(p + "token_mixing/Dense_0/bias")
+    tokW2 = table.offset(p + "token_mixing/Dense_1/kernel")
+    tokB2 = table.offset(p + "token_mixing/Dense_1/bias")
+    ln1Scale = table.offset(p + "LayerNorm_1/scale")
+    ln1Bias = table.offset(p + "LayerNorm_1/bias")
+    chW1 = table.offset(p + "channel_mixing/Dense_0/kernel")
+    chB1 = table.offset(p + "channel_mixing/Dense_0/bias")
+    chW2 = table.offset(p + "channel_mixing/Dense_1/kernel")
+    chB2 = table.offset(p + "channel_mixing/Dense_1/bias")
+  }
+}
+
+/// Training-time regularisers; `nil` in place of this means evaluation (both are identity).
+public struct Regularization: Sendable {
+  /// stochastic depth rate s: block i drops with probability i/(L−1)·s, one draw per example
+  public var stochasticDepth: Float
+  /// dropout rate on the hidden activations of both MLPs (after GELU), inverted scaling
+  public var dropout: Float
+  public var seed: UInt64
+  public var step: Int
+
+  public init(stochasticDepth: Float = 0, dropout: Float = 0, seed: UInt64 = 0, step: Int = 0) {
+    self.stochasticDepth = stochasticDepth
+    self.dropout = dropout
+    self.seed = seed
+    self.step = step
+  }
+
+  /// Drop probability of block i of L (big_vision: linear in depth, 0 for the first block).
+  public func dropProbability(block i: Int, of blocks: Int) -> Float {
+    blocks > 1 ? Float(i) / Float(blocks - 1) * stochasticDepth : 0
+  }
+}
+
+/// An MLP-Mixer: config, parameter table, flat parameters and gradients.
+public final class MixerModel {
+  public let config: MixerConfig
+  public let table: ParameterTable
+  /// every parameter, flat, in `table` order
+  public let parameters: FlatBuffer
+  /// d(loss)/d(parameters), same layout; backward accumulates into it
+  public let gradients: FlatBuffer
+  let blockOffsets: [BlockOffsets]
+
+  /// A model with the official initialisation drawn from `seed`.
+  public init(config: MixerConfig, seed: UInt64) throws {
+    try config.validate()
+    self.config = config
+    let table = ParameterTable(config: config)
+    self.table = table
+    parameters = FlatBuffer(count: table.count)
+    gradients = FlatBuffer(count: table.count)
+    blockOffsets = (0..<config.blocks).map { BlockOffsets(table, $0) }
+    initialize(seed: seed)
+  }
+
+  /// The official Flax initialisers: kernels lecun-normal (normal truncated to ±2σ, scaled by
+  /// sqrt(1/fan_in)/0.8796…), biases 0, LayerNorm scales 1, head kernel 0. Tensor i draws from
+  /// its own counter-based stream, so the values do not depend on thread or rank count.
+  public func initialize(seed: UInt64) {
+    for (i, view) in table.views.enumerated() {
+      switch view.role {
+      case .kernel:
+        var rng = CounterRNG(seed: seed, 0x1417, UInt64(i))
+        let std = (1.0 / Double(view.fanIn)).squareRoot() / 0.879_625_661_034_239_78
+        for j in view.range { parameters[j] = Float(rng.truncatedNormal() * std) }
+      case .headKernel, .bias:
+        for j in view.range { parameters[j] = 0 }
+      case .scale:
+        for j in view.range { parameters[j] = 1 }
+      }
+    }
+  }
+
+  /// Sets every gradient to zero (start of a step).
+  public func zeroGradients() {
+    gradients.fill(0)
+  }
+
+  /// Copies one named tensor into the flat buffer; throws on unknown name or shape mismatch.
+  public func setParameter(_ name: String, shape: [Int], values: [Float]) throws {
+    guard let view = table[name] else { throw ConfigError("unknown parameter '\(name)'") }
+    guard view.shape == shape, values.count == view.count else {
+      throw ConfigError("parameter '\(name)' has shape \(shape), the model expects \(view.shape)")
+    }
+    parameters.copy(from: values, at: view.offset)
+  }
+
+  /// The values of one named tensor.
+  public func parameter(_ name: String) -> [Float]? {
+    table[name].map { parameters.array($0.range) }
+  }
+
+  /// The gradient of one named tensor.
+  public func gradient(_ name: String) -> [Float]? {
+    table[name].map { gradients.array($0.range) }
+  }
+}
