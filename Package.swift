@@ -1,8 +1,20 @@
 // swift-tools-version:5.9
 // mixer-dist: a data-parallel MLP-Mixer trainer on OpenBLAS and OpenMPI.
+import Foundation
 import PackageDescription
 
-let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+// The vectorised kernels (SIMD16 GELU, LayerNorm) need AVX2/FMA code generation to be fast; the
+// Swift default targets baseline x86-64 (SSE2). MIXER_TARGET_CPU overrides (e.g. "native").
+#if arch(x86_64)
+let targetCPU: String? = ProcessInfo.processInfo.environment["MIXER_TARGET_CPU"] ?? "haswell"
+#else
+let targetCPU: String? = ProcessInfo.processInfo.environment["MIXER_TARGET_CPU"]
+#endif
+let cpuFlags: [String] = targetCPU.map { ["-target-cpu", $0] } ?? []
+let optimize: [SwiftSetting] = [
+  .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+  .unsafeFlags(cpuFlags),
+]
 
 let package = Package(
   name: "mixer-dist",

@@ -5,10 +5,15 @@
 public typealias FloatVector = SIMD16<Float>
 
 /// e^x for each lane; inputs are clamped to [-87, 88] (results stay finite and normal).
+/// Rounding to the nearest integer uses the 1.5·2²³ trick (adding it leaves round(x) in the low
+/// mantissa bits), so every step is plain vector arithmetic and integer bit work.
 @inline(__always)
 public func vexp(_ x: FloatVector) -> FloatVector {
-  let clamped = x.clamped(lowerBound: FloatVector(repeating: -87), upperBound: FloatVector(repeating: 88))
-  let n = (clamped * 1.442_695_040_888_963_4).rounded(.toNearestOrEven)
+  // (masked replacement compiles to vector blends; pointwiseMin/Max do not vectorise)
+  let clamped = x.replacing(with: 88, where: x .> 88).replacing(with: -87, where: x .< -87)
+  let shifter = FloatVector(repeating: 12_582_912)  // 1.5 · 2^23
+  let shifted = clamped * 1.442_695_040_888_963_4 + shifter
+  let n = shifted - shifter
   // ln 2 split into a part exact in float and a remainder (Cody–Waite).
   var r = clamped - n * 0.693_145_751_953_125
   r = r - n * 1.428_606_765_330_187_0e-06
@@ -20,16 +25,20 @@ public func vexp(_ x: FloatVector) -> FloatVector {
   p = p * r + 0.5
   p = p * r + 1
   p = p * r + 1
-  let exponent = (SIMD16<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
-  return p * unsafeBitCast(exponent, to: FloatVector.self)
+  // the integer n sits in the low bits of `shifted`; move it into the exponent field
+  let bits = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- 0x4B40_0000
+  let scale = unsafeBitCast((bits &+ 127) &<< 23, to: FloatVector.self)
+  return p * scale
 }
 
 /// tanh for each lane, as `sign(x)·(1 − e^{−2|x|}) / (1 + e^{−2|x|})`.
 @inline(__always)
 public func vtanh(_ x: FloatVector) -> FloatVector {
-  let e = vexp(-2 * x.replacing(with: -x, where: x .< 0))
+  let magnitude = unsafeBitCast(unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: FloatVector.self)
+  let sign = unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x8000_0000
+  let e = vexp(-2 * magnitude)
   let t = (1 - e) / (1 + e)
-  return t.replacing(with: -t, where: x .< 0)
+  return unsafeBitCast(unsafeBitCast(t, to: SIMD16<UInt32>.self) | sign, to: FloatVector.self)
 }
 
 /// tanh of one value through the vector path (for tails and tests).

@@ -1,0 +1,269 @@
+// GradientBucketer: overlap of backward and gradient communication (DESIGN "Overlap"). Backward
+// produces the flat gradient buffer from its END towards its start (last block first) and says so
+// with `markReady(upTo:)`; the buffer is cut into fixed-size buckets aligned from the end, and
+// every complete bucket is handed at once to one communication thread, which reduces the buckets
+// in order while backward goes on. `finish()` hands over the rest and waits: the time it waits is
+// the communication that backward did not hide.
+//
+// Modes:
+// - `.allReduce`: each bucket is summed over the ranks in place (plain data parallelism).
+// - `.reduceScatter` (ZeRO-1), overlapped as well: each bucket is reduce-scattered along the
+//   standard partition of the WHOLE buffer (`shardRanges(total: count, parts: size)`), i.e. the
+//   block counts of a bucket are its intersections with every rank's shard. After `finish()`,
+//   `buffer[shard]` holds the summed gradient of this rank's shard; the rest is unspecified.
+//
+// Without overlap (`overlap: false`), `finish()` reduces the same buckets in the same order on
+// the calling thread: identical results, nothing hidden. Use it when a rank has a single core
+// (mpirun binds each of up to 2 ranks to one core): MPI's blocking collectives busy-poll, so a
+// communication thread then competes with backward for that core and the step gets slower.
+//
+// Threads: the communication thread is the only one calling the communicator between the first
+// `markReady` of a step and `finish()`. Collectives must run in the same order on every rank, and
+// the order between two threads is not deterministic, so the caller must not issue collectives of
+// its own in that window (MPICommunicator's lock keeps the calls serialized either way).
+
+import Foundation
+
+/// Reduces a flat gradient buffer over the ranks in buckets, overlapped with backward.
+public final class GradientBucketer {
+  /// What is done to each bucket.
+  public enum Mode: Sendable {
+    /// Sum over the ranks; every rank gets the whole summed buffer.
+    case allReduce
+    /// Sum over the ranks; each rank gets its shard `shardRanges(total: count, parts: size)[rank]`.
+    case reduceScatter
+  }
+
+  /// Times of one step, from the first `markReady` to the end of `finish()`.
+  public struct Timings: Equatable, Sendable {
+    /// Time the communication thread spent inside collectives.
+    public var communicationSeconds: Double
+    /// Time `finish()` waited: communication not hidden behind backward.
+    public var exposedSeconds: Double
+    /// Buckets reduced.
+    public var buckets: Int
+    /// Buckets already complete when `finish()` was called.
+    public var bucketsDoneBeforeFinish: Int
+  }
+
+  /// Floats in the buffer.
+  public let count: Int
+  /// Floats per bucket (the first bucket of the buffer may be shorter).
+  public let bucketSize: Int
+  public let mode: Mode
+  /// The buckets in the order they are reduced: the end of the buffer first.
+  public let buckets: [Range<Int>]
+  /// This rank's shard of the buffer (all of it in `.allReduce` mode).
+  public let shard: Range<Int>
+  /// Totals over every finished step.
+  public private(set) var totals = Timings(
+    communicationSeconds: 0, exposedSeconds: 0, buckets: 0, bucketsDoneBeforeFinish: 0)
+
+  private let worker: BucketWorker?
+  /// Index into `buckets` of the next bucket to hand over (main thread only).
+  private var nextBucket = 0
+
+  /// True when buckets are reduced on a communication thread during backward.
+  public let overlap: Bool
+
+  /// A bucketer over `buffer[0..<count]`. With `overlap`, a communication thread reduces buckets
+  /// as they complete; without, `finish()` reduces them all. `watchdog`, when given, watches
+  /// every bucket's collective (named with its index and range).
+  public init(
+    communicator: Communicator, buffer: UnsafeMutablePointer<Float>, count: Int, bucketSize: Int,
+    mode: Mode = .allReduce, overlap: Bool = true, watchdog: Watchdog? = nil
+  ) {
+    precondition(
+      count >= 0 && bucketSize >= 1, "GradientBucketer(count: \(count), bucketSize: \(bucketSize))")
+    self.count = count
+    self.bucketSize = bucketSize
+    self.mode = mode
+    self.overlap = overlap
+    var buckets: [Range<Int>] = []
+    var upper = count
+    while upper > 0 {
+      let lower = max(0, upper - bucketSize)
+      buckets.append(lower..<upper)
+      upper = lower
+    }
+    self.buckets = buckets
+    let shards = shardRanges(total: count, parts: communicator.size)
+    shard = mode == .allReduce ? 0..<count : shards[communicator.rank]
+    if communicator.size == 1 || buckets.isEmpty {
+      worker = nil
+    } else {
+      let blockCounts: [[Int]] = buckets.map { bucket in
+        shards.map { max(0, min(bucket.upperBound, $0.upperBound) - max(bucket.lowerBound, $0.lowerBound)) }
+      }
+      let worker = BucketWorker(
+        communicator: communicator, buffer: buffer, buckets: buckets,
+        blockCounts: mode == .reduceScatter ? blockCounts : nil, watchdog: watchdog)
+      if overlap {
+        let thread = Thread { [worker] in worker.loop() }
+        thread.name = "mixer-dist gradient communication"
+        thread.stackSize = 1 << 20
+        thread.start()
+      }
+      self.worker = worker
+    }
+  }
+
+  deinit { worker?.stop() }
+
+  /// Backward has finished `buffer[lowerBound..<count]`: every bucket inside it starts reducing.
+  /// `lowerBound` goes down during a step; a larger one than before changes nothing.
+  public func markReady(upTo lowerBound: Int) {
+    precondition((0...count).contains(lowerBound), "markReady(upTo: \(lowerBound)) outside 0...\(count)")
+    let before = nextBucket
+    while nextBucket < buckets.count && buckets[nextBucket].lowerBound >= lowerBound {
+      nextBucket += 1
+    }
+    if nextBucket != before && overlap { worker?.handOver(upTo: nextBucket) }
+  }
+
+  /// Hands over the remaining buckets, waits until every bucket is reduced and returns the step's
+  /// timings. Rethrows the first error of the communication thread. The next step starts fresh.
+  @discardableResult
+  public func finish() throws -> Timings {
+    nextBucket = 0
+    guard let worker else {
+      let timings = Timings(
+        communicationSeconds: 0, exposedSeconds: 0, buckets: buckets.count,
+        bucketsDoneBeforeFinish: buckets.count)
+      totals.buckets += timings.buckets
+      totals.bucketsDoneBeforeFinish += timings.bucketsDoneBeforeFinish
+      return timings
+    }
+    let (timings, error) = overlap ? worker.waitAndReset() : worker.reduceAll()
+    totals.communicationSeconds += timings.communicationSeconds
+    totals.exposedSeconds += timings.exposedSeconds
+    totals.buckets += timings.buckets
+    totals.bucketsDoneBeforeFinish += timings.bucketsDoneBeforeFinish
+    if let error { throw error }
+    return timings
+  }
+}
+
+/// The communication thread's state (separate so the thread does not keep the bucketer alive).
+private final class BucketWorker {
+  private let communicator: Communicator
+  private let buffer: UnsafeMutablePointer<Float>
+  private let buckets: [Range<Int>]
+  /// Per bucket, the reduce-scatter block counts; nil in all-reduce mode.
+  private let blockCounts: [[Int]]?
+  private let watchdog: Watchdog?
+  private let condition = NSCondition()
+  private var handedOver = 0
+  private var completed = 0
+  private var communicationSeconds = 0.0
+  private var error: Error?
+  private var stopped = false
+
+  init(
+    communicator: Communicator, buffer: UnsafeMutablePointer<Float>, buckets: [Range<Int>],
+    blockCounts: [[Int]]?, watchdog: Watchdog?
+  ) {
+    self.communicator = communicator
+    self.buffer = buffer
+    self.buckets = buckets
+    self.blockCounts = blockCounts
+    self.watchdog = watchdog
+  }
+
+  func handOver(upTo bucket: Int) {
+    condition.lock()
+    handedOver = bucket
+    condition.broadcast()
+    condition.unlock()
+  }
+
+  func stop() {
+    condition.lock()
+    stopped = true
+    condition.broadcast()
+    condition.unlock()
+  }
+
+  /// Hands over every remaining bucket, waits until all are done, then resets for the next step.
+  func waitAndReset() -> (GradientBucketer.Timings, Error?) {
+    let start = monotonicSeconds()
+    condition.lock()
+    defer { condition.unlock() }
+    let doneBefore = completed
+    handedOver = buckets.count
+    condition.broadcast()
+    while completed < handedOver { condition.wait() }
+    let timings = GradientBucketer.Timings(
+      communicationSeconds: communicationSeconds, exposedSeconds: monotonicSeconds() - start,
+      buckets: completed, bucketsDoneBeforeFinish: doneBefore)
+    let failure = error
+    handedOver = 0
+    completed = 0
+    communicationSeconds = 0
+    error = nil
+    return (timings, failure)
+  }
+
+  /// Reduces every bucket on the calling thread (no overlap); stops at the first error.
+  func reduceAll() -> (GradientBucketer.Timings, Error?) {
+    let start = monotonicSeconds()
+    var failure: Error?
+    for index in buckets.indices {
+      do { try reduce(bucket: index) } catch {
+        failure = error
+        break
+      }
+    }
+    let seconds = monotonicSeconds() - start
+    let timings = GradientBucketer.Timings(
+      communicationSeconds: seconds, exposedSeconds: seconds, buckets: buckets.count,
+      bucketsDoneBeforeFinish: 0)
+    return (timings, failure)
+  }
+
+  func loop() {
+    condition.lock()
+    while true {
+      while completed == handedOver && !stopped { condition.wait() }
+      if stopped { break }
+      let index = completed
+      let failedBefore = error != nil
+      condition.unlock()
+
+      let start = monotonicSeconds()
+      var failure: Error?
+      if !failedBefore {  // After a failure the step is lost: skip the remaining buckets.
+        do { try reduce(bucket: index) } catch { failure = error }
+      }
+      let seconds = monotonicSeconds() - start
+
+      condition.lock()
+      completed += 1
+      communicationSeconds += seconds
+      if error == nil, let failure { error = failure }
+      condition.broadcast()
+    }
+    condition.unlock()
+  }
+
+  private func reduce(bucket index: Int) throws {
+    let bucket = buckets[index]
+    let start = buffer + bucket.lowerBound
+    let operation: () throws -> Void
+    let name: String
+    if let blockCounts {
+      name =
+        "reduce-scatter of gradient bucket \(index + 1)/\(buckets.count) [\(bucket.lowerBound)..<\(bucket.upperBound)]"
+      operation = { try self.communicator.reduceScatterSum(start, counts: blockCounts[index]) }
+    } else {
+      name =
+        "all-reduce of gradient bucket \(index + 1)/\(buckets.count) [\(bucket.lowerBound)..<\(bucket.upperBound)]"
+      operation = { try self.communicator.allReduceSum(start, count: bucket.count) }
+    }
+    if let watchdog {
+      try watchdog.watch(name, operation)
+    } else {
+      try operation()
+    }
+  }
+}

@@ -1,0 +1,111 @@
+// `mixer-dist bench`: times full training steps (forward, loss, backward, clipping, AdamW) after
+// warm-up, and in the same run measures the sgemm rate of the same OpenBLAS kernel and thread
+// count, so the model FLOP utilisation (mfu) is relative to what this machine's BLAS can do.
+
+import Foundation
+import MixerKernels
+import MixerModel
+
+/// Seconds since an arbitrary origin, monotonic.
+public func monotonicSeconds() -> Double {
+  var ts = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &ts)
+  return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Best-of-`repeats` GFLOP/s of an `m×k · k×n` sgemm (beta 0).
+public func measureSgemm(m: Int, n: Int, k: Int, repeats: Int = 5) -> Double {
+  let a = FlatBuffer(count: m * k, repeating: 0.5)
+  let b = FlatBuffer(count: k * n, repeating: 0.25)
+  let c = FlatBuffer(count: m * n)
+  var best = Double.infinity
+  for _ in 0..<repeats {
+    let t0 = monotonicSeconds()
+    gemm(.none, .none, m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n)
+    best = min(best, monotonicSeconds() - t0)
+  }
+  return 2 * Double(m) * Double(n) * Double(k) / best / 1e9
+}
+
+/// What one benchmark run measured.
+public struct BenchResult: Codable {
+  public var preset: String
+  public var batch: Int
+  public var threads: Int
+  public var blasCore: String
+  public var steps: Int
+  public var secondsPerStep: Double
+  public var forwardSeconds: Double
+  public var backwardSeconds: Double
+  public var optimizerSeconds: Double
+  public var imagesPerSecond: Double
+  public var gflops: Double
+  public var sgemmGflops: Double
+  public var mfu: Double
+
+  enum CodingKeys: String, CodingKey {
+    case preset, batch, threads, steps
+    case blasCore = "blas_core"
+    case secondsPerStep = "seconds_per_step"
+    case forwardSeconds = "forward_seconds"
+    case backwardSeconds = "backward_seconds"
+    case optimizerSeconds = "optimizer_seconds"
+    case imagesPerSecond = "images_per_second"
+    case gflops
+    case sgemmGflops = "sgemm_gflops"
+    case mfu
+  }
+}
+
+/// Runs `warmup` untimed then `steps` timed single-process training steps of `config` at `batch`.
+public func benchmarkTraining(
+  config: MixerConfig, preset: String, batch: Int, steps: Int, warmup: Int
+) throws -> BenchResult {
+  let model = try MixerModel(config: config, seed: 0)
+  // a non-zero head so every gradient is non-trivial, as in training after step one
+  if let head = model.table["head/kernel"] {
+    var rng = CounterRNG(seed: 1)
+    for i in head.range { model.parameters[i] = Float(rng.normal() * 0.01) }
+  }
+  let optimizer = Optimizer(config: OptimizerConfig(), table: model.table)
+  let acts = Activations(config: config, batch: batch)
+  let imageFloats = batch * config.imageHeight * config.imageWidth * 3
+  let images = FlatBuffer(count: imageFloats)
+  var rng = CounterRNG(seed: 2)
+  for i in 0..<imageFloats { images[i] = rng.uniform() * 2 - 1 }
+  let labels = (0..<batch).map { Int32($0 % config.classes) }
+  labels.withUnsafeBufferPointer {
+    smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: config.classes, smoothing: 0)
+  }
+  var forward = 0.0, backward = 0.0, update = 0.0
+  for step in 0..<(warmup + steps) {
+    let t0 = monotonicSeconds()
+    model.zeroGradients()
+    model.forward(images: images.pointer, acts: acts)
+    model.loss(acts: acts)
+    let t1 = monotonicSeconds()
+    model.backward(acts: acts, lossScale: 1 / Float(batch))
+    let t2 = monotonicSeconds()
+    let norm = sumOfSquares(model.gradients.pointer, range: 0..<model.table.count).squareRoot()
+    clipByGlobalNorm(model.gradients.pointer, range: 0..<model.table.count, norm: norm, maxNorm: 1)
+    optimizer.update(parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: 1e-4, step: step + 1)
+    let t3 = monotonicSeconds()
+    if step >= warmup {
+      forward += t1 - t0
+      backward += t2 - t1
+      update += t3 - t2
+    }
+  }
+  let perStep = (forward + backward + update) / Double(steps)
+  let flops = config.trainingFLOPsPerImage * Double(batch) / perStep / 1e9
+  // the sgemm ceiling: the model's largest product shape and a square one, best of both
+  let sb = config.tokens * batch
+  let peak = max(
+    measureSgemm(m: sb, n: config.channelsMLP, k: config.hidden),
+    measureSgemm(m: 2048, n: 2048, k: 2048, repeats: 3))
+  return BenchResult(
+    preset: preset, batch: batch, threads: BLAS.threads, blasCore: BLAS.coreName, steps: steps,
+    secondsPerStep: perStep, forwardSeconds: forward / Double(steps),
+    backwardSeconds: backward / Double(steps), optimizerSeconds: update / Double(steps),
+    imagesPerSecond: Double(batch) / perStep, gflops: flops, sgemmGflops: peak, mfu: flops / peak)
+}

@@ -1,0 +1,101 @@
+// Rank 0's side effects for a run: `metrics.jsonl` (one JSON object per log step and per
+// evaluation) and the live progress line (rewritten in place on a terminal, plain periodic lines
+// otherwise). Every other rank gets a `RunLog` that writes nothing.
+
+import Foundation
+
+/// One metrics record: numbers by name, plus the kind of record.
+public struct MetricRecord {
+  public var kind: String
+  public var step: Int
+  public var values: [(String, Double)]
+
+  public init(kind: String, step: Int, values: [(String, Double)]) {
+    self.kind = kind
+    self.step = step
+    self.values = values
+  }
+
+  /// `{"kind":"train","step":10,"loss":2.3,...}` with keys in the given order.
+  public var json: String {
+    var parts = ["\"kind\":\"\(kind)\"", "\"step\":\(step)"]
+    for (key, value) in values {
+      let text = value.isFinite ? "\(value)" : "null"
+      parts.append("\"\(key)\":\(text)")
+    }
+    return "{" + parts.joined(separator: ",") + "}"
+  }
+}
+
+/// The run's log: metrics file and console output, active on rank 0 only.
+public final class RunLog {
+  public let active: Bool
+  let metrics: FileHandle?
+  let isTerminal: Bool
+  var progressShown = false
+
+  /// Opens `directory/metrics.jsonl` (appending) when `active`.
+  public init(directory: String?, active: Bool) throws {
+    self.active = active
+    isTerminal = isatty(STDOUT_FILENO) != 0
+    guard active, let directory else { metrics = nil; return }
+    let url = URL(fileURLWithPath: directory).appendingPathComponent("metrics.jsonl")
+    if !FileManager.default.fileExists(atPath: url.path) {
+      FileManager.default.createFile(atPath: url.path, contents: nil)
+    }
+    guard let handle = try? FileHandle(forWritingTo: url) else {
+      throw TrainError("cannot open \(url.path) for writing")
+    }
+    handle.seekToEndOfFile()
+    metrics = handle
+  }
+
+  /// Appends one record to metrics.jsonl.
+  public func record(_ record: MetricRecord) {
+    guard active, let metrics else { return }
+    metrics.write(Data((record.json + "\n").utf8))
+  }
+
+  /// Shows the live progress line (in place on a terminal; every call a line otherwise).
+  public func progress(_ text: String) {
+    guard active else { return }
+    if isTerminal {
+      FileHandle.standardOutput.write(Data(("\r\u{1B}[2K" + text).utf8))
+      progressShown = true
+    } else {
+      print(text)
+      fflush(stdout)
+    }
+  }
+
+  /// Prints a line of its own (ending any progress line first).
+  public func line(_ text: String) {
+    guard active else { return }
+    if progressShown {
+      FileHandle.standardOutput.write(Data("\n".utf8))
+      progressShown = false
+    }
+    print(text)
+    fflush(stdout)
+  }
+
+  public func close() {
+    if progressShown { FileHandle.standardOutput.write(Data("\n".utf8)); progressShown = false }
+    try? metrics?.close()
+  }
+}
+
+/// 75 → "1m15s"
+public func formatDuration(_ seconds: Double) -> String {
+  guard seconds.isFinite, seconds >= 0 else { return "?" }
+  let s = Int(seconds.rounded())
+  if s >= 3600 { return "\(s / 3600)h\(String(format: "%02d", s / 60 % 60))m" }
+  if s >= 60 { return "\(s / 60)m\(String(format: "%02d", s % 60))s" }
+  return "\(s)s"
+}
+
+/// An error of the training loop, printed as one line.
+public struct TrainError: Error, CustomStringConvertible {
+  public let description: String
+  public init(_ description: String) { self.description = description }
+}

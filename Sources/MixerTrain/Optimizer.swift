@@ -1,0 +1,130 @@
+// Optimizers on flat buffers: AdamW (Loshchilov & Hutter 2019; the paper's pre-training
+// optimizer, β1 0.9, β2 0.999, ε 1e-8, decoupled weight decay on kernels only) and SGD with
+// momentum (the paper's fine-tuning optimizer, optax `trace`: m = μm + g, p −= lr·m).
+// An optimizer owns the moments of one contiguous range of the flat parameter buffer: the whole
+// buffer normally, this rank's shard under ZeRO-1. Moments are indexed relative to the range.
+
+import Foundation
+import MixerKernels
+import MixerModel
+
+/// Which update rule.
+public enum OptimizerKind: String, Codable, Sendable, CaseIterable {
+  case adamw, sgd
+}
+
+/// Hyper-parameters of the update rule (the learning rate comes from the schedule).
+public struct OptimizerConfig: Codable, Equatable, Sendable {
+  public var kind: OptimizerKind = .adamw
+  public var beta1: Float = 0.9
+  public var beta2: Float = 0.999
+  public var epsilon: Float = 1e-8
+  /// decoupled weight decay: p −= lr · weightDecay · p, kernels only
+  public var weightDecay: Float = 0
+  /// SGD momentum μ
+  public var momentum: Float = 0.9
+  public init() {}
+}
+
+/// An optimizer over `range` of the flat parameter buffer.
+public final class Optimizer {
+  public let config: OptimizerConfig
+  public let range: Range<Int>
+  /// first moment (AdamW) or momentum trace (SGD), `range.count` floats
+  public let firstMoment: FlatBuffer
+  /// second moment (AdamW only; empty for SGD)
+  public let secondMoment: FlatBuffer
+  /// sub-ranges of `range` (absolute offsets) that take weight decay
+  let decaySegments: [Range<Int>]
+  let plainSegments: [Range<Int>]
+
+  public init(config: OptimizerConfig, table: ParameterTable, range: Range<Int>? = nil) {
+    self.config = config
+    let r = range ?? 0..<table.count
+    self.range = r
+    firstMoment = FlatBuffer(count: r.count)
+    secondMoment = FlatBuffer(count: config.kind == .adamw ? r.count : 0)
+    var decay: [Range<Int>] = []
+    var plain: [Range<Int>] = []
+    for view in table.views {
+      let lo = max(view.range.lowerBound, r.lowerBound), hi = min(view.range.upperBound, r.upperBound)
+      guard lo < hi else { continue }
+      if view.decays { decay.append(lo..<hi) } else { plain.append(lo..<hi) }
+    }
+    decaySegments = decay
+    plainSegments = plain
+  }
+
+  /// Floats of optimizer state held (for memory reports).
+  public var stateCount: Int { firstMoment.count + secondMoment.count }
+
+  /// Applies update number `step` (1-based, for Adam's bias correction) with learning rate `lr`
+  /// to `parameters[range]`, using `gradients[range]`.
+  public func update(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, lr: Float, step: Int) {
+    for segment in decaySegments {
+      apply(parameters, gradients, segment, lr: lr, decay: config.weightDecay, step: step)
+    }
+    for segment in plainSegments {
+      apply(parameters, gradients, segment, lr: lr, decay: 0, step: step)
+    }
+  }
+
+  private func apply(
+    _ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ segment: Range<Int>, lr: Float,
+    decay: Float, step: Int
+  ) {
+    let base = segment.lowerBound - range.lowerBound
+    let m = firstMoment.pointer + base
+    let n = segment.count
+    let pp = p + segment.lowerBound, gg = g + segment.lowerBound
+    switch config.kind {
+    case .adamw:
+      let v = secondMoment.pointer + base
+      let b1 = config.beta1, b2 = config.beta2, eps = config.epsilon
+      let c1 = 1 / (1 - Float(pow(Double(b1), Double(step))))
+      let c2 = 1 / (1 - Float(pow(Double(b2), Double(step))))
+      for i in 0..<n {
+        let gi = gg[i]
+        let mi = b1 * m[i] + (1 - b1) * gi
+        let vi = b2 * v[i] + (1 - b2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        let update = (mi * c1) / ((vi * c2).squareRoot() + eps) + decay * pp[i]
+        pp[i] -= lr * update
+      }
+    case .sgd:
+      let mu = config.momentum
+      for i in 0..<n {
+        let mi = mu * m[i] + gg[i]
+        m[i] = mi
+        pp[i] -= lr * (mi + decay * pp[i])
+      }
+    }
+  }
+}
+
+/// Σ x[i]² over `range`, in Double (for the global gradient norm).
+public func sumOfSquares(_ x: UnsafePointer<Float>, range: Range<Int>) -> Double {
+  var total = 0.0
+  var partial: Float = 0
+  var i = range.lowerBound
+  while i < range.upperBound {
+    let end = min(i + 4096, range.upperBound)
+    partial = 0
+    for j in i..<end { partial += x[j] * x[j] }
+    total += Double(partial)
+    i = end
+  }
+  return total
+}
+
+/// Scales `x[range]` so that a global norm `norm` becomes at most `maxNorm`; returns the factor.
+@discardableResult
+public func clipByGlobalNorm(
+  _ x: UnsafeMutablePointer<Float>, range: Range<Int>, norm: Double, maxNorm: Double
+) -> Float {
+  guard maxNorm > 0, norm > maxNorm else { return 1 }
+  let factor = Float(maxNorm / norm)
+  for i in range { x[i] *= factor }
+  return factor
+}

@@ -1,0 +1,86 @@
+// One config struct for a training run; command-line flags map one to one onto it, and it is
+// written into the run folder so a run can be read back and repeated.
+
+import MixerModel
+
+/// Everything that defines a training run.
+public struct TrainConfig: Codable, Equatable, Sendable {
+  /// preset the model started from (for the record; `model` is authoritative)
+  public var preset: String = "tiny"
+  public var model: MixerConfig
+  /// data source, e.g. "shapes" (the embedded default)
+  public var data: String = "shapes"
+  /// training images of the embedded dataset
+  public var trainExamples: Int = 50_000
+  /// validation images of the embedded dataset
+  public var validationExamples: Int = 5_000
+  public var steps: Int = 1_000
+  public var globalBatch: Int = 128
+  /// micro-batches per step (gradient accumulation); the local batch must divide by it
+  public var accumulation: Int = 1
+  public var optimizer = OptimizerConfig()
+  public var learningRate: Float = 2e-3
+  public var warmupSteps: Int = 100
+  public var decay: DecayKind = .cosine
+  /// clip the global gradient norm to this (0 = off); the paper uses 1.0
+  public var clipNorm: Float = 1
+  public var labelSmoothing: Float = 0
+  public var stochasticDepth: Float = 0
+  public var dropout: Float = 0
+  public var seed: UInt64 = 0
+  public var logEvery: Int = 25
+  /// evaluate every N steps (0 = only at the end)
+  public var evalEvery: Int = 0
+  public var evalBatch: Int = 250
+  /// OpenBLAS threads per rank (nil = cores per node / ranks per node)
+  public var threads: Int?
+  /// data loader worker threads per rank
+  public var loaderWorkers: Int = 1
+  /// gradient all-reduce bucket size in floats
+  public var bucketFloats: Int = 1 << 20
+  /// 0: all-reduce gradients; 1: ZeRO-1 (shard optimizer state and update)
+  public var zeroStage: Int = 0
+  public var runDirectory: String = "runs/default"
+
+  public init(model: MixerConfig) { self.model = model }
+
+  /// The schedule these settings describe.
+  public var schedule: Schedule {
+    Schedule(baseLR: learningRate, warmupSteps: warmupSteps, totalSteps: steps, decay: decay)
+  }
+
+  /// The regularisers at `step` (nil when none is on: plain evaluation-mode forward).
+  public func regularization(step: Int) -> Regularization? {
+    guard stochasticDepth > 0 || dropout > 0 else { return nil }
+    return Regularization(stochasticDepth: stochasticDepth, dropout: dropout, seed: seed, step: step)
+  }
+
+  /// Throws a one-line error for settings that cannot run.
+  public func validate(worldSize: Int) throws {
+    try model.validate()
+    func check(_ ok: Bool, _ message: @autoclosure () -> String) throws {
+      if !ok { throw ConfigError(message()) }
+    }
+    try check(steps > 0, "--steps must be positive, got \(steps)")
+    try check(globalBatch > 0, "--batch must be positive, got \(globalBatch)")
+    try check(learningRate >= 0 && learningRate.isFinite, "learning rate must be non-negative, got \(learningRate)")
+    try check(warmupSteps >= 0, "--warmup must be non-negative, got \(warmupSteps)")
+    try check(optimizer.weightDecay >= 0, "--weight-decay must be non-negative, got \(optimizer.weightDecay)")
+    try check(clipNorm >= 0, "--clip must be non-negative, got \(clipNorm)")
+    try check(labelSmoothing >= 0 && labelSmoothing < 1, "--label-smoothing must be in [0, 1), got \(labelSmoothing)")
+    try check(stochasticDepth >= 0 && stochasticDepth < 1, "--stochastic-depth must be in [0, 1), got \(stochasticDepth)")
+    try check(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1), got \(dropout)")
+    try check(accumulation >= 1, "--accum must be at least 1, got \(accumulation)")
+    try check(globalBatch % worldSize == 0,
+      "global batch \(globalBatch) does not divide by \(worldSize) ranks; choose a multiple of \(worldSize)")
+    try check((globalBatch / worldSize) % accumulation == 0,
+      "local batch \(globalBatch / worldSize) does not divide into \(accumulation) micro-batches")
+    try check(logEvery > 0, "--log-every must be positive")
+    try check(evalEvery >= 0, "--eval-every must be non-negative")
+    try check(evalBatch > 0, "--eval-batch must be positive")
+    try check(bucketFloats > 0, "--bucket-size must be positive")
+    try check(zeroStage == 0 || zeroStage == 1, "--zero takes 0 or 1, got \(zeroStage)")
+    try check(loaderWorkers >= 1, "--loader-workers must be at least 1")
+    if let t = threads { try check(t >= 1, "--threads must be at least 1, got \(t)") }
+  }
+}

@@ -1,0 +1,243 @@
+// The training loop: data-parallel over the communicator's ranks. Each rank reads its slice of
+// every global batch (one seeded permutation), runs forward/backward on micro-batches, and the
+// flat gradient buffer is reduced in buckets on a communication thread while backward goes on.
+// The loss is the mean over the global batch, so N ranks match one rank with the same global
+// batch to float rounding. Rank 0 owns every side effect (console, metrics, files).
+
+import Foundation
+import MixerData
+import MixerDistributed
+import MixerKernels
+import MixerModel
+
+/// What a finished run reports.
+public struct TrainSummary {
+  public var steps: Int
+  public var finalLoss: Double
+  public var evaluation: EvaluationResult?
+  public var seconds: Double
+  public var imagesPerSecond: Double
+  /// communication not hidden by backward, as a share of step time
+  public var exposedCommunicationShare: Double
+  public var optimizerStateFloats: Int
+}
+
+/// Fault injection for tests of the failure path.
+public struct FaultInjection: Sendable {
+  public var step: Int
+  public var rank: Int
+  public init(step: Int, rank: Int) { self.step = step; self.rank = rank }
+}
+
+/// One training run on one rank.
+public final class Trainer {
+  public let config: TrainConfig
+  public let comm: Communicator
+  public let model: MixerModel
+  public let optimizer: Optimizer
+  public let log: RunLog
+  let trainSet: any Dataset
+  let validationSet: any Dataset
+  let sampler: ShardedSampler
+  let bucketer: GradientBucketer
+  let watchdog: Watchdog?
+  public var fault: FaultInjection?
+
+  /// Builds the model (rank 0's initialisation broadcast to all), optimizer, data and logging.
+  public init(config: TrainConfig, comm: Communicator, timeout: Double? = nil) throws {
+    try config.validate(worldSize: comm.size)
+    self.config = config
+    self.comm = comm
+    let threads = config.threads ?? defaultThreadsPerRank(
+      coresPerNode: onlineCPUCount(), localSize: comm.localSize)
+    BLAS.setThreads(threads)
+
+    (trainSet, validationSet) = try makeDatasets(config)
+    if trainSet.height != config.model.imageHeight || trainSet.width != config.model.imageWidth {
+      throw TrainError(
+        "the data is \(trainSet.height)x\(trainSet.width) px but the model expects "
+          + "\(config.model.imageHeight)x\(config.model.imageWidth): pass --image-size")
+    }
+    if trainSet.numClasses != config.model.classes {
+      throw TrainError(
+        "the data has \(trainSet.numClasses) classes but the model has \(config.model.classes): pass --classes \(trainSet.numClasses)")
+    }
+    model = try MixerModel(config: config.model, seed: config.seed)
+    try comm.broadcast(model.parameters.pointer, count: model.table.count, root: 0)
+    try Trainer.checkSameParameters(model.parameters, comm: comm)
+
+    let shard = config.zeroStage == 1
+      ? shardRanges(total: model.table.count, parts: comm.size)[comm.rank] : 0..<model.table.count
+    optimizer = Optimizer(config: config.optimizer, table: model.table, range: shard)
+    sampler = try ShardedSampler(
+      datasetCount: trainSet.count, globalBatch: config.globalBatch, worldSize: comm.size,
+      rank: comm.rank, seed: config.seed)
+    watchdog = comm.size > 1 ? Watchdog(communicator: comm, timeout: timeout ?? 600) : nil
+    bucketer = GradientBucketer(
+      communicator: comm, buffer: model.gradients.pointer, count: model.table.count,
+      bucketSize: config.bucketFloats, mode: config.zeroStage == 1 ? .reduceScatter : .allReduce,
+      watchdog: watchdog)
+
+    if comm.rank == 0 {
+      try FileManager.default.createDirectory(
+        atPath: config.runDirectory, withIntermediateDirectories: true)
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+      try encoder.encode(config).write(
+        to: URL(fileURLWithPath: config.runDirectory).appendingPathComponent("config.json"))
+    }
+    log = try RunLog(directory: config.runDirectory, active: comm.rank == 0)
+    log.line(
+      "mixer-dist: \(config.preset) (\(grouped(model.table.count)) parameters), \(comm.size) rank(s), "
+        + "\(threads) OpenBLAS thread(s) per rank (\(BLAS.coreName)), global batch \(config.globalBatch), "
+        + "\(config.steps) steps, data \(config.data) (\(trainSet.count) train / \(validationSet.count) val)")
+    if config.zeroStage == 1 {
+      log.line("ZeRO-1: optimizer state \(grouped(optimizer.stateCount)) floats per rank (1/\(comm.size) of \(grouped(optimizer.stateCount * comm.size)))")
+    }
+  }
+
+  /// Every rank must hold the same parameters: compares a checksum across ranks.
+  static func checkSameParameters(_ parameters: FlatBuffer, comm: Communicator) throws {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in parameters.bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+    let halves = [Double(hash >> 32), Double(hash & 0xFFFF_FFFF)]
+    var low = halves, high = halves
+    try comm.allReduceMin(&low)
+    try comm.allReduceMax(&high)
+    if low != high {
+      throw TrainError("rank \(comm.rank): parameters differ across ranks after the broadcast")
+    }
+  }
+
+  /// Runs every step, evaluates, writes the run folder; returns the summary.
+  public func run() throws -> TrainSummary {
+    let cfg = config
+    let localBatch = cfg.globalBatch / comm.size
+    let microBatch = localBatch / cfg.accumulation
+    let acts = Activations(config: cfg.model, batch: microBatch)
+    let loader = try BatchLoader(
+      dataset: trainSet, sampler: sampler, startStep: 0, endStep: cfg.steps,
+      workers: cfg.loaderWorkers, depth: 3)
+    defer { loader.stop() }
+    let pixelsPerImage = trainSet.pixelsPerImage
+    let schedule = cfg.schedule
+    let total = model.table.count
+    let start = monotonicSeconds()
+    var windowStart = start, windowImages = 0, windowLoss = 0.0, windowSteps = 0
+    var lastLoss = Double.nan
+    var exposed = 0.0
+    var evaluation: EvaluationResult?
+
+    for step in 0..<cfg.steps {
+      watchdog?.step = step
+      if let fault, fault.step == step, fault.rank == comm.rank {
+        throw TrainError("injected fault at step \(step) (--fail-at-step \(step) --fail-rank \(fault.rank))")
+      }
+      let (batch, _) = try loader.next()
+      let regularization = cfg.regularization(step: step)
+      model.zeroGradients()
+      var lossSum = 0.0
+      for micro in 0..<cfg.accumulation {
+        let offset = micro * microBatch
+        batch.pixels.withUnsafeBufferPointer { pixels in
+          model.forward(
+            images: pixels.baseAddress! + offset * pixelsPerImage, acts: acts,
+            regularization: regularization, sampleIDs: Array(batch.indices[offset..<(offset + microBatch)]))
+        }
+        batch.labels.withUnsafeBufferPointer { labels in
+          smoothedOneHot(
+            targets: acts.targets, labels: labels.baseAddress! + offset, batch: microBatch,
+            classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
+        }
+        lossSum += model.loss(acts: acts)
+        let last = micro == cfg.accumulation - 1
+        model.backward(
+          acts: acts, lossScale: 1 / Float(cfg.globalBatch), regularization: regularization,
+          onReady: last ? { [bucketer] in bucketer.markReady(upTo: $0) } : nil)
+      }
+      let timings = try bucketer.finish()
+      exposed += timings.exposedSeconds
+      loader.recycle(batch)
+
+      // global loss and gradient norm (one small all-reduce), clip, update
+      let shard = bucketer.shard
+      var scalars = [lossSum, sumOfSquares(model.gradients.pointer, range: shard)]
+      try comm.allReduceSum(&scalars)
+      let loss = scalars[0] / Double(cfg.globalBatch)
+      guard loss.isFinite else {
+        throw TrainError("the loss is \(loss) at step \(step): lower --lr or check the data")
+      }
+      let norm = cfg.zeroStage == 1 ? scalars[1].squareRoot()
+        : sumOfSquares(model.gradients.pointer, range: 0..<total).squareRoot()
+      clipByGlobalNorm(model.gradients.pointer, range: shard, norm: norm, maxNorm: Double(cfg.clipNorm))
+      let lr = schedule.learningRate(step: step)
+      optimizer.update(parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: lr, step: step + 1)
+      if cfg.zeroStage == 1 {
+        try comm.allGather(model.parameters.pointer, counts: comm.shardCounts(ofTotal: total))
+      }
+
+      lastLoss = loss
+      windowLoss += loss
+      windowSteps += 1
+      windowImages += cfg.globalBatch
+      let done = step + 1
+      if done % cfg.logEvery == 0 || done == cfg.steps {
+        let now = monotonicSeconds()
+        let rate = Double(windowImages) / max(now - windowStart, 1e-9)
+        let meanLoss = windowLoss / Double(windowSteps)
+        let eta = Double(cfg.steps - done) * Double(cfg.globalBatch) / max(rate, 1e-9)
+        log.record(MetricRecord(kind: "train", step: done, values: [
+          ("loss", meanLoss), ("lr", Double(lr)), ("grad_norm", norm), ("images_per_second", rate),
+          ("epoch", Double(step) / Double(sampler.batchesPerEpoch)), ("seconds", now - start),
+        ]))
+        log.progress(String(
+          format: "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f img/s  ETA %@", done, cfg.steps,
+          Double(done) / Double(sampler.batchesPerEpoch), meanLoss, lr, rate, formatDuration(eta)))
+        windowStart = now; windowImages = 0; windowLoss = 0; windowSteps = 0
+      }
+      if cfg.evalEvery > 0 && done % cfg.evalEvery == 0 && done != cfg.steps {
+        evaluation = try evaluateAndLog(step: done)
+      }
+    }
+    evaluation = try evaluateAndLog(step: cfg.steps)
+    let seconds = monotonicSeconds() - start
+    try saveFinalParameters()
+    log.close()
+    return TrainSummary(
+      steps: cfg.steps, finalLoss: lastLoss, evaluation: evaluation, seconds: seconds,
+      imagesPerSecond: Double(cfg.steps * cfg.globalBatch) / seconds,
+      exposedCommunicationShare: exposed / seconds, optimizerStateFloats: optimizer.stateCount)
+  }
+
+  func evaluateAndLog(step: Int) throws -> EvaluationResult {
+    let result = try evaluate(model: model, dataset: validationSet, comm: comm, batchSize: config.evalBatch)
+    log.record(MetricRecord(kind: "eval", step: step, values: [
+      ("val_top1", result.top1), ("val_top5", result.top5), ("val_loss", result.loss),
+      ("val_count", Double(result.count)),
+    ]))
+    log.line(String(
+      format: "eval step %d: val top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%d images)", step,
+      result.top1 * 100, result.top5 * 100, result.loss, result.count))
+    return result
+  }
+
+  /// Rank 0 writes the final flat parameters (`final-parameters.f32`, little-endian float32).
+  func saveFinalParameters() throws {
+    guard comm.rank == 0 else { return }
+    let url = URL(fileURLWithPath: config.runDirectory).appendingPathComponent("final-parameters.f32")
+    try Data(model.parameters.bytes).write(to: url, options: .atomic)
+  }
+}
+
+/// The train and validation datasets a config names.
+func makeDatasets(_ config: TrainConfig) throws -> (any Dataset, any Dataset) {
+  switch config.data {
+  case "shapes", "default":
+    return (
+      SyntheticShapes(split: .train, count: config.trainExamples, seed: 0),
+      SyntheticShapes(split: .validation, count: config.validationExamples, seed: 0)
+    )
+  default:
+    throw TrainError("unknown data source '\(config.data)' (known: shapes)")
+  }
+}

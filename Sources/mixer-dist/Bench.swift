@@ -1,0 +1,45 @@
+// `mixer-dist bench`: images/s of full training steps and the fraction of the sgemm peak.
+
+import ArgumentParser
+import Foundation
+import MixerKernels
+import MixerTrain
+
+struct Bench: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Time full training steps and compare with the measured sgemm rate.")
+
+  @OptionGroup var model: ModelOptions
+  @Option(help: "Batch size per step.") var batch: Int = 32
+  @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
+  @Option(help: "Timed steps.") var steps: Int = 5
+  @Option(help: "Untimed warm-up steps.") var warmup: Int = 2
+
+  func validate() throws {
+    guard batch > 0, steps > 0, warmup >= 0 else {
+      throw ValidationError("--batch and --steps must be positive, --warmup non-negative")
+    }
+    if let t = threads, t <= 0 { throw ValidationError("--threads must be positive") }
+  }
+
+  func run() throws {
+    try runReportingErrors {
+      let config = try model.config()
+      if let t = threads { BLAS.setThreads(t) }
+      let r = try benchmarkTraining(
+        config: config, preset: model.preset, batch: batch, steps: steps, warmup: warmup)
+      print("preset \(r.preset)  batch \(r.batch)  threads \(r.threads)  OpenBLAS core \(r.blasCore)")
+      print(String(format: "step          %8.1f ms", r.secondsPerStep * 1e3))
+      print(String(format: "  forward     %8.1f ms", r.forwardSeconds * 1e3))
+      print(String(format: "  backward    %8.1f ms", r.backwardSeconds * 1e3))
+      print(String(format: "  optimizer   %8.1f ms", r.optimizerSeconds * 1e3))
+      print(String(format: "images/s      %8.1f", r.imagesPerSecond))
+      print(String(format: "GFLOP/s       %8.1f", r.gflops))
+      print(String(format: "sgemm GFLOP/s %8.1f", r.sgemmGflops))
+      print(String(format: "mfu           %8.3f", r.mfu))
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.sortedKeys]
+      print(String(decoding: try encoder.encode(r), as: UTF8.self))
+    }
+  }
+}

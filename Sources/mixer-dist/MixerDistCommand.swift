@@ -1,0 +1,64 @@
+// The root command and the helpers every subcommand shares.
+
+import ArgumentParser
+import Foundation
+import MixerKernels
+import MixerModel
+import MixerTrain
+
+struct MixerDistCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "mixer-dist",
+    abstract: "Data-parallel MLP-Mixer training on OpenBLAS and OpenMPI.",
+    subcommands: [Train.self, Bench.self, Describe.self, VerifyReference.self], defaultSubcommand: nil)
+}
+
+/// Runs `body`; any error becomes one line on stderr and exit code 1.
+func runReportingErrors(_ body: () throws -> Void) throws {
+  do {
+    try body()
+  } catch let error as ExitCode {
+    throw error
+  } catch {
+    FileHandle.standardError.write(Data("mixer-dist: error: \(error)\n".utf8))
+    throw ExitCode(1)
+  }
+}
+
+/// Model-shape flags: a preset and per-field overrides.
+struct ModelOptions: ParsableArguments {
+  @Option(help: "Model preset: S/32 S/16 B/32 B/16 L/32 L/16 H/14 cifar tiny.")
+  var preset: String = "tiny"
+  @Option(help: "Image size (square), overrides the preset.") var imageSize: Int?
+  @Option(help: "Image height, overrides the preset.") var imageHeight: Int?
+  @Option(help: "Image width, overrides the preset.") var imageWidth: Int?
+  @Option(help: "Patch size P.") var patch: Int?
+  @Option(help: "Channels C (hidden_dim).") var hidden: Int?
+  @Option(help: "Number of Mixer blocks.") var blocks: Int?
+  @Option(help: "Token-mixing MLP width D_S.") var tokensMlp: Int?
+  @Option(help: "Channel-mixing MLP width D_C.") var channelsMlp: Int?
+  @Option(help: "Number of classes K.") var classes: Int?
+  @Option(help: "GELU form: tanh (official) or erf (exact).") var gelu: String?
+
+  /// The preset with every given override applied, validated.
+  func config() throws -> MixerConfig {
+    var c = try MixerPreset.config(named: preset)
+    if let v = imageSize { c.imageHeight = v; c.imageWidth = v }
+    if let v = imageHeight { c.imageHeight = v }
+    if let v = imageWidth { c.imageWidth = v }
+    if let v = patch { c.patch = v }
+    if let v = hidden { c.hidden = v }
+    if let v = blocks { c.blocks = v }
+    if let v = tokensMlp { c.tokensMLP = v }
+    if let v = channelsMlp { c.channelsMLP = v }
+    if let v = classes { c.classes = v }
+    if let v = gelu {
+      guard let kind = GELUKind(rawValue: v) else {
+        throw ConfigError("unknown GELU '\(v)' (known: tanh, erf)")
+      }
+      c.gelu = kind
+    }
+    try c.validate()
+    return c
+  }
+}

@@ -1,0 +1,109 @@
+// `mixer-dist train`: train a Mixer, alone or as every rank of `mpirun -n N mixer-dist train`.
+// With no flags it trains the `tiny` preset on the embedded procedural dataset.
+
+import ArgumentParser
+import Foundation
+import MixerDistributed
+import MixerModel
+import MixerTrain
+
+struct Train: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Train a Mixer (single process, or every rank under mpirun).")
+
+  @OptionGroup var model: ModelOptions
+  @Option(help: "Data source: shapes (the embedded procedural dataset).") var data: String = "shapes"
+  @Option(help: "Training images of the embedded dataset.") var trainExamples: Int = 50_000
+  @Option(help: "Validation images of the embedded dataset.") var valExamples: Int = 5_000
+  @Option(help: "Optimizer steps.") var steps: Int = 1_400
+  @Option(help: "Global batch size (over all ranks).") var batch: Int = 128
+  @Option(help: "Micro-batches per step (gradient accumulation).") var accum: Int = 1
+  @Option(help: "Optimizer: adamw or sgd.") var optimizer: String = "adamw"
+  @Option(help: "Peak learning rate.") var lr: Float = 2e-3
+  @Option(help: "Linear warm-up steps.") var warmup: Int = 100
+  @Option(help: "Decay after warm-up: cosine, linear or constant.") var decay: String = "cosine"
+  @Option(help: "Decoupled weight decay (kernels only).") var weightDecay: Float = 0.05
+  @Option(help: "SGD momentum.") var momentum: Float = 0.9
+  @Option(help: "Adam beta1.") var beta1: Float = 0.9
+  @Option(help: "Adam beta2.") var beta2: Float = 0.999
+  @Option(help: "Clip the global gradient norm to this (0: off).") var clip: Float = 1
+  @Option(help: "Label smoothing.") var labelSmoothing: Float = 0
+  @Option(help: "Stochastic depth rate (per block, linear in depth).") var stochasticDepth: Float = 0
+  @Option(help: "Dropout on the MLP hidden activations.") var dropout: Float = 0
+  @Option(help: "Seed of initialisation, data order and regularisers.") var seed: UInt64 = 0
+  @Option(help: "Log every N steps.") var logEvery: Int = 25
+  @Option(help: "Evaluate every N steps (0: at the end only).") var evalEvery: Int = 0
+  @Option(help: "Evaluation batch size.") var evalBatch: Int = 250
+  @Option(help: "OpenBLAS threads per rank (default: cores per node / ranks per node).") var threads: Int?
+  @Option(help: "Data loader threads per rank.") var loaderWorkers: Int = 1
+  @Option(help: "Gradient all-reduce bucket size, in floats.") var bucketSize: Int = 1 << 20
+  @Option(help: "ZeRO stage: 0 (all-reduce) or 1 (sharded optimizer).") var zero: Int = 0
+  @Option(help: "Run folder for metrics.jsonl, config.json and the final parameters.") var runDir: String = "runs/default"
+  @Option(help: "Abort the job if a step or collective takes longer (seconds).") var timeout: Double = 600
+  @Option(help: "Fault injection: fail at this step (with --fail-rank).") var failAtStep: Int?
+  @Option(help: "Fault injection: the rank that fails.") var failRank: Int = 0
+
+  func trainConfig() throws -> TrainConfig {
+    var c = TrainConfig(model: try model.config())
+    c.preset = model.preset
+    c.data = data
+    c.trainExamples = trainExamples
+    c.validationExamples = valExamples
+    c.steps = steps
+    c.globalBatch = batch
+    c.accumulation = accum
+    guard let kind = OptimizerKind(rawValue: optimizer) else {
+      throw ConfigError("unknown optimizer '\(optimizer)' (known: adamw, sgd)")
+    }
+    c.optimizer.kind = kind
+    c.optimizer.weightDecay = weightDecay
+    c.optimizer.momentum = momentum
+    c.optimizer.beta1 = beta1
+    c.optimizer.beta2 = beta2
+    guard let decayKind = DecayKind(rawValue: decay) else {
+      throw ConfigError("unknown decay '\(decay)' (known: cosine, linear, constant)")
+    }
+    c.learningRate = lr
+    c.warmupSteps = warmup
+    c.decay = decayKind
+    c.clipNorm = clip
+    c.labelSmoothing = labelSmoothing
+    c.stochasticDepth = stochasticDepth
+    c.dropout = dropout
+    c.seed = seed
+    c.logEvery = logEvery
+    c.evalEvery = evalEvery
+    c.evalBatch = evalBatch
+    c.threads = threads
+    c.loaderWorkers = loaderWorkers
+    c.bucketFloats = bucketSize
+    c.zeroStage = zero
+    c.runDirectory = runDir
+    if timeout <= 0 { throw ConfigError("--timeout must be positive, got \(timeout)") }
+    return c
+  }
+
+  func run() throws {
+    let comm: Communicator
+    do {
+      comm = try MPICommunicator.makeDefault()
+    } catch {
+      FileHandle.standardError.write(Data("mixer-dist: error: \(error)\n".utf8))
+      throw ExitCode(1)
+    }
+    do {
+      let trainer = try Trainer(config: try trainConfig(), comm: comm, timeout: timeout)
+      if let step = failAtStep { trainer.fault = FaultInjection(step: step, rank: failRank) }
+      let summary = try trainer.run()
+      trainer.log.line(String(
+        format: "done: %d steps in %@, %.0f img/s, final loss %.4f, val top-1 %.2f%%",
+        summary.steps, formatDuration(summary.seconds), summary.imagesPerSecond, summary.finalLoss,
+        (summary.evaluation?.top1 ?? .nan) * 100))
+      try comm.finalize()
+    } catch {
+      if comm.size > 1 { comm.abort(message: "\(error)", code: 1) }
+      FileHandle.standardError.write(Data("mixer-dist: error: \(error)\n".utf8))
+      throw ExitCode(1)
+    }
+  }
+}

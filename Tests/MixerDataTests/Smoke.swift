@@ -1,2 +1,0 @@
-import XCTest
-final class MixerDataTestsSmoke: XCTestCase { func testBuilds() { XCTAssertTrue(true) } }

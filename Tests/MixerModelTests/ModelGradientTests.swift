@@ -1,0 +1,113 @@
+// Whole-model gradient checks: the backward pass against central finite differences of the loss
+// along random directions, with and without the training regularisers (stochastic depth and
+// dropout; their masks are a pure function of (seed, step, example), so both sides of a
+// difference see the same masks). Forward parity with the official model is tested on the
+// reference fixtures in MixerTrainTests.
+
+import XCTest
+import MixerKernels
+@testable import MixerModel
+
+final class ModelGradientTests: XCTestCase {
+  let config = MixerConfig(
+    imageHeight: 8, imageWidth: 12, patch: 4, hidden: 20, blocks: 3, tokensMLP: 6,
+    channelsMLP: 24, classes: 5, gelu: .tanh)
+  let batch = 3
+
+  func makeModel() throws -> (MixerModel, [Float], [Int32]) {
+    let model = try MixerModel(config: config, seed: 3)
+    var rng = CounterRNG(seed: 11)
+    // non-trivial LayerNorm, biases and head so every path carries gradient
+    for view in model.table.views where view.role != .kernel {
+      for i in view.range { model.parameters[i] += Float(rng.normal() * 0.2) }
+    }
+    let images = (0..<(batch * 8 * 12 * 3)).map { _ in rng.uniform() * 2 - 1 }
+    let labels: [Int32] = [1, 4, 0]
+    return (model, images, labels)
+  }
+
+  /// Mean loss over the batch at the current parameters, as Double.
+  func loss(_ model: MixerModel, _ acts: Activations, _ images: [Float], _ labels: [Int32], _ reg: Regularization?) -> Double {
+    images.withUnsafeBufferPointer {
+      model.forward(images: $0.baseAddress!, acts: acts, regularization: reg, sampleIDs: [10, 11, 12])
+    }
+    labels.withUnsafeBufferPointer {
+      smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: config.classes, smoothing: 0.1)
+    }
+    return model.loss(acts: acts) / Double(batch)
+  }
+
+  func checkDirectionalDerivatives(_ reg: Regularization?, file: StaticString = #filePath, line: UInt = #line) throws {
+    let (model, images, labels) = try makeModel()
+    let acts = Activations(config: config, batch: batch)
+    _ = loss(model, acts, images, labels, reg)
+    model.zeroGradients()
+    model.backward(acts: acts, lossScale: 1 / Float(batch), regularization: reg)
+    let gradient = model.gradients.array()
+    let theta = model.parameters.array()
+    var rng = CounterRNG(seed: 99)
+    // along random directions, and along each named tensor alone
+    var directions: [[Float]] = (0..<3).map { _ in theta.map { _ in Float(rng.normal()) } }
+    for view in model.table.views.prefix(16) {
+      var d = [Float](repeating: 0, count: theta.count)
+      for i in view.range { d[i] = Float(rng.normal()) }
+      directions.append(d)
+    }
+    for (n, raw) in directions.enumerated() {
+      let norm = Float(raw.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot())
+      let direction = raw.map { $0 / norm }  // unit length: a step of h stays in the linear regime
+      let h: Float = 1e-2
+      model.parameters.copy(from: zip(theta, direction).map { $0 + h * $1 })
+      let plus = loss(model, acts, images, labels, reg)
+      model.parameters.copy(from: zip(theta, direction).map { $0 - h * $1 })
+      let minus = loss(model, acts, images, labels, reg)
+      model.parameters.copy(from: theta)
+      let numeric = (plus - minus) / (2 * Double(h))
+      let analytic = zip(gradient, direction).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+      let scale = max(abs(numeric), abs(analytic), 1e-3)
+      XCTAssertLessThan(abs(numeric - analytic) / scale, 2e-2,
+        "direction \(n): finite difference \(numeric) vs backward \(analytic)", file: file, line: line)
+    }
+  }
+
+  func testBackwardMatchesFiniteDifferences() throws {
+    try checkDirectionalDerivatives(nil)
+  }
+
+  func testBackwardWithStochasticDepthAndDropout() throws {
+    let reg = Regularization(stochasticDepth: 0.6, dropout: 0.2, seed: 5, step: 2)
+    try checkDirectionalDerivatives(reg)
+  }
+
+  /// Stochastic depth: a dropped block leaves its example unchanged; evaluation is identity.
+  func testStochasticDepthDropsWholeBlocksPerExample() throws {
+    let (model, images, labels) = try makeModel()
+    let acts = Activations(config: config, batch: batch)
+    let reg = Regularization(stochasticDepth: 0.9, dropout: 0, seed: 1, step: 0)
+    _ = loss(model, acts, images, labels, reg)
+    var dropped = 0
+    for i in 0..<config.blocks {
+      for e in 0..<batch where acts.keep[i][e] == 0 {
+        dropped += 1
+        for t in 0..<config.tokens {
+          for c in 0..<config.hidden {
+            let index = (t * batch + e) * config.hidden + c
+            XCTAssertEqual(acts.stream[i + 1][index], acts.stream[i][index])
+          }
+        }
+      }
+      XCTAssertEqual(acts.keep[0][0], 1, "the first block is never dropped")
+    }
+    XCTAssertGreaterThan(dropped, 0)
+    // the same masks for the same (seed, step, example) whatever the batch position
+    let acts2 = Activations(config: config, batch: batch)
+    images.withUnsafeBufferPointer {
+      model.forward(images: $0.baseAddress!, acts: acts2, regularization: reg, sampleIDs: [10, 11, 12])
+    }
+    for i in 0..<config.blocks { for e in 0..<batch { XCTAssertEqual(acts.keep[i][e], acts2.keep[i][e]) } }
+    // evaluation ignores the regularisers
+    let evalLoss = loss(model, acts, images, labels, nil)
+    let plain = Regularization(stochasticDepth: 0, dropout: 0, seed: 1, step: 0)
+    XCTAssertEqual(evalLoss, loss(model, acts, images, labels, plain))
+  }
+}

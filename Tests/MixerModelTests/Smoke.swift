@@ -1,2 +1,0 @@
-import XCTest
-final class MixerModelTestsSmoke: XCTestCase { func testBuilds() { XCTAssertTrue(true) } }
