@@ -61,5 +61,7 @@ let package = Package(
     .testTarget(name: "MixerCheckpointTests", dependencies: ["MixerCheckpoint"]),
     .testTarget(name: "MixerDistributedTests", dependencies: ["MixerDistributed"]),
     .testTarget(name: "MixerTrainTests", dependencies: ["MixerTrain"]),
+    // End-to-end: runs the mixer-dist binary (alone and under real mpirun) as a user would.
+    .testTarget(name: "MixerDistCLITests", dependencies: ["MixerCheckpoint"]),
   ]
 )

@@ -7,9 +7,9 @@
 //
 // An image is a plain background colour, one foreground shape drawn with a one-pixel
 // anti-aliased edge (coverage = clamp(0.5 − signed distance, 0, 1)), and Gaussian pixel noise
-// (σ of 3–10 on the 0–255 scale, per channel, drawn from a 4096-entry quantile table). Foreground
+// (σ of 2–8 on the 0–255 scale, per channel, drawn from a 4096-entry quantile table). Foreground
 // and background colours are uniform in RGB, at least 120 (of 441) apart; the label depends on the
-// shape only. Shapes span 8–26 px and stay within about a pixel of the frame.
+// shape only. Shapes span 10–26 px and stay within about a pixel of the frame.
 
 import Foundation
 import MixerKernels
@@ -104,7 +104,7 @@ public struct SyntheticShapes: Dataset {
           foreground.z > 0 ? foreground.z - 1 : foreground.z + 1)
       }
       let difference = foreground - background
-      let sigma = rng.uniform(3, 10) / 127.5
+      let sigma = rng.uniform(2, 8) / 127.5
 
       gaussianQuantiles.withUnsafeBufferPointer { table in
         var bits: UInt64 = 0
@@ -146,15 +146,15 @@ public struct SyntheticShapes: Dataset {
   static func drawCoverage(_ coverage: UnsafeMutablePointer<Float>, shape: Int, rng: inout CounterRNG) {
     switch shape {
     case 0:  // disc
-      let r = rng.uniform(4, 11)
+      let r = rng.uniform(5, 11)
       let (cx, cy) = rng.centre(halfExtent: r)
       fill(coverage) { x, y in length(x - cx, y - cy) - r }
     case 1:  // square, axis-aligned
-      let a = rng.uniform(4, 10)
+      let a = rng.uniform(5, 10)
       let (cx, cy) = rng.centre(halfExtent: a)
       fill(coverage) { x, y in boxDistance(x - cx, y - cy, a) }
     case 2:  // triangle pointing roughly up, rotated by up to ±29°, circumradius R
-      let radius = rng.uniform(5.5, 12)
+      let radius = rng.uniform(7, 12.5)
       let rotation = rng.uniform(-0.5, 0.5)
       let (cx, cy) = rng.centre(halfExtent: radius)
       // Outward normal of the edge opposite vertex k points away from that vertex.
@@ -171,15 +171,15 @@ public struct SyntheticShapes: Dataset {
         let d2 = dx * n2.0 + dy * n2.1
         return max(d0, max(d1, d2)) - inradius
       }
-    case 3:  // ring: outer radius r, thickness t, hole radius at least 3.5
-      let r = rng.uniform(6, 12)
-      let t = rng.uniform(2, min(3.5, r - 3.5))
+    case 3:  // ring: outer radius r, thickness t, hole radius at least 4
+      let r = rng.uniform(7, 12.5)
+      let t = rng.uniform(2, min(3.5, r - 4))
       let middle = r - t / 2
       let (cx, cy) = rng.centre(halfExtent: r)
       fill(coverage) { x, y in abs(length(x - cx, y - cy) - middle) - t / 2 }
     case 4:  // plus: arms of half-length L and half-width w
-      let arm = rng.uniform(5, 12)
-      let halfWidth = rng.uniform(1.2, max(1.3, 0.3 * arm))
+      let arm = rng.uniform(6, 12)
+      let halfWidth = rng.uniform(1.3, 0.28 * arm)
       let (cx, cy) = rng.centre(halfExtent: arm)
       fill(coverage) { x, y in
         let dx = abs(x - cx), dy = abs(y - cy)
@@ -188,7 +188,7 @@ public struct SyntheticShapes: Dataset {
         return min(horizontal, vertical)
       }
     case 5, 6:  // horizontal / vertical stripes in a square patch, a stripe on the leading edge
-      let a = rng.uniform(7, 13)
+      let a = rng.uniform(8, 13)
       let period = rng.uniform(4, 6.5)
       let (cx, cy) = rng.centre(halfExtent: a)
       let horizontal = shape == 5
@@ -197,7 +197,7 @@ public struct SyntheticShapes: Dataset {
         return max(stripeDistance(v, period), boxDistance(x - cx, y - cy, a))
       }
     case 7:  // diagonal stripes at ±45° in a square patch
-      let a = rng.uniform(7, 13)
+      let a = rng.uniform(8, 13)
       let period = rng.uniform(4.5, 6.5)
       let direction: Float = rng.next() & 1 == 0 ? 1 : -1
       let phase = rng.uniform(0, period)
@@ -207,8 +207,8 @@ public struct SyntheticShapes: Dataset {
         return max(stripeDistance(v, period), boxDistance(x - cx, y - cy, a))
       }
     case 8:  // checkerboard of square cells, a foreground cell in the top-left corner
-      let a = rng.uniform(7, 13)
-      let cell = rng.uniform(3, 5)
+      let a = rng.uniform(8, 13)
+      let cell = rng.uniform(3, 4)
       let (cx, cy) = rng.centre(halfExtent: a)
       fill(coverage) { x, y in
         let sx = stripeDistance(x - (cx - a), 2 * cell)
@@ -218,7 +218,7 @@ public struct SyntheticShapes: Dataset {
         return max(checker, boxDistance(x - cx, y - cy, a))
       }
     default:  // dot grid: round dots on a square lattice
-      let a = rng.uniform(7, 13)
+      let a = rng.uniform(8, 13)
       let period = rng.uniform(5, 7)
       let r = period * rng.uniform(0.22, 0.3)
       let (cx, cy) = rng.centre(halfExtent: a)

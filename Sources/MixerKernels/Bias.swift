@@ -5,9 +5,11 @@
 public func biasBackwardColumns(
   dbias: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, rows: Int, cols: Int
 ) {
-  for r in 0..<rows {
-    let d = dout + r * cols
-    for j in 0..<cols { dbias[j] += d[j] }
+  KernelProfile.measure("bias backward") {
+    for r in 0..<rows {
+      let d = dout + r * cols
+      for j in 0..<cols { dbias[j] += d[j] }
+    }
   }
 }
 
@@ -15,7 +17,9 @@ public func biasBackwardColumns(
 public func biasBackwardRows(
   dbias: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, rows: Int, cols: Int
 ) {
-  for r in 0..<rows { dbias[r] += vsum(dout + r * cols, cols) }
+  KernelProfile.measure("bias backward") {
+    for r in 0..<rows { dbias[r] += vsum(dout + r * cols, cols) }
+  }
 }
 
 /// out[r, j] = bias[j] for every row (so a following `gemm` with beta = 1 adds the product).

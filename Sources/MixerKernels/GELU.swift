@@ -4,6 +4,9 @@
 // `.erf` is the exact form timm uses: gelu(x) = ½x(1 + erf(x/√2)).
 // forward overwrites act and adds the bias into pre in place (pre is kept for backward);
 // backward overwrites dinp (which may alias dout).
+// The training path uses the fused pair at the end of this file instead: the forward stores
+// gelu′ in place of the pre-activation (one tanh per element, shared with the forward value), so
+// the backward is a multiply fused with the bias gradient.
 
 import Foundation
 
@@ -28,17 +31,19 @@ public func biasGELUForward(
   act: UnsafeMutablePointer<Float>, pre: UnsafeMutablePointer<Float>,
   bias: UnsafePointer<Float>, rows: Int, cols: Int, axis: BiasAxis, kind: GELUKind
 ) {
-  for r in 0..<rows {
-    let h = pre + r * cols
-    let g = act + r * cols
-    switch axis {
-    case .rows:
-      let b = bias[r]
-      for j in 0..<cols { h[j] += b }
-    case .columns:
-      for j in 0..<cols { h[j] += bias[j] }
+  KernelProfile.measure("bias+gelu forward") {
+    for r in 0..<rows {
+      let h = pre + r * cols
+      let g = act + r * cols
+      switch axis {
+      case .rows:
+        let b = bias[r]
+        for j in 0..<cols { h[j] += b }
+      case .columns:
+        for j in 0..<cols { h[j] += bias[j] }
+      }
+      geluForward(out: g, inp: h, count: cols, kind: kind)
     }
-    geluForward(out: g, inp: h, count: cols, kind: kind)
   }
 }
 
@@ -73,31 +78,116 @@ public func geluBackward(
   dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
   count: Int, kind: GELUKind
 ) {
-  switch kind {
-  case .tanh:
-    var i = 0
-    while i + 16 <= count {
-      let x = load16(inp, i)
-      let x2 = x * x
-      let t = vtanh(sqrtTwoOverPi * (x + geluCubic * x2 * x))
-      let slope = sqrtTwoOverPi * (1 + 3 * geluCubic * x2)
-      let d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * slope
-      store16(dinp, i, load16(dout, i) * d)
-      i += 16
+  KernelProfile.measure("gelu backward") {
+    switch kind {
+    case .tanh:
+      var i = 0
+      while i + 16 <= count {
+        let x = load16(inp, i)
+        let x2 = x * x
+        let t = vtanh(sqrtTwoOverPi * (x + geluCubic * x2 * x))
+        let slope = sqrtTwoOverPi * (1 + 3 * geluCubic * x2)
+        let d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * slope
+        store16(dinp, i, load16(dout, i) * d)
+        i += 16
+      }
+      while i < count {
+        let x = inp[i]
+        let t = scalarTanh(sqrtTwoOverPi * (x + geluCubic * x * x * x))
+        let slope = sqrtTwoOverPi * (1 + 3 * geluCubic * x * x)
+        dinp[i] = dout[i] * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * slope)
+        i += 1
+      }
+    case .erf:
+      for i in 0..<count {
+        let x = inp[i]
+        let cdf = 0.5 * (1 + Foundation.erf(x * 0.707_106_781_186_547_5))
+        let pdf = Foundation.exp(-0.5 * x * x) * 0.398_942_280_401_432_7
+        dinp[i] = dout[i] * (cdf + x * pdf)
+      }
     }
-    while i < count {
-      let x = inp[i]
-      let t = scalarTanh(sqrtTwoOverPi * (x + geluCubic * x * x * x))
-      let slope = sqrtTwoOverPi * (1 + 3 * geluCubic * x * x)
-      dinp[i] = dout[i] * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * slope)
-      i += 1
+  }
+}
+
+/// Training forward: h = pre + bias; act = gelu(h); pre is overwritten with gelu′(h), all the
+/// backward needs. Shapes: pre, act `[rows, cols]`.
+public func biasGELUForwardKeepingDerivative(
+  act: UnsafeMutablePointer<Float>, pre: UnsafeMutablePointer<Float>,
+  bias: UnsafePointer<Float>, rows: Int, cols: Int, axis: BiasAxis, kind: GELUKind
+) {
+  KernelProfile.measure("bias+gelu forward") {
+    for r in 0..<rows {
+      let h = pre + r * cols
+      let g = act + r * cols
+      let rowBias: Float = axis == .rows ? bias[r] : 0
+      switch kind {
+      case .tanh:
+        var j = 0
+        while j + 16 <= cols {
+          let b: FloatVector = axis == .rows ? FloatVector(repeating: rowBias) : load16(bias, j)
+          let x = load16(h, j) + b
+          let x2 = x * x
+          let inner: FloatVector = sqrtTwoOverPi * (x + geluCubic * x2 * x)
+          let t = vtanh(inner)
+          let half: FloatVector = 0.5 * (1 + t)
+          let slope: FloatVector = sqrtTwoOverPi * (1 + 3 * geluCubic * x2)
+          let tail: FloatVector = 0.5 * x * (1 - t * t) * slope
+          store16(g, j, x * half)
+          store16(h, j, half + tail)
+          j += 16
+        }
+        while j < cols {
+          let x = h[j] + (axis == .rows ? rowBias : bias[j])
+          let t = scalarTanh(sqrtTwoOverPi * (x + geluCubic * x * x * x))
+          g[j] = 0.5 * x * (1 + t)
+          h[j] = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * sqrtTwoOverPi * (1 + 3 * geluCubic * x * x)
+          j += 1
+        }
+      case .erf:
+        for j in 0..<cols {
+          let x = h[j] + (axis == .rows ? rowBias : bias[j])
+          let cdf = 0.5 * (1 + Foundation.erf(x * 0.707_106_781_186_547_5))
+          g[j] = x * cdf
+          h[j] = cdf + x * Foundation.exp(-0.5 * x * x) * 0.398_942_280_401_432_7
+        }
+      }
     }
-  case .erf:
-    for i in 0..<count {
-      let x = inp[i]
-      let cdf = 0.5 * (1 + Foundation.erf(x * 0.707_106_781_186_547_5))
-      let pdf = Foundation.exp(-0.5 * x * x) * 0.398_942_280_401_432_7
-      dinp[i] = dout[i] * (cdf + x * pdf)
+  }
+}
+
+/// Training backward of the fused forward: dinp = dout · gelu′ (dinp may alias dout) and
+/// dbias += the sums of dinp along `axis` (per row or per column), in one pass.
+public func geluBackwardFromDerivative(
+  dinp: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>,
+  dout: UnsafePointer<Float>, derivative: UnsafePointer<Float>, rows: Int, cols: Int,
+  axis: BiasAxis
+) {
+  KernelProfile.measure("gelu backward") {
+    for r in 0..<rows {
+      let d = dinp + r * cols, o = dout + r * cols, k = derivative + r * cols
+      switch axis {
+      case .columns:
+        var j = 0
+        while j + 16 <= cols {
+          let v = load16(o, j) * load16(k, j)
+          store16(d, j, v)
+          store16(dbias, j, load16(dbias, j) + v)
+          j += 16
+        }
+        while j < cols { let v = o[j] * k[j]; d[j] = v; dbias[j] += v; j += 1 }
+      case .rows:
+        var acc = FloatVector()
+        var j = 0
+        while j + 16 <= cols {
+          let v = load16(o, j) * load16(k, j)
+          store16(d, j, v)
+          acc += v
+          j += 16
+        }
+        var total = acc.sum()
+        while j < cols { let v = o[j] * k[j]; d[j] = v; total += v; j += 1 }
+        dbias[r] += total
+      }
     }
   }
 }

@@ -16,12 +16,14 @@ public func gemm(
   b: UnsafePointer<Float>, ldb: Int,
   beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
+  KernelProfile.measure("gemm \(transA == .none ? "N" : "T")\(transB == .none ? "N" : "T") \(m)x\(n)x\(k)", flops: 2 * Double(m) * Double(n) * Double(k)) {
   cblas_sgemm(
     CblasRowMajor,
     transA == .none ? CblasNoTrans : CblasTrans,
     transB == .none ? CblasNoTrans : CblasTrans,
     blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
     beta, c, blasint(ldc))
+  }
 }
 
 /// The same contract as `gemm`, computed with three loops in Double: the test oracle.

@@ -9,16 +9,18 @@ public func layerNormForward(
   inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
   rows: Int, channels: Int, epsilon: Float = 1e-6
 ) {
-  let c = channels
-  for r in 0..<rows {
-    let x = inp + r * c
-    let y = out + r * c
-    let m = vsum(x, c) / Float(c)
-    let variance = vsumSquaredDeviation(x, c, m) / Float(c)
-    let s = 1 / (variance + epsilon).squareRoot()
-    for i in 0..<c { y[i] = (x[i] - m) * s * weight[i] + bias[i] }
-    mean[r] = m
-    rstd[r] = s
+  KernelProfile.measure("layernorm forward") {
+    let c = channels
+    for r in 0..<rows {
+      let x = inp + r * c
+      let y = out + r * c
+      let m = vsum(x, c) / Float(c)
+      let variance = vsumSquaredDeviation(x, c, m) / Float(c)
+      let s = 1 / (variance + epsilon).squareRoot()
+      for i in 0..<c { y[i] = (x[i] - m) * s * weight[i] + bias[i] }
+      mean[r] = m
+      rstd[r] = s
+    }
   }
 }
 
@@ -31,28 +33,52 @@ public func layerNormBackward(
   mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
   rows: Int, channels: Int
 ) {
-  let c = channels
-  for r in 0..<rows {
-    let x = inp + r * c
-    let dy = dout + r * c
-    let dx = dinp + r * c
-    let m = mean[r]
-    let s = rstd[r]
-    var sumG: Float = 0
-    var sumGXhat: Float = 0
-    for i in 0..<c {
-      let xhat = (x[i] - m) * s
-      let g = dy[i] * weight[i]
-      sumG += g
-      sumGXhat += g * xhat
-      dweight[i] += dy[i] * xhat
-      dbias[i] += dy[i]
-    }
-    let meanG = sumG / Float(c)
-    let meanGXhat = sumGXhat / Float(c)
-    for i in 0..<c {
-      let xhat = (x[i] - m) * s
-      dx[i] += (dy[i] * weight[i] - meanG - xhat * meanGXhat) * s
+  KernelProfile.measure("layernorm backward") {
+    let c = channels
+    for r in 0..<rows {
+      let x = inp + r * c
+      let dy = dout + r * c
+      let dx = dinp + r * c
+      let m = FloatVector(repeating: mean[r])
+      let s = FloatVector(repeating: rstd[r])
+      // pass 1: Σ g and Σ g·x̂ (g = dout·weight), and the parameter gradients
+      var sumG = FloatVector(), sumGXhat = FloatVector()
+      var i = 0
+      while i + 16 <= c {
+        let xhat = (load16(x, i) - m) * s
+        let d = load16(dy, i)
+        let g = d * load16(weight, i)
+        sumG += g
+        sumGXhat += g * xhat
+        store16(dweight, i, load16(dweight, i) + d * xhat)
+        store16(dbias, i, load16(dbias, i) + d)
+        i += 16
+      }
+      var totalG = sumG.sum(), totalGXhat = sumGXhat.sum()
+      while i < c {
+        let xhat = (x[i] - mean[r]) * rstd[r]
+        let g = dy[i] * weight[i]
+        totalG += g
+        totalGXhat += g * xhat
+        dweight[i] += dy[i] * xhat
+        dbias[i] += dy[i]
+        i += 1
+      }
+      // pass 2: dinp += (g − mean(g) − x̂·mean(g·x̂)) · rstd
+      let meanG = FloatVector(repeating: totalG / Float(c))
+      let meanGXhat = FloatVector(repeating: totalGXhat / Float(c))
+      i = 0
+      while i + 16 <= c {
+        let xhat = (load16(x, i) - m) * s
+        let g = load16(dy, i) * load16(weight, i)
+        store16(dx, i, load16(dx, i) + (g - meanG - xhat * meanGXhat) * s)
+        i += 16
+      }
+      while i < c {
+        let xhat = (x[i] - mean[r]) * rstd[r]
+        dx[i] += (dy[i] * weight[i] - meanG[0] - xhat * meanGXhat[0]) * rstd[r]
+        i += 1
+      }
     }
   }
 }

@@ -8,16 +8,18 @@ public func residualForward(
   x: UnsafeMutablePointer<Float>, branch: UnsafePointer<Float>, keep: UnsafePointer<Float>?,
   tokens: Int, batch: Int, channels: Int
 ) {
-  let rowCount = tokens * batch
-  for row in 0..<rowCount {
-    let k = keep?[row % batch] ?? 1
-    if k == 0 { continue }
-    let xr = x + row * channels
-    let br = branch + row * channels
-    if k == 1 {
-      for i in 0..<channels { xr[i] += br[i] }
-    } else {
-      for i in 0..<channels { xr[i] += k * br[i] }
+  KernelProfile.measure("residual") {
+    let rowCount = tokens * batch
+    for row in 0..<rowCount {
+      let k = keep?[row % batch] ?? 1
+      if k == 0 { continue }
+      let xr = x + row * channels
+      let br = branch + row * channels
+      if k == 1 {
+        for i in 0..<channels { xr[i] += br[i] }
+      } else {
+        for i in 0..<channels { xr[i] += k * br[i] }
+      }
     }
   }
 }

@@ -15,8 +15,8 @@ public final class Activations {
   let middle: [UnsafeMutablePointer<Float>]  // L × [S, B, C]: after the token-mixing residual
   let ln0Out, ln1Out: [UnsafeMutablePointer<Float>]  // L × [S, B, C]
   let ln0Mean, ln0Rstd, ln1Mean, ln1Rstd: [UnsafeMutablePointer<Float>]  // L × [S·B]
-  let tokenPre, tokenAct: [UnsafeMutablePointer<Float>]  // L × [D_S, B·C]
-  let channelPre, channelAct: [UnsafeMutablePointer<Float>]  // L × [S·B, D_C]
+  let tokenPre, tokenAct: [UnsafeMutablePointer<Float>]  // L × [D_S, B·C]; Pre holds gelu′ after forward
+  let channelPre, channelAct: [UnsafeMutablePointer<Float>]  // L × [S·B, D_C]; Pre holds gelu′
   let headNormOut: UnsafeMutablePointer<Float>  // [S, B, C]
   let headMean, headRstd: UnsafeMutablePointer<Float>  // [S·B]
   let pooled: UnsafeMutablePointer<Float>  // [B, C]

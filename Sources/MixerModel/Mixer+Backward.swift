@@ -93,10 +93,9 @@ extension MixerModel {
       .none, .transpose, m: sb, n: dc, k: c, a: dBranch, lda: c, b: w + o.chW2, ldb: c,
       beta: 0, c: acts.dHidden, ldc: dc)
     if dropHidden { multiply(acts.dHidden, by: acts.channelDropMask[i], count: sb * dc) }
-    geluBackward(
-      dinp: acts.dHidden, dout: acts.dHidden, inp: acts.channelPre[i], count: sb * dc,
-      kind: cfg.gelu)
-    biasBackwardColumns(dbias: g + o.chB1, dout: acts.dHidden, rows: sb, cols: dc)
+    geluBackwardFromDerivative(
+      dinp: acts.dHidden, dbias: g + o.chB1, dout: acts.dHidden, derivative: acts.channelPre[i],
+      rows: sb, cols: dc, axis: .columns)
     gemm(
       .transpose, .none, m: c, n: dc, k: sb, a: acts.ln1Out[i], lda: c, b: acts.dHidden, ldb: dc,
       beta: 1, c: g + o.chW1, ldc: dc)
@@ -120,10 +119,9 @@ extension MixerModel {
       .none, .none, m: ds, n: bc, k: s, a: w + o.tokW2, lda: s, b: dBranch, ldb: bc,
       beta: 0, c: acts.dHidden, ldc: bc)
     if dropHidden { multiply(acts.dHidden, by: acts.tokenDropMask[i], count: ds * bc) }
-    geluBackward(
-      dinp: acts.dHidden, dout: acts.dHidden, inp: acts.tokenPre[i], count: ds * bc,
-      kind: cfg.gelu)
-    biasBackwardRows(dbias: g + o.tokB1, dout: acts.dHidden, rows: ds, cols: bc)
+    geluBackwardFromDerivative(
+      dinp: acts.dHidden, dbias: g + o.tokB1, dout: acts.dHidden, derivative: acts.tokenPre[i],
+      rows: ds, cols: bc, axis: .rows)
     gemm(
       .none, .transpose, m: s, n: ds, k: bc, a: acts.ln0Out[i], lda: bc, b: acts.dHidden, ldb: bc,
       beta: 1, c: g + o.tokW1, ldc: ds)

@@ -68,7 +68,7 @@ extension MixerModel {
     gemm(
       .transpose, .none, m: ds, n: bc, k: s, a: w + o.tokW1, lda: ds, b: acts.ln0Out[i], ldb: bc,
       beta: 0, c: acts.tokenPre[i], ldc: bc)
-    biasGELUForward(
+    biasGELUForwardKeepingDerivative(
       act: acts.tokenAct[i], pre: acts.tokenPre[i], bias: w + o.tokB1, rows: ds, cols: bc,
       axis: .rows, kind: cfg.gelu)
     if dropHidden { multiply(acts.tokenAct[i], by: acts.tokenDropMask[i], count: ds * bc) }
@@ -96,7 +96,7 @@ extension MixerModel {
     gemm(
       .none, .none, m: sb, n: dc, k: c, a: acts.ln1Out[i], lda: c, b: w + o.chW1, ldb: dc,
       beta: 0, c: acts.channelPre[i], ldc: dc)
-    biasGELUForward(
+    biasGELUForwardKeepingDerivative(
       act: acts.channelAct[i], pre: acts.channelPre[i], bias: w + o.chB1, rows: sb, cols: dc,
       axis: .columns, kind: cfg.gelu)
     if dropHidden { multiply(acts.channelAct[i], by: acts.channelDropMask[i], count: sb * dc) }

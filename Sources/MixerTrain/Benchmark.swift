@@ -59,7 +59,7 @@ public struct BenchResult: Codable {
 
 /// Runs `warmup` untimed then `steps` timed single-process training steps of `config` at `batch`.
 public func benchmarkTraining(
-  config: MixerConfig, preset: String, batch: Int, steps: Int, warmup: Int
+  config: MixerConfig, preset: String, batch: Int, steps: Int, warmup: Int, profile: Bool = false
 ) throws -> BenchResult {
   let model = try MixerModel(config: config, seed: 0)
   // a non-zero head so every gradient is non-trivial, as in training after step one
@@ -79,6 +79,7 @@ public func benchmarkTraining(
   }
   var forward = 0.0, backward = 0.0, update = 0.0
   for step in 0..<(warmup + steps) {
+    if step == warmup { KernelProfile.reset(); KernelProfile.enabled = profile }
     let t0 = monotonicSeconds()
     model.zeroGradients()
     model.forward(images: images.pointer, acts: acts)
@@ -96,6 +97,7 @@ public func benchmarkTraining(
       update += t3 - t2
     }
   }
+  KernelProfile.enabled = false
   let perStep = (forward + backward + update) / Double(steps)
   let flops = config.trainingFLOPsPerImage * Double(batch) / perStep / 1e9
   // the sgemm ceiling: the model's largest product shape and a square one, best of both

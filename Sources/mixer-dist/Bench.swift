@@ -14,6 +14,7 @@ struct Bench: ParsableCommand {
   @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
   @Option(help: "Timed steps.") var steps: Int = 5
   @Option(help: "Untimed warm-up steps.") var warmup: Int = 2
+  @Flag(help: "Also print time per kernel (gemm shape, LayerNorm, GELU, ...).") var profile = false
 
   func validate() throws {
     guard batch > 0, steps > 0, warmup >= 0 else {
@@ -27,7 +28,8 @@ struct Bench: ParsableCommand {
       let config = try model.config()
       if let t = threads { BLAS.setThreads(t) }
       let r = try benchmarkTraining(
-        config: config, preset: model.preset, batch: batch, steps: steps, warmup: warmup)
+        config: config, preset: model.preset, batch: batch, steps: steps, warmup: warmup,
+        profile: profile)
       print("preset \(r.preset)  batch \(r.batch)  threads \(r.threads)  OpenBLAS core \(r.blasCore)")
       print(String(format: "step          %8.1f ms", r.secondsPerStep * 1e3))
       print(String(format: "  forward     %8.1f ms", r.forwardSeconds * 1e3))
@@ -37,6 +39,15 @@ struct Bench: ParsableCommand {
       print(String(format: "GFLOP/s       %8.1f", r.gflops))
       print(String(format: "sgemm GFLOP/s %8.1f", r.sgemmGflops))
       print(String(format: "mfu           %8.3f", r.mfu))
+      if profile {
+        print("per step, by kernel:")
+        for (name, seconds) in KernelProfile.seconds.sorted(by: { $0.value > $1.value }) {
+          let perStep = seconds / Double(steps)
+          let flops = KernelProfile.flops[name] ?? 0
+          let rate = flops > 0 ? String(format: "%7.1f GFLOP/s", flops / seconds / 1e9) : ""
+          print(String(format: "  %-34@ %8.2f ms  %@", name as NSString, perStep * 1e3, rate))
+        }
+      }
       let encoder = JSONEncoder()
       encoder.outputFormatting = [.sortedKeys]
       print(String(decoding: try encoder.encode(r), as: UTF8.self))

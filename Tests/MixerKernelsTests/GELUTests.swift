@@ -142,3 +142,47 @@ final class GELUTests: XCTestCase {
     }
   }
 }
+
+/// The fused training pair: the forward keeps gelu′ in place of the pre-activation, the backward
+/// multiplies by it and accumulates the bias gradient in the same pass.
+final class GELUFusedTests: XCTestCase {
+  func testKeptDerivativeMatchesFiniteDifferencesAndUnfusedPair() {
+    var random = TestRandom(seed: 31)
+    for kind in GELUKind.allCases {
+      for axis in [BiasAxis.rows, .columns] {
+        for (rows, cols) in [(3, 19), (5, 7), (2, 48)] {
+          let label = "\(kind) \(axis) \(rows)x\(cols)"
+          let pre0 = random.floats(rows * cols, in: -5...5)
+          let bias = random.floats(axis == .rows ? rows : cols, in: -0.5...0.5)
+          var kept = pre0
+          var act = [Float](repeating: .nan, count: rows * cols)
+          biasGELUForwardKeepingDerivative(
+            act: &act, pre: &kept, bias: bias, rows: rows, cols: cols, axis: axis, kind: kind)
+          // forward value equals the unfused kernel's
+          var pre = pre0
+          var act2 = [Float](repeating: .nan, count: rows * cols)
+          biasGELUForward(act: &act2, pre: &pre, bias: bias, rows: rows, cols: cols, axis: axis, kind: kind)
+          assertClose(act, act2, relative: 1e-6, absolute: 1e-7, "act \(label)")
+          // kept derivative against central differences of the Double reference
+          let numeric = (0..<(rows * cols)).map { i -> Double in
+            let x = Double(pre[i]), h = 1e-5
+            return (geluReference(x + h, kind) - geluReference(x - h, kind)) / (2 * h)
+          }
+          assertClose(kept, numeric, relative: 1e-4, absolute: 1e-5, "gelu′ \(label)")
+          // backward: dinp = dout·gelu′, dbias accumulates (pre-filled to check +=)
+          let dout = random.floats(rows * cols, in: -1...1)
+          var dinp = [Float](repeating: .nan, count: rows * cols)
+          let biasCount = axis == .rows ? rows : cols
+          var dbias = [Float](repeating: 0.5, count: biasCount)
+          geluBackwardFromDerivative(
+            dinp: &dinp, dbias: &dbias, dout: dout, derivative: kept, rows: rows, cols: cols, axis: axis)
+          let expected = (0..<(rows * cols)).map { Double(dout[$0]) * numeric[$0] }
+          assertClose(dinp, expected, relative: 1e-4, absolute: 1e-5, "dinp \(label)")
+          var expectedBias = [Double](repeating: 0.5, count: biasCount)
+          for i in 0..<(rows * cols) { expectedBias[axis == .rows ? i / cols : i % cols] += expected[i] }
+          assertClose(dbias, expectedBias, relative: 1e-4, absolute: 1e-5, "dbias \(label)")
+        }
+      }
+    }
+  }
+}

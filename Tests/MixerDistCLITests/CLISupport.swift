@@ -1,0 +1,105 @@
+// Running the mixer-dist binary from tests: locating it, running it (optionally under mpirun)
+// with a deadline, and capturing its output.
+
+import Foundation
+import XCTest
+
+/// The package root (this file is Tests/MixerDistCLITests/CLISupport.swift).
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+  .deletingLastPathComponent().deletingLastPathComponent()
+
+/// The binary under test: $MIXER_DIST_BIN (launch/test sets it to the release build), else the
+/// one built next to this test bundle.
+func mixerDistBinary() throws -> String {
+  if let path = ProcessInfo.processInfo.environment["MIXER_DIST_BIN"],
+    FileManager.default.isExecutableFile(atPath: path)
+  {
+    return path
+  }
+  var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+  for _ in 0..<4 {
+    let candidate = dir.appendingPathComponent("mixer-dist").path
+    if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+    dir = dir.deletingLastPathComponent()
+  }
+  throw XCTSkip("mixer-dist binary not found: run through launch/test or set MIXER_DIST_BIN")
+}
+
+struct RunResult {
+  var status: Int32
+  var stdout: String
+  var stderr: String
+  var seconds: Double
+  var timedOut: Bool
+}
+
+/// Runs `executable arguments` with extra environment, killing it after `timeout` seconds.
+func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double = 120) throws -> RunResult {
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: executable)
+  process.arguments = arguments
+  var env = ProcessInfo.processInfo.environment
+  env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+  env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+  for (k, v) in environment { env[k] = v }
+  process.environment = env
+  let out = Pipe(), err = Pipe()
+  process.standardOutput = out
+  process.standardError = err
+  let start = Date()
+  try process.run()
+  // read both pipes concurrently so a chatty child never blocks on a full pipe
+  var outData = Data(), errData = Data()
+  let group = DispatchGroup()
+  group.enter()
+  DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+  group.enter()
+  DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+  var timedOut = false
+  while process.isRunning {
+    if Date().timeIntervalSince(start) > timeout {
+      timedOut = true
+      process.terminate()
+      Thread.sleep(forTimeInterval: 1)
+      if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+      break
+    }
+    Thread.sleep(forTimeInterval: 0.05)
+  }
+  process.waitUntilExit()
+  group.wait()
+  return RunResult(
+    status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+    stderr: String(decoding: errData, as: UTF8.self), seconds: Date().timeIntervalSince(start),
+    timedOut: timedOut)
+}
+
+/// Runs mixer-dist directly.
+func mixerDist(_ arguments: [String], timeout: Double = 120) throws -> RunResult {
+  try run(try mixerDistBinary(), arguments, timeout: timeout)
+}
+
+/// Runs `mpirun -n ranks --oversubscribe mixer-dist arguments` with one OpenBLAS thread per rank.
+func mpirunMixerDist(ranks: Int, _ arguments: [String], timeout: Double = 180) throws -> RunResult {
+  guard let mpirun = which("mpirun") else { throw XCTSkip("mpirun is not on the PATH") }
+  return try run(
+    mpirun, ["-n", "\(ranks)", "--oversubscribe", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS=1", try mixerDistBinary()] + arguments,
+    environment: ["OPENBLAS_NUM_THREADS": "1"], timeout: timeout)
+}
+
+/// The full path of a program on the PATH.
+func which(_ name: String) -> String? {
+  for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
+    let path = "\(dir)/\(name)"
+    if FileManager.default.isExecutableFile(atPath: path) { return path }
+  }
+  return nil
+}
+
+/// A fresh temporary folder, removed after the test.
+func temporaryFolder(_ test: XCTestCase) throws -> URL {
+  let url = FileManager.default.temporaryDirectory.appendingPathComponent("mixer-dist-cli-\(UUID().uuidString)")
+  try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+  test.addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+  return url
+}
