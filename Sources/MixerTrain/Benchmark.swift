@@ -3,6 +3,7 @@
 // count, so the model FLOP utilisation (mfu) is relative to what this machine's BLAS can do.
 
 import Foundation
+import MixerDistributed
 import MixerKernels
 import MixerModel
 
@@ -31,6 +32,7 @@ public func measureSgemm(m: Int, n: Int, k: Int, repeats: Int = 5) -> Double {
 public struct BenchResult: Codable {
   public var preset: String
   public var batch: Int
+  public var ranks: Int
   public var threads: Int
   public var blasCore: String
   public var steps: Int
@@ -42,9 +44,12 @@ public struct BenchResult: Codable {
   public var gflops: Double
   public var sgemmGflops: Double
   public var mfu: Double
+  /// time per step backward did not hide the all-reduce, as a share of the step (0 on one rank)
+  public var exposedCommunicationShare: Double
 
   enum CodingKeys: String, CodingKey {
-    case preset, batch, threads, steps
+    case preset, batch, ranks, threads, steps
+    case exposedCommunicationShare = "exposed_communication_share"
     case blasCore = "blas_core"
     case secondsPerStep = "seconds_per_step"
     case forwardSeconds = "forward_seconds"
@@ -57,9 +62,12 @@ public struct BenchResult: Codable {
   }
 }
 
-/// Runs `warmup` untimed then `steps` timed single-process training steps of `config` at `batch`.
+/// Runs `warmup` untimed then `steps` timed training steps of `config` at `batch` images per rank,
+/// gradients all-reduced in buckets overlapped with backward when there are several ranks.
+/// images/s counts every rank's images; GFLOP/s and mfu are per rank.
 public func benchmarkTraining(
-  config: MixerConfig, preset: String, batch: Int, steps: Int, warmup: Int, profile: Bool = false
+  config: MixerConfig, preset: String, batch: Int, steps: Int, warmup: Int, profile: Bool = false,
+  comm: Communicator = SingleProcessCommunicator(), bucketFloats: Int = 1 << 20
 ) throws -> BenchResult {
   let model = try MixerModel(config: config, seed: 0)
   // a non-zero head so every gradient is non-trivial, as in training after step one
@@ -77,7 +85,11 @@ public func benchmarkTraining(
   labels.withUnsafeBufferPointer {
     smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: config.classes, smoothing: 0)
   }
-  var forward = 0.0, backward = 0.0, update = 0.0
+  let bucketer = GradientBucketer(
+    communicator: comm, buffer: model.gradients.pointer, count: model.table.count,
+    bucketSize: bucketFloats)
+  var forward = 0.0, backward = 0.0, update = 0.0, exposed = 0.0
+  try comm.barrier()
   for step in 0..<(warmup + steps) {
     if step == warmup { KernelProfile.reset(); KernelProfile.enabled = profile }
     let t0 = monotonicSeconds()
@@ -85,7 +97,8 @@ public func benchmarkTraining(
     model.forward(images: images.pointer, acts: acts)
     model.loss(acts: acts)
     let t1 = monotonicSeconds()
-    model.backward(acts: acts, lossScale: 1 / Float(batch))
+    model.backward(acts: acts, lossScale: 1 / Float(batch * comm.size)) { bucketer.markReady(upTo: $0) }
+    let timings = try bucketer.finish()
     let t2 = monotonicSeconds()
     let norm = sumOfSquares(model.gradients.pointer, range: 0..<model.table.count).squareRoot()
     clipByGlobalNorm(model.gradients.pointer, range: 0..<model.table.count, norm: norm, maxNorm: 1)
@@ -95,6 +108,7 @@ public func benchmarkTraining(
       forward += t1 - t0
       backward += t2 - t1
       update += t3 - t2
+      exposed += timings.exposedSeconds
     }
   }
   KernelProfile.enabled = false
@@ -106,8 +120,9 @@ public func benchmarkTraining(
     measureSgemm(m: sb, n: config.channelsMLP, k: config.hidden),
     measureSgemm(m: 2048, n: 2048, k: 2048, repeats: 3))
   return BenchResult(
-    preset: preset, batch: batch, threads: BLAS.threads, blasCore: BLAS.coreName, steps: steps,
+    preset: preset, batch: batch, ranks: comm.size, threads: BLAS.threads, blasCore: BLAS.coreName, steps: steps,
     secondsPerStep: perStep, forwardSeconds: forward / Double(steps),
     backwardSeconds: backward / Double(steps), optimizerSeconds: update / Double(steps),
-    imagesPerSecond: Double(batch) / perStep, gflops: flops, sgemmGflops: peak, mfu: flops / peak)
+    imagesPerSecond: Double(batch * comm.size) / perStep, gflops: flops, sgemmGflops: peak,
+    mfu: flops / peak, exposedCommunicationShare: exposed / Double(steps) / perStep)
 }

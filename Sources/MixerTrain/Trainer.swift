@@ -51,6 +51,17 @@ public final class Trainer {
     let threads = config.threads ?? defaultThreadsPerRank(
       coresPerNode: onlineCPUCount(), localSize: comm.localSize)
     BLAS.setThreads(threads)
+    // the usual launch traps (binding that starves the BLAS threads, oversubscription), each
+    // with its fix: errors stop the run, warnings are printed once per node
+    let launchIssues = checkLaunch(.current(ranksOnNode: comm.localSize, threadsPerRank: threads))
+    if let error = launchIssues.first(where: { $0.severity == .error }) {
+      throw TrainError("\(error.problem); fix: \(error.fix)")
+    }
+    if comm.localRank == 0 {
+      for issue in launchIssues {
+        FileHandle.standardError.write(Data("mixer-dist: rank \(comm.rank): warning: \(issue.problem); fix: \(issue.fix)\n".utf8))
+      }
+    }
 
     (trainSet, validationSet) = try makeDatasets(config)
     if trainSet.height != config.model.imageHeight || trainSet.width != config.model.imageWidth {

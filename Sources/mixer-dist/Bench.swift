@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import MixerDistributed
 import MixerKernels
 import MixerTrain
 
@@ -10,8 +11,8 @@ struct Bench: ParsableCommand {
     abstract: "Time full training steps and compare with the measured sgemm rate.")
 
   @OptionGroup var model: ModelOptions
-  @Option(help: "Batch size per step.") var batch: Int = 32
-  @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
+  @Option(help: "Batch size per step and rank.") var batch: Int = 32
+  @Option(help: "OpenBLAS threads per rank (default: cores per node / ranks per node).") var threads: Int?
   @Option(help: "Timed steps.") var steps: Int = 5
   @Option(help: "Untimed warm-up steps.") var warmup: Int = 2
   @Flag(help: "Also print time per kernel (gemm shape, LayerNorm, GELU, ...).") var profile = false
@@ -26,11 +27,14 @@ struct Bench: ParsableCommand {
   func run() throws {
     try runReportingErrors {
       let config = try model.config()
-      if let t = threads { BLAS.setThreads(t) }
+      let comm = try MPICommunicator.makeDefault()
+      BLAS.setThreads(threads ?? defaultThreadsPerRank(coresPerNode: onlineCPUCount(), localSize: comm.localSize))
       let r = try benchmarkTraining(
         config: config, preset: model.preset, batch: batch, steps: steps, warmup: warmup,
-        profile: profile)
-      print("preset \(r.preset)  batch \(r.batch)  threads \(r.threads)  OpenBLAS core \(r.blasCore)")
+        profile: profile, comm: comm)
+      defer { try? comm.finalize() }
+      guard comm.rank == 0 else { return }
+      print("preset \(r.preset)  batch \(r.batch) per rank  ranks \(r.ranks)  threads \(r.threads)  OpenBLAS core \(r.blasCore)")
       print(String(format: "step          %8.1f ms", r.secondsPerStep * 1e3))
       print(String(format: "  forward     %8.1f ms", r.forwardSeconds * 1e3))
       print(String(format: "  backward    %8.1f ms", r.backwardSeconds * 1e3))
@@ -39,6 +43,9 @@ struct Bench: ParsableCommand {
       print(String(format: "GFLOP/s       %8.1f", r.gflops))
       print(String(format: "sgemm GFLOP/s %8.1f", r.sgemmGflops))
       print(String(format: "mfu           %8.3f", r.mfu))
+      if r.ranks > 1 {
+        print(String(format: "exposed communication %5.1f%% of step time", r.exposedCommunicationShare * 100))
+      }
       if profile {
         print("per step, by kernel:")
         for (name, seconds) in KernelProfile.seconds.sorted(by: { $0.value > $1.value }) {
