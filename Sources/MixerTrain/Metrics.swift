@@ -37,7 +37,11 @@ public final class RunLog {
   /// Opens `directory/metrics.jsonl` (appending) when `active`.
   public init(directory: String?, active: Bool) throws {
     self.active = active
-    isTerminal = isatty(STDOUT_FILENO) != 0
+    // under mpirun stdout is a pty even when the job's output goes to a file (Slurm logs):
+    // plain lines there, the in-place line only for a terminal of our own
+    let underMPI = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil
+      || ProcessInfo.processInfo.environment["PMIX_RANK"] != nil
+    isTerminal = isatty(STDOUT_FILENO) != 0 && !underMPI
     guard active, let directory else { metrics = nil; return }
     let url = URL(fileURLWithPath: directory).appendingPathComponent("metrics.jsonl")
     if !FileManager.default.fileExists(atPath: url.path) {

@@ -48,8 +48,10 @@ public final class Trainer {
     try config.validate(worldSize: comm.size)
     self.config = config
     self.comm = comm
-    let threads = config.threads ?? defaultThreadsPerRank(
-      coresPerNode: onlineCPUCount(), localSize: comm.localSize)
+    try Trainer.checkSameConfig(config, comm: comm)
+    let environmentThreads = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap { Int($0) }
+    let threads = config.threads ?? environmentThreads.flatMap { $0 > 0 ? $0 : nil }
+      ?? defaultThreadsPerRank(coresPerNode: onlineCPUCount(), localSize: comm.localSize)
     BLAS.setThreads(threads)
     // the usual launch traps (binding that starves the BLAS threads, oversubscription), each
     // with its fix: errors stop the run, warnings are printed once per node
@@ -109,14 +111,23 @@ public final class Trainer {
 
   /// Every rank must hold the same parameters: compares a checksum across ranks.
   static func checkSameParameters(_ parameters: FlatBuffer, comm: Communicator) throws {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in parameters.bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-    let halves = [Double(hash >> 32), Double(hash & 0xFFFF_FFFF)]
-    var low = halves, high = halves
-    try comm.allReduceMin(&low)
-    try comm.allReduceMax(&high)
-    if low != high {
+    if try !comm.allRanksAgree(on: fnv1a(parameters.bytes)) {
       throw TrainError("rank \(comm.rank): parameters differ across ranks after the broadcast")
+    }
+  }
+
+  /// Every rank must run the same settings (a rank started with other flags would silently
+  /// train on other data, or fall out of step in the collectives): compares a config hash.
+  static func checkSameConfig(_ config: TrainConfig, comm: Communicator) throws {
+    guard comm.size > 1 else { return }
+    var shared = config
+    shared.threads = nil  // may legitimately differ per node
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    let bytes = try encoder.encode(shared)
+    let agree = try bytes.withUnsafeBytes { try comm.allRanksAgree(on: fnv1a($0)) }
+    if !agree {
+      throw TrainError("the ranks were started with different settings: pass the same flags to every rank")
     }
   }
 
@@ -250,5 +261,23 @@ func makeDatasets(_ config: TrainConfig) throws -> (any Dataset, any Dataset) {
     )
   default:
     throw TrainError("unknown data source '\(config.data)' (known: shapes)")
+  }
+}
+
+/// FNV-1a, 64-bit, of raw bytes.
+func fnv1a(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+  var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+  for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+  return hash
+}
+
+extension Communicator {
+  /// True when every rank passed the same 64-bit value.
+  func allRanksAgree(on value: UInt64) throws -> Bool {
+    let halves = [Double(value >> 32), Double(value & 0xFFFF_FFFF)]
+    var low = halves, high = halves
+    try allReduceMin(&low)
+    try allReduceMax(&high)
+    return low == high
   }
 }
