@@ -26,6 +26,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
+    .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
   ],
   targets: [
     // System-library shims: a module map and a header, nothing else.
@@ -49,7 +50,10 @@ let package = Package(
       swiftSettings: optimize),
     .executableTarget(
       name: "mixer-dist",
-      dependencies: ["MixerTrain", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      dependencies: [
+        "MixerTrain", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Yams", package: "Yams"),
+      ],
       swiftSettings: optimize),
 
     .executableTarget(

@@ -42,6 +42,7 @@ struct Train: ParsableCommand {
   @Option(help: "Abort the job if a step or collective takes longer (seconds).") var timeout: Double = 600
   @Option(help: "Fault injection: fail at this step (with --fail-rank).") var failAtStep: Int?
   @Option(help: "Fault injection: the rank that fails.") var failRank: Int = 0
+  @Flag(help: "Print the effective settings as JSON, checked, and exit without training.") var printConfig = false
 
   func trainConfig() throws -> TrainConfig {
     var c = TrainConfig(model: try model.config())
@@ -84,6 +85,16 @@ struct Train: ParsableCommand {
   }
 
   func run() throws {
+    if printConfig {
+      try runReportingErrors {
+        let config = try trainConfig()
+        try config.validate(worldSize: 1)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: try encoder.encode(config), as: UTF8.self))
+      }
+      return
+    }
     let comm: Communicator
     do {
       comm = try MPICommunicator.makeDefault()

@@ -1,2 +1,9 @@
 // mixer-dist: the command line. Each subcommand parses its flags and calls the MixerTrain library.
-MixerDistCommand.main()
+import Foundation
+
+do {
+  MixerDistCommand.main(try ConfigFile.expand(Array(CommandLine.arguments.dropFirst())))
+} catch {
+  FileHandle.standardError.write(Data("mixer-dist: error: \(error)\n".utf8))
+  exit(1)
+}
