@@ -9,7 +9,7 @@
 // anti-aliased edge (coverage = clamp(0.5 − signed distance, 0, 1)), and Gaussian pixel noise
 // (σ of 2–8 on the 0–255 scale, per channel, drawn from a 4096-entry quantile table). Foreground
 // and background colours are uniform in RGB, at least 120 (of 441) apart; the label depends on the
-// shape only. Shapes span 10–26 px and stay within about a pixel of the frame.
+// shape only. Shapes span 11–26 px and stay within about a pixel of the frame.
 
 import Foundation
 import MixerKernels
@@ -146,15 +146,15 @@ public struct SyntheticShapes: Dataset {
   static func drawCoverage(_ coverage: UnsafeMutablePointer<Float>, shape: Int, rng: inout CounterRNG) {
     switch shape {
     case 0:  // disc
-      let r = rng.uniform(5, 11)
+      let r = rng.uniform(6, 11)
       let (cx, cy) = rng.centre(halfExtent: r)
       fill(coverage) { x, y in length(x - cx, y - cy) - r }
     case 1:  // square, axis-aligned
-      let a = rng.uniform(5, 10)
+      let a = rng.uniform(5.5, 10)
       let (cx, cy) = rng.centre(halfExtent: a)
       fill(coverage) { x, y in boxDistance(x - cx, y - cy, a) }
     case 2:  // triangle pointing roughly up, rotated by up to ±29°, circumradius R
-      let radius = rng.uniform(7, 12.5)
+      let radius = rng.uniform(8, 13)
       let rotation = rng.uniform(-0.5, 0.5)
       let (cx, cy) = rng.centre(halfExtent: radius)
       // Outward normal of the edge opposite vertex k points away from that vertex.
@@ -178,8 +178,8 @@ public struct SyntheticShapes: Dataset {
       let (cx, cy) = rng.centre(halfExtent: r)
       fill(coverage) { x, y in abs(length(x - cx, y - cy) - middle) - t / 2 }
     case 4:  // plus: arms of half-length L and half-width w
-      let arm = rng.uniform(6, 12)
-      let halfWidth = rng.uniform(1.3, 0.28 * arm)
+      let arm = rng.uniform(7, 12)
+      let halfWidth = rng.uniform(1.5, 0.28 * arm)
       let (cx, cy) = rng.centre(halfExtent: arm)
       fill(coverage) { x, y in
         let dx = abs(x - cx), dy = abs(y - cy)
@@ -208,7 +208,7 @@ public struct SyntheticShapes: Dataset {
       }
     case 8:  // checkerboard of square cells, a foreground cell in the top-left corner
       let a = rng.uniform(8, 13)
-      let cell = rng.uniform(3, 4)
+      let cell = rng.uniform(4, 5.5)
       let (cx, cy) = rng.centre(halfExtent: a)
       fill(coverage) { x, y in
         let sx = stripeDistance(x - (cx - a), 2 * cell)

@@ -41,6 +41,12 @@ public struct TrainConfig: Codable, Equatable, Sendable {
   /// 0: all-reduce gradients; 1: ZeRO-1 (shard optimizer state and update)
   public var zeroStage: Int = 0
   public var runDirectory: String = "runs/default"
+  /// where checkpoints go (nil: no checkpoints)
+  public var checkpointDirectory: String?
+  /// save every N steps (0: only at the end, when a checkpoint directory is set)
+  public var saveEvery: Int = 0
+  /// keep the newest K checkpoints (0: keep all)
+  public var keep: Int = 0
 
   public init(model: MixerConfig) { self.model = model }
 
@@ -82,5 +88,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     try check(zeroStage == 0 || zeroStage == 1, "--zero takes 0 or 1, got \(zeroStage)")
     try check(loaderWorkers >= 1, "--loader-workers must be at least 1")
     if let t = threads { try check(t >= 1, "--threads must be at least 1, got \(t)") }
+    try check(saveEvery >= 0, "--save-every must be non-negative")
+    try check(keep >= 0, "--keep must be non-negative")
+    try check(saveEvery == 0 || checkpointDirectory != nil, "--save-every needs --checkpoint-dir")
   }
 }

@@ -42,9 +42,13 @@ public final class Trainer {
   let bucketer: GradientBucketer
   let watchdog: Watchdog?
   public var fault: FaultInjection?
+  /// fault injection: SIGKILL this process in the middle of the save at this step
+  public var killInSaveAtStep: Int?
+  /// the step training starts from (0, or the resumed checkpoint's)
+  public private(set) var startStep = 0
 
   /// Builds the model (rank 0's initialisation broadcast to all), optimizer, data and logging.
-  public init(config: TrainConfig, comm: Communicator, timeout: Double? = nil) throws {
+  public init(config: TrainConfig, comm: Communicator, timeout: Double? = nil, resume: String? = nil) throws {
     try config.validate(worldSize: comm.size)
     self.config = config
     self.comm = comm
@@ -107,6 +111,39 @@ public final class Trainer {
     if config.zeroStage == 1 {
       log.line("ZeRO-1: optimizer state \(grouped(optimizer.stateCount)) floats per rank (1/\(comm.size) of \(grouped(optimizer.stateCount * comm.size)))")
     }
+    if let resume {
+      startStep = try resumeFrom(resume)
+    }
+  }
+
+  /// Picks the checkpoint on rank 0 (verifying checksums), tells every rank, and loads it;
+  /// returns the step to continue from (0 when `auto` finds nothing).
+  func resumeFrom(_ resume: String) throws -> Int {
+    let directory = config.checkpointDirectory.map { URL(fileURLWithPath: $0) }
+    var chosen = ""
+    var problem = ""
+    if comm.rank == 0 {
+      do {
+        chosen = try selectCheckpoint(resume: resume, directory: directory) {
+          FileHandle.standardError.write(Data(($0 + "\n").utf8))
+        }?.path ?? ""
+      } catch {
+        problem = "\(error)"
+      }
+    }
+    problem = try comm.broadcast(problem, root: 0)
+    if !problem.isEmpty { throw CheckpointError(problem) }
+    chosen = try comm.broadcast(chosen, root: 0)
+    guard !chosen.isEmpty else {
+      if comm.rank == 0 { print("mixer-dist: no checkpoint to resume from in \(directory?.path ?? "?"); starting from step 0") }
+      return 0
+    }
+    let manifest = try CheckpointStore.load(URL(fileURLWithPath: chosen), into: model, optimizer: optimizer)
+    try Trainer.checkSameParameters(model.parameters, comm: comm)
+    if comm.rank == 0 {
+      print("mixer-dist: resumed from \(chosen) (step \(manifest.step), saved by \(manifest.worldSize) rank(s))")
+    }
+    return manifest.step
   }
 
   /// Every rank must hold the same parameters: compares a checksum across ranks.
@@ -138,7 +175,7 @@ public final class Trainer {
     let microBatch = localBatch / cfg.accumulation
     let acts = Activations(config: cfg.model, batch: microBatch)
     let loader = try BatchLoader(
-      dataset: trainSet, sampler: sampler, startStep: 0, endStep: cfg.steps,
+      dataset: trainSet, sampler: sampler, startStep: startStep, endStep: cfg.steps,
       workers: cfg.loaderWorkers, depth: 3)
     defer { loader.stop() }
     let pixelsPerImage = trainSet.pixelsPerImage
@@ -150,7 +187,8 @@ public final class Trainer {
     var exposed = 0.0
     var evaluation: EvaluationResult?
 
-    for step in 0..<cfg.steps {
+    let store = cfg.checkpointDirectory.map { CheckpointStore(directory: URL(fileURLWithPath: $0), comm: comm) }
+    for step in startStep..<cfg.steps {
       watchdog?.step = step
       if let fault, fault.step == step, fault.rank == comm.rank {
         throw TrainError("injected fault at step \(step) (--fail-at-step \(step) --fail-rank \(fault.rank))")
@@ -217,17 +255,26 @@ public final class Trainer {
           Double(done) / Double(sampler.batchesPerEpoch), meanLoss, lr, rate, formatDuration(eta)))
         windowStart = now; windowImages = 0; windowLoss = 0; windowSteps = 0
       }
+      if let store, (cfg.saveEvery > 0 && done % cfg.saveEvery == 0) || done == cfg.steps {
+        let cursor = CheckpointManifest.DataCursor(
+          step: done, epoch: done / sampler.batchesPerEpoch, batchInEpoch: done % sampler.batchesPerEpoch,
+          samplesSeen: done * cfg.globalBatch)
+        let folder = try store.save(
+          step: done, model: model, optimizer: optimizer, config: cfg, cursor: cursor, keep: cfg.keep,
+          failAfterFiles: killInSaveAtStep == done)
+        log.line("checkpoint \(folder.path)")
+      }
       if cfg.evalEvery > 0 && done % cfg.evalEvery == 0 && done != cfg.steps {
         evaluation = try evaluateAndLog(step: done)
       }
     }
     evaluation = try evaluateAndLog(step: cfg.steps)
-    let seconds = monotonicSeconds() - start
+    let seconds = max(monotonicSeconds() - start, 1e-9)
     try saveFinalParameters()
     log.close()
     return TrainSummary(
       steps: cfg.steps, finalLoss: lastLoss, evaluation: evaluation, seconds: seconds,
-      imagesPerSecond: Double(cfg.steps * cfg.globalBatch) / seconds,
+      imagesPerSecond: Double((cfg.steps - startStep) * cfg.globalBatch) / seconds,
       exposedCommunicationShare: exposed / seconds, optimizerStateFloats: optimizer.stateCount)
   }
 

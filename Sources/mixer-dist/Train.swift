@@ -43,6 +43,11 @@ struct Train: ParsableCommand {
   @Option(help: "Fault injection: fail at this step (with --fail-rank).") var failAtStep: Int?
   @Option(help: "Fault injection: the rank that fails.") var failRank: Int = 0
   @Flag(help: "Print the effective settings as JSON, checked, and exit without training.") var printConfig = false
+  @Option(help: "Folder for checkpoints (one step-N folder per save; shared by all ranks).") var checkpointDir: String?
+  @Option(help: "Save a checkpoint every N steps (and always at the end).") var saveEvery: Int = 0
+  @Option(help: "Keep only the newest K checkpoints (0: all).") var keep: Int = 0
+  @Option(help: "Resume: 'auto' (newest valid checkpoint in --checkpoint-dir) or a checkpoint folder.") var resume: String?
+  @Option(help: .hidden) var killInSaveAtStep: Int?
 
   func trainConfig() throws -> TrainConfig {
     var c = TrainConfig(model: try model.config())
@@ -80,6 +85,9 @@ struct Train: ParsableCommand {
     c.bucketFloats = bucketSize
     c.zeroStage = zero
     c.runDirectory = runDir
+    c.checkpointDirectory = checkpointDir
+    c.saveEvery = saveEvery
+    c.keep = keep
     if timeout <= 0 { throw ConfigError("--timeout must be positive, got \(timeout)") }
     return c
   }
@@ -103,8 +111,9 @@ struct Train: ParsableCommand {
       throw ExitCode(1)
     }
     do {
-      let trainer = try Trainer(config: try trainConfig(), comm: comm, timeout: timeout)
+      let trainer = try Trainer(config: try trainConfig(), comm: comm, timeout: timeout, resume: resume)
       if let step = failAtStep { trainer.fault = FaultInjection(step: step, rank: failRank) }
+      trainer.killInSaveAtStep = killInSaveAtStep
       let summary = try trainer.run()
       trainer.log.line(String(
         format: "done: %d steps in %@, %.0f img/s, final loss %.4f, val top-1 %.2f%%",

@@ -1,0 +1,321 @@
+// Sharded checkpoints: one directory per step holding a JSON manifest, the parameters under their
+// official names (`params.safetensors`) and the optimizer moments as flat ranges, one file per rank
+// (`optimizer-rank-R.safetensors`). Every file is listed in the manifest with its size and SHA-256.
+//
+// Commit protocol: every rank writes and fsyncs its files under `.partial-step-N/`; after a barrier
+// rank 0 collects their checksums, writes the manifest, renames the folder to `step-N` and fsyncs
+// the parent. A process killed in the middle leaves a `.partial-*` folder that is never loaded (and
+// is removed by the next save); only folders with a manifest whose checksums hold are resumed.
+// Resume re-slices the flat moment ranges, so a checkpoint saved by N ranks loads on any M.
+// The directory must be visible to every rank (a shared filesystem on several nodes).
+
+import Foundation
+import MixerCheckpoint
+import MixerDistributed
+import MixerKernels
+import MixerModel
+
+/// The manifest of one checkpoint (`manifest.json`).
+public struct CheckpointManifest: Codable, Equatable {
+  public static let formatName = "mixer-dist-checkpoint"
+  public static let currentVersion = 1
+
+  public struct File: Codable, Equatable {
+    public var name: String
+    public var bytes: Int
+    public var sha256: String
+  }
+
+  /// The optimizer moments of `start..<end` of the flat buffer are in `file`.
+  public struct Shard: Codable, Equatable {
+    public var rank: Int
+    public var start: Int
+    public var end: Int
+    public var file: String
+  }
+
+  /// Where the data stream stands: the next step to run and what that means in epochs.
+  public struct DataCursor: Codable, Equatable {
+    public var step: Int
+    public var epoch: Int
+    public var batchInEpoch: Int
+    public var samplesSeen: Int
+  }
+
+  public var format: String
+  public var version: Int
+  public var step: Int
+  public var config: TrainConfig
+  public var worldSize: Int
+  public var zeroStage: Int
+  public var optimizer: OptimizerKind
+  public var parameterCount: Int
+  public var cursor: DataCursor
+  public var shards: [Shard]
+  public var files: [File]
+
+  /// Throws unless the manifest describes a loadable checkpoint: known format and version,
+  /// sane counts, and moment shards that tile the flat buffer exactly.
+  public func validate(source: String) throws {
+    func fail(_ message: String) -> Error { CheckpointFormatError(source, message) }
+    guard format == Self.formatName else { throw fail("not a mixer-dist checkpoint (format '\(format)')") }
+    guard version == Self.currentVersion else {
+      throw fail("checkpoint format version \(version); this mixer-dist reads version \(Self.currentVersion)")
+    }
+    guard step >= 0, worldSize >= 1, zeroStage == 0 || zeroStage == 1 else {
+      throw fail("invalid step \(step), world size \(worldSize) or ZeRO stage \(zeroStage)")
+    }
+    try config.model.validate()
+    let expected = ParameterTable(config: config.model).count
+    guard parameterCount == expected else {
+      throw fail("parameter count \(parameterCount) does not match its model (\(expected))")
+    }
+    var next = 0
+    for shard in shards.sorted(by: { $0.start < $1.start }) {
+      guard shard.start == next, shard.end >= shard.start else {
+        throw fail("optimizer shards do not tile the parameters (at \(shard.start), expected \(next))")
+      }
+      guard files.contains(where: { $0.name == shard.file }) else {
+        throw fail("optimizer shard file \(shard.file) is not in the file list")
+      }
+      next = shard.end
+    }
+    guard next == parameterCount else { throw fail("optimizer shards end at \(next), expected \(parameterCount)") }
+    for file in files {
+      guard !file.name.isEmpty, !file.name.contains("/"), !file.name.hasPrefix("."), file.bytes >= 0 else {
+        throw fail("invalid file entry '\(file.name)'")
+      }
+    }
+    guard files.contains(where: { $0.name == "params.safetensors" }) else { throw fail("no params.safetensors") }
+  }
+
+  /// Decodes and validates a manifest; every malformed input is a thrown one-line error.
+  public static func decode(_ data: Data, source: String) throws -> CheckpointManifest {
+    let manifest: CheckpointManifest
+    do {
+      manifest = try JSONDecoder().decode(CheckpointManifest.self, from: data)
+    } catch let error as DecodingError {
+      throw CheckpointFormatError(source, "malformed manifest: \(describe(error))")
+    } catch {
+      throw CheckpointFormatError(source, "malformed manifest")
+    }
+    try manifest.validate(source: source)
+    return manifest
+  }
+
+  static func describe(_ error: DecodingError) -> String {
+    switch error {
+    case .keyNotFound(let key, _): return "missing '\(key.stringValue)'"
+    case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+      let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+      return path.isEmpty ? "not a JSON object" : "bad value at '\(path)'"
+    @unknown default: return "undecodable"
+    }
+  }
+}
+
+/// Errors of saving and resuming, one line each.
+public struct CheckpointError: Error, CustomStringConvertible {
+  public let description: String
+  public init(_ description: String) { self.description = description }
+}
+
+/// Checkpoint folder names: `step-00000040`.
+public func checkpointName(step: Int) -> String { String(format: "step-%08d", step) }
+
+/// Reads and fully verifies one checkpoint folder: manifest, then every file's size and SHA-256.
+public func verifyCheckpoint(_ folder: URL) throws -> CheckpointManifest {
+  let manifestURL = folder.appendingPathComponent("manifest.json")
+  guard let data = FileManager.default.contents(atPath: manifestURL.path) else {
+    throw CheckpointError("\(folder.path): no manifest.json (an unfinished save is never loaded)")
+  }
+  let manifest = try CheckpointManifest.decode(data, source: manifestURL.path)
+  for file in manifest.files {
+    let url = folder.appendingPathComponent(file.name)
+    let attributes = try? FileManager.default.attributesOfItem(atPath: url.path)
+    guard let size = (attributes?[.size] as? NSNumber)?.intValue else {
+      throw CheckpointError("\(url.path): missing")
+    }
+    guard size == file.bytes else {
+      throw CheckpointError("\(url.path): \(size) bytes, the manifest says \(file.bytes) (truncated or overwritten)")
+    }
+    guard try SHA256.hex(ofFileAt: url) == file.sha256 else {
+      throw CheckpointError("\(url.path): SHA-256 mismatch (the file is corrupt)")
+    }
+  }
+  return manifest
+}
+
+/// The committed checkpoint folders under `directory`, newest step first.
+public func listCheckpoints(in directory: URL) -> [(step: Int, url: URL)] {
+  let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+  return names.compactMap { name -> (Int, URL)? in
+    guard name.hasPrefix("step-"), let step = Int(name.dropFirst(5)) else { return nil }
+    return (step, directory.appendingPathComponent(name))
+  }.sorted { $0.0 > $1.0 }
+}
+
+/// Picks the checkpoint to resume from: `auto` = the newest valid one under `directory` (saying
+/// which invalid ones it skipped and why), or an explicit folder, which must be valid.
+public func selectCheckpoint(resume: String, directory: URL?, log: (String) -> Void) throws -> URL? {
+  if resume != "auto" {
+    let url = URL(fileURLWithPath: resume)
+    _ = try verifyCheckpoint(url)
+    return url
+  }
+  guard let directory else { throw CheckpointError("--resume auto needs --checkpoint-dir") }
+  for (_, url) in listCheckpoints(in: directory) {
+    do {
+      _ = try verifyCheckpoint(url)
+      return url
+    } catch {
+      log("mixer-dist: skipping checkpoint \(url.lastPathComponent): \(error); falling back to an older one")
+    }
+  }
+  return nil
+}
+
+/// Saves and restores the training state of one rank.
+public struct CheckpointStore {
+  public let directory: URL
+  public let comm: Communicator
+
+  public init(directory: URL, comm: Communicator) {
+    self.directory = directory
+    self.comm = comm
+  }
+
+  /// Every rank calls this after step `step` (the number of steps done); returns the committed
+  /// folder (on every rank). `keep` > 0 deletes all but the newest `keep` after the commit.
+  @discardableResult
+  public func save(
+    step: Int, model: MixerModel, optimizer: Optimizer, config: TrainConfig, cursor: CheckpointManifest.DataCursor,
+    keep: Int, failAfterFiles: Bool = false
+  ) throws -> URL {
+    let final = directory.appendingPathComponent(checkpointName(step: step))
+    let partial = directory.appendingPathComponent("." + "partial-" + checkpointName(step: step))
+    let fileManager = FileManager.default
+    if comm.rank == 0 {
+      try fileManager.createDirectory(at: directory, withIntermediateDirectories: true)
+      for name in (try? fileManager.contentsOfDirectory(atPath: directory.path)) ?? [] where name.hasPrefix(".partial-") {
+        try? fileManager.removeItem(at: directory.appendingPathComponent(name))
+      }
+      if fileManager.fileExists(atPath: final.path) { try fileManager.removeItem(at: final) }
+      try fileManager.createDirectory(at: partial, withIntermediateDirectories: true)
+    }
+    try comm.barrier()
+
+    // every rank: its slice of the moments, as flat ranges of the full layout
+    let total = model.table.count
+    let range = shardRanges(total: total, parts: comm.size)[comm.rank]
+    let optimizerFile = String(format: "optimizer-rank-%05d.safetensors", comm.rank)
+    var momentTensors: [(name: String, array: NDArray)] = []
+    let local = range.lowerBound - optimizer.range.lowerBound
+    guard local >= 0, range.upperBound <= optimizer.range.upperBound else {
+      throw CheckpointError("rank \(comm.rank): optimizer range \(optimizer.range) does not cover its shard \(range)")
+    }
+    momentTensors.append(("first_moment", NDArray(shape: [range.count], data: optimizer.firstMoment.array(local..<(local + range.count)))))
+    if optimizer.secondMoment.count > 0 {
+      momentTensors.append(("second_moment", NDArray(shape: [range.count], data: optimizer.secondMoment.array(local..<(local + range.count)))))
+    }
+    try SafeTensors.write(
+      momentTensors,
+      metadata: ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(comm.rank)", "step": "\(step)"],
+      to: partial.appendingPathComponent(optimizerFile))
+    var mine = [optimizerFile]
+    if comm.rank == 0 {
+      let tensors = model.table.views.map { ($0.name, NDArray(shape: $0.shape, data: model.parameters.array($0.range))) }
+      try SafeTensors.write(tensors, metadata: ["step": "\(step)", "format": "mixer-dist"], to: partial.appendingPathComponent("params.safetensors"))
+      mine.append("params.safetensors")
+    }
+    // this rank's file list with checksums, for rank 0 to collect
+    let entries = try mine.map { name -> CheckpointManifest.File in
+      let url = partial.appendingPathComponent(name)
+      let size = (try fileManager.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.intValue ?? -1
+      return .init(name: name, bytes: size, sha256: try SHA256.hex(ofFileAt: url))
+    }
+    try AtomicFile.write(try JSONEncoder().encode(entries), to: partial.appendingPathComponent(".files-rank-\(comm.rank).json"))
+    if failAfterFiles { kill(getpid(), SIGKILL) }  // fault injection: die mid-save
+    try comm.barrier()
+
+    if comm.rank == 0 {
+      var files: [CheckpointManifest.File] = []
+      for r in 0..<comm.size {
+        let url = partial.appendingPathComponent(".files-rank-\(r).json")
+        files += try JSONDecoder().decode([CheckpointManifest.File].self, from: Data(contentsOf: url))
+        try fileManager.removeItem(at: url)
+      }
+      let shards = shardRanges(total: total, parts: comm.size).enumerated().map {
+        CheckpointManifest.Shard(rank: $0.offset, start: $0.element.lowerBound, end: $0.element.upperBound,
+                                 file: String(format: "optimizer-rank-%05d.safetensors", $0.offset))
+      }
+      let manifest = CheckpointManifest(
+        format: CheckpointManifest.formatName, version: CheckpointManifest.currentVersion, step: step,
+        config: config, worldSize: comm.size, zeroStage: config.zeroStage, optimizer: optimizer.config.kind,
+        parameterCount: total, cursor: cursor, shards: shards, files: files.sorted { $0.name < $1.name })
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+      try AtomicFile.write(try encoder.encode(manifest), to: partial.appendingPathComponent("manifest.json"))
+      try AtomicFile.syncDirectory(at: partial)
+      guard rename(partial.path, final.path) == 0 else {
+        throw CheckpointError("cannot rename \(partial.path) to \(final.path): \(String(cString: strerror(errno)))")
+      }
+      try AtomicFile.syncDirectory(at: directory)
+      if keep > 0 {
+        for (_, old) in listCheckpoints(in: directory).dropFirst(keep) { try? fileManager.removeItem(at: old) }
+      }
+    }
+    try comm.barrier()
+    return final
+  }
+
+  /// Loads parameters and this rank's moment range from a verified checkpoint; returns its
+  /// manifest. The model shapes must match; the optimizer must be the same kind.
+  public static func load(
+    _ folder: URL, into model: MixerModel, optimizer: Optimizer
+  ) throws -> CheckpointManifest {
+    let manifestURL = folder.appendingPathComponent("manifest.json")
+    guard let data = FileManager.default.contents(atPath: manifestURL.path) else {
+      throw CheckpointError("\(folder.path): no manifest.json")
+    }
+    let manifest = try CheckpointManifest.decode(data, source: manifestURL.path)
+    let params = try SafeTensorsFile(contentsOf: folder.appendingPathComponent("params.safetensors"))
+    try checkShapes(params, model: model, source: folder.appendingPathComponent("params.safetensors").path)
+    for view in model.table.views {
+      model.parameters.copy(from: try params.floats(view.name), at: view.offset)
+    }
+    guard manifest.optimizer == optimizer.config.kind else {
+      throw CheckpointError(
+        "\(folder.path) holds \(manifest.optimizer.rawValue) state but the run uses \(optimizer.config.kind.rawValue): pass --optimizer \(manifest.optimizer.rawValue)")
+    }
+    // re-slice: copy the overlap of every saved shard with this rank's range
+    let mine = optimizer.range
+    for shard in manifest.shards {
+      let lo = max(shard.start, mine.lowerBound), hi = min(shard.end, mine.upperBound)
+      guard lo < hi else { continue }
+      let file = try SafeTensorsFile(contentsOf: folder.appendingPathComponent(shard.file))
+      let elements = (lo - shard.start)..<(hi - shard.start)
+      optimizer.firstMoment.copy(from: try file.floats("first_moment", elements: elements), at: lo - mine.lowerBound)
+      if optimizer.secondMoment.count > 0 {
+        optimizer.secondMoment.copy(from: try file.floats("second_moment", elements: elements), at: lo - mine.lowerBound)
+      }
+    }
+    return manifest
+  }
+
+  /// Throws listing every tensor whose name or shape differs between a file and the model.
+  public static func checkShapes(_ file: SafeTensorsFile, model: MixerModel, source: String) throws {
+    var problems: [String] = []
+    for view in model.table.views {
+      guard let entry = try? file.info(view.name) else { problems.append("\(view.name) missing"); continue }
+      if entry.shape != view.shape { problems.append("\(view.name) \(entry.shape) vs model \(view.shape)") }
+    }
+    let names = Set(model.table.views.map(\.name))
+    problems += file.tensors.map(\.name).filter { !names.contains($0) }.map { "\($0) not in the model" }
+    if !problems.isEmpty {
+      throw CheckpointError(
+        "\(source) is a checkpoint of another model; \(problems.count) mismatched tensor(s): "
+          + problems.prefix(10).joined(separator: "; ") + (problems.count > 10 ? "; …" : ""))
+    }
+  }
+}

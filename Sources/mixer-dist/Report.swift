@@ -1,0 +1,27 @@
+// `mixer-dist report`: write a run folder's HTML report (curves, summary, configuration).
+
+import ArgumentParser
+import MixerTrain
+
+struct Report: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Write a self-contained HTML report of a run folder (curves, summary, config).",
+    discussion: """
+      Reads RUN_DIR/metrics.jsonl and RUN_DIR/config.json and writes one HTML page with no \
+      external files: plots of the train loss, learning rate, validation accuracy and \
+      throughput over steps, a summary, and the configuration.
+      """)
+
+  @Argument(
+    help: ArgumentHelp("The run folder (the --run-dir of `mixer-dist train`).", valueName: "run-dir"))
+  var runDirectory: String
+
+  @Option(help: "Where to write the page (default: RUN_DIR/report.html).")
+  var output: String?
+
+  func run() throws {
+    try runReportingErrors {
+      print(try writeReport(runDirectory: runDirectory, to: output))
+    }
+  }
+}
