@@ -44,6 +44,8 @@ public final class Trainer {
   public var fault: FaultInjection?
   /// fault injection: SIGKILL this process in the middle of the save at this step
   public var killInSaveAtStep: Int?
+  /// stop (as a preempted job would) after this many steps, without the final evaluation
+  public var stopAfterStep: Int?
   /// the step training starts from (0, or the resumed checkpoint's)
   public private(set) var startStep = 0
 
@@ -263,6 +265,12 @@ public final class Trainer {
           step: done, model: model, optimizer: optimizer, config: cfg, cursor: cursor, keep: cfg.keep,
           failAfterFiles: killInSaveAtStep == done)
         log.line("checkpoint \(folder.path)")
+      }
+      if let stop = stopAfterStep, done >= stop {
+        log.close()
+        return TrainSummary(
+          steps: done, finalLoss: lastLoss, evaluation: nil, seconds: monotonicSeconds() - start,
+          imagesPerSecond: 0, exposedCommunicationShare: 0, optimizerStateFloats: optimizer.stateCount)
       }
       if cfg.evalEvery > 0 && done % cfg.evalEvery == 0 && done != cfg.steps {
         evaluation = try evaluateAndLog(step: done)

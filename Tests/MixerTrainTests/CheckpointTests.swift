@@ -1,0 +1,194 @@
+// Checkpoints: bit-identical resume (1 and 2 ranks, with and without ZeRO-1, with stochastic depth
+// and dropout on), resharding between world sizes, corruption detection and fallback, refusing a
+// checkpoint of another model, and malformed manifests.
+
+import XCTest
+import MixerCheckpoint
+import MixerDistributed
+import MixerModel
+@testable import MixerTrain
+
+final class CheckpointTests: XCTestCase {
+  func config(_ dir: URL, steps: Int) -> TrainConfig {
+    var c = TrainConfig(model: MixerConfig(
+      imageHeight: 32, imageWidth: 32, patch: 8, hidden: 32, blocks: 2, tokensMLP: 16,
+      channelsMLP: 64, classes: 10))
+    c.steps = steps
+    c.globalBatch = 16
+    c.trainExamples = 256
+    c.validationExamples = 32
+    c.evalBatch = 32
+    c.warmupSteps = 2
+    c.learningRate = 3e-3
+    c.stochasticDepth = 0.3
+    c.dropout = 0.1
+    c.threads = 1
+    c.bucketFloats = 4_000
+    c.runDirectory = dir.appendingPathComponent("run").path
+    c.checkpointDirectory = dir.appendingPathComponent("checkpoints").path
+    return c
+  }
+
+  /// Trains on `ranks` in-process ranks; returns rank 0's parameters and every rank's trainer.
+  func train(_ c: TrainConfig, ranks: Int, resume: String? = nil) throws -> [Trainer] {
+    if ranks == 1 {
+      let trainer = try Trainer(config: c, comm: SingleProcessCommunicator(), resume: resume)
+      _ = try trainer.run()
+      return [trainer]
+    }
+    return try LocalGroup(size: ranks).run { comm in
+      let trainer = try Trainer(config: c, comm: comm, resume: resume)
+      _ = try trainer.run()
+      return trainer
+    }
+  }
+
+  func testResumeIsBitIdentical() throws {
+    for (ranks, zero) in [(1, 0), (2, 0), (2, 1)] {
+      let straightDir = try temporaryFolder(self)
+      var straight = config(straightDir, steps: 12)
+      straight.zeroStage = zero
+      straight.checkpointDirectory = nil
+      let reference = try train(straight, ranks: ranks)[0].model.parameters.array()
+
+      let dir = try temporaryFolder(self)
+      var first = config(dir, steps: 12)
+      first.zeroStage = zero
+      first.saveEvery = 6
+      // stop after 6 steps: the schedule still spans 12 (as a preempted job would)
+      let stopped = try LocalGroupOrSingle(ranks) { comm -> Int in
+        let trainer = try Trainer(config: first, comm: comm)
+        trainer.stopAfterStep = 6
+        _ = try trainer.run()
+        return trainer.startStep
+      }
+      XCTAssertEqual(stopped[0], 0)
+      XCTAssertEqual(listCheckpoints(in: URL(fileURLWithPath: first.checkpointDirectory!)).map(\.step), [6])
+      let resumed = try train(first, ranks: ranks, resume: "auto")
+      XCTAssertEqual(resumed[0].startStep, 6)
+      XCTAssertEqual(resumed[0].model.parameters.array(), reference, "\(ranks) rank(s), ZeRO \(zero)")
+    }
+  }
+
+  func LocalGroupOrSingle<T>(_ ranks: Int, _ body: @escaping (Communicator) throws -> T) throws -> [T] {
+    ranks == 1 ? [try body(SingleProcessCommunicator())] : try LocalGroup(size: ranks).run { try body($0) }
+  }
+
+  /// Save with 4 ranks under ZeRO-1, resume with 2 and with 1 (and 1 → 4): the moments are
+  /// the same numbers re-sliced, and training goes on.
+  func testReshardingReslicesTheMoments() throws {
+    let dir = try temporaryFolder(self)
+    var c = config(dir, steps: 4)
+    c.zeroStage = 1
+    let savers = try train(c, ranks: 4)
+    // the full moments, assembled from the 4 shards in memory
+    var first: [Float] = [], second: [Float] = []
+    for t in savers { first += t.optimizer.firstMoment.array(); second += t.optimizer.secondMoment.array() }
+    let folder = listCheckpoints(in: URL(fileURLWithPath: c.checkpointDirectory!))[0].url
+    for (ranks, zero) in [(2, 1), (1, 0), (2, 0)] {
+      var next = c
+      next.zeroStage = zero
+      let loaded = try LocalGroupOrSingle(ranks) { comm -> (Range<Int>, [Float], [Float], [Float]) in
+        let trainer = try Trainer(config: next, comm: comm, resume: folder.path)
+        return (trainer.optimizer.range, trainer.optimizer.firstMoment.array(), trainer.optimizer.secondMoment.array(),
+                trainer.model.parameters.array())
+      }
+      for (range, m, v, parameters) in loaded {
+        XCTAssertEqual(m, Array(first[range]), "first moment, \(ranks) ranks ZeRO \(zero)")
+        XCTAssertEqual(v, Array(second[range]), "second moment, \(ranks) ranks ZeRO \(zero)")
+        XCTAssertEqual(parameters, savers[0].model.parameters.array())
+      }
+    }
+    // 4 → 2 ranks, training goes on to step 8
+    var more = c
+    more.steps = 8
+    let continued = try train(more, ranks: 2, resume: "auto")
+    XCTAssertEqual(continued[0].startStep, 4)
+    XCTAssertEqual(listCheckpoints(in: URL(fileURLWithPath: c.checkpointDirectory!)).first?.step, 8)
+    // and back: 1 rank saves, 4 ranks resume under ZeRO-1
+    let dir1 = try temporaryFolder(self)
+    let single = config(dir1, steps: 4)
+    let saver = try train(single, ranks: 1)[0]
+    var four = single
+    four.zeroStage = 1
+    let shards = try LocalGroup(size: 4).run { comm -> [Float] in
+      try Trainer(config: four, comm: comm, resume: "auto").optimizer.firstMoment.array()
+    }
+    XCTAssertEqual(Array(shards.joined()), saver.optimizer.firstMoment.array())
+  }
+
+  func testCorruptionIsDetectedAndAutoFallsBack() throws {
+    let dir = try temporaryFolder(self)
+    var c = config(dir, steps: 6)
+    c.saveEvery = 3
+    _ = try train(c, ranks: 1)
+    let checkpoints = listCheckpoints(in: URL(fileURLWithPath: c.checkpointDirectory!))
+    XCTAssertEqual(checkpoints.map(\.step), [6, 3])
+    let newest = checkpoints[0].url
+    // a bit flip in the parameters
+    let params = newest.appendingPathComponent("params.safetensors")
+    var bytes = try Data(contentsOf: params)
+    bytes[bytes.count - 10] ^= 0x04
+    try bytes.write(to: params)
+    XCTAssertThrowsError(try verifyCheckpoint(newest)) {
+      XCTAssertTrue("\($0)".contains("params.safetensors: SHA-256 mismatch"), "\($0)")
+    }
+    var messages: [String] = []
+    let chosen = try selectCheckpoint(resume: "auto", directory: URL(fileURLWithPath: c.checkpointDirectory!)) { messages.append($0) }
+    XCTAssertEqual(chosen?.lastPathComponent, checkpoints[1].url.lastPathComponent)
+    XCTAssertTrue(messages.first?.contains("skipping checkpoint step-00000006") ?? false, "\(messages)")
+    // a truncated optimizer file in the older one
+    let optimizerFile = checkpoints[1].url.appendingPathComponent("optimizer-rank-00000.safetensors")
+    let full = try Data(contentsOf: optimizerFile)
+    try full.prefix(full.count - 100).write(to: optimizerFile)
+    XCTAssertThrowsError(try verifyCheckpoint(checkpoints[1].url)) {
+      XCTAssertTrue("\($0)".contains("optimizer-rank-00000.safetensors") && "\($0)".contains("truncated"), "\($0)")
+    }
+    XCTAssertNil(try selectCheckpoint(resume: "auto", directory: URL(fileURLWithPath: c.checkpointDirectory!)) { _ in })
+    // an explicit corrupt path is an error, not a silent fresh start
+    XCTAssertThrowsError(try Trainer(config: c, comm: SingleProcessCommunicator(), resume: newest.path))
+  }
+
+  func testCheckpointOfAnotherModelListsMismatchedTensors() throws {
+    let dir = try temporaryFolder(self)
+    let c = config(dir, steps: 2)
+    _ = try train(c, ranks: 1)
+    var other = c
+    other.model.channelsMLP = 48
+    XCTAssertThrowsError(try Trainer(config: other, comm: SingleProcessCommunicator(), resume: "auto")) {
+      let text = "\($0)"
+      XCTAssertTrue(text.contains("checkpoint of another model"), text)
+      XCTAssertTrue(text.contains("MixerBlock_0/channel_mixing/Dense_0/kernel [32, 64] vs model [32, 48]"), text)
+    }
+  }
+
+  func testMalformedManifestsAreErrors() throws {
+    let dir = try temporaryFolder(self)
+    let c = config(dir, steps: 2)
+    _ = try train(c, ranks: 1)
+    let folder = listCheckpoints(in: URL(fileURLWithPath: c.checkpointDirectory!))[0].url
+    let good = try Data(contentsOf: folder.appendingPathComponent("manifest.json"))
+    XCTAssertNoThrow(try CheckpointManifest.decode(good, source: "m"))
+    var json = try JSONSerialization.jsonObject(with: good) as! [String: Any]
+    let cases: [(String, (inout [String: Any]) -> Void, String)] = [
+      ("version", { $0["version"] = 99 }, "version 99"),
+      ("format", { $0["format"] = "zip" }, "not a mixer-dist checkpoint"),
+      ("count", { $0["parameterCount"] = 5 }, "does not match its model"),
+      ("shards", { $0["shards"] = [] }, "optimizer shards end at 0"),
+      ("step", { $0["step"] = -1 }, "invalid step"),
+      ("missing", { $0.removeValue(forKey: "files") }, "missing 'files'"),
+    ]
+    for (name, change, message) in cases {
+      var broken = json
+      change(&broken)
+      XCTAssertThrowsError(try CheckpointManifest.decode(JSONSerialization.data(withJSONObject: broken), source: "m"), name) {
+        XCTAssertTrue("\($0)".contains(message), "\(name): \($0)")
+      }
+    }
+    for garbage in ["", "[]", "{", "null", "{\"format\": 3}"] {
+      XCTAssertThrowsError(try CheckpointManifest.decode(Data(garbage.utf8), source: "m"))
+    }
+    json["files"] = [["name": "../escape", "bytes": 1, "sha256": "x"]]
+    XCTAssertThrowsError(try CheckpointManifest.decode(JSONSerialization.data(withJSONObject: json), source: "m"))
+  }
+}
