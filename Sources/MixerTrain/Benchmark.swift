@@ -126,3 +126,48 @@ public func benchmarkTraining(
     imagesPerSecond: Double(batch * comm.size) / perStep, gflops: flops, sgemmGflops: peak,
     mfu: flops / peak, exposedCommunicationShare: exposed / Double(steps) / perStep)
 }
+
+/// What an inference benchmark measured.
+public struct InferenceResult: Codable {
+  public var preset: String
+  public var threads: Int
+  /// median seconds of one batch-1 forward
+  public var latencySeconds: Double
+  public var throughputBatch: Int
+  /// images/s of batched forwards
+  public var imagesPerSecond: Double
+
+  enum CodingKeys: String, CodingKey {
+    case preset, threads
+    case latencySeconds = "latency_seconds"
+    case throughputBatch = "throughput_batch"
+    case imagesPerSecond = "images_per_second"
+  }
+}
+
+/// Batch-1 latency (median of `repeats`) and batch-`batch` throughput of evaluation forwards.
+public func benchmarkInference(config: MixerConfig, preset: String, batch: Int, repeats: Int) throws -> InferenceResult {
+  let model = try MixerModel(config: config, seed: 0)
+  let imageFloats = config.imageHeight * config.imageWidth * 3
+  let images = FlatBuffer(count: batch * imageFloats)
+  var rng = CounterRNG(seed: 3)
+  for i in 0..<images.count { images[i] = rng.uniform() * 2 - 1 }
+  let single = Activations(config: config, batch: 1)
+  model.forward(images: images.pointer, acts: single)
+  var latencies: [Double] = []
+  for _ in 0..<repeats {
+    let t0 = monotonicSeconds()
+    model.forward(images: images.pointer, acts: single)
+    latencies.append(monotonicSeconds() - t0)
+  }
+  let batched = Activations(config: config, batch: batch)
+  model.forward(images: images.pointer, acts: batched)
+  let t0 = monotonicSeconds()
+  let rounds = max(1, repeats / 4)
+  for _ in 0..<rounds { model.forward(images: images.pointer, acts: batched) }
+  let seconds = monotonicSeconds() - t0
+  latencies.sort()
+  return InferenceResult(
+    preset: preset, threads: BLAS.threads, latencySeconds: latencies[latencies.count / 2],
+    throughputBatch: batch, imagesPerSecond: Double(batch * rounds) / seconds)
+}

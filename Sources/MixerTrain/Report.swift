@@ -525,8 +525,8 @@ func niceTicks(lower: Double, upper: Double, count: Int, integers: Bool)
   let factor: Double = residual <= 1 ? 1 : residual <= 2 ? 2 : residual <= 2.5 ? 2.5 : residual <= 5 ? 5 : 10
   var step = factor * magnitude
   if integers { step = max(1, step.rounded()) }
-  let first = (lower / step - 1e-9).rounded(.down)
-  let last = (upper / step + 1e-9).rounded(.up)
+  let first = (lower / step + 1e-9).rounded(.down)
+  let last = (upper / step - 1e-9).rounded(.up)
   var values = [Double]()
   var index = first
   while index <= last && values.count < 100 {

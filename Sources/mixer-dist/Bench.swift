@@ -16,6 +16,7 @@ struct Bench: ParsableCommand {
   @Option(help: "Timed steps.") var steps: Int = 5
   @Option(help: "Untimed warm-up steps.") var warmup: Int = 2
   @Flag(help: "Also print time per kernel (gemm shape, LayerNorm, GELU, ...).") var profile = false
+  @Flag(help: "Benchmark inference instead: batch-1 latency and batch-32 throughput (forward only).") var inference = false
 
   func validate() throws {
     guard batch > 0, steps > 0, warmup >= 0 else {
@@ -27,6 +28,17 @@ struct Bench: ParsableCommand {
   func run() throws {
     try runReportingErrors {
       let config = try model.config()
+      if inference {
+        if let t = threads { BLAS.setThreads(t) }
+        let r = try benchmarkInference(config: config, preset: model.preset, batch: 32, repeats: max(steps, 8))
+        print("preset \(r.preset)  threads \(r.threads)  inference (evaluation forward)")
+        print(String(format: "batch-1 latency      %8.2f ms", r.latencySeconds * 1e3))
+        print(String(format: "batch-32 throughput  %8.1f images/s", r.imagesPerSecond))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(r), as: UTF8.self))
+        return
+      }
       let comm = try MPICommunicator.makeDefault()
       BLAS.setThreads(threads ?? defaultThreadsPerRank(coresPerNode: onlineCPUCount(), localSize: comm.localSize))
       let r = try benchmarkTraining(
