@@ -31,6 +31,8 @@ public struct MetricRecord {
 public final class RunLog {
   public let active: Bool
   let metrics: FileHandle?
+  /// TensorBoard event file in the run folder (scalars: train/*, eval/*)
+  let tensorBoard: TensorBoardWriter?
   let isTerminal: Bool
   var progressShown = false
 
@@ -42,7 +44,7 @@ public final class RunLog {
     let underMPI = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil
       || ProcessInfo.processInfo.environment["PMIX_RANK"] != nil
     isTerminal = isatty(STDOUT_FILENO) != 0 && !underMPI
-    guard active, let directory else { metrics = nil; return }
+    guard active, let directory else { metrics = nil; tensorBoard = nil; return }
     let url = URL(fileURLWithPath: directory).appendingPathComponent("metrics.jsonl")
     if !FileManager.default.fileExists(atPath: url.path) {
       FileManager.default.createFile(atPath: url.path, contents: nil)
@@ -52,12 +54,19 @@ public final class RunLog {
     }
     handle.seekToEndOfFile()
     metrics = handle
+    tensorBoard = try TensorBoardWriter(directory: directory)
   }
 
   /// Appends one record to metrics.jsonl.
   public func record(_ record: MetricRecord) {
     guard active, let metrics else { return }
     metrics.write(Data((record.json + "\n").utf8))
+    guard let tensorBoard else { return }
+    for (key, value) in record.values where key != "epoch" && key != "seconds" && key != "val_count" {
+      let name = key.hasPrefix("val_") ? String(key.dropFirst(4)) : key
+      tensorBoard.scalar("\(record.kind)/\(name)", value, step: record.step)
+    }
+    tensorBoard.flush()
   }
 
   /// Shows the live progress line (in place on a terminal; every call a line otherwise).
@@ -86,6 +95,7 @@ public final class RunLog {
   public func close() {
     if progressShown { FileHandle.standardOutput.write(Data("\n".utf8)); progressShown = false }
     try? metrics?.close()
+    tensorBoard?.close()
   }
 }
 

@@ -243,7 +243,7 @@ func renderReport(
   }
   html += "</div>\n<h2>Configuration</h2>\n"
   html += renderConfig(config)
-  html += "<p class=\"footer\">Written by mixer-dist report, \(escapeHTML(reportTimestamp())).</p>\n"
+  html += "<p class=\"footer\">Written by mixer-dist report, \(reportTimestamp()).</p>\n"
   html += "</body>\n</html>\n"
   return html
 }
@@ -295,12 +295,14 @@ func renderSummary(
     rows.append(("Validation", hasEval ? "no finite top-1" : "no evaluations"))
   }
   if let seconds = train.compactMap({ $0.values["seconds"] ?? nil }).last {
-    rows.append(("Total time", "\(formatDuration(seconds)) (\(formatNumber(seconds, digits: 1)) s)"))
+    let exact = String(format: "%.1f s", seconds)
+    rows.append(("Total time", "\(formatDuration(seconds)) (\(exact))"))
   }
-  let rates = train.compactMap { $0.values["images_per_second"] ?? nil }.sorted()
-  if !rates.isEmpty {
-    let median = rates[rates.count / 2]
-    rows.append(("Throughput", "median \(formatNumber(median, digits: 1)) images/s"))
+  let rates = train.compactMap { $0.values["images_per_second"] ?? nil }
+  if let last = rates.last {
+    let median = rates.sorted()[rates.count / 2]
+    let text = String(format: "median %.1f images/s, last %.1f", median, last)
+    rows.append(("Throughput", text))
   }
   rows.append(("Records", "\(train.count) train, \(evaluations.count) eval"))
 
@@ -359,8 +361,9 @@ struct PlotLine {
   var points: [PlotPoint]
 }
 
-/// A line plot over steps as inline SVG: axes with ticks and labels, a legend for several lines,
-/// markers where points are few, and `emptyMessage` when no line has a finite point.
+/// A line plot over steps as inline SVG: the title and (for several lines) the legend above the
+/// frame, axes with ticks and labels, markers where points are few, and `emptyMessage` when no
+/// line has a finite point.
 struct LinePlot {
   var title: String
   var yLabel: String
@@ -384,10 +387,12 @@ struct LinePlot {
     var svg = """
       <svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 \(Int(width)) \(Int(height))" \
       role="img" aria-label="\(escapeHTML(title))">
-      <text x="\(Int(width / 2))" y="20" text-anchor="middle" font-size="15" font-weight="600" \
+      <text x="\(coordinate(plotLeft))" y="21" font-size="15" font-weight="600" \
       fill="#222">\(escapeHTML(title))</text>
 
       """
+    let finite = series.flatMap { $0.points.compactMap(\.value) }
+    if series.count > 1 && !finite.isEmpty { svg += legend(right: plotRight, baseline: 21) }
 
     // x axis: steps, ticks at round numbers inside the range
     let xLower = Double(steps.lowerBound), xUpper = Double(steps.upperBound)
@@ -397,17 +402,15 @@ struct LinePlot {
     let xTicks = niceTicks(lower: xLower, upper: xUpper, count: 6, integers: true)
     for tick in xTicks.values where tick >= xLower - 1e-9 && tick <= xUpper + 1e-9 {
       let position = coordinate(x(tick))
-      svg += "<line x1=\"\(position)\" y1=\"\(coordinate(plotTop))\" x2=\"\(position)\" "
-      svg += "y2=\"\(coordinate(plotBottom))\" stroke=\"#eee\"/>\n"
-      svg += "<line x1=\"\(position)\" y1=\"\(coordinate(plotBottom))\" x2=\"\(position)\" "
-      svg += "y2=\"\(coordinate(plotBottom + 5))\" stroke=\"#555\"/>\n"
-      svg += "<text x=\"\(position)\" y=\"\(coordinate(plotBottom + 18))\" text-anchor=\"middle\" "
-      svg += "font-size=\"12\" fill=\"#444\">\(formatTick(tick, step: xTicks.step))</text>\n"
+      let label = formatTick(tick, step: xTicks.step)
+      svg += line(position, coordinate(plotTop), position, coordinate(plotBottom), "#eee")
+      svg += line(position, coordinate(plotBottom), position, coordinate(plotBottom + 5), "#555")
+      svg += "<text x=\"\(position)\" y=\"\(coordinate(plotBottom + 18))\" "
+      svg += "text-anchor=\"middle\" font-size=\"12\" fill=\"#444\">\(label)</text>\n"
     }
     svg += "<text x=\"\(coordinate((plotLeft + plotRight) / 2))\" y=\"\(coordinate(height - 8))\" "
     svg += "text-anchor=\"middle\" font-size=\"13\" fill=\"#333\">step</text>\n"
 
-    let finite = series.flatMap { $0.points.compactMap(\.value) }
     if finite.isEmpty {
       svg += frame(plotLeft, plotTop, plotRight, plotBottom)
       svg += "<text x=\"\(coordinate((plotLeft + plotRight) / 2))\" "
@@ -439,19 +442,22 @@ struct LinePlot {
     func y(_ value: Double) -> Double {
       plotBottom - (value - yLower) / (yUpper - yLower) * (plotBottom - plotTop)
     }
+    // tiny or huge ticks share a power of ten, written once in the axis label
+    let exponent = percent ? 0 : axisExponent(values: yTicks.values, step: yTicks.step)
+    let scale = pow(10, Double(-exponent))
     for tick in yTicks.values where tick >= yLower - 1e-12 && tick <= yUpper + 1e-12 {
       let position = coordinate(y(tick))
-      let label = percent ? formatPercent(tick, digits: 0) : formatTick(tick, step: yTicks.step)
-      svg += "<line x1=\"\(coordinate(plotLeft))\" y1=\"\(position)\" x2=\"\(coordinate(plotRight))\" "
-      svg += "y2=\"\(position)\" stroke=\"#eee\"/>\n"
-      svg += "<line x1=\"\(coordinate(plotLeft - 5))\" y1=\"\(position)\" x2=\"\(coordinate(plotLeft))\" "
-      svg += "y2=\"\(position)\" stroke=\"#555\"/>\n"
+      let label = percent
+        ? formatPercent(tick, digits: 0) : formatTick(tick * scale, step: yTicks.step * scale)
+      svg += line(coordinate(plotLeft), position, coordinate(plotRight), position, "#eee")
+      svg += line(coordinate(plotLeft - 5), position, coordinate(plotLeft), position, "#555")
       svg += "<text x=\"\(coordinate(plotLeft - 8))\" y=\"\(position)\" text-anchor=\"end\" "
       svg += "dominant-baseline=\"middle\" font-size=\"12\" fill=\"#444\">\(label)</text>\n"
     }
+    let axisLabel = exponent == 0 ? yLabel : "\(yLabel) (×10\(superscript(exponent)))"
     let middle = coordinate((plotTop + plotBottom) / 2)
     svg += "<text transform=\"translate(16 \(middle)) rotate(-90)\" text-anchor=\"middle\" "
-    svg += "font-size=\"13\" fill=\"#333\">\(escapeHTML(yLabel))</text>\n"
+    svg += "font-size=\"13\" fill=\"#333\">\(escapeHTML(axisLabel))</text>\n"
     svg += frame(plotLeft, plotTop, plotRight, plotBottom)
 
     // the lines: one path per run of finite points, markers when the points are few
@@ -479,37 +485,44 @@ struct LinePlot {
       for point in markers {
         let value = point.value!
         let valueText = percent ? formatPercent(value) : formatNumber(value, digits: 4)
-        svg += "<circle cx=\"\(coordinate(x(Double(point.step))))\" cy=\"\(coordinate(y(value)))\" "
-        svg += "r=\"3.5\" fill=\"\(line.color)\"><title>\(escapeHTML(line.name)), step "
-        svg += "\(point.step): \(valueText)</title></circle>\n"
-      }
-    }
-
-    // legend (top right, inside the frame) when there are several lines
-    if series.count > 1 {
-      let legendWidth = 104.0, legendHeight = 8.0 + 18.0 * Double(series.count)
-      let legendLeft = plotRight - legendWidth - 8, legendTop = plotTop + 8
-      svg += "<rect x=\"\(coordinate(legendLeft))\" y=\"\(coordinate(legendTop))\" "
-      svg += "width=\"\(coordinate(legendWidth))\" height=\"\(coordinate(legendHeight))\" "
-      svg += "fill=\"#fff\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n"
-      for (index, line) in series.enumerated() {
-        let rowY = legendTop + 13 + 18 * Double(index)
-        let empty = line.points.allSatisfy { $0.value == nil }
-        svg += "<line x1=\"\(coordinate(legendLeft + 8))\" y1=\"\(coordinate(rowY))\" "
-        svg += "x2=\"\(coordinate(legendLeft + 30))\" y2=\"\(coordinate(rowY))\" stroke=\"\(line.color)\" "
-        svg += "stroke-width=\"2\"/>\n"
-        svg += "<text x=\"\(coordinate(legendLeft + 36))\" y=\"\(coordinate(rowY))\" "
-        svg += "dominant-baseline=\"middle\" font-size=\"12\" fill=\"\(empty ? "#999" : "#333")\">"
-        svg += "\(escapeHTML(line.name))\(empty ? " (none)" : "")</text>\n"
+        svg += "<circle cx=\"\(coordinate(x(Double(point.step))))\" "
+        svg += "cy=\"\(coordinate(y(value)))\" r=\"3.5\" fill=\"\(line.color)\">"
+        svg += "<title>\(escapeHTML(line.name)), step \(point.step): \(valueText)</title>"
+        svg += "</circle>\n"
       }
     }
     return svg + "</svg>"
   }
 
+  /// The lines' names and colours in a row ending at `right`, on the title's baseline.
+  func legend(right: Double, baseline: Double) -> String {
+    var svg = ""
+    var end = right
+    for line in series.reversed() {
+      let empty = line.points.allSatisfy { $0.value == nil }
+      let name = line.name + (empty ? " (none)" : "")
+      // a rough text width: 7 units per character at font size 12
+      let start = end - 26 - 7 * Double(name.count)
+      let middle = coordinate(baseline - 4)
+      svg += "<line x1=\"\(coordinate(start))\" y1=\"\(middle)\" x2=\"\(coordinate(start + 20))\" "
+      svg += "y2=\"\(middle)\" stroke=\"\(line.color)\" stroke-width=\"2.5\"/>\n"
+      svg += "<text x=\"\(coordinate(start + 25))\" y=\"\(coordinate(baseline))\" font-size=\"12\" "
+      svg += "fill=\"\(empty ? "#999" : "#333")\">\(escapeHTML(name))</text>\n"
+      end = start - 14
+    }
+    return svg
+  }
+
+  /// A straight line (coordinates already formatted).
+  func line(_ x1: String, _ y1: String, _ x2: String, _ y2: String, _ color: String) -> String {
+    "<line x1=\"\(x1)\" y1=\"\(y1)\" x2=\"\(x2)\" y2=\"\(y2)\" stroke=\"\(color)\"/>\n"
+  }
+
   /// The plot area's border.
   func frame(_ left: Double, _ top: Double, _ right: Double, _ bottom: Double) -> String {
-    "<rect x=\"\(coordinate(left))\" y=\"\(coordinate(top))\" width=\"\(coordinate(right - left))\" "
-      + "height=\"\(coordinate(bottom - top))\" fill=\"none\" stroke=\"#555\"/>\n"
+    "<rect x=\"\(coordinate(left))\" y=\"\(coordinate(top))\" "
+      + "width=\"\(coordinate(right - left))\" height=\"\(coordinate(bottom - top))\" "
+      + "fill=\"none\" stroke=\"#555\"/>\n"
   }
 }
 
@@ -522,7 +535,8 @@ func niceTicks(lower: Double, upper: Double, count: Int, integers: Bool)
   let rough = span / Double(max(count, 1))
   let magnitude = pow(10, (log10(rough)).rounded(.down))
   let residual = rough / magnitude
-  let factor: Double = residual <= 1 ? 1 : residual <= 2 ? 2 : residual <= 2.5 ? 2.5 : residual <= 5 ? 5 : 10
+  let factor: Double =
+    residual <= 1 ? 1 : residual <= 2 ? 2 : residual <= 2.5 ? 2.5 : residual <= 5 ? 5 : 10
   var step = factor * magnitude
   if integers { step = max(1, step.rounded()) }
   let first = (lower / step + 1e-9).rounded(.down)
@@ -536,23 +550,36 @@ func niceTicks(lower: Double, upper: Double, count: Int, integers: Bool)
   return (values, step)
 }
 
-/// A tick label with as many decimals as `step` needs (scientific notation for tiny steps).
-func formatTick(_ value: Double, step: Double) -> String {
-  if abs(value) < step * 1e-6 { return "0" }
+/// The decimals a tick step needs (0.25 → 2, 5 → 0).
+func tickDecimals(step: Double) -> Int {
   var decimals = 0
-  while decimals < 10 {
+  while decimals < 12 {
     let scaled = step * pow(10, Double(decimals))
     if abs(scaled - scaled.rounded()) < 1e-6 * max(1, scaled) { break }
     decimals += 1
   }
-  if decimals > 4 {
-    // 2e-05 → 2e-5
-    let exponent = Int((log10(abs(value))).rounded(.down))
-    let mantissa = value / pow(10, Double(exponent))
-    let mantissaDecimals = max(0, decimals + exponent)
-    return String(format: "%.\(mantissaDecimals)fe%d", mantissa, exponent)
-  }
-  return String(format: "%.\(decimals)f", value)
+  return decimals
+}
+
+/// The power of ten an axis's labels share when plain labels would be long: ticks needing more
+/// than 3 decimals (0.00025) or reaching a million; 0 otherwise.
+func axisExponent(values: [Double], step: Double) -> Int {
+  let largest = values.map { abs($0) }.max() ?? 0
+  guard largest > 0, tickDecimals(step: step) > 3 || largest >= 1e6 else { return 0 }
+  return Int(log10(largest).rounded(.down))
+}
+
+/// A tick label with as many decimals as `step` needs, the same for every tick of an axis.
+func formatTick(_ value: Double, step: Double) -> String {
+  if abs(value) < step * 1e-6 { return "0" }
+  return String(format: "%.\(tickDecimals(step: step))f", value)
+}
+
+/// -3 → "⁻³".
+func superscript(_ number: Int) -> String {
+  let digits: [Character] = ["⁰", "¹", "²", "³", "⁴", "⁵", "⁶", "⁷", "⁸", "⁹"]
+  let text = String(number).map { $0 == "-" ? "⁻" : digits[Int(String($0))!] }
+  return String(text)
 }
 
 /// A number for people: integers plainly, others with `digits` significant digits.
