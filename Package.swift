@@ -32,11 +32,13 @@ let package = Package(
     // System-library shims: a module map and a header, nothing else.
     .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
     .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+    .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+    .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
 
     .target(name: "MixerKernels", dependencies: ["CBLAS"], swiftSettings: optimize),
     .target(name: "MixerModel", dependencies: ["MixerKernels"], swiftSettings: optimize),
     .target(name: "MixerDistributed", dependencies: ["CMPI"], swiftSettings: optimize),
-    .target(name: "MixerData", dependencies: ["MixerKernels"], swiftSettings: optimize),
+    .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG"], swiftSettings: optimize),
     .target(
       name: "MixerCheckpoint",
       dependencies: ["MixerModel", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
