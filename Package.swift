@@ -54,7 +54,7 @@ let package = Package(
       name: "mixer-dist",
       dependencies: [
         "MixerTrain", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        .product(name: "Yams", package: "Yams"),
+        .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: optimize),
 

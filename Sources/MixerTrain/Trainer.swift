@@ -5,6 +5,7 @@
 // batch to float rounding. Rank 0 owns every side effect (console, metrics, files).
 
 import Foundation
+import Logging
 import MixerData
 import MixerDistributed
 import MixerKernels
@@ -50,7 +51,13 @@ public final class Trainer {
   public private(set) var startStep = 0
 
   /// Builds the model (rank 0's initialisation broadcast to all), optimizer, data and logging.
-  public init(config: TrainConfig, comm: Communicator, timeout: Double? = nil, resume: String? = nil) throws {
+  public let logger: Logger
+
+  public init(
+    config: TrainConfig, comm: Communicator, timeout: Double? = nil, resume: String? = nil,
+    logLevel: Logger.Level = .info
+  ) throws {
+    logger = makeLogger(rank: comm.rank, level: logLevel)
     try config.validate(worldSize: comm.size)
     self.config = config
     self.comm = comm
@@ -67,7 +74,7 @@ public final class Trainer {
     }
     if comm.localRank == 0 {
       for issue in launchIssues {
-        FileHandle.standardError.write(Data("mixer-dist: rank \(comm.rank): warning: \(issue.problem); fix: \(issue.fix)\n".utf8))
+        logger.warning("\(issue.problem); fix: \(issue.fix)")
       }
     }
 
@@ -126,8 +133,8 @@ public final class Trainer {
     var problem = ""
     if comm.rank == 0 {
       do {
-        chosen = try selectCheckpoint(resume: resume, directory: directory) {
-          FileHandle.standardError.write(Data(($0 + "\n").utf8))
+        chosen = try selectCheckpoint(resume: resume, directory: directory) { [logger] in
+          logger.warning("\($0)")
         }?.path ?? ""
       } catch {
         problem = "\(error)"
@@ -137,14 +144,12 @@ public final class Trainer {
     if !problem.isEmpty { throw CheckpointError(problem) }
     chosen = try comm.broadcast(chosen, root: 0)
     guard !chosen.isEmpty else {
-      if comm.rank == 0 { print("mixer-dist: no checkpoint to resume from in \(directory?.path ?? "?"); starting from step 0") }
+      logger.info("mixer-dist: no checkpoint to resume from in \(directory?.path ?? "?"); starting from step 0")
       return 0
     }
     let manifest = try CheckpointStore.load(URL(fileURLWithPath: chosen), into: model, optimizer: optimizer)
     try Trainer.checkSameParameters(model.parameters, comm: comm)
-    if comm.rank == 0 {
-      print("mixer-dist: resumed from \(chosen) (step \(manifest.step), saved by \(manifest.worldSize) rank(s))")
-    }
+    logger.info("mixer-dist: resumed from \(chosen) (step \(manifest.step), saved by \(manifest.worldSize) rank(s))")
     return manifest.step
   }
 
@@ -161,6 +166,7 @@ public final class Trainer {
     guard comm.size > 1 else { return }
     var shared = config
     shared.threads = nil  // may legitimately differ per node
+    shared.runDirectory = ""  // only rank 0 writes there
     let encoder = JSONEncoder()
     encoder.outputFormatting = .sortedKeys
     let bytes = try encoder.encode(shared)
@@ -219,6 +225,7 @@ public final class Trainer {
       }
       let timings = try bucketer.finish()
       exposed += timings.exposedSeconds
+      logger.debug("step \(step): communication \(timings.communicationSeconds) s, not hidden \(timings.exposedSeconds) s, \(timings.buckets) buckets")
       loader.recycle(batch)
 
       // global loss and gradient norm (one small all-reduce), clip, update

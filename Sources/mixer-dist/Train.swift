@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Foundation
+import Logging
 import MixerDistributed
 import MixerModel
 import MixerTrain
@@ -48,6 +49,7 @@ struct Train: ParsableCommand {
   @Option(help: "Keep only the newest K checkpoints (0: all).") var keep: Int = 0
   @Option(help: "Resume: 'auto' (newest valid checkpoint in --checkpoint-dir) or a checkpoint folder.") var resume: String?
   @Option(help: .hidden) var killInSaveAtStep: Int?
+  @Option(help: "Console log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
 
   func trainConfig() throws -> TrainConfig {
     var c = TrainConfig(model: try model.config())
@@ -111,7 +113,10 @@ struct Train: ParsableCommand {
       throw ExitCode(1)
     }
     do {
-      let trainer = try Trainer(config: try trainConfig(), comm: comm, timeout: timeout, resume: resume)
+      guard let level = Logger.Level(rawValue: logLevel) else {
+        throw ConfigError("unknown --log-level '\(logLevel)' (known: trace, debug, info, notice, warning, error, critical)")
+      }
+      let trainer = try Trainer(config: try trainConfig(), comm: comm, timeout: timeout, resume: resume, logLevel: level)
       if let step = failAtStep { trainer.fault = FaultInjection(step: step, rank: failRank) }
       trainer.killInSaveAtStep = killInSaveAtStep
       let summary = try trainer.run()
