@@ -114,19 +114,39 @@ final class SyntheticShapesTests: XCTestCase {
     }
   }
 
-  /// Writes a class-by-row grid; set MIXER_SHAPES_GRID=/path/grid.ppm to keep it.
-  func testGridWriterWritesAValidPPM() throws {
+  /// Writes class-by-row grids; set MIXER_SHAPES_GRID=/path/grid (no extension) to keep
+  /// grid.ppm and grid.png.
+  func testGridWritersWriteValidPPMAndPNG() throws {
     let dataset = SyntheticShapes(split: .train)
     let keep = ProcessInfo.processInfo.environment["MIXER_SHAPES_GRID"]
-    let path = keep ?? NSTemporaryDirectory() + "shapes_grid_\(getpid()).ppm"
-    try writePPMGrid(dataset: dataset, perClass: 4, scale: 2, path: path)
-    defer { if keep == nil { try? FileManager.default.removeItem(atPath: path) } }
-    let data = try Data(contentsOf: URL(fileURLWithPath: path))
-    let cell = 32 * 2 + 2
-    let width = 4 * cell + 2, height = 10 * cell + 2
+    let stem = keep ?? NSTemporaryDirectory() + "shapes_grid_\(getpid())"
+    let perClass = keep == nil ? 4 : 12, scale = keep == nil ? 2 : 3
+    try writeImageGrid(dataset: dataset, perClass: perClass, scale: scale, path: stem + ".ppm")
+    try writeImageGrid(dataset: dataset, perClass: perClass, scale: scale, path: stem + ".png")
+    defer {
+      if keep == nil {
+        try? FileManager.default.removeItem(atPath: stem + ".ppm")
+        try? FileManager.default.removeItem(atPath: stem + ".png")
+      }
+    }
+    let cell = 32 * scale + 2
+    let width = perClass * cell + 2, height = 10 * cell + 2
+
+    let ppm = try Data(contentsOf: URL(fileURLWithPath: stem + ".ppm"))
     let header = "P6\n\(width) \(height)\n255\n"
-    XCTAssertEqual(String(decoding: data.prefix(header.utf8.count), as: UTF8.self), header)
-    XCTAssertEqual(data.count, header.utf8.count + width * height * 3)
+    XCTAssertEqual(String(decoding: ppm.prefix(header.utf8.count), as: UTF8.self), header)
+    XCTAssertEqual(ppm.count, header.utf8.count + width * height * 3)
+
+    let png = [UInt8](try Data(contentsOf: URL(fileURLWithPath: stem + ".png")))
+    XCTAssertEqual(Array(png.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+    XCTAssertEqual(String(decoding: png[12..<16], as: UTF8.self), "IHDR")
+    let pngWidth = png[16..<20].reduce(0) { $0 << 8 | Int($1) }
+    let pngHeight = png[20..<24].reduce(0) { $0 << 8 | Int($1) }
+    XCTAssertEqual([pngWidth, pngHeight], [width, height])
+    XCTAssertEqual(String(decoding: png.suffix(8).prefix(4), as: UTF8.self), "IEND")
+    // The CRC of IEND (type only) is the well-known AE 42 60 82.
+    XCTAssertEqual(Array(png.suffix(4)), [0xAE, 0x42, 0x60, 0x82])
+
     let indices = try indicesByClass(dataset: dataset, perClass: 4)
     XCTAssertEqual(indices.map(dataset.label(of:)), (0..<10).flatMap { Array(repeating: $0, count: 4) })
   }
