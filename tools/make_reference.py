@@ -331,7 +331,8 @@ def bench(batch, steps, warmup):
         times.append(time.perf_counter() - t)
     times = np.array(times)
     print(f"{steps} steps: mean {times.mean() * 1e3:.1f} ms/step, median {np.median(times) * 1e3:.1f} ms, "
-          f"-> {batch / times.mean():.1f} img/s (median {batch / np.median(times):.1f} img/s), "
+          f"-> {batch / times.mean():.1f} img/s (median {batch / np.median(times):.1f}, "
+          f"best step {batch / times.min():.1f} img/s), "
           f"loadavg after {os.getloadavg()}")
 
 
