@@ -116,7 +116,8 @@ public func biasGELUForwardKeepingDerivative(
   bias: UnsafePointer<Float>, rows: Int, cols: Int, axis: BiasAxis, kind: GELUKind
 ) {
   KernelProfile.measure("bias+gelu forward") {
-    for r in 0..<rows {
+    parallelRows(rows, elementsPerRow: cols) { _, chunk in
+    for r in chunk {
       let h = pre + r * cols
       let g = act + r * cols
       let rowBias: Float = axis == .rows ? bias[r] : 0
@@ -152,6 +153,7 @@ public func biasGELUForwardKeepingDerivative(
         }
       }
     }
+    }
   }
 }
 
@@ -163,7 +165,14 @@ public func geluBackwardFromDerivative(
   axis: BiasAxis
 ) {
   KernelProfile.measure("gelu backward") {
-    for r in 0..<rows {
+    // per-column bias sums need one partial row per chunk (added in chunk order)
+    let chunks = axis == .columns ? parallelChunks(rows, elementsPerRow: cols) : 1
+    let partial = chunks > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: chunks * cols) : nil
+    partial?.initialize(repeating: 0, count: chunks * cols)
+    defer { partial?.deallocate() }
+    parallelRows(rows, elementsPerRow: cols) { chunk, chunkRows in
+    let dbias = axis == .columns ? (partial.map { $0 + chunk * cols } ?? dbias) : dbias
+    for r in chunkRows {
       let d = dinp + r * cols, o = dout + r * cols, k = derivative + r * cols
       switch axis {
       case .columns:
@@ -187,6 +196,12 @@ public func geluBackwardFromDerivative(
         var total = acc.sum()
         while j < cols { let v = o[j] * k[j]; d[j] = v; total += v; j += 1 }
         dbias[r] += total
+      }
+    }
+    }
+    if let partial {
+      for chunk in 0..<chunks {
+        for j in 0..<cols { dbias[j] += partial[chunk * cols + j] }
       }
     }
   }

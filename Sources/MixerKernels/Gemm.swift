@@ -49,8 +49,11 @@ public func gemmNaive(
 
 /// OpenBLAS thread control and identification.
 public enum BLAS {
-  /// Sets the number of threads OpenBLAS uses for every later call.
-  public static func setThreads(_ count: Int) { openblas_set_num_threads(Int32(max(1, count))) }
+  /// Sets the number of threads OpenBLAS (and the elementwise kernels) use for every later call.
+  public static func setThreads(_ count: Int) {
+    openblas_set_num_threads(Int32(max(1, count)))
+    KernelThreads.count = max(1, count)
+  }
 
   /// The number of threads OpenBLAS currently uses.
   public static var threads: Int { Int(openblas_get_num_threads()) }

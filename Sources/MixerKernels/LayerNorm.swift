@@ -11,7 +11,8 @@ public func layerNormForward(
 ) {
   KernelProfile.measure("layernorm forward") {
     let c = channels
-    for r in 0..<rows {
+    parallelRows(rows, elementsPerRow: c) { _, chunk in
+    for r in chunk {
       let x = inp + r * c
       let y = out + r * c
       let m = vsum(x, c) / Float(c)
@@ -20,6 +21,7 @@ public func layerNormForward(
       for i in 0..<c { y[i] = (x[i] - m) * s * weight[i] + bias[i] }
       mean[r] = m
       rstd[r] = s
+    }
     }
   }
 }
@@ -35,7 +37,15 @@ public func layerNormBackward(
 ) {
   KernelProfile.measure("layernorm backward") {
     let c = channels
-    for r in 0..<rows {
+    let chunks = parallelChunks(rows, elementsPerRow: c)
+    // one partial dweight/dbias per chunk (added in chunk order), or the outputs themselves
+    let partial = chunks > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: 2 * chunks * c) : nil
+    partial?.initialize(repeating: 0, count: 2 * chunks * c)
+    defer { partial?.deallocate() }
+    parallelRows(rows, elementsPerRow: c) { chunk, chunkRows in
+    let dweight = partial.map { $0 + 2 * chunk * c } ?? dweight
+    let dbias = partial.map { $0 + (2 * chunk + 1) * c } ?? dbias
+    for r in chunkRows {
       let x = inp + r * c
       let dy = dout + r * c
       let dx = dinp + r * c
@@ -78,6 +88,15 @@ public func layerNormBackward(
         let xhat = (x[i] - mean[r]) * rstd[r]
         dx[i] += (dy[i] * weight[i] - meanG[0] - xhat * meanGXhat[0]) * rstd[r]
         i += 1
+      }
+    }
+    }
+    if let partial {
+      for chunk in 0..<chunks {
+        for i in 0..<c {
+          dweight[i] += partial[2 * chunk * c + i]
+          dbias[i] += partial[(2 * chunk + 1) * c + i]
+        }
       }
     }
   }

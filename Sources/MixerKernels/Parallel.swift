@@ -1,0 +1,42 @@
+// Row-parallel loops for the elementwise kernels. BLAS runs the matrix products on several
+// threads; without this, LayerNorm and GELU would run on one thread and cap the step's speed.
+// Rows are split into `threads` contiguous chunks, fixed by the thread count alone, so results
+// (including per-chunk partial sums, added in chunk order) are the same on every run.
+
+import Dispatch
+
+/// The thread count of the elementwise kernels; `BLAS.setThreads` keeps it equal to BLAS's.
+public enum KernelThreads {
+  public nonisolated(unsafe) static var count = 1
+}
+
+/// Work below this many elements runs on the calling thread.
+let parallelThreshold = 1 << 16
+
+/// Calls `body(chunk, rows)` for `threads` contiguous chunks of `0..<rows`, concurrently when the
+/// work (`rows · elementsPerRow`) is large enough; `chunk` is 0..<chunkCount.
+@inline(__always)
+func parallelRows(_ rows: Int, elementsPerRow: Int, _ body: (Int, Range<Int>) -> Void) {
+  let threads = min(KernelThreads.count, rows)
+  if threads <= 1 || rows * elementsPerRow < parallelThreshold {
+    body(0, 0..<rows)
+    return
+  }
+  withoutActuallyEscaping(body) { body in
+    DispatchQueue.concurrentPerform(iterations: threads) { chunk in
+      body(chunk, chunkRange(chunk, of: threads, rows: rows))
+    }
+  }
+}
+
+/// The chunk count `parallelRows` will use for this work (1 when it runs inline).
+@inline(__always)
+func parallelChunks(_ rows: Int, elementsPerRow: Int) -> Int {
+  let threads = min(KernelThreads.count, rows)
+  return threads <= 1 || rows * elementsPerRow < parallelThreshold ? 1 : threads
+}
+
+@inline(__always)
+func chunkRange(_ chunk: Int, of chunks: Int, rows: Int) -> Range<Int> {
+  (chunk * rows / chunks)..<((chunk + 1) * rows / chunks)
+}
