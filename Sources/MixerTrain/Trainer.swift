@@ -23,11 +23,13 @@ public struct TrainSummary {
   public var optimizerStateFloats: Int
 }
 
-/// Fault injection for tests of the failure path.
+/// Fault injection for tests of the failure path: rank `rank` throws at `step`, or, with
+/// `stall`, sleeps there for an hour (a stuck disk, a hung peer) so the others' watchdog fires.
 public struct FaultInjection: Sendable {
   public var step: Int
   public var rank: Int
-  public init(step: Int, rank: Int) { self.step = step; self.rank = rank }
+  public var stall: Bool
+  public init(step: Int, rank: Int, stall: Bool = false) { self.step = step; self.rank = rank; self.stall = stall }
 }
 
 /// One training run on one rank.
@@ -198,7 +200,12 @@ public final class Trainer {
     let store = cfg.checkpointDirectory.map { CheckpointStore(directory: URL(fileURLWithPath: $0), comm: comm) }
     for step in startStep..<cfg.steps {
       watchdog?.step = step
+      // the whole step (collectives, checkpoint barriers, evaluation) must finish within
+      // --timeout, or the watchdog aborts the job naming this step: a stalled peer never hangs it
+      let stepToken = watchdog?.begin("training step \(step)")
+      defer { if let stepToken { watchdog?.end(stepToken) } }
       if let fault, fault.step == step, fault.rank == comm.rank {
+        if fault.stall { sleep(3600) }
         throw TrainError("injected fault at step \(step) (--fail-at-step \(step) --fail-rank \(fault.rank))")
       }
       let (batch, _) = try loader.next()

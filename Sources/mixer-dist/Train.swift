@@ -43,6 +43,7 @@ struct Train: ParsableCommand {
   @Option(help: "Abort the job if a step or collective takes longer (seconds).") var timeout: Double = 600
   @Option(help: "Fault injection: fail at this step (with --fail-rank).") var failAtStep: Int?
   @Option(help: "Fault injection: the rank that fails.") var failRank: Int = 0
+  @Option(help: "Fault injection: stall (sleep) at this step on --fail-rank.") var stallAtStep: Int?
   @Flag(help: "Print the effective settings as JSON, checked, and exit without training.") var printConfig = false
   @Option(help: "Folder for checkpoints (one step-N folder per save; shared by all ranks).") var checkpointDir: String?
   @Option(help: "Save a checkpoint every N steps (and always at the end).") var saveEvery: Int = 0
@@ -118,6 +119,7 @@ struct Train: ParsableCommand {
       }
       let trainer = try Trainer(config: try trainConfig(), comm: comm, timeout: timeout, resume: resume, logLevel: level)
       if let step = failAtStep { trainer.fault = FaultInjection(step: step, rank: failRank) }
+      if let step = stallAtStep { trainer.fault = FaultInjection(step: step, rank: failRank, stall: true) }
       trainer.killInSaveAtStep = killInSaveAtStep
       let summary = try trainer.run()
       trainer.log.line(String(

@@ -1,0 +1,101 @@
+// The settings shared by the file-backed datasets (`ImageFolder`, `CIFAR`, `MNIST`), and the log of
+// images that failed to decode.
+
+import Foundation
+
+/// Which part of a dataset to read.
+public enum DataSplit: String, Sendable, Codable, CaseIterable {
+  case train
+  case validation
+}
+
+/// How a file-backed dataset is split, preprocessed and augmented. Defaults are the paper's recipe
+/// without RandAugment; `nil` fields take the dataset kind's default (see each field).
+public struct DataOptions: Equatable, Sendable, Codable {
+  /// Image folders: the fraction of the training tree held out for validation, chosen by a seeded
+  /// hash of each file's path below the tree (so it is stable across machines and runs). nil:
+  /// use `ROOT/val` when it exists, else hold out 0.1. Given explicitly, it splits `ROOT/train`
+  /// (or `ROOT`) even when `ROOT/val` exists (a "minival" carved from train).
+  public var valFraction: Double?
+  /// Seed of that hash; independent of the training seed so runs with other seeds share a split.
+  public var splitSeed: UInt64 = 0
+  /// Image folders: substitute unreadable images instead of failing (see `ImageFolder`).
+  public var skipBadImages = false
+  /// Training split: random crop and flip (false: the training split is preprocessed like the
+  /// validation split).
+  public var augment = true
+  /// Smallest inception-crop area, as a fraction of the image.
+  public var cropMinArea = 0.05
+  /// Random left-right flips on the training split; nil: on, except for MNIST digits.
+  public var flip: Bool?
+  /// Fraction of the shorter side the validation centre crop keeps; nil: 224/256 for image
+  /// folders, 1 (the whole image) for CIFAR and MNIST.
+  public var evalCropFraction: Double?
+  /// RandAugment(N, M) on the training split after crop and flip; nil: none.
+  public var randAugment: RandAugment?
+  /// Pixel normalisation (default: the official `(x − 127.5) / 127.5`).
+  public var normalization: Normalization = .minusOneToOne
+  /// Decode JPEGs at a reduced size (TurboJPEG DCT scaling) when the crop has pixels to spare.
+  public var jpegDecodeScaling = true
+  /// The synthetic `shapes` data: number of images per split (nil: 50,000 / 5,000).
+  public var trainExamples: Int?
+  public var validationExamples: Int?
+
+  public init() {}
+
+  /// Checks ranges; throws `DataError.invalidConfiguration` naming the option.
+  public func validate() throws {
+    if let valFraction, !(valFraction > 0 && valFraction < 1) {
+      throw DataError.invalidConfiguration("--val-fraction \(valFraction) must be in (0, 1)")
+    }
+    guard cropMinArea > 0 && cropMinArea <= 1 else {
+      throw DataError.invalidConfiguration("crop minimum area \(cropMinArea) must be in (0, 1]")
+    }
+    if let evalCropFraction, !(evalCropFraction > 0 && evalCropFraction <= 1) {
+      throw DataError.invalidConfiguration("eval crop fraction \(evalCropFraction) must be in (0, 1]")
+    }
+  }
+
+  /// The preprocessing of `split` at `height × width` for a dataset of `kind`.
+  func preprocessing(
+    kind: DataKind, split: DataSplit, height: Int, width: Int, seed: UInt64
+  ) -> ImagePreprocessing {
+    let mode: ImagePreprocessing.Mode = split == .train && augment ? .train : .eval
+    var p = ImagePreprocessing(mode: mode, outputHeight: height, outputWidth: width, seed: seed)
+    p.cropMinArea = cropMinArea
+    p.flip = flip ?? (kind != .mnist)
+    p.evalCropFraction = evalCropFraction ?? (kind == .folder ? 224.0 / 256.0 : 1)
+    p.randAugment = randAugment
+    p.normalization = normalization
+    return p
+  }
+}
+
+/// Images that failed to decode and were substituted (`DataOptions.skipBadImages`). Thread-safe;
+/// each file is reported once on standard error.
+public final class BadImageLog: @unchecked Sendable {
+  private let lock = NSLock()
+  private var reasons: [String: String] = [:]
+  private var substitutions = 0
+
+  public init() {}
+
+  /// Bad files met while loading: once per load (so once per epoch for the same file), and a load
+  /// that scans past two bad files to its substitute counts two.
+  public var skipped: Int { lock.withLock { substitutions } }
+  /// Each bad file and why it failed.
+  public var badFiles: [String: String] { lock.withLock { reasons } }
+
+  func record(path: String, reason: String) {
+    let first: Bool = lock.withLock {
+      substitutions += 1
+      guard reasons[path] == nil else { return false }
+      reasons[path] = reason
+      return true
+    }
+    if first {
+      FileHandle.standardError.write(Data(
+        "mixer-dist: warning: skipping bad image \(path): \(reason) (substituted; --skip-bad-images)\n".utf8))
+    }
+  }
+}

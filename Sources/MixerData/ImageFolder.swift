@@ -1,0 +1,231 @@
+// A folder of JPEG/PNG images, one subfolder per class (torchvision's ImageFolder, ImageNet's
+// layout):
+//
+//   ROOT/train/<class>/**/*.{jpg,jpeg,png}   and   ROOT/val/<class>/...    (or ROOT/validation)
+//   ROOT/<class>/**/*.{jpg,jpeg,png}                                      (one tree)
+//
+// Classes are the training tree's subfolders in byte order of their names; samples are listed
+// class by class, files in byte order of their paths, so index i is the same file on every rank
+// and machine. Validation is `ROOT/val` when it exists; otherwise, or when `valFraction` is given,
+// each file of the training tree goes to validation when a seeded hash of its path below the tree
+// (e.g. "n01440764/n01440764_10026.JPEG") falls below `valFraction`.
+//
+// Loading decodes the file (format from its bytes; see ImageCodec.swift), crops, resizes, flips and
+// augments it for (seed, epoch, index) (Preprocess.swift) and normalises it. A file that cannot be
+// read or decoded throws `DataError.sampleFailed` naming it. With `skipBadImages`, the failure is
+// recorded in `badImages` (and reported once per file on standard error) and sample i is replaced by
+// the next index i+1, i+2, ... (cyclically) whose file decodes, with i's crop and flip and the
+// replacement's label: the same substitute on every rank and every run. Up to 100 consecutive bad
+// files are skipped before the load fails.
+
+import Foundation
+import MixerKernels
+
+/// Labelled JPEG/PNG images in one folder per class, preprocessed to a fixed size.
+public struct ImageFolder: EpochAugmentedDataset {
+  /// The training tree (`ROOT/train` or `ROOT`) or validation tree (`ROOT/val`) this split reads.
+  public let directory: String
+  public let split: DataSplit
+  public let classNames: [String]
+  public let preprocessing: ImagePreprocessing
+  public let skipBadImages: Bool
+  public let jpegDecodeScaling: Bool
+  /// Files substituted so far (with `skipBadImages`).
+  public let badImages = BadImageLog()
+  let files: FileTable
+
+  public var count: Int { files.count }
+  public var numClasses: Int { classNames.count }
+  public var height: Int { preprocessing.outputHeight }
+  public var width: Int { preprocessing.outputWidth }
+
+  static let splitTag: UInt64 = 0x5350_4C54  // "SPLT"
+  static let extensions: Set<String> = ["jpg", "jpeg", "png"]
+  static let maximumSkips = 100
+
+  /// Lists the files of `split` under `root`. Throws `DataError.invalidConfiguration` when the
+  /// folder has no class folders, a class folder holds no images, the validation tree names a
+  /// class the training tree lacks, or the split is empty.
+  public init(
+    root: String, split: DataSplit, imageHeight: Int, imageWidth: Int, seed: UInt64,
+    options: DataOptions = DataOptions()
+  ) throws {
+    try options.validate()
+    let rootURL = URL(fileURLWithPath: root)
+    guard isDirectory(rootURL.path) else {
+      throw DataError.invalidConfiguration("image folder \(root) does not exist or is not a directory")
+    }
+    let trainTree = isDirectory(rootURL.appendingPathComponent("train").path)
+      ? rootURL.appendingPathComponent("train") : rootURL
+    let valTree = ["val", "validation"].map { rootURL.appendingPathComponent($0) }
+      .first { trainTree != rootURL && isDirectory($0.path) }
+    let classes = try ImageFolder.classFolders(trainTree)
+    guard !classes.isEmpty else {
+      throw DataError.invalidConfiguration(
+        "no class folders in \(trainTree.path): expected ROOT/train/<class>/*.jpg (and ROOT/val/<class>/...) "
+          + "or ROOT/<class>/*.jpg")
+    }
+
+    let tree: URL
+    var keep: ((String) -> Bool)? = nil
+    if options.valFraction == nil, let valTree {
+      tree = split == .train ? trainTree : valTree
+    } else {
+      tree = trainTree
+      let fraction = options.valFraction ?? 0.1
+      let splitSeed = options.splitSeed
+      keep = { path in
+        let heldOut = ImageFolder.splitHash(path, seed: splitSeed) < fraction
+        return split == .validation ? heldOut : !heldOut
+      }
+    }
+
+    let labelOf = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
+    let folders = tree == trainTree ? classes : try ImageFolder.classFolders(tree)
+    let table = FileTable()
+    for folder in folders {
+      guard let label = labelOf[folder] else {
+        throw DataError.invalidConfiguration(
+          "\(tree.appendingPathComponent(folder).path) is a class the training tree \(trainTree.path) does not have")
+      }
+      let images = try ImageFolder.imageFiles(tree.appendingPathComponent(folder), relative: folder)
+      guard !images.isEmpty else {
+        throw DataError.invalidConfiguration(
+          "class folder \(tree.appendingPathComponent(folder).path) holds no .jpg, .jpeg or .png images")
+      }
+      for path in images where keep?(path) ?? true {
+        table.append(path: path, label: Int32(label))
+      }
+    }
+    guard table.count > 0 else {
+      throw DataError.invalidConfiguration(
+        "the \(split.rawValue) split of \(root) is empty (valFraction \(options.valFraction ?? 0.1))")
+    }
+    directory = tree.path
+    self.split = split
+    classNames = classes
+    files = table
+    preprocessing = options.preprocessing(
+      kind: .folder, split: split, height: imageHeight, width: imageWidth, seed: seed)
+    skipBadImages = options.skipBadImages
+    jpegDecodeScaling = options.jpegDecodeScaling
+  }
+
+  /// The file of sample `index`.
+  public func path(of index: Int) -> String {
+    directory + "/" + files.path(index)
+  }
+
+  /// The label of sample `index`, without decoding it.
+  public func label(of index: Int) -> Int { Int(files.labels[index]) }
+
+  public func load(_ index: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int {
+    try load(index, epoch: 0, into: pixels)
+  }
+
+  public func load(_ index: Int, epoch: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int {
+    guard index >= 0 && index < count else {
+      throw DataError.sampleFailed(index: index, step: nil, reason: "index out of range 0..<\(count) of \(directory)")
+    }
+    do {
+      return try load(file: index, as: index, epoch: epoch, into: pixels)
+    } catch {
+      guard skipBadImages else {
+        throw DataError.sampleFailed(index: index, step: nil, reason: "\(path(of: index)): \(error)")
+      }
+      badImages.record(path: path(of: index), reason: "\(error)")
+    }
+    let tries = min(ImageFolder.maximumSkips, count - 1)
+    for offset in stride(from: 1, through: tries, by: 1) {
+      let substitute = (index + offset) % count
+      do {
+        return try load(file: substitute, as: index, epoch: epoch, into: pixels)
+      } catch {
+        badImages.record(path: path(of: substitute), reason: "\(error)")
+      }
+    }
+    throw DataError.sampleFailed(
+      index: index, step: nil,
+      reason: "\(path(of: index)) and the next \(tries) images all fail to decode")
+  }
+
+  /// Decodes file `file` and preprocesses it with the randomness of sample `index`.
+  func load(file: Int, as index: Int, epoch: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int {
+    let bytes = try readFileBytes(path(of: file))
+    let preprocessing = self.preprocessing
+    let (image, fullWidth, fullHeight) = try bytes.withUnsafeBytes { raw in
+      try decodeImage(raw, minimumScale: jpegDecodeScaling ? { width, height in
+        let (box, _) = preprocessing.crop(sourceWidth: width, sourceHeight: height, epoch: epoch, index: index)
+        return preprocessing.minimumDecodeScale(box: box)
+      } : nil)
+    }
+    let (box, flip) = preprocessing.crop(
+      sourceWidth: fullWidth, sourceHeight: fullHeight, epoch: epoch, index: index)
+    let scaledBox = box.scaled(
+      Double(image.width) / Double(fullWidth), Double(image.height) / Double(fullHeight))
+    preprocessing.process(image: image, box: scaledBox, flip: flip, epoch: epoch, index: index, into: pixels)
+    return label(of: file)
+  }
+
+  /// A uniform number in [0, 1) from a seeded hash of a path (FNV-1a, then `CounterRNG.hash`).
+  static func splitHash(_ path: String, seed: UInt64) -> Double {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in path.utf8 {
+      hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
+    }
+    return Double(CounterRNG.hash(seed, splitTag, hash, 0) >> 11) * (1.0 / 9_007_199_254_740_992.0)
+  }
+
+  /// Subfolder names of `url` (not starting with "."), in byte order.
+  static func classFolders(_ url: URL) throws -> [String] {
+    try listDirectory(url).filter { !$0.hasPrefix(".") && isDirectory(url.appendingPathComponent($0).path) }
+  }
+
+  /// Image files below `url` (any depth), as paths prefixed by `relative`, in byte order.
+  static func imageFiles(_ url: URL, relative: String) throws -> [String] {
+    var found: [String] = []
+    for name in try listDirectory(url) where !name.hasPrefix(".") {
+      let child = url.appendingPathComponent(name)
+      if isDirectory(child.path) {
+        found += try imageFiles(child, relative: relative + "/" + name)
+      } else if extensions.contains((name as NSString).pathExtension.lowercased()) {
+        found.append(relative + "/" + name)
+      }
+    }
+    return found
+  }
+}
+
+/// Relative paths and labels of many files, packed (ImageNet has 1.28 million).
+final class FileTable: @unchecked Sendable {
+  private(set) var bytes: [UInt8] = []
+  private(set) var offsets: [Int] = [0]
+  private(set) var labels: [Int32] = []
+
+  var count: Int { labels.count }
+
+  func append(path: String, label: Int32) {
+    bytes.append(contentsOf: path.utf8)
+    offsets.append(bytes.count)
+    labels.append(label)
+  }
+
+  func path(_ index: Int) -> String {
+    String(decoding: bytes[offsets[index]..<offsets[index + 1]], as: UTF8.self)
+  }
+}
+
+/// Entry names of a directory in byte order of their UTF-8.
+func listDirectory(_ url: URL) throws -> [String] {
+  do {
+    return try FileManager.default.contentsOfDirectory(atPath: url.path)
+      .sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+  } catch {
+    throw DataError.invalidConfiguration("cannot list \(url.path): \(error.localizedDescription)")
+  }
+}
+
+func isDirectory(_ path: String) -> Bool {
+  var directory: ObjCBool = false
+  return FileManager.default.fileExists(atPath: path, isDirectory: &directory) && directory.boolValue
+}

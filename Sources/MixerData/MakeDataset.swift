@@ -1,0 +1,94 @@
+// `--data KIND:PATH` → a dataset. KIND is one of shapes, folder, cifar10, cifar100, mnist,
+// fashion-mnist; given a bare PATH the kind is inferred from what the directory holds:
+//   data_batch_1.bin (or cifar-10-batches-bin/)  → cifar10
+//   train.bin + test.bin (or cifar-100-binary/)  → cifar100
+//   train-images-idx3-ubyte[.gz]                 → mnist (Fashion-MNIST has the same files: say
+//                                                  fashion-mnist:PATH to get its class names)
+//   train/ or class folders holding images       → folder
+
+import Foundation
+
+/// The kinds of data `--data` names.
+public enum DataKind: String, Sendable, CaseIterable, Codable {
+  case shapes
+  case folder
+  case cifar10
+  case cifar100
+  case mnist
+  case fashionMNIST = "fashion-mnist"
+}
+
+/// Splits `KIND:PATH` (or infers the kind of a bare `PATH`); `shapes` needs no path.
+public func parseDataSpec(_ spec: String) throws -> (kind: DataKind, path: String) {
+  if let colon = spec.firstIndex(of: ":"), let kind = DataKind(rawValue: String(spec[..<colon]).lowercased()) {
+    let path = String(spec[spec.index(after: colon)...])
+    guard kind == .shapes || !path.isEmpty else {
+      throw DataError.invalidConfiguration("--data \(spec): give the path after '\(kind.rawValue):'")
+    }
+    return (kind, path)
+  }
+  if let kind = DataKind(rawValue: spec.lowercased()) {
+    guard kind == .shapes else {
+      throw DataError.invalidConfiguration("--data \(spec) needs a path: \(kind.rawValue):PATH")
+    }
+    return (.shapes, "")
+  }
+  if spec.lowercased() == "default" { return (.shapes, "") }
+  return (try inferDataKind(directory: spec), spec)
+}
+
+/// The kind of dataset a directory holds (see the top of this file).
+public func inferDataKind(directory: String) throws -> DataKind {
+  let known = DataKind.allCases.map(\.rawValue).joined(separator: ", ")
+  guard isDirectory(directory) else {
+    throw DataError.invalidConfiguration(
+      "--data \(directory): no such directory, and not KIND:PATH with KIND one of \(known)")
+  }
+  let url = URL(fileURLWithPath: directory)
+  let has = { (name: String) in FileManager.default.fileExists(atPath: url.appendingPathComponent(name).path) }
+  if has("data_batch_1.bin") || has("cifar-10-batches-bin/data_batch_1.bin") { return .cifar10 }
+  if (has("train.bin") && has("test.bin")) || has("cifar-100-binary/train.bin") { return .cifar100 }
+  if ["train-images-idx3-ubyte", "train-images.idx3-ubyte"].contains(where: { has($0) || has($0 + ".gz") }) {
+    return .mnist
+  }
+  if isDirectory(url.appendingPathComponent("train").path) { return .folder }
+  if let folders = try? ImageFolder.classFolders(url), let first = folders.first,
+    let files = try? ImageFolder.imageFiles(url.appendingPathComponent(first), relative: first), !files.isEmpty
+  {
+    return .folder
+  }
+  throw DataError.invalidConfiguration(
+    "cannot tell what kind of data \(directory) holds: say KIND:PATH with KIND one of \(known)")
+}
+
+/// The dataset `spec` (`KIND:PATH` or `PATH`, see `parseDataSpec`) names, for `split`, producing
+/// `imageSize` images (the model's), with augmentation randomness from `seed` (the training seed).
+public func makeDataset(
+  spec: String, split: DataSplit, imageSize: (height: Int, width: Int), seed: UInt64,
+  options: DataOptions = DataOptions()
+) throws -> any Dataset {
+  try options.validate()
+  let (kind, path) = try parseDataSpec(spec)
+  let (height, width) = imageSize
+  switch kind {
+  case .shapes:
+    guard height == SyntheticShapes.side && width == SyntheticShapes.side else {
+      throw DataError.invalidConfiguration(
+        "the shapes data is \(SyntheticShapes.side)x\(SyntheticShapes.side) px but the model expects "
+          + "\(height)x\(width): pass --image-size \(SyntheticShapes.side)")
+    }
+    let count = split == .train ? options.trainExamples : options.validationExamples
+    return SyntheticShapes(split: split == .train ? .train : .validation, count: count, seed: 0)
+  case .folder:
+    return try ImageFolder(
+      root: path, split: split, imageHeight: height, imageWidth: width, seed: seed, options: options)
+  case .cifar10, .cifar100:
+    return try CIFAR(
+      directory: path, variant: kind == .cifar10 ? .cifar10 : .cifar100, split: split,
+      imageHeight: height, imageWidth: width, seed: seed, options: options)
+  case .mnist, .fashionMNIST:
+    return try MNIST(
+      directory: path, variant: kind == .mnist ? .mnist : .fashion, split: split,
+      imageHeight: height, imageWidth: width, seed: seed, options: options)
+  }
+}
