@@ -34,11 +34,12 @@ let package = Package(
     .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
     .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
     .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+    .systemLibrary(name: "CMixerZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
     .target(name: "MixerKernels", dependencies: ["CBLAS"], swiftSettings: optimize),
     .target(name: "MixerModel", dependencies: ["MixerKernels"], swiftSettings: optimize),
     .target(name: "MixerDistributed", dependencies: ["CMPI"], swiftSettings: optimize),
-    .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG"], swiftSettings: optimize),
+    .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG", "CMixerZlib"], swiftSettings: optimize),
     .target(
       name: "MixerCheckpoint",
       dependencies: ["MixerModel", .product(name: "ZIPFoundation", package: "ZIPFoundation")],

@@ -12,6 +12,8 @@ public struct Batch: Sendable {
   public var pixels: [Float]
   /// Labels, `[B]`.
   public var labels: [Int32]
+  /// Mixup partner labels and weight when the pixels are mixed (nil otherwise).
+  public var mixup: MixupLabels?
 
   /// Samples in the batch (B).
   public var size: Int { indices.count }

@@ -25,7 +25,7 @@ public final class BatchLoader: @unchecked Sendable {
   /// nil) of `sampler` for its rank, at most `depth` steps ahead of the consumer.
   public init(
     dataset: any Dataset, sampler: ShardedSampler, startStep: Int = 0, endStep: Int? = nil,
-    workers: Int = 2, depth: Int = 3
+    workers: Int = 2, depth: Int = 3, mixup: Mixup? = nil
   ) throws {
     guard workers >= 1 else {
       throw DataError.invalidConfiguration("loader needs at least 1 worker, got \(workers)")
@@ -39,7 +39,7 @@ public final class BatchLoader: @unchecked Sendable {
     }
     state = LoaderState(
       dataset: dataset, sampler: sampler, startStep: startStep, endStep: endStep,
-      workerCount: workers, depth: depth)
+      workerCount: workers, depth: depth, mixup: mixup)
     for worker in 0..<workers {
       let state = self.state
       let thread = Thread { state.work() }
@@ -77,6 +77,7 @@ final class LoaderState: @unchecked Sendable {
   let endStep: Int?
   let workerCount: Int
   let depth: Int
+  let mixup: Mixup?
 
   private let condition = NSCondition()
   /// The step `next()` returns next.
@@ -95,8 +96,9 @@ final class LoaderState: @unchecked Sendable {
 
   init(
     dataset: any Dataset, sampler: ShardedSampler, startStep: Int, endStep: Int?,
-    workerCount: Int, depth: Int
+    workerCount: Int, depth: Int, mixup: Mixup?
   ) {
+    self.mixup = mixup
     self.dataset = dataset
     self.sampler = sampler
     self.endStep = endStep
@@ -128,7 +130,7 @@ final class LoaderState: @unchecked Sendable {
 
       var error: Error?
       do {
-        try batch.fill(dataset: dataset, indices: sampler.indices(step: step), step: step)
+        batch.mixup = try fillTrainingBatch(&batch, dataset: dataset, sampler: sampler, step: step, mixup: mixup)
       } catch let caught {
         error = caught
       }

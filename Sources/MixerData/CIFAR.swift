@@ -59,7 +59,8 @@ public struct CIFAR: EpochAugmentedDataset {
     let first = variant.files(.train)[0]
     if !FileManager.default.fileExists(atPath: folder.appendingPathComponent(first).path),
       FileManager.default.fileExists(
-        atPath: folder.appendingPathComponent(variant.extractedFolder).appendingPathComponent(first).path)
+        atPath: folder.appendingPathComponent(variant.extractedFolder).appendingPathComponent(first)
+          .path)
     {
       folder.appendPathComponent(variant.extractedFolder)
     }
@@ -79,13 +80,15 @@ public struct CIFAR: EpochAugmentedDataset {
         throw DataError.invalidConfiguration(
           "\(variant.rawValue): \(path) has \(bytes.count) bytes, not a whole number of "
             + "\(variant.recordSize)-byte records (\(variant.labelBytes) label byte(s) + 3072 pixels): "
-            + "a truncated download, or the \(variant == .cifar10 ? "CIFAR-100" : "CIFAR-10") files?")
+            + "a truncated download, or the \(variant == .cifar10 ? "CIFAR-100" : "CIFAR-10") files?"
+        )
       }
       for record in 0..<bytes.count / variant.recordSize {
         let label = Int(bytes[record * variant.recordSize + variant.labelBytes - 1])
         guard label < variant.numClasses else {
           throw DataError.invalidConfiguration(
-            "\(variant.rawValue): record \(record) of \(path) has label \(label), not in 0..<\(variant.numClasses)")
+            "\(variant.rawValue): record \(record) of \(path) has label \(label), not in 0..<\(variant.numClasses)"
+          )
         }
       }
       data += bytes
@@ -93,7 +96,8 @@ public struct CIFAR: EpochAugmentedDataset {
     self.variant = variant
     self.split = split
     self.directory = folder.path
-    records = Records(data: data, recordSize: variant.recordSize, labelOffset: variant.labelBytes - 1)
+    records = Records(
+      data: data, recordSize: variant.recordSize, labelOffset: variant.labelBytes - 1)
     classNames = readClassNames(
       folder.appendingPathComponent(variant.namesFile).path, count: variant.numClasses)
     preprocessing = options.preprocessing(
@@ -123,9 +127,11 @@ public struct CIFAR: EpochAugmentedDataset {
     try load(index, epoch: 0, into: pixels)
   }
 
-  public func load(_ index: Int, epoch: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int {
+  public func load(_ index: Int, epoch: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int
+  {
     guard index >= 0 && index < count else {
-      throw DataError.sampleFailed(index: index, step: nil, reason: "index out of range 0..<\(count) of \(variant.rawValue)")
+      throw DataError.sampleFailed(
+        index: index, step: nil, reason: "index out of range 0..<\(count) of \(variant.rawValue)")
     }
     preprocessing.process(image: image(index), epoch: epoch, index: index, into: pixels)
     return label(of: index)

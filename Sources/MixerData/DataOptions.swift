@@ -52,7 +52,8 @@ public struct DataOptions: Equatable, Sendable, Codable {
       throw DataError.invalidConfiguration("crop minimum area \(cropMinArea) must be in (0, 1]")
     }
     if let evalCropFraction, !(evalCropFraction > 0 && evalCropFraction <= 1) {
-      throw DataError.invalidConfiguration("eval crop fraction \(evalCropFraction) must be in (0, 1]")
+      throw DataError.invalidConfiguration(
+        "eval crop fraction \(evalCropFraction) must be in (0, 1]")
     }
   }
 
@@ -94,8 +95,10 @@ public final class BadImageLog: @unchecked Sendable {
       return true
     }
     if first {
-      FileHandle.standardError.write(Data(
-        "mixer-dist: warning: skipping bad image \(path): \(reason) (substituted; --skip-bad-images)\n".utf8))
+      FileHandle.standardError.write(
+        Data(
+          "mixer-dist: warning: skipping bad image \(path): \(reason) (substituted; --skip-bad-images)\n"
+            .utf8))
     }
   }
 }

@@ -85,8 +85,13 @@ func decodeJPEG(
   }
   defer { tjDestroy(handle) }
   let source = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
-  var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
-  if tjDecompressHeader3(handle, source, UInt(bytes.count), &width, &height, &subsampling, &colorspace) != 0 {
+  var width: Int32 = 0
+  var height: Int32 = 0
+  var subsampling: Int32 = 0
+  var colorspace: Int32 = 0
+  if tjDecompressHeader3(
+    handle, source, UInt(bytes.count), &width, &height, &subsampling, &colorspace) != 0
+  {
     throw ImageDecodeError("corrupt JPEG header: \(jpegMessage(handle))")
   }
   guard width > 0 && height > 0 && width <= maximumImageSide && height <= maximumImageSide else {
@@ -94,7 +99,8 @@ func decodeJPEG(
   }
   let factor = jpegScalingFactor(
     minimumScale: minimumScale?(Int(width), Int(height)) ?? 1)
-  let outWidth = scaled(Int(width), factor), outHeight = scaled(Int(height), factor)
+  let outWidth = scaled(Int(width), factor)
+  let outHeight = scaled(Int(height), factor)
   let cmyk = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
   let channels = cmyk ? 4 : 3
   let format = cmyk ? TJPF_CMYK : TJPF_RGB
@@ -109,7 +115,8 @@ func decodeJPEG(
     let fatal = tjGetErrorCode(handle) != Int32(TJERR_WARNING.rawValue)
     if fatal || message.contains("Premature end") {
       throw ImageDecodeError(
-        message.contains("Premature end") ? "truncated JPEG (\(message))" : "corrupt JPEG: \(message)")
+        message.contains("Premature end")
+          ? "truncated JPEG (\(message))" : "corrupt JPEG: \(message)")
     }
   }
   if cmyk {
@@ -154,7 +161,8 @@ func decodePNG(_ bytes: UnsafeRawBufferPointer) throws -> RGBImage {
   guard png_image_begin_read_from_memory(&image, bytes.baseAddress, bytes.count) != 0 else {
     throw ImageDecodeError("corrupt PNG: \(pngMessage(&image))")
   }
-  let width = Int(image.width), height = Int(image.height)
+  let width = Int(image.width)
+  let height = Int(image.height)
   guard width > 0 && height > 0 && width <= maximumImageSide && height <= maximumImageSide else {
     throw ImageDecodeError("PNG of unsupported size \(width)x\(height)")
   }
@@ -192,11 +200,12 @@ private func pngMessage(_ image: inout png_image) -> String {
 
 // MARK: - Encoders (tests and the loader benchmark write their own images)
 
-/// Encodes 8-bit pixels (`channels` 1 = gray or 3 = RGB, row-major) as a baseline JPEG.
+/// Encodes 8-bit pixels (`channels` 1 = gray, 3 = RGB, 4 = CMYK, row-major) as a baseline JPEG
+/// (CMYK is stored as YCCK, as Adobe applications write it).
 public func encodeJPEG(
   pixels: [UInt8], width: Int, height: Int, channels: Int = 3, quality: Int = 90
 ) throws -> [UInt8] {
-  precondition(channels == 1 || channels == 3, "JPEG encoding takes gray or RGB")
+  precondition([1, 3, 4].contains(channels), "JPEG encoding takes gray, RGB or CMYK")
   precondition(pixels.count == width * height * channels)
   guard let handle = tjInitCompress() else {
     throw ImageDecodeError("TurboJPEG could not create a compressor")
@@ -204,8 +213,8 @@ public func encodeJPEG(
   defer { tjDestroy(handle) }
   var output: UnsafeMutablePointer<UInt8>?
   var size: UInt = 0
-  let format = channels == 1 ? TJPF_GRAY : TJPF_RGB
-  let subsampling = channels == 1 ? TJSAMP_GRAY : TJSAMP_420
+  let format = [1: TJPF_GRAY, 3: TJPF_RGB, 4: TJPF_CMYK][channels]!
+  let subsampling = channels == 1 ? TJSAMP_GRAY : channels == 4 ? TJSAMP_444 : TJSAMP_420
   let status = pixels.withUnsafeBufferPointer {
     tjCompress2(
       handle, $0.baseAddress, Int32(width), 0, Int32(height), Int32(format.rawValue), &output,

@@ -47,12 +47,14 @@ public func measureLoaderThroughput(
       .appendingPathComponent("mixer-loader-bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
     temporary = folder
     try writeBenchmarkJPEGs(
-      folder: folder, count: generatedImages, width: generatedSize.width, height: generatedSize.height)
+      folder: folder, count: generatedImages, width: generatedSize.width,
+      height: generatedSize.height)
     data = "folder:" + folder.path
   }
   var trainOptions = options
   trainOptions.valFraction = nil
-  let dataset = try makeDataset(spec: data, split: .train, imageSize: imageSize, seed: 0, options: trainOptions)
+  let dataset = try makeDataset(
+    spec: data, split: .train, imageSize: imageSize, seed: 0, options: trainOptions)
   let floats = dataset.pixelsPerImage
   let run = { (thread: Int, count: Int, epochOffset: Int) throws in
     var pixels = [Float](repeating: 0, count: floats)
@@ -76,7 +78,8 @@ public func measureLoaderThroughput(
   let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) * 1e-18
   let images = threads * imagesPerThread
   return LoaderThroughput(
-    data: spec ?? "\(generatedImages) generated \(generatedSize.width)x\(generatedSize.height) JPEGs",
+    data: spec
+      ?? "\(generatedImages) generated \(generatedSize.width)x\(generatedSize.height) JPEGs",
     imageHeight: imageSize.height, imageWidth: imageSize.width, threads: threads, images: images,
     seconds: seconds, imagesPerSecond: Double(images) / max(seconds, 1e-9))
 }
@@ -94,7 +97,8 @@ public func writeBenchmarkJPEGs(folder: URL, count: Int, width: Int, height: Int
       for y in 0..<height {
         for x in 0..<width {
           let noise = Float(rng.next() & 31) - 16
-          let fx = Float(x) / Float(width), fy = Float(y) / Float(height)
+          let fx = Float(x) / Float(width)
+          let fy = Float(y) / Float(height)
           let p = 3 * (y * width + x)
           pixels[p] = UInt8((r * fx + 200 * fy * (1 - fx) + noise).clamped(to: 0...255))
           pixels[p + 1] = UInt8((g * (1 - fy) + 100 * fx + noise).clamped(to: 0...255))

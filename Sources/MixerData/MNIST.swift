@@ -10,13 +10,13 @@
 // become RGB (three equal channels) and go through the common preprocessing; training flips are off
 // by default for MNIST digits (a mirrored 2 is not a 2) and on for Fashion-MNIST.
 //
-// gzip needs zlib through the `CZlib` system-library target; without it, a `.gz` file gets an error
+// gzip needs zlib through the `CMixerZlib` system-library target; without it, a `.gz` file gets an error
 // asking to decompress it.
 
 import Foundation
 
-#if canImport(CZlib)
-  import CZlib
+#if canImport(CMixerZlib)
+  import CMixerZlib
 #endif
 
 /// MNIST or Fashion-MNIST from IDX files, preprocessed to a fixed size.
@@ -30,7 +30,8 @@ public struct MNIST: EpochAugmentedDataset {
       case .mnist: return (0..<10).map(String.init)
       case .fashion:
         return [
-          "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+          "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+          "Bag",
           "Ankle boot",
         ]
       }
@@ -68,7 +69,8 @@ public struct MNIST: EpochAugmentedDataset {
     try MNIST.check(imageFile, path: imagePath, magic: 0x0803, headerWords: 3)
     try MNIST.check(labelFile, path: labelPath, magic: 0x0801, headerWords: 1)
     let count = bigEndianWord(imageFile, at: 4)
-    let rows = bigEndianWord(imageFile, at: 8), columns = bigEndianWord(imageFile, at: 12)
+    let rows = bigEndianWord(imageFile, at: 8)
+    let columns = bigEndianWord(imageFile, at: 12)
     guard rows > 0 && columns > 0 && imageFile.count == 16 + count * rows * columns else {
       throw DataError.invalidConfiguration(
         "\(imagePath) has \(imageFile.count) bytes, but its header promises \(count) images of "
@@ -121,9 +123,11 @@ public struct MNIST: EpochAugmentedDataset {
     try load(index, epoch: 0, into: pixels)
   }
 
-  public func load(_ index: Int, epoch: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int {
+  public func load(_ index: Int, epoch: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int
+  {
     guard index >= 0 && index < count else {
-      throw DataError.sampleFailed(index: index, step: nil, reason: "index out of range 0..<\(count) of \(variant.rawValue)")
+      throw DataError.sampleFailed(
+        index: index, step: nil, reason: "index out of range 0..<\(count) of \(variant.rawValue)")
     }
     preprocessing.process(image: image(index), epoch: epoch, index: index, into: pixels)
     return label(of: index)
@@ -131,7 +135,9 @@ public struct MNIST: EpochAugmentedDataset {
 
   /// The first existing spelling of an IDX file: `<prefix>-<kind>-idx<d>-ubyte` or
   /// `<prefix>-<kind>.idx<d>-ubyte`, raw or `.gz`.
-  static func findFile(_ directory: String, prefix: String, kind: String, dimensions: Int) throws -> String {
+  static func findFile(_ directory: String, prefix: String, kind: String, dimensions: Int) throws
+    -> String
+  {
     let names = ["-", "."].flatMap { separator in
       ["", ".gz"].map { "\(prefix)-\(kind)\(separator)idx\(dimensions)-ubyte\($0)" }
     }
@@ -148,10 +154,12 @@ public struct MNIST: EpochAugmentedDataset {
     guard found == magic else {
       throw DataError.invalidConfiguration(
         "\(path) starts with \(found < 0 ? "too few bytes" : "0x" + String(found, radix: 16)), not the IDX magic "
-          + "0x\(String(magic, radix: 16))" + (magic == 0x0803 ? " of an image file" : " of a label file"))
+          + "0x\(String(magic, radix: 16))"
+          + (magic == 0x0803 ? " of an image file" : " of a label file"))
     }
     guard bytes.count >= 4 * (headerWords + 1) else {
-      throw DataError.invalidConfiguration("\(path) has only \(bytes.count) bytes: a truncated IDX header")
+      throw DataError.invalidConfiguration(
+        "\(path) has only \(bytes.count) bytes: a truncated IDX header")
     }
   }
 }
@@ -167,7 +175,7 @@ func readIDX(_ path: String) throws -> [UInt8] {
     throw DataError.invalidConfiguration("cannot read \(path): \(error)")
   }
   guard bytes.count >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B else { return bytes }
-  #if canImport(CZlib)
+  #if canImport(CMixerZlib)
     do { return try gunzip(bytes) } catch {
       throw DataError.invalidConfiguration("\(path): \(error)")
     }
@@ -177,7 +185,7 @@ func readIDX(_ path: String) throws -> [UInt8] {
   #endif
 }
 
-#if canImport(CZlib)
+#if canImport(CMixerZlib)
   /// Decompresses a gzip (or zlib) stream, all members.
   func gunzip(_ input: [UInt8]) throws -> [UInt8] {
     var stream = z_stream()
@@ -207,7 +215,8 @@ func readIDX(_ path: String) throws -> [UInt8] {
         guard status == Z_OK || (status == Z_BUF_ERROR && produced == output.count) else {
           let message = stream.msg.map { String(cString: $0) } ?? "status \(status)"
           throw ImageDecodeError(
-            stream.avail_in == 0 ? "truncated gzip data (\(message))" : "corrupt gzip data (\(message))")
+            stream.avail_in == 0
+              ? "truncated gzip data (\(message))" : "corrupt gzip data (\(message))")
         }
       }
     }

@@ -20,10 +20,13 @@ public enum DataKind: String, Sendable, CaseIterable, Codable {
 
 /// Splits `KIND:PATH` (or infers the kind of a bare `PATH`); `shapes` needs no path.
 public func parseDataSpec(_ spec: String) throws -> (kind: DataKind, path: String) {
-  if let colon = spec.firstIndex(of: ":"), let kind = DataKind(rawValue: String(spec[..<colon]).lowercased()) {
+  if let colon = spec.firstIndex(of: ":"),
+    let kind = DataKind(rawValue: String(spec[..<colon]).lowercased())
+  {
     let path = String(spec[spec.index(after: colon)...])
     guard kind == .shapes || !path.isEmpty else {
-      throw DataError.invalidConfiguration("--data \(spec): give the path after '\(kind.rawValue):'")
+      throw DataError.invalidConfiguration(
+        "--data \(spec): give the path after '\(kind.rawValue):'")
     }
     return (kind, path)
   }
@@ -45,15 +48,20 @@ public func inferDataKind(directory: String) throws -> DataKind {
       "--data \(directory): no such directory, and not KIND:PATH with KIND one of \(known)")
   }
   let url = URL(fileURLWithPath: directory)
-  let has = { (name: String) in FileManager.default.fileExists(atPath: url.appendingPathComponent(name).path) }
+  let has = { (name: String) in
+    FileManager.default.fileExists(atPath: url.appendingPathComponent(name).path)
+  }
   if has("data_batch_1.bin") || has("cifar-10-batches-bin/data_batch_1.bin") { return .cifar10 }
   if (has("train.bin") && has("test.bin")) || has("cifar-100-binary/train.bin") { return .cifar100 }
-  if ["train-images-idx3-ubyte", "train-images.idx3-ubyte"].contains(where: { has($0) || has($0 + ".gz") }) {
+  if ["train-images-idx3-ubyte", "train-images.idx3-ubyte"].contains(where: {
+    has($0) || has($0 + ".gz")
+  }) {
     return .mnist
   }
   if isDirectory(url.appendingPathComponent("train").path) { return .folder }
   if let folders = try? ImageFolder.classFolders(url), let first = folders.first,
-    let files = try? ImageFolder.imageFiles(url.appendingPathComponent(first), relative: first), !files.isEmpty
+    let files = try? ImageFolder.imageFiles(url.appendingPathComponent(first), relative: first),
+    !files.isEmpty
   {
     return .folder
   }
@@ -81,7 +89,8 @@ public func makeDataset(
     return SyntheticShapes(split: split == .train ? .train : .validation, count: count, seed: 0)
   case .folder:
     return try ImageFolder(
-      root: path, split: split, imageHeight: height, imageWidth: width, seed: seed, options: options)
+      root: path, split: split, imageHeight: height, imageWidth: width, seed: seed, options: options
+    )
   case .cifar10, .cifar100:
     return try CIFAR(
       directory: path, variant: kind == .cifar10 ? .cifar10 : .cifar100, split: split,

@@ -69,7 +69,8 @@ public func mixupTargets(
 
 /// A Beta(a, b) sample as X / (X + Y) of two gamma variates.
 func sampleBeta(_ a: Double, _ b: Double, rng: inout CounterRNG) -> Double {
-  let x = sampleGamma(a, rng: &rng), y = sampleGamma(b, rng: &rng)
+  let x = sampleGamma(a, rng: &rng)
+  let y = sampleGamma(b, rng: &rng)
   return x + y > 0 ? x / (x + y) : 0.5
 }
 
@@ -79,7 +80,8 @@ func sampleGamma(_ shape: Double, rng: inout CounterRNG) -> Double {
     let u = max(rng.uniformDouble(), 1e-300)
     return sampleGamma(shape + 1, rng: &rng) * pow(u, 1 / shape)
   }
-  let d = shape - 1.0 / 3.0, c = 1 / (9 * d).squareRoot()
+  let d = shape - 1.0 / 3.0
+  let c = 1 / (9 * d).squareRoot()
   while true {
     let x = rng.normal()
     var v = 1 + c * x
@@ -123,7 +125,9 @@ public struct EpochView: Dataset {
 /// `dataset` as seen in `epoch`: an `EpochView` when its augmentation depends on the epoch, else
 /// itself.
 public func epochView(of dataset: any Dataset, epoch: Int) -> any Dataset {
-  if let augmented = dataset as? any EpochAugmentedDataset { return EpochView(augmented, epoch: epoch) }
+  if let augmented = dataset as? any EpochAugmentedDataset {
+    return EpochView(augmented, epoch: epoch)
+  }
   return dataset
 }
 
@@ -131,7 +135,8 @@ public func epochView(of dataset: any Dataset, epoch: Int) -> any Dataset {
 /// for the step's epoch) and, when `mixup` is given with α > 0, mixes it with the partners along
 /// the global batch; returns the partner labels and weight then (nil without mixup).
 public func fillTrainingBatch(
-  _ batch: inout Batch, dataset: any Dataset, sampler: ShardedSampler, step: Int, mixup: Mixup? = nil
+  _ batch: inout Batch, dataset: any Dataset, sampler: ShardedSampler, step: Int,
+  mixup: Mixup? = nil
 ) throws -> MixupLabels? {
   try fillTrainingBatch(
     &batch, dataset: dataset, globalIndices: sampler.globalIndices(step: step), rank: sampler.rank,
@@ -150,9 +155,11 @@ public func fillTrainingBatch(
   guard worldSize >= 1, rank >= 0, rank < worldSize, globalBatch % worldSize == 0, globalBatch > 0
   else {
     throw DataError.invalidConfiguration(
-      "global batch of \(globalBatch) cannot be split into \(worldSize) equal slices for rank \(rank)")
+      "global batch of \(globalBatch) cannot be split into \(worldSize) equal slices for rank \(rank)"
+    )
   }
-  let local = globalBatch / worldSize, start = rank * local
+  let local = globalBatch / worldSize
+  let start = rank * local
   let source = epochView(of: dataset, epoch: epoch)
   try batch.fill(dataset: source, indices: Array(globalIndices[start..<start + local]), step: step)
   guard let mixup, mixup.alpha > 0 else { return nil }
@@ -169,12 +176,14 @@ public func fillTrainingBatch(
         step: step)
     }
   }
-  let a = mixup.weight(step: step), b = 1 - a
+  let a = mixup.weight(step: step)
+  let b = 1 - a
   batch.pixels.withUnsafeMutableBufferPointer { pixels in
     let x = pixels.baseAddress!
     // Backwards, so x[i − 1] is still unmixed when x[i] reads it.
     for i in stride(from: local - 1, through: 1, by: -1) {
-      let own = x + i * imageFloats, other = x + (i - 1) * imageFloats
+      let own = x + i * imageFloats
+      let other = x + (i - 1) * imageFloats
       for p in 0..<imageFloats { own[p] = a * own[p] + b * other[p] }
     }
     for p in 0..<imageFloats { x[p] = a * x[p] + b * partnerPixels[p] }

@@ -5,8 +5,8 @@
 // allowed aspect), resized to the output size, flipped left-right with probability 1/2, then
 // optionally RandAugment. Evaluation: the "resize the shorter side to 256, centre-crop 224" of the
 // official code, done as one centred crop of `S / round(S / f)` of the shorter side (f = 224/256,
-// S the output side) resized to S; sources keep the whole image with f = 1 (a 32 px CIFAR image
-// at 32 px is copied unchanged).
+// S the output side) resized to S. CIFAR and MNIST use f = 1 (the whole image, resized), and an
+// image that already has the output size is copied unchanged.
 //
 // Resampling is bilinear with half-pixel centres (TensorFlow's `resize` without antialiasing, the
 // official pipeline), reading only pixels inside the crop. Pixels are normalised per channel as
@@ -70,8 +70,11 @@ public struct Normalization: Equatable, Sendable, Codable {
     case "imagenet":
       self = .imagenet
     default:
-      let parts = text.split(separator: "/").map { $0.split(separator: ",").compactMap { Double($0) } }
-      guard parts.count == 2, parts[0].count == 3, parts[1].count == 3, parts[1].allSatisfy({ $0 > 0 })
+      let parts = text.split(separator: "/").map {
+        $0.split(separator: ",").compactMap { Double($0) }
+      }
+      guard parts.count == 2, parts[0].count == 3, parts[1].count == 3,
+        parts[1].allSatisfy({ $0 > 0 })
       else {
         throw DataError.invalidConfiguration(
           "normalisation '\(text)' is not minus-one-one, imagenet or MEAN_R,MEAN_G,MEAN_B/STD_R,STD_G,STD_B "
@@ -127,7 +130,9 @@ public struct ImagePreprocessing: Equatable, Sendable {
 
   /// The crop of an image of `sourceWidth × sourceHeight` for sample `index` in `epoch`, and
   /// whether it is flipped: a pure function of (seed, epoch, index) and the source size.
-  public func crop(sourceWidth: Int, sourceHeight: Int, epoch: Int, index: Int) -> (box: CropBox, flip: Bool) {
+  public func crop(sourceWidth: Int, sourceHeight: Int, epoch: Int, index: Int) -> (
+    box: CropBox, flip: Bool
+  ) {
     switch mode {
     case .eval:
       return (centreCrop(sourceWidth: sourceWidth, sourceHeight: sourceHeight), false)
@@ -142,8 +147,12 @@ public struct ImagePreprocessing: Equatable, Sendable {
   }
 
   /// The eval crop: the largest centred box of the output's aspect ratio, shrunk by
-  /// `S / round(S / f)` (S the shorter output side, f = evalCropFraction).
+  /// `S / round(S / f)` (S the shorter output side, f = evalCropFraction); the whole image when it
+  /// already has the output's size (a folder of 32 px PNGs for a 32 px model is not cropped).
   public func centreCrop(sourceWidth: Int, sourceHeight: Int) -> CropBox {
+    if sourceWidth == outputWidth && sourceHeight == outputHeight {
+      return CropBox(x: 0, y: 0, width: Double(sourceWidth), height: Double(sourceHeight))
+    }
     let side = Double(min(outputWidth, outputHeight))
     let fraction = evalCropFraction >= 1 ? 1 : side / (side / evalCropFraction).rounded()
     let aspect = Double(outputWidth) / Double(outputHeight)
@@ -179,7 +188,8 @@ public struct ImagePreprocessing: Equatable, Sendable {
       withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 2 * count) { scratch in
         let bytes = scratch.baseAddress!
         for k in 0..<count { bytes[k] = UInt8(min(max(pixels[k] + 0.5, 0), 255)) }  // round half up
-        var rng = CounterRNG(seed: seed, ImagePreprocessing.randAugmentTag, UInt64(epoch), UInt64(index))
+        var rng = CounterRNG(
+          seed: seed, ImagePreprocessing.randAugmentTag, UInt64(epoch), UInt64(index))
         randAugment.apply(
           image: bytes, width: outputWidth, height: outputHeight, scratch: bytes + count, rng: &rng)
         for k in 0..<count { pixels[k] = Float(bytes[k]) }
@@ -190,8 +200,11 @@ public struct ImagePreprocessing: Equatable, Sendable {
 
   /// `(x − 255·mean[c]) / (255·std[c])` in place over `[count / 3, 3]` values.
   func normalize(_ pixels: UnsafeMutablePointer<Float>, count: Int) {
-    let offsets = normalization.channelOffsets, divisors = normalization.channelDivisors
-    if offsets.x == offsets.y && offsets.y == offsets.z && divisors.x == divisors.y && divisors.y == divisors.z {
+    let offsets = normalization.channelOffsets
+    let divisors = normalization.channelDivisors
+    if offsets.x == offsets.y && offsets.y == offsets.z && divisors.x == divisors.y
+      && divisors.y == divisors.z
+    {
       let (offset, divisor) = (offsets.x, divisors.x)
       for k in 0..<count { pixels[k] = (pixels[k] - offset) / divisor }
     } else {
@@ -204,8 +217,11 @@ public struct ImagePreprocessing: Equatable, Sendable {
   }
 
   /// Crops, flips, augments and normalises a decoded image for sample `index` of `epoch`.
-  public func process(image: RGBImage, epoch: Int, index: Int, into pixels: UnsafeMutablePointer<Float>) {
-    let (box, flip) = crop(sourceWidth: image.width, sourceHeight: image.height, epoch: epoch, index: index)
+  public func process(
+    image: RGBImage, epoch: Int, index: Int, into pixels: UnsafeMutablePointer<Float>
+  ) {
+    let (box, flip) = crop(
+      sourceWidth: image.width, sourceHeight: image.height, epoch: epoch, index: index)
     process(image: image, box: box, flip: flip, epoch: epoch, index: index, into: pixels)
   }
 }
@@ -218,7 +234,8 @@ public func inceptionCrop(
   rng: inout CounterRNG
 ) -> CropBox {
   let area = Double(sourceWidth * sourceHeight)
-  let logLow = log(aspect.lowerBound), logHigh = log(aspect.upperBound)
+  let logLow = log(aspect.lowerBound)
+  let logHigh = log(aspect.upperBound)
   for _ in 0..<10 {
     let targetArea = area * (minArea + (1 - minArea) * rng.uniformDouble())
     let ratio = exp(logLow + (logHigh - logLow) * rng.uniformDouble())
@@ -231,7 +248,8 @@ public func inceptionCrop(
     }
   }
   let ratio = Double(sourceWidth) / Double(sourceHeight)
-  var width = sourceWidth, height = sourceHeight
+  var width = sourceWidth
+  var height = sourceHeight
   if ratio < aspect.lowerBound {
     height = min(sourceHeight, Int((Double(width) / aspect.lowerBound).rounded()))
   } else if ratio > aspect.upperBound {
@@ -253,7 +271,8 @@ func resampleBilinear(
   let columns = taps(start: box.x, length: box.width, count: outputWidth, sourceSize: width)
   let rows = taps(start: box.y, length: box.height, count: outputHeight, sourceSize: height)
   // Per output column: byte offsets of the left and right source pixels and the right weight.
-  var left = [Int](repeating: 0, count: outputWidth), right = left
+  var left = [Int](repeating: 0, count: outputWidth)
+  var right = left
   var weight = [Float](repeating: 0, count: outputWidth)
   for j in 0..<outputWidth {
     let (x0, x1, fx) = columns[flip ? outputWidth - 1 - j : j]
@@ -266,14 +285,17 @@ func resampleBilinear(
       weight.withUnsafeBufferPointer { weight in
         for i in 0..<outputHeight {
           let (y0, y1, fy) = rows[i]
-          let top = source + y0 * width * 3, bottom = source + y1 * width * 3
+          let top = source + y0 * width * 3
+          let bottom = source + y1 * width * 3
           let wy = Float(fy)
           let row = output + i * outputWidth * 3
           for j in 0..<outputWidth {
             let (a, b, wx) = (left[j], right[j], weight[j])
             for c in 0..<3 {
-              let t0 = Float(top[a + c]), t1 = Float(top[b + c])
-              let b0 = Float(bottom[a + c]), b1 = Float(bottom[b + c])
+              let t0 = Float(top[a + c])
+              let t1 = Float(top[b + c])
+              let b0 = Float(bottom[a + c])
+              let b1 = Float(bottom[b + c])
               let upper = t0 + (t1 - t0) * wx
               let lower = b0 + (b1 - b0) * wx
               row[3 * j + c] = upper + (lower - upper) * wy
@@ -286,7 +308,9 @@ func resampleBilinear(
 }
 
 /// Source indices (low, high) and the weight of `high` for each of `count` output positions.
-private func taps(start: Double, length: Double, count: Int, sourceSize: Int) -> [(Int, Int, Double)] {
+private func taps(start: Double, length: Double, count: Int, sourceSize: Int) -> [(
+  Int, Int, Double
+)] {
   let low = max(0, Int(start.rounded(.down)))
   let high = min(sourceSize - 1, max(low, Int((start + length).rounded(.up)) - 1))
   let step = length / Double(count)

@@ -36,7 +36,8 @@ public struct RandAugment: Equatable, Sendable, Codable {
       layers >= 0, magnitude >= 0
     else {
       throw DataError.invalidConfiguration(
-        "RandAugment '\(text)' is not N,M with N ≥ 0 layers and magnitude M ≥ 0 (the paper's recipe: 2,15)")
+        "RandAugment '\(text)' is not N,M with N ≥ 0 layers and magnitude M ≥ 0 (the paper's recipe: 2,15)"
+      )
     }
     self.init(layers: layers, magnitude: magnitude)
   }
@@ -50,7 +51,8 @@ public struct RandAugment: Equatable, Sendable, Codable {
   /// Applies N random operations to `image` (`[height, width, 3]`), drawing from `rng`.
   /// `scratch` holds at least `width·height·3` bytes.
   public func apply(
-    image: UnsafeMutablePointer<UInt8>, width: Int, height: Int, scratch: UnsafeMutablePointer<UInt8>,
+    image: UnsafeMutablePointer<UInt8>, width: Int, height: Int,
+    scratch: UnsafeMutablePointer<UInt8>,
     rng: inout CounterRNG
   ) {
     for _ in 0..<layers {
@@ -81,21 +83,27 @@ public struct RandAugment: Equatable, Sendable, Codable {
     case .rotate:
       let angle = sign * 30 * level * Double.pi / 180
       let (c, s) = (cos(angle), sin(angle))
-      let cx = Double(width - 1) / 2, cy = Double(height - 1) / 2
+      let cx = Double(width - 1) / 2
+      let cy = Double(height - 1) / 2
       // input = R(angle)·(output − centre) + centre
-      affine(image, width: width, height: height, scratch: scratch,
+      affine(
+        image, width: width, height: height, scratch: scratch,
         matrix: (c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy))
     case .shearX:
-      affine(image, width: width, height: height, scratch: scratch,
+      affine(
+        image, width: width, height: height, scratch: scratch,
         matrix: (1, sign * 0.3 * level, 0, 0, 1, 0))
     case .shearY:
-      affine(image, width: width, height: height, scratch: scratch,
+      affine(
+        image, width: width, height: height, scratch: scratch,
         matrix: (1, 0, 0, sign * 0.3 * level, 1, 0))
     case .translateX:
-      affine(image, width: width, height: height, scratch: scratch,
+      affine(
+        image, width: width, height: height, scratch: scratch,
         matrix: (1, 0, sign * 0.45 * level * Double(width), 0, 1, 0))
     case .translateY:
-      affine(image, width: width, height: height, scratch: scratch,
+      affine(
+        image, width: width, height: height, scratch: scratch,
         matrix: (1, 0, 0, 0, 1, sign * 0.45 * level * Double(height)))
     case .solarize:
       let threshold = Int(256 * level)
@@ -125,7 +133,9 @@ public struct RandAugment: Equatable, Sendable, Codable {
 /// ITU-R 601 luma as PIL's `convert("L")` and `tf.image.rgb_to_grayscale`: 0.299 R + 0.587 G + 0.114 B.
 @inline(__always)
 private func grayLevel(_ p: UnsafePointer<UInt8>) -> UInt8 {
-  let r: Float = 0.2989 * Float(p[0]), g: Float = 0.587 * Float(p[1]), b: Float = 0.114 * Float(p[2])
+  let r: Float = 0.2989 * Float(p[0])
+  let g: Float = 0.587 * Float(p[1])
+  let b: Float = 0.114 * Float(p[2])
   let luma: Float = (r + g + b).rounded()
   return UInt8(luma.clamped(to: 0...255))
 }
@@ -139,7 +149,8 @@ private func blend(_ degenerate: Float, _ value: Float, _ factor: Float) -> UInt
 /// Stretches each channel to the full 0–255 range (no change for a constant channel).
 private func autoContrast(_ image: UnsafeMutablePointer<UInt8>, count n: Int) {
   for c in 0..<3 {
-    var low: UInt8 = 255, high: UInt8 = 0
+    var low: UInt8 = 255
+    var high: UInt8 = 0
     for p in 0..<n {
       low = min(low, image[3 * p + c])
       high = max(high, image[3 * p + c])
@@ -173,7 +184,8 @@ private func equalize(_ image: UnsafeMutablePointer<UInt8>, count n: Int) {
 
 /// Output pixel (x, y) takes input pixel round(a·x + b·y + c, d·x + e·y + f), or grey 128 outside.
 private func affine(
-  _ image: UnsafeMutablePointer<UInt8>, width: Int, height: Int, scratch: UnsafeMutablePointer<UInt8>,
+  _ image: UnsafeMutablePointer<UInt8>, width: Int, height: Int,
+  scratch: UnsafeMutablePointer<UInt8>,
   matrix m: (Double, Double, Double, Double, Double, Double)
 ) {
   scratch.update(from: image, count: width * height * 3)
@@ -211,7 +223,8 @@ private func sharpness(
           for dx in -1...1 { sum += Int(scratch[3 * ((y + dy) * width + x + dx) + c]) }
         }
         let smooth = (Float(sum) / 13).rounded()
-        image[3 * (y * width + x) + c] = blend(smooth, Float(scratch[3 * (y * width + x) + c]), factor)
+        image[3 * (y * width + x) + c] = blend(
+          smooth, Float(scratch[3 * (y * width + x) + c]), factor)
       }
     }
   }
@@ -219,5 +232,7 @@ private func sharpness(
 
 extension Comparable {
   @inline(__always)
-  func clamped(to range: ClosedRange<Self>) -> Self { min(max(self, range.lowerBound), range.upperBound) }
+  func clamped(to range: ClosedRange<Self>) -> Self {
+    min(max(self, range.lowerBound), range.upperBound)
+  }
 }

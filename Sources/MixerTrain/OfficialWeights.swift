@@ -60,7 +60,7 @@ public func inferConfig(
   let height: Int, width: Int
   if let size = imageSize {
     guard size.height > 0, size.width > 0, size.height % patch == 0, size.width % patch == 0,
-      (size.height / patch) * (size.width / patch) == tokens
+      case (tokens, false) = (size.height / patch).multipliedReportingOverflow(by: size.width / patch)
     else {
       throw ConfigError(
         "image size \(size.height)x\(size.width) does not give the \(tokens) tokens of the weights at patch \(patch)")
@@ -77,7 +77,7 @@ public func inferConfig(
   let config = MixerConfig(
     imageHeight: height, imageWidth: width, patch: patch, hidden: hidden, blocks: blocks,
     tokensMLP: token[1], channelsMLP: channel[1], classes: head[1])
-  try config.validate()
+  try checkBuildable(config)
   let problems = shapeProblems(shapes, table: ParameterTable(config: config))
   if !problems.isEmpty {
     throw ConfigError("inconsistent Mixer weights: " + listed(problems))
@@ -109,6 +109,40 @@ func shapeProblems(_ shapes: [String: [Int]], table: ParameterTable) -> [String]
 /// "N tensor(s): a; b; …" with at most 8 shown.
 func listed(_ problems: [String]) -> String {
   "\(problems.count) tensor(s): " + problems.prefix(8).joined(separator: "; ") + (problems.count > 8 ? "; …" : "")
+}
+
+/// The parameter count of `config`, computed without overflow; throws unless the config is valid
+/// and small enough to build (at most 2^16 blocks and 2^40 parameters). A file or a flag can say
+/// anything, and `ParameterTable(config:)` traps on an overflowing shape and allocates a view per block.
+@discardableResult
+func checkBuildable(_ config: MixerConfig) throws -> Int {
+  try config.validate()
+  /// Σ of the products of `terms`, nil on overflow.
+  func sumOfProducts(_ terms: [[Int]]) -> Int? {
+    var total = 0
+    for factors in terms {
+      var term = 1
+      for factor in factors {
+        guard case (let next, false) = term.multipliedReportingOverflow(by: factor) else { return nil }
+        term = next
+      }
+      guard case (let next, false) = total.addingReportingOverflow(term) else { return nil }
+      total = next
+    }
+    return total
+  }
+  let p = config.patch, c = config.hidden, l = config.blocks, ds = config.tokensMLP, dc = config.channelsMLP
+  let gh = config.gridHeight, gw = config.gridWidth, k = config.classes
+  // PAPER.md's count with S = gh·gw: stem, L blocks, pre-head LayerNorm, head
+  let count = sumOfProducts([
+    [p, p, 3, c], [c], [l, 5, c], [l, 2, gh, gw, ds], [l, ds], [l, gh, gw], [l, 2, c, dc], [l, dc], [2, c], [c, k], [k],
+  ])
+  guard l <= 1 << 16, let count, count <= 1 << 40 else {
+    throw ConfigError(
+      "a model of \(config.imageHeight)x\(config.imageWidth) px, patch \(p), C \(c), \(l) blocks, D_S \(ds), "
+        + "D_C \(dc), \(k) classes is too large to build (over 2^16 blocks or 2^40 parameters)")
+  }
+  return count
 }
 
 // MARK: - Import and export of the official .npz
@@ -228,7 +262,7 @@ public func readParameterFolder(
         manifestURL.path,
         "format '\(manifest.format)' version \(manifest.version); this mixer-dist reads \(WeightsManifest.formatName) version \(WeightsManifest.currentVersion)")
     }
-    try manifest.config.validate()
+    try checkBuildable(manifest.config)
     for file in manifest.files {
       guard !file.name.contains("/"), !file.name.hasPrefix(".") else {
         throw CheckpointFormatError(manifestURL.path, "invalid file entry '\(file.name)'")
@@ -277,7 +311,11 @@ public func highResolutionConfig(_ base: MixerConfig, imageHeight: Int, imageWid
   var config = base
   config.imageHeight = imageHeight
   config.imageWidth = imageWidth
-  config.tokensMLP = base.tokensMLP * k * k
+  let (square, overflow) = k.multipliedReportingOverflow(by: k)
+  let (width, overflow2) = base.tokensMLP.multipliedReportingOverflow(by: square)
+  guard !overflow, !overflow2 else { throw ConfigError("\(imageHeight)x\(imageWidth) px is too large") }
+  config.tokensMLP = width
+  try checkBuildable(config)
   return config
 }
 

@@ -1,6 +1,7 @@
 // One config struct for a training run; command-line flags map one to one onto it, and it is
 // written into the run folder so a run can be read back and repeated.
 
+import MixerData
 import MixerModel
 
 /// Everything that defines a training run.
@@ -8,8 +9,12 @@ public struct TrainConfig: Codable, Equatable, Sendable {
   /// preset the model started from (for the record; `model` is authoritative)
   public var preset: String = "tiny"
   public var model: MixerConfig
-  /// data source, e.g. "shapes" (the embedded default)
+  /// data source `KIND:PATH` (shapes, folder, cifar10, cifar100, mnist, fashion-mnist)
   public var data: String = "shapes"
+  /// decoding, augmentation and split options of the data source
+  public var dataOptions = DataOptions()
+  /// mixup α (0: off), mixing along the global batch as big_vision
+  public var mixup: Float = 0
   /// training images of the embedded dataset
   public var trainExamples: Int = 50_000
   /// validation images of the embedded dataset
@@ -87,6 +92,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     try check(bucketFloats > 0, "--bucket-size must be positive")
     try check(zeroStage == 0 || zeroStage == 1, "--zero takes 0 or 1, got \(zeroStage)")
     try check(loaderWorkers >= 1, "--loader-workers must be at least 1")
+    try check(mixup >= 0, "--mixup must be non-negative, got \(mixup)")
     if let t = threads { try check(t >= 1, "--threads must be at least 1, got \(t)") }
     try check(saveEvery >= 0, "--save-every must be non-negative")
     try check(keep >= 0, "--keep must be non-negative")

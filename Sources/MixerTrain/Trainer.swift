@@ -186,7 +186,8 @@ public final class Trainer {
     let acts = Activations(config: cfg.model, batch: microBatch)
     let loader = try BatchLoader(
       dataset: trainSet, sampler: sampler, startStep: startStep, endStep: cfg.steps,
-      workers: cfg.loaderWorkers, depth: 3)
+      workers: cfg.loaderWorkers, depth: 3,
+      mixup: cfg.mixup > 0 ? Mixup(alpha: Double(cfg.mixup), seed: cfg.seed) : nil)
     defer { loader.stop() }
     let pixelsPerImage = trainSet.pixelsPerImage
     let schedule = cfg.schedule
@@ -220,9 +221,18 @@ public final class Trainer {
             regularization: regularization, sampleIDs: Array(batch.indices[offset..<(offset + microBatch)]))
         }
         batch.labels.withUnsafeBufferPointer { labels in
-          smoothedOneHot(
-            targets: acts.targets, labels: labels.baseAddress! + offset, batch: microBatch,
-            classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
+          if let mix = batch.mixup {
+            mix.partnerLabels.withUnsafeBufferPointer { partners in
+              mixupTargets(
+                targets: acts.targets, labels: labels.baseAddress! + offset,
+                partnerLabels: partners.baseAddress! + offset, weight: mix.weight, batch: microBatch,
+                classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
+            }
+          } else {
+            smoothedOneHot(
+              targets: acts.targets, labels: labels.baseAddress! + offset, batch: microBatch,
+              classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
+          }
         }
         lossSum += model.loss(acts: acts)
         let last = micro == cfg.accumulation - 1
@@ -320,17 +330,16 @@ public final class Trainer {
   }
 }
 
-/// The train and validation datasets a config names.
+/// The train and validation datasets a config names, at the model's image size.
 func makeDatasets(_ config: TrainConfig) throws -> (any Dataset, any Dataset) {
-  switch config.data {
-  case "shapes", "default":
-    return (
-      SyntheticShapes(split: .train, count: config.trainExamples, seed: 0),
-      SyntheticShapes(split: .validation, count: config.validationExamples, seed: 0)
-    )
-  default:
-    throw TrainError("unknown data source '\(config.data)' (known: shapes)")
-  }
+  var options = config.dataOptions
+  options.trainExamples = config.trainExamples
+  options.validationExamples = config.validationExamples
+  let size = (config.model.imageHeight, config.model.imageWidth)
+  return (
+    try makeDataset(spec: config.data, split: .train, imageSize: size, seed: config.seed, options: options),
+    try makeDataset(spec: config.data, split: .validation, imageSize: size, seed: config.seed, options: options)
+  )
 }
 
 /// FNV-1a, 64-bit, of raw bytes.

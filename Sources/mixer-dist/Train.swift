@@ -4,6 +4,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import MixerData
 import MixerDistributed
 import MixerModel
 import MixerTrain
@@ -13,7 +14,13 @@ struct Train: ParsableCommand {
     abstract: "Train a Mixer (single process, or every rank under mpirun).")
 
   @OptionGroup var model: ModelOptions
-  @Option(help: "Data source: shapes (the embedded procedural dataset).") var data: String = "shapes"
+  @Option(help: "Data: KIND:PATH with KIND shapes (embedded), folder, cifar10, cifar100, mnist, fashion-mnist (inferred when obvious).") var data: String = "shapes"
+  @Option(help: "Hold out this fraction of train/ for validation (image folders).") var valFraction: Double?
+  @Flag(help: "Count, log and skip corrupt or unsupported images instead of stopping.") var skipBadImages = false
+  @Option(help: "RandAugment N,M (e.g. 2,15; off by default).") var randaugment: String?
+  @Option(help: "Mixup alpha (0: off; the paper's B/16 recipe uses 0.5).") var mixup: Float = 0
+  @Option(help: "Pixel normalisation: minus-one-one (official), imagenet, or R,G,B/R,G,B mean/std.") var normalize: String = "minus-one-one"
+  @Flag(help: "No training augmentation (no random crop or flip).") var noAugment = false
   @Option(help: "Training images of the embedded dataset.") var trainExamples: Int = 50_000
   @Option(help: "Validation images of the embedded dataset.") var valExamples: Int = 5_000
   @Option(help: "Optimizer steps.") var steps: Int = 1_400
@@ -56,6 +63,12 @@ struct Train: ParsableCommand {
     var c = TrainConfig(model: try model.config())
     c.preset = model.preset
     c.data = data
+    c.dataOptions.valFraction = valFraction
+    c.dataOptions.skipBadImages = skipBadImages
+    c.dataOptions.augment = !noAugment
+    c.dataOptions.randAugment = try randaugment.map { try RandAugment(parsing: $0) }
+    c.dataOptions.normalization = try Normalization(parsing: normalize)
+    c.mixup = mixup
     c.trainExamples = trainExamples
     c.validationExamples = valExamples
     c.steps = steps
