@@ -196,6 +196,7 @@ public final class Trainer {
     var windowStart = start, windowImages = 0, windowLoss = 0.0, windowSteps = 0
     var lastLoss = Double.nan
     var exposed = 0.0
+    var dataWaits = 0
     var evaluation: EvaluationResult?
 
     let store = cfg.checkpointDirectory.map { CheckpointStore(directory: URL(fileURLWithPath: $0), comm: comm) }
@@ -209,7 +210,8 @@ public final class Trainer {
         if fault.stall { sleep(3600) }
         throw TrainError("injected fault at step \(step) (--fail-at-step \(step) --fail-rank \(fault.rank))")
       }
-      let (batch, _) = try loader.next()
+      let (batch, waited) = try loader.next()
+      if waited { dataWaits += 1 }
       let regularization = cfg.regularization(step: step)
       model.zeroGradients()
       var lossSum = 0.0
@@ -301,6 +303,9 @@ public final class Trainer {
       }
     }
     evaluation = try evaluateAndLog(step: cfg.steps)
+    log.line(String(
+      format: "data: the step waited for the loader %d time(s), %.2f s in all (--loader-workers %d)",
+      dataWaits, loader.waitSeconds, cfg.loaderWorkers))
     let seconds = max(monotonicSeconds() - start, 1e-9)
     try saveFinalParameters()
     log.close()

@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import MixerData
 import MixerDistributed
 import MixerKernels
 import MixerTrain
@@ -17,6 +18,8 @@ struct Bench: ParsableCommand {
   @Option(help: "Untimed warm-up steps.") var warmup: Int = 2
   @Flag(help: "Also print time per kernel (gemm shape, LayerNorm, GELU, ...).") var profile = false
   @Flag(help: "Benchmark inference instead: batch-1 latency and batch-32 throughput (forward only).") var inference = false
+  @Option(help: "Benchmark the data loader instead: decode+augment images/s per thread for this --data spec ('jpeg' = generated 500x375 JPEGs).") var data: String?
+  @Option(help: "Loader threads for --data.") var loaderWorkers: Int = 1
 
   func validate() throws {
     guard batch > 0, steps > 0, warmup >= 0 else {
@@ -28,6 +31,15 @@ struct Bench: ParsableCommand {
   func run() throws {
     try runReportingErrors {
       let config = try model.config()
+      if let data {
+        let size = (config.imageHeight, config.imageWidth)
+        let r = try measureLoaderThroughput(
+          spec: data == "jpeg" ? nil : data, imageSize: size, threads: loaderWorkers)
+        print(r)
+        print(String(format: "loader: %.1f images/s over %d thread(s), %.1f images/s per thread (%dx%d output)",
+                     r.imagesPerSecond, r.threads, r.imagesPerSecond / Double(r.threads), size.0, size.1))
+        return
+      }
       if inference {
         if let t = threads { BLAS.setThreads(t) }
         let r = try benchmarkInference(config: config, preset: model.preset, batch: 32, repeats: max(steps, 8))
