@@ -15,6 +15,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
   public var dataOptions = DataOptions()
   /// mixup α (0: off), mixing along the global batch as big_vision
   public var mixup: Float = 0
+  /// the data's class names, recorded at start (for eval and predict)
+  public var classNames: [String] = []
   /// training images of the embedded dataset
   public var trainExamples: Int = 50_000
   /// validation images of the embedded dataset

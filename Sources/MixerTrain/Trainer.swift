@@ -61,7 +61,7 @@ public final class Trainer {
   ) throws {
     logger = makeLogger(rank: comm.rank, level: logLevel)
     try config.validate(worldSize: comm.size)
-    self.config = config
+    var config = config
     self.comm = comm
     try Trainer.checkSameConfig(config, comm: comm)
     let environmentThreads = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap { Int($0) }
@@ -81,6 +81,8 @@ public final class Trainer {
     }
 
     (trainSet, validationSet) = try makeDatasets(config)
+    config.classNames = trainSet.classNames
+    self.config = config
     if trainSet.height != config.model.imageHeight || trainSet.width != config.model.imageWidth {
       throw TrainError(
         "the data is \(trainSet.height)x\(trainSet.width) px but the model expects "

@@ -1,0 +1,36 @@
+// `mixer-dist predict CHECKPOINT IMAGES...`: top-k class names with probabilities.
+
+import ArgumentParser
+import Foundation
+import MixerKernels
+import MixerTrain
+
+struct Predict: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Classify image files or folders (JPEG, PNG) with a checkpoint: top-k classes and probabilities.")
+
+  @Argument(help: "A checkpoint folder, or a checkpoint directory (its newest valid checkpoint).") var checkpoint: String
+  @Argument(help: "Image files or folders (searched recursively).") var images: [String]
+  @Option(help: "How many classes to show per image.") var topK: Int = 5
+  @Option(help: "Images per forward pass.") var batch: Int = 32
+  @Option(help: "OpenBLAS threads.") var threads: Int?
+  @Flag(help: "One JSON object per image instead of text.") var json = false
+
+  func run() throws {
+    try runReportingErrors {
+      guard batch > 0, topK > 0 else { throw ValidationError("--batch and --top-k must be positive") }
+      if let threads { BLAS.setThreads(threads) }
+      let predictions = try predict(checkpoint: checkpoint, files: try imageFiles(images), topK: topK, batchSize: batch)
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+      for p in predictions {
+        if json {
+          print(String(decoding: try encoder.encode(p), as: UTF8.self))
+        } else {
+          let items = zip(p.classes, p.probabilities).map { String(format: "%@ %.3f", $0.0, $0.1) }
+          print("\(p.file): \(items.joined(separator: ", "))")
+        }
+      }
+    }
+  }
+}
