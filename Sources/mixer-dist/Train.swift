@@ -23,12 +23,12 @@ struct Train: ParsableCommand {
   @Flag(help: "No training augmentation (no random crop or flip).") var noAugment = false
   @Option(help: "Training images of the embedded dataset.") var trainExamples: Int = 50_000
   @Option(help: "Validation images of the embedded dataset.") var valExamples: Int = 5_000
-  @Option(help: "Optimizer steps.") var steps: Int = 1_400
+  @Option(help: "Optimizer steps.") var steps: Int = 600
   @Option(help: "Global batch size (over all ranks).") var batch: Int = 128
   @Option(help: "Micro-batches per step (gradient accumulation).") var accum: Int = 1
   @Option(help: "Optimizer: adamw or sgd.") var optimizer: String = "adamw"
   @Option(help: "Peak learning rate.") var lr: Float = 2e-3
-  @Option(help: "Linear warm-up steps.") var warmup: Int = 100
+  @Option(help: "Linear warm-up steps.") var warmup: Int = 60
   @Option(help: "Decay after warm-up: cosine, linear or constant.") var decay: String = "cosine"
   @Option(help: "Decoupled weight decay (kernels only).") var weightDecay: Float = 0.05
   @Option(help: "SGD momentum.") var momentum: Float = 0.9
