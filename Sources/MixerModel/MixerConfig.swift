@@ -65,6 +65,36 @@ public struct MixerConfig: Codable, Equatable, Sendable {
     if !(layerNormEpsilon > 0) {
       throw ConfigError("LayerNorm epsilon must be positive, got \(layerNormEpsilon)")
     }
+    // untrusted configs (manifests, flags) must not overflow or exhaust memory when built
+    guard blocks <= 1 << 16, let count = checkedParameterCount, count <= 1 << 40 else {
+      throw ConfigError(
+        "a model of \(imageHeight)x\(imageWidth) px, patch \(patch), C \(hidden), \(blocks) blocks, "
+          + "D_S \(tokensMLP), D_C \(channelsMLP), \(classes) classes is too large to build "
+          + "(over 2^16 blocks or 2^40 parameters)")
+    }
+  }
+
+  /// The parameter count computed with overflow checks (nil on overflow).
+  var checkedParameterCount: Int? {
+    func sumOfProducts(_ terms: [[Int]]) -> Int? {
+      var total = 0
+      for factors in terms {
+        var term = 1
+        for factor in factors {
+          guard case (let next, false) = term.multipliedReportingOverflow(by: factor) else { return nil }
+          term = next
+        }
+        guard case (let next, false) = total.addingReportingOverflow(term) else { return nil }
+        total = next
+      }
+      return total
+    }
+    let p = patch, c = hidden, l = blocks, ds = tokensMLP, dc = channelsMLP, k = classes
+    let gh = gridHeight, gw = gridWidth
+    return sumOfProducts([
+      [p, p, 3, c], [c], [l, 5, c], [l, 2, gh, gw, ds], [l, ds], [l, gh, gw], [l, 2, c, dc], [l, dc],
+      [2, c], [c, k], [k],
+    ])
   }
 
   /// The paper's parameter count formula (PAPER.md): stem, blocks, pre-head LayerNorm, head.

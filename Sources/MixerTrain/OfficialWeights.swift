@@ -70,7 +70,7 @@ public func inferConfig(
     let side = Int(Double(tokens).squareRoot().rounded())
     guard side * side == tokens else {
       throw ConfigError(
-        "the weights have \(tokens) tokens, not a square grid: give the image size (height and width)")
+        "the weights have \(tokens) tokens, not a square grid: give the image size (mixer-dist import --image-height H --image-width W)")
     }
     (height, width) = (side * patch, side * patch)
   }
@@ -116,33 +116,8 @@ func listed(_ problems: [String]) -> String {
 /// anything, and `ParameterTable(config:)` traps on an overflowing shape and allocates a view per block.
 @discardableResult
 func checkBuildable(_ config: MixerConfig) throws -> Int {
-  try config.validate()
-  /// Σ of the products of `terms`, nil on overflow.
-  func sumOfProducts(_ terms: [[Int]]) -> Int? {
-    var total = 0
-    for factors in terms {
-      var term = 1
-      for factor in factors {
-        guard case (let next, false) = term.multipliedReportingOverflow(by: factor) else { return nil }
-        term = next
-      }
-      guard case (let next, false) = total.addingReportingOverflow(term) else { return nil }
-      total = next
-    }
-    return total
-  }
-  let p = config.patch, c = config.hidden, l = config.blocks, ds = config.tokensMLP, dc = config.channelsMLP
-  let gh = config.gridHeight, gw = config.gridWidth, k = config.classes
-  // PAPER.md's count with S = gh·gw: stem, L blocks, pre-head LayerNorm, head
-  let count = sumOfProducts([
-    [p, p, 3, c], [c], [l, 5, c], [l, 2, gh, gw, ds], [l, ds], [l, gh, gw], [l, 2, c, dc], [l, dc], [2, c], [c, k], [k],
-  ])
-  guard l <= 1 << 16, let count, count <= 1 << 40 else {
-    throw ConfigError(
-      "a model of \(config.imageHeight)x\(config.imageWidth) px, patch \(p), C \(c), \(l) blocks, D_S \(ds), "
-        + "D_C \(dc), \(k) classes is too large to build (over 2^16 blocks or 2^40 parameters)")
-  }
-  return count
+  try config.validate()  // rejects models over 2^16 blocks or 2^40 parameters
+  return config.parameterCount
 }
 
 // MARK: - Import and export of the official .npz
@@ -263,6 +238,9 @@ public func readParameterFolder(
         "format '\(manifest.format)' version \(manifest.version); this mixer-dist reads \(WeightsManifest.formatName) version \(WeightsManifest.currentVersion)")
     }
     try checkBuildable(manifest.config)
+    guard manifest.files.contains(where: { $0.name == "params.safetensors" }) else {
+      throw CheckpointFormatError(manifestURL.path, "no params.safetensors")
+    }
     for file in manifest.files {
       guard !file.name.contains("/"), !file.name.hasPrefix(".") else {
         throw CheckpointFormatError(manifestURL.path, "invalid file entry '\(file.name)'")
@@ -275,14 +253,17 @@ public func readParameterFolder(
     }
     (config, description, checkpoint) = (manifest.config, "weights imported from \(manifest.source)", folder)
   } else {
-    var url = folder
-    if !fileManager.fileExists(atPath: folder.appendingPathComponent("manifest.json").path) {
+    let manifest: CheckpointManifest, url: URL
+    if fileManager.fileExists(atPath: folder.appendingPathComponent("manifest.json").path) {
+      (manifest, url) = (try verifyCheckpoint(folder), folder)
+    } else {
+      // a run's --checkpoint-dir: its newest checkpoint that verifies
       guard let newest = try selectCheckpoint(resume: "auto", directory: folder, log: log) else {
         throw CheckpointError("\(folder.path): no checkpoint or weights here (no manifest.json, model.json or valid step-N folder)")
       }
-      url = newest
+      let manifestURL = newest.appendingPathComponent("manifest.json")
+      (manifest, url) = (try CheckpointManifest.decode(Data(contentsOf: manifestURL), source: manifestURL.path), newest)
     }
-    let manifest = try verifyCheckpoint(url)
     (config, description, checkpoint) = (manifest.config.model, "checkpoint \(url.path) (step \(manifest.step))", url)
   }
   let paramsURL = checkpoint.appendingPathComponent("params.safetensors")
@@ -303,7 +284,9 @@ public func readParameterFolder(
 public func highResolutionConfig(_ base: MixerConfig, imageHeight: Int, imageWidth: Int) throws -> MixerConfig {
   try base.validate()
   let k = imageHeight / base.imageHeight
-  guard k >= 1, imageHeight == k * base.imageHeight, imageWidth == k * base.imageWidth else {
+  guard k >= 1, imageHeight % base.imageHeight == 0, imageWidth % base.imageWidth == 0,
+    imageWidth / base.imageWidth == k
+  else {
     throw ConfigError(
       "\(imageHeight)x\(imageWidth) px is not K times the pre-training size \(base.imageHeight)x\(base.imageWidth) "
         + "along both sides for one integer K (needed to tile the token-mixing weights)")

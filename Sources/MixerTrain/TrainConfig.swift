@@ -15,6 +15,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
   public var dataOptions = DataOptions()
   /// mixup α (0: off), mixing along the global batch as big_vision
   public var mixup: Float = 0
+  /// initial weights: an official .npz, an imported folder or a checkpoint (fine-tuning); the
+  /// head is re-initialised for another class count, token mixing widened for a higher resolution
+  public var initFrom: String?
   /// the data's class names, recorded at start (for eval and predict)
   public var classNames: [String] = []
   /// training images of the embedded dataset

@@ -93,6 +93,19 @@ public final class Trainer {
         "the data has \(trainSet.numClasses) classes but the model has \(config.model.classes): pass --classes \(trainSet.numClasses)")
     }
     model = try MixerModel(config: config.model, seed: config.seed)
+    if let initFrom = config.initFrom, resume == nil {
+      // rank 0 reads and adapts the weights; the broadcast below gives them to every rank
+      var problem = ""
+      if comm.rank == 0 {
+        do {
+          try initializeModel(model, from: URL(fileURLWithPath: initFrom)) { [logger] in logger.info("mixer-dist: \($0)") }
+        } catch {
+          problem = "\(error)"
+        }
+      }
+      problem = try comm.broadcast(problem, root: 0)
+      if !problem.isEmpty { throw TrainError("--init-from \(initFrom): \(problem)") }
+    }
     try comm.broadcast(model.parameters.pointer, count: model.table.count, root: 0)
     try Trainer.checkSameParameters(model.parameters, comm: comm)
 

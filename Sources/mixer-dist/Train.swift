@@ -56,6 +56,7 @@ struct Train: ParsableCommand {
   @Option(help: "Save a checkpoint every N steps (and always at the end).") var saveEvery: Int = 0
   @Option(help: "Keep only the newest K checkpoints (0: all).") var keep: Int = 0
   @Option(help: "Resume: 'auto' (newest valid checkpoint in --checkpoint-dir) or a checkpoint folder.") var resume: String?
+  @Option(help: "Fine-tune from weights: an official .npz, a folder from `mixer-dist import`, or a checkpoint. Another class count re-initialises the head; a larger --image-size (same patch, K times the side) widens token mixing as the paper's Appendix C.") var initFrom: String?
   @Option(help: .hidden) var killInSaveAtStep: Int?
   @Option(help: "Console log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
 
@@ -102,6 +103,16 @@ struct Train: ParsableCommand {
     c.zeroStage = zero
     c.runDirectory = runDir
     c.checkpointDirectory = checkpointDir
+    c.initFrom = initFrom
+    if let initFrom, model.tokensMlp == nil,
+      let source = try readInitialParameters(from: URL(fileURLWithPath: initFrom)).config,
+      source.patch == c.model.patch,
+      (source.imageHeight, source.imageWidth) != (c.model.imageHeight, c.model.imageWidth)
+    {
+      // fine-tuning at a higher resolution: D_S grows by K² (paper, Appendix C)
+      c.model.tokensMLP = try highResolutionConfig(
+        source, imageHeight: c.model.imageHeight, imageWidth: c.model.imageWidth).tokensMLP
+    }
     c.saveEvery = saveEvery
     c.keep = keep
     if timeout <= 0 { throw ConfigError("--timeout must be positive, got \(timeout)") }
