@@ -9,8 +9,11 @@ final class RealDataTests: XCTestCase {
   let model = ["--hidden", "32", "--blocks", "1", "--tokens-mlp", "8", "--channels-mlp", "32", "--patch", "8",
                "--batch", "16", "--steps", "6", "--threads", "1", "--log-every", "3"]
 
-  /// A CIFAR-10 folder: 5 small data batches and a test batch; the label is the dominant colour.
-  func writeCIFAR(_ dir: URL) throws {
+  func writeCIFAR(_ dir: URL) throws { try writeCIFARFolder(dir) }
+}
+
+/// A CIFAR-10 folder: 5 small data batches and a test batch; the label is the dominant colour.
+func writeCIFARFolder(_ dir: URL) throws {
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     for (name, records) in [("data_batch_1.bin", 40), ("data_batch_2.bin", 40), ("data_batch_3.bin", 40),
                             ("data_batch_4.bin", 40), ("data_batch_5.bin", 40), ("test_batch.bin", 30)] {
@@ -26,8 +29,9 @@ final class RealDataTests: XCTestCase {
     }
     try "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n"
       .write(to: dir.appendingPathComponent("batches.meta.txt"), atomically: true, encoding: .utf8)
-  }
+}
 
+extension RealDataTests {
   func testCIFARFolderTrainsOnOneAndTwoRanksIdentically() throws {
     let dir = try temporaryFolder(self)
     let data = dir.appendingPathComponent("cifar-10-batches-bin")
@@ -114,4 +118,33 @@ func pngFile(width: Int, height: Int, rgb: [UInt8]) -> Data {
   zlib += be32(b << 16 | a)
   let header = be32(UInt32(width)) + be32(UInt32(height)) + [8, 2, 0, 0, 0]
   return Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", header) + chunk("IDAT", zlib) + chunk("IEND", []))
+}
+
+/// Bit-identical resume with image augmentation on (inception crop, flip, RandAugment, mixup):
+/// every draw is keyed by (seed, epoch, sample), so a resumed run needs no RNG state.
+final class AugmentedResumeTests: XCTestCase {
+  func testResumeWithAugmentationIsBitIdentical() throws {
+    let dir = try temporaryFolder(self)
+    let data = dir.appendingPathComponent("cifar")
+    try writeCIFARFolder(data)
+    let args = [
+      "train", "--hidden", "32", "--blocks", "1", "--tokens-mlp", "8", "--channels-mlp", "32", "--patch", "8",
+      "--batch", "16", "--steps", "24", "--threads", "1", "--data", "cifar10:\(data.path)",
+      "--randaugment", "2,9", "--mixup", "0.4", "--stochastic-depth", "0.1", "--dropout", "0.1",
+    ]
+    let straight = try mixerDist(args + ["--run-dir", dir.appendingPathComponent("straight").path])
+    XCTAssertEqual(straight.status, 0, straight.stderr)
+    // 24 steps over 200 images of batch 16: epochs change at step 12, so the resumed half
+    // crosses an epoch boundary with new crops
+    let ck = dir.appendingPathComponent("ck").path
+    let run = dir.appendingPathComponent("resumed").path
+    let died = try mixerDist(args + ["--run-dir", run, "--checkpoint-dir", ck, "--save-every", "10", "--kill-in-save-at-step", "20"])
+    XCTAssertNotEqual(died.status, 0)
+    let resumed = try mixerDist(args + ["--run-dir", run, "--checkpoint-dir", ck, "--save-every", "10", "--resume", "auto"])
+    XCTAssertEqual(resumed.status, 0, resumed.stderr)
+    XCTAssertTrue(resumed.stdout.contains("step-00000010"), resumed.stdout)
+    XCTAssertEqual(
+      try Data(contentsOf: dir.appendingPathComponent("straight/final-parameters.f32")),
+      try Data(contentsOf: URL(fileURLWithPath: run).appendingPathComponent("final-parameters.f32")))
+  }
 }
