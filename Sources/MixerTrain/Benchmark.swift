@@ -3,6 +3,7 @@
 // count, so the model FLOP utilisation (mfu) is relative to what this machine's BLAS can do.
 
 import Foundation
+import MixerData
 import MixerDistributed
 import MixerKernels
 import MixerModel
@@ -170,4 +171,54 @@ public func benchmarkInference(config: MixerConfig, preset: String, batch: Int, 
   return InferenceResult(
     preset: preset, threads: BLAS.threads, latencySeconds: latencies[latencies.count / 2],
     throughputBatch: batch, imagesPerSecond: Double(batch * rounds) / seconds)
+}
+
+/// Training steps fed by the prefetching loader over a real data source: did the step wait?
+public struct FedStepsResult {
+  public var steps: Int
+  public var secondsPerStep: Double
+  public var imagesPerSecond: Double
+  /// timed steps whose batch was not ready when the step wanted it
+  public var waitedSteps: Int
+  public var waitSeconds: Double
+}
+
+/// Runs `warmup` + `steps` single-process training steps of `config` whose batches come from
+/// `spec` through a `BatchLoader` with `workers` threads (training augmentation on).
+public func benchmarkFedSteps(
+  config: MixerConfig, spec: String, batch: Int, steps: Int, warmup: Int, workers: Int
+) throws -> FedStepsResult {
+  var options = DataOptions()
+  options.valFraction = nil
+  let dataset = try makeDataset(
+    spec: spec, split: .train, imageSize: (config.imageHeight, config.imageWidth), seed: 0, options: options)
+  var model = config
+  model.classes = dataset.numClasses
+  let mixer = try MixerModel(config: model, seed: 0)
+  let optimizer = Optimizer(config: OptimizerConfig(), table: mixer.table)
+  let acts = Activations(config: model, batch: batch)
+  let sampler = try ShardedSampler(datasetCount: dataset.count, globalBatch: batch, seed: 0)
+  let loader = try BatchLoader(
+    dataset: dataset, sampler: sampler, startStep: 0, endStep: warmup + steps, workers: workers, depth: 3)
+  defer { loader.stop() }
+  var waited = 0, waitSeconds = 0.0, start = 0.0
+  for step in 0..<(warmup + steps) {
+    if step == warmup { start = monotonicSeconds() }
+    let before = monotonicSeconds()
+    let (next, didWait) = try loader.next()
+    if step >= warmup && didWait { waited += 1; waitSeconds += monotonicSeconds() - before }
+    mixer.zeroGradients()
+    next.pixels.withUnsafeBufferPointer { mixer.forward(images: $0.baseAddress!, acts: acts) }
+    next.labels.withUnsafeBufferPointer {
+      smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: model.classes, smoothing: 0)
+    }
+    mixer.loss(acts: acts)
+    mixer.backward(acts: acts, lossScale: 1 / Float(batch))
+    optimizer.update(parameters: mixer.parameters.pointer, gradients: mixer.gradients.pointer, lr: 1e-4, step: step + 1)
+    loader.recycle(next)
+  }
+  let seconds = monotonicSeconds() - start
+  return FedStepsResult(
+    steps: steps, secondsPerStep: seconds / Double(steps), imagesPerSecond: Double(steps * batch) / seconds,
+    waitedSteps: waited, waitSeconds: waitSeconds)
 }

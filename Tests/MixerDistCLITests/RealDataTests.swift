@@ -148,3 +148,19 @@ final class AugmentedResumeTests: XCTestCase {
       try Data(contentsOf: URL(fileURLWithPath: run).appendingPathComponent("final-parameters.f32")))
   }
 }
+
+/// `bench --data`: loader images/s per thread, then training steps fed by the loader, saying
+/// whether the step waited for data.
+final class LoaderBenchTests: XCTestCase {
+  func testBenchDataReportsThroughputAndWaits() throws {
+    let dir = try temporaryFolder(self)
+    try writeCIFARFolder(dir)
+    let result = try mixerDist([
+      "bench", "--data", "cifar10:\(dir.path)", "--hidden", "32", "--blocks", "1", "--tokens-mlp", "8",
+      "--channels-mlp", "32", "--patch", "8", "--batch", "16", "--steps", "3", "--warmup", "1", "--threads", "1",
+    ])
+    XCTAssertEqual(result.status, 0, result.stderr)
+    XCTAssertTrue(result.stdout.contains("images/s per thread (32x32 output)"), result.stdout)
+    XCTAssertTrue(result.stdout.contains("the step waited for data in"), result.stdout)
+  }
+}
