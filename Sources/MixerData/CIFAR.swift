@@ -14,7 +14,7 @@
 import Foundation
 
 /// CIFAR-10 or CIFAR-100 from the binary files, preprocessed to a fixed size.
-public struct CIFAR: EpochAugmentedDataset {
+public struct CIFAR: InMemoryImageDataset {
   public enum Variant: String, Sendable {
     case cifar10, cifar100
 
@@ -123,19 +123,7 @@ public struct CIFAR: EpochAugmentedDataset {
     return RGBImage(width: CIFAR.side, height: CIFAR.side, pixels: pixels)
   }
 
-  public func load(_ index: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int {
-    try load(index, epoch: 0, into: pixels)
-  }
-
-  public func load(_ index: Int, epoch: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int
-  {
-    guard index >= 0 && index < count else {
-      throw DataError.sampleFailed(
-        index: index, step: nil, reason: "index out of range 0..<\(count) of \(variant.rawValue)")
-    }
-    preprocessing.process(image: image(index), epoch: epoch, index: index, into: pixels)
-    return label(of: index)
-  }
+  public var sourceName: String { variant.rawValue }
 }
 
 /// Fixed-size labelled records in one buffer.

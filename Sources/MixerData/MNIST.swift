@@ -20,7 +20,7 @@ import Foundation
 #endif
 
 /// MNIST or Fashion-MNIST from IDX files, preprocessed to a fixed size.
-public struct MNIST: EpochAugmentedDataset {
+public struct MNIST: InMemoryImageDataset {
   public enum Variant: String, Sendable {
     case mnist
     case fashion = "fashion-mnist"
@@ -119,19 +119,7 @@ public struct MNIST: EpochAugmentedDataset {
     return RGBImage(width: sourceWidth, height: sourceHeight, pixels: pixels)
   }
 
-  public func load(_ index: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int {
-    try load(index, epoch: 0, into: pixels)
-  }
-
-  public func load(_ index: Int, epoch: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int
-  {
-    guard index >= 0 && index < count else {
-      throw DataError.sampleFailed(
-        index: index, step: nil, reason: "index out of range 0..<\(count) of \(variant.rawValue)")
-    }
-    preprocessing.process(image: image(index), epoch: epoch, index: index, into: pixels)
-    return label(of: index)
-  }
+  public var sourceName: String { variant.rawValue }
 
   /// The first existing spelling of an IDX file: `<prefix>-<kind>-idx<d>-ubyte` or
   /// `<prefix>-<kind>.idx<d>-ubyte`, raw or `.gz`.

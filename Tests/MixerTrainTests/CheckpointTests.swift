@@ -10,21 +10,12 @@ import MixerModel
 
 final class CheckpointTests: XCTestCase {
   func config(_ dir: URL, steps: Int) -> TrainConfig {
-    var c = TrainConfig(model: MixerConfig(
-      imageHeight: 32, imageWidth: 32, patch: 8, hidden: 32, blocks: 2, tokensMLP: 16,
-      channelsMLP: 64, classes: 10))
-    c.steps = steps
-    c.globalBatch = 16
-    c.trainExamples = 256
+    var c = smallTrainConfig(runDirectory: dir.appendingPathComponent("run"), steps: steps)
     c.validationExamples = 32
     c.evalBatch = 32
-    c.warmupSteps = 2
-    c.learningRate = 3e-3
     c.stochasticDepth = 0.3
     c.dropout = 0.1
-    c.threads = 1
     c.bucketFloats = 4_000
-    c.runDirectory = dir.appendingPathComponent("run").path
     c.checkpointDirectory = dir.appendingPathComponent("checkpoints").path
     return c
   }

@@ -1,6 +1,8 @@
 // Shared helpers of the MixerTrain tests: fixture paths, temporary folders, the release binary.
 
 import Foundation
+import MixerModel
+import MixerTrain
 import XCTest
 
 /// The package root (this file is Tests/MixerTrainTests/TestSupport.swift).
@@ -22,4 +24,19 @@ func temporaryFolder(_ test: XCTestCase) throws -> URL {
   try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
   test.addTeardownBlock { try? FileManager.default.removeItem(at: url) }
   return url
+}
+
+/// A model small enough to train a few steps in a debug build, on the embedded shapes data.
+func smallTrainConfig(runDirectory: URL, steps: Int) -> TrainConfig {
+  var c = TrainConfig(model: MixerConfig(
+    imageHeight: 32, imageWidth: 32, patch: 8, hidden: 32, blocks: 2, tokensMLP: 16,
+    channelsMLP: 64, classes: 10))
+  c.steps = steps
+  c.globalBatch = 16
+  c.trainExamples = 256
+  c.warmupSteps = 2
+  c.learningRate = 3e-3
+  c.threads = 1
+  c.runDirectory = runDirectory.path
+  return c
 }

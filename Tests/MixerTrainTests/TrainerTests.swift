@@ -10,20 +10,11 @@ import MixerModel
 final class TrainerTests: XCTestCase {
   /// A model small enough to train a few steps in a debug build.
   func smallConfig(_ dir: URL, steps: Int = 6) -> TrainConfig {
-    var c = TrainConfig(model: MixerConfig(
-      imageHeight: 32, imageWidth: 32, patch: 8, hidden: 32, blocks: 2, tokensMLP: 16,
-      channelsMLP: 64, classes: 10))
-    c.steps = steps
-    c.globalBatch = 16
-    c.trainExamples = 256
+    var c = smallTrainConfig(runDirectory: dir, steps: steps)
     c.validationExamples = 50
     c.evalBatch = 20
-    c.warmupSteps = 2
-    c.learningRate = 3e-3
     c.logEvery = 2
-    c.threads = 1
     c.bucketFloats = 5_000
-    c.runDirectory = dir.path
     return c
   }
 
