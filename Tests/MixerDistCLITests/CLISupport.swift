@@ -103,3 +103,14 @@ func temporaryFolder(_ test: XCTestCase) throws -> URL {
   test.addTeardownBlock { try? FileManager.default.removeItem(at: url) }
   return url
 }
+
+/// The flags of a one-block model small enough to train in a fraction of a second.
+let tinyModelFlags = ["--hidden", "32", "--blocks", "1", "--tokens-mlp", "8", "--channels-mlp", "32", "--patch", "8"]
+
+/// Trains that tiny model for `steps` steps on the shapes data with a checkpoint at the end.
+func trainTinyCheckpoint(run: URL, checkpoint: URL, steps: Int, validationExamples: Int) throws -> RunResult {
+  try mixerDist(["train"] + tinyModelFlags + [
+    "--train-examples", "128", "--val-examples", "\(validationExamples)", "--batch", "16", "--steps", "\(steps)",
+    "--threads", "1", "--run-dir", run.path, "--checkpoint-dir", checkpoint.path,
+  ])
+}

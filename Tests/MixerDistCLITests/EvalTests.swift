@@ -7,11 +7,7 @@ final class EvalTests: XCTestCase {
   func testEvalTotalsAreExactOverRanks() throws {
     let dir = try temporaryFolder(self)
     let ck = dir.appendingPathComponent("ck")
-    let train = try mixerDist([
-      "train", "--hidden", "32", "--blocks", "1", "--tokens-mlp", "8", "--channels-mlp", "32", "--patch", "8",
-      "--train-examples", "128", "--val-examples", "67", "--batch", "16", "--steps", "8", "--threads", "1",
-      "--run-dir", dir.path, "--checkpoint-dir", ck.path,
-    ])
+    let train = try trainTinyCheckpoint(run: dir, checkpoint: ck, steps: 8, validationExamples: 67)
     XCTAssertEqual(train.status, 0, train.stderr)
     let alone = try mixerDist(["eval", ck.path, "--json", "--batch", "10"])
     XCTAssertEqual(alone.status, 0, alone.stderr)

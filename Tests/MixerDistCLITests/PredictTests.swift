@@ -7,11 +7,7 @@ final class PredictTests: XCTestCase {
   func testPredictFilesAndFolders() throws {
     let dir = try temporaryFolder(self)
     let ck = dir.appendingPathComponent("ck")
-    let train = try mixerDist([
-      "train", "--hidden", "32", "--blocks", "1", "--tokens-mlp", "8", "--channels-mlp", "32", "--patch", "8",
-      "--train-examples", "128", "--val-examples", "16", "--batch", "16", "--steps", "4", "--threads", "1",
-      "--run-dir", dir.path, "--checkpoint-dir", ck.path,
-    ])
+    let train = try trainTinyCheckpoint(run: dir, checkpoint: ck, steps: 4, validationExamples: 16)
     XCTAssertEqual(train.status, 0, train.stderr)
     let images = dir.appendingPathComponent("images/sub")
     try FileManager.default.createDirectory(at: images, withIntermediateDirectories: true)
