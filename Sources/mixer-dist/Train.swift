@@ -14,6 +14,8 @@ struct Train: ParsableCommand {
     abstract: "Train a Mixer (single process, or every rank under mpirun).")
 
   @OptionGroup var model: ModelOptions
+  // expanded by ConfigFile before parsing; declared so that --help documents it
+  @Option(help: "A YAML file of `flag: value` settings (keys are these flag names); command-line flags override it.") var config: String?
   @Option(help: "Data: KIND:PATH with KIND shapes (embedded), folder, cifar10, cifar100, mnist, fashion-mnist (inferred when obvious).") var data: String = "shapes"
   @Option(help: "Hold out this fraction of train/ for validation (image folders).") var valFraction: Double?
   @Flag(help: "Count, log and skip corrupt or unsupported images instead of stopping.") var skipBadImages = false
