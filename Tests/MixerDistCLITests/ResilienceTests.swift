@@ -118,3 +118,25 @@ final class ResilienceTests: XCTestCase {
     XCTAssertTrue(result.stdout.contains("optimizer-rank-00000.safetensors: SHA-256 mismatch"), result.stdout)
   }
 }
+
+/// Resharding for real: a checkpoint saved by 2 mpirun ranks under ZeRO-1 resumes on 1 plain
+/// process (and one saved by 1 resumes on 4 ranks), and training goes on to the end.
+final class ReshardingCLITests: XCTestCase {
+  func testSaveOnTwoRanksResumeOnOneAndBack() throws {
+    let dir = try temporaryFolder(self)
+    let common = ["train"] + tinyModelFlags + [
+      "--train-examples", "256", "--val-examples", "32", "--batch", "16", "--threads", "1",
+      "--checkpoint-dir", dir.appendingPathComponent("ck").path, "--run-dir", dir.appendingPathComponent("run").path,
+    ]
+    let saved = try mpirunMixerDist(ranks: 2, common + ["--steps", "6", "--zero", "1"])
+    XCTAssertEqual(saved.status, 0, saved.stderr)
+    let inspect = try mixerDist(["inspect", dir.appendingPathComponent("ck").path])
+    XCTAssertTrue(inspect.stdout.contains("saved by 2 rank(s), ZeRO stage 1"), inspect.stdout)
+    let resumed = try mixerDist(common + ["--steps", "10", "--resume", "auto"])
+    XCTAssertEqual(resumed.status, 0, resumed.stderr)
+    XCTAssertTrue(resumed.stdout.contains("resumed from") && resumed.stdout.contains("saved by 2 rank(s)"), resumed.stdout)
+    let four = try mpirunMixerDist(ranks: 4, common + ["--steps", "14", "--resume", "auto", "--zero", "1"])
+    XCTAssertEqual(four.status, 0, four.stderr)
+    XCTAssertTrue(four.stdout.contains("(step 10, saved by 1 rank(s))"), four.stdout)
+  }
+}
