@@ -197,16 +197,12 @@ public final class Trainer {
   public func run() throws -> TrainSummary {
     let cfg = config
     let localBatch = cfg.globalBatch / comm.size
-    let microBatch = localBatch / cfg.accumulation
-    let acts = Activations(config: cfg.model, batch: microBatch)
+    let acts = Activations(config: cfg.model, batch: localBatch / cfg.accumulation)
     let loader = try BatchLoader(
       dataset: trainSet, sampler: sampler, startStep: startStep, endStep: cfg.steps,
       workers: cfg.loaderWorkers, depth: 3,
       mixup: cfg.mixup > 0 ? Mixup(alpha: Double(cfg.mixup), seed: cfg.seed) : nil)
     defer { loader.stop() }
-    let pixelsPerImage = trainSet.pixelsPerImage
-    let schedule = cfg.schedule
-    let total = model.table.count
     let start = monotonicSeconds()
     var windowStart = start, windowImages = 0, windowLoss = 0.0, windowSteps = 0
     var lastLoss = Double.nan
@@ -227,58 +223,13 @@ public final class Trainer {
       }
       let (batch, waited) = try loader.next()
       if waited { dataWaits += 1 }
-      let regularization = cfg.regularization(step: step)
-      model.zeroGradients()
-      var lossSum = 0.0
-      for micro in 0..<cfg.accumulation {
-        let offset = micro * microBatch
-        batch.pixels.withUnsafeBufferPointer { pixels in
-          model.forward(
-            images: pixels.baseAddress! + offset * pixelsPerImage, acts: acts,
-            regularization: regularization, sampleIDs: Array(batch.indices[offset..<(offset + microBatch)]))
-        }
-        batch.labels.withUnsafeBufferPointer { labels in
-          if let mix = batch.mixup {
-            mix.partnerLabels.withUnsafeBufferPointer { partners in
-              mixupTargets(
-                targets: acts.targets, labels: labels.baseAddress! + offset,
-                partnerLabels: partners.baseAddress! + offset, weight: mix.weight, batch: microBatch,
-                classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
-            }
-          } else {
-            smoothedOneHot(
-              targets: acts.targets, labels: labels.baseAddress! + offset, batch: microBatch,
-              classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
-          }
-        }
-        lossSum += model.loss(acts: acts)
-        let last = micro == cfg.accumulation - 1
-        model.backward(
-          acts: acts, lossScale: 1 / Float(cfg.globalBatch), regularization: regularization,
-          onReady: last ? { [bucketer] in bucketer.markReady(upTo: $0) } : nil)
-      }
+      let lossSum = accumulateGradients(batch: batch, acts: acts, regularization: cfg.regularization(step: step))
       let timings = try bucketer.finish()
       exposed += timings.exposedSeconds
       logger.debug("step \(step): communication \(timings.communicationSeconds) s, not hidden \(timings.exposedSeconds) s, \(timings.buckets) buckets")
       loader.recycle(batch)
 
-      // global loss and gradient norm (one small all-reduce), clip, update
-      let shard = bucketer.shard
-      var scalars = [lossSum, sumOfSquares(model.gradients.pointer, range: shard)]
-      try comm.allReduceSum(&scalars)
-      let loss = scalars[0] / Double(cfg.globalBatch)
-      guard loss.isFinite else {
-        throw TrainError("the loss is \(loss) at step \(step): lower --lr or check the data")
-      }
-      let norm = cfg.zeroStage == 1 ? scalars[1].squareRoot()
-        : sumOfSquares(model.gradients.pointer, range: 0..<total).squareRoot()
-      clipByGlobalNorm(model.gradients.pointer, range: shard, norm: norm, maxNorm: Double(cfg.clipNorm))
-      let lr = schedule.learningRate(step: step)
-      optimizer.update(parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: lr, step: step + 1)
-      if cfg.zeroStage == 1 {
-        try comm.allGather(model.parameters.pointer, counts: comm.shardCounts(ofTotal: total))
-      }
-
+      let (loss, norm, lr) = try update(step: step, lossSum: lossSum)
       lastLoss = loss
       windowLoss += loss
       windowSteps += 1
@@ -291,7 +242,7 @@ public final class Trainer {
         let eta = Double(cfg.steps - done) * Double(cfg.globalBatch) / max(rate, 1e-9)
         log.record(MetricRecord(kind: "train", step: done, values: [
           ("loss", meanLoss), ("lr", Double(lr)), ("grad_norm", norm), ("images_per_second", rate),
-          ("epoch", Double(step) / Double(sampler.batchesPerEpoch)), ("seconds", now - start),
+          ("epoch", Double(done) / Double(sampler.batchesPerEpoch)), ("seconds", now - start),
         ]))
         log.progress(String(
           format: "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f img/s  ETA %@", done, cfg.steps,
@@ -299,13 +250,7 @@ public final class Trainer {
         windowStart = now; windowImages = 0; windowLoss = 0; windowSteps = 0
       }
       if let store, (cfg.saveEvery > 0 && done % cfg.saveEvery == 0) || done == cfg.steps {
-        let cursor = CheckpointManifest.DataCursor(
-          step: done, epoch: done / sampler.batchesPerEpoch, batchInEpoch: done % sampler.batchesPerEpoch,
-          samplesSeen: done * cfg.globalBatch)
-        let folder = try store.save(
-          step: done, model: model, optimizer: optimizer, config: cfg, cursor: cursor, keep: cfg.keep,
-          failAfterFiles: killInSaveAtStep == done)
-        log.line("checkpoint \(folder.path)")
+        try saveCheckpoint(store, done: done)
       }
       if let stop = stopAfterStep, done >= stop {
         log.close()
@@ -328,6 +273,79 @@ public final class Trainer {
       steps: cfg.steps, finalLoss: lastLoss, evaluation: evaluation, seconds: seconds,
       imagesPerSecond: Double((cfg.steps - startStep) * cfg.globalBatch) / seconds,
       exposedCommunicationShare: exposed / seconds, optimizerStateFloats: optimizer.stateCount)
+  }
+
+  /// Forward and backward over the micro-batches of one step's batch, gradients accumulating;
+  /// the last micro-batch hands finished gradient buckets to the communication thread.
+  /// Returns the summed per-example loss.
+  func accumulateGradients(batch: Batch, acts: Activations, regularization: Regularization?) -> Double {
+    let cfg = config
+    let microBatch = acts.batch
+    let pixelsPerImage = trainSet.pixelsPerImage
+    model.zeroGradients()
+    var lossSum = 0.0
+    for micro in 0..<cfg.accumulation {
+      let offset = micro * microBatch
+      batch.pixels.withUnsafeBufferPointer { pixels in
+        model.forward(
+          images: pixels.baseAddress! + offset * pixelsPerImage, acts: acts,
+          regularization: regularization, sampleIDs: Array(batch.indices[offset..<(offset + microBatch)]))
+      }
+      batch.labels.withUnsafeBufferPointer { labels in
+        if let mix = batch.mixup {
+          mix.partnerLabels.withUnsafeBufferPointer { partners in
+            mixupTargets(
+              targets: acts.targets, labels: labels.baseAddress! + offset,
+              partnerLabels: partners.baseAddress! + offset, weight: mix.weight, batch: microBatch,
+              classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
+          }
+        } else {
+          smoothedOneHot(
+            targets: acts.targets, labels: labels.baseAddress! + offset, batch: microBatch,
+            classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
+        }
+      }
+      lossSum += model.loss(acts: acts)
+      let last = micro == cfg.accumulation - 1
+      model.backward(
+        acts: acts, lossScale: 1 / Float(cfg.globalBatch), regularization: regularization,
+        onReady: last ? { [bucketer] in bucketer.markReady(upTo: $0) } : nil)
+    }
+    return lossSum
+  }
+
+  /// After the gradients are reduced: the global loss and gradient norm (one small all-reduce),
+  /// clipping, the optimizer update of this rank's range, and under ZeRO-1 the all-gather.
+  func update(step: Int, lossSum: Double) throws -> (loss: Double, norm: Double, lr: Float) {
+    let cfg = config
+    let total = model.table.count
+    let shard = bucketer.shard  // everything, unless ZeRO-1
+    let squares = sumOfSquares(model.gradients.pointer, range: shard)
+    var scalars = [lossSum, cfg.zeroStage == 1 ? squares : 0]
+    try comm.allReduceSum(&scalars)
+    let loss = scalars[0] / Double(cfg.globalBatch)
+    guard loss.isFinite else {
+      throw TrainError("the loss is \(loss) at step \(step): lower --lr or check the data")
+    }
+    let norm = (cfg.zeroStage == 1 ? scalars[1] : squares).squareRoot()
+    clipByGlobalNorm(model.gradients.pointer, range: shard, norm: norm, maxNorm: Double(cfg.clipNorm))
+    let lr = cfg.schedule.learningRate(step: step)
+    optimizer.update(parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: lr, step: step + 1)
+    if cfg.zeroStage == 1 {
+      try comm.allGather(model.parameters.pointer, counts: comm.shardCounts(ofTotal: total))
+    }
+    return (loss, norm, lr)
+  }
+
+  /// Every rank saves its part of the checkpoint after `done` steps.
+  func saveCheckpoint(_ store: CheckpointStore, done: Int) throws {
+    let cursor = CheckpointManifest.DataCursor(
+      step: done, epoch: done / sampler.batchesPerEpoch, batchInEpoch: done % sampler.batchesPerEpoch,
+      samplesSeen: done * config.globalBatch)
+    let folder = try store.save(
+      step: done, model: model, optimizer: optimizer, config: config, cursor: cursor, keep: config.keep,
+      failAfterFiles: killInSaveAtStep == done)
+    log.line("checkpoint \(folder.path)")
   }
 
   func evaluateAndLog(step: Int) throws -> EvaluationResult {
