@@ -25,6 +25,11 @@ public final class Activations {
   public let targets: UnsafeMutablePointer<Float>  // [B, K]
   public let losses: UnsafeMutablePointer<Float>  // [B]
   let keep: [UnsafeMutablePointer<Float>]  // L × [B]: stochastic-depth keep mask (0/1)
+  // hybrid blocks (empty buffers for blocks of other kinds)
+  let qkv: [UnsafeMutablePointer<Float>]  // L × [S, B, 3C]
+  let attentionProbabilities: [UnsafeMutablePointer<Float>]  // L × [B, H, S, S]
+  let attentionOut: [UnsafeMutablePointer<Float>]  // L × [S, B, C] before the output projection
+  let convColumns: [UnsafeMutablePointer<Float>]  // L × [S·B, K·K·C] (im2col)
 
   // backward scratch
   let dStream: UnsafeMutablePointer<Float>  // [S, B, C]
@@ -34,6 +39,10 @@ public final class Activations {
   let dPooled: UnsafeMutablePointer<Float>  // [B, C]
   let dLogits: UnsafeMutablePointer<Float>  // [B, K]
   let branch: UnsafeMutablePointer<Float>  // [S, B, C]: branch output when stochastic depth is on
+  let dAttention: UnsafeMutablePointer<Float>  // [S, B, C]
+  let dQKV: UnsafeMutablePointer<Float>  // [S, B, 3C]
+  let dScores: UnsafeMutablePointer<Float>  // [S, S]
+  let convScratch: UnsafeMutablePointer<Float>  // [S·B, K·K·C]
 
   // dropout masks (allocated only when dropout is used): L × [D_S·B·C] and L × [S·B·D_C]
   var tokenDropMask: [UnsafeMutablePointer<Float>] = []
@@ -54,8 +63,19 @@ public final class Activations {
     let ln0OutIndex = (0..<l).map { _ in take(sbc) }
     let ln1OutIndex = (0..<l).map { _ in take(sbc) }
     let statsIndex = (0..<(4 * l)).map { _ in take(s * batch) }
-    let tokenPreIndex = (0..<l).map { _ in take(tokenHidden) }
-    let tokenActIndex = (0..<l).map { _ in take(tokenHidden) }
+    let kinds = (0..<l).map { config.kind(ofBlock: $0) }
+    let tokenPreIndex = kinds.map { take($0.usesMixer ? tokenHidden : 0) }
+    let tokenActIndex = kinds.map { take($0.usesMixer ? tokenHidden : 0) }
+    let h = config.heads, columns = s * batch * config.kernel * config.kernel * c
+    let qkvIndex = kinds.map { take($0.usesAttention ? 3 * sbc : 0) }
+    let probabilitiesIndex = kinds.map { take($0.usesAttention ? batch * h * s * s : 0) }
+    let attentionOutIndex = kinds.map { take($0.usesAttention ? sbc : 0) }
+    let columnsIndex = kinds.map { take($0 == .conv ? columns : 0) }
+    let anyAttention = kinds.contains { $0.usesAttention }, anyConv = kinds.contains(.conv)
+    let hybridScratchIndex = [
+      take(anyAttention ? sbc : 0), take(anyAttention ? 3 * sbc : 0), take(anyAttention ? s * s : 0),
+      take(anyConv ? columns : 0),
+    ]
     let channelPreIndex = (0..<l).map { _ in take(channelHidden) }
     let channelActIndex = (0..<l).map { _ in take(channelHidden) }
     let headIndex = [take(sbc), take(s * batch), take(s * batch), take(batch * c)]
@@ -70,7 +90,7 @@ public final class Activations {
     var total = 0
     for n in sizes {
       offsets.append(total)
-      total += (n + 15) / 16 * 16
+      total += max(16, (n + 15) / 16 * 16)
     }
     storageCount = total
     storage = UnsafeMutablePointer<Float>.allocate(capacity: total)
@@ -106,6 +126,14 @@ public final class Activations {
     dPooled = at(scratchIndex[4])
     dLogits = at(scratchIndex[5])
     branch = at(scratchIndex[6])
+    qkv = qkvIndex.map(at)
+    attentionProbabilities = probabilitiesIndex.map(at)
+    attentionOut = attentionOutIndex.map(at)
+    convColumns = columnsIndex.map(at)
+    dAttention = at(hybridScratchIndex[0])
+    dQKV = at(hybridScratchIndex[1])
+    dScores = at(hybridScratchIndex[2])
+    convScratch = at(hybridScratchIndex[3])
   }
 
   /// Allocates the dropout masks on first use.

@@ -61,29 +61,32 @@ extension MixerModel {
     let keep: UnsafePointer<Float>? = dropBlock ? UnsafePointer(acts.keep[i]) : nil
 
     // token mixing: Y = LN_0(x) [S, B·C]; H = W1ᵀ·Y + b1 [D_S, B·C]; branch = W2ᵀ·gelu(H) + b2
+    // (hybrid blocks: self-attention and/or a token-grid convolution of Y, summed into the branch)
     layerNormForward(
       out: acts.ln0Out[i], mean: acts.ln0Mean[i], rstd: acts.ln0Rstd[i], inp: xIn,
       weight: w + o.ln0Scale, bias: w + o.ln0Bias, rows: sb, channels: c,
       epsilon: cfg.layerNormEpsilon)
-    gemm(
-      .transpose, .none, m: ds, n: bc, k: s, a: w + o.tokW1, lda: ds, b: acts.ln0Out[i], ldb: bc,
-      beta: 0, c: acts.tokenPre[i], ldc: bc)
-    biasGELUForwardKeepingDerivative(
-      act: acts.tokenAct[i], pre: acts.tokenPre[i], bias: w + o.tokB1, rows: ds, cols: bc,
-      axis: .rows, kind: cfg.gelu)
-    if dropHidden { multiply(acts.tokenAct[i], by: acts.tokenDropMask[i], count: ds * bc) }
-    let tokenTarget = keep == nil ? xMid : acts.branch
-    if keep == nil { xMid.update(from: xIn, count: sb * c) }
-    else { tokenTarget.update(repeating: 0, count: sb * c) }
-    for t in 0..<s {
-      let row = tokenTarget + t * bc
-      let bias = w[o.tokB2 + t]
-      for j in 0..<bc { row[j] += bias }
+    let fused = o.kind == .mixer && keep == nil  // the paper's block: add straight into x_mid
+    let tokenTarget = fused ? xMid : acts.branch
+    if fused { xMid.update(from: xIn, count: sb * c) } else { tokenTarget.update(repeating: 0, count: sb * c) }
+    if o.kind.usesMixer {
+      tokenMixingForward(i, o, acts: acts, into: tokenTarget, dropHidden: dropHidden)
     }
-    gemm(
-      .transpose, .none, m: s, n: bc, k: ds, a: w + o.tokW2, lda: s, b: acts.tokenAct[i], ldb: bc,
-      beta: 1, c: tokenTarget, ldc: bc)
-    if let keep {
+    if o.kind.usesAttention {
+      attentionForward(
+        out: acts.dNorm, qkv: acts.qkv[i], probabilities: acts.attentionProbabilities[i],
+        attention: acts.attentionOut[i], inp: acts.ln0Out[i], qkvWeight: w + o.qkvW!, qkvBias: w + o.qkvB!,
+        projWeight: w + o.projW!, projBias: w + o.projB!, tokens: s, batch: b, channels: c, heads: cfg.heads)
+      for j in 0..<(sb * c) { tokenTarget[j] += acts.dNorm[j] }
+    }
+    if o.kind == .conv {
+      tokenConvForward(
+        out: acts.dNorm, columns: acts.convColumns[i], inp: acts.ln0Out[i], weight: w + o.convW!,
+        bias: w + o.convB!, gridHeight: cfg.gridHeight, gridWidth: cfg.gridWidth, batch: b,
+        inChannels: c, outChannels: c, kernel: cfg.kernel)
+      for j in 0..<(sb * c) { tokenTarget[j] += acts.dNorm[j] }
+    }
+    if !fused {
       xMid.update(from: xIn, count: sb * c)
       residualForward(x: xMid, branch: acts.branch, keep: keep, tokens: s, batch: b, channels: c)
     }
@@ -116,6 +119,30 @@ extension MixerModel {
       xOut.update(from: xMid, count: sb * c)
       residualForward(x: xOut, branch: acts.branch, keep: keep, tokens: s, batch: b, channels: c)
     }
+  }
+
+  /// The token-mixing MLP of block i, added into `target` `[S, B·C]`: target += W2ᵀ·gelu(W1ᵀ·Y + b1) + b2.
+  func tokenMixingForward(
+    _ i: Int, _ o: BlockOffsets, acts: Activations, into target: UnsafeMutablePointer<Float>, dropHidden: Bool
+  ) {
+    let cfg = config
+    let w = parameters.pointer
+    let s = cfg.tokens, bc = acts.batch * cfg.hidden, ds = cfg.tokensMLP
+    gemm(
+      .transpose, .none, m: ds, n: bc, k: s, a: w + o.tokW1!, lda: ds, b: acts.ln0Out[i], ldb: bc,
+      beta: 0, c: acts.tokenPre[i], ldc: bc)
+    biasGELUForwardKeepingDerivative(
+      act: acts.tokenAct[i], pre: acts.tokenPre[i], bias: w + o.tokB1!, rows: ds, cols: bc,
+      axis: .rows, kind: cfg.gelu)
+    if dropHidden { multiply(acts.tokenAct[i], by: acts.tokenDropMask[i], count: ds * bc) }
+    for t in 0..<s {
+      let row = target + t * bc
+      let bias = w[o.tokB2! + t]
+      for j in 0..<bc { row[j] += bias }
+    }
+    gemm(
+      .transpose, .none, m: s, n: bc, k: ds, a: w + o.tokW2!, lda: s, b: acts.tokenAct[i], ldb: bc,
+      beta: 1, c: target, ldc: bc)
   }
 
   /// Draws the stochastic-depth keep masks and dropout masks of this step. Every draw is keyed by

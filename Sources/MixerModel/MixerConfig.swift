@@ -12,6 +12,31 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
   public init(_ description: String) { self.description = description }
 }
 
+/// What mixes the tokens in one block. Every kind is pre-norm and followed by the channel MLP;
+/// `mixer` is the paper's block, the others are the hybrids of the architecture study.
+public enum BlockKind: String, Codable, Sendable, CaseIterable {
+  /// the paper's token-mixing MLP
+  case mixer
+  /// ViT multi-head self-attention
+  case attention
+  /// a K×K convolution over the (H/P)×(W/P) token grid
+  case conv
+  /// the token-mixing MLP and self-attention summed, both from the same normalised input
+  case mixerAttention = "mixer+attention"
+
+  /// Parameter-name prefix of block i.
+  func scope(_ i: Int) -> String {
+    switch self {
+    case .mixer: return "MixerBlock_\(i)"
+    case .attention: return "AttentionBlock_\(i)"
+    case .conv: return "ConvBlock_\(i)"
+    case .mixerAttention: return "MixerAttentionBlock_\(i)"
+    }
+  }
+  var usesMixer: Bool { self == .mixer || self == .mixerAttention }
+  var usesAttention: Bool { self == .attention || self == .mixerAttention }
+}
+
 /// Everything that fixes the shapes and numerics of a Mixer.
 public struct MixerConfig: Codable, Equatable, Sendable {
   public var imageHeight: Int
@@ -24,6 +49,19 @@ public struct MixerConfig: Codable, Equatable, Sendable {
   public var classes: Int  // K
   public var gelu: GELUKind
   public var layerNormEpsilon: Float
+  /// the kind of each block (nil: every block is the paper's MixerBlock)
+  public var blockKinds: [BlockKind]?
+  /// attention heads of attention blocks (nil: C / 64, at least 1)
+  public var attentionHeads: Int?
+  /// kernel size of conv blocks (nil: 3)
+  public var convKernel: Int?
+
+  /// The kind of block i.
+  public func kind(ofBlock i: Int) -> BlockKind { blockKinds?[i] ?? .mixer }
+  /// Heads of the attention blocks.
+  public var heads: Int { attentionHeads ?? max(1, hidden / 64) }
+  /// Kernel size of the conv blocks.
+  public var kernel: Int { convKernel ?? 3 }
 
   public init(
     imageHeight: Int, imageWidth: Int, patch: Int, hidden: Int, blocks: Int, tokensMLP: Int,
@@ -61,6 +99,17 @@ public struct MixerConfig: Codable, Equatable, Sendable {
     if imageHeight % patch != 0 || imageWidth % patch != 0 {
       throw ConfigError(
         "image size \(imageHeight)x\(imageWidth) is not divisible by the patch size \(patch)")
+    }
+    if let kinds = blockKinds {
+      if kinds.count != blocks {
+        throw ConfigError("the block pattern names \(kinds.count) blocks but the model has \(blocks)")
+      }
+      if kinds.contains(where: \.usesAttention), heads <= 0 || hidden % heads != 0 {
+        throw ConfigError("attention needs the width \(hidden) to divide into \(heads) heads: pass --heads")
+      }
+      if kinds.contains(.conv), kernel <= 0 || kernel % 2 == 0 {
+        throw ConfigError("the conv kernel must be odd and positive, got \(kernel)")
+      }
     }
     if !(layerNormEpsilon > 0) {
       throw ConfigError("LayerNorm epsilon must be positive, got \(layerNormEpsilon)")
@@ -109,10 +158,18 @@ public struct MixerConfig: Codable, Equatable, Sendable {
   public var forwardFLOPsPerImage: Double {
     let s = Double(tokens), c = Double(hidden)
     let stem = 2 * s * Double(patchLength) * c
-    let token = 2 * 2 * s * Double(tokensMLP) * c
+    let mixer = 2 * 2 * s * Double(tokensMLP) * c
+    let attention = 2 * s * c * 3 * c + 2 * 2 * s * s * c + 2 * s * c * c
+    let conv = 2 * s * Double(kernel * kernel) * c * c
     let channel = 2 * 2 * s * c * Double(channelsMLP)
     let head = 2 * c * Double(classes)
-    return stem + Double(blocks) * (token + channel) + head
+    var body = 0.0
+    for i in 0..<blocks {
+      let kind = kind(ofBlock: i)
+      body += channel + (kind.usesMixer ? mixer : 0) + (kind.usesAttention ? attention : 0)
+        + (kind == .conv ? conv : 0)
+    }
+    return stem + body + head
   }
 
   /// Training FLOPs per image: forward plus backward (two products per forward product, except
@@ -151,5 +208,40 @@ public enum MixerPreset {
     return MixerConfig(
       imageHeight: row.6, imageWidth: row.6, patch: row.1, hidden: row.2, blocks: row.3,
       tokensMLP: row.4, channelsMLP: row.5, classes: row.7)
+  }
+}
+
+extension BlockKind {
+  /// Block kinds from a pattern: one kind for every block (`attention`), an explicit list
+  /// (`mixer,attention,conv,mixer+attention`, one per block), a cycle (`alternate:mixer,attention`),
+  /// or every k-th block of a kind and the paper's block elsewhere (`every:3:attention`).
+  public static func pattern(_ spec: String, blocks: Int) throws -> [BlockKind] {
+    func kinds(_ list: Substring) throws -> [BlockKind] {
+      try list.split(separator: ",").map { name in
+        guard let kind = BlockKind(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
+          throw ConfigError("unknown block kind '\(name)' (known: mixer, attention, conv, mixer+attention)")
+        }
+        return kind
+      }
+    }
+    let parts = spec.split(separator: ":", maxSplits: 2)
+    switch parts.first {
+    case "alternate" where parts.count == 2:
+      let cycle = try kinds(parts[1])
+      guard !cycle.isEmpty else { throw ConfigError("alternate: needs at least one block kind") }
+      return (0..<blocks).map { cycle[$0 % cycle.count] }
+    case "every" where parts.count == 3:
+      guard let k = Int(parts[1]), k > 0 else { throw ConfigError("every:K:KIND needs a positive K, got '\(parts[1])'") }
+      let kind = try kinds(parts[2])
+      guard kind.count == 1 else { throw ConfigError("every:K:KIND takes one block kind") }
+      return (0..<blocks).map { ($0 + 1) % k == 0 ? kind[0] : .mixer }
+    default:
+      let list = try kinds(Substring(spec))
+      if list.count == 1 { return Array(repeating: list[0], count: blocks) }
+      guard list.count == blocks else {
+        throw ConfigError("the block list names \(list.count) blocks but the model has \(blocks): give one kind per block, or alternate:/every:")
+      }
+      return list
+    }
   }
 }

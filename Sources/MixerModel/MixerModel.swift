@@ -5,25 +5,36 @@
 
 import MixerKernels
 
-/// Offsets of one MixerBlock's tensors in the flat buffer.
+/// Offsets of one block's tensors in the flat buffer (nil where the block's kind has none).
 struct BlockOffsets {
-  let ln0Scale, ln0Bias, tokW1, tokB1, tokW2, tokB2: Int
-  let ln1Scale, ln1Bias, chW1, chB1, chW2, chB2: Int
+  let kind: BlockKind
+  let ln0Scale, ln0Bias, ln1Scale, ln1Bias, chW1, chB1, chW2, chB2: Int
+  let tokW1, tokB1, tokW2, tokB2: Int?  // token-mixing MLP
+  let qkvW, qkvB, projW, projB: Int?  // self-attention
+  let convW, convB: Int?  // token-grid convolution
 
-  init(_ table: ParameterTable, _ i: Int) {
-    let p = "MixerBlock_\(i)/"
-    ln0Scale = table.offset(p + "LayerNorm_0/scale")
-    ln0Bias = table.offset(p + "LayerNorm_0/bias")
-    tokW1 = table.offset(p + "token_mixing/Dense_0/kernel")
-    tokB1 = table.offset(p + "token_mixing/Dense_0/bias")
-    tokW2 = table.offset(p + "token_mixing/Dense_1/kernel")
-    tokB2 = table.offset(p + "token_mixing/Dense_1/bias")
-    ln1Scale = table.offset(p + "LayerNorm_1/scale")
-    ln1Bias = table.offset(p + "LayerNorm_1/bias")
-    chW1 = table.offset(p + "channel_mixing/Dense_0/kernel")
-    chB1 = table.offset(p + "channel_mixing/Dense_0/bias")
-    chW2 = table.offset(p + "channel_mixing/Dense_1/kernel")
-    chB2 = table.offset(p + "channel_mixing/Dense_1/bias")
+  init(_ table: ParameterTable, _ i: Int, _ kind: BlockKind) {
+    self.kind = kind
+    let p = kind.scope(i) + "/"
+    func at(_ name: String) -> Int? { table[p + name]?.offset }
+    ln0Scale = at("LayerNorm_0/scale")!
+    ln0Bias = at("LayerNorm_0/bias")!
+    ln1Scale = at("LayerNorm_1/scale")!
+    ln1Bias = at("LayerNorm_1/bias")!
+    chW1 = at("channel_mixing/Dense_0/kernel")!
+    chB1 = at("channel_mixing/Dense_0/bias")!
+    chW2 = at("channel_mixing/Dense_1/kernel")!
+    chB2 = at("channel_mixing/Dense_1/bias")!
+    tokW1 = at("token_mixing/Dense_0/kernel")
+    tokB1 = at("token_mixing/Dense_0/bias")
+    tokW2 = at("token_mixing/Dense_1/kernel")
+    tokB2 = at("token_mixing/Dense_1/bias")
+    qkvW = at("MultiHeadDotProductAttention_0/qkv/kernel")
+    qkvB = at("MultiHeadDotProductAttention_0/qkv/bias")
+    projW = at("MultiHeadDotProductAttention_0/out/kernel")
+    projB = at("MultiHeadDotProductAttention_0/out/bias")
+    convW = at("Conv_0/kernel")
+    convB = at("Conv_0/bias")
   }
 }
 
@@ -67,7 +78,7 @@ public final class MixerModel {
     self.table = table
     parameters = FlatBuffer(count: table.count)
     gradients = FlatBuffer(count: table.count)
-    blockOffsets = (0..<config.blocks).map { BlockOffsets(table, $0) }
+    blockOffsets = (0..<config.blocks).map { BlockOffsets(table, $0, config.kind(ofBlock: $0)) }
     initialize(seed: seed)
   }
 

@@ -46,13 +46,27 @@ public struct ParameterTable: Sendable {
     add("stem/kernel", [p, p, 3, c], .kernel, fanIn: p * p * 3)  // HWIO
     add("stem/bias", [c], .bias)
     for i in 0..<config.blocks {
-      let block = "MixerBlock_\(i)"
+      let kind = config.kind(ofBlock: i)
+      let block = kind.scope(i)
       add("\(block)/LayerNorm_0/scale", [c], .scale)
       add("\(block)/LayerNorm_0/bias", [c], .bias)
-      add("\(block)/token_mixing/Dense_0/kernel", [s, ds], .kernel, fanIn: s)
-      add("\(block)/token_mixing/Dense_0/bias", [ds], .bias)
-      add("\(block)/token_mixing/Dense_1/kernel", [ds, s], .kernel, fanIn: ds)
-      add("\(block)/token_mixing/Dense_1/bias", [s], .bias)
+      if kind.usesMixer {
+        add("\(block)/token_mixing/Dense_0/kernel", [s, ds], .kernel, fanIn: s)
+        add("\(block)/token_mixing/Dense_0/bias", [ds], .bias)
+        add("\(block)/token_mixing/Dense_1/kernel", [ds, s], .kernel, fanIn: ds)
+        add("\(block)/token_mixing/Dense_1/bias", [s], .bias)
+      }
+      if kind.usesAttention {
+        add("\(block)/MultiHeadDotProductAttention_0/qkv/kernel", [c, 3 * c], .kernel, fanIn: c)
+        add("\(block)/MultiHeadDotProductAttention_0/qkv/bias", [3 * c], .bias)
+        add("\(block)/MultiHeadDotProductAttention_0/out/kernel", [c, c], .kernel, fanIn: c)
+        add("\(block)/MultiHeadDotProductAttention_0/out/bias", [c], .bias)
+      }
+      if kind == .conv {
+        let k = config.kernel
+        add("\(block)/Conv_0/kernel", [k, k, c, c], .kernel, fanIn: k * k * c)  // HWIO
+        add("\(block)/Conv_0/bias", [c], .bias)
+      }
       add("\(block)/LayerNorm_1/scale", [c], .scale)
       add("\(block)/LayerNorm_1/bias", [c], .bias)
       add("\(block)/channel_mixing/Dense_0/kernel", [c, dc], .kernel, fanIn: c)

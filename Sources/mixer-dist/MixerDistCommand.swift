@@ -39,6 +39,9 @@ struct ModelOptions: ParsableArguments {
   @Option(help: "Channel-mixing MLP width D_C.") var channelsMlp: Int?
   @Option(help: "Number of classes K.") var classes: Int?
   @Option(help: "GELU form: tanh (official) or erf (exact).") var gelu: String?
+  @Option(help: "Block kinds: mixer (the paper's), attention, conv, mixer+attention; one kind, a list per block, alternate:K1,K2 or every:K:KIND.") var blockPattern: String?
+  @Option(help: "Attention heads of attention blocks (default C/64).") var heads: Int?
+  @Option(help: "Kernel size of conv blocks (odd; default 3).") var convKernel: Int?
 
   /// The preset with every given override applied, validated.
   func config() throws -> MixerConfig {
@@ -57,6 +60,12 @@ struct ModelOptions: ParsableArguments {
         throw ConfigError("unknown GELU '\(v)' (known: tanh, erf)")
       }
       c.gelu = kind
+    }
+    if let v = heads { c.attentionHeads = v }
+    if let v = convKernel { c.convKernel = v }
+    if let spec = blockPattern {
+      let kinds = try BlockKind.pattern(spec, blocks: c.blocks)
+      c.blockKinds = kinds.allSatisfy { $0 == .mixer } ? nil : kinds
     }
     try c.validate()
     return c

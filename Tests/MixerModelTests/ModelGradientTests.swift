@@ -9,7 +9,7 @@ import MixerKernels
 @testable import MixerModel
 
 final class ModelGradientTests: XCTestCase {
-  let config = MixerConfig(
+  var config = MixerConfig(
     imageHeight: 8, imageWidth: 12, patch: 4, hidden: 20, blocks: 3, tokensMLP: 6,
     channelsMLP: 24, classes: 5, gelu: .tanh)
   let batch = 3
@@ -72,6 +72,22 @@ final class ModelGradientTests: XCTestCase {
 
   func testBackwardMatchesFiniteDifferences() throws {
     try checkDirectionalDerivatives(nil)
+  }
+
+  /// The hybrid blocks of the architecture study (attention, token-grid conv, mixer+attention)
+  /// mixed with the paper's block, with and without the regularisers.
+  func testHybridBlocksBackwardMatchesFiniteDifferences() throws {
+    config.blocks = 4
+    config.blockKinds = [.attention, .mixer, .conv, .mixerAttention]
+    config.attentionHeads = 2
+    try checkDirectionalDerivatives(nil)
+    try checkDirectionalDerivatives(Regularization(stochasticDepth: 0.6, dropout: 0.2, seed: 5, step: 2))
+    let table = ParameterTable(config: config)
+    XCTAssertNotNil(table["AttentionBlock_0/MultiHeadDotProductAttention_0/qkv/kernel"])
+    XCTAssertEqual(table["ConvBlock_2/Conv_0/kernel"]?.shape, [3, 3, 20, 20])
+    XCTAssertNotNil(table["MixerAttentionBlock_3/token_mixing/Dense_1/bias"])
+    XCTAssertNotNil(table["MixerAttentionBlock_3/MultiHeadDotProductAttention_0/out/kernel"])
+    XCTAssertNil(table["AttentionBlock_0/token_mixing/Dense_0/kernel"])
   }
 
   func testBackwardWithStochasticDepthAndDropout() throws {

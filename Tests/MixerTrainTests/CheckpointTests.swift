@@ -35,15 +35,21 @@ final class CheckpointTests: XCTestCase {
   }
 
   func testResumeIsBitIdentical() throws {
-    for (ranks, zero) in [(1, 0), (2, 0), (2, 1)] {
+    for (ranks, zero, hybrid) in [(1, 0, false), (2, 0, false), (2, 1, false), (1, 0, true)] {
       let straightDir = try temporaryFolder(self)
       var straight = config(straightDir, steps: 12)
+      if hybrid {
+        straight.model.blocks = 3
+        straight.model.blockKinds = [.attention, .conv, .mixerAttention]
+        straight.model.attentionHeads = 4
+      }
       straight.zeroStage = zero
       straight.checkpointDirectory = nil
       let reference = try train(straight, ranks: ranks)[0].model.parameters.array()
 
       let dir = try temporaryFolder(self)
       var first = config(dir, steps: 12)
+      first.model = straight.model
       first.zeroStage = zero
       first.saveEvery = 6
       // stop after 6 steps: the schedule still spans 12 (as a preempted job would)

@@ -118,6 +118,32 @@ final class TrainerTests: XCTestCase {
     assertClose(results[0], reference, relative: 1e-5, "2 ranks, SGD", excludingNullSpace: false)
   }
 
+  /// Hybrid blocks (attention, conv, mixer+attention) train data-parallel like the paper's block.
+  func testHybridBlocksOnTwoRanksMatchOneRank() throws {
+    let hybrid: (inout TrainConfig) -> Void = {
+      $0.optimizer.kind = .sgd
+      $0.learningRate = 0.05
+      $0.model.blocks = 3
+      $0.model.blockKinds = [.attention, .conv, .mixerAttention]
+      $0.model.attentionHeads = 2
+    }
+    let reference = try referenceParameters(hybrid)
+    let results = try LocalGroup(size: 2).run { comm -> [Float] in
+      var config = self.smallConfig(try temporaryFolder(self))
+      hybrid(&config)
+      let trainer = try Trainer(config: config, comm: comm)
+      _ = try trainer.run()
+      return trainer.model.parameters.array()
+    }
+    var config = smallConfig(URL(fileURLWithPath: "/"))
+    hybrid(&config)
+    let table = ParameterTable(config: config.model)
+    XCTAssertEqual(results[0].count, table.count)
+    var diff = 0.0, norm = 0.0
+    for i in 0..<table.count { diff += Double(results[0][i] - reference[i]) * Double(results[0][i] - reference[i]); norm += Double(reference[i]) * Double(reference[i]) }
+    XCTAssertLessThan((diff / norm).squareRoot(), 1e-5)
+  }
+
   func testInProcessRanksMatchOneRank() throws {
     let reference = try referenceParameters()
     for (ranks, zero) in [(2, 0), (4, 0), (2, 1), (4, 1)] {
