@@ -30,6 +30,9 @@ public final class Activations {
   let attentionProbabilities: [UnsafeMutablePointer<Float>]  // L × [B, H, S, S]
   let attentionOut: [UnsafeMutablePointer<Float>]  // L × [S, B, C] before the output projection
   let convColumns: [UnsafeMutablePointer<Float>]  // L × [S·B, K·K·C] (im2col)
+  // CNN stem, per layer j: im2col, pre-activation and GELU output `[B, h_j/2, w_j/2, c_j]`
+  let stemColumns, stemPre, stemAct, stemGrad: [UnsafeMutablePointer<Float>]
+  let stemScratch: UnsafeMutablePointer<Float>  // the largest im2col, and the image gradient
 
   // backward scratch
   let dStream: UnsafeMutablePointer<Float>  // [S, B, C]
@@ -72,6 +75,16 @@ public final class Activations {
     let attentionOutIndex = kinds.map { take($0.usesAttention ? sbc : 0) }
     let columnsIndex = kinds.map { take($0 == .conv ? columns : 0) }
     let anyAttention = kinds.contains { $0.usesAttention }, anyConv = kinds.contains(.conv)
+    let stemLayers = config.cnnStemLayers
+    let stemColumnSizes = stemLayers.map {
+      imageConvColumnsCount(batch: batch, height: $0.height, width: $0.width, inChannels: $0.inChannels, kernel: 3, stride: 2)
+    }
+    let stemOutSizes = stemLayers.map { batch * ($0.height / 2) * ($0.width / 2) * $0.outChannels }
+    let stemColumnsIndex = stemColumnSizes.map(take)
+    let stemPreIndex = stemOutSizes.map(take)
+    let stemActIndex = stemOutSizes.map(take)
+    let stemGradIndex = stemOutSizes.map(take)
+    let stemScratchIndex = take(max(stemColumnSizes.max() ?? 0, batch * config.imageHeight * config.imageWidth * 3))
     let hybridScratchIndex = [
       take(anyAttention ? sbc : 0), take(anyAttention ? 3 * sbc : 0), take(anyAttention ? s * s : 0),
       take(anyConv ? columns : 0),
@@ -130,6 +143,11 @@ public final class Activations {
     attentionProbabilities = probabilitiesIndex.map(at)
     attentionOut = attentionOutIndex.map(at)
     convColumns = columnsIndex.map(at)
+    stemColumns = stemColumnsIndex.map(at)
+    stemPre = stemPreIndex.map(at)
+    stemAct = stemActIndex.map(at)
+    stemGrad = stemGradIndex.map(at)
+    stemScratch = at(stemScratchIndex)
     dAttention = at(hybridScratchIndex[0])
     dQKV = at(hybridScratchIndex[1])
     dScores = at(hybridScratchIndex[2])

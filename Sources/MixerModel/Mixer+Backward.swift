@@ -56,13 +56,45 @@ extension MixerModel {
       onReady?(blockOffsets[i].ln0Scale)
     }
 
-    // stem: x_0 = patches · K + bias
-    let stemKernel = table.offset("stem/kernel")
-    biasBackwardColumns(dbias: g + table.offset("stem/bias"), dout: acts.dStream, rows: sb, cols: c)
-    gemm(
-      .transpose, .none, m: cfg.patchLength, n: c, k: sb, a: acts.patches, lda: cfg.patchLength,
-      b: acts.dStream, ldb: c, beta: 1, c: g + stemKernel, ldc: c)
+    // stem: x_0 = patches · K + bias (or the CNN stem)
+    if cfg.cnnStemLayers.isEmpty {
+      let stemKernel = table.offset("stem/kernel")
+      biasBackwardColumns(dbias: g + table.offset("stem/bias"), dout: acts.dStream, rows: sb, cols: c)
+      gemm(
+        .transpose, .none, m: cfg.patchLength, n: c, k: sb, a: acts.patches, lda: cfg.patchLength,
+        b: acts.dStream, ldb: c, beta: 1, c: g + stemKernel, ldc: c)
+    } else {
+      cnnStemBackward(acts: acts)
+    }
     onReady?(0)
+  }
+
+  /// The CNN stem backward: the forward's layers in reverse; the image gradient goes to scratch.
+  func cnnStemBackward(acts: Activations) {
+    let cfg = config
+    let w = parameters.pointer, g = gradients.pointer
+    let layers = cfg.cnnStemLayers
+    let last = layers.count - 1
+    tokensToImage(
+      map: acts.stemGrad[last], tokens: acts.dStream, batch: acts.batch, gridHeight: cfg.gridHeight,
+      gridWidth: cfg.gridWidth, channels: cfg.hidden)
+    for j in stride(from: last, through: 0, by: -1) {
+      let layer = layers[j]
+      if j < last {  // through the GELU after layer j
+        let n = acts.batch * (layer.height / 2) * (layer.width / 2) * layer.outChannels
+        geluBackward(dinp: acts.stemGrad[j], dout: acts.stemGrad[j], inp: acts.stemPre[j], count: n, kind: cfg.gelu)
+      }
+      // the image's own gradient is not needed: layer 0 writes it to scratch
+      let dinp = j > 0 ? acts.stemGrad[j - 1] : acts.stemScratch
+      dinp.update(repeating: 0, count: acts.batch * layer.height * layer.width * layer.inChannels)
+      let kernel = table.offset("stem/Conv_\(j)/kernel")
+      imageConvBackward(
+        dinp: dinp, dweight: g + kernel, dbias: g + table.offset("stem/Conv_\(j)/bias"),
+        dout: acts.stemGrad[j], columns: acts.stemColumns[j], weight: w + kernel,
+        scratch: j == 0 ? acts.stemColumns[0] : acts.stemScratch, batch: acts.batch,
+        height: layer.height, width: layer.width, inChannels: layer.inChannels,
+        outChannels: layer.outChannels, kernel: 3, stride: 2)
+    }
   }
 
   /// One MixerBlock backward: channel branch then token branch. On entry `acts.dStream` holds

@@ -19,14 +19,18 @@ extension MixerModel {
     let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b
     let w = parameters.pointer
 
-    patchifyForward(
-      patches: acts.patches, images: images, batch: b, height: cfg.imageHeight,
-      width: cfg.imageWidth, patch: cfg.patch)
-    let stemKernel = table.offset("stem/kernel"), stemBias = table.offset("stem/bias")
-    broadcastColumns(out: acts.stream[0], bias: w + stemBias, rows: sb, cols: c)
-    gemm(
-      .none, .none, m: sb, n: c, k: cfg.patchLength, a: acts.patches, lda: cfg.patchLength,
-      b: w + stemKernel, ldb: c, beta: 1, c: acts.stream[0], ldc: c)
+    if cfg.cnnStemLayers.isEmpty {
+      patchifyForward(
+        patches: acts.patches, images: images, batch: b, height: cfg.imageHeight,
+        width: cfg.imageWidth, patch: cfg.patch)
+      let stemKernel = table.offset("stem/kernel"), stemBias = table.offset("stem/bias")
+      broadcastColumns(out: acts.stream[0], bias: w + stemBias, rows: sb, cols: c)
+      gemm(
+        .none, .none, m: sb, n: c, k: cfg.patchLength, a: acts.patches, lda: cfg.patchLength,
+        b: w + stemKernel, ldb: c, beta: 1, c: acts.stream[0], ldc: c)
+    } else {
+      cnnStemForward(images: images, acts: acts)
+    }
 
     let ids = sampleIDs ?? Array(0..<b)
     if let reg = regularization { prepareMasks(acts: acts, regularization: reg, sampleIDs: ids) }
@@ -119,6 +123,30 @@ extension MixerModel {
       xOut.update(from: xMid, count: sb * c)
       residualForward(x: xOut, branch: acts.branch, keep: keep, tokens: s, batch: b, channels: c)
     }
+  }
+
+  /// The CNN stem: stride-2 3×3 convolutions with GELU between them, the last one ending at C
+  /// channels on the (H/P)×(W/P) grid, then laid out token-major as x_0.
+  func cnnStemForward(images: UnsafePointer<Float>, acts: Activations) {
+    let cfg = config
+    let w = parameters.pointer
+    let layers = cfg.cnnStemLayers
+    var input = images
+    for (j, layer) in layers.enumerated() {
+      let n = acts.batch * (layer.height / 2) * (layer.width / 2) * layer.outChannels
+      imageConvForward(
+        out: acts.stemPre[j], columns: acts.stemColumns[j], inp: input,
+        weight: w + table.offset("stem/Conv_\(j)/kernel"), bias: w + table.offset("stem/Conv_\(j)/bias"),
+        batch: acts.batch, height: layer.height, width: layer.width, inChannels: layer.inChannels,
+        outChannels: layer.outChannels, kernel: 3, stride: 2)
+      if j < layers.count - 1 {
+        geluForward(out: acts.stemAct[j], inp: acts.stemPre[j], count: n, kind: cfg.gelu)
+        input = UnsafePointer(acts.stemAct[j])
+      }
+    }
+    imageToTokens(
+      tokens: acts.stream[0], map: acts.stemPre[layers.count - 1], batch: acts.batch,
+      gridHeight: cfg.gridHeight, gridWidth: cfg.gridWidth, channels: cfg.hidden)
   }
 
   /// The token-mixing MLP of block i, added into `target` `[S, B·C]`: target += W2ᵀ·gelu(W1ᵀ·Y + b1) + b2.

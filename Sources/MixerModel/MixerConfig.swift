@@ -55,6 +55,24 @@ public struct MixerConfig: Codable, Equatable, Sendable {
   public var attentionHeads: Int?
   /// kernel size of conv blocks (nil: 3)
   public var convKernel: Int?
+  /// "cnn": a stack of strided 3×3 convolutions replaces the linear patch projection (nil: linear)
+  public var stem: String?
+
+  /// The CNN stem's layers: log2(P) stride-2 3×3 convolutions, channels doubling up to C
+  /// (e.g. P 4, C 128: 3→64→128); empty for the linear stem.
+  public var cnnStemLayers: [(inChannels: Int, outChannels: Int, height: Int, width: Int)] {
+    guard stem == "cnn" else { return [] }
+    var layers: [(Int, Int, Int, Int)] = []
+    var stride = 1, cin = 3, h = imageHeight, w = imageWidth
+    var count = 0
+    while stride < patch { stride *= 2; count += 1 }
+    for j in 0..<count {
+      let cout = max(1, hidden >> (count - 1 - j))
+      layers.append((cin, cout, h, w))
+      cin = cout; h /= 2; w /= 2
+    }
+    return layers
+  }
 
   /// The kind of block i.
   public func kind(ofBlock i: Int) -> BlockKind { blockKinds?[i] ?? .mixer }
@@ -111,6 +129,12 @@ public struct MixerConfig: Codable, Equatable, Sendable {
         throw ConfigError("the conv kernel must be odd and positive, got \(kernel)")
       }
     }
+    if let stem, stem != "linear" {
+      guard stem == "cnn" else { throw ConfigError("unknown stem '\(stem)' (known: linear, cnn)") }
+      guard patch >= 2, patch & (patch - 1) == 0 else {
+        throw ConfigError("the CNN stem needs a power-of-two patch (total stride), got \(patch)")
+      }
+    }
     if !(layerNormEpsilon > 0) {
       throw ConfigError("LayerNorm epsilon must be positive, got \(layerNormEpsilon)")
     }
@@ -157,7 +181,12 @@ public struct MixerConfig: Codable, Equatable, Sendable {
   /// Forward multiply-adds ×2 (FLOPs) for one image, counting only the matrix products.
   public var forwardFLOPsPerImage: Double {
     let s = Double(tokens), c = Double(hidden)
-    let stem = 2 * s * Double(patchLength) * c
+    var stem = 2 * s * Double(patchLength) * c
+    if !cnnStemLayers.isEmpty {
+      stem = cnnStemLayers.reduce(0.0) { total, layer in
+        total + 2 * Double(layer.height / 2 * (layer.width / 2)) * 9 * Double(layer.inChannels * layer.outChannels)
+      }
+    }
     let mixer = 2 * 2 * s * Double(tokensMLP) * c
     let attention = 2 * s * c * 3 * c + 2 * 2 * s * s * c + 2 * s * c * c
     let conv = 2 * s * Double(kernel * kernel) * c * c
@@ -175,7 +204,7 @@ public struct MixerConfig: Codable, Equatable, Sendable {
   /// Training FLOPs per image: forward plus backward (two products per forward product, except
   /// the stem, whose input gradient is not needed).
   public var trainingFLOPsPerImage: Double {
-    let stem = 2 * Double(tokens) * Double(patchLength) * Double(hidden)
+    let stem = cnnStemLayers.isEmpty ? 2 * Double(tokens) * Double(patchLength) * Double(hidden) : 0
     return 3 * forwardFLOPsPerImage - stem
   }
 }

@@ -43,8 +43,15 @@ public struct ParameterTable: Sendable {
     }
     let p = config.patch, c = config.hidden, s = config.tokens
     let ds = config.tokensMLP, dc = config.channelsMLP, k = config.classes
-    add("stem/kernel", [p, p, 3, c], .kernel, fanIn: p * p * 3)  // HWIO
-    add("stem/bias", [c], .bias)
+    let cnnStem = config.cnnStemLayers
+    if cnnStem.isEmpty {
+      add("stem/kernel", [p, p, 3, c], .kernel, fanIn: p * p * 3)  // HWIO
+      add("stem/bias", [c], .bias)
+    }
+    for (j, layer) in cnnStem.enumerated() {
+      add("stem/Conv_\(j)/kernel", [3, 3, layer.inChannels, layer.outChannels], .kernel, fanIn: 9 * layer.inChannels)
+      add("stem/Conv_\(j)/bias", [layer.outChannels], .bias)
+    }
     for i in 0..<config.blocks {
       let kind = config.kind(ofBlock: i)
       let block = kind.scope(i)

@@ -90,6 +90,19 @@ final class ModelGradientTests: XCTestCase {
     XCTAssertNil(table["AttentionBlock_0/token_mixing/Dense_0/kernel"])
   }
 
+  /// The CNN stem (two stride-2 3×3 convolutions for patch 4) in place of the linear one.
+  func testCNNStemBackwardMatchesFiniteDifferences() throws {
+    config.stem = "cnn"
+    config.blocks = 2
+    try checkDirectionalDerivatives(nil)
+    let table = ParameterTable(config: config)
+    XCTAssertEqual(table["stem/Conv_0/kernel"]?.shape, [3, 3, 3, 10])
+    XCTAssertEqual(table["stem/Conv_1/kernel"]?.shape, [3, 3, 10, 20])
+    XCTAssertNil(table["stem/kernel"])
+    config.patch = 3
+    XCTAssertThrowsError(try config.validate())
+  }
+
   func testBackwardWithStochasticDepthAndDropout() throws {
     let reg = Regularization(stochasticDepth: 0.6, dropout: 0.2, seed: 5, step: 2)
     try checkDirectionalDerivatives(reg)
