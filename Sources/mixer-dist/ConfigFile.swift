@@ -48,6 +48,11 @@ enum ConfigFile {
     guard let mapping = loaded as? [String: Any] else {
       throw ConfigFileError("\(path) must be a mapping of flag names to values")
     }
+    return try flags(from: mapping, source: path)
+  }
+
+  /// The flags a mapping stands for: `key: value` → `--key=value`, `key: true` → `--key`.
+  static func flags(from mapping: [String: Any], source path: String) throws -> [String] {
     var result: [String] = []
     for key in mapping.keys.sorted() {
       let value = mapping[key]!
