@@ -40,11 +40,9 @@ public func imageConvForward(
       columns: columns, inp: inp, batch: batch, height: height, width: width,
       inChannels: inChannels, kernel: kernel, stride: stride)
   }
-  broadcastColumns(out: out, bias: bias, rows: rows, cols: outChannels)
-  // out[B·Ho·Wo, Cout] += columns[B·Ho·Wo, K·K·Cin] · weight[K·K·Cin, Cout]
-  gemm(
-    .none, .none, m: rows, n: outChannels, k: patchLength, a: columns, lda: patchLength,
-    b: weight, ldb: outChannels, beta: 1, c: out, ldc: outChannels)
+  columnsProductForward(
+    out: out, columns: columns, weight: weight, bias: bias, rows: rows, patchLength: patchLength,
+    outChannels: outChannels)
 }
 
 /// dweight (`[K, K, Cin, Cout]`) += columnsᵀ·dout, dbias (`[Cout]`) += Σ_rows dout,
@@ -61,15 +59,10 @@ public func imageConvBackward(
   checkImageConvSizes(height: height, width: width, kernel: kernel, stride: stride)
   let rows = batch * (height / stride) * (width / stride)
   let patchLength = kernel * kernel * inChannels
-  // dweight[K·K·Cin, Cout] += columnsᵀ · dout[B·Ho·Wo, Cout]
-  gemm(
-    .transpose, .none, m: patchLength, n: outChannels, k: rows, a: columns, lda: patchLength,
-    b: dout, ldb: outChannels, beta: 1, c: dweight, ldc: outChannels)
-  biasBackwardColumns(dbias: dbias, dout: dout, rows: rows, cols: outChannels)
-  // scratch[B·Ho·Wo, K·K·Cin] = dout · weightᵀ   (columns is not read after this point)
-  gemm(
-    .none, .transpose, m: rows, n: patchLength, k: outChannels, a: dout, lda: outChannels,
-    b: weight, ldb: outChannels, beta: 0, c: scratch, ldc: patchLength)
+  // columns is not read after this: scratch may be the same buffer
+  columnsProductBackward(
+    dweight: dweight, dbias: dbias, scratch: scratch, dout: dout, columns: columns, weight: weight,
+    rows: rows, patchLength: patchLength, outChannels: outChannels)
   KernelProfile.measure("image conv col2im") {
     imageCol2im(
       dinp: dinp, columns: scratch, batch: batch, height: height, width: width,

@@ -32,11 +32,9 @@ public func tokenConvForward(
       columns: columns, inp: inp, gridHeight: gridHeight, gridWidth: gridWidth, batch: batch,
       inChannels: inChannels, kernel: kernel)
   }
-  broadcastColumns(out: out, bias: bias, rows: rows, cols: outChannels)
-  // out[S·B, Cout] += columns[S·B, K·K·Cin] · weight[K·K·Cin, Cout]
-  gemm(
-    .none, .none, m: rows, n: outChannels, k: patchLength, a: columns, lda: patchLength,
-    b: weight, ldb: outChannels, beta: 1, c: out, ldc: outChannels)
+  columnsProductForward(
+    out: out, columns: columns, weight: weight, bias: bias, rows: rows, patchLength: patchLength,
+    outChannels: outChannels)
 }
 
 /// dweight (`[K, K, Cin, Cout]`) += columnsᵀ·dout, dbias (`[Cout]`) += Σ_rows dout,
@@ -51,15 +49,10 @@ public func tokenConvBackward(
   precondition(kernel > 0 && kernel % 2 == 1, "tokenConvBackward: kernel \(kernel) must be odd")
   let rows = gridHeight * gridWidth * batch
   let patchLength = kernel * kernel * inChannels
-  // dweight[K·K·Cin, Cout] += columnsᵀ · dout[S·B, Cout]
-  gemm(
-    .transpose, .none, m: patchLength, n: outChannels, k: rows, a: columns, lda: patchLength,
-    b: dout, ldb: outChannels, beta: 1, c: dweight, ldc: outChannels)
-  biasBackwardColumns(dbias: dbias, dout: dout, rows: rows, cols: outChannels)
-  // scratch[S·B, K·K·Cin] = dout · weightᵀ   (columns is not read after this point)
-  gemm(
-    .none, .transpose, m: rows, n: patchLength, k: outChannels, a: dout, lda: outChannels,
-    b: weight, ldb: outChannels, beta: 0, c: scratch, ldc: patchLength)
+  // columns is not read after this: scratch may be the same buffer
+  columnsProductBackward(
+    dweight: dweight, dbias: dbias, scratch: scratch, dout: dout, columns: columns, weight: weight,
+    rows: rows, patchLength: patchLength, outChannels: outChannels)
   KernelProfile.measure("token conv col2im") {
     tokenCol2im(
       dinp: dinp, columns: scratch, gridHeight: gridHeight, gridWidth: gridWidth, batch: batch,
