@@ -9,23 +9,16 @@ public enum KernelProfile {
   public nonisolated(unsafe) static var seconds: [String: Double] = [:]
   public nonisolated(unsafe) static var flops: [String: Double] = [:]
 
-  @inline(__always)
-  static func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-  }
-
   /// Runs `body`, adding its time to `family` when profiling is on.
   @inline(__always)
   public static func measure<T>(
     _ family: @autoclosure () -> String, flops count: @autoclosure () -> Double = 0, _ body: () -> T
   ) -> T {
     guard enabled else { return body() }
-    let start = now()
+    let start = monotonicSeconds()
     let result = body()
     let name = family()
-    seconds[name, default: 0] += now() - start
+    seconds[name, default: 0] += monotonicSeconds() - start
     flops[name, default: 0] += count()
     return result
   }
@@ -34,4 +27,12 @@ public enum KernelProfile {
     seconds = [:]
     flops = [:]
   }
+}
+
+/// Seconds since an arbitrary origin, monotonic (the clock of every timing in the project).
+@inline(__always)
+public func monotonicSeconds() -> Double {
+  var ts = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &ts)
+  return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }

@@ -8,13 +8,6 @@ import MixerDistributed
 import MixerKernels
 import MixerModel
 
-/// Seconds since an arbitrary origin, monotonic.
-public func monotonicSeconds() -> Double {
-  var ts = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &ts)
-  return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
 /// Best-of-`repeats` GFLOP/s of an `m×k · k×n` sgemm (beta 0).
 public func measureSgemm(m: Int, n: Int, k: Int, repeats: Int = 5) -> Double {
   let a = FlatBuffer(count: m * k, repeating: 0.5)
