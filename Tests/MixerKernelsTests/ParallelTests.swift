@@ -1,5 +1,6 @@
 // The row-parallel elementwise kernels give the single-thread results (exactly where no sum
-// crosses chunks; to float rounding for the per-column parameter gradients).
+// crosses chunks; to float rounding for the per-column parameter gradients). The pixel-wise
+// cross-entropy runs images in parallel and is exact.
 
 import MixerKernels
 import XCTest
@@ -44,5 +45,27 @@ final class ParallelTests: XCTestCase {
     }
     // and the same again: deterministic for a fixed thread count
     XCTAssertEqual(run(threads: 3, rows: 2048, cols: 48), parallel)
+  }
+
+  func testPixelCrossEntropyImagesInParallelAreExact() {
+    // 5 images of 1024 pixels and 7 classes: 36k elements each, 3 chunks
+    func run(threads: Int) -> [[Float]] {
+      KernelThreads.count = threads
+      var random = TestRandom(seed: 42)
+      let (batch, pixels, classes) = (5, 1024, 7)
+      let logits = random.floats(batch * pixels * classes, in: -3...3)
+      let labels = (0..<(batch * pixels)).map { Int32($0 % 11 == 0 ? -1 : ($0 * 5) % classes) }
+      var losses = [Float](repeating: 0, count: batch), valid = losses
+      var probs = [Float](repeating: 0, count: logits.count)
+      pixelCrossEntropyForward(
+        losses: &losses, probs: &probs, validCounts: &valid, logits: logits, labels: labels, batch: batch,
+        pixels: pixels, classes: classes, smoothing: 0.1, ignore: -1)
+      var dlogits = probs
+      pixelCrossEntropyBackward(
+        dlogits: &dlogits, probs: probs, validCounts: valid, labels: labels, batch: batch, pixels: pixels,
+        classes: classes, smoothing: 0.1, scale: 0.5, ignore: -1)
+      return [losses, valid, probs, dlogits]
+    }
+    XCTAssertEqual(run(threads: 3), run(threads: 1))
   }
 }
