@@ -25,6 +25,20 @@ public final class Activations {
   public let targets: UnsafeMutablePointer<Float>  // [B, K]
   public let losses: UnsafeMutablePointer<Float>  // [B]
   let keep: [UnsafeMutablePointer<Float>]  // L × [B]: stochastic-depth keep mask (0/1)
+  // segmentation head (empty buffers for classification)
+  let tokenLogits: UnsafeMutablePointer<Float>  // [S, B, P·P·K]; its gradient in backward
+  /// per-pixel logits `[B, H, W, K]` (segmentation)
+  public let pixelLogits: UnsafeMutablePointer<Float>
+  /// per-pixel softmax `[B, H, W, K]` after `loss` (segmentation); backward turns it into the
+  /// logits' gradient in place
+  public let pixelProbabilities: UnsafeMutablePointer<Float>
+  /// labelled pixels per image `[B]` after `loss` (segmentation)
+  public let validPixels: UnsafeMutablePointer<Float>
+  /// the class of every pixel `[B, H, W]`, or `SegmentationMask.ignore` (-1): the segmentation
+  /// targets, set by the caller before `loss`
+  public let masks: UnsafeMutablePointer<Int32>
+  /// label smoothing of the segmentation loss (classification bakes it into `targets`)
+  public var labelSmoothing: Float = 0
   // hybrid blocks (empty buffers for blocks of other kinds)
   let qkv: [UnsafeMutablePointer<Float>]  // L × [S, B, 3C]
   let attentionProbabilities: [UnsafeMutablePointer<Float>]  // L × [B, H, S, S]
@@ -94,6 +108,11 @@ public final class Activations {
     let headIndex = [take(sbc), take(s * batch), take(s * batch), take(batch * c)]
     let outIndex = [take(batch * k), take(batch * k), take(batch * k), take(batch)]
     let keepIndex = (0..<l).map { _ in take(batch) }
+    let pixelCount = config.isSegmentation ? batch * config.imageHeight * config.imageWidth : 0
+    let segmentationIndex = [
+      take(config.isSegmentation ? s * batch * config.headOutputs : 0), take(pixelCount * k),
+      take(pixelCount * k), take(batch),
+    ]
     let scratchIndex = [
       take(sbc), take(sbc), take(sbc), take(max(tokenHidden, channelHidden)), take(batch * c),
       take(batch * k), take(sbc),
@@ -132,6 +151,13 @@ public final class Activations {
     targets = at(outIndex[2])
     losses = at(outIndex[3])
     keep = keepIndex.map(at)
+    tokenLogits = at(segmentationIndex[0])
+    pixelLogits = at(segmentationIndex[1])
+    pixelProbabilities = at(segmentationIndex[2])
+    validPixels = at(segmentationIndex[3])
+    maskCount = max(1, pixelCount)
+    masks = UnsafeMutablePointer<Int32>.allocate(capacity: maskCount)
+    masks.initialize(repeating: -1, count: maskCount)
     dStream = at(scratchIndex[0])
     dNorm = at(scratchIndex[1])
     dBranch = at(scratchIndex[2])
@@ -166,10 +192,13 @@ public final class Activations {
     channelDropMask = (0..<l).map { p + l * tokenHidden + $0 * channelHidden }
   }
 
+  let maskCount: Int
+
   /// Bytes held by this arena.
-  public var byteCount: Int { storageCount * MemoryLayout<Float>.stride }
+  public var byteCount: Int { storageCount * MemoryLayout<Float>.stride + maskCount * 4 }
 
   deinit {
+    masks.deallocate()
     storage.deallocate()
     dropStorage?.deallocate()
   }

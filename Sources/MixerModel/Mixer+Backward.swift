@@ -9,9 +9,21 @@ import MixerKernels
 extension MixerModel {
   /// Loss of the micro-batch in `acts` against `acts.targets` (`[B, K]` distributions); returns
   /// the sum of per-example losses (the caller divides by the global batch).
+  /// For segmentation the targets are `acts.masks` and an image's loss is the mean over its
+  /// labelled pixels.
   @discardableResult
   public func loss(acts: Activations) -> Double {
     let b = acts.batch, k = config.classes
+    if config.isSegmentation {
+      pixelCrossEntropyForward(
+        losses: acts.losses, probs: acts.pixelProbabilities, validCounts: acts.validPixels,
+        logits: acts.pixelLogits, labels: acts.masks, batch: b,
+        pixels: config.imageHeight * config.imageWidth, classes: k, smoothing: acts.labelSmoothing,
+        ignore: -1)
+      var total = 0.0
+      for e in 0..<b { total += Double(acts.losses[e]) }
+      return total
+    }
     softmaxCrossEntropyForward(
       losses: acts.losses, probs: acts.probabilities, logits: acts.logits, targets: acts.targets,
       batch: b, classes: k)
@@ -27,22 +39,14 @@ extension MixerModel {
     onReady: ((Int) -> Void)? = nil
   ) {
     let cfg = config
-    let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b, k = cfg.classes
+    let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b
     let w = parameters.pointer, g = gradients.pointer
 
-    // head: logits = pooled · W + bias
-    softmaxCrossEntropyBackward(
-      dlogits: acts.dLogits, probs: acts.probabilities, targets: acts.targets, batch: b,
-      classes: k, scale: lossScale)
-    let headKernel = table.offset("head/kernel"), headBias = table.offset("head/bias")
-    biasBackwardColumns(dbias: g + headBias, dout: acts.dLogits, rows: b, cols: k)
-    gemm(
-      .transpose, .none, m: c, n: k, k: b, a: acts.pooled, lda: c, b: acts.dLogits, ldb: k,
-      beta: 1, c: g + headKernel, ldc: k)
-    gemm(
-      .none, .transpose, m: b, n: c, k: k, a: acts.dLogits, lda: k, b: w + headKernel, ldb: k,
-      beta: 0, c: acts.dPooled, ldc: c)
-    tokenMeanBackward(dinp: acts.dNorm, dout: acts.dPooled, tokens: s, batch: b, channels: c)
+    if cfg.isSegmentation {
+      segmentationHeadBackward(acts: acts, lossScale: lossScale)
+    } else {
+      classificationHeadBackward(acts: acts, lossScale: lossScale)
+    }
     let scale = table.offset("pre_head_layer_norm/scale")
     acts.dStream.update(repeating: 0, count: sb * c)
     layerNormBackward(
@@ -67,6 +71,49 @@ extension MixerModel {
       cnnStemBackward(acts: acts)
     }
     onReady?(0)
+  }
+
+  /// The classification head in reverse: logits = mean_s(Y) · W + bias; leaves dY in `acts.dNorm`.
+  func classificationHeadBackward(acts: Activations, lossScale: Float) {
+    let cfg = config
+    let b = acts.batch, s = cfg.tokens, c = cfg.hidden, k = cfg.classes
+    let w = parameters.pointer, g = gradients.pointer
+    softmaxCrossEntropyBackward(
+      dlogits: acts.dLogits, probs: acts.probabilities, targets: acts.targets, batch: b,
+      classes: k, scale: lossScale)
+    let headKernel = table.offset("head/kernel"), headBias = table.offset("head/bias")
+    biasBackwardColumns(dbias: g + headBias, dout: acts.dLogits, rows: b, cols: k)
+    gemm(
+      .transpose, .none, m: c, n: k, k: b, a: acts.pooled, lda: c, b: acts.dLogits, ldb: k,
+      beta: 1, c: g + headKernel, ldc: k)
+    gemm(
+      .none, .transpose, m: b, n: c, k: k, a: acts.dLogits, lda: k, b: w + headKernel, ldb: k,
+      beta: 0, c: acts.dPooled, ldc: c)
+    tokenMeanBackward(dinp: acts.dNorm, dout: acts.dPooled, tokens: s, batch: b, channels: c)
+  }
+
+  /// The segmentation head in reverse: pixel loss → patch logits → Dense; leaves dY in `acts.dNorm`.
+  func segmentationHeadBackward(acts: Activations, lossScale: Float) {
+    let cfg = config
+    let b = acts.batch, c = cfg.hidden, sb = cfg.tokens * b, n = cfg.headOutputs
+    let w = parameters.pointer, g = gradients.pointer
+    let dPixels = acts.pixelProbabilities  // in place: the probabilities are not needed after this
+    pixelCrossEntropyBackward(
+      dlogits: dPixels, probs: dPixels, validCounts: acts.validPixels,
+      labels: acts.masks, batch: b, pixels: cfg.imageHeight * cfg.imageWidth, classes: cfg.classes,
+      smoothing: acts.labelSmoothing, scale: lossScale, ignore: -1)
+    let dTokens = acts.tokenLogits  // the patch logits are not needed any more
+    tokensToPixelsBackward(
+      dtokens: dTokens, dpixels: dPixels, batch: b, height: cfg.imageHeight,
+      width: cfg.imageWidth, patch: cfg.patch, channels: cfg.classes)
+    let kernel = table.offset("segmentation_head/kernel")
+    biasBackwardColumns(dbias: g + table.offset("segmentation_head/bias"), dout: dTokens, rows: sb, cols: n)
+    gemm(
+      .transpose, .none, m: c, n: n, k: sb, a: acts.headNormOut, lda: c, b: dTokens, ldb: n,
+      beta: 1, c: g + kernel, ldc: n)
+    gemm(
+      .none, .transpose, m: sb, n: c, k: n, a: dTokens, lda: n, b: w + kernel, ldb: n,
+      beta: 0, c: acts.dNorm, ldc: c)
   }
 
   /// The CNN stem backward: the forward's layers in reverse; the image gradient goes to scratch.

@@ -44,12 +44,31 @@ extension MixerModel {
       weight: w + table.offset("pre_head_layer_norm/scale"),
       bias: w + table.offset("pre_head_layer_norm/bias"), rows: sb, channels: c,
       epsilon: cfg.layerNormEpsilon)
+    if cfg.isSegmentation {
+      segmentationHeadForward(acts: acts)
+      return
+    }
     tokenMeanForward(out: acts.pooled, inp: acts.headNormOut, tokens: s, batch: b, channels: c)
     let k = cfg.classes
     broadcastColumns(out: acts.logits, bias: w + table.offset("head/bias"), rows: b, cols: k)
     gemm(
       .none, .none, m: b, n: k, k: c, a: acts.pooled, lda: c, b: w + table.offset("head/kernel"),
       ldb: k, beta: 1, c: acts.logits, ldc: k)
+  }
+
+  /// The segmentation head: every token of LN_pre(x) `[S·B, C]` through one Dense to its
+  /// P·P·K patch of logits, then reassembled into `acts.pixelLogits` `[B, H, W, K]`.
+  func segmentationHeadForward(acts: Activations) {
+    let cfg = config
+    let w = parameters.pointer
+    let sb = cfg.tokens * acts.batch, n = cfg.headOutputs
+    broadcastColumns(out: acts.tokenLogits, bias: w + table.offset("segmentation_head/bias"), rows: sb, cols: n)
+    gemm(
+      .none, .none, m: sb, n: n, k: cfg.hidden, a: acts.headNormOut, lda: cfg.hidden,
+      b: w + table.offset("segmentation_head/kernel"), ldb: n, beta: 1, c: acts.tokenLogits, ldc: n)
+    tokensToPixelsForward(
+      pixels: acts.pixelLogits, tokens: acts.tokenLogits, batch: acts.batch, height: cfg.imageHeight,
+      width: cfg.imageWidth, patch: cfg.patch, channels: cfg.classes)
   }
 
   /// One MixerBlock: token mixing then channel mixing, each a pre-norm residual branch.

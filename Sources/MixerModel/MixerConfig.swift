@@ -37,6 +37,15 @@ public enum BlockKind: String, Codable, Sendable, CaseIterable {
   var usesAttention: Bool { self == .attention || self == .mixerAttention }
 }
 
+/// What the network predicts.
+public enum MixerTask: String, Codable, Sendable, CaseIterable {
+  /// one class per image: pre-head LayerNorm, mean over tokens, `head` Dense to K (the paper)
+  case classification
+  /// one class per pixel: pre-head LayerNorm, then `segmentation_head` projects every token to its
+  /// P×P×K patch of logits, reassembled to `[B, H, W, K]`
+  case segmentation
+}
+
 /// Everything that fixes the shapes and numerics of a Mixer.
 public struct MixerConfig: Codable, Equatable, Sendable {
   public var imageHeight: Int
@@ -57,6 +66,13 @@ public struct MixerConfig: Codable, Equatable, Sendable {
   public var convKernel: Int?
   /// "cnn": a stack of strided 3×3 convolutions replaces the linear patch projection (nil: linear)
   public var stem: String?
+  /// nil: classification
+  public var task: MixerTask?
+
+  /// True for a per-pixel (segmentation) head.
+  public var isSegmentation: Bool { task == .segmentation }
+  /// Outputs of the head per token: K, or P·P·K for segmentation.
+  public var headOutputs: Int { isSegmentation ? patch * patch * classes : classes }
 
   /// The CNN stem's layers: log2(P) stride-2 3×3 convolutions, channels doubling up to C
   /// (e.g. P 4, C 128: 3→64→128); empty for the linear stem.
@@ -166,7 +182,7 @@ public struct MixerConfig: Codable, Equatable, Sendable {
     let gh = gridHeight, gw = gridWidth
     return sumOfProducts([
       [p, p, 3, c], [c], [l, 5, c], [l, 2, gh, gw, ds], [l, ds], [l, gh, gw], [l, 2, c, dc], [l, dc],
-      [2, c], [c, k], [k],
+      [2, c], [c, k], [k], [c, p, p, k], [p, p, k],
     ])
   }
 
@@ -175,7 +191,7 @@ public struct MixerConfig: Codable, Equatable, Sendable {
     let c = hidden, s = tokens
     let stem = patchLength * c + c
     let block = 4 * c + 2 * s * tokensMLP + tokensMLP + s + 2 * c * channelsMLP + channelsMLP + c
-    return stem + blocks * block + 2 * c + (c * classes + classes)
+    return stem + blocks * block + 2 * c + (c * headOutputs + headOutputs)
   }
 
   /// Forward multiply-adds ×2 (FLOPs) for one image, counting only the matrix products.
@@ -191,7 +207,7 @@ public struct MixerConfig: Codable, Equatable, Sendable {
     let attention = 2 * s * c * 3 * c + 2 * 2 * s * s * c + 2 * s * c * c
     let conv = 2 * s * Double(kernel * kernel) * c * c
     let channel = 2 * 2 * s * c * Double(channelsMLP)
-    let head = 2 * c * Double(classes)
+    let head = isSegmentation ? 2 * s * c * Double(headOutputs) : 2 * c * Double(classes)
     var body = 0.0
     for i in 0..<blocks {
       let kind = kind(ofBlock: i)

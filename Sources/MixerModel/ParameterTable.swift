@@ -83,8 +83,14 @@ public struct ParameterTable: Sendable {
     }
     add("pre_head_layer_norm/scale", [c], .scale)
     add("pre_head_layer_norm/bias", [c], .bias)
-    add("head/kernel", [c, k], .headKernel)
-    add("head/bias", [k], .bias)
+    if config.isSegmentation {
+      // a Dense from each token to its patch of per-pixel logits, (row, column, class) order
+      add("segmentation_head/kernel", [c, p * p * k], .headKernel)
+      add("segmentation_head/bias", [p * p * k], .bias)
+    } else {
+      add("head/kernel", [c, k], .headKernel)
+      add("head/bias", [k], .bias)
+    }
     self.views = views
     self.count = offset
     var index: [String: Int] = [:]

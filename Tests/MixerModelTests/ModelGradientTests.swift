@@ -31,8 +31,17 @@ final class ModelGradientTests: XCTestCase {
     images.withUnsafeBufferPointer {
       model.forward(images: $0.baseAddress!, acts: acts, regularization: reg, sampleIDs: [10, 11, 12])
     }
-    labels.withUnsafeBufferPointer {
-      smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: config.classes, smoothing: 0.1)
+    if config.isSegmentation {
+      // a class per pixel from the image's labels, every seventh pixel ignored
+      let n = config.imageHeight * config.imageWidth
+      for e in 0..<batch {
+        for q in 0..<n { acts.masks[e * n + q] = q % 7 == 3 ? -1 : Int32((Int(labels[e]) + q / 5) % config.classes) }
+      }
+      acts.labelSmoothing = 0.1
+    } else {
+      labels.withUnsafeBufferPointer {
+        smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: config.classes, smoothing: 0.1)
+      }
     }
     return model.loss(acts: acts) / Double(batch)
   }
@@ -101,6 +110,52 @@ final class ModelGradientTests: XCTestCase {
     XCTAssertNil(table["stem/kernel"])
     config.patch = 3
     XCTAssertThrowsError(try config.validate())
+  }
+
+  /// The segmentation head (each token to its P×P×K patch of logits, pixel-wise cross-entropy with
+  /// ignored pixels and label smoothing), on the paper's blocks and on a hybrid with the CNN stem.
+  func testSegmentationHeadBackwardMatchesFiniteDifferences() throws {
+    config.task = .segmentation
+    try checkDirectionalDerivatives(nil)
+    try checkDirectionalDerivatives(Regularization(stochasticDepth: 0.6, dropout: 0.2, seed: 5, step: 2))
+    let table = ParameterTable(config: config)
+    XCTAssertEqual(table["segmentation_head/kernel"]?.shape, [20, 4 * 4 * 5])
+    XCTAssertEqual(table["segmentation_head/bias"]?.shape, [4 * 4 * 5])
+    XCTAssertNil(table["head/kernel"])
+    XCTAssertEqual(config.parameterCount, table.count)
+    config.blocks = 2
+    config.blockKinds = [.attention, .conv]
+    config.attentionHeads = 2
+    config.stem = "cnn"
+    try checkDirectionalDerivatives(nil)
+  }
+
+  /// The reassembled logits: pixel (y, x) of image b, class k, is output ((y mod P)·P + x mod P)·K + k
+  /// of the head applied to token (y / P, x / P) of LN_pre(x_L).
+  func testSegmentationLogitsAreTheHeadOfEachPixelsToken() throws {
+    config.task = .segmentation
+    let (model, images, labels) = try makeModel()
+    let acts = Activations(config: config, batch: batch)
+    _ = loss(model, acts, images, labels, nil)
+    let p = config.patch, k = config.classes, c = config.hidden, w = config.imageWidth
+    let n = config.headOutputs
+    let kernel = model.parameter("segmentation_head/kernel")!, bias = model.parameter("segmentation_head/bias")!
+    var worst = 0.0
+    for e in 0..<batch {
+      for y in 0..<config.imageHeight {
+        for x in 0..<w {
+          let token = (y / p) * config.gridWidth + x / p
+          for cls in 0..<k {
+            let j = ((y % p) * p + x % p) * k + cls
+            var expected = Double(bias[j])
+            for ch in 0..<c { expected += Double(acts.headNormOut[(token * batch + e) * c + ch]) * Double(kernel[ch * n + j]) }
+            let got = Double(acts.pixelLogits[((e * config.imageHeight + y) * w + x) * k + cls])
+            worst = max(worst, abs(got - expected) / max(1, abs(expected)))
+          }
+        }
+      }
+    }
+    XCTAssertLessThan(worst, 1e-5)
   }
 
   func testBackwardWithStochasticDepthAndDropout() throws {
