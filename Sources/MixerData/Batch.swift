@@ -14,6 +14,8 @@ public struct Batch: Sendable {
   public var labels: [Int32]
   /// Mixup partner labels and weight when the pixels are mixed (nil otherwise).
   public var mixup: MixupLabels?
+  /// Segmentation masks, `[B, H, W]` class indices (empty for classification data).
+  public var masks: [Int32] = []
 
   /// Samples in the batch (B).
   public var size: Int { indices.count }

@@ -40,6 +40,8 @@ public struct DataOptions: Equatable, Sendable, Codable {
   /// The synthetic `shapes` data: number of images per split (nil: 50,000 / 5,000).
   public var trainExamples: Int?
   public var validationExamples: Int?
+  /// Segmentation folders without a `classes.txt`: the number of classes (the model's `--classes`).
+  public var segmentationClasses: Int?
 
   public init() {}
 

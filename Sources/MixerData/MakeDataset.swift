@@ -1,9 +1,11 @@
 // `--data KIND:PATH` → a dataset. KIND is one of shapes, folder, cifar10, cifar100, mnist,
-// fashion-mnist; given a bare PATH the kind is inferred from what the directory holds:
+// fashion-mnist, and for segmentation segshapes (embedded) and segfolder (images + PNG masks);
+// given a bare PATH the kind is inferred from what the directory holds:
 //   data_batch_1.bin (or cifar-10-batches-bin/)  → cifar10
 //   train.bin + test.bin (or cifar-100-binary/)  → cifar100
 //   train-images-idx3-ubyte[.gz]                 → mnist (Fashion-MNIST has the same files: say
 //                                                  fashion-mnist:PATH to get its class names)
+//   images/ + masks/ (or train/images/)          → segfolder
 //   train/ or class folders holding images       → folder
 
 import Foundation
@@ -16,6 +18,13 @@ public enum DataKind: String, Sendable, CaseIterable, Codable {
   case cifar100
   case mnist
   case fashionMNIST = "fashion-mnist"
+  case segshapes
+  case segfolder
+
+  /// Kinds that need no path.
+  var isEmbedded: Bool { self == .shapes || self == .segshapes }
+  /// Kinds with a class per pixel.
+  public var isSegmentation: Bool { self == .segshapes || self == .segfolder }
 }
 
 /// Splits `KIND:PATH` (or infers the kind of a bare `PATH`); `shapes` needs no path.
@@ -24,17 +33,17 @@ public func parseDataSpec(_ spec: String) throws -> (kind: DataKind, path: Strin
     let kind = DataKind(rawValue: String(spec[..<colon]).lowercased())
   {
     let path = String(spec[spec.index(after: colon)...])
-    guard kind == .shapes || !path.isEmpty else {
+    guard kind.isEmbedded || !path.isEmpty else {
       throw DataError.invalidConfiguration(
         "--data \(spec): give the path after '\(kind.rawValue):'")
     }
     return (kind, path)
   }
   if let kind = DataKind(rawValue: spec.lowercased()) {
-    guard kind == .shapes else {
+    guard kind.isEmbedded else {
       throw DataError.invalidConfiguration("--data \(spec) needs a path: \(kind.rawValue):PATH")
     }
-    return (.shapes, "")
+    return (kind, "")
   }
   if spec.lowercased() == "default" { return (.shapes, "") }
   return (try inferDataKind(directory: spec), spec)
@@ -57,6 +66,11 @@ public func inferDataKind(directory: String) throws -> DataKind {
     has($0) || has($0 + ".gz")
   }) {
     return .mnist
+  }
+  if isDirectory(url.appendingPathComponent("images").path) && isDirectory(url.appendingPathComponent("masks").path)
+    || isDirectory(url.appendingPathComponent("train/images").path)
+  {
+    return .segfolder
   }
   if isDirectory(url.appendingPathComponent("train").path) { return .folder }
   if let folders = try? ImageFolder.classFolders(url), let first = folders.first,
@@ -87,6 +101,17 @@ public func makeDataset(
     }
     let count = split == .train ? options.trainExamples : options.validationExamples
     return SyntheticShapes(split: split == .train ? .train : .validation, count: count, seed: 0)
+  case .segshapes:
+    guard height == SyntheticSegmentation.side && width == SyntheticSegmentation.side else {
+      throw DataError.invalidConfiguration(
+        "the segshapes data is \(SyntheticSegmentation.side)x\(SyntheticSegmentation.side) px but the model expects "
+          + "\(height)x\(width): pass --image-size \(SyntheticSegmentation.side)")
+    }
+    let count = split == .train ? options.trainExamples : options.validationExamples
+    return SyntheticSegmentation(split: split == .train ? .train : .validation, count: count, seed: 0)
+  case .segfolder:
+    return try SegmentationFolder(
+      root: path, split: split, imageHeight: height, imageWidth: width, seed: seed, options: options)
   case .folder:
     return try ImageFolder(
       root: path, split: split, imageHeight: height, imageWidth: width, seed: seed, options: options

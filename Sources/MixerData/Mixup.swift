@@ -160,6 +160,14 @@ public func fillTrainingBatch(
   }
   let local = globalBatch / worldSize
   let start = rank * local
+  if let segmentation = dataset as? any SegmentationDataset {
+    if let mixup, mixup.alpha > 0 {
+      throw DataError.invalidConfiguration("mixup does not apply to segmentation data (masks cannot be mixed)")
+    }
+    try batch.fill(
+      segmentation: segmentation, indices: Array(globalIndices[start..<start + local]), epoch: epoch, step: step)
+    return nil
+  }
   let source = epochView(of: dataset, epoch: epoch)
   try batch.fill(dataset: source, indices: Array(globalIndices[start..<start + local]), step: step)
   guard let mixup, mixup.alpha > 0 else { return nil }

@@ -247,12 +247,12 @@ public struct SyntheticShapes: Dataset {
 
 /// Euclidean length of (x, y).
 @inline(__always)
-private func length(_ x: Float, _ y: Float) -> Float { (x * x + y * y).squareRoot() }
+func length(_ x: Float, _ y: Float) -> Float { (x * x + y * y).squareRoot() }
 
 /// Distance-like value of an axis-aligned square of half-side a centred at the origin (exact
 /// inside and along the sides; enough for a one-pixel edge).
 @inline(__always)
-private func boxDistance(_ x: Float, _ y: Float, _ a: Float) -> Float {
+func boxDistance(_ x: Float, _ y: Float, _ a: Float) -> Float {
   max(abs(x), abs(y)) - a
 }
 
@@ -265,7 +265,7 @@ private func stripeDistance(_ v: Float, _ period: Float) -> Float {
 }
 
 /// Φ⁻¹((i + 0.5) / 4096) for i in 0..<4096: a 12-bit draw indexes one standard normal value.
-private let gaussianQuantiles: [Float] = (0..<4096).map { i in
+let gaussianQuantiles: [Float] = (0..<4096).map { i in
   let p = (Double(i) + 0.5) / 4096
   var low = -10.0, high = 10.0
   for _ in 0..<60 {
