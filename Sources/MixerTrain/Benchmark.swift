@@ -65,7 +65,7 @@ public func benchmarkTraining(
 ) throws -> BenchResult {
   let model = try MixerModel(config: config, seed: 0)
   // a non-zero head so every gradient is non-trivial, as in training after step one
-  if let head = model.table["head/kernel"] {
+  if let head = model.table["head/kernel"] ?? model.table["segmentation_head/kernel"] {
     var rng = CounterRNG(seed: 1)
     for i in head.range { model.parameters[i] = Float(rng.normal() * 0.01) }
   }
@@ -79,6 +79,9 @@ public func benchmarkTraining(
   labels.withUnsafeBufferPointer {
     smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: config.classes, smoothing: 0)
   }
+  // segmentation: a class per pixel (horizontal bands)
+  let maskPixels = config.isSegmentation ? batch * config.imageHeight * config.imageWidth : 0
+  for p in 0..<maskPixels { acts.masks[p] = Int32((p / (config.imageWidth * 4)) % config.classes) }
   let bucketer = GradientBucketer(
     communicator: comm, buffer: model.gradients.pointer, count: model.table.count,
     bucketSize: bucketFloats)
@@ -187,6 +190,7 @@ public func benchmarkFedSteps(
     spec: spec, split: .train, imageSize: (config.imageHeight, config.imageWidth), seed: 0, options: options)
   var model = config
   model.classes = dataset.numClasses
+  if dataset is any SegmentationDataset { model.task = .segmentation }
   let mixer = try MixerModel(config: model, seed: 0)
   let optimizer = Optimizer(config: OptimizerConfig(), table: mixer.table)
   let acts = Activations(config: model, batch: batch)
@@ -202,8 +206,12 @@ public func benchmarkFedSteps(
     if step >= warmup && didWait { waited += 1; waitSeconds += monotonicSeconds() - before }
     mixer.zeroGradients()
     next.pixels.withUnsafeBufferPointer { mixer.forward(images: $0.baseAddress!, acts: acts) }
-    next.labels.withUnsafeBufferPointer {
-      smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: model.classes, smoothing: 0)
+    if model.isSegmentation {
+      next.masks.withUnsafeBufferPointer { acts.masks.update(from: $0.baseAddress!, count: $0.count) }
+    } else {
+      next.labels.withUnsafeBufferPointer {
+        smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: model.classes, smoothing: 0)
+      }
     }
     mixer.loss(acts: acts)
     mixer.backward(acts: acts, lossScale: 1 / Float(batch))

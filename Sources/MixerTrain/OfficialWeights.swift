@@ -407,14 +407,19 @@ public func initializeModel(
   sourceGrid: (height: Int, width: Int)? = nil, log: (String) -> Void
 ) throws {
   let config = model.config
-  // another number of classes: head/kernel [C, K'] and head/bias [K'] with the model's C
+  // another number of classes: head/kernel [C, K'] and head/bias [K'] with the model's C (or
+  // segmentation_head [C, P·P·K'] and [P·P·K']); another task: the other kind of head
+  let headPrefix = config.isSegmentation ? "segmentation_head/" : "head/"
+  let otherHeadPrefix = config.isSegmentation ? "head/" : "segmentation_head/"
   var sourceClasses: Int?
-  if let kernel = parameters["head/kernel"], let bias = parameters["head/bias"], kernel.shape.count == 2,
+  if let kernel = parameters[headPrefix + "kernel"], let bias = parameters[headPrefix + "bias"], kernel.shape.count == 2,
     kernel.shape[0] == config.hidden, bias.shape == [kernel.shape[1]]
   {
-    sourceClasses = kernel.shape[1]
+    sourceClasses = kernel.shape[1] / (config.headOutputs / config.classes)
   }
-  let resetHead = sourceClasses != nil && sourceClasses != config.classes
+  let otherTask = sourceClasses == nil
+    && parameters[otherHeadPrefix + "kernel"].map { $0.shape.count == 2 && $0.shape[0] == config.hidden } == true
+  let resetHead = (sourceClasses != nil && sourceClasses != config.classes) || otherTask
   // another resolution: the token count of the first block decides
   var tiling: TokenTiling?
   var tilingProblem: String?
@@ -439,10 +444,12 @@ public func initializeModel(
   var problems: [String] = []
   var widened = 0
   for view in model.table.views {
-    guard let array = parameters[view.name] else { problems.append("\(view.name) missing"); continue }
-    if view.name.hasPrefix("head/"), resetHead {
+    if view.name.hasPrefix(headPrefix), resetHead {
       values.append((view, [Float](repeating: 0, count: view.count)))
-    } else if array.shape == view.shape {
+      continue
+    }
+    guard let array = parameters[view.name] else { problems.append("\(view.name) missing"); continue }
+    if array.shape == view.shape {
       values.append((view, array.data))
     } else if view.name.contains("/token_mixing/"), let wide = tiling?.widen(view.name, array), wide.shape == view.shape {
       values.append((view, wide.data))
@@ -452,6 +459,7 @@ public func initializeModel(
     }
   }
   let extra = Set(parameters.keys).subtracting(model.table.views.map(\.name))
+    .filter { !(otherTask && $0.hasPrefix(otherHeadPrefix)) }
   problems += extra.sorted().map { "\($0) not in the model" }
   guard problems.isEmpty else {
     var hints: [String] = []
@@ -467,6 +475,11 @@ public func initializeModel(
   for (view, data) in values { model.parameters.copy(from: data, at: view.offset) }
   if resetHead, let sourceClasses {
     log("head re-initialised: checkpoint has \(sourceClasses) classes, model has \(config.classes)")
+  }
+  if otherTask {
+    log(config.isSegmentation
+      ? "segmentation head initialised to zero: the checkpoint has a classification head, which is left out"
+      : "classification head initialised to zero: the checkpoint has a segmentation head, which is left out")
   }
   if let tiling, widened > 0 {
     log("token mixing widened to \(config.imageHeight)x\(config.imageWidth) px: K = \(tiling.k), "

@@ -1,7 +1,8 @@
 // The run report: one self-contained HTML page (inline CSS and SVG, no scripts, no external
 // files) made from a run folder's `metrics.jsonl` and `config.json`. It holds a summary (steps,
-// final loss, best and last validation accuracy, total time), line plots over steps of the train
-// loss, the learning rate, the validation accuracy and the throughput, and the configuration as
+// final loss, best and last validation accuracy — mIoU and pixel accuracy for a segmentation run —
+// total time), line plots over steps of the train loss, the learning rate, the validation
+// accuracy and the throughput, and the configuration as
 // a table with nested keys flattened (`model.hidden`). A `null` in the metrics (a non-finite
 // number) is a gap in its line.
 
@@ -180,6 +181,18 @@ func metricSeries(_ records: [ReportRecord], kind: String, key: String) -> [Plot
     .map(\.element)
 }
 
+/// Which validation metrics a run has: top-1/top-5, or mIoU/pixel accuracy for segmentation.
+struct ValidationKeys {
+  let primary, secondary, primaryName, secondaryName: String
+  init(_ records: [ReportRecord]) {
+    if records.contains(where: { $0.values["val_miou"] != nil }) {
+      (primary, secondary, primaryName, secondaryName) = ("val_miou", "val_pixel_accuracy", "mIoU", "pixel accuracy")
+    } else {
+      (primary, secondary, primaryName, secondaryName) = ("val_top1", "val_top5", "top-1", "top-5")
+    }
+  }
+}
+
 /// The whole HTML document.
 func renderReport(
   runDirectory: String, records: [ReportRecord], config: [(key: String, value: String)]?
@@ -187,8 +200,9 @@ func renderReport(
   let loss = metricSeries(records, kind: "train", key: "loss")
   let learningRate = metricSeries(records, kind: "train", key: "lr")
   let throughput = metricSeries(records, kind: "train", key: "images_per_second")
-  let top1 = metricSeries(records, kind: "eval", key: "val_top1")
-  let top5 = metricSeries(records, kind: "eval", key: "val_top5")
+  let keys = ValidationKeys(records)
+  let top1 = metricSeries(records, kind: "eval", key: keys.primary)
+  let top5 = metricSeries(records, kind: "eval", key: keys.secondary)
   let validationLoss = metricSeries(records, kind: "eval", key: "val_loss")
   let hasTrain = records.contains { $0.kind == "train" }
   let hasEval = records.contains { $0.kind == "eval" }
@@ -210,8 +224,8 @@ func renderReport(
     LinePlot(
       title: "Validation accuracy", yLabel: "accuracy",
       series: [
-        PlotLine(name: "top-1", color: "#d62728", points: top1),
-        PlotLine(name: "top-5", color: "#ff7f0e", points: top5),
+        PlotLine(name: keys.primaryName, color: "#d62728", points: top1),
+        PlotLine(name: keys.secondaryName, color: "#ff7f0e", points: top5),
       ],
       fixedRange: 0...1, percent: true, emptyMessage: "no evaluations"),
     LinePlot(
@@ -272,16 +286,17 @@ func renderSummary(
   if nonFinite > 0 {
     rows.append(("Non-finite losses", "\(nonFinite) (gaps in the loss curve)"))
   }
+  let keys = ValidationKeys(records)
   let top1 = evaluations.compactMap { record -> (step: Int, value: Double)? in
-    guard let value = record.values["val_top1"] ?? nil else { return nil }
+    guard let value = record.values[keys.primary] ?? nil else { return nil }
     return (record.step, value)
   }
   if let best = top1.max(by: { $0.value < $1.value }), let last = top1.last {
-    rows.append(("Best validation top-1", "\(formatPercent(best.value)) (step \(best.step))"))
+    rows.append(("Best validation \(keys.primaryName)", "\(formatPercent(best.value)) (step \(best.step))"))
     var lastText = "\(formatPercent(last.value)) (step \(last.step))"
     if let lastRecord = evaluations.last(where: { $0.step == last.step }) {
-      if let top5 = lastRecord.values["val_top5"] ?? nil {
-        lastText += ", top-5 \(formatPercent(top5))"
+      if let top5 = lastRecord.values[keys.secondary] ?? nil {
+        lastText += ", \(keys.secondaryName) \(formatPercent(top5))"
       }
       if let loss = lastRecord.values["val_loss"] ?? nil {
         lastText += ", loss \(formatNumber(loss, digits: 4))"
@@ -290,9 +305,9 @@ func renderSummary(
         lastText += ", \(formatNumber(count)) images"
       }
     }
-    rows.append(("Last validation top-1", lastText))
+    rows.append(("Last validation \(keys.primaryName)", lastText))
   } else {
-    rows.append(("Validation", hasEval ? "no finite top-1" : "no evaluations"))
+    rows.append(("Validation", hasEval ? "no finite \(keys.primaryName)" : "no evaluations"))
   }
   if let seconds = train.compactMap({ $0.values["seconds"] ?? nil }).last {
     let exact = String(format: "%.1f s", seconds)

@@ -98,6 +98,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     try check(zeroStage == 0 || zeroStage == 1, "--zero takes 0 or 1, got \(zeroStage)")
     try check(loaderWorkers >= 1, "--loader-workers must be at least 1")
     try check(mixup >= 0, "--mixup must be non-negative, got \(mixup)")
+    try check(mixup == 0 || !model.isSegmentation, "--mixup does not apply to segmentation (masks cannot be mixed)")
     if let t = threads { try check(t >= 1, "--threads must be at least 1, got \(t)") }
     try check(saveEvery >= 0, "--save-every must be non-negative")
     try check(keep >= 0, "--keep must be non-negative")

@@ -88,6 +88,14 @@ public final class Trainer {
         "the data is \(trainSet.height)x\(trainSet.width) px but the model expects "
           + "\(config.model.imageHeight)x\(config.model.imageWidth): pass --image-size")
     }
+    let maskedData = trainSet is any SegmentationDataset
+    if config.model.isSegmentation && !maskedData {
+      throw TrainError(
+        "--task segmentation needs data with a class per pixel: --data segshapes (embedded) or segfolder:PATH, not \(config.data)")
+    }
+    if !config.model.isSegmentation && maskedData {
+      throw TrainError("--data \(config.data) holds segmentation masks: pass --task segmentation")
+    }
     if trainSet.numClasses != config.model.classes {
       throw TrainError(
         "the data has \(trainSet.numClasses) classes but the model has \(config.model.classes): pass --classes \(trainSet.numClasses)")
@@ -291,20 +299,7 @@ public final class Trainer {
           images: pixels.baseAddress! + offset * pixelsPerImage, acts: acts,
           regularization: regularization, sampleIDs: Array(batch.indices[offset..<(offset + microBatch)]))
       }
-      batch.labels.withUnsafeBufferPointer { labels in
-        if let mix = batch.mixup {
-          mix.partnerLabels.withUnsafeBufferPointer { partners in
-            mixupTargets(
-              targets: acts.targets, labels: labels.baseAddress! + offset,
-              partnerLabels: partners.baseAddress! + offset, weight: mix.weight, batch: microBatch,
-              classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
-          }
-        } else {
-          smoothedOneHot(
-            targets: acts.targets, labels: labels.baseAddress! + offset, batch: microBatch,
-            classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
-        }
-      }
+      setTargets(acts: acts, batch: batch, offset: offset)
       lossSum += model.loss(acts: acts)
       let last = micro == cfg.accumulation - 1
       model.backward(
@@ -312,6 +307,35 @@ public final class Trainer {
         onReady: last ? { [bucketer] in bucketer.markReady(upTo: $0) } : nil)
     }
     return lossSum
+  }
+
+  /// The loss targets of micro-batch `[offset, offset + acts.batch)` of `batch`: the masks for
+  /// segmentation; otherwise label-smoothed one-hot rows, mixed with the partners under mixup.
+  func setTargets(acts: Activations, batch: Batch, offset: Int) {
+    let cfg = config
+    let microBatch = acts.batch
+    if cfg.model.isSegmentation {
+      let maskPixels = cfg.model.imageHeight * cfg.model.imageWidth
+      batch.masks.withUnsafeBufferPointer { masks in
+        acts.masks.update(from: masks.baseAddress! + offset * maskPixels, count: microBatch * maskPixels)
+      }
+      acts.labelSmoothing = cfg.labelSmoothing
+      return
+    }
+    batch.labels.withUnsafeBufferPointer { labels in
+      if let mix = batch.mixup {
+        mix.partnerLabels.withUnsafeBufferPointer { partners in
+          mixupTargets(
+            targets: acts.targets, labels: labels.baseAddress! + offset,
+            partnerLabels: partners.baseAddress! + offset, weight: mix.weight, batch: microBatch,
+            classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
+        }
+      } else {
+        smoothedOneHot(
+          targets: acts.targets, labels: labels.baseAddress! + offset, batch: microBatch,
+          classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
+      }
+    }
   }
 
   /// After the gradients are reduced: the global loss and gradient norm (one small all-reduce),
@@ -350,6 +374,25 @@ public final class Trainer {
 
   func evaluateAndLog(step: Int) throws -> EvaluationResult {
     let result = try evaluate(model: model, dataset: validationSet, comm: comm, batchSize: config.evalBatch)
+    if let meanIoU = result.meanIoU, let classIoU = result.classIoU {
+      var values: [(String, Double)] = [
+        ("val_miou", meanIoU), ("val_pixel_accuracy", result.top1), ("val_loss", result.loss),
+        ("val_count", Double(result.count)),
+      ]
+      for (k, iou) in classIoU.enumerated() {
+        if let iou { values.append(("val_iou/\(config.classNames.indices.contains(k) ? config.classNames[k] : "class \(k)")", iou)) }
+      }
+      log.record(MetricRecord(kind: "eval", step: step, values: values))
+      let perClass = classIoU.enumerated().map { k, iou in
+        let name = config.classNames.indices.contains(k) ? config.classNames[k] : "class \(k)"
+        return iou.map { String(format: "%@ %.1f", name, $0 * 100) } ?? "\(name) -"
+      }
+      log.line(String(
+        format: "eval step %d: val mIoU %.2f%%  pixel accuracy %.2f%%  loss %.4f  (%d images)", step,
+        meanIoU * 100, result.top1 * 100, result.loss, result.count))
+      log.line("  IoU per class (%): " + perClass.joined(separator: ", "))
+      return result
+    }
     log.record(MetricRecord(kind: "eval", step: step, values: [
       ("val_top1", result.top1), ("val_top5", result.top5), ("val_loss", result.loss),
       ("val_count", Double(result.count)),
@@ -368,11 +411,22 @@ public final class Trainer {
   }
 }
 
+/// The number of classes of the training data `config` names (for a model that follows its data).
+public func classCount(of config: TrainConfig) throws -> Int {
+  var options = config.dataOptions
+  options.trainExamples = 1
+  options.validationExamples = 1
+  options.segmentationClasses = nil
+  let size = (config.model.imageHeight, config.model.imageWidth)
+  return try makeDataset(spec: config.data, split: .train, imageSize: size, seed: config.seed, options: options).numClasses
+}
+
 /// The train and validation datasets a config names, at the model's image size.
 func makeDatasets(_ config: TrainConfig) throws -> (any Dataset, any Dataset) {
   var options = config.dataOptions
   options.trainExamples = config.trainExamples
   options.validationExamples = config.validationExamples
+  options.segmentationClasses = config.model.classes
   let size = (config.model.imageHeight, config.model.imageWidth)
   return (
     try makeDataset(spec: config.data, split: .train, imageSize: size, seed: config.seed, options: options),

@@ -1,5 +1,6 @@
-// `mixer-dist eval CHECKPOINT`: top-1, top-5 and loss of a checkpoint on a validation set,
-// distributed over the ranks of mpirun with exact totals.
+// `mixer-dist eval CHECKPOINT`: top-1, top-5 and loss of a checkpoint on a validation set (for a
+// segmentation checkpoint: mIoU, per-class IoU and pixel accuracy), distributed over the ranks of
+// mpirun with exact totals.
 
 import ArgumentParser
 import Foundation
@@ -9,7 +10,7 @@ import MixerTrain
 
 struct Eval: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Evaluate a checkpoint (top-1, top-5, loss), alone or over mpirun ranks.")
+    abstract: "Evaluate a checkpoint (top-1, top-5, loss; mIoU for segmentation), alone or over mpirun ranks.")
 
   @Argument(help: "A checkpoint folder, or a checkpoint directory (its newest valid checkpoint).") var checkpoint: String
   @Option(help: "Data source (default: the one the checkpoint was trained on).") var data: String?
@@ -24,7 +25,21 @@ struct Eval: ParsableCommand {
       BLAS.setThreads(threads ?? defaultThreadsPerRank(coresPerNode: onlineCPUCount(), localSize: comm.localSize))
       do {
         let (result, manifest) = try evaluateCheckpoint(path: checkpoint, data: data, comm: comm, batchSize: batch)
-        if comm.rank == 0 {
+        if comm.rank == 0, let meanIoU = result.meanIoU {
+          if json {
+            let perClass = (result.classIoU ?? []).map { $0.map { "\($0)" } ?? "null" }.joined(separator: ",")
+            print("{\"step\":\(manifest.step),\"count\":\(result.count),\"pixels\":\(result.pixels ?? 0),\"miou\":\(meanIoU),\"pixel_accuracy\":\(result.top1),\"class_iou\":[\(perClass)],\"loss\":\(result.loss)}")
+          } else {
+            let names = manifest.config.classNames
+            let perClass = (result.classIoU ?? []).enumerated().map { k, iou in
+              let name = names.indices.contains(k) ? names[k] : "class \(k)"
+              return iou.map { String(format: "%@ %.1f", name, $0 * 100) } ?? "\(name) -"
+            }
+            print(String(format: "step %d: mIoU %.2f%%  pixel accuracy %.2f%%  loss %.4f  (%d images, %d rank(s))",
+                         manifest.step, meanIoU * 100, result.top1 * 100, result.loss, result.count, comm.size))
+            print("IoU per class (%): " + perClass.joined(separator: ", "))
+          }
+        } else if comm.rank == 0 {
           if json {
             print("{\"step\":\(manifest.step),\"count\":\(result.count),\"top1\":\(result.top1),\"top5\":\(result.top5),\"loss\":\(result.loss)}")
           } else {

@@ -42,6 +42,7 @@ struct ModelOptions: ParsableArguments {
   @Option(help: "Block kinds: mixer (the paper's), attention, conv, mixer+attention; one kind, a list per block, alternate:K1,K2 or every:K:KIND.") var blockPattern: String?
   @Option(help: "Attention heads of attention blocks (default C/64).") var heads: Int?
   @Option(help: "Kernel size of conv blocks (odd; default 3).") var convKernel: Int?
+  @Option(help: "Task: classification (a class per image, the paper's head) or segmentation (a class per pixel: each token projected to its PxPxK patch of logits).") var task: String?
   @Option(help: "Stem: linear (the paper's patch projection) or cnn (stride-2 3x3 convolutions up to C channels; total stride = --patch).") var stem: String?
 
   /// The preset with every given override applied, validated.
@@ -65,6 +66,12 @@ struct ModelOptions: ParsableArguments {
     if let v = heads { c.attentionHeads = v }
     if let v = convKernel { c.convKernel = v }
     if let v = stem { c.stem = v == "linear" ? nil : v }
+    if let v = task {
+      guard let kind = MixerTask(rawValue: v) else {
+        throw ConfigError("unknown task '\(v)' (known: classification, segmentation)")
+      }
+      c.task = kind == .classification ? nil : kind
+    }
     if let spec = blockPattern {
       let kinds = try BlockKind.pattern(spec, blocks: c.blocks)
       c.blockKinds = kinds.allSatisfy { $0 == .mixer } ? nil : kinds

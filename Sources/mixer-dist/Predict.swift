@@ -1,4 +1,5 @@
-// `mixer-dist predict CHECKPOINT IMAGES...`: top-k class names with probabilities.
+// `mixer-dist predict CHECKPOINT IMAGES...`: top-k class names with probabilities; for a
+// segmentation checkpoint, a mask PNG per image and the share of each predicted class.
 
 import ArgumentParser
 import Foundation
@@ -7,7 +8,7 @@ import MixerTrain
 
 struct Predict: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Classify image files or folders (JPEG, PNG) with a checkpoint: top-k classes and probabilities.")
+    abstract: "Classify image files or folders (JPEG, PNG) with a checkpoint: top-k classes and probabilities (segmentation: a mask PNG per image).")
 
   @Argument(help: "A checkpoint folder, or a checkpoint directory (its newest valid checkpoint).") var checkpoint: String
   @Argument(help: "Image files or folders (searched recursively).") var images: [String]
@@ -15,12 +16,14 @@ struct Predict: ParsableCommand {
   @Option(help: "Images per forward pass.") var batch: Int = 32
   @Option(help: "OpenBLAS threads.") var threads: Int?
   @Flag(help: "One JSON object per image instead of text.") var json = false
+  @Option(help: "Segmentation checkpoints: the folder for the predicted masks (8-bit PNGs of class indices, one per image, at the image's size).") var maskDir: String = "predicted-masks"
 
   func run() throws {
     try runReportingErrors {
       guard batch > 0, topK > 0 else { throw ValidationError("--batch and --top-k must be positive") }
       if let threads { BLAS.setThreads(threads) }
-      let predictions = try predict(checkpoint: checkpoint, files: try imageFiles(images), topK: topK, batchSize: batch)
+      let predictions = try predict(
+        checkpoint: checkpoint, files: try imageFiles(images), topK: topK, batchSize: batch, maskDirectory: maskDir)
       let encoder = JSONEncoder()
       encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
       for p in predictions {
@@ -28,7 +31,11 @@ struct Predict: ParsableCommand {
           print(String(decoding: try encoder.encode(p), as: UTF8.self))
         } else {
           let items = zip(p.classes, p.probabilities).map { String(format: "%@ %.3f", $0.0, $0.1) }
-          print("\(p.file): \(items.joined(separator: ", "))")
+          if let mask = p.mask {
+            print("\(p.file): mask \(mask); pixels: \(items.joined(separator: ", "))")
+          } else {
+            print("\(p.file): \(items.joined(separator: ", "))")
+          }
         }
       }
     }

@@ -1,5 +1,7 @@
 // `mixer-dist study SPEC.yaml`: trains a list of model variants with the same data, budget and
 // seed, and writes a table (parameters, FLOPs, images/s, final accuracy) as Markdown and JSON.
+// Segmentation variants (`task: segmentation`) add a validation mIoU column; their top-1 and
+// top-5 are over labelled pixels.
 //
 // SPEC: `output: DIR`, `common: {flag: value, ...}` (train flags for every variant), and
 // `variants: [{name: NAME, flags: {flag: value, ...}}, ...]`. Runs alone or under mpirun.
@@ -24,6 +26,8 @@ struct Study: ParsableCommand {
     var imagesPerSecond: Double
     var top1: Double
     var top5: Double
+    /// segmentation variants only
+    var meanIoU: Double?
     var seconds: Double
   }
 
@@ -58,18 +62,22 @@ struct Study: ParsableCommand {
           rows.append(Row(
             name: name, parameters: trainer.model.table.count,
             gflopsPerImage: config.model.forwardFLOPsPerImage / 1e9, imagesPerSecond: summary.imagesPerSecond,
-            top1: summary.evaluation?.top1 ?? .nan, top5: summary.evaluation?.top5 ?? .nan, seconds: summary.seconds))
+            top1: summary.evaluation?.top1 ?? .nan, top5: summary.evaluation?.top5 ?? .nan,
+            meanIoU: summary.evaluation?.meanIoU, seconds: summary.seconds))
         }
       } catch {
         if comm.size > 1 { comm.abort(message: "\(error)", code: 1) }
         throw error
       }
       if comm.rank == 0 {
-        var table = "| variant | parameters | forward GFLOPs/image | images/s | val top-1 | val top-5 | seconds |\n"
-        table += "|---|---|---|---|---|---|---|\n"
+        let segmentation = rows.contains { $0.meanIoU != nil }
+        var table = "| variant | parameters | forward GFLOPs/image | images/s |"
+          + (segmentation ? " val mIoU |" : "") + " val top-1 | val top-5 | seconds |\n"
+        table += "|---|---|---|---|" + (segmentation ? "---|" : "") + "---|---|---|\n"
         for r in rows {
-          table += String(format: "| %@ | %@ | %.4f | %.0f | %.2f%% | %.2f%% | %.0f |\n", r.name, grouped(r.parameters),
-                          r.gflopsPerImage, r.imagesPerSecond, r.top1 * 100, r.top5 * 100, r.seconds)
+          let miou = segmentation ? (r.meanIoU.map { String(format: " %.2f%% |", $0 * 100) } ?? " - |") : ""
+          table += String(format: "| %@ | %@ | %.4f | %.0f |%@ %.2f%% | %.2f%% | %.0f |\n", r.name, grouped(r.parameters),
+                          r.gflopsPerImage, r.imagesPerSecond, miou, r.top1 * 100, r.top5 * 100, r.seconds)
         }
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         try table.write(toFile: "\(output)/study.md", atomically: true, encoding: .utf8)

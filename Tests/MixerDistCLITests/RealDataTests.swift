@@ -87,8 +87,8 @@ extension RealDataTests {
   }
 }
 
-/// A minimal valid PNG (8-bit RGB, no filter, stored zlib blocks) written by hand.
-func pngFile(width: Int, height: Int, rgb: [UInt8]) -> Data {
+/// A minimal valid PNG (8-bit RGB, or gray with `channels` 1; no filter, stored zlib blocks) written by hand.
+func pngFile(width: Int, height: Int, rgb: [UInt8], channels: Int = 3) -> Data {
   func crc32(_ bytes: [UInt8]) -> UInt32 {
     var crc: UInt32 = 0xFFFF_FFFF
     for b in bytes {
@@ -103,7 +103,7 @@ func pngFile(width: Int, height: Int, rgb: [UInt8]) -> Data {
     return be32(UInt32(body.count)) + typed + be32(crc32(typed))
   }
   var raw: [UInt8] = []
-  for y in 0..<height { raw.append(0); raw += rgb[(y * width * 3)..<((y + 1) * width * 3)] }
+  for y in 0..<height { raw.append(0); raw += rgb[(y * width * channels)..<((y + 1) * width * channels)] }
   var zlib: [UInt8] = [0x78, 0x01]
   var offset = 0
   while offset < raw.count {
@@ -116,7 +116,7 @@ func pngFile(width: Int, height: Int, rgb: [UInt8]) -> Data {
   var a: UInt32 = 1, b: UInt32 = 0
   for byte in raw { a = (a + UInt32(byte)) % 65_521; b = (b + a) % 65_521 }
   zlib += be32(b << 16 | a)
-  let header = be32(UInt32(width)) + be32(UInt32(height)) + [8, 2, 0, 0, 0]
+  let header = be32(UInt32(width)) + be32(UInt32(height)) + [8, channels == 1 ? 0 : 2, 0, 0, 0]
   return Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", header) + chunk("IDAT", zlib) + chunk("IEND", []))
 }
 

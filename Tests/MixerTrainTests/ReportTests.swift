@@ -41,6 +41,21 @@ final class ReportTests: XCTestCase {
     {"kind":"eval","step":100,"val_top1":0.52,"val_top5":0.93,"val_loss":1.4,"val_count":5000}
     """
 
+  /// A segmentation run: the accuracy plot and the summary show mIoU and pixel accuracy.
+  func testSegmentationRunReportsMeanIoU() throws {
+    let run = try makeRun(metrics: """
+      {"kind":"train","step":50,"loss":0.9,"lr":0.001,"images_per_second":400,"seconds":10}
+      {"kind":"eval","step":50,"val_miou":0.31,"val_pixel_accuracy":0.87,"val_loss":0.5,"val_count":100,"val_iou/background":0.9}
+      {"kind":"train","step":100,"loss":0.5,"lr":0.002,"images_per_second":410,"seconds":20}
+      {"kind":"eval","step":100,"val_miou":0.42,"val_pixel_accuracy":0.9,"val_loss":0.3,"val_count":100,"val_iou/background":0.95}
+      """)
+    let html = try String(contentsOfFile: try writeReport(runDirectory: run.path), encoding: .utf8)
+    XCTAssertTrue(html.contains("Best validation mIoU"), html)
+    XCTAssertTrue(html.contains("42.00% (step 100), pixel accuracy 90.00%"), html)
+    XCTAssertFalse(html.contains("no finite top-1"))
+    XCTAssertTrue(html.contains(">mIoU<") || html.contains("mIoU</text>"), "plot legend")
+  }
+
   func testReportHasPlotsSummaryAndConfig() throws {
     let run = try makeRun(metrics: Self.fullMetrics)
     let path = try writeReport(runDirectory: run.path)
