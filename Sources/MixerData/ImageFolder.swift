@@ -60,30 +60,12 @@ public struct ImageFolder: EpochAugmentedDataset {
       throw DataError.invalidConfiguration(
         "image folder \(root) does not exist or is not a directory")
     }
-    let trainTree =
-      isDirectory(rootURL.appendingPathComponent("train").path)
-      ? rootURL.appendingPathComponent("train") : rootURL
-    let valTree = ["val", "validation"].map { rootURL.appendingPathComponent($0) }
-      .first { trainTree != rootURL && isDirectory($0.path) }
+    let (trainTree, tree, keep) = ImageFolder.splitTrees(root: rootURL, split: split, options: options)
     let classes = try ImageFolder.classFolders(trainTree)
     guard !classes.isEmpty else {
       throw DataError.invalidConfiguration(
         "no class folders in \(trainTree.path): expected ROOT/train/<class>/*.jpg (and ROOT/val/<class>/...) "
           + "or ROOT/<class>/*.jpg")
-    }
-
-    let tree: URL
-    var keep: ((String) -> Bool)? = nil
-    if options.valFraction == nil, let valTree {
-      tree = split == .train ? trainTree : valTree
-    } else {
-      tree = trainTree
-      let fraction = options.valFraction ?? 0.1
-      let splitSeed = options.splitSeed
-      keep = { path in
-        let heldOut = ImageFolder.splitHash(path, seed: splitSeed) < fraction
-        return split == .validation ? heldOut : !heldOut
-      }
     }
 
     let labelOf = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
@@ -184,6 +166,30 @@ public struct ImageFolder: EpochAugmentedDataset {
     preprocessing.process(
       image: image, box: scaledBox, flip: flip, epoch: epoch, index: index, into: pixels)
     return label(of: file)
+  }
+
+  /// The training tree (`ROOT/train`, or `ROOT` without one), the tree `split` reads, and, when
+  /// validation is held out of the training tree, which paths below it belong to `split`: the
+  /// validation tree is `ROOT/val` (or `ROOT/validation`) when it exists and `valFraction` is nil;
+  /// otherwise a path is held out when its seeded hash falls below `valFraction ?? 0.1`. Shared by
+  /// the image and segmentation folders.
+  static func splitTrees(root: URL, split: DataSplit, options: DataOptions) -> (
+    train: URL, tree: URL, keep: ((String) -> Bool)?
+  ) {
+    let trainTree =
+      isDirectory(root.appendingPathComponent("train").path)
+      ? root.appendingPathComponent("train") : root
+    let valTree = ["val", "validation"].map { root.appendingPathComponent($0) }
+      .first { trainTree != root && isDirectory($0.path) }
+    if options.valFraction == nil, let valTree {
+      return (trainTree, split == .train ? trainTree : valTree, nil)
+    }
+    let fraction = options.valFraction ?? 0.1
+    let splitSeed = options.splitSeed
+    return (trainTree, trainTree, { path in
+      let heldOut = ImageFolder.splitHash(path, seed: splitSeed) < fraction
+      return split == .validation ? heldOut : !heldOut
+    })
   }
 
   /// A uniform number in [0, 1) from a seeded hash of a path (FNV-1a, then `CounterRNG.hash`).

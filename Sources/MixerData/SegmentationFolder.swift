@@ -67,27 +67,9 @@ public struct SegmentationFolder: SegmentationDataset {
       throw DataError.invalidConfiguration(
         "segmentation folder \(root) does not exist or is not a directory")
     }
-    let trainTree =
-      isDirectory(rootURL.appendingPathComponent("train").path)
-      ? rootURL.appendingPathComponent("train") : rootURL
-    let valTree = ["val", "validation"].map { rootURL.appendingPathComponent($0) }
-      .first { trainTree != rootURL && isDirectory($0.path) }
     let names = try SegmentationFolder.classNames(
       root: rootURL, declaredCount: options.segmentationClasses)
-
-    let tree: URL
-    var keep: ((String) -> Bool)? = nil
-    if options.valFraction == nil, let valTree {
-      tree = split == .train ? trainTree : valTree
-    } else {
-      tree = trainTree
-      let fraction = options.valFraction ?? 0.1
-      let splitSeed = options.splitSeed
-      keep = { path in
-        let heldOut = ImageFolder.splitHash(path, seed: splitSeed) < fraction
-        return split == .validation ? heldOut : !heldOut
-      }
-    }
+    let (_, tree, keep) = ImageFolder.splitTrees(root: rootURL, split: split, options: options)
 
     let pairs = try SegmentationFolder.pairs(in: tree).filter { keep?($0.image) ?? true }
     guard !pairs.isEmpty else {
