@@ -67,6 +67,14 @@ func rank(of label: Int, in logits: UnsafePointer<Float>, classes: Int) -> Int {
   return higher
 }
 
+/// The class with the highest logit, ties to the lower class (as `rank` counts them).
+@inline(__always)
+func predictedClass(_ logits: UnsafePointer<Float>, classes: Int) -> Int {
+  var best = 0
+  for j in 1..<classes where logits[j] > logits[best] { best = j }
+  return best
+}
+
 /// Evaluates `model` on all of `dataset`, this rank taking its range; every rank gets the totals.
 public func evaluate(
   model: MixerModel, dataset: any Dataset, comm: Communicator, batchSize: Int
@@ -128,14 +136,12 @@ func evaluateSegmentation(
     for p in 0..<(b * n) {
       let label = Int(acts.masks[p])
       guard label >= 0 else { continue }
-      let higher = rank(of: label, in: acts.pixelLogits + p * k, classes: k)
+      let logits = acts.pixelLogits + p * k
+      let higher = rank(of: label, in: logits, classes: k)
       if higher == 0 { totals[0] += 1 }
       if higher < 5 { totals[1] += 1 }
       totals[4] += 1
-      var predicted = 0
-      let logits = acts.pixelLogits + p * k
-      for j in 1..<k where logits[j] > logits[predicted] { predicted = j }
-      totals[5 + label * k + predicted] += 1
+      totals[5 + label * k + predictedClass(logits, classes: k)] += 1
     }
   }
   try comm.allReduceSum(&totals)

@@ -40,15 +40,11 @@ public func imageFiles(_ paths: [String]) throws -> [String] {
   return files
 }
 
-/// Predicts the top `k` classes of every image with the checkpoint at `checkpoint`.
-public func predict(checkpoint: String, files: [String], topK: Int, batchSize: Int) throws -> [Prediction] {
-  try predict(checkpoint: checkpoint, files: files, topK: topK, batchSize: batchSize, maskDirectory: nil)
-}
-
-/// As above; a segmentation checkpoint writes one mask PNG per image into `maskDirectory`
-/// (required then), named after the image (`photo.jpg` → `photo.png`, `-2`, `-3`... on clashes).
+/// Predicts the top `k` classes of every image with the checkpoint at `checkpoint`. A
+/// segmentation checkpoint instead writes one mask PNG per image into `maskDirectory` (required
+/// then), named after the image (`photo.jpg` → `photo.png`; `-2`, `-3`... on clashes).
 public func predict(
-  checkpoint: String, files: [String], topK: Int, batchSize: Int, maskDirectory: String?
+  checkpoint: String, files: [String], topK: Int, batchSize: Int, maskDirectory: String? = nil
 ) throws -> [Prediction] {
   let (model, manifest, _) = try loadModel(checkpoint: checkpoint)
   let config = model.config
@@ -136,10 +132,7 @@ func predictedMask(
   let k = config.classes, h = config.imageHeight, w = config.imageWidth
   var small = [UInt8](repeating: 0, count: h * w)
   for p in 0..<(h * w) {
-    let logits = acts.pixelLogits + (image * h * w + p) * k
-    var best = 0
-    for j in 1..<k where logits[j] > logits[best] { best = j }
-    small[p] = UInt8(best)
+    small[p] = UInt8(predictedClass(acts.pixelLogits + (image * h * w + p) * k, classes: k))
   }
   var mask = [UInt8](repeating: 0, count: width * height)
   var counts = [Double](repeating: 0, count: k)
