@@ -37,6 +37,15 @@ public func decodeLabelPNG(_ bytes: UnsafeRawBufferPointer) throws -> (
   return (header.width, header.height, values)
 }
 
+/// The size a mask PNG declares, after checking its chunks (without inflating anything): a caller
+/// that knows the size to expect (its image's) can refuse a mismatch before the decoder allocates
+/// 4 bytes per pixel. A 1-bit mask of 32768×32768 zeros compresses to about 130 KB and would
+/// otherwise inflate to 4 GiB of labels.
+public func labelPNGSize(_ bytes: UnsafeRawBufferPointer) throws -> (width: Int, height: Int) {
+  let (header, _) = try readLabelPNGChunks(bytes)
+  return (header.width, header.height)
+}
+
 /// The IHDR fields a mask needs, and the row sizes they imply.
 struct LabelPNGHeader {
   var width: Int

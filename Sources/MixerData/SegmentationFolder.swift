@@ -127,15 +127,20 @@ public struct SegmentationFolder: SegmentationDataset {
       throw DataError.sampleFailed(index: index, step: nil, reason: "\(imagePath): \(error)")
     }
     do {
-      labels = try readFileBytes(maskFile).withUnsafeBytes { try decodeLabelPNG($0) }
+      let bytes = try readFileBytes(maskFile)
+      // the sizes are compared before the mask is inflated (see labelPNGSize)
+      let size = try bytes.withUnsafeBytes { try labelPNGSize($0) }
+      guard size.width == fullWidth && size.height == fullHeight else {
+        throw DataError.sampleFailed(
+          index: index, step: nil,
+          reason: "image \(imagePath) is \(fullWidth)x\(fullHeight) but its mask \(maskFile) is "
+            + "\(size.width)x\(size.height)")
+      }
+      labels = try bytes.withUnsafeBytes { try decodeLabelPNG($0) }
+    } catch let error as DataError {
+      throw error
     } catch {
       throw DataError.sampleFailed(index: index, step: nil, reason: "\(maskFile): \(error)")
-    }
-    guard labels.width == fullWidth && labels.height == fullHeight else {
-      throw DataError.sampleFailed(
-        index: index, step: nil,
-        reason: "image \(imagePath) is \(fullWidth)x\(fullHeight) but its mask \(maskFile) is "
-          + "\(labels.width)x\(labels.height)")
     }
     let (box, flip) = region(width: fullWidth, height: fullHeight, epoch: epoch, index: index)
     let scaledBox = box.scaled(

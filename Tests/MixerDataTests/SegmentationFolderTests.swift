@@ -812,6 +812,30 @@ final class SegmentationFolderTests: XCTestCase {
     assertDataError(["\(root.path)/masks/a.png", "not RGB"]) { try loadPair(data, 0) }
   }
 
+  /// A mask whose header declares another size than its image is refused before it is inflated:
+  /// here a 32768×32768 1-bit header over data that could not even be inflated (a decompression
+  /// bomb would look the same from the header, and would have allocated 4 GiB of labels).
+  func testMaskSizeIsCheckedBeforeInflating() throws {
+    let bomb = pngFile(
+      header: pngHeader(width: 32768, height: 32768, bitDepth: 1, colourType: 0),
+      imageData: [0x78, 0x9C, 0xFF, 0xFF])
+    let size = try bomb.withUnsafeBytes { try labelPNGSize($0) }
+    XCTAssertEqual(size.width, 32768)
+    XCTAssertEqual(size.height, 32768)
+    XCTAssertThrowsError(try decodeMask(bomb), "its image data is not a zlib stream")
+
+    let root = try makeTemporaryDirectory(self, "seg-bomb")
+    try writePNGFile(root, "images/a.png", pixels: patternPixels(width: 4, height: 4, seed: 0), width: 4, height: 4)
+    try writeFile(root, "masks/a.png", bomb)
+    var options = segmentationOptions()
+    options.valFraction = 0.01
+    let data = try SegmentationFolder(
+      root: root.path, split: .train, imageHeight: 4, imageWidth: 4, seed: 0, options: options)
+    assertDataError(["image \(root.path)/images/a.png is 4x4", "its mask \(root.path)/masks/a.png is 32768x32768"]) {
+      try loadPair(data, 0)
+    }
+  }
+
   func testRandAugmentIsRefused() throws {
     let root = try makeTemporaryDirectory(self, "seg-randaugment")
     try writePNGFile(root, "images/a.png", pixels: [1, 2, 3], width: 1, height: 1)
