@@ -86,10 +86,7 @@ public struct SyntheticSegmentation: SegmentationDataset {
           attempts += 1
         }
         if SyntheticShapes.squaredDistance(fill, background) < minimumContrast {
-          fill = SIMD3(
-            background.x > 0 ? background.x - 1 : background.x + 1,
-            background.y > 0 ? background.y - 1 : background.y + 1,
-            background.z > 0 ? background.z - 1 : background.z + 1)
+          fill = SyntheticShapes.distantColour(from: background)
         }
         for i in 0..<n where coverage[i] > 0 {
           colour[i] += (fill - colour[i]) * coverage[i]

@@ -98,10 +98,7 @@ public struct SyntheticShapes: Dataset {
         attempts += 1
       }
       if squaredDistance(foreground, background) < minimumContrast {
-        background = SIMD3(
-          foreground.x > 0 ? foreground.x - 1 : foreground.x + 1,
-          foreground.y > 0 ? foreground.y - 1 : foreground.y + 1,
-          foreground.z > 0 ? foreground.z - 1 : foreground.z + 1)
+        background = distantColour(from: foreground)
       }
       let difference = foreground - background
       let sigma = rng.uniform(2, 8) / 127.5
@@ -134,6 +131,16 @@ public struct SyntheticShapes: Dataset {
   @inline(__always)
   static func randomColour(_ rng: inout CounterRNG) -> SIMD3<Float> {
     SIMD3(rng.uniform() * 2 - 1, rng.uniform() * 2 - 1, rng.uniform() * 2 - 1)
+  }
+
+  /// A colour 1 (of 2) away from `colour` in every channel, towards the middle of the range: the
+  /// fallback when random draws keep landing too close.
+  @inline(__always)
+  static func distantColour(from colour: SIMD3<Float>) -> SIMD3<Float> {
+    SIMD3(
+      colour.x > 0 ? colour.x - 1 : colour.x + 1,
+      colour.y > 0 ? colour.y - 1 : colour.y + 1,
+      colour.z > 0 ? colour.z - 1 : colour.z + 1)
   }
 
   @inline(__always)

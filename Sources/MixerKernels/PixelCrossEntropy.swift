@@ -86,11 +86,7 @@ private func pixelCrossEntropyRows(
   for row in rows {
     let z = logits + row * classes
     let p = probs + row * classes
-    var maxLogit = -Float.infinity
-    for k in 0..<classes { maxLogit = max(maxLogit, z[k]) }
-    var sum = 0.0
-    for k in 0..<classes { sum += Foundation.exp(Double(z[k] - maxLogit)) }
-    let logSum = Foundation.log(sum)
+    let (maxLogit, logSum) = softmaxShift(z, classes: classes)
     let label = labels[row]
     var loss = 0.0
     for k in 0..<classes {

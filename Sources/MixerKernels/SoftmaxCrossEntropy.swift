@@ -12,11 +12,7 @@ public func softmaxCrossEntropyForward(
     let z = logits + b * classes
     let p = probs + b * classes
     let t = targets + b * classes
-    var maxLogit = -Float.infinity
-    for k in 0..<classes { maxLogit = max(maxLogit, z[k]) }
-    var sum = 0.0
-    for k in 0..<classes { sum += Foundation.exp(Double(z[k] - maxLogit)) }
-    let logSum = Foundation.log(sum)
+    let (maxLogit, logSum) = softmaxShift(z, classes: classes)
     var loss = 0.0
     for k in 0..<classes {
       let logProbability = Double(z[k] - maxLogit) - logSum
@@ -25,6 +21,17 @@ public func softmaxCrossEntropyForward(
     }
     losses[b] = Float(loss)
   }
+}
+
+/// The stable log-softmax of one row of logits: log softmax(z)_k = (z_k − maxLogit) − logSum, with
+/// maxLogit = max_k z_k and logSum = log Σ_k exp(z_k − maxLogit) in Double.
+@inline(__always)
+func softmaxShift(_ z: UnsafePointer<Float>, classes: Int) -> (maxLogit: Float, logSum: Double) {
+  var maxLogit = -Float.infinity
+  for k in 0..<classes { maxLogit = max(maxLogit, z[k]) }
+  var sum = 0.0
+  for k in 0..<classes { sum += Foundation.exp(Double(z[k] - maxLogit)) }
+  return (maxLogit, Foundation.log(sum))
 }
 
 /// dlogits[b, k] = scale · (probs[b, k] − targets[b, k]); scale is 1/(global batch) for a mean loss.
