@@ -24,7 +24,7 @@ public enum DataKind: String, Sendable, CaseIterable, Codable {
   /// Kinds that need no path.
   var isEmbedded: Bool { self == .shapes || self == .segshapes }
   /// Kinds with a class per pixel.
-  public var isSegmentation: Bool { self == .segshapes || self == .segfolder }
+  public var hasMasks: Bool { self == .segshapes || self == .segfolder }
 }
 
 /// Splits `KIND:PATH` (or infers the kind of a bare `PATH`); `shapes` needs no path.

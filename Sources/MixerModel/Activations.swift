@@ -19,26 +19,9 @@ public final class Activations {
   let channelPre, channelAct: [UnsafeMutablePointer<Float>]  // L × [S·B, D_C]; Pre holds gelu′
   let headNormOut: UnsafeMutablePointer<Float>  // [S, B, C]
   let headMean, headRstd: UnsafeMutablePointer<Float>  // [S·B]
-  let pooled: UnsafeMutablePointer<Float>  // [B, C]
-  public let logits: UnsafeMutablePointer<Float>  // [B, K]
-  public let probabilities: UnsafeMutablePointer<Float>  // [B, K]
-  public let targets: UnsafeMutablePointer<Float>  // [B, K]
-  public let losses: UnsafeMutablePointer<Float>  // [B]
   let keep: [UnsafeMutablePointer<Float>]  // L × [B]: stochastic-depth keep mask (0/1)
-  // segmentation head (empty buffers for classification)
-  let tokenLogits: UnsafeMutablePointer<Float>  // [S, B, P·P·K]; its gradient in backward
-  /// per-pixel logits `[B, H, W, K]` (segmentation)
-  public let pixelLogits: UnsafeMutablePointer<Float>
-  /// per-pixel softmax `[B, H, W, K]` after `loss` (segmentation); backward turns it into the
-  /// logits' gradient in place
-  public let pixelProbabilities: UnsafeMutablePointer<Float>
-  /// labelled pixels per image `[B]` after `loss` (segmentation)
-  public let validPixels: UnsafeMutablePointer<Float>
-  /// the class of every pixel `[B, H, W]`, or `SegmentationMask.ignore` (-1): the segmentation
-  /// targets, set by the caller before `loss`
-  public let masks: UnsafeMutablePointer<Int32>
-  /// label smoothing of the segmentation loss (classification bakes it into `targets`)
-  public var labelSmoothing: Float = 0
+  /// the head's outputs, targets and scratch (Head.swift)
+  public let head: any HeadBuffers
   // hybrid blocks (empty buffers for blocks of other kinds)
   let qkv: [UnsafeMutablePointer<Float>]  // L × [S, B, 3C]
   let attentionProbabilities: [UnsafeMutablePointer<Float>]  // L × [B, H, S, S]
@@ -53,8 +36,6 @@ public final class Activations {
   let dNorm: UnsafeMutablePointer<Float>  // [S, B, C]
   let dBranch: UnsafeMutablePointer<Float>  // [S, B, C]
   let dHidden: UnsafeMutablePointer<Float>  // max(D_S·B·C, S·B·D_C)
-  let dPooled: UnsafeMutablePointer<Float>  // [B, C]
-  let dLogits: UnsafeMutablePointer<Float>  // [B, K]
   let branch: UnsafeMutablePointer<Float>  // [S, B, C]: branch output when stochastic depth is on
   let dAttention: UnsafeMutablePointer<Float>  // [S, B, C]
   let dQKV: UnsafeMutablePointer<Float>  // [S, B, 3C]
@@ -68,7 +49,7 @@ public final class Activations {
 
   public init(config: MixerConfig, batch: Int) {
     self.batch = batch
-    let s = config.tokens, c = config.hidden, l = config.blocks, k = config.classes
+    let s = config.tokens, c = config.hidden, l = config.blocks
     let sbc = s * batch * c
     let tokenHidden = config.tokensMLP * batch * c
     let channelHidden = s * batch * config.channelsMLP
@@ -105,18 +86,9 @@ public final class Activations {
     ]
     let channelPreIndex = (0..<l).map { _ in take(channelHidden) }
     let channelActIndex = (0..<l).map { _ in take(channelHidden) }
-    let headIndex = [take(sbc), take(s * batch), take(s * batch), take(batch * c)]
-    let outIndex = [take(batch * k), take(batch * k), take(batch * k), take(batch)]
+    let headIndex = [take(sbc), take(s * batch), take(s * batch)]
     let keepIndex = (0..<l).map { _ in take(batch) }
-    let pixelCount = config.isSegmentation ? batch * config.imageHeight * config.imageWidth : 0
-    let segmentationIndex = [
-      take(config.isSegmentation ? s * batch * config.headOutputs : 0), take(pixelCount * k),
-      take(pixelCount * k), take(batch),
-    ]
-    let scratchIndex = [
-      take(sbc), take(sbc), take(sbc), take(max(tokenHidden, channelHidden)), take(batch * c),
-      take(batch * k), take(sbc),
-    ]
+    let scratchIndex = [take(sbc), take(sbc), take(sbc), take(max(tokenHidden, channelHidden)), take(sbc)]
     // 16-float alignment for every buffer
     var offsets: [Int] = []
     var total = 0
@@ -145,26 +117,13 @@ public final class Activations {
     headNormOut = at(headIndex[0])
     headMean = at(headIndex[1])
     headRstd = at(headIndex[2])
-    pooled = at(headIndex[3])
-    logits = at(outIndex[0])
-    probabilities = at(outIndex[1])
-    targets = at(outIndex[2])
-    losses = at(outIndex[3])
     keep = keepIndex.map(at)
-    tokenLogits = at(segmentationIndex[0])
-    pixelLogits = at(segmentationIndex[1])
-    pixelProbabilities = at(segmentationIndex[2])
-    validPixels = at(segmentationIndex[3])
-    maskCount = max(1, pixelCount)
-    masks = UnsafeMutablePointer<Int32>.allocate(capacity: maskCount)
-    masks.initialize(repeating: -1, count: maskCount)
+    head = config.head.makeBuffers(config, batch: batch)
     dStream = at(scratchIndex[0])
     dNorm = at(scratchIndex[1])
     dBranch = at(scratchIndex[2])
     dHidden = at(scratchIndex[3])
-    dPooled = at(scratchIndex[4])
-    dLogits = at(scratchIndex[5])
-    branch = at(scratchIndex[6])
+    branch = at(scratchIndex[4])
     qkv = qkvIndex.map(at)
     attentionProbabilities = probabilitiesIndex.map(at)
     attentionOut = attentionOutIndex.map(at)
@@ -192,13 +151,10 @@ public final class Activations {
     channelDropMask = (0..<l).map { p + l * tokenHidden + $0 * channelHidden }
   }
 
-  let maskCount: Int
-
-  /// Bytes held by this arena.
-  public var byteCount: Int { storageCount * MemoryLayout<Float>.stride + maskCount * 4 }
+  /// Bytes held by this arena and the head's buffers.
+  public var byteCount: Int { storageCount * MemoryLayout<Float>.stride + head.byteCount }
 
   deinit {
-    masks.deallocate()
     storage.deallocate()
     dropStorage?.deallocate()
   }

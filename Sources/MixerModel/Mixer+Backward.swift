@@ -7,29 +7,11 @@
 import MixerKernels
 
 extension MixerModel {
-  /// Loss of the micro-batch in `acts` against `acts.targets` (`[B, K]` distributions); returns
-  /// the sum of per-example losses (the caller divides by the global batch).
-  /// For segmentation the targets are `acts.masks` and an image's loss is the mean over its
-  /// labelled pixels.
+  /// Loss of the micro-batch in `acts` against the targets the caller put in the head's buffers;
+  /// returns the sum of per-example losses (the caller divides by the global batch).
   @discardableResult
   public func loss(acts: Activations) -> Double {
-    let b = acts.batch, k = config.classes
-    if config.isSegmentation {
-      pixelCrossEntropyForward(
-        losses: acts.losses, probs: acts.pixelProbabilities, validCounts: acts.validPixels,
-        logits: acts.pixelLogits, labels: acts.masks, batch: b,
-        pixels: config.imageHeight * config.imageWidth, classes: k, smoothing: acts.labelSmoothing,
-        ignore: -1)
-      var total = 0.0
-      for e in 0..<b { total += Double(acts.losses[e]) }
-      return total
-    }
-    softmaxCrossEntropyForward(
-      losses: acts.losses, probs: acts.probabilities, logits: acts.logits, targets: acts.targets,
-      batch: b, classes: k)
-    var total = 0.0
-    for e in 0..<b { total += Double(acts.losses[e]) }
-    return total
+    config.head.loss(self, acts: acts)
   }
 
   /// Backpropagates `lossScale · Σ_b loss_b` (lossScale = 1/global batch for a mean) after
@@ -42,11 +24,7 @@ extension MixerModel {
     let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b
     let w = parameters.pointer, g = gradients.pointer
 
-    if cfg.isSegmentation {
-      segmentationHeadBackward(acts: acts, lossScale: lossScale)
-    } else {
-      classificationHeadBackward(acts: acts, lossScale: lossScale)
-    }
+    cfg.head.backward(self, acts: acts, lossScale: lossScale)
     let scale = table.offset("pre_head_layer_norm/scale")
     acts.dStream.update(repeating: 0, count: sb * c)
     layerNormBackward(
@@ -60,88 +38,8 @@ extension MixerModel {
       onReady?(blockOffsets[i].ln0Scale)
     }
 
-    // stem: x_0 = patches · K + bias (or the CNN stem)
-    if cfg.cnnStemLayers.isEmpty {
-      let stemKernel = table.offset("stem/kernel")
-      biasBackwardColumns(dbias: g + table.offset("stem/bias"), dout: acts.dStream, rows: sb, cols: c)
-      gemm(
-        .transpose, .none, m: cfg.patchLength, n: c, k: sb, a: acts.patches, lda: cfg.patchLength,
-        b: acts.dStream, ldb: c, beta: 1, c: g + stemKernel, ldc: c)
-    } else {
-      cnnStemBackward(acts: acts)
-    }
+    cfg.stem.stem.backward(self, acts: acts)
     onReady?(0)
-  }
-
-  /// The classification head in reverse: logits = mean_s(Y) · W + bias; leaves dY in `acts.dNorm`.
-  func classificationHeadBackward(acts: Activations, lossScale: Float) {
-    let cfg = config
-    let b = acts.batch, s = cfg.tokens, c = cfg.hidden, k = cfg.classes
-    let w = parameters.pointer, g = gradients.pointer
-    softmaxCrossEntropyBackward(
-      dlogits: acts.dLogits, probs: acts.probabilities, targets: acts.targets, batch: b,
-      classes: k, scale: lossScale)
-    let headKernel = table.offset("head/kernel"), headBias = table.offset("head/bias")
-    biasBackwardColumns(dbias: g + headBias, dout: acts.dLogits, rows: b, cols: k)
-    gemm(
-      .transpose, .none, m: c, n: k, k: b, a: acts.pooled, lda: c, b: acts.dLogits, ldb: k,
-      beta: 1, c: g + headKernel, ldc: k)
-    gemm(
-      .none, .transpose, m: b, n: c, k: k, a: acts.dLogits, lda: k, b: w + headKernel, ldb: k,
-      beta: 0, c: acts.dPooled, ldc: c)
-    tokenMeanBackward(dinp: acts.dNorm, dout: acts.dPooled, tokens: s, batch: b, channels: c)
-  }
-
-  /// The segmentation head in reverse: pixel loss → patch logits → Dense; leaves dY in `acts.dNorm`.
-  func segmentationHeadBackward(acts: Activations, lossScale: Float) {
-    let cfg = config
-    let b = acts.batch, c = cfg.hidden, sb = cfg.tokens * b, n = cfg.headOutputs
-    let w = parameters.pointer, g = gradients.pointer
-    let dPixels = acts.pixelProbabilities  // in place: the probabilities are not needed after this
-    pixelCrossEntropyBackward(
-      dlogits: dPixels, probs: dPixels, validCounts: acts.validPixels,
-      labels: acts.masks, batch: b, pixels: cfg.imageHeight * cfg.imageWidth, classes: cfg.classes,
-      smoothing: acts.labelSmoothing, scale: lossScale, ignore: -1)
-    let dTokens = acts.tokenLogits  // the patch logits are not needed any more
-    tokensToPixelsBackward(
-      dtokens: dTokens, dpixels: dPixels, batch: b, height: cfg.imageHeight,
-      width: cfg.imageWidth, patch: cfg.patch, channels: cfg.classes)
-    let kernel = table.offset("segmentation_head/kernel")
-    biasBackwardColumns(dbias: g + table.offset("segmentation_head/bias"), dout: dTokens, rows: sb, cols: n)
-    gemm(
-      .transpose, .none, m: c, n: n, k: sb, a: acts.headNormOut, lda: c, b: dTokens, ldb: n,
-      beta: 1, c: g + kernel, ldc: n)
-    gemm(
-      .none, .transpose, m: sb, n: c, k: n, a: dTokens, lda: n, b: w + kernel, ldb: n,
-      beta: 0, c: acts.dNorm, ldc: c)
-  }
-
-  /// The CNN stem backward: the forward's layers in reverse; the image gradient goes to scratch.
-  func cnnStemBackward(acts: Activations) {
-    let cfg = config
-    let w = parameters.pointer, g = gradients.pointer
-    let layers = cfg.cnnStemLayers
-    let last = layers.count - 1
-    tokensToImage(
-      map: acts.stemGrad[last], tokens: acts.dStream, batch: acts.batch, gridHeight: cfg.gridHeight,
-      gridWidth: cfg.gridWidth, channels: cfg.hidden)
-    for j in stride(from: last, through: 0, by: -1) {
-      let layer = layers[j]
-      if j < last {  // through the GELU after layer j
-        let n = acts.batch * (layer.height / 2) * (layer.width / 2) * layer.outChannels
-        geluBackward(dinp: acts.stemGrad[j], dout: acts.stemGrad[j], inp: acts.stemPre[j], count: n, kind: cfg.gelu)
-      }
-      // the image's own gradient is not needed: layer 0 writes it to scratch
-      let dinp = j > 0 ? acts.stemGrad[j - 1] : acts.stemScratch
-      dinp.update(repeating: 0, count: acts.batch * layer.height * layer.width * layer.inChannels)
-      let kernel = table.offset("stem/Conv_\(j)/kernel")
-      imageConvBackward(
-        dinp: dinp, dweight: g + kernel, dbias: g + table.offset("stem/Conv_\(j)/bias"),
-        dout: acts.stemGrad[j], columns: acts.stemColumns[j], weight: w + kernel,
-        scratch: j == 0 ? acts.stemColumns[0] : acts.stemScratch, batch: acts.batch,
-        height: layer.height, width: layer.width, inChannels: layer.inChannels,
-        outChannels: layer.outChannels, kernel: 3, stride: 2)
-    }
   }
 
   /// One MixerBlock backward: channel branch then token branch. On entry `acts.dStream` holds

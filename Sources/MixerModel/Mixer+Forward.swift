@@ -2,14 +2,14 @@
 //   x_0 = stem(patches)                                   one sgemm  [S·B, P²3] · [P²3, C]
 //   x  += TokenMLP(LN_0(x))  read as  W1ᵀ [D_S×S] · Y [S×B·C]  and  W2ᵀ [S×D_S] · G [D_S×B·C]
 //   x  += ChannelMLP(LN_1(x))  as  Y [S·B×C] · W1 [C×D_C]  and  G [S·B×D_C] · W2 [D_C×C]
-//   logits = head(mean_s(LN_pre(x)))
+//   outputs = head(LN_pre(x))   (Heads/: the paper's mean over tokens → Dense, or per-pixel)
 // Both mixers are single sgemm calls on the same memory; nothing is transposed.
 
 import MixerKernels
 
 extension MixerModel {
-  /// Runs the network on `images` (`[B, H, W, 3]`, B = `acts.batch`) and leaves the logits in
-  /// `acts.logits`. `regularization == nil` is evaluation. `sampleIDs[b]` identifies example b
+  /// Runs the network on `images` (`[B, H, W, 3]`, B = `acts.batch`) and leaves the head's
+  /// outputs in `acts.head` (logits, or per-pixel logits). `regularization == nil` is evaluation. `sampleIDs[b]` identifies example b
   /// across ranks (its position in the global batch), keying its stochastic-depth and dropout draws.
   public func forward(
     images: UnsafePointer<Float>, acts: Activations, regularization: Regularization? = nil,
@@ -19,18 +19,7 @@ extension MixerModel {
     let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b
     let w = parameters.pointer
 
-    if cfg.cnnStemLayers.isEmpty {
-      patchifyForward(
-        patches: acts.patches, images: images, batch: b, height: cfg.imageHeight,
-        width: cfg.imageWidth, patch: cfg.patch)
-      let stemKernel = table.offset("stem/kernel"), stemBias = table.offset("stem/bias")
-      broadcastColumns(out: acts.stream[0], bias: w + stemBias, rows: sb, cols: c)
-      gemm(
-        .none, .none, m: sb, n: c, k: cfg.patchLength, a: acts.patches, lda: cfg.patchLength,
-        b: w + stemKernel, ldb: c, beta: 1, c: acts.stream[0], ldc: c)
-    } else {
-      cnnStemForward(images: images, acts: acts)
-    }
+    cfg.stem.stem.forward(self, images: images, acts: acts)
 
     let ids = sampleIDs ?? Array(0..<b)
     if let reg = regularization { prepareMasks(acts: acts, regularization: reg, sampleIDs: ids) }
@@ -44,31 +33,7 @@ extension MixerModel {
       weight: w + table.offset("pre_head_layer_norm/scale"),
       bias: w + table.offset("pre_head_layer_norm/bias"), rows: sb, channels: c,
       epsilon: cfg.layerNormEpsilon)
-    if cfg.isSegmentation {
-      segmentationHeadForward(acts: acts)
-      return
-    }
-    tokenMeanForward(out: acts.pooled, inp: acts.headNormOut, tokens: s, batch: b, channels: c)
-    let k = cfg.classes
-    broadcastColumns(out: acts.logits, bias: w + table.offset("head/bias"), rows: b, cols: k)
-    gemm(
-      .none, .none, m: b, n: k, k: c, a: acts.pooled, lda: c, b: w + table.offset("head/kernel"),
-      ldb: k, beta: 1, c: acts.logits, ldc: k)
-  }
-
-  /// The segmentation head: every token of LN_pre(x) `[S·B, C]` through one Dense to its
-  /// P·P·K patch of logits, then reassembled into `acts.pixelLogits` `[B, H, W, K]`.
-  func segmentationHeadForward(acts: Activations) {
-    let cfg = config
-    let w = parameters.pointer
-    let sb = cfg.tokens * acts.batch, n = cfg.headOutputs
-    broadcastColumns(out: acts.tokenLogits, bias: w + table.offset("segmentation_head/bias"), rows: sb, cols: n)
-    gemm(
-      .none, .none, m: sb, n: n, k: cfg.hidden, a: acts.headNormOut, lda: cfg.hidden,
-      b: w + table.offset("segmentation_head/kernel"), ldb: n, beta: 1, c: acts.tokenLogits, ldc: n)
-    tokensToPixelsForward(
-      pixels: acts.pixelLogits, tokens: acts.tokenLogits, batch: acts.batch, height: cfg.imageHeight,
-      width: cfg.imageWidth, patch: cfg.patch, channels: cfg.classes)
+    cfg.head.forward(self, acts: acts)
   }
 
   /// One MixerBlock: token mixing then channel mixing, each a pre-norm residual branch.
@@ -142,30 +107,6 @@ extension MixerModel {
       xOut.update(from: xMid, count: sb * c)
       residualForward(x: xOut, branch: acts.branch, keep: keep, tokens: s, batch: b, channels: c)
     }
-  }
-
-  /// The CNN stem: stride-2 3×3 convolutions with GELU between them, the last one ending at C
-  /// channels on the (H/P)×(W/P) grid, then laid out token-major as x_0.
-  func cnnStemForward(images: UnsafePointer<Float>, acts: Activations) {
-    let cfg = config
-    let w = parameters.pointer
-    let layers = cfg.cnnStemLayers
-    var input = images
-    for (j, layer) in layers.enumerated() {
-      let n = acts.batch * (layer.height / 2) * (layer.width / 2) * layer.outChannels
-      imageConvForward(
-        out: acts.stemPre[j], columns: acts.stemColumns[j], inp: input,
-        weight: w + table.offset("stem/Conv_\(j)/kernel"), bias: w + table.offset("stem/Conv_\(j)/bias"),
-        batch: acts.batch, height: layer.height, width: layer.width, inChannels: layer.inChannels,
-        outChannels: layer.outChannels, kernel: 3, stride: 2)
-      if j < layers.count - 1 {
-        geluForward(out: acts.stemAct[j], inp: acts.stemPre[j], count: n, kind: cfg.gelu)
-        input = UnsafePointer(acts.stemAct[j])
-      }
-    }
-    imageToTokens(
-      tokens: acts.stream[0], map: acts.stemPre[layers.count - 1], batch: acts.batch,
-      gridHeight: cfg.gridHeight, gridWidth: cfg.gridWidth, channels: cfg.hidden)
   }
 
   /// The token-mixing MLP of block i, added into `target` `[S, B·C]`: target += W2ᵀ·gelu(W1ᵀ·Y + b1) + b2.

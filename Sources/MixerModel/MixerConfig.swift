@@ -37,13 +37,114 @@ public enum BlockKind: String, Codable, Sendable, CaseIterable {
   var usesAttention: Bool { self == .attention || self == .mixerAttention }
 }
 
-/// What the network predicts.
+/// What the network predicts; each task is one `Head` (Head.swift), registered here.
 public enum MixerTask: String, Codable, Sendable, CaseIterable {
   /// one class per image: pre-head LayerNorm, mean over tokens, `head` Dense to K (the paper)
   case classification
   /// one class per pixel: pre-head LayerNorm, then `segmentation_head` projects every token to its
   /// P×P×K patch of logits, reassembled to `[B, H, W, K]`
   case segmentation
+
+  /// The head that implements this task (the one registration point of the model side).
+  public var head: any Head {
+    switch self {
+    case .classification: return ClassificationHead()
+    case .segmentation: return SegmentationHead()
+    }
+  }
+}
+
+/// How images become the first tokens x_0; each kind is one `Stem` (Stem.swift), registered here.
+public enum StemKind: String, Codable, Sendable, CaseIterable {
+  /// the paper's: non-overlapping P×P patches, one linear projection to C channels
+  case linear
+  /// log2(P) stride-2 3×3 convolutions with GELU between them, channels doubling up to C
+  case cnn
+
+  /// The stem that implements this kind.
+  public var stem: any Stem {
+    switch self {
+    case .linear: return LinearStem()
+    case .cnn: return CNNStem()
+    }
+  }
+}
+
+/// The kind of every block, as the user says it: one kind for all, an explicit list, a cycle,
+/// or every k-th block of a kind (the paper's block elsewhere). Encoded as its text form
+/// (`mixer`, `mixer,attention,conv`, `alternate:mixer,attention`, `every:3:attention`).
+public enum BlockPattern: Equatable, Sendable, Codable, CustomStringConvertible {
+  case uniform(BlockKind)
+  case list([BlockKind])
+  case alternate([BlockKind])
+  case every(Int, BlockKind)
+
+  /// The kind of block i.
+  public func kind(ofBlock i: Int) -> BlockKind {
+    switch self {
+    case .uniform(let kind): return kind
+    case .list(let kinds): return i < kinds.count ? kinds[i] : .mixer
+    case .alternate(let cycle): return cycle.isEmpty ? .mixer : cycle[i % cycle.count]
+    case .every(let k, let kind): return k > 0 && (i + 1) % k == 0 ? kind : .mixer
+    }
+  }
+
+  public var description: String {
+    func names(_ kinds: [BlockKind]) -> String { kinds.map(\.rawValue).joined(separator: ",") }
+    switch self {
+    case .uniform(let kind): return kind.rawValue
+    case .list(let kinds): return names(kinds)
+    case .alternate(let cycle): return "alternate:" + names(cycle)
+    case .every(let k, let kind): return "every:\(k):\(kind.rawValue)"
+    }
+  }
+
+  /// Parses the text form; throws a one-line error naming the known kinds.
+  public init(parsing spec: String) throws {
+    func kinds(_ list: Substring) throws -> [BlockKind] {
+      try list.split(separator: ",").map { name in
+        guard let kind = BlockKind(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
+          throw ConfigError("unknown block kind '\(name)' (known: mixer, attention, conv, mixer+attention)")
+        }
+        return kind
+      }
+    }
+    let parts = spec.split(separator: ":", maxSplits: 2)
+    switch parts.first {
+    case "alternate" where parts.count == 2:
+      let cycle = try kinds(parts[1])
+      guard !cycle.isEmpty else { throw ConfigError("alternate: needs at least one block kind") }
+      self = .alternate(cycle)
+    case "every" where parts.count == 3:
+      guard let k = Int(parts[1]), k > 0 else { throw ConfigError("every:K:KIND needs a positive K, got '\(parts[1])'") }
+      let kind = try kinds(parts[2])
+      guard kind.count == 1 else { throw ConfigError("every:K:KIND takes one block kind") }
+      self = .every(k, kind[0])
+    default:
+      let list = try kinds(Substring(spec))
+      guard !list.isEmpty else { throw ConfigError("the block pattern names no block kind") }
+      self = list.count == 1 ? .uniform(list[0]) : .list(list)
+    }
+  }
+
+  public init(from decoder: Decoder) throws {
+    let container = try decoder.singleValueContainer()
+    if let kinds = try? container.decode([BlockKind].self) {  // manifests before the pattern type
+      self = kinds.count == 1 ? .uniform(kinds[0]) : .list(kinds)
+      return
+    }
+    let text = try container.decode(String.self)
+    do {
+      self = try BlockPattern(parsing: text)
+    } catch {
+      throw DecodingError.dataCorruptedError(in: container, debugDescription: "\(error)")
+    }
+  }
+
+  public func encode(to encoder: Encoder) throws {
+    var container = encoder.singleValueContainer()
+    try container.encode(description)
+  }
 }
 
 /// Everything that fixes the shapes and numerics of a Mixer.
@@ -58,26 +159,26 @@ public struct MixerConfig: Codable, Equatable, Sendable {
   public var classes: Int  // K
   public var gelu: GELUKind
   public var layerNormEpsilon: Float
-  /// the kind of each block (nil: every block is the paper's MixerBlock)
-  public var blockKinds: [BlockKind]?
-  /// attention heads of attention blocks (nil: C / 64, at least 1)
-  public var attentionHeads: Int?
-  /// kernel size of conv blocks (nil: 3)
-  public var convKernel: Int?
-  /// "cnn": a stack of strided 3×3 convolutions replaces the linear patch projection (nil: linear)
-  public var stem: String?
-  /// nil: classification
-  public var task: MixerTask?
+  /// the kind of each block (the paper's MixerBlock everywhere by default)
+  public var blockPattern: BlockPattern = .uniform(.mixer)
+  /// attention heads of attention blocks (default C / 64, at least 1: `defaultHeads(hidden:)`)
+  public var attentionHeads: Int
+  /// kernel size of conv blocks
+  public var convKernel: Int = 3
+  /// how images become tokens
+  public var stem: StemKind = .linear
+  /// what the network predicts
+  public var task: MixerTask = .classification
 
-  /// True for a per-pixel (segmentation) head.
-  public var isSegmentation: Bool { task == .segmentation }
-  /// Outputs of the head per token: K, or P·P·K for segmentation.
-  public var headOutputs: Int { isSegmentation ? patch * patch * classes : classes }
+  /// The head of this config's task.
+  public var head: any Head { task.head }
+  /// Outputs of the head per token (K for one class per image, P·P·K for one per pixel).
+  public var headOutputs: Int { head.outputsPerToken(self) }
 
   /// The CNN stem's layers: log2(P) stride-2 3×3 convolutions, channels doubling up to C
   /// (e.g. P 4, C 128: 3→64→128); empty for the linear stem.
   public var cnnStemLayers: [(inChannels: Int, outChannels: Int, height: Int, width: Int)] {
-    guard stem == "cnn" else { return [] }
+    guard stem == .cnn else { return [] }
     var layers: [(Int, Int, Int, Int)] = []
     var stride = 1, cin = 3, h = imageHeight, w = imageWidth
     var count = 0
@@ -91,11 +192,18 @@ public struct MixerConfig: Codable, Equatable, Sendable {
   }
 
   /// The kind of block i.
-  public func kind(ofBlock i: Int) -> BlockKind { blockKinds?[i] ?? .mixer }
+  public func kind(ofBlock i: Int) -> BlockKind { blockPattern.kind(ofBlock: i) }
+  /// Every block's kind; setting it gives an explicit per-block list.
+  public var blockKinds: [BlockKind] {
+    get { (0..<blocks).map(kind(ofBlock:)) }
+    set { blockPattern = newValue.count == 1 ? .uniform(newValue[0]) : .list(newValue) }
+  }
   /// Heads of the attention blocks.
-  public var heads: Int { attentionHeads ?? max(1, hidden / 64) }
+  public var heads: Int { attentionHeads }
   /// Kernel size of the conv blocks.
-  public var kernel: Int { convKernel ?? 3 }
+  public var kernel: Int { convKernel }
+  /// The default number of attention heads for width C: C / 64, at least 1.
+  public static func defaultHeads(hidden: Int) -> Int { max(1, hidden / 64) }
 
   public init(
     imageHeight: Int, imageWidth: Int, patch: Int, hidden: Int, blocks: Int, tokensMLP: Int,
@@ -111,6 +219,51 @@ public struct MixerConfig: Codable, Equatable, Sendable {
     self.classes = classes
     self.gelu = gelu
     self.layerNormEpsilon = layerNormEpsilon
+    self.attentionHeads = Self.defaultHeads(hidden: hidden)
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case imageHeight, imageWidth, patch, hidden, blocks, tokensMLP, channelsMLP, classes, gelu
+    case layerNormEpsilon, blockPattern, attentionHeads, convKernel, stem, task
+    case blockKinds  // the name of the pattern in manifests written before it had a type
+  }
+
+  /// Decodes this and earlier manifests, where a missing block pattern, heads, kernel, stem or
+  /// task meant the default.
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    self.init(
+      imageHeight: try c.decode(Int.self, forKey: .imageHeight), imageWidth: try c.decode(Int.self, forKey: .imageWidth),
+      patch: try c.decode(Int.self, forKey: .patch), hidden: try c.decode(Int.self, forKey: .hidden),
+      blocks: try c.decode(Int.self, forKey: .blocks), tokensMLP: try c.decode(Int.self, forKey: .tokensMLP),
+      channelsMLP: try c.decode(Int.self, forKey: .channelsMLP), classes: try c.decode(Int.self, forKey: .classes),
+      gelu: try c.decode(GELUKind.self, forKey: .gelu),
+      layerNormEpsilon: try c.decode(Float.self, forKey: .layerNormEpsilon))
+    blockPattern = try c.decodeIfPresent(BlockPattern.self, forKey: .blockPattern)
+      ?? c.decodeIfPresent(BlockPattern.self, forKey: .blockKinds) ?? .uniform(.mixer)
+    attentionHeads = try c.decodeIfPresent(Int.self, forKey: .attentionHeads) ?? Self.defaultHeads(hidden: hidden)
+    convKernel = try c.decodeIfPresent(Int.self, forKey: .convKernel) ?? 3
+    stem = try c.decodeIfPresent(StemKind.self, forKey: .stem) ?? .linear
+    task = try c.decodeIfPresent(MixerTask.self, forKey: .task) ?? .classification
+  }
+
+  public func encode(to encoder: Encoder) throws {
+    var c = encoder.container(keyedBy: CodingKeys.self)
+    try c.encode(imageHeight, forKey: .imageHeight)
+    try c.encode(imageWidth, forKey: .imageWidth)
+    try c.encode(patch, forKey: .patch)
+    try c.encode(hidden, forKey: .hidden)
+    try c.encode(blocks, forKey: .blocks)
+    try c.encode(tokensMLP, forKey: .tokensMLP)
+    try c.encode(channelsMLP, forKey: .channelsMLP)
+    try c.encode(classes, forKey: .classes)
+    try c.encode(gelu, forKey: .gelu)
+    try c.encode(layerNormEpsilon, forKey: .layerNormEpsilon)
+    try c.encode(blockPattern, forKey: .blockPattern)
+    try c.encode(attentionHeads, forKey: .attentionHeads)
+    try c.encode(convKernel, forKey: .convKernel)
+    try c.encode(stem, forKey: .stem)
+    try c.encode(task, forKey: .task)
   }
 
   public var gridHeight: Int { imageHeight / patch }
@@ -134,32 +287,26 @@ public struct MixerConfig: Codable, Equatable, Sendable {
       throw ConfigError(
         "image size \(imageHeight)x\(imageWidth) is not divisible by the patch size \(patch)")
     }
-    if let kinds = blockKinds {
-      if kinds.count != blocks {
-        throw ConfigError("the block pattern names \(kinds.count) blocks but the model has \(blocks)")
-      }
-      if kinds.contains(where: \.usesAttention), heads <= 0 || hidden % heads != 0 {
-        throw ConfigError("attention needs the width \(hidden) to divide into \(heads) heads: pass --heads")
-      }
-      if kinds.contains(.conv), kernel <= 0 || kernel % 2 == 0 {
-        throw ConfigError("the conv kernel must be odd and positive, got \(kernel)")
-      }
-    }
-    if let stem, stem != "linear" {
-      guard stem == "cnn" else { throw ConfigError("unknown stem '\(stem)' (known: linear, cnn)") }
-      guard patch >= 2, patch & (patch - 1) == 0 else {
-        throw ConfigError("the CNN stem needs a power-of-two patch (total stride), got \(patch)")
-      }
-    }
-    if !(layerNormEpsilon > 0) {
-      throw ConfigError("LayerNorm epsilon must be positive, got \(layerNormEpsilon)")
-    }
     // untrusted configs (manifests, flags) must not overflow or exhaust memory when built
     guard blocks <= 1 << 16, let count = checkedParameterCount, count <= 1 << 40 else {
       throw ConfigError(
         "a model of \(imageHeight)x\(imageWidth) px, patch \(patch), C \(hidden), \(blocks) blocks, "
           + "D_S \(tokensMLP), D_C \(channelsMLP), \(classes) classes is too large to build "
           + "(over 2^16 blocks or 2^40 parameters)")
+    }
+    if case .list(let kinds) = blockPattern, kinds.count != blocks {
+      throw ConfigError("the block list names \(kinds.count) blocks but the model has \(blocks): give one kind per block, or alternate:/every:")
+    }
+    let kinds = blockKinds
+    if kinds.contains(where: \.usesAttention), heads <= 0 || hidden % heads != 0 {
+      throw ConfigError("attention needs the width \(hidden) to divide into \(heads) heads: pass --heads")
+    }
+    if kinds.contains(.conv), kernel <= 0 || kernel % 2 == 0 {
+      throw ConfigError("the conv kernel must be odd and positive, got \(kernel)")
+    }
+    try stem.stem.validate(self)
+    if !(layerNormEpsilon > 0) {
+      throw ConfigError("LayerNorm epsilon must be positive, got \(layerNormEpsilon)")
     }
   }
 
@@ -191,37 +338,29 @@ public struct MixerConfig: Codable, Equatable, Sendable {
     let c = hidden, s = tokens
     let stem = patchLength * c + c
     let block = 4 * c + 2 * s * tokensMLP + tokensMLP + s + 2 * c * channelsMLP + channelsMLP + c
-    return stem + blocks * block + 2 * c + (c * headOutputs + headOutputs)
+    return stem + blocks * block + 2 * c + head.parameterCount(self)
   }
 
   /// Forward multiply-adds ×2 (FLOPs) for one image, counting only the matrix products.
   public var forwardFLOPsPerImage: Double {
     let s = Double(tokens), c = Double(hidden)
-    var stem = 2 * s * Double(patchLength) * c
-    if !cnnStemLayers.isEmpty {
-      stem = cnnStemLayers.reduce(0.0) { total, layer in
-        total + 2 * Double(layer.height / 2 * (layer.width / 2)) * 9 * Double(layer.inChannels * layer.outChannels)
-      }
-    }
     let mixer = 2 * 2 * s * Double(tokensMLP) * c
     let attention = 2 * s * c * 3 * c + 2 * 2 * s * s * c + 2 * s * c * c
     let conv = 2 * s * Double(kernel * kernel) * c * c
     let channel = 2 * 2 * s * c * Double(channelsMLP)
-    let head = isSegmentation ? 2 * s * c * Double(headOutputs) : 2 * c * Double(classes)
     var body = 0.0
     for i in 0..<blocks {
       let kind = kind(ofBlock: i)
       body += channel + (kind.usesMixer ? mixer : 0) + (kind.usesAttention ? attention : 0)
         + (kind == .conv ? conv : 0)
     }
-    return stem + body + head
+    return stem.stem.forwardFLOPsPerImage(self) + body + head.forwardFLOPsPerImage(self)
   }
 
   /// Training FLOPs per image: forward plus backward (two products per forward product, except
-  /// the stem, whose input gradient is not needed).
+  /// the stem's products whose input gradient is not needed).
   public var trainingFLOPsPerImage: Double {
-    let stem = cnnStemLayers.isEmpty ? 2 * Double(tokens) * Double(patchLength) * Double(hidden) : 0
-    return 3 * forwardFLOPsPerImage - stem
+    3 * forwardFLOPsPerImage - stem.stem.unneededInputGradientFLOPsPerImage(self)
   }
 }
 
@@ -257,36 +396,12 @@ public enum MixerPreset {
 }
 
 extension BlockKind {
-  /// Block kinds from a pattern: one kind for every block (`attention`), an explicit list
-  /// (`mixer,attention,conv,mixer+attention`, one per block), a cycle (`alternate:mixer,attention`),
-  /// or every k-th block of a kind and the paper's block elsewhere (`every:3:attention`).
+  /// Every block's kind under a pattern (see `BlockPattern`), for `blocks` blocks.
   public static func pattern(_ spec: String, blocks: Int) throws -> [BlockKind] {
-    func kinds(_ list: Substring) throws -> [BlockKind] {
-      try list.split(separator: ",").map { name in
-        guard let kind = BlockKind(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
-          throw ConfigError("unknown block kind '\(name)' (known: mixer, attention, conv, mixer+attention)")
-        }
-        return kind
-      }
+    let pattern = try BlockPattern(parsing: spec)
+    if case .list(let kinds) = pattern, kinds.count != blocks {
+      throw ConfigError("the block list names \(kinds.count) blocks but the model has \(blocks): give one kind per block, or alternate:/every:")
     }
-    let parts = spec.split(separator: ":", maxSplits: 2)
-    switch parts.first {
-    case "alternate" where parts.count == 2:
-      let cycle = try kinds(parts[1])
-      guard !cycle.isEmpty else { throw ConfigError("alternate: needs at least one block kind") }
-      return (0..<blocks).map { cycle[$0 % cycle.count] }
-    case "every" where parts.count == 3:
-      guard let k = Int(parts[1]), k > 0 else { throw ConfigError("every:K:KIND needs a positive K, got '\(parts[1])'") }
-      let kind = try kinds(parts[2])
-      guard kind.count == 1 else { throw ConfigError("every:K:KIND takes one block kind") }
-      return (0..<blocks).map { ($0 + 1) % k == 0 ? kind[0] : .mixer }
-    default:
-      let list = try kinds(Substring(spec))
-      if list.count == 1 { return Array(repeating: list[0], count: blocks) }
-      guard list.count == blocks else {
-        throw ConfigError("the block list names \(list.count) blocks but the model has \(blocks): give one kind per block, or alternate:/every:")
-      }
-      return list
-    }
+    return (0..<blocks).map(pattern.kind(ofBlock:))
   }
 }

@@ -35,64 +35,44 @@ public struct ParameterTable: Sendable {
   private let index: [String: Int]
 
   public init(config: MixerConfig) {
-    var views: [ParameterView] = []
-    var offset = 0
-    func add(_ name: String, _ shape: [Int], _ role: ParameterRole, fanIn: Int = 0) {
-      views.append(ParameterView(name: name, shape: shape, offset: offset, role: role, fanIn: fanIn))
-      offset += shape.reduce(1, *)
-    }
-    let p = config.patch, c = config.hidden, s = config.tokens
-    let ds = config.tokensMLP, dc = config.channelsMLP, k = config.classes
-    let cnnStem = config.cnnStemLayers
-    if cnnStem.isEmpty {
-      add("stem/kernel", [p, p, 3, c], .kernel, fanIn: p * p * 3)  // HWIO
-      add("stem/bias", [c], .bias)
-    }
-    for (j, layer) in cnnStem.enumerated() {
-      add("stem/Conv_\(j)/kernel", [3, 3, layer.inChannels, layer.outChannels], .kernel, fanIn: 9 * layer.inChannels)
-      add("stem/Conv_\(j)/bias", [layer.outChannels], .bias)
-    }
+    var builder = ParameterTableBuilder()
+    let c = config.hidden, s = config.tokens
+    let ds = config.tokensMLP, dc = config.channelsMLP
+    config.stem.stem.addParameters(config, to: &builder)
     for i in 0..<config.blocks {
       let kind = config.kind(ofBlock: i)
       let block = kind.scope(i)
-      add("\(block)/LayerNorm_0/scale", [c], .scale)
-      add("\(block)/LayerNorm_0/bias", [c], .bias)
+      builder.add("\(block)/LayerNorm_0/scale", [c], .scale)
+      builder.add("\(block)/LayerNorm_0/bias", [c], .bias)
       if kind.usesMixer {
-        add("\(block)/token_mixing/Dense_0/kernel", [s, ds], .kernel, fanIn: s)
-        add("\(block)/token_mixing/Dense_0/bias", [ds], .bias)
-        add("\(block)/token_mixing/Dense_1/kernel", [ds, s], .kernel, fanIn: ds)
-        add("\(block)/token_mixing/Dense_1/bias", [s], .bias)
+        builder.add("\(block)/token_mixing/Dense_0/kernel", [s, ds], .kernel, fanIn: s)
+        builder.add("\(block)/token_mixing/Dense_0/bias", [ds], .bias)
+        builder.add("\(block)/token_mixing/Dense_1/kernel", [ds, s], .kernel, fanIn: ds)
+        builder.add("\(block)/token_mixing/Dense_1/bias", [s], .bias)
       }
       if kind.usesAttention {
-        add("\(block)/MultiHeadDotProductAttention_0/qkv/kernel", [c, 3 * c], .kernel, fanIn: c)
-        add("\(block)/MultiHeadDotProductAttention_0/qkv/bias", [3 * c], .bias)
-        add("\(block)/MultiHeadDotProductAttention_0/out/kernel", [c, c], .kernel, fanIn: c)
-        add("\(block)/MultiHeadDotProductAttention_0/out/bias", [c], .bias)
+        builder.add("\(block)/MultiHeadDotProductAttention_0/qkv/kernel", [c, 3 * c], .kernel, fanIn: c)
+        builder.add("\(block)/MultiHeadDotProductAttention_0/qkv/bias", [3 * c], .bias)
+        builder.add("\(block)/MultiHeadDotProductAttention_0/out/kernel", [c, c], .kernel, fanIn: c)
+        builder.add("\(block)/MultiHeadDotProductAttention_0/out/bias", [c], .bias)
       }
       if kind == .conv {
         let k = config.kernel
-        add("\(block)/Conv_0/kernel", [k, k, c, c], .kernel, fanIn: k * k * c)  // HWIO
-        add("\(block)/Conv_0/bias", [c], .bias)
+        builder.add("\(block)/Conv_0/kernel", [k, k, c, c], .kernel, fanIn: k * k * c)  // HWIO
+        builder.add("\(block)/Conv_0/bias", [c], .bias)
       }
-      add("\(block)/LayerNorm_1/scale", [c], .scale)
-      add("\(block)/LayerNorm_1/bias", [c], .bias)
-      add("\(block)/channel_mixing/Dense_0/kernel", [c, dc], .kernel, fanIn: c)
-      add("\(block)/channel_mixing/Dense_0/bias", [dc], .bias)
-      add("\(block)/channel_mixing/Dense_1/kernel", [dc, c], .kernel, fanIn: dc)
-      add("\(block)/channel_mixing/Dense_1/bias", [c], .bias)
+      builder.add("\(block)/LayerNorm_1/scale", [c], .scale)
+      builder.add("\(block)/LayerNorm_1/bias", [c], .bias)
+      builder.add("\(block)/channel_mixing/Dense_0/kernel", [c, dc], .kernel, fanIn: c)
+      builder.add("\(block)/channel_mixing/Dense_0/bias", [dc], .bias)
+      builder.add("\(block)/channel_mixing/Dense_1/kernel", [dc, c], .kernel, fanIn: dc)
+      builder.add("\(block)/channel_mixing/Dense_1/bias", [c], .bias)
     }
-    add("pre_head_layer_norm/scale", [c], .scale)
-    add("pre_head_layer_norm/bias", [c], .bias)
-    if config.isSegmentation {
-      // a Dense from each token to its patch of per-pixel logits, (row, column, class) order
-      add("segmentation_head/kernel", [c, p * p * k], .headKernel)
-      add("segmentation_head/bias", [p * p * k], .bias)
-    } else {
-      add("head/kernel", [c, k], .headKernel)
-      add("head/bias", [k], .bias)
-    }
-    self.views = views
-    self.count = offset
+    builder.add("pre_head_layer_norm/scale", [c], .scale)
+    builder.add("pre_head_layer_norm/bias", [c], .bias)
+    config.head.addParameters(config, to: &builder)
+    self.views = builder.views
+    self.count = builder.count
     var index: [String: Int] = [:]
     for (i, view) in views.enumerated() { index[view.name] = i }
     self.index = index
@@ -104,5 +84,17 @@ public struct ParameterTable: Sendable {
   }
 
   /// The offset of a view that must exist (names are built by this table).
-  func offset(_ name: String) -> Int { self[name]!.offset }
+  public func offset(_ name: String) -> Int { self[name]!.offset }
+}
+
+/// Lays out views one after another, in the order they are added (the forward order).
+public struct ParameterTableBuilder {
+  public private(set) var views: [ParameterView] = []
+  public private(set) var count = 0
+
+  /// Appends a tensor; `fanIn` for kernels (lecun-normal init).
+  public mutating func add(_ name: String, _ shape: [Int], _ role: ParameterRole, fanIn: Int = 0) {
+    views.append(ParameterView(name: name, shape: shape, offset: count, role: role, fanIn: fanIn))
+    count += shape.reduce(1, *)
+  }
 }

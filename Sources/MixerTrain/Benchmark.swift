@@ -56,56 +56,41 @@ public struct BenchResult: Codable {
   }
 }
 
-/// Runs `warmup` untimed then `steps` timed training steps of `config` at `batch` images per rank,
-/// gradients all-reduced in buckets overlapped with backward when there are several ranks.
+/// The settings `bench` trains with: the defaults of a run, `batch` images per rank.
+func benchmarkTrainConfig(_ config: MixerConfig, batch: Int, ranks: Int, bucketFloats: Int?) -> TrainConfig {
+  var train = TrainConfig(model: config)
+  train.globalBatch = batch * ranks
+  if let bucketFloats { train.bucketFloats = bucketFloats }
+  return train
+}
+
+/// Runs `warmup` untimed then `steps` timed training steps of `config` at `batch` images per rank
+/// through the trainer's own `TrainingStep` (accumulate → reduce → clip → update), gradients
+/// all-reduced in buckets overlapped with backward when there are several ranks.
 /// images/s counts every rank's images; GFLOP/s and mfu are per rank.
 public func benchmarkTraining(
   config: MixerConfig, preset: String, batch: Int, steps: Int, warmup: Int, profile: Bool = false,
-  comm: Communicator = SingleProcessCommunicator(), bucketFloats: Int = 1 << 20
+  comm: Communicator = SingleProcessCommunicator(), bucketFloats: Int? = nil
 ) throws -> BenchResult {
   let model = try MixerModel(config: config, seed: 0)
   // a non-zero head so every gradient is non-trivial, as in training after step one
-  if let head = model.table["head/kernel"] ?? model.table["segmentation_head/kernel"] {
+  if let head = model.table[config.head.scope + "/kernel"] {
     var rng = CounterRNG(seed: 1)
     for i in head.range { model.parameters[i] = Float(rng.normal() * 0.01) }
   }
-  let optimizer = Optimizer(config: OptimizerConfig(), table: model.table)
-  let acts = Activations(config: config, batch: batch)
-  let imageFloats = batch * config.imageHeight * config.imageWidth * 3
-  let images = FlatBuffer(count: imageFloats)
-  var rng = CounterRNG(seed: 2)
-  for i in 0..<imageFloats { images[i] = rng.uniform() * 2 - 1 }
-  let labels = (0..<batch).map { Int32($0 % config.classes) }
-  labels.withUnsafeBufferPointer {
-    smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: config.classes, smoothing: 0)
-  }
-  // segmentation: a class per pixel (horizontal bands)
-  let maskPixels = config.isSegmentation ? batch * config.imageHeight * config.imageWidth : 0
-  for p in 0..<maskPixels { acts.masks[p] = Int32((p / (config.imageWidth * 4)) % config.classes) }
-  let bucketer = GradientBucketer(
-    communicator: comm, buffer: model.gradients.pointer, count: model.table.count,
-    bucketSize: bucketFloats)
+  let train = benchmarkTrainConfig(config, batch: batch, ranks: comm.size, bucketFloats: bucketFloats)
+  let step = TrainingStep(model: model, config: train, comm: comm, localBatch: batch)
+  let input = config.task.training.syntheticBatch(config, size: batch)
   var forward = 0.0, backward = 0.0, update = 0.0, exposed = 0.0
   try comm.barrier()
-  for step in 0..<(warmup + steps) {
-    if step == warmup { KernelProfile.reset(); KernelProfile.enabled = profile }
-    let t0 = monotonicSeconds()
-    model.zeroGradients()
-    model.forward(images: images.pointer, acts: acts)
-    model.loss(acts: acts)
-    let t1 = monotonicSeconds()
-    model.backward(acts: acts, lossScale: 1 / Float(batch * comm.size)) { bucketer.markReady(upTo: $0) }
-    let timings = try bucketer.finish()
-    let t2 = monotonicSeconds()
-    let norm = sumOfSquares(model.gradients.pointer, range: 0..<model.table.count).squareRoot()
-    clipByGlobalNorm(model.gradients.pointer, range: 0..<model.table.count, norm: norm, maxNorm: 1)
-    optimizer.update(parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: 1e-4, step: step + 1)
-    let t3 = monotonicSeconds()
-    if step >= warmup {
-      forward += t1 - t0
-      backward += t2 - t1
-      update += t3 - t2
-      exposed += timings.exposedSeconds
+  for index in 0..<(warmup + steps) {
+    if index == warmup { KernelProfile.reset(); KernelProfile.enabled = profile }
+    let result = try step.run(batch: input, step: index)
+    if index >= warmup {
+      forward += result.forwardSeconds
+      backward += result.backwardSeconds
+      update += result.updateSeconds
+      exposed += result.communication.exposedSeconds
     }
   }
   KernelProfile.enabled = false
@@ -179,8 +164,9 @@ public struct FedStepsResult {
   public var waitSeconds: Double
 }
 
-/// Runs `warmup` + `steps` single-process training steps of `config` whose batches come from
-/// `spec` through a `BatchLoader` with `workers` threads (training augmentation on).
+/// Runs `warmup` + `steps` single-process training steps of `config` (through `TrainingStep`)
+/// whose batches come from `spec` through a `BatchLoader` with `workers` threads (training
+/// augmentation on). The model takes the data's task and class count.
 public func benchmarkFedSteps(
   config: MixerConfig, spec: String, batch: Int, steps: Int, warmup: Int, workers: Int
 ) throws -> FedStepsResult {
@@ -190,32 +176,22 @@ public func benchmarkFedSteps(
     spec: spec, split: .train, imageSize: (config.imageHeight, config.imageWidth), seed: 0, options: options)
   var model = config
   model.classes = dataset.numClasses
-  if dataset is any SegmentationDataset { model.task = .segmentation }
+  model.task = MixerTask.learning(from: dataset)
   let mixer = try MixerModel(config: model, seed: 0)
-  let optimizer = Optimizer(config: OptimizerConfig(), table: mixer.table)
-  let acts = Activations(config: model, batch: batch)
+  let step = TrainingStep(
+    model: mixer, config: benchmarkTrainConfig(model, batch: batch, ranks: 1, bucketFloats: nil),
+    comm: SingleProcessCommunicator(), localBatch: batch)
   let sampler = try ShardedSampler(datasetCount: dataset.count, globalBatch: batch, seed: 0)
   let loader = try BatchLoader(
     dataset: dataset, sampler: sampler, startStep: 0, endStep: warmup + steps, workers: workers, depth: 3)
   defer { loader.stop() }
   var waited = 0, waitSeconds = 0.0, start = 0.0
-  for step in 0..<(warmup + steps) {
-    if step == warmup { start = monotonicSeconds() }
+  for index in 0..<(warmup + steps) {
+    if index == warmup { start = monotonicSeconds() }
     let before = monotonicSeconds()
     let (next, didWait) = try loader.next()
-    if step >= warmup && didWait { waited += 1; waitSeconds += monotonicSeconds() - before }
-    mixer.zeroGradients()
-    next.pixels.withUnsafeBufferPointer { mixer.forward(images: $0.baseAddress!, acts: acts) }
-    if model.isSegmentation {
-      next.masks.withUnsafeBufferPointer { acts.masks.update(from: $0.baseAddress!, count: $0.count) }
-    } else {
-      next.labels.withUnsafeBufferPointer {
-        smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: model.classes, smoothing: 0)
-      }
-    }
-    mixer.loss(acts: acts)
-    mixer.backward(acts: acts, lossScale: 1 / Float(batch))
-    optimizer.update(parameters: mixer.parameters.pointer, gradients: mixer.gradients.pointer, lr: 1e-4, step: step + 1)
+    if index >= warmup && didWait { waited += 1; waitSeconds += monotonicSeconds() - before }
+    _ = try step.run(batch: next, step: index)
     loader.recycle(next)
   }
   let seconds = monotonicSeconds() - start

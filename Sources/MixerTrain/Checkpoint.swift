@@ -187,10 +187,11 @@ public struct CheckpointStore {
 
   /// Every rank calls this after step `step` (the number of steps done); returns the committed
   /// folder (on every rank). `keep` > 0 deletes all but the newest `keep` after the commit.
+  /// `beforeCommit` runs on every rank once its files are written, before the commit barrier.
   @discardableResult
   public func save(
     step: Int, model: MixerModel, optimizer: Optimizer, config: TrainConfig, cursor: CheckpointManifest.DataCursor,
-    keep: Int, failAfterFiles: Bool = false
+    keep: Int, beforeCommit: (() -> Void)? = nil
   ) throws -> URL {
     let final = directory.appendingPathComponent(checkpointName(step: step))
     let partial = directory.appendingPathComponent("." + "partial-" + checkpointName(step: step))
@@ -235,7 +236,7 @@ public struct CheckpointStore {
       return .init(name: name, bytes: size, sha256: try SHA256.hex(ofFileAt: url))
     }
     try AtomicFile.write(try JSONEncoder().encode(entries), to: partial.appendingPathComponent(".files-rank-\(comm.rank).json"))
-    if failAfterFiles { kill(getpid(), SIGKILL) }  // fault injection: die mid-save
+    beforeCommit?()
     try comm.barrier()
 
     if comm.rank == 0 {

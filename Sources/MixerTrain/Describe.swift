@@ -11,8 +11,9 @@ public func describeModel(_ config: MixerConfig, name: String) -> String {
     "\(name): \(config.imageHeight)x\(config.imageWidth) px, patch \(config.patch), S \(config.tokens), "
       + "C \(config.hidden), D_S \(config.tokensMLP), D_C \(config.channelsMLP), "
       + "\(config.blocks) blocks, \(config.classes) classes, GELU \(config.gelu.rawValue)"
-      + (config.blockKinds.map { " — blocks: " + $0.map(\.rawValue).joined(separator: ", ") } ?? "")
-      + (config.stem == "cnn" ? " — CNN stem" : ""))
+      + (config.blockPattern == .uniform(.mixer) ? "" : " — blocks: " + config.blockKinds.map(\.rawValue).joined(separator: ", "))
+      + (config.stem == .linear ? "" : " — \(config.stem.rawValue.uppercased()) stem")
+      + (config.task == .classification ? "" : " — \(config.task.rawValue) head"))
   let width = table.views.map(\.name.count).max() ?? 10
   for view in table.views {
     let shape = "[" + view.shape.map(String.init).joined(separator: ", ") + "]"

@@ -1,8 +1,8 @@
-// Evaluation: top-1, top-5 and mean loss of the model on a dataset, sharded over ranks so that
-// every sample is counted exactly once (ranges differ by at most one sample), totals summed with
-// one all-reduce. For segmentation the totals also hold the K×K confusion matrix of labelled
-// pixels, from which the mIoU is computed once every rank's counts are summed; top-1 and top-5
-// are then over labelled pixels (top-1 is the pixel accuracy).
+// Evaluation: the model's task metrics on a dataset, sharded over ranks so that every sample is
+// counted exactly once (ranges differ by at most one sample), totals summed with one all-reduce.
+// What the totals are is the task's (Tasks/): top-1, top-5 and loss over images for
+// classification; for segmentation also the K×K confusion matrix of labelled pixels, from which
+// the mIoU is computed once every rank's counts are summed.
 
 import MixerData
 import MixerDistributed
@@ -13,6 +13,8 @@ import Foundation
 
 /// Exact totals over a dataset.
 public struct EvaluationResult: Equatable {
+  /// the task evaluated (which metrics below are set)
+  public var task: MixerTask
   /// images evaluated
   public var count: Int
   /// classification: share of images; segmentation: share of labelled pixels
@@ -28,132 +30,44 @@ public struct EvaluationResult: Equatable {
   /// segmentation: labelled pixels evaluated
   public var pixels: Int?
 
-  public init(count: Int, top1: Double, top5: Double, loss: Double) {
+  public init(task: MixerTask = .classification, count: Int, top1: Double, top5: Double, loss: Double) {
+    self.task = task
     self.count = count
     self.top1 = top1
     self.top5 = top5
     self.loss = loss
   }
-}
 
-/// IoU per class from a confusion matrix `confusion[true · K + predicted]` of pixel counts:
-/// IoU_k = C_kk / (Σ_j C_kj + Σ_i C_ik − C_kk), nil when class k is neither labelled nor
-/// predicted; the mean is over the classes with an IoU (0 when there is none).
-public func intersectionOverUnion(confusion: [Double], classes: Int) -> (mean: Double, perClass: [Double?]) {
-  precondition(confusion.count == classes * classes)
-  var perClass: [Double?] = []
-  for k in 0..<classes {
-    var labelled = 0.0, predicted = 0.0
-    for j in 0..<classes {
-      labelled += confusion[k * classes + j]
-      predicted += confusion[j * classes + k]
-    }
-    let union = labelled + predicted - confusion[k * classes + k]
-    perClass.append(union > 0 ? confusion[k * classes + k] / union : nil)
+  /// The task's main metric, e.g. "val top-1 98.30%" or "val mIoU 64.79%".
+  public var headline: String {
+    if let meanIoU { return String(format: "val mIoU %.2f%%", meanIoU * 100) }
+    return String(format: "val top-1 %.2f%%", top1 * 100)
   }
-  let present = perClass.compactMap { $0 }
-  return (present.isEmpty ? 0 : present.reduce(0, +) / Double(present.count), perClass)
-}
-
-/// How many classes score strictly higher than `label` (ties broken towards the lower index), at
-/// one row of K logits: 0 means a top-1 hit, < 5 a top-5 hit.
-@inline(__always)
-func rank(of label: Int, in logits: UnsafePointer<Float>, classes: Int) -> Int {
-  let target = logits[label]
-  var higher = 0
-  for k in 0..<classes where logits[k] > target || (logits[k] == target && k < label) {
-    higher += 1
-  }
-  return higher
-}
-
-/// The class with the highest logit, ties to the lower class (as `rank` counts them).
-@inline(__always)
-func predictedClass(_ logits: UnsafePointer<Float>, classes: Int) -> Int {
-  var best = 0
-  for j in 1..<classes where logits[j] > logits[best] { best = j }
-  return best
 }
 
 /// Evaluates `model` on all of `dataset`, this rank taking its range; every rank gets the totals.
+/// The model's task decides the targets and what is counted (`TaskHead`).
 public func evaluate(
   model: MixerModel, dataset: any Dataset, comm: Communicator, batchSize: Int
 ) throws -> EvaluationResult {
-  if model.config.isSegmentation {
-    return try evaluateSegmentation(model: model, dataset: dataset, comm: comm, batchSize: batchSize)
-  }
   let config = model.config
+  let task = config.task.training
   let range = EvaluationSharding.range(count: dataset.count, worldSize: comm.size, rank: comm.rank)
   var arenas: [Int: Activations] = [:]
-  var totals = [Double](repeating: 0, count: 4)  // top1, top5, loss, count
+  var totals = [Double](repeating: 0, count: task.evaluationTotalsCount(config))
   var batch = Batch()
   for chunk in EvaluationSharding.batches(of: range, batchSize: batchSize) {
-    try batch.fill(dataset: dataset, indices: Array(chunk))
+    try task.fillEvaluationBatch(&batch, dataset: dataset, indices: Array(chunk))
     let b = chunk.count
     let acts = arenas[b] ?? Activations(config: config, batch: b)
     arenas[b] = acts
     batch.pixels.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, acts: acts) }
-    batch.labels.withUnsafeBufferPointer {
-      smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: b, classes: config.classes, smoothing: 0)
-    }
-    totals[2] += model.loss(acts: acts)
-    for e in 0..<b {
-      let higher = rank(of: Int(batch.labels[e]), in: acts.logits + e * config.classes, classes: config.classes)
-      if higher == 0 { totals[0] += 1 }
-      if higher < 5 { totals[1] += 1 }
-    }
-    totals[3] += Double(b)
+    task.setTargets(acts: acts, batch: batch, offset: 0, classes: config.classes, smoothing: 0)
+    let loss = model.loss(acts: acts)
+    task.accumulate(&totals, acts: acts, batch: batch, loss: loss, config: config)
   }
   try comm.allReduceSum(&totals)
-  let n = max(totals[3], 1)
-  return EvaluationResult(count: Int(totals[3]), top1: totals[0] / n, top5: totals[1] / n, loss: totals[2] / n)
-}
-
-/// Segmentation evaluation: per-pixel top-1/top-5 and the confusion matrix over labelled pixels,
-/// the mean per-image loss, and the mIoU of the summed confusion matrix.
-func evaluateSegmentation(
-  model: MixerModel, dataset: any Dataset, comm: Communicator, batchSize: Int
-) throws -> EvaluationResult {
-  let config = model.config
-  guard let dataset = dataset as? any SegmentationDataset else {
-    throw TrainError("a segmentation model needs data with masks (segshapes, segfolder:PATH)")
-  }
-  let k = config.classes, n = config.imageHeight * config.imageWidth
-  let range = EvaluationSharding.range(count: dataset.count, worldSize: comm.size, rank: comm.rank)
-  var arenas: [Int: Activations] = [:]
-  // top1, top5, loss, images, labelled pixels, then the confusion matrix [true, predicted]
-  var totals = [Double](repeating: 0, count: 5 + k * k)
-  var batch = Batch()
-  for chunk in EvaluationSharding.batches(of: range, batchSize: batchSize) {
-    try batch.fill(segmentation: dataset, indices: Array(chunk), epoch: 0)
-    let b = chunk.count
-    let acts = arenas[b] ?? Activations(config: config, batch: b)
-    arenas[b] = acts
-    batch.pixels.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, acts: acts) }
-    batch.masks.withUnsafeBufferPointer { acts.masks.update(from: $0.baseAddress!, count: b * n) }
-    totals[2] += model.loss(acts: acts)
-    totals[3] += Double(b)
-    for p in 0..<(b * n) {
-      let label = Int(acts.masks[p])
-      guard label >= 0 else { continue }
-      let logits = acts.pixelLogits + p * k
-      let higher = rank(of: label, in: logits, classes: k)
-      if higher == 0 { totals[0] += 1 }
-      if higher < 5 { totals[1] += 1 }
-      totals[4] += 1
-      totals[5 + label * k + predictedClass(logits, classes: k)] += 1
-    }
-  }
-  try comm.allReduceSum(&totals)
-  let pixels = max(totals[4], 1)
-  var result = EvaluationResult(
-    count: Int(totals[3]), top1: totals[0] / pixels, top5: totals[1] / pixels,
-    loss: totals[2] / max(totals[3], 1))
-  let iou = intersectionOverUnion(confusion: Array(totals[5...]), classes: k)
-  result.meanIoU = iou.mean
-  result.classIoU = iou.perClass
-  result.pixels = Int(totals[4])
-  return result
+  return task.evaluationResult(totals, config: config)
 }
 
 /// A model restored from a checkpoint folder (or the newest valid one in a checkpoint directory).

@@ -409,17 +409,19 @@ public func initializeModel(
   let config = model.config
   // another number of classes: head/kernel [C, K'] and head/bias [K'] with the model's C (or
   // segmentation_head [C, P·P·K'] and [P·P·K']); another task: the other kind of head
-  let headPrefix = config.isSegmentation ? "segmentation_head/" : "head/"
-  let otherHeadPrefix = config.isSegmentation ? "head/" : "segmentation_head/"
+  let headPrefix = config.head.scope + "/"
+  let otherTasks = MixerTask.allCases.filter { $0 != config.task }
   var sourceClasses: Int?
   if let kernel = parameters[headPrefix + "kernel"], let bias = parameters[headPrefix + "bias"], kernel.shape.count == 2,
     kernel.shape[0] == config.hidden, bias.shape == [kernel.shape[1]]
   {
     sourceClasses = kernel.shape[1] / (config.headOutputs / config.classes)
   }
-  let otherTask = sourceClasses == nil
-    && parameters[otherHeadPrefix + "kernel"].map { $0.shape.count == 2 && $0.shape[0] == config.hidden } == true
-  let resetHead = (sourceClasses != nil && sourceClasses != config.classes) || otherTask
+  let otherTask = sourceClasses == nil ? otherTasks.first { other in
+    parameters[other.head.scope + "/kernel"].map { $0.shape.count == 2 && $0.shape[0] == config.hidden } == true
+  } : nil
+  let otherHeadPrefix = (otherTask?.head.scope ?? "") + "/"
+  let resetHead = (sourceClasses != nil && sourceClasses != config.classes) || otherTask != nil
   // another resolution: the token count of the first block decides
   var tiling: TokenTiling?
   var tilingProblem: String?
@@ -459,7 +461,7 @@ public func initializeModel(
     }
   }
   let extra = Set(parameters.keys).subtracting(model.table.views.map(\.name))
-    .filter { !(otherTask && $0.hasPrefix(otherHeadPrefix)) }
+    .filter { !(otherTask != nil && $0.hasPrefix(otherHeadPrefix)) }
   problems += extra.sorted().map { "\($0) not in the model" }
   guard problems.isEmpty else {
     var hints: [String] = []
@@ -476,10 +478,8 @@ public func initializeModel(
   if resetHead, let sourceClasses {
     log("head re-initialised: checkpoint has \(sourceClasses) classes, model has \(config.classes)")
   }
-  if otherTask {
-    log(config.isSegmentation
-      ? "segmentation head initialised to zero: the checkpoint has a classification head, which is left out"
-      : "classification head initialised to zero: the checkpoint has a segmentation head, which is left out")
+  if let otherTask {
+    log("\(config.task.rawValue) head initialised to zero: the checkpoint has a \(otherTask.rawValue) head, which is left out")
   }
   if let tiling, widened > 0 {
     log("token mixing widened to \(config.imageHeight)x\(config.imageWidth) px: K = \(tiling.k), "

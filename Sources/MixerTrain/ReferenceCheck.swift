@@ -150,13 +150,13 @@ public func verifyReference(directory: String) throws -> ReferenceReport {
   let acts = Activations(config: config, batch: batch)
   images.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, acts: acts) }
   labels.withUnsafeBufferPointer {
-    smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: config.classes, smoothing: 0)
+    smoothedOneHot(targets: acts.head(ClassificationBuffers.self).targets, labels: $0.baseAddress!, batch: batch, classes: config.classes, smoothing: 0)
   }
   let loss = Float(model.loss(acts: acts) / Double(batch))
   model.zeroGradients()
   model.backward(acts: acts, lossScale: 1 / Float(batch))
 
-  let logits = Array(UnsafeBufferPointer(start: acts.logits, count: batch * config.classes))
+  let logits = Array(UnsafeBufferPointer(start: acts.head(ClassificationBuffers.self).logits, count: batch * config.classes))
   var comparisons = [
     compare("logits", logits, referenceLogits, tolerance: 1e-5),
     compare("loss", [loss], referenceLoss, tolerance: 1e-5),

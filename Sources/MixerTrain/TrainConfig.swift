@@ -1,6 +1,7 @@
 // One config struct for a training run; command-line flags map one to one onto it, and it is
 // written into the run folder so a run can be read back and repeated.
 
+import Foundation
 import MixerData
 import MixerModel
 
@@ -24,13 +25,13 @@ public struct TrainConfig: Codable, Equatable, Sendable {
   public var trainExamples: Int = 50_000
   /// validation images of the embedded dataset
   public var validationExamples: Int = 5_000
-  public var steps: Int = 1_000
+  public var steps: Int = 600
   public var globalBatch: Int = 128
   /// micro-batches per step (gradient accumulation); the local batch must divide by it
   public var accumulation: Int = 1
   public var optimizer = OptimizerConfig()
   public var learningRate: Float = 2e-3
-  public var warmupSteps: Int = 100
+  public var warmupSteps: Int = 60
   public var decay: DecayKind = .cosine
   /// clip the global gradient norm to this (0 = off); the paper uses 1.0
   public var clipNorm: Float = 1
@@ -98,10 +99,66 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     try check(zeroStage == 0 || zeroStage == 1, "--zero takes 0 or 1, got \(zeroStage)")
     try check(loaderWorkers >= 1, "--loader-workers must be at least 1")
     try check(mixup >= 0, "--mixup must be non-negative, got \(mixup)")
-    try check(mixup == 0 || !model.isSegmentation, "--mixup does not apply to segmentation (masks cannot be mixed)")
+    try model.task.training.validate(self)
     if let t = threads { try check(t >= 1, "--threads must be at least 1, got \(t)") }
     try check(saveEvery >= 0, "--save-every must be non-negative")
     try check(keep >= 0, "--keep must be non-negative")
     try check(saveEvery == 0 || checkpointDirectory != nil, "--save-every needs --checkpoint-dir")
   }
+}
+
+/// Settings a command line left to the library: the task's budget and embedded data, the data's
+/// class count, and D_S for fine-tuning at another resolution.
+public struct Unspecified: OptionSet, Sendable {
+  public let rawValue: Int
+  public init(rawValue: Int) { self.rawValue = rawValue }
+  public static let steps = Unspecified(rawValue: 1)
+  public static let globalBatch = Unspecified(rawValue: 2)
+  public static let data = Unspecified(rawValue: 4)
+  public static let classes = Unspecified(rawValue: 8)
+  public static let tokensMLP = Unspecified(rawValue: 16)
+}
+
+extension TrainConfig {
+  /// The settings every run starts from (the `tiny` preset on the embedded data).
+  public static let defaults = TrainConfig(model: try! MixerPreset.config(named: "tiny"))
+
+  /// Decides what the user left `unspecified`: the task's default budget and data, the data's
+  /// number of classes (the model follows its data), and, fine-tuning from weights trained at a
+  /// lower resolution with the same patch, D_S widened by K² as the paper's Appendix C.
+  /// Returns what it decided that a user should be told.
+  public mutating func resolve(_ unspecified: Unspecified) throws -> [String] {
+    var notes: [String] = []
+    let task = model.task.training
+    if unspecified.contains(.steps) { steps = task.defaultSteps }
+    if unspecified.contains(.globalBatch) { globalBatch = task.defaultGlobalBatch }
+    if unspecified.contains(.data) { data = task.defaultData }
+    if unspecified.contains(.classes) {
+      var probe = self
+      probe.dataOptions.segmentationClasses = nil
+      let counted = try classCount(of: probe)
+      if counted != model.classes {
+        notes.append("the data has \(counted) classes: the model predicts \(counted) (pass --classes to choose)")
+        model.classes = counted
+      }
+    }
+    if unspecified.contains(.tokensMLP), let initFrom,
+      let source = try readInitialParameters(from: URL(fileURLWithPath: initFrom)).config,
+      source.patch == model.patch, (source.imageHeight, source.imageWidth) != (model.imageHeight, model.imageWidth)
+    {
+      // fine-tuning at a higher resolution: D_S grows by K² (paper, Appendix C)
+      model.tokensMLP = try highResolutionConfig(
+        source, imageHeight: model.imageHeight, imageWidth: model.imageWidth).tokensMLP
+    }
+    return notes
+  }
+}
+
+/// The number of classes of the training data `config` names.
+func classCount(of config: TrainConfig) throws -> Int {
+  var options = config.dataOptions
+  options.trainExamples = 1
+  options.validationExamples = 1
+  let size = (config.model.imageHeight, config.model.imageWidth)
+  return try makeDataset(spec: config.data, split: .train, imageSize: size, seed: config.seed, options: options).numClasses
 }

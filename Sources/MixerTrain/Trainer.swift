@@ -23,13 +23,29 @@ public struct TrainSummary {
   public var optimizerStateFloats: Int
 }
 
-/// Fault injection for tests of the failure path: rank `rank` throws at `step`, or, with
-/// `stall`, sleeps there for an hour (a stuck disk, a hung peer) so the others' watchdog fires.
-public struct FaultInjection: Sendable {
-  public var step: Int
-  public var rank: Int
-  public var stall: Bool
-  public init(step: Int, rank: Int, stall: Bool = false) { self.step = step; self.rank = rank; self.stall = stall }
+/// Injected failures, for tests of the failure paths (and the `--fail-at-step` family of flags):
+/// passed into a `Trainer`, never set on it afterwards.
+public struct FaultPlan: Sendable {
+  /// rank `rank` throws at this step (or, with `stall`, sleeps there for an hour: a stuck disk, a
+  /// hung peer, so the others' watchdog fires)
+  public var failAtStep: Int?
+  public var rank: Int = 0
+  public var stall = false
+  /// SIGKILL this process in the middle of the checkpoint save at this step
+  public var killInSaveAtStep: Int?
+  /// stop (as a preempted job would) after this many steps, without the final evaluation
+  public var stopAfterStep: Int?
+
+  public init(
+    failAtStep: Int? = nil, rank: Int = 0, stall: Bool = false, killInSaveAtStep: Int? = nil,
+    stopAfterStep: Int? = nil
+  ) {
+    self.failAtStep = failAtStep
+    self.rank = rank
+    self.stall = stall
+    self.killInSaveAtStep = killInSaveAtStep
+    self.stopAfterStep = stopAfterStep
+  }
 }
 
 /// One training run on one rank.
@@ -37,18 +53,15 @@ public final class Trainer {
   public let config: TrainConfig
   public let comm: Communicator
   public let model: MixerModel
-  public let optimizer: Optimizer
+  /// the one step (accumulate → reduce → clip → update), shared with `bench`
+  let step: TrainingStep
+  public var optimizer: Optimizer { step.optimizer }
   public let log: RunLog
   let trainSet: any Dataset
   let validationSet: any Dataset
   let sampler: ShardedSampler
-  let bucketer: GradientBucketer
   let watchdog: Watchdog?
-  public var fault: FaultInjection?
-  /// fault injection: SIGKILL this process in the middle of the save at this step
-  public var killInSaveAtStep: Int?
-  /// stop (as a preempted job would) after this many steps, without the final evaluation
-  public var stopAfterStep: Int?
+  let faults: FaultPlan
   /// the step training starts from (0, or the resumed checkpoint's)
   public private(set) var startStep = 0
 
@@ -57,17 +70,15 @@ public final class Trainer {
 
   public init(
     config: TrainConfig, comm: Communicator, timeout: Double? = nil, resume: String? = nil,
-    logLevel: Logger.Level = .info
+    logLevel: Logger.Level = .info, faults: FaultPlan = FaultPlan()
   ) throws {
     logger = makeLogger(rank: comm.rank, level: logLevel)
+    self.faults = faults
     try config.validate(worldSize: comm.size)
     var config = config
     self.comm = comm
     try Trainer.checkSameConfig(config, comm: comm)
-    let environmentThreads = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap { Int($0) }
-    let threads = config.threads ?? environmentThreads.flatMap { $0 > 0 ? $0 : nil }
-      ?? defaultThreadsPerRank(coresPerNode: onlineCPUCount(), localSize: comm.localSize)
-    BLAS.setThreads(threads)
+    let threads = Job.setBLASThreads(requested: config.threads, comm: comm)
     // the usual launch traps (binding that starves the BLAS threads, oversubscription), each
     // with its fix: errors stop the run, warnings are printed once per node
     let launchIssues = checkLaunch(.current(ranksOnNode: comm.localSize, threadsPerRank: threads))
@@ -88,14 +99,8 @@ public final class Trainer {
         "the data is \(trainSet.height)x\(trainSet.width) px but the model expects "
           + "\(config.model.imageHeight)x\(config.model.imageWidth): pass --image-size")
     }
-    let maskedData = trainSet is any SegmentationDataset
-    if config.model.isSegmentation && !maskedData {
-      throw TrainError(
-        "--task segmentation needs data with a class per pixel: --data segshapes (embedded) or segfolder:PATH, not \(config.data)")
-    }
-    if !config.model.isSegmentation && maskedData {
-      throw TrainError("--data \(config.data) holds segmentation masks: pass --task segmentation")
-    }
+    let task = config.model.task.training
+    if !task.accepts(trainSet) { throw TrainError(task.dataRequirement(spec: config.data)) }
     if trainSet.numClasses != config.model.classes {
       throw TrainError(
         "the data has \(trainSet.numClasses) classes but the model has \(config.model.classes): pass --classes \(trainSet.numClasses)")
@@ -117,17 +122,12 @@ public final class Trainer {
     try comm.broadcast(model.parameters.pointer, count: model.table.count, root: 0)
     try Trainer.checkSameParameters(model.parameters, comm: comm)
 
-    let shard = config.zeroStage == 1
-      ? shardRanges(total: model.table.count, parts: comm.size)[comm.rank] : 0..<model.table.count
-    optimizer = Optimizer(config: config.optimizer, table: model.table, range: shard)
     sampler = try ShardedSampler(
       datasetCount: trainSet.count, globalBatch: config.globalBatch, worldSize: comm.size,
       rank: comm.rank, seed: config.seed)
     watchdog = comm.size > 1 ? Watchdog(communicator: comm, timeout: timeout ?? 600) : nil
-    bucketer = GradientBucketer(
-      communicator: comm, buffer: model.gradients.pointer, count: model.table.count,
-      bucketSize: config.bucketFloats, mode: config.zeroStage == 1 ? .reduceScatter : .allReduce,
-      watchdog: watchdog)
+    step = TrainingStep(
+      model: model, config: config, comm: comm, localBatch: config.globalBatch / comm.size, watchdog: watchdog)
 
     if comm.rank == 0 {
       try FileManager.default.createDirectory(
@@ -204,8 +204,6 @@ public final class Trainer {
   /// Runs every step, evaluates, writes the run folder; returns the summary.
   public func run() throws -> TrainSummary {
     let cfg = config
-    let localBatch = cfg.globalBatch / comm.size
-    let acts = Activations(config: cfg.model, batch: localBatch / cfg.accumulation)
     let loader = try BatchLoader(
       dataset: trainSet, sampler: sampler, startStep: startStep, endStep: cfg.steps,
       workers: cfg.loaderWorkers, depth: 3,
@@ -219,48 +217,48 @@ public final class Trainer {
     var evaluation: EvaluationResult?
 
     let store = cfg.checkpointDirectory.map { CheckpointStore(directory: URL(fileURLWithPath: $0), comm: comm) }
-    for step in startStep..<cfg.steps {
-      watchdog?.step = step
+    for stepIndex in startStep..<cfg.steps {
+      watchdog?.step = stepIndex
       // the whole step (collectives, checkpoint barriers, evaluation) must finish within
       // --timeout, or the watchdog aborts the job naming this step: a stalled peer never hangs it
-      let stepToken = watchdog?.begin("training step \(step)")
+      let stepToken = watchdog?.begin("training step \(stepIndex)")
       defer { if let stepToken { watchdog?.end(stepToken) } }
-      if let fault, fault.step == step, fault.rank == comm.rank {
-        if fault.stall { sleep(3600) }
-        throw TrainError("injected fault at step \(step) (--fail-at-step \(step) --fail-rank \(fault.rank))")
+      if faults.failAtStep == stepIndex, faults.rank == comm.rank {
+        if faults.stall { sleep(3600) }
+        throw TrainError("injected fault at step \(stepIndex) (--fail-at-step \(stepIndex) --fail-rank \(faults.rank))")
       }
       let (batch, waited) = try loader.next()
       if waited { dataWaits += 1 }
-      let lossSum = accumulateGradients(batch: batch, acts: acts, regularization: cfg.regularization(step: step))
-      let timings = try bucketer.finish()
-      exposed += timings.exposedSeconds
-      logger.debug("step \(step): communication \(timings.communicationSeconds) s, not hidden \(timings.exposedSeconds) s, \(timings.buckets) buckets")
+      let result = try step.run(batch: batch, step: stepIndex)
       loader.recycle(batch)
+      let timings = result.communication
+      exposed += timings.exposedSeconds
+      logger.debug("step \(stepIndex): communication \(timings.communicationSeconds) s, not hidden \(timings.exposedSeconds) s, \(timings.buckets) buckets")
 
-      let (loss, norm, lr) = try update(step: step, lossSum: lossSum)
-      lastLoss = loss
-      windowLoss += loss
+      lastLoss = result.loss
+      windowLoss += result.loss
       windowSteps += 1
       windowImages += cfg.globalBatch
-      let done = step + 1
+      let done = stepIndex + 1
       if done % cfg.logEvery == 0 || done == cfg.steps {
         let now = monotonicSeconds()
         let rate = Double(windowImages) / max(now - windowStart, 1e-9)
         let meanLoss = windowLoss / Double(windowSteps)
         let eta = Double(cfg.steps - done) * Double(cfg.globalBatch) / max(rate, 1e-9)
         log.record(MetricRecord(kind: "train", step: done, values: [
-          ("loss", meanLoss), ("lr", Double(lr)), ("grad_norm", norm), ("images_per_second", rate),
-          ("epoch", Double(done) / Double(sampler.batchesPerEpoch)), ("seconds", now - start),
+          ("loss", meanLoss), ("lr", Double(result.learningRate)), ("grad_norm", result.gradientNorm),
+          ("images_per_second", rate), ("epoch", Double(done) / Double(sampler.batchesPerEpoch)),
+          ("seconds", now - start),
         ]))
         log.progress(String(
           format: "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f img/s  ETA %@", done, cfg.steps,
-          Double(done) / Double(sampler.batchesPerEpoch), meanLoss, lr, rate, formatDuration(eta)))
+          Double(done) / Double(sampler.batchesPerEpoch), meanLoss, result.learningRate, rate, formatDuration(eta)))
         windowStart = now; windowImages = 0; windowLoss = 0; windowSteps = 0
       }
       if let store, (cfg.saveEvery > 0 && done % cfg.saveEvery == 0) || done == cfg.steps {
         try saveCheckpoint(store, done: done)
       }
-      if let stop = stopAfterStep, done >= stop {
+      if let stop = faults.stopAfterStep, done >= stop {
         log.close()
         return TrainSummary(
           steps: done, finalLoss: lastLoss, evaluation: nil, seconds: monotonicSeconds() - start,
@@ -283,84 +281,6 @@ public final class Trainer {
       exposedCommunicationShare: exposed / seconds, optimizerStateFloats: optimizer.stateCount)
   }
 
-  /// Forward and backward over the micro-batches of one step's batch, gradients accumulating;
-  /// the last micro-batch hands finished gradient buckets to the communication thread.
-  /// Returns the summed per-example loss.
-  func accumulateGradients(batch: Batch, acts: Activations, regularization: Regularization?) -> Double {
-    let cfg = config
-    let microBatch = acts.batch
-    let pixelsPerImage = trainSet.pixelsPerImage
-    model.zeroGradients()
-    var lossSum = 0.0
-    for micro in 0..<cfg.accumulation {
-      let offset = micro * microBatch
-      batch.pixels.withUnsafeBufferPointer { pixels in
-        model.forward(
-          images: pixels.baseAddress! + offset * pixelsPerImage, acts: acts,
-          regularization: regularization, sampleIDs: Array(batch.indices[offset..<(offset + microBatch)]))
-      }
-      setTargets(acts: acts, batch: batch, offset: offset)
-      lossSum += model.loss(acts: acts)
-      let last = micro == cfg.accumulation - 1
-      model.backward(
-        acts: acts, lossScale: 1 / Float(cfg.globalBatch), regularization: regularization,
-        onReady: last ? { [bucketer] in bucketer.markReady(upTo: $0) } : nil)
-    }
-    return lossSum
-  }
-
-  /// The loss targets of micro-batch `[offset, offset + acts.batch)` of `batch`: the masks for
-  /// segmentation; otherwise label-smoothed one-hot rows, mixed with the partners under mixup.
-  func setTargets(acts: Activations, batch: Batch, offset: Int) {
-    let cfg = config
-    let microBatch = acts.batch
-    if cfg.model.isSegmentation {
-      let maskPixels = cfg.model.imageHeight * cfg.model.imageWidth
-      batch.masks.withUnsafeBufferPointer { masks in
-        acts.masks.update(from: masks.baseAddress! + offset * maskPixels, count: microBatch * maskPixels)
-      }
-      acts.labelSmoothing = cfg.labelSmoothing
-      return
-    }
-    batch.labels.withUnsafeBufferPointer { labels in
-      if let mix = batch.mixup {
-        mix.partnerLabels.withUnsafeBufferPointer { partners in
-          mixupTargets(
-            targets: acts.targets, labels: labels.baseAddress! + offset,
-            partnerLabels: partners.baseAddress! + offset, weight: mix.weight, batch: microBatch,
-            classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
-        }
-      } else {
-        smoothedOneHot(
-          targets: acts.targets, labels: labels.baseAddress! + offset, batch: microBatch,
-          classes: cfg.model.classes, smoothing: cfg.labelSmoothing)
-      }
-    }
-  }
-
-  /// After the gradients are reduced: the global loss and gradient norm (one small all-reduce),
-  /// clipping, the optimizer update of this rank's range, and under ZeRO-1 the all-gather.
-  func update(step: Int, lossSum: Double) throws -> (loss: Double, norm: Double, lr: Float) {
-    let cfg = config
-    let total = model.table.count
-    let shard = bucketer.shard  // everything, unless ZeRO-1
-    let squares = sumOfSquares(model.gradients.pointer, range: shard)
-    var scalars = [lossSum, cfg.zeroStage == 1 ? squares : 0]
-    try comm.allReduceSum(&scalars)
-    let loss = scalars[0] / Double(cfg.globalBatch)
-    guard loss.isFinite else {
-      throw TrainError("the loss is \(loss) at step \(step): lower --lr or check the data")
-    }
-    let norm = (cfg.zeroStage == 1 ? scalars[1] : squares).squareRoot()
-    clipByGlobalNorm(model.gradients.pointer, range: shard, norm: norm, maxNorm: Double(cfg.clipNorm))
-    let lr = cfg.schedule.learningRate(step: step)
-    optimizer.update(parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: lr, step: step + 1)
-    if cfg.zeroStage == 1 {
-      try comm.allGather(model.parameters.pointer, counts: comm.shardCounts(ofTotal: total))
-    }
-    return (loss, norm, lr)
-  }
-
   /// Every rank saves its part of the checkpoint after `done` steps.
   func saveCheckpoint(_ store: CheckpointStore, done: Int) throws {
     let cursor = CheckpointManifest.DataCursor(
@@ -368,38 +288,17 @@ public final class Trainer {
       samplesSeen: done * config.globalBatch)
     let folder = try store.save(
       step: done, model: model, optimizer: optimizer, config: config, cursor: cursor, keep: config.keep,
-      failAfterFiles: killInSaveAtStep == done)
+      beforeCommit: faults.killInSaveAtStep == done ? { kill(getpid(), SIGKILL) } : nil)
     log.line("checkpoint \(folder.path)")
   }
 
+  /// Evaluates on the validation set and records the task's metrics.
   func evaluateAndLog(step: Int) throws -> EvaluationResult {
     let result = try evaluate(model: model, dataset: validationSet, comm: comm, batchSize: config.evalBatch)
-    if let meanIoU = result.meanIoU, let classIoU = result.classIoU {
-      var values: [(String, Double)] = [
-        ("val_miou", meanIoU), ("val_pixel_accuracy", result.top1), ("val_loss", result.loss),
-        ("val_count", Double(result.count)),
-      ]
-      for (k, iou) in classIoU.enumerated() {
-        if let iou { values.append(("val_iou/\(config.classNames.indices.contains(k) ? config.classNames[k] : "class \(k)")", iou)) }
-      }
-      log.record(MetricRecord(kind: "eval", step: step, values: values))
-      let perClass = classIoU.enumerated().map { k, iou in
-        let name = config.classNames.indices.contains(k) ? config.classNames[k] : "class \(k)"
-        return iou.map { String(format: "%@ %.1f", name, $0 * 100) } ?? "\(name) -"
-      }
-      log.line(String(
-        format: "eval step %d: val mIoU %.2f%%  pixel accuracy %.2f%%  loss %.4f  (%d images)", step,
-        meanIoU * 100, result.top1 * 100, result.loss, result.count))
-      log.line("  IoU per class (%): " + perClass.joined(separator: ", "))
-      return result
-    }
-    log.record(MetricRecord(kind: "eval", step: step, values: [
-      ("val_top1", result.top1), ("val_top5", result.top5), ("val_loss", result.loss),
-      ("val_count", Double(result.count)),
-    ]))
-    log.line(String(
-      format: "eval step %d: val top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%d images)", step,
-      result.top1 * 100, result.top5 * 100, result.loss, result.count))
+    let (values, lines) = config.model.task.training.evaluationRecord(result, classNames: config.classNames)
+    log.record(MetricRecord(kind: "eval", step: step, values: values))
+    log.line("eval step \(step): val \(lines[0])  (\(result.count) images)")
+    for line in lines.dropFirst() { log.line("  " + line) }
     return result
   }
 
@@ -409,16 +308,6 @@ public final class Trainer {
     let url = URL(fileURLWithPath: config.runDirectory).appendingPathComponent("final-parameters.f32")
     try Data(model.parameters.bytes).write(to: url, options: .atomic)
   }
-}
-
-/// The number of classes of the training data `config` names (for a model that follows its data).
-public func classCount(of config: TrainConfig) throws -> Int {
-  var options = config.dataOptions
-  options.trainExamples = 1
-  options.validationExamples = 1
-  options.segmentationClasses = nil
-  let size = (config.model.imageHeight, config.model.imageWidth)
-  return try makeDataset(spec: config.data, split: .train, imageSize: size, seed: config.seed, options: options).numClasses
 }
 
 /// The train and validation datasets a config names, at the model's image size.

@@ -66,13 +66,14 @@ struct Bench: ParsableCommand {
         print(String(decoding: try encoder.encode(r), as: UTF8.self))
         return
       }
-      let comm = try MPICommunicator.makeDefault()
-      BLAS.setThreads(threads ?? defaultThreadsPerRank(coresPerNode: onlineCPUCount(), localSize: comm.localSize))
-      let r = try benchmarkTraining(
-        config: config, preset: model.preset, batch: batch, steps: steps, warmup: warmup,
-        profile: profile, comm: comm)
-      defer { try? comm.finalize() }
-      guard comm.rank == 0 else { return }
+      let (r, rank) = try Job.run { comm in
+        Job.setBLASThreads(requested: threads, comm: comm)
+        let r = try benchmarkTraining(
+          config: config, preset: model.preset, batch: batch, steps: steps, warmup: warmup,
+          profile: profile, comm: comm)
+        return (r, comm.rank)
+      }
+      guard rank == 0 else { return }
       print("preset \(r.preset)  batch \(r.batch) per rank  ranks \(r.ranks)  threads \(r.threads)  OpenBLAS core \(r.blasCore)")
       print(String(format: "step          %8.1f ms", r.secondsPerStep * 1e3))
       print(String(format: "  forward     %8.1f ms", r.forwardSeconds * 1e3))

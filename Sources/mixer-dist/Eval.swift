@@ -4,8 +4,6 @@
 
 import ArgumentParser
 import Foundation
-import MixerDistributed
-import MixerKernels
 import MixerTrain
 
 struct Eval: ParsableCommand {
@@ -21,36 +19,20 @@ struct Eval: ParsableCommand {
   func run() throws {
     try runReportingErrors {
       guard batch > 0 else { throw ValidationError("--batch must be positive") }
-      let comm = try MPICommunicator.makeDefault()
-      BLAS.setThreads(threads ?? defaultThreadsPerRank(coresPerNode: onlineCPUCount(), localSize: comm.localSize))
-      do {
+      try Job.run { comm in
+        Job.setBLASThreads(requested: threads, comm: comm)
         let (result, manifest) = try evaluateCheckpoint(path: checkpoint, data: data, comm: comm, batchSize: batch)
-        if comm.rank == 0, let meanIoU = result.meanIoU {
-          if json {
-            let perClass = (result.classIoU ?? []).map { $0.map { "\($0)" } ?? "null" }.joined(separator: ",")
-            print("{\"step\":\(manifest.step),\"count\":\(result.count),\"pixels\":\(result.pixels ?? 0),\"miou\":\(meanIoU),\"pixel_accuracy\":\(result.top1),\"class_iou\":[\(perClass)],\"loss\":\(result.loss)}")
-          } else {
-            let names = manifest.config.classNames
-            let perClass = (result.classIoU ?? []).enumerated().map { k, iou in
-              let name = names.indices.contains(k) ? names[k] : "class \(k)"
-              return iou.map { String(format: "%@ %.1f", name, $0 * 100) } ?? "\(name) -"
-            }
-            print(String(format: "step %d: mIoU %.2f%%  pixel accuracy %.2f%%  loss %.4f  (%d images, %d rank(s))",
-                         manifest.step, meanIoU * 100, result.top1 * 100, result.loss, result.count, comm.size))
-            print("IoU per class (%): " + perClass.joined(separator: ", "))
-          }
-        } else if comm.rank == 0 {
-          if json {
-            print("{\"step\":\(manifest.step),\"count\":\(result.count),\"top1\":\(result.top1),\"top5\":\(result.top5),\"loss\":\(result.loss)}")
-          } else {
-            print(String(format: "step %d: top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%d images, %d rank(s))",
-                         manifest.step, result.top1 * 100, result.top5 * 100, result.loss, result.count, comm.size))
-          }
+        guard comm.rank == 0 else { return }
+        let task = manifest.config.model.task.training
+        if json {
+          let encoder = JSONEncoder()
+          encoder.outputFormatting = [.sortedKeys]
+          print(String(decoding: try encoder.encode(task.evaluationJSON(result, step: manifest.step)), as: UTF8.self))
+        } else {
+          let lines = task.evaluationRecord(result, classNames: manifest.config.classNames).lines
+          print("step \(manifest.step): \(lines[0])  (\(result.count) images, \(comm.size) rank(s))")
+          for line in lines.dropFirst() { print(line) }
         }
-        try comm.finalize()
-      } catch {
-        if comm.size > 1 { comm.abort(message: "\(error)", code: 1) }
-        throw error
       }
     }
   }

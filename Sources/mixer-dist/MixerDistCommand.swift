@@ -45,38 +45,28 @@ struct ModelOptions: ParsableArguments {
   @Option(help: "Task: classification (a class per image, the paper's head) or segmentation (a class per pixel: each token projected to its PxPxK patch of logits).") var task: String?
   @Option(help: "Stem: linear (the paper's patch projection) or cnn (stride-2 3x3 convolutions up to C channels; total stride = --patch).") var stem: String?
 
-  /// The preset with every given override applied, validated.
-  func config() throws -> MixerConfig {
-    var c = try MixerPreset.config(named: preset)
-    if let v = imageSize { c.imageHeight = v; c.imageWidth = v }
-    if let v = imageHeight { c.imageHeight = v }
-    if let v = imageWidth { c.imageWidth = v }
-    if let v = patch { c.patch = v }
-    if let v = hidden { c.hidden = v }
-    if let v = blocks { c.blocks = v }
-    if let v = tokensMlp { c.tokensMLP = v }
-    if let v = channelsMlp { c.channelsMLP = v }
-    if let v = classes { c.classes = v }
-    if let v = gelu {
-      guard let kind = GELUKind(rawValue: v) else {
-        throw ConfigError("unknown GELU '\(v)' (known: tanh, erf)")
-      }
-      c.gelu = kind
-    }
-    if let v = heads { c.attentionHeads = v }
-    if let v = convKernel { c.convKernel = v }
-    if let v = stem { c.stem = v == "linear" ? nil : v }
-    if let v = task {
-      guard let kind = MixerTask(rawValue: v) else {
-        throw ConfigError("unknown task '\(v)' (known: classification, segmentation)")
-      }
-      c.task = kind == .classification ? nil : kind
-    }
-    if let spec = blockPattern {
-      let kinds = try BlockKind.pattern(spec, blocks: c.blocks)
-      c.blockKinds = kinds.allSatisfy { $0 == .mixer } ? nil : kinds
-    }
-    try c.validate()
-    return c
+  /// The model these flags describe.
+  func config() throws -> MixerConfig { try overrides.config() }
+
+  /// The flags as the library's overrides (nil: not given).
+  var overrides: ModelOverrides {
+    var o = ModelOverrides()
+    o.preset = preset
+    o.imageSize = imageSize
+    o.imageHeight = imageHeight
+    o.imageWidth = imageWidth
+    o.patch = patch
+    o.hidden = hidden
+    o.blocks = blocks
+    o.tokensMLP = tokensMlp
+    o.channelsMLP = channelsMlp
+    o.classes = classes
+    o.gelu = gelu
+    o.blockPattern = blockPattern
+    o.heads = heads
+    o.convKernel = convKernel
+    o.task = task
+    o.stem = stem
+    return o
   }
 }

@@ -23,7 +23,8 @@ struct Predict: ParsableCommand {
       guard batch > 0, topK > 0 else { throw ValidationError("--batch and --top-k must be positive") }
       if let threads { BLAS.setThreads(threads) }
       let predictions = try predict(
-        checkpoint: checkpoint, files: try imageFiles(images), topK: topK, batchSize: batch, maskDirectory: maskDir)
+        checkpoint: checkpoint, files: try imageFiles(images),
+        options: PredictionOptions(topK: topK, maskDirectory: maskDir), batchSize: batch)
       let encoder = JSONEncoder()
       encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
       for p in predictions {

@@ -129,8 +129,8 @@ final class SyntheticSegmentationTests: XCTestCase {
   func testDataSpecNamesTheEmbeddedSegmentationSet() throws {
     XCTAssertEqual(try parseDataSpec("segshapes").kind, .segshapes)
     XCTAssertEqual(try parseDataSpec("segshapes:").kind, .segshapes)
-    XCTAssertTrue(DataKind.segshapes.isSegmentation)
-    XCTAssertFalse(DataKind.shapes.isSegmentation)
+    XCTAssertTrue(DataKind.segshapes.hasMasks)
+    XCTAssertFalse(DataKind.shapes.hasMasks)
     var options = DataOptions()
     options.trainExamples = 10
     let dataset = try makeDataset(spec: "segshapes", split: .train, imageSize: (32, 32), seed: 0, options: options)

@@ -31,16 +31,20 @@ final class ModelGradientTests: XCTestCase {
     images.withUnsafeBufferPointer {
       model.forward(images: $0.baseAddress!, acts: acts, regularization: reg, sampleIDs: [10, 11, 12])
     }
-    if config.isSegmentation {
+    switch config.task {
+    case .segmentation:
       // a class per pixel from the image's labels, every seventh pixel ignored
+      let out = acts.head(SegmentationBuffers.self)
       let n = config.imageHeight * config.imageWidth
       for e in 0..<batch {
-        for q in 0..<n { acts.masks[e * n + q] = q % 7 == 3 ? -1 : Int32((Int(labels[e]) + q / 5) % config.classes) }
+        for q in 0..<n { out.masks[e * n + q] = q % 7 == 3 ? -1 : Int32((Int(labels[e]) + q / 5) % config.classes) }
       }
-      acts.labelSmoothing = 0.1
-    } else {
+      out.labelSmoothing = 0.1
+    case .classification:
       labels.withUnsafeBufferPointer {
-        smoothedOneHot(targets: acts.targets, labels: $0.baseAddress!, batch: batch, classes: config.classes, smoothing: 0.1)
+        smoothedOneHot(
+          targets: acts.head(ClassificationBuffers.self).targets, labels: $0.baseAddress!, batch: batch,
+          classes: config.classes, smoothing: 0.1)
       }
     }
     return model.loss(acts: acts) / Double(batch)
@@ -101,7 +105,7 @@ final class ModelGradientTests: XCTestCase {
 
   /// The CNN stem (two stride-2 3×3 convolutions for patch 4) in place of the linear one.
   func testCNNStemBackwardMatchesFiniteDifferences() throws {
-    config.stem = "cnn"
+    config.stem = .cnn
     config.blocks = 2
     try checkDirectionalDerivatives(nil)
     let table = ParameterTable(config: config)
@@ -126,7 +130,7 @@ final class ModelGradientTests: XCTestCase {
     config.blocks = 2
     config.blockKinds = [.attention, .conv]
     config.attentionHeads = 2
-    config.stem = "cnn"
+    config.stem = .cnn
     try checkDirectionalDerivatives(nil)
   }
 
@@ -149,7 +153,7 @@ final class ModelGradientTests: XCTestCase {
             let j = ((y % p) * p + x % p) * k + cls
             var expected = Double(bias[j])
             for ch in 0..<c { expected += Double(acts.headNormOut[(token * batch + e) * c + ch]) * Double(kernel[ch * n + j]) }
-            let got = Double(acts.pixelLogits[((e * config.imageHeight + y) * w + x) * k + cls])
+            let got = Double(acts.head(SegmentationBuffers.self).pixelLogits[((e * config.imageHeight + y) * w + x) * k + cls])
             worst = max(worst, abs(got - expected) / max(1, abs(expected)))
           }
         }

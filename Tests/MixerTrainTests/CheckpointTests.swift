@@ -54,8 +54,7 @@ final class CheckpointTests: XCTestCase {
       first.saveEvery = 6
       // stop after 6 steps: the schedule still spans 12 (as a preempted job would)
       let stopped = try LocalGroupOrSingle(ranks) { comm -> Int in
-        let trainer = try Trainer(config: first, comm: comm)
-        trainer.stopAfterStep = 6
+        let trainer = try Trainer(config: first, comm: comm, faults: FaultPlan(stopAfterStep: 6))
         _ = try trainer.run()
         return trainer.startStep
       }

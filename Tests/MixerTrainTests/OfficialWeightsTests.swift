@@ -117,7 +117,7 @@ final class OfficialWeightsTests: XCTestCase {
     let images = batch["images"]!, reference = batch["logits"]!
     let acts = Activations(config: config, batch: images.shape[0])
     images.data.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, acts: acts) }
-    let logits = Array(UnsafeBufferPointer(start: acts.logits, count: reference.data.count))
+    let logits = Array(UnsafeBufferPointer(start: acts.head(ClassificationBuffers.self).logits, count: reference.data.count))
     assertClose(logits, reference.data, tolerance: 1e-5, "logits")
   }
 
@@ -221,8 +221,8 @@ final class OfficialWeightsTests: XCTestCase {
           assertClose(actual, expected, tolerance: 1e-5, "\(height)x\(width) K=\(k): stream after block \(i)")
         }
         if sameTiles {
-          let logits = Array(UnsafeBufferPointer(start: highActs.logits, count: base.classes))
-          let baseLogits = Array(UnsafeBufferPointer(start: baseActs.logits, count: base.classes))
+          let logits = Array(UnsafeBufferPointer(start: highActs.head(ClassificationBuffers.self).logits, count: base.classes))
+          let baseLogits = Array(UnsafeBufferPointer(start: baseActs.head(ClassificationBuffers.self).logits, count: base.classes))
           assertClose(logits, baseLogits, tolerance: 1e-5, "\(height)x\(width) K=\(k): logits")
         }
       }

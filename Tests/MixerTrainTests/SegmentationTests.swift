@@ -135,8 +135,7 @@ final class SegmentationTests: XCTestCase {
     first.checkpointDirectory = dir.appendingPathComponent("checkpoints").path
     first.saveEvery = 4
     _ = try LocalGroup(size: 2).run { comm -> Int in
-      let trainer = try Trainer(config: first, comm: comm)
-      trainer.stopAfterStep = 4
+      let trainer = try Trainer(config: first, comm: comm, faults: FaultPlan(stopAfterStep: 4))
       _ = try trainer.run()
       return 0
     }
@@ -153,8 +152,7 @@ final class SegmentationTests: XCTestCase {
     // one rank throughout: bit-identical
     var single = first
     single.checkpointDirectory = try temporaryFolder(self).appendingPathComponent("checkpoints").path
-    let stopped = try Trainer(config: single, comm: SingleProcessCommunicator())
-    stopped.stopAfterStep = 4
+    let stopped = try Trainer(config: single, comm: SingleProcessCommunicator(), faults: FaultPlan(stopAfterStep: 4))
     _ = try stopped.run()
     let again = try Trainer(config: single, comm: SingleProcessCommunicator(), resume: "auto")
     _ = try again.run()
