@@ -42,12 +42,16 @@ let package = Package(
     .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG", "CMixerZlib"], swiftSettings: optimize),
     .target(
       name: "MixerCheckpoint",
-      dependencies: ["MixerModel", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
+      dependencies: ["MixerModel", "MixerDistributed", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
+      swiftSettings: optimize),
+    // run telemetry: console, metrics.jsonl, TensorBoard event files, the HTML report
+    .target(
+      name: "MixerTelemetry", dependencies: [.product(name: "Logging", package: "swift-log")],
       swiftSettings: optimize),
     .target(
       name: "MixerTrain",
       dependencies: [
-        "MixerKernels", "MixerModel", "MixerDistributed", "MixerData", "MixerCheckpoint",
+        "MixerKernels", "MixerModel", "MixerDistributed", "MixerData", "MixerCheckpoint", "MixerTelemetry",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: optimize),
@@ -68,6 +72,7 @@ let package = Package(
     .testTarget(name: "MixerCheckpointTests", dependencies: ["MixerCheckpoint"]),
     .testTarget(name: "MixerDistributedTests", dependencies: ["MixerDistributed"]),
     .testTarget(name: "MixerTrainTests", dependencies: ["MixerTrain"]),
+    .testTarget(name: "MixerTelemetryTests", dependencies: ["MixerTelemetry"]),
     // End-to-end: runs the mixer-dist binary (alone and under real mpirun) as a user would.
     .testTarget(name: "MixerDistCLITests", dependencies: ["MixerCheckpoint"]),
   ]

@@ -1,5 +1,5 @@
 // FuzzManifest.swift: libFuzzer entry point for the checkpoint manifest parser
-// (`CheckpointManifest.decode`: JSON decoding, then validation of format, counts, the model config
+// (`TrainingManifest.decode`: JSON decoding, then validation of format, counts, the model config
 // and the shard tiling). Every input must either throw a CheckpointFormatError or ConfigError, or
 // decode to a manifest that survives an encode/decode round trip unchanged. Built by run.sh against
 // MixerTrain and the modules under it.
@@ -18,8 +18,8 @@ import MixerTrain
 public func fuzzManifest(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
   let data = start.map { Data(bytes: $0, count: count) } ?? Data()
   do {
-    let manifest = try CheckpointManifest.decode(data, source: "fuzz.json")
-    let again = try CheckpointManifest.decode(JSONEncoder().encode(manifest), source: "fuzz.json")
+    let manifest = try TrainingManifest.decode(data, source: "fuzz.json")
+    let again = try TrainingManifest.decode(JSONEncoder().encode(manifest), source: "fuzz.json")
     precondition(again == manifest, "encode/decode round trip changed the manifest")
   } catch is CheckpointFormatError {
   } catch is ConfigError {
@@ -53,13 +53,13 @@ public func fuzzManifestInitialize(
     }
     // the manifest's memberwise initialiser is internal: build its JSON (a stale field fails below)
     let manifest: [String: Any] = [
-      "format": CheckpointManifest.formatName, "version": CheckpointManifest.currentVersion, "step": 40,
+      "format": TrainingManifest.formatName, "version": TrainingManifest.currentVersion, "step": 40,
       "config": try! JSONSerialization.jsonObject(with: JSONEncoder().encode(config)),
       "worldSize": ranks, "zeroStage": config.zeroStage, "optimizer": kind.rawValue, "parameterCount": total,
       "cursor": ["step": 40, "epoch": 1, "batchInEpoch": 8, "samplesSeen": 5120], "shards": shards, "files": files,
     ]
     let data = try! JSONSerialization.data(withJSONObject: manifest, options: [.prettyPrinted, .sortedKeys])
-    _ = try! CheckpointManifest.decode(data, source: "\(name).json")
+    _ = try! TrainingManifest.decode(data, source: "\(name).json")
     try! data.write(to: URL(fileURLWithPath: directory).appendingPathComponent("\(name).json"))
   }
   exit(0)

@@ -52,3 +52,10 @@ func elementCount(_ shape: [Int]) -> Int? {
   }
   return product
 }
+
+/// An error of saving, resuming or loading a checkpoint (a missing, corrupt or mismatched folder),
+/// one line naming the folder or file.
+public struct CheckpointError: Error, CustomStringConvertible {
+  public let description: String
+  public init(_ description: String) { self.description = description }
+}

@@ -71,7 +71,7 @@ public func evaluate(
 }
 
 /// A model restored from a checkpoint folder (or the newest valid one in a checkpoint directory).
-public func loadModel(checkpoint path: String) throws -> (MixerModel, CheckpointManifest, URL) {
+public func loadModel(checkpoint path: String) throws -> (MixerModel, TrainingManifest, URL) {
   let url = URL(fileURLWithPath: path)
   let folder: URL
   if FileManager.default.fileExists(atPath: url.appendingPathComponent("manifest.json").path) {
@@ -81,10 +81,10 @@ public func loadModel(checkpoint path: String) throws -> (MixerModel, Checkpoint
   } else {
     throw CheckpointError("\(path): no valid checkpoint (a step-N folder with manifest.json)")
   }
-  let manifest = try verifyCheckpoint(folder)
+  let manifest = try verifyCheckpoint(folder, config: TrainConfig.self)
   let model = try MixerModel(config: manifest.config.model, seed: 0)
   let params = try SafeTensorsFile(contentsOf: folder.appendingPathComponent("params.safetensors"))
-  try CheckpointStore.checkShapes(params, model: model, source: folder.path)
+  try CheckpointStore<TrainConfig>.checkShapes(params, model: model, source: folder.path)
   for view in model.table.views { model.parameters.copy(from: try params.floats(view.name), at: view.offset) }
   return (model, manifest, folder)
 }
@@ -93,7 +93,7 @@ public func loadModel(checkpoint path: String) throws -> (MixerModel, Checkpoint
 /// rank gets the exact totals.
 public func evaluateCheckpoint(
   path: String, data: String?, comm: Communicator, batchSize: Int
-) throws -> (EvaluationResult, CheckpointManifest) {
+) throws -> (EvaluationResult, TrainingManifest) {
   let (model, manifest, _) = try loadModel(checkpoint: path)
   var config = manifest.config
   if let data { config.data = data }

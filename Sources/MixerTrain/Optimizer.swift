@@ -5,6 +5,7 @@
 // buffer normally, this rank's shard under ZeRO-1. Moments are indexed relative to the range.
 
 import Foundation
+import MixerCheckpoint
 import MixerKernels
 import MixerModel
 
@@ -27,7 +28,7 @@ public struct OptimizerConfig: Codable, Equatable, Sendable {
 }
 
 /// An optimizer over `range` of the flat parameter buffer.
-public final class Optimizer {
+public final class Optimizer: ShardedOptimizerState {
   public let config: OptimizerConfig
   public let range: Range<Int>
   /// first moment (AdamW) or momentum trace (SGD), `range.count` floats
@@ -53,6 +54,12 @@ public final class Optimizer {
     }
     decaySegments = decay
     plainSegments = plain
+  }
+
+  public var kindName: String { config.kind.rawValue }
+  /// The moments as checkpoints name them.
+  public var moments: [(name: String, buffer: FlatBuffer)] {
+    [("first_moment", firstMoment), ("second_moment", secondMoment)]
   }
 
   /// Floats of optimizer state held (for memory reports).

@@ -2,11 +2,12 @@
 // written into the run folder so a run can be read back and repeated.
 
 import Foundation
+import MixerCheckpoint
 import MixerData
 import MixerModel
 
 /// Everything that defines a training run.
-public struct TrainConfig: Codable, Equatable, Sendable {
+public struct TrainConfig: CheckpointConfig {
   /// preset the model started from (for the record; `model` is authoritative)
   public var preset: String = "tiny"
   public var model: MixerConfig
@@ -133,10 +134,9 @@ extension TrainConfig {
     if unspecified.contains(.steps) { steps = task.defaultSteps }
     if unspecified.contains(.globalBatch) { globalBatch = task.defaultGlobalBatch }
     if unspecified.contains(.data) { data = task.defaultData }
-    if unspecified.contains(.classes) {
-      var probe = self
-      probe.dataOptions.segmentationClasses = nil
-      let counted = try classCount(of: probe)
+    // data that cannot be read at the model's size leaves the count alone: building the run's
+    // datasets reports that error where it belongs
+    if unspecified.contains(.classes), let counted = try? classCount(of: self) {
       if counted != model.classes {
         notes.append("the data has \(counted) classes: the model predicts \(counted) (pass --classes to choose)")
         model.classes = counted
@@ -159,6 +159,10 @@ func classCount(of config: TrainConfig) throws -> Int {
   var options = config.dataOptions
   options.trainExamples = 1
   options.validationExamples = 1
+  options.segmentationClasses = nil
   let size = (config.model.imageHeight, config.model.imageWidth)
   return try makeDataset(spec: config.data, split: .train, imageSize: size, seed: config.seed, options: options).numClasses
 }
+
+/// The manifest of a training checkpoint.
+public typealias TrainingManifest = CheckpointManifest<TrainConfig>

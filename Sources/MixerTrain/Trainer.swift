@@ -5,7 +5,9 @@
 // batch to float rounding. Rank 0 owns every side effect (console, metrics, files).
 
 import Foundation
+import MixerTelemetry
 import Logging
+import MixerCheckpoint
 import MixerData
 import MixerDistributed
 import MixerKernels
@@ -172,7 +174,7 @@ public final class Trainer {
       logger.info("mixer-dist: no checkpoint to resume from in \(directory?.path ?? "?"); starting from step 0")
       return 0
     }
-    let manifest = try CheckpointStore.load(URL(fileURLWithPath: chosen), into: model, optimizer: optimizer)
+    let manifest = try CheckpointStore<TrainConfig>.load(URL(fileURLWithPath: chosen), into: model, optimizer: optimizer)
     try Trainer.checkSameParameters(model.parameters, comm: comm)
     logger.info("mixer-dist: resumed from \(chosen) (step \(manifest.step), saved by \(manifest.worldSize) rank(s))")
     return manifest.step
@@ -216,7 +218,7 @@ public final class Trainer {
     var dataWaits = 0
     var evaluation: EvaluationResult?
 
-    let store = cfg.checkpointDirectory.map { CheckpointStore(directory: URL(fileURLWithPath: $0), comm: comm) }
+    let store = cfg.checkpointDirectory.map { CheckpointStore<TrainConfig>(directory: URL(fileURLWithPath: $0), comm: comm) }
     for stepIndex in startStep..<cfg.steps {
       watchdog?.step = stepIndex
       // the whole step (collectives, checkpoint barriers, evaluation) must finish within
@@ -282,12 +284,12 @@ public final class Trainer {
   }
 
   /// Every rank saves its part of the checkpoint after `done` steps.
-  func saveCheckpoint(_ store: CheckpointStore, done: Int) throws {
-    let cursor = CheckpointManifest.DataCursor(
+  func saveCheckpoint(_ store: CheckpointStore<TrainConfig>, done: Int) throws {
+    let cursor = DataCursor(
       step: done, epoch: done / sampler.batchesPerEpoch, batchInEpoch: done % sampler.batchesPerEpoch,
       samplesSeen: done * config.globalBatch)
     let folder = try store.save(
-      step: done, model: model, optimizer: optimizer, config: config, cursor: cursor, keep: config.keep,
+      step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage, cursor: cursor, keep: config.keep,
       beforeCommit: faults.killInSaveAtStep == done ? { kill(getpid(), SIGKILL) } : nil)
     log.line("checkpoint \(folder.path)")
   }

@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Foundation
+import MixerCheckpoint
 import MixerTrain
 
 struct Import: ParsableCommand {

@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Foundation
+import MixerCheckpoint
 import MixerTrain
 
 struct Inspect: ParsableCommand {
@@ -20,12 +21,12 @@ struct Inspect: ParsableCommand {
       var invalid = 0
       for folder in folders {
         do {
-          let m = try verifyCheckpoint(folder)
+          let m = try verifyCheckpoint(folder, config: TrainConfig.self)
           let bytes = m.files.reduce(0) { $0 + $1.bytes }
           print("\(folder.path): valid")
           print("  step \(m.step) (epoch \(m.cursor.epoch), batch \(m.cursor.batchInEpoch), \(m.cursor.samplesSeen) samples seen)")
           print("  model \(m.config.preset): \(m.config.model.imageHeight)x\(m.config.model.imageWidth) px, patch \(m.config.model.patch), C \(m.config.model.hidden), \(m.config.model.blocks) blocks, \(m.config.model.classes) classes, \(grouped(m.parameterCount)) parameters")
-          print("  optimizer \(m.optimizer.rawValue), saved by \(m.worldSize) rank(s), ZeRO stage \(m.zeroStage)")
+          print("  optimizer \(m.optimizer), saved by \(m.worldSize) rank(s), ZeRO stage \(m.zeroStage)")
           print("  \(m.files.count) files, \(grouped(bytes)) bytes, every SHA-256 verified")
           for file in m.files { print("    \(file.name)  \(grouped(file.bytes)) bytes  \(file.sha256.prefix(16))…") }
         } catch {

@@ -1,6 +1,7 @@
 // `mixer-dist report`: write a run folder's HTML report (curves, summary, configuration).
 
 import ArgumentParser
+import MixerTelemetry
 import MixerTrain
 
 struct Report: ParsableCommand {

@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Foundation
+import MixerTelemetry
 import Logging
 import MixerData
 import MixerDistributed

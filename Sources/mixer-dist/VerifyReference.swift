@@ -1,6 +1,7 @@
 // `mixer-dist verify-reference DIR`: compare forward and backward with the official model's tensors.
 
 import ArgumentParser
+import MixerCheckpoint
 import MixerTrain
 
 struct VerifyReference: ParsableCommand {

@@ -164,7 +164,7 @@ final class CheckpointTests: XCTestCase {
     _ = try train(c, ranks: 1)
     let folder = listCheckpoints(in: URL(fileURLWithPath: c.checkpointDirectory!))[0].url
     let good = try Data(contentsOf: folder.appendingPathComponent("manifest.json"))
-    XCTAssertNoThrow(try CheckpointManifest.decode(good, source: "m"))
+    XCTAssertNoThrow(try TrainingManifest.decode(good, source: "m"))
     var json = try JSONSerialization.jsonObject(with: good) as! [String: Any]
     let cases: [(String, (inout [String: Any]) -> Void, String)] = [
       ("version", { $0["version"] = 99 }, "version 99"),
@@ -177,14 +177,14 @@ final class CheckpointTests: XCTestCase {
     for (name, change, message) in cases {
       var broken = json
       change(&broken)
-      XCTAssertThrowsError(try CheckpointManifest.decode(JSONSerialization.data(withJSONObject: broken), source: "m"), name) {
+      XCTAssertThrowsError(try TrainingManifest.decode(JSONSerialization.data(withJSONObject: broken), source: "m"), name) {
         XCTAssertTrue("\($0)".contains(message), "\(name): \($0)")
       }
     }
     for garbage in ["", "[]", "{", "null", "{\"format\": 3}"] {
-      XCTAssertThrowsError(try CheckpointManifest.decode(Data(garbage.utf8), source: "m"))
+      XCTAssertThrowsError(try TrainingManifest.decode(Data(garbage.utf8), source: "m"))
     }
     json["files"] = [["name": "../escape", "bytes": 1, "sha256": "x"]]
-    XCTAssertThrowsError(try CheckpointManifest.decode(JSONSerialization.data(withJSONObject: json), source: "m"))
+    XCTAssertThrowsError(try TrainingManifest.decode(JSONSerialization.data(withJSONObject: json), source: "m"))
   }
 }

@@ -5,7 +5,7 @@
 
 import Foundation
 import XCTest
-import MixerCheckpoint
+@testable import MixerCheckpoint
 import MixerDistributed
 import MixerKernels
 @testable import MixerModel
@@ -146,9 +146,9 @@ final class OfficialWeightsTests: XCTestCase {
     let source = try MixerModel(config: config, seed: 11)
     randomize(source, seed: 11)
     let optimizer = Optimizer(config: OptimizerConfig(), table: source.table)
-    let store = CheckpointStore(directory: dir, comm: SingleProcessCommunicator())
-    let cursor = CheckpointManifest.DataCursor(step: 3, epoch: 0, batchInEpoch: 3, samplesSeen: 12)
-    let folder = try store.save(step: 3, model: source, optimizer: optimizer, config: TrainConfig(model: config), cursor: cursor, keep: 0)
+    let store = CheckpointStore<TrainConfig>(directory: dir, comm: SingleProcessCommunicator())
+    let cursor = DataCursor(step: 3, epoch: 0, batchInEpoch: 3, samplesSeen: 12)
+    let folder = try store.save(step: 3, model: source, optimizer: optimizer, config: TrainConfig(model: config), zeroStage: 0, cursor: cursor, keep: 0)
     // the step folder itself, and the run's checkpoint directory (its newest valid checkpoint)
     for url in [folder, dir] {
       let model = try MixerModel(config: config, seed: 0)

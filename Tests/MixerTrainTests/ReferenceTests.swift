@@ -2,7 +2,7 @@
 // that do not describe a model.
 
 import XCTest
-import MixerCheckpoint
+@testable import MixerCheckpoint
 @testable import MixerTrain
 
 final class ReferenceTests: XCTestCase {

@@ -4,7 +4,7 @@
 
 import Foundation
 import XCTest
-@testable import MixerTrain
+@testable import MixerTelemetry
 
 final class ReportTests: XCTestCase {
   /// A run folder with `metrics` as metrics.jsonl and `config` (if any) as config.json.

@@ -24,7 +24,6 @@
 // It holds no optimizer state, so `--init-from` accepts it and `--resume` does not.
 
 import Foundation
-import MixerCheckpoint
 import MixerModel
 
 // MARK: - Config inference
@@ -188,7 +187,7 @@ public struct WeightsManifest: Codable, Equatable {
   /// the file the weights came from
   public var source: String
   /// `params.safetensors` with its size and SHA-256
-  public var files: [CheckpointManifest.File]
+  public var files: [CheckpointFile]
 }
 
 /// Writes a weights folder: `params.safetensors` (official names, table order) and `model.json`.
@@ -253,7 +252,7 @@ public func readParameterFolder(
     }
     (config, description, checkpoint) = (manifest.config, "weights imported from \(manifest.source)", folder)
   } else {
-    let manifest: CheckpointManifest, url: URL
+    let manifest: CheckpointManifest<ModelOnlyConfig>, url: URL
     if fileManager.fileExists(atPath: folder.appendingPathComponent("manifest.json").path) {
       (manifest, url) = (try verifyCheckpoint(folder), folder)
     } else {
@@ -262,7 +261,7 @@ public func readParameterFolder(
         throw CheckpointError("\(folder.path): no checkpoint or weights here (no manifest.json, model.json or valid step-N folder)")
       }
       let manifestURL = newest.appendingPathComponent("manifest.json")
-      (manifest, url) = (try CheckpointManifest.decode(Data(contentsOf: manifestURL), source: manifestURL.path), newest)
+      (manifest, url) = (try CheckpointManifest<ModelOnlyConfig>.decode(Data(contentsOf: manifestURL), source: manifestURL.path), newest)
     }
     (config, description, checkpoint) = (manifest.config.model, "checkpoint \(url.path) (step \(manifest.step))", url)
   }

@@ -6,7 +6,6 @@
 // is compared absolutely: max |ours − ref| ≤ 1e-6.
 
 import Foundation
-import MixerCheckpoint
 import MixerKernels
 import MixerModel
 

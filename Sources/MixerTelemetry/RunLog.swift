@@ -50,7 +50,7 @@ public final class RunLog {
       FileManager.default.createFile(atPath: url.path, contents: nil)
     }
     guard let handle = try? FileHandle(forWritingTo: url) else {
-      throw TrainError("cannot open \(url.path) for writing")
+      throw TelemetryError("cannot open \(url.path) for writing")
     }
     handle.seekToEndOfFile()
     metrics = handle
@@ -108,8 +108,8 @@ public func formatDuration(_ seconds: Double) -> String {
   return "\(s)s"
 }
 
-/// An error of the training loop, printed as one line.
-public struct TrainError: Error, CustomStringConvertible {
+/// A run-folder file that cannot be written, printed as one line.
+public struct TelemetryError: Error, CustomStringConvertible {
   public let description: String
   public init(_ description: String) { self.description = description }
 }

@@ -51,7 +51,7 @@ public final class TensorBoardWriter {
     guard FileManager.default.createFile(atPath: path, contents: nil),
       let handle = FileHandle(forWritingAtPath: path)
     else {
-      throw TrainError("cannot create the TensorBoard event file \(path)")
+      throw TelemetryError("cannot create the TensorBoard event file \(path)")
     }
     self.handle = handle
     var event = ProtobufEncoder()

@@ -4,7 +4,7 @@
 
 import Foundation
 import XCTest
-@testable import MixerTrain
+@testable import MixerTelemetry
 
 final class TensorBoardTests: XCTestCase {
   func testCRC32CCheckValues() {

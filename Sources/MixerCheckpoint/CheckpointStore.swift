@@ -10,49 +10,83 @@
 // The directory must be visible to every rank (a shared filesystem on several nodes).
 
 import Foundation
-import MixerCheckpoint
 import MixerDistributed
 import MixerKernels
 import MixerModel
 
+/// What a run's config must tell the checkpoint layer: the model it describes. The training
+/// layer's config conforms; the store writes and reads it whole.
+public protocol CheckpointConfig: Codable, Equatable, Sendable {
+  var model: MixerConfig { get }
+}
+
+/// Any run's config, read for its model alone (the other keys are left unread).
+public struct ModelOnlyConfig: CheckpointConfig {
+  public var model: MixerConfig
+}
+
+/// One file of a checkpoint or weights folder, with its size and SHA-256.
+public struct CheckpointFile: Codable, Equatable, Sendable {
+  public var name: String
+  public var bytes: Int
+  public var sha256: String
+  public init(name: String, bytes: Int, sha256: String) {
+    self.name = name
+    self.bytes = bytes
+    self.sha256 = sha256
+  }
+}
+
+/// The optimizer moments of `start..<end` of the flat buffer are in `file`.
+public struct OptimizerShard: Codable, Equatable, Sendable {
+  public var rank: Int
+  public var start: Int
+  public var end: Int
+  public var file: String
+}
+
+/// Where the data stream stands: the next step to run and what that means in epochs.
+public struct DataCursor: Codable, Equatable, Sendable {
+  public var step: Int
+  public var epoch: Int
+  public var batchInEpoch: Int
+  public var samplesSeen: Int
+  public init(step: Int, epoch: Int, batchInEpoch: Int, samplesSeen: Int) {
+    self.step = step
+    self.epoch = epoch
+    self.batchInEpoch = batchInEpoch
+    self.samplesSeen = samplesSeen
+  }
+}
+
+/// An optimizer's state as the store saves it: named moment buffers over this rank's flat range
+/// (of the full parameter layout). Saved as flat ranges, re-sliced on load to any world size.
+public protocol ShardedOptimizerState: AnyObject {
+  /// the optimizer's name in the manifest (`adamw`, `sgd`)
+  var kindName: String { get }
+  /// the part of the flat buffer this rank holds
+  var range: Range<Int> { get }
+  /// the moments over `range`, by name; empty buffers are not saved
+  var moments: [(name: String, buffer: FlatBuffer)] { get }
+}
+
 /// The manifest of one checkpoint (`manifest.json`).
-public struct CheckpointManifest: Codable, Equatable {
-  public static let formatName = "mixer-dist-checkpoint"
-  public static let currentVersion = 1
-
-  public struct File: Codable, Equatable {
-    public var name: String
-    public var bytes: Int
-    public var sha256: String
-  }
-
-  /// The optimizer moments of `start..<end` of the flat buffer are in `file`.
-  public struct Shard: Codable, Equatable {
-    public var rank: Int
-    public var start: Int
-    public var end: Int
-    public var file: String
-  }
-
-  /// Where the data stream stands: the next step to run and what that means in epochs.
-  public struct DataCursor: Codable, Equatable {
-    public var step: Int
-    public var epoch: Int
-    public var batchInEpoch: Int
-    public var samplesSeen: Int
-  }
+public struct CheckpointManifest<Config: CheckpointConfig>: Codable, Equatable {
+  public static var formatName: String { "mixer-dist-checkpoint" }
+  public static var currentVersion: Int { 1 }
 
   public var format: String
   public var version: Int
   public var step: Int
-  public var config: TrainConfig
+  public var config: Config
   public var worldSize: Int
   public var zeroStage: Int
-  public var optimizer: OptimizerKind
+  /// the optimizer's name (`ShardedOptimizerState.kindName`)
+  public var optimizer: String
   public var parameterCount: Int
   public var cursor: DataCursor
-  public var shards: [Shard]
-  public var files: [File]
+  public var shards: [OptimizerShard]
+  public var files: [CheckpointFile]
 
   /// Throws unless the manifest describes a loadable checkpoint: known format and version,
   /// sane counts, and moment shards that tile the flat buffer exactly.
@@ -114,22 +148,18 @@ public struct CheckpointManifest: Codable, Equatable {
   }
 }
 
-/// Errors of saving and resuming, one line each.
-public struct CheckpointError: Error, CustomStringConvertible {
-  public let description: String
-  public init(_ description: String) { self.description = description }
-}
-
 /// Checkpoint folder names: `step-00000040`.
 public func checkpointName(step: Int) -> String { String(format: "step-%08d", step) }
 
 /// Reads and fully verifies one checkpoint folder: manifest, then every file's size and SHA-256.
-public func verifyCheckpoint(_ folder: URL) throws -> CheckpointManifest {
+public func verifyCheckpoint<Config: CheckpointConfig>(
+  _ folder: URL, config: Config.Type = ModelOnlyConfig.self
+) throws -> CheckpointManifest<Config> {
   let manifestURL = folder.appendingPathComponent("manifest.json")
   guard let data = FileManager.default.contents(atPath: manifestURL.path) else {
     throw CheckpointError("\(folder.path): no manifest.json (an unfinished save is never loaded)")
   }
-  let manifest = try CheckpointManifest.decode(data, source: manifestURL.path)
+  let manifest = try CheckpointManifest<Config>.decode(data, source: manifestURL.path)
   for file in manifest.files {
     let url = folder.appendingPathComponent(file.name)
     let attributes = try? FileManager.default.attributesOfItem(atPath: url.path)
@@ -160,13 +190,13 @@ public func listCheckpoints(in directory: URL) -> [(step: Int, url: URL)] {
 public func selectCheckpoint(resume: String, directory: URL?, log: (String) -> Void) throws -> URL? {
   if resume != "auto" {
     let url = URL(fileURLWithPath: resume)
-    _ = try verifyCheckpoint(url)
+    _ = try verifyCheckpoint(url, config: ModelOnlyConfig.self)
     return url
   }
   guard let directory else { throw CheckpointError("--resume auto needs --checkpoint-dir") }
   for (_, url) in listCheckpoints(in: directory) {
     do {
-      _ = try verifyCheckpoint(url)
+      _ = try verifyCheckpoint(url, config: ModelOnlyConfig.self)
       return url
     } catch {
       log("mixer-dist: skipping checkpoint \(url.lastPathComponent): \(error); falling back to an older one")
@@ -176,7 +206,7 @@ public func selectCheckpoint(resume: String, directory: URL?, log: (String) -> V
 }
 
 /// Saves and restores the training state of one rank.
-public struct CheckpointStore {
+public struct CheckpointStore<Config: CheckpointConfig> {
   public let directory: URL
   public let comm: Communicator
 
@@ -190,8 +220,8 @@ public struct CheckpointStore {
   /// `beforeCommit` runs on every rank once its files are written, before the commit barrier.
   @discardableResult
   public func save(
-    step: Int, model: MixerModel, optimizer: Optimizer, config: TrainConfig, cursor: CheckpointManifest.DataCursor,
-    keep: Int, beforeCommit: (() -> Void)? = nil
+    step: Int, model: MixerModel, optimizer: some ShardedOptimizerState, config: Config, zeroStage: Int,
+    cursor: DataCursor, keep: Int, beforeCommit: (() -> Void)? = nil
   ) throws -> URL {
     let final = directory.appendingPathComponent(checkpointName(step: step))
     let partial = directory.appendingPathComponent("." + "partial-" + checkpointName(step: step))
@@ -215,9 +245,8 @@ public struct CheckpointStore {
     guard local >= 0, range.upperBound <= optimizer.range.upperBound else {
       throw CheckpointError("rank \(comm.rank): optimizer range \(optimizer.range) does not cover its shard \(range)")
     }
-    momentTensors.append(("first_moment", NDArray(shape: [range.count], data: optimizer.firstMoment.array(local..<(local + range.count)))))
-    if optimizer.secondMoment.count > 0 {
-      momentTensors.append(("second_moment", NDArray(shape: [range.count], data: optimizer.secondMoment.array(local..<(local + range.count)))))
+    for (name, buffer) in optimizer.moments where buffer.count > 0 {
+      momentTensors.append((name, NDArray(shape: [range.count], data: buffer.array(local..<(local + range.count)))))
     }
     try SafeTensors.write(
       momentTensors,
@@ -230,7 +259,7 @@ public struct CheckpointStore {
       mine.append("params.safetensors")
     }
     // this rank's file list with checksums, for rank 0 to collect
-    let entries = try mine.map { name -> CheckpointManifest.File in
+    let entries = try mine.map { name -> CheckpointFile in
       let url = partial.appendingPathComponent(name)
       let size = (try fileManager.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.intValue ?? -1
       return .init(name: name, bytes: size, sha256: try SHA256.hex(ofFileAt: url))
@@ -240,19 +269,19 @@ public struct CheckpointStore {
     try comm.barrier()
 
     if comm.rank == 0 {
-      var files: [CheckpointManifest.File] = []
+      var files: [CheckpointFile] = []
       for r in 0..<comm.size {
         let url = partial.appendingPathComponent(".files-rank-\(r).json")
-        files += try JSONDecoder().decode([CheckpointManifest.File].self, from: Data(contentsOf: url))
+        files += try JSONDecoder().decode([CheckpointFile].self, from: Data(contentsOf: url))
         try fileManager.removeItem(at: url)
       }
       let shards = shardRanges(total: total, parts: comm.size).enumerated().map {
-        CheckpointManifest.Shard(rank: $0.offset, start: $0.element.lowerBound, end: $0.element.upperBound,
+        OptimizerShard(rank: $0.offset, start: $0.element.lowerBound, end: $0.element.upperBound,
                                  file: String(format: "optimizer-rank-%05d.safetensors", $0.offset))
       }
       let manifest = CheckpointManifest(
-        format: CheckpointManifest.formatName, version: CheckpointManifest.currentVersion, step: step,
-        config: config, worldSize: comm.size, zeroStage: config.zeroStage, optimizer: optimizer.config.kind,
+        format: CheckpointManifest<Config>.formatName, version: CheckpointManifest<Config>.currentVersion, step: step,
+        config: config, worldSize: comm.size, zeroStage: zeroStage, optimizer: optimizer.kindName,
         parameterCount: total, cursor: cursor, shards: shards, files: files.sorted { $0.name < $1.name })
       let encoder = JSONEncoder()
       encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -273,21 +302,21 @@ public struct CheckpointStore {
   /// Loads parameters and this rank's moment range from a verified checkpoint; returns its
   /// manifest. The model shapes must match; the optimizer must be the same kind.
   public static func load(
-    _ folder: URL, into model: MixerModel, optimizer: Optimizer
-  ) throws -> CheckpointManifest {
+    _ folder: URL, into model: MixerModel, optimizer: some ShardedOptimizerState
+  ) throws -> CheckpointManifest<Config> {
     let manifestURL = folder.appendingPathComponent("manifest.json")
     guard let data = FileManager.default.contents(atPath: manifestURL.path) else {
       throw CheckpointError("\(folder.path): no manifest.json")
     }
-    let manifest = try CheckpointManifest.decode(data, source: manifestURL.path)
+    let manifest = try CheckpointManifest<Config>.decode(data, source: manifestURL.path)
     let params = try SafeTensorsFile(contentsOf: folder.appendingPathComponent("params.safetensors"))
     try checkShapes(params, model: model, source: folder.appendingPathComponent("params.safetensors").path)
     for view in model.table.views {
       model.parameters.copy(from: try params.floats(view.name), at: view.offset)
     }
-    guard manifest.optimizer == optimizer.config.kind else {
+    guard manifest.optimizer == optimizer.kindName else {
       throw CheckpointError(
-        "\(folder.path) holds \(manifest.optimizer.rawValue) state but the run uses \(optimizer.config.kind.rawValue): pass --optimizer \(manifest.optimizer.rawValue)")
+        "\(folder.path) holds \(manifest.optimizer) state but the run uses \(optimizer.kindName): pass --optimizer \(manifest.optimizer)")
     }
     // re-slice: copy the overlap of every saved shard with this rank's range
     let mine = optimizer.range
@@ -296,9 +325,8 @@ public struct CheckpointStore {
       guard lo < hi else { continue }
       let file = try SafeTensorsFile(contentsOf: folder.appendingPathComponent(shard.file))
       let elements = (lo - shard.start)..<(hi - shard.start)
-      optimizer.firstMoment.copy(from: try file.floats("first_moment", elements: elements), at: lo - mine.lowerBound)
-      if optimizer.secondMoment.count > 0 {
-        optimizer.secondMoment.copy(from: try file.floats("second_moment", elements: elements), at: lo - mine.lowerBound)
+      for (name, buffer) in optimizer.moments where buffer.count > 0 {
+        buffer.copy(from: try file.floats(name, elements: elements), at: lo - mine.lowerBound)
       }
     }
     return manifest
