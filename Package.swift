@@ -58,7 +58,8 @@ let package = Package(
     .executableTarget(
       name: "mixer-dist",
       dependencies: [
-        "MixerTrain", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "MixerTrain", "MixerCheckpoint", "MixerData", "MixerDistributed", "MixerKernels", "MixerModel",
+        "MixerTelemetry", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: optimize),
@@ -67,7 +68,7 @@ let package = Package(
       name: "mixer-comm-check", dependencies: ["MixerDistributed"], swiftSettings: optimize),
 
     .testTarget(name: "MixerKernelsTests", dependencies: ["MixerKernels"]),
-    .testTarget(name: "MixerModelTests", dependencies: ["MixerModel", "MixerCheckpoint"]),
+    .testTarget(name: "MixerModelTests", dependencies: ["MixerModel"]),
     .testTarget(name: "MixerDataTests", dependencies: ["MixerData"]),
     .testTarget(name: "MixerCheckpointTests", dependencies: ["MixerCheckpoint"]),
     .testTarget(name: "MixerDistributedTests", dependencies: ["MixerDistributed"]),

@@ -194,12 +194,14 @@ public func selectCheckpoint(resume: String, directory: URL?, log: (String) -> V
     return url
   }
   guard let directory else { throw CheckpointError("--resume auto needs --checkpoint-dir") }
-  for (_, url) in listCheckpoints(in: directory) {
+  let candidates = listCheckpoints(in: directory)
+  for (i, (_, url)) in candidates.enumerated() {
     do {
       _ = try verifyCheckpoint(url, config: ModelOnlyConfig.self)
       return url
     } catch {
-      log("mixer-dist: skipping checkpoint \(url.lastPathComponent): \(error); falling back to an older one")
+      log("mixer-dist: skipping checkpoint \(url.lastPathComponent): \(error)"
+        + (i + 1 < candidates.count ? "; falling back to an older one" : "; there is no older one"))
     }
   }
   return nil

@@ -216,7 +216,8 @@ public func writeWeightsFolder(
 }
 
 /// Reads the parameters of a folder, verifying every checksum: a checkpoint (`manifest.json`),
-/// a weights folder (`model.json`), or a `--checkpoint-dir` (its newest valid checkpoint).
+/// a weights folder (`model.json`), a `--checkpoint-dir` or a run folder (its newest valid
+/// checkpoint, in `checkpoints/` for a run folder).
 /// Returns the folder's config, its parameters (exactly the config's tensors) and a description.
 public func readParameterFolder(
   _ folder: URL, log: (String) -> Void = { _ in }
@@ -257,7 +258,9 @@ public func readParameterFolder(
       (manifest, url) = (try verifyCheckpoint(folder), folder)
     } else {
       // a run's --checkpoint-dir: its newest checkpoint that verifies
-      guard let newest = try selectCheckpoint(resume: "auto", directory: folder, log: log) else {
+      guard let newest = try selectCheckpoint(resume: "auto", directory: folder, log: log)
+        ?? selectCheckpoint(resume: "auto", directory: folder.appendingPathComponent("checkpoints"), log: log)
+      else {
         throw CheckpointError("\(folder.path): no checkpoint or weights here (no manifest.json, model.json or valid step-N folder)")
       }
       let manifestURL = newest.appendingPathComponent("manifest.json")

@@ -9,6 +9,8 @@ public struct MetricRecord {
   public var kind: String
   public var step: Int
   public var values: [(String, Double)]
+  /// the run the record belongs to
+  public var run: String?
 
   public init(kind: String, step: Int, values: [(String, Double)]) {
     self.kind = kind
@@ -19,6 +21,7 @@ public struct MetricRecord {
   /// `{"kind":"train","step":10,"loss":2.3,...}` with keys in the given order.
   public var json: String {
     var parts = ["\"kind\":\"\(kind)\"", "\"step\":\(step)"]
+    if let run { parts.insert("\"run\":\"\(run)\"", at: 1) }
     for (key, value) in values {
       let text = value.isFinite ? "\(value)" : "null"
       parts.append("\"\(key)\":\(text)")
@@ -30,21 +33,31 @@ public struct MetricRecord {
 /// The run's log: metrics file and console output, active on rank 0 only.
 public final class RunLog {
   public let active: Bool
-  let metrics: FileHandle?
+  let directory: String?
+  var metrics: FileHandle?
   /// TensorBoard event file in the run folder (scalars: train/*, eval/*)
-  let tensorBoard: TensorBoardWriter?
+  var tensorBoard: TensorBoardWriter?
+  /// the run every record belongs to (`"run"` in metrics.jsonl)
+  public private(set) var runID: String?
   let isTerminal: Bool
   var progressShown = false
 
-  /// Opens `directory/metrics.jsonl` (appending) when `active`.
-  public init(directory: String?, active: Bool) throws {
+  /// A log for the run folder `directory` (console output at once; files from `open`).
+  public init(directory: String?, active: Bool) {
     self.active = active
+    self.directory = directory
     // under mpirun stdout is a pty even when the job's output goes to a file (Slurm logs):
     // plain lines there, the in-place line only for a terminal of our own
     let underMPI = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil
       || ProcessInfo.processInfo.environment["PMIX_RANK"] != nil
     isTerminal = isatty(STDOUT_FILENO) != 0 && !underMPI
-    guard active, let directory else { metrics = nil; tensorBoard = nil; return }
+  }
+
+  /// Opens `directory/metrics.jsonl` (appending) and a TensorBoard event file when `active`;
+  /// every record is tagged with `runID`.
+  public func open(runID: String) throws {
+    self.runID = runID
+    guard active, let directory else { return }
     let url = URL(fileURLWithPath: directory).appendingPathComponent("metrics.jsonl")
     if !FileManager.default.fileExists(atPath: url.path) {
       FileManager.default.createFile(atPath: url.path, contents: nil)
@@ -60,6 +73,8 @@ public final class RunLog {
   /// Appends one record to metrics.jsonl.
   public func record(_ record: MetricRecord) {
     guard active, let metrics else { return }
+    var record = record
+    record.run = record.run ?? runID
     metrics.write(Data((record.json + "\n").utf8))
     guard let tensorBoard else { return }
     for (key, value) in record.values where key != "epoch" && key != "seconds" && key != "val_count" {

@@ -199,3 +199,31 @@ public func benchmarkFedSteps(
     steps: steps, secondsPerStep: seconds / Double(steps), imagesPerSecond: Double(steps * batch) / seconds,
     waitedSteps: waited, waitSeconds: waitSeconds)
 }
+
+/// What `bench --data` measured: the loader alone, then training steps fed by it.
+public struct DataBenchmarkResult {
+  public var loader: LoaderThroughput
+  public var fed: FedStepsResult
+  /// output size of the loader
+  public var imageSize: (height: Int, width: Int)
+}
+
+/// Loader images/s for `spec` ('jpeg': 256 generated 500×375 JPEGs in a temporary image folder,
+/// removed afterwards), then `steps` training steps fed by `workers` loader threads.
+public func benchmarkData(
+  config: MixerConfig, spec: String, batch: Int, steps: Int, warmup: Int, workers: Int
+) throws -> DataBenchmarkResult {
+  var spec = spec
+  var generated: URL?
+  defer { if let generated { try? FileManager.default.removeItem(at: generated) } }
+  if spec == "jpeg" {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("mixer-bench-jpeg-\(getpid())")
+    try writeBenchmarkJPEGs(folder: folder, count: 256, width: 500, height: 375)
+    generated = folder
+    spec = "folder:" + folder.path
+  }
+  let size = (config.imageHeight, config.imageWidth)
+  let loader = try measureLoaderThroughput(spec: spec, imageSize: size, threads: workers)
+  let fed = try benchmarkFedSteps(config: config, spec: spec, batch: batch, steps: steps, warmup: warmup, workers: workers)
+  return DataBenchmarkResult(loader: loader, fed: fed, imageSize: size)
+}

@@ -70,34 +70,105 @@ public func evaluate(
   return task.evaluationResult(totals, config: config)
 }
 
-/// A model restored from a checkpoint folder (or the newest valid one in a checkpoint directory).
-public func loadModel(checkpoint path: String) throws -> (MixerModel, TrainingManifest, URL) {
+/// A model read back from what a run or `import` left.
+public struct LoadedModel {
+  public let model: MixerModel
+  /// the settings it was trained with; for an imported weights folder the model alone (no data,
+  /// no class names)
+  public let config: TrainConfig
+  /// the checkpoint's step (nil for imported weights)
+  public let step: Int?
+  /// the folder the parameters came from
+  public let folder: URL
+}
+
+/// Reads a model from any of: a checkpoint folder (`step-N`), a checkpoint directory or a run
+/// folder (the newest valid checkpoint, in `checkpoints/` for a run folder), or a weights folder
+/// made by `mixer-dist import` (`model.json`). Every checksum is verified.
+public func loadModel(_ path: String) throws -> LoadedModel {
   let url = URL(fileURLWithPath: path)
+  let fileManager = FileManager.default
+  if fileManager.fileExists(atPath: url.appendingPathComponent("model.json").path) {
+    let (config, parameters, _) = try readParameterFolder(url)
+    let model = try MixerModel(config: config, seed: 0)
+    try loadParameters(parameters, into: model, source: path)
+    var train = TrainConfig(model: config)
+    train.data = ""
+    return LoadedModel(model: model, config: train, step: nil, folder: url)
+  }
   let folder: URL
-  if FileManager.default.fileExists(atPath: url.appendingPathComponent("manifest.json").path) {
+  if fileManager.fileExists(atPath: url.appendingPathComponent("manifest.json").path) {
     folder = url
-  } else if let newest = try selectCheckpoint(resume: "auto", directory: url, log: { _ in }) {
+  } else if let newest = try selectCheckpoint(resume: "auto", directory: url, log: { _ in })
+    ?? selectCheckpoint(resume: "auto", directory: url.appendingPathComponent("checkpoints"), log: { _ in })
+  {
     folder = newest
   } else {
-    throw CheckpointError("\(path): no valid checkpoint (a step-N folder with manifest.json)")
+    throw CheckpointError(
+      "\(path): no valid checkpoint here (a step-N folder with manifest.json, a checkpoint or run folder holding "
+        + "them, or a weights folder with model.json)")
   }
   let manifest = try verifyCheckpoint(folder, config: TrainConfig.self)
   let model = try MixerModel(config: manifest.config.model, seed: 0)
   let params = try SafeTensorsFile(contentsOf: folder.appendingPathComponent("params.safetensors"))
   try CheckpointStore<TrainConfig>.checkShapes(params, model: model, source: folder.path)
   for view in model.table.views { model.parameters.copy(from: try params.floats(view.name), at: view.offset) }
-  return (model, manifest, folder)
+  return LoadedModel(model: model, config: manifest.config, step: manifest.step, folder: folder)
 }
 
-/// Evaluates a checkpoint on the validation split of its own data source (or `data`); every
-/// rank gets the exact totals.
+/// How the data's classes relate to the model's: the same list, the same set in another order
+/// (mapped by name), or other classes (an error unless the caller means it).
+public enum ClassMatch: Equatable {
+  case same
+  /// data label i is model class `permutation[i]`
+  case reordered([Int])
+  case different(String)
+
+  /// Compares by name; an empty list (unknown names) matches anything of the same size.
+  public init(model: [String], data: [String]) {
+    if model.isEmpty || data.isEmpty || model == data {
+      self = .same
+    } else if Set(model) == Set(data), model.count == data.count, Set(model).count == model.count {
+      self = .reordered(data.map { model.firstIndex(of: $0)! })
+    } else {
+      let missing = model.filter { !data.contains($0) }, unknown = data.filter { !model.contains($0) }
+      var parts: [String] = []
+      if !missing.isEmpty { parts.append("not in the data: " + missing.prefix(5).joined(separator: ", ") + (missing.count > 5 ? ", …" : "")) }
+      if !unknown.isEmpty { parts.append("unknown to the model: " + unknown.prefix(5).joined(separator: ", ") + (unknown.count > 5 ? ", …" : "")) }
+      self = .different(parts.isEmpty ? "\(data.count) classes in the data, \(model.count) in the model" : parts.joined(separator: "; "))
+    }
+  }
+}
+
+/// A dataset whose labels are renumbered (`label → permutation[label]`).
+struct RelabelledDataset: Dataset {
+  let base: any Dataset
+  let permutation: [Int]
+  let classNames: [String]
+  var count: Int { base.count }
+  var numClasses: Int { base.numClasses }
+  var height: Int { base.height }
+  var width: Int { base.width }
+  func load(_ index: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int {
+    permutation[try base.load(index, into: pixels)]
+  }
+}
+
+/// Evaluates a checkpoint (or any folder `loadModel` reads) on the validation split of its own
+/// data source (or `data`); every rank gets the exact totals. The data's class names must be the
+/// model's: the same names in another order are mapped by name; other names are an error unless
+/// `ignoreClassNames`.
 public func evaluateCheckpoint(
-  path: String, data: String?, comm: Communicator, batchSize: Int
-) throws -> (EvaluationResult, TrainingManifest) {
-  let (model, manifest, _) = try loadModel(checkpoint: path)
-  var config = manifest.config
+  path: String, data: String?, comm: Communicator, batchSize: Int, ignoreClassNames: Bool = false
+) throws -> (EvaluationResult, LoadedModel) {
+  let loaded = try loadModel(path)
+  let model = loaded.model
+  var config = loaded.config
   if let data { config.data = data }
-  let (_, validation) = try makeDatasets(config)
+  guard !config.data.isEmpty else {
+    throw TrainError("\(path) holds imported weights, which do not say what data they were trained on: pass --data")
+  }
+  var (_, validation) = try makeDatasets(config)
   if validation.numClasses != model.config.classes {
     throw TrainError(
       "checkpoint has \(model.config.classes) classes, dataset has \(validation.numClasses): evaluate on a dataset with the checkpoint's classes, or fine-tune with --init-from and --classes \(validation.numClasses)")
@@ -105,5 +176,22 @@ public func evaluateCheckpoint(
   if validation.height != model.config.imageHeight || validation.width != model.config.imageWidth {
     throw TrainError("the data is \(validation.height)x\(validation.width) px, the checkpoint's model expects \(model.config.imageHeight)x\(model.config.imageWidth)")
   }
-  return (try evaluate(model: model, dataset: validation, comm: comm, batchSize: batchSize), manifest)
+  switch ClassMatch(model: loaded.config.classNames, data: validation.classNames) {
+  case .same: break
+  case .reordered(let permutation) where !(validation is any SegmentationDataset):
+    validation = RelabelledDataset(base: validation, permutation: permutation, classNames: loaded.config.classNames)
+  case .reordered, .different:
+    if !ignoreClassNames {
+      let detail: String
+      if case .different(let text) = ClassMatch(model: loaded.config.classNames, data: validation.classNames) {
+        detail = text
+      } else {
+        detail = "the same names in another order, which masks cannot be mapped by"
+      }
+      throw TrainError(
+        "the data's classes are not the checkpoint's (\(detail)): evaluate on data with the checkpoint's classes, "
+          + "or pass --ignore-class-names to evaluate by class index anyway")
+    }
+  }
+  return (try evaluate(model: model, dataset: validation, comm: comm, batchSize: batchSize), loaded)
 }

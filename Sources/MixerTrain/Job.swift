@@ -28,7 +28,7 @@ public enum Job {
   /// Sets and returns the OpenBLAS threads of this rank: `requested`, else a positive
   /// OPENBLAS_NUM_THREADS, else cores per node / ranks on this node.
   @discardableResult
-  public static func setBLASThreads(requested: Int?, comm: Communicator) -> Int {
+  public static func setBLASThreads(requested: Int?, comm: Communicator = SingleProcessCommunicator()) -> Int {
     let environment = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap { Int($0) }
     let threads = requested ?? environment.flatMap { $0 > 0 ? $0 : nil }
       ?? defaultThreadsPerRank(coresPerNode: onlineCPUCount(), localSize: comm.localSize)

@@ -46,17 +46,18 @@ public func imageFiles(_ paths: [String]) throws -> [String] {
 public func predict(
   checkpoint: String, files: [String], options: PredictionOptions, batchSize: Int
 ) throws -> [Prediction] {
-  let (model, manifest, _) = try loadModel(checkpoint: checkpoint)
+  let loaded = try loadModel(checkpoint)
+  let model = loaded.model, trained = loaded.config
   let config = model.config
   let task = config.task.training
   try task.preparePrediction(config, options: options)
   let context = PredictionContext(options: options)
-  let names = manifest.config.classNames.count == config.classes ? manifest.config.classNames : []
+  let names = trained.classNames.count == config.classes ? trained.classNames : []
   var preprocessing = ImagePreprocessing(
     mode: .eval, outputHeight: config.imageHeight, outputWidth: config.imageWidth, seed: 0)
-  preprocessing.normalization = manifest.config.dataOptions.normalization
-  preprocessing.evalCropFraction = manifest.config.dataOptions.evalCropFraction
-    ?? (manifest.config.data.hasPrefix("folder") ? 224.0 / 256.0 : 1)
+  preprocessing.normalization = trained.dataOptions.normalization
+  preprocessing.evalCropFraction = trained.dataOptions.evalCropFraction
+    ?? (trained.data.hasPrefix("folder") ? 224.0 / 256.0 : 1)
   let perImage = config.imageHeight * config.imageWidth * 3
   var predictions: [Prediction] = []
   var arenas: [Int: Activations] = [:]

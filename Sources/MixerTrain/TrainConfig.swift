@@ -62,6 +62,12 @@ public struct TrainConfig: CheckpointConfig {
 
   public init(model: MixerConfig) { self.model = model }
 
+  /// Where checkpoints go: `checkpointDirectory`, or `checkpoints` in the run folder (every run
+  /// ends with a checkpoint that eval, predict, export, inspect and --init-from accept).
+  public var checkpointFolder: String {
+    checkpointDirectory ?? (runDirectory as NSString).appendingPathComponent("checkpoints")
+  }
+
   /// The schedule these settings describe.
   public var schedule: Schedule {
     Schedule(baseLR: learningRate, warmupSteps: warmupSteps, totalSteps: steps, decay: decay)
@@ -104,7 +110,6 @@ public struct TrainConfig: CheckpointConfig {
     if let t = threads { try check(t >= 1, "--threads must be at least 1, got \(t)") }
     try check(saveEvery >= 0, "--save-every must be non-negative")
     try check(keep >= 0, "--keep must be non-negative")
-    try check(saveEvery == 0 || checkpointDirectory != nil, "--save-every needs --checkpoint-dir")
   }
 }
 
@@ -166,3 +171,29 @@ func classCount(of config: TrainConfig) throws -> Int {
 
 /// The manifest of a training checkpoint.
 public typealias TrainingManifest = CheckpointManifest<TrainConfig>
+
+/// The settings that differ between two configs, as "key old → new" (keys flattened with dots).
+func configDifferences<T: Encodable>(_ old: T, _ new: T, ignoring: Set<String> = []) -> [String] {
+  func flatten(_ value: Any, _ prefix: String, into out: inout [String: String]) {
+    if let object = value as? [String: Any] {
+      for (key, child) in object { flatten(child, prefix.isEmpty ? key : prefix + "." + key, into: &out) }
+    } else if let array = value as? [Any] {
+      out[prefix] = array.map { "\($0)" }.joined(separator: ",")
+    } else {
+      out[prefix] = "\(value)"
+    }
+  }
+  func flat(_ value: T) -> [String: String] {
+    guard let data = try? JSONEncoder().encode(value), let object = try? JSONSerialization.jsonObject(with: data) else {
+      return [:]
+    }
+    var out: [String: String] = [:]
+    flatten(object, "", into: &out)
+    return out
+  }
+  let a = flat(old), b = flat(new)
+  return Set(a.keys).union(b.keys).sorted().compactMap { key in
+    guard !ignoring.contains(key), !ignoring.contains(where: { key.hasPrefix($0 + ".") }), a[key] != b[key] else { return nil }
+    return "\(key) \(a[key] ?? "(none)") → \(b[key] ?? "(none)")"
+  }
+}

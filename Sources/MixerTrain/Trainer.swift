@@ -23,6 +23,8 @@ public struct TrainSummary {
   /// communication not hidden by backward, as a share of step time
   public var exposedCommunicationShare: Double
   public var optimizerStateFloats: Int
+  /// set when a signal stopped the run after saving (exit with `Interruption.exitCode`)
+  public var interrupted: InterruptedRun?
 }
 
 /// Injected failures, for tests of the failure paths (and the `--fail-at-step` family of flags):
@@ -64,6 +66,12 @@ public final class Trainer {
   let sampler: ShardedSampler
   let watchdog: Watchdog?
   let faults: FaultPlan
+  /// a new run may replace the records and checkpoints of another run in its folders
+  let overwrite: Bool
+  /// the checkpoint the run resumed from
+  var resumedFrom: String?
+  /// where checkpoints go: rank 0's `config.checkpointFolder` (one folder for every rank)
+  let checkpointFolder: String
   /// the step training starts from (0, or the resumed checkpoint's)
   public private(set) var startStep = 0
 
@@ -72,10 +80,11 @@ public final class Trainer {
 
   public init(
     config: TrainConfig, comm: Communicator, timeout: Double? = nil, resume: String? = nil,
-    logLevel: Logger.Level = .info, faults: FaultPlan = FaultPlan()
+    logLevel: Logger.Level = .info, faults: FaultPlan = FaultPlan(), overwrite: Bool = false
   ) throws {
     logger = makeLogger(rank: comm.rank, level: logLevel)
     self.faults = faults
+    self.overwrite = overwrite
     try config.validate(worldSize: comm.size)
     var config = config
     self.comm = comm
@@ -114,6 +123,8 @@ public final class Trainer {
       if comm.rank == 0 {
         do {
           try initializeModel(model, from: URL(fileURLWithPath: initFrom)) { [logger] in logger.info("mixer-dist: \($0)") }
+          let sourceNames = (try? loadModel(initFrom).config.classNames) ?? []
+          Trainer.alignHead(model, with: sourceNames, dataNames: trainSet.classNames) { [logger] in logger.info("mixer-dist: \($0)") }
         } catch {
           problem = "\(error)"
         }
@@ -131,15 +142,8 @@ public final class Trainer {
     step = TrainingStep(
       model: model, config: config, comm: comm, localBatch: config.globalBatch / comm.size, watchdog: watchdog)
 
-    if comm.rank == 0 {
-      try FileManager.default.createDirectory(
-        atPath: config.runDirectory, withIntermediateDirectories: true)
-      let encoder = JSONEncoder()
-      encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-      try encoder.encode(config).write(
-        to: URL(fileURLWithPath: config.runDirectory).appendingPathComponent("config.json"))
-    }
-    log = try RunLog(directory: config.runDirectory, active: comm.rank == 0)
+    log = RunLog(directory: config.runDirectory, active: comm.rank == 0)
+    checkpointFolder = try comm.broadcast(config.checkpointFolder, root: 0)
     log.line(
       "mixer-dist: \(config.preset) (\(grouped(model.table.count)) parameters), \(comm.size) rank(s), "
         + "\(threads) OpenBLAS thread(s) per rank (\(BLAS.coreName)), global batch \(config.globalBatch), "
@@ -152,10 +156,11 @@ public final class Trainer {
     }
   }
 
-  /// Picks the checkpoint on rank 0 (verifying checksums), tells every rank, and loads it;
-  /// returns the step to continue from (0 when `auto` finds nothing).
+  /// Picks the checkpoint on rank 0 (verifying checksums), tells every rank, compares its
+  /// settings with this run's (saying each difference, refusing another model), and loads it;
+  /// returns the step to continue from (0 when `auto` finds no checkpoint at all).
   func resumeFrom(_ resume: String) throws -> Int {
-    let directory = config.checkpointDirectory.map { URL(fileURLWithPath: $0) }
+    let directory = URL(fileURLWithPath: checkpointFolder)
     var chosen = ""
     var problem = ""
     if comm.rank == 0 {
@@ -163,6 +168,10 @@ public final class Trainer {
         chosen = try selectCheckpoint(resume: resume, directory: directory) { [logger] in
           logger.warning("\($0)")
         }?.path ?? ""
+        if chosen.isEmpty, resume == "auto", !listCheckpoints(in: directory).isEmpty {
+          problem = "--resume auto: no valid checkpoint in \(directory.path) (every step-N folder failed its checks, "
+            + "see above): remove them or pass --overwrite to start again"
+        }
       } catch {
         problem = "\(error)"
       }
@@ -171,13 +180,107 @@ public final class Trainer {
     if !problem.isEmpty { throw CheckpointError(problem) }
     chosen = try comm.broadcast(chosen, root: 0)
     guard !chosen.isEmpty else {
-      logger.info("mixer-dist: no checkpoint to resume from in \(directory?.path ?? "?"); starting from step 0")
+      log.line("mixer-dist: --resume \(resume): no checkpoint in \(directory.path) yet; starting from step 0")
       return 0
+    }
+    let saved = try verifyCheckpoint(URL(fileURLWithPath: chosen), config: TrainConfig.self).config
+    if saved.model != config.model {
+      throw CheckpointError(
+        "\(chosen) holds another model (\(configDifferences(saved.model, config.model).joined(separator: ", "))): "
+          + "resume with the checkpoint's model flags, or start a new run with --init-from")
+    }
+    for change in configDifferences(saved, config, ignoring: ["runDirectory", "checkpointDirectory", "threads"]) {
+      log.line("mixer-dist: resume changes \(change)")
     }
     let manifest = try CheckpointStore<TrainConfig>.load(URL(fileURLWithPath: chosen), into: model, optimizer: optimizer)
     try Trainer.checkSameParameters(model.parameters, comm: comm)
-    logger.info("mixer-dist: resumed from \(chosen) (step \(manifest.step), saved by \(manifest.worldSize) rank(s))")
+    resumedFrom = chosen
+    log.line("mixer-dist: resumed from \(chosen) (step \(manifest.step), saved by \(manifest.worldSize) rank(s))")
     return manifest.step
+  }
+
+  /// Rank 0 takes the run and checkpoint folders (locks), decides the run id (a resumed run keeps
+  /// its own; a new run refuses another run's records unless told to overwrite them), writes
+  /// config.json and opens the metrics files. Returns the locks, held while the run runs.
+  func claimFolders() throws -> [FolderLock] {
+    var locks: [FolderLock] = []
+    var problem = ""
+    if comm.rank == 0 {
+      do { locks = try claimFoldersOnRankZero() } catch { problem = "\(error)" }
+    }
+    // every rank learns rank 0's verdict, so none goes on into the first step alone
+    problem = try comm.broadcast(problem, root: 0)
+    if !problem.isEmpty { throw TrainError(problem) }
+    return locks
+  }
+
+  func claimFoldersOnRankZero() throws -> [FolderLock] {
+    let runFolder = config.runDirectory
+    var locks = [try FolderLock(runFolder, purpose: "the run folder")]
+    if URL(fileURLWithPath: checkpointFolder).standardizedFileURL != URL(fileURLWithPath: runFolder).standardizedFileURL {
+      locks.append(try FolderLock(checkpointFolder, purpose: "the checkpoint folder"))
+    }
+    let records = RunRecords(folder: runFolder)
+    let checkpoints = listCheckpoints(in: URL(fileURLWithPath: checkpointFolder))
+    let runID: String
+    if resumedFrom != nil {
+      runID = records.lastRunID ?? newRunID()
+      if records.count > 0 { try records.truncate(run: records.lastRunID, after: startStep) }
+    } else if records.count > 0 || !checkpoints.isEmpty {
+      guard overwrite else {
+        var held: [String] = []
+        if records.count > 0 { held.append("\(records.count) metrics records in \(runFolder)") }
+        if !checkpoints.isEmpty { held.append("\(checkpoints.count) checkpoint(s) in \(checkpointFolder)") }
+        throw TrainError(
+          "another run's records are here (\(held.joined(separator: ", "))): pass --resume auto to continue it, "
+            + "--overwrite to replace it, or choose another --run-dir")
+      }
+      try records.clear()
+      for (_, url) in checkpoints { try FileManager.default.removeItem(at: url) }
+      log.line("mixer-dist: --overwrite: removed the previous run's records and \(checkpoints.count) checkpoint(s)")
+      runID = newRunID()
+    } else {
+      runID = newRunID()
+    }
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(config).write(to: URL(fileURLWithPath: runFolder).appendingPathComponent("config.json"))
+    try log.open(runID: runID)
+    return locks
+  }
+
+  /// After `--init-from` with the same number of classes: the checkpoint's classes by name
+  /// against the data's. The same names in another order permute the head's columns; other
+  /// names re-initialise the head (they are other classes).
+  static func alignHead(_ model: MixerModel, with sourceNames: [String], dataNames: [String], log: (String) -> Void) {
+    guard sourceNames.count == model.config.classes, dataNames.count == model.config.classes else { return }
+    let head = model.config.head.scope
+    guard let kernel = model.table[head + "/kernel"], let bias = model.table[head + "/bias"] else { return }
+    let k = model.config.classes, perClass = kernel.shape[1] / k
+    switch ClassMatch(model: sourceNames, data: dataNames) {
+    case .same:
+      return
+    case .reordered(let permutation) where perClass == 1:
+      // data class i was checkpoint class permutation[i]: column i takes that column
+      let w = model.parameters.array(kernel.range), b = model.parameters.array(bias.range)
+      let rows = kernel.shape[0]
+      var newW = w, newB = b
+      for i in 0..<k {
+        newB[i] = b[permutation[i]]
+        for r in 0..<rows { newW[r * k + i] = w[r * k + permutation[i]] }
+      }
+      model.parameters.copy(from: newW, at: kernel.offset)
+      model.parameters.copy(from: newB, at: bias.offset)
+      log("the data's classes are the checkpoint's in another order: head columns mapped by class name")
+    case .reordered, .different:
+      model.parameters.copy(from: [Float](repeating: 0, count: kernel.count), at: kernel.offset)
+      model.parameters.copy(from: [Float](repeating: 0, count: bias.count), at: bias.offset)
+      if case .different(let detail) = ClassMatch(model: sourceNames, data: dataNames) {
+        log("head re-initialised: the data's classes are not the checkpoint's (\(detail))")
+      } else {
+        log("head re-initialised: the data's classes are the checkpoint's in another order")
+      }
+    }
   }
 
   /// Every rank must hold the same parameters: compares a checksum across ranks.
@@ -206,6 +309,16 @@ public final class Trainer {
   /// Runs every step, evaluates, writes the run folder; returns the summary.
   public func run() throws -> TrainSummary {
     let cfg = config
+    let locks = try claimFolders()
+    defer { locks.forEach { $0.release() } }
+    if startStep >= cfg.steps {
+      log.line("mixer-dist: already at step \(startStep) (--steps \(cfg.steps)): nothing to train; raise --steps to continue")
+      log.close()
+      return TrainSummary(
+        steps: startStep, finalLoss: .nan, evaluation: nil, seconds: 0, imagesPerSecond: 0,
+        exposedCommunicationShare: 0, optimizerStateFloats: optimizer.stateCount)
+    }
+    Interruption.install()
     let loader = try BatchLoader(
       dataset: trainSet, sampler: sampler, startStep: startStep, endStep: cfg.steps,
       workers: cfg.loaderWorkers, depth: 3,
@@ -218,7 +331,7 @@ public final class Trainer {
     var dataWaits = 0
     var evaluation: EvaluationResult?
 
-    let store = cfg.checkpointDirectory.map { CheckpointStore<TrainConfig>(directory: URL(fileURLWithPath: $0), comm: comm) }
+    let store = CheckpointStore<TrainConfig>(directory: URL(fileURLWithPath: checkpointFolder), comm: comm)
     for stepIndex in startStep..<cfg.steps {
       watchdog?.step = stepIndex
       // the whole step (collectives, checkpoint barriers, evaluation) must finish within
@@ -257,8 +370,20 @@ public final class Trainer {
           Double(done) / Double(sampler.batchesPerEpoch), meanLoss, result.learningRate, rate, formatDuration(eta)))
         windowStart = now; windowImages = 0; windowLoss = 0; windowSteps = 0
       }
-      if let store, (cfg.saveEvery > 0 && done % cfg.saveEvery == 0) || done == cfg.steps {
-        try saveCheckpoint(store, done: done)
+      let saved = (cfg.saveEvery > 0 && done % cfg.saveEvery == 0) || done == cfg.steps
+      if saved { try saveCheckpoint(store, done: done) }
+      if result.stopRequested, done < cfg.steps {
+        let folder = saved ? checkpointName(step: done) : try saveCheckpoint(store, done: done).lastPathComponent
+        let stop = InterruptedRun(
+          signal: Interruption.signalName ?? "a signal on another rank", step: done,
+          checkpoint: (checkpointFolder as NSString).appendingPathComponent(folder))
+        log.line("mixer-dist: \(stop)")
+        log.close()
+        var summary = TrainSummary(
+          steps: done, finalLoss: lastLoss, evaluation: nil, seconds: monotonicSeconds() - start,
+          imagesPerSecond: 0, exposedCommunicationShare: 0, optimizerStateFloats: optimizer.stateCount)
+        summary.interrupted = stop
+        return summary
       }
       if let stop = faults.stopAfterStep, done >= stop {
         log.close()
@@ -284,7 +409,8 @@ public final class Trainer {
   }
 
   /// Every rank saves its part of the checkpoint after `done` steps.
-  func saveCheckpoint(_ store: CheckpointStore<TrainConfig>, done: Int) throws {
+  @discardableResult
+  func saveCheckpoint(_ store: CheckpointStore<TrainConfig>, done: Int) throws -> URL {
     let cursor = DataCursor(
       step: done, epoch: done / sampler.batchesPerEpoch, batchInEpoch: done % sampler.batchesPerEpoch,
       samplesSeen: done * config.globalBatch)
@@ -292,6 +418,7 @@ public final class Trainer {
       step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage, cursor: cursor, keep: config.keep,
       beforeCommit: faults.killInSaveAtStep == done ? { kill(getpid(), SIGKILL) } : nil)
     log.line("checkpoint \(folder.path)")
+    return folder
   }
 
   /// Evaluates on the validation set and records the task's metrics.

@@ -27,6 +27,9 @@ public struct StepResult {
   public var updateSeconds: Double
   /// the gradient reduction's timings (communication, the part not hidden by backward)
   public var communication: GradientBucketer.Timings
+  /// some rank received SIGINT, SIGTERM or SIGUSR1 before this step's reduction: every rank
+  /// learns it from the same all-reduce, so all stop after the same step
+  public var stopRequested: Bool
 }
 
 /// The step of one rank: the model, its optimizer (on this rank's range), the bucketed
@@ -64,11 +67,12 @@ public final class TrainingStep {
     let (lossSum, forwardSeconds) = accumulateGradients(batch: batch, regularization: config.regularization(step: step))
     let communication = try bucketer.finish()
     let t1 = monotonicSeconds()
-    let (loss, norm, lr) = try update(step: step, lossSum: lossSum)
+    let (loss, norm, lr, stop) = try update(step: step, lossSum: lossSum)
     let t2 = monotonicSeconds()
     return StepResult(
       loss: loss, gradientNorm: norm, learningRate: lr, forwardSeconds: forwardSeconds,
-      backwardSeconds: t1 - t0 - forwardSeconds, updateSeconds: t2 - t1, communication: communication)
+      backwardSeconds: t1 - t0 - forwardSeconds, updateSeconds: t2 - t1, communication: communication,
+      stopRequested: stop)
   }
 
   /// Forward and backward over the micro-batches of one step's batch, gradients accumulating;
@@ -97,13 +101,14 @@ public final class TrainingStep {
     return (lossSum, forwardSeconds)
   }
 
-  /// After the gradients are reduced: the global loss and gradient norm (one small all-reduce),
-  /// clipping, the optimizer update of this rank's range, and under ZeRO-1 the all-gather.
-  func update(step: Int, lossSum: Double) throws -> (loss: Double, norm: Double, lr: Float) {
+  /// After the gradients are reduced: the global loss, gradient norm and stop requests (one
+  /// small all-reduce), clipping, the optimizer update of this rank's range, and under ZeRO-1 the
+  /// all-gather.
+  func update(step: Int, lossSum: Double) throws -> (loss: Double, norm: Double, lr: Float, stop: Bool) {
     let total = model.table.count
     let shard = bucketer.shard  // everything, unless ZeRO-1
     let squares = sumOfSquares(model.gradients.pointer, range: shard)
-    var scalars = [lossSum, config.zeroStage == 1 ? squares : 0]
+    var scalars = [lossSum, config.zeroStage == 1 ? squares : 0, Interruption.requested ? 1 : 0]
     try comm.allReduceSum(&scalars)
     let loss = scalars[0] / Double(config.globalBatch)
     guard loss.isFinite else {
@@ -116,6 +121,6 @@ public final class TrainingStep {
     if config.zeroStage == 1 {
       try comm.allGather(model.parameters.pointer, counts: comm.shardCounts(ofTotal: total))
     }
-    return (loss, norm, lr)
+    return (loss, norm, lr, scalars[2] > 0)
   }
 }

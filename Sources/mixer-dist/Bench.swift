@@ -2,8 +2,6 @@
 
 import ArgumentParser
 import Foundation
-import MixerData
-import MixerDistributed
 import MixerKernels
 import MixerTrain
 
@@ -32,31 +30,19 @@ struct Bench: ParsableCommand {
     try runReportingErrors {
       let config = try model.config()
       if let data {
-        let size = (config.imageHeight, config.imageWidth)
-        // 'jpeg': 256 generated 500x375 JPEGs in a temporary image folder
-        var spec = data
-        var generated: URL?
-        defer { if let generated { try? FileManager.default.removeItem(at: generated) } }
-        if data == "jpeg" {
-          let folder = FileManager.default.temporaryDirectory.appendingPathComponent("mixer-bench-jpeg-\(getpid())")
-          try writeBenchmarkJPEGs(folder: folder, count: 256, width: 500, height: 375)
-          generated = folder
-          spec = "folder:" + folder.path
-        }
-        let r = try measureLoaderThroughput(spec: spec, imageSize: size, threads: loaderWorkers)
-        print(r)
+        Job.setBLASThreads(requested: threads)
+        let r = try benchmarkData(
+          config: config, spec: data, batch: batch, steps: steps, warmup: warmup, workers: loaderWorkers)
+        print(r.loader)
         print(String(format: "loader: %.1f images/s over %d thread(s), %.1f images/s per thread (%dx%d output)",
-                     r.imagesPerSecond, r.threads, r.imagesPerSecond / Double(r.threads), size.0, size.1))
-        // training steps fed by the prefetching loader: did the step ever wait for data?
-        if let t = threads { BLAS.setThreads(t) }
-        let fed = try benchmarkFedSteps(
-          config: config, spec: spec, batch: batch, steps: steps, warmup: warmup, workers: loaderWorkers)
+                     r.loader.imagesPerSecond, r.loader.threads, r.loader.imagesPerSecond / Double(r.loader.threads),
+                     r.imageSize.height, r.imageSize.width))
         print(String(format: "training fed by %d loader thread(s): %.1f ms/step, %.1f images/s; the step waited for data in %d of %d steps (%.2f s)",
-                     loaderWorkers, fed.secondsPerStep * 1e3, fed.imagesPerSecond, fed.waitedSteps, fed.steps, fed.waitSeconds))
+                     loaderWorkers, r.fed.secondsPerStep * 1e3, r.fed.imagesPerSecond, r.fed.waitedSteps, r.fed.steps, r.fed.waitSeconds))
         return
       }
       if inference {
-        if let t = threads { BLAS.setThreads(t) }
+        Job.setBLASThreads(requested: threads)
         let r = try benchmarkInference(config: config, preset: model.preset, batch: 32, repeats: max(steps, 8))
         print("preset \(r.preset)  threads \(r.threads)  inference (evaluation forward)")
         print(String(format: "batch-1 latency      %8.2f ms", r.latencySeconds * 1e3))

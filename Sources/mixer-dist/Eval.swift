@@ -10,27 +10,30 @@ struct Eval: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Evaluate a checkpoint (top-1, top-5, loss; mIoU for segmentation), alone or over mpirun ranks.")
 
-  @Argument(help: "A checkpoint folder, or a checkpoint directory (its newest valid checkpoint).") var checkpoint: String
+  @Argument(help: "A checkpoint folder, a checkpoint directory or run folder (its newest valid checkpoint), or a weights folder from `mixer-dist import` (with --data).") var checkpoint: String
   @Option(help: "Data source (default: the one the checkpoint was trained on).") var data: String?
   @Option(help: "Evaluation batch size per rank.") var batch: Int = 250
   @Option(help: "OpenBLAS threads per rank.") var threads: Int?
   @Flag(help: "Print one JSON object instead of text.") var json = false
+  @Flag(help: "Evaluate by class index even when the data's class names are not the checkpoint's.") var ignoreClassNames = false
 
   func run() throws {
     try runReportingErrors {
       guard batch > 0 else { throw ValidationError("--batch must be positive") }
       try Job.run { comm in
         Job.setBLASThreads(requested: threads, comm: comm)
-        let (result, manifest) = try evaluateCheckpoint(path: checkpoint, data: data, comm: comm, batchSize: batch)
+        let (result, loaded) = try evaluateCheckpoint(
+          path: checkpoint, data: data, comm: comm, batchSize: batch, ignoreClassNames: ignoreClassNames)
         guard comm.rank == 0 else { return }
-        let task = manifest.config.model.task.training
+        let task = loaded.model.config.task.training
+        let step = loaded.step ?? 0
         if json {
           let encoder = JSONEncoder()
           encoder.outputFormatting = [.sortedKeys]
-          print(String(decoding: try encoder.encode(task.evaluationJSON(result, step: manifest.step)), as: UTF8.self))
+          print(String(decoding: try encoder.encode(task.evaluationJSON(result, step: step)), as: UTF8.self))
         } else {
-          let lines = task.evaluationRecord(result, classNames: manifest.config.classNames).lines
-          print("step \(manifest.step): \(lines[0])  (\(result.count) images, \(comm.size) rank(s))")
+          let lines = task.evaluationRecord(result, classNames: loaded.config.classNames).lines
+          print("step \(step): \(lines[0])  (\(result.count) images, \(comm.size) rank(s))")
           for line in lines.dropFirst() { print(line) }
         }
       }

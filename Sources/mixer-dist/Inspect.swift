@@ -10,13 +10,22 @@ struct Inspect: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Summarise a checkpoint and verify its checksums (exit 1 if any is invalid).")
 
-  @Argument(help: "A checkpoint folder (step-N) or a --checkpoint-dir holding several.") var path: String
+  @Argument(help: "A checkpoint folder (step-N), a --checkpoint-dir or run folder holding several, or a weights folder from `mixer-dist import`.") var path: String
 
   func run() throws {
     try runReportingErrors {
       let url = URL(fileURLWithPath: path)
-      let folders = FileManager.default.fileExists(atPath: url.appendingPathComponent("manifest.json").path)
+      if FileManager.default.fileExists(atPath: url.appendingPathComponent("model.json").path) {
+        // a weights folder from `mixer-dist import`
+        let (config, parameters, description) = try readParameterFolder(url)
+        print("\(url.path): valid (\(description))")
+        print("  model: \(config.imageHeight)x\(config.imageWidth) px, patch \(config.patch), C \(config.hidden), \(config.blocks) blocks, \(config.classes) classes, \(grouped(parameters.values.reduce(0) { $0 + $1.data.count })) parameters")
+        print("  params.safetensors: every SHA-256 verified")
+        return
+      }
+      var folders = FileManager.default.fileExists(atPath: url.appendingPathComponent("manifest.json").path)
         ? [url] : listCheckpoints(in: url).map(\.url)
+      if folders.isEmpty { folders = listCheckpoints(in: url.appendingPathComponent("checkpoints")).map(\.url) }
       guard !folders.isEmpty else { throw CheckpointError("\(path): no checkpoint here (no manifest.json, no step-N folders)") }
       var invalid = 0
       for folder in folders {

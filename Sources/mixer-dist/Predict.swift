@@ -3,7 +3,6 @@
 
 import ArgumentParser
 import Foundation
-import MixerKernels
 import MixerTrain
 
 struct Predict: ParsableCommand {
@@ -21,7 +20,7 @@ struct Predict: ParsableCommand {
   func run() throws {
     try runReportingErrors {
       guard batch > 0, topK > 0 else { throw ValidationError("--batch and --top-k must be positive") }
-      if let threads { BLAS.setThreads(threads) }
+      Job.setBLASThreads(requested: threads)
       let predictions = try predict(
         checkpoint: checkpoint, files: try imageFiles(images),
         options: PredictionOptions(topK: topK, maskDirectory: maskDir), batchSize: batch)

@@ -55,10 +55,11 @@ struct Train: ParsableCommand {
   @Option(help: "Fault injection: the rank that fails.") var failRank: Int = 0
   @Option(help: "Fault injection: stall (sleep) at this step on --fail-rank.") var stallAtStep: Int?
   @Flag(help: "Print the effective settings as JSON, checked, and exit without training.") var printConfig = false
-  @Option(help: "Folder for checkpoints (one step-N folder per save; shared by all ranks).") var checkpointDir: String?
+  @Option(help: "Folder for checkpoints (one step-N folder per save; shared by all ranks; default: checkpoints/ in the run folder).") var checkpointDir: String?
   @Option(help: "Save a checkpoint every N steps (and always at the end).") var saveEvery: Int = D.saveEvery
   @Option(help: "Keep only the newest K checkpoints (0: all).") var keep: Int = D.keep
-  @Option(help: "Resume: 'auto' (newest valid checkpoint in --checkpoint-dir) or a checkpoint folder.") var resume: String?
+  @Option(help: "Resume: 'auto' (newest valid checkpoint in the checkpoint folder) or a checkpoint folder.") var resume: String?
+  @Flag(help: "Start a new run in a run or checkpoint folder that holds another run's records and checkpoints, removing them.") var overwrite = false
   @Option(help: "Fine-tune from weights: an official .npz, a folder from `mixer-dist import`, or a checkpoint. Another class count re-initialises the head; a larger --image-size (same patch, K times the side) widens token mixing as the paper's Appendix C.") var initFrom: String?
   @Option(help: .hidden) var killInSaveAtStep: Int?
   @Option(help: "Console log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
@@ -146,17 +147,24 @@ struct Train: ParsableCommand {
         print(String(decoding: try encoder.encode(config), as: UTF8.self))
         return
       }
-      try Job.run { comm in
+      let interrupted = try Job.run { comm -> Bool in
         let (config, notes) = try trainConfig()
         let trainer = try Trainer(
-          config: config, comm: comm, timeout: timeout, resume: resume, logLevel: level, faults: faults)
+          config: config, comm: comm, timeout: timeout, resume: resume, logLevel: level, faults: faults,
+          overwrite: overwrite)
         for note in notes { trainer.log.line("mixer-dist: \(note)") }
         let summary = try trainer.run()
-        trainer.log.line(String(
-          format: "done: %d steps in %@, %.0f img/s, final loss %.4f, %@",
-          summary.steps, formatDuration(summary.seconds), summary.imagesPerSecond, summary.finalLoss,
-          summary.evaluation?.headline ?? "no evaluation"))
+        guard summary.interrupted == nil else { return true }
+        if summary.seconds > 0 {
+          trainer.log.line(String(
+            format: "done: %d steps in %@, %.0f img/s, final loss %.4f, %@",
+            summary.steps, formatDuration(summary.seconds), summary.imagesPerSecond, summary.finalLoss,
+            summary.evaluation?.headline ?? "no evaluation"))
+        }
+        return false
       }
+      // stopped by a signal after saving: the status launch/resilient reads as "resume me"
+      if interrupted { throw ExitCode(Interruption.exitCode) }
     }
   }
 }

@@ -79,6 +79,30 @@ extension RealDataTests {
     XCTAssertTrue(skipped.stderr.contains("broken.png"), "a skipped file is logged: \(skipped.stderr)")
   }
 
+  /// Without --classes the model predicts the folder's classes, and says so (it used to stop with
+  /// "the data has 4 classes but the model has 10: pass --classes 4").
+  func testFolderClassCountComesFromTheData() throws {
+    let dir = try temporaryFolder(self)
+    let root = dir.appendingPathComponent("images")
+    for (c, name) in ["red", "green", "blue", "grey"].enumerated() {
+      let folder = root.appendingPathComponent("train/\(name)")
+      try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+      for i in 0..<6 {
+        var rgb = [UInt8](repeating: 30, count: 32 * 32 * 3)
+        for p in 0..<(32 * 32) { rgb[p * 3 + c % 3] = UInt8(100 + 30 * c + i) }
+        try pngFile(width: 32, height: 32, rgb: rgb).write(to: folder.appendingPathComponent("\(i).png"))
+      }
+    }
+    let result = try mixerDist(["train"] + model + [
+      "--data", "folder:\(root.path)", "--val-fraction", "0.25", "--batch", "8", "--steps", "2",
+      "--run-dir", dir.appendingPathComponent("run").path,
+    ])
+    XCTAssertEqual(result.status, 0, result.stderr)
+    XCTAssertTrue((result.stdout + result.stderr).contains("the data has 4 classes: the model predicts 4"), result.stdout)
+    let config = try String(contentsOf: dir.appendingPathComponent("run/config.json"), encoding: .utf8)
+    XCTAssertTrue(config.contains("\"classes\" : 4"), config)
+  }
+
   func testMissingDataFolderIsAClearError() throws {
     let result = try mixerDist(["train", "--data", "cifar10:/nonexistent/cifar"])
     XCTAssertNotEqual(result.status, 0)

@@ -47,7 +47,7 @@ final class SegmentationTests: XCTestCase {
     let dir = try temporaryFolder(self)
     var config = segmentationConfig(dir, steps: 4)
     config.validationExamples = 37
-    let trained = try Trainer(config: config, comm: SingleProcessCommunicator())
+    let trained = try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)
     _ = try trained.run()
     let dataset = SyntheticSegmentation(split: .validation, count: 37, seed: 0)
     let single = try evaluate(model: trained.model, dataset: dataset, comm: SingleProcessCommunicator(), batchSize: 8)
@@ -88,10 +88,10 @@ final class SegmentationTests: XCTestCase {
     config.stochasticDepth = 0.1
     config.dropout = 0.1
     config.labelSmoothing = 0.05
-    let a = try Trainer(config: config, comm: SingleProcessCommunicator())
+    let a = try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)
     _ = try a.run()
     config.runDirectory = try temporaryFolder(self).path
-    let b = try Trainer(config: config, comm: SingleProcessCommunicator())
+    let b = try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)
     _ = try b.run()
     XCTAssertEqual(Array(a.model.parameters.bytes), Array(b.model.parameters.bytes))
   }
@@ -100,7 +100,7 @@ final class SegmentationTests: XCTestCase {
     let sgd: (inout TrainConfig) -> Void = { $0.optimizer.kind = .sgd; $0.learningRate = 0.05 }
     var reference = segmentationConfig(try temporaryFolder(self))
     sgd(&reference)
-    let expected = try Trainer(config: reference, comm: SingleProcessCommunicator())
+    let expected = try Trainer(config: reference, comm: SingleProcessCommunicator(), overwrite: true)
     _ = try expected.run()
     let want = expected.model.parameters.array()
     func relative(_ a: [Float]) -> Double {
@@ -114,7 +114,7 @@ final class SegmentationTests: XCTestCase {
         sgd(&config)
         config.zeroStage = zero
         config.accumulation = accumulation
-        let trainer = try Trainer(config: config, comm: comm)
+        let trainer = try Trainer(config: config, comm: comm, overwrite: true)
         _ = try trainer.run()
         return trainer.model.parameters.array()
       }
@@ -126,7 +126,7 @@ final class SegmentationTests: XCTestCase {
   func testResumeIsBitIdenticalAndEvalReadsTheCheckpoint() throws {
     var straight = segmentationConfig(try temporaryFolder(self), steps: 8)
     straight.dropout = 0.1
-    let reference = try Trainer(config: straight, comm: SingleProcessCommunicator())
+    let reference = try Trainer(config: straight, comm: SingleProcessCommunicator(), overwrite: true)
     let referenceSummary = try reference.run()
 
     let dir = try temporaryFolder(self)
@@ -135,7 +135,7 @@ final class SegmentationTests: XCTestCase {
     first.checkpointDirectory = dir.appendingPathComponent("checkpoints").path
     first.saveEvery = 4
     _ = try LocalGroup(size: 2).run { comm -> Int in
-      let trainer = try Trainer(config: first, comm: comm, faults: FaultPlan(stopAfterStep: 4))
+      let trainer = try Trainer(config: first, comm: comm, faults: FaultPlan(stopAfterStep: 4), overwrite: true)
       _ = try trainer.run()
       return 0
     }
@@ -152,7 +152,7 @@ final class SegmentationTests: XCTestCase {
     // one rank throughout: bit-identical
     var single = first
     single.checkpointDirectory = try temporaryFolder(self).appendingPathComponent("checkpoints").path
-    let stopped = try Trainer(config: single, comm: SingleProcessCommunicator(), faults: FaultPlan(stopAfterStep: 4))
+    let stopped = try Trainer(config: single, comm: SingleProcessCommunicator(), faults: FaultPlan(stopAfterStep: 4), overwrite: true)
     _ = try stopped.run()
     let again = try Trainer(config: single, comm: SingleProcessCommunicator(), resume: "auto")
     _ = try again.run()
@@ -172,13 +172,13 @@ final class SegmentationTests: XCTestCase {
     let dir = try temporaryFolder(self)
     var classification = smallTrainConfig(runDirectory: dir.appendingPathComponent("c"), steps: 3)
     classification.checkpointDirectory = dir.appendingPathComponent("c-ck").path
-    let source = try Trainer(config: classification, comm: SingleProcessCommunicator())
+    let source = try Trainer(config: classification, comm: SingleProcessCommunicator(), overwrite: true)
     _ = try source.run()
 
     var segmentation = segmentationConfig(dir, steps: 3)
     segmentation.checkpointDirectory = dir.appendingPathComponent("s-ck").path
     segmentation.initFrom = classification.checkpointDirectory
-    let target = try Trainer(config: segmentation, comm: SingleProcessCommunicator())
+    let target = try Trainer(config: segmentation, comm: SingleProcessCommunicator(), overwrite: true)
     for view in target.model.table.views where !view.name.hasPrefix("segmentation_head/") {
       XCTAssertEqual(target.model.parameter(view.name), source.model.parameter(view.name), view.name)
     }
@@ -189,7 +189,7 @@ final class SegmentationTests: XCTestCase {
     back.runDirectory = dir.appendingPathComponent("b").path
     back.checkpointDirectory = nil
     back.initFrom = segmentation.checkpointDirectory
-    let classifier = try Trainer(config: back, comm: SingleProcessCommunicator())
+    let classifier = try Trainer(config: back, comm: SingleProcessCommunicator(), overwrite: true)
     XCTAssertEqual(
       classifier.model.parameter("MixerBlock_1/channel_mixing/Dense_0/kernel"),
       target.model.parameter("MixerBlock_1/channel_mixing/Dense_0/kernel"))
@@ -199,23 +199,23 @@ final class SegmentationTests: XCTestCase {
   func testTaskAndDataMustAgree() throws {
     var config = segmentationConfig(try temporaryFolder(self))
     config.data = "shapes"
-    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator())) {
+    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)) {
       XCTAssertTrue("\($0)".contains("--task segmentation needs data with a class per pixel"), "\($0)")
     }
     config = smallTrainConfig(runDirectory: try temporaryFolder(self), steps: 2)
     config.data = "segshapes"
     config.model.classes = 6
-    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator())) {
+    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)) {
       XCTAssertTrue("\($0)".contains("holds segmentation masks: pass --task segmentation"), "\($0)")
     }
     config = segmentationConfig(try temporaryFolder(self))
     config.mixup = 0.5
-    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator())) {
+    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)) {
       XCTAssertTrue("\($0)".contains("--mixup does not apply to segmentation"), "\($0)")
     }
     config = segmentationConfig(try temporaryFolder(self))
     config.model.classes = 4
-    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator())) {
+    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)) {
       XCTAssertTrue("\($0)".contains("pass --classes 6"), "\($0)")
     }
   }

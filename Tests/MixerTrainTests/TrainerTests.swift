@@ -19,7 +19,7 @@ final class TrainerTests: XCTestCase {
   }
 
   func train(_ config: TrainConfig, comm: Communicator = SingleProcessCommunicator()) throws -> (Trainer, TrainSummary) {
-    let trainer = try Trainer(config: config, comm: comm)
+    let trainer = try Trainer(config: config, comm: comm, overwrite: true)
     return (trainer, try trainer.run())
   }
 
@@ -111,7 +111,7 @@ final class TrainerTests: XCTestCase {
     let results = try LocalGroup(size: 2).run { comm -> [Float] in
       var config = self.smallConfig(try temporaryFolder(self))
       sgd(&config)
-      let trainer = try Trainer(config: config, comm: comm)
+      let trainer = try Trainer(config: config, comm: comm, overwrite: true)
       _ = try trainer.run()
       return trainer.model.parameters.array()
     }
@@ -131,7 +131,7 @@ final class TrainerTests: XCTestCase {
     let results = try LocalGroup(size: 2).run { comm -> [Float] in
       var config = self.smallConfig(try temporaryFolder(self))
       hybrid(&config)
-      let trainer = try Trainer(config: config, comm: comm)
+      let trainer = try Trainer(config: config, comm: comm, overwrite: true)
       _ = try trainer.run()
       return trainer.model.parameters.array()
     }
@@ -151,7 +151,7 @@ final class TrainerTests: XCTestCase {
       let results = try LocalGroup(size: ranks).run { comm -> [Float] in
         var config = self.smallConfig(dirs[comm.rank])
         config.zeroStage = zero
-        let trainer = try Trainer(config: config, comm: comm)
+        let trainer = try Trainer(config: config, comm: comm, overwrite: true)
         _ = try trainer.run()
         if zero == 1 {
           XCTAssertEqual(trainer.optimizer.stateCount, 2 * shardRanges(total: trainer.model.table.count, parts: ranks)[comm.rank].count)
@@ -167,22 +167,22 @@ final class TrainerTests: XCTestCase {
     let dir = try temporaryFolder(self)
     var config = smallConfig(dir)
     config.learningRate = -1
-    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator())) {
+    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)) {
       XCTAssertTrue("\($0)".contains("learning rate must be non-negative"), "\($0)")
     }
     config = smallConfig(dir)
     config.accumulation = 3
-    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator())) {
+    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)) {
       XCTAssertTrue("\($0)".contains("does not divide into 3 micro-batches"), "\($0)")
     }
     config = smallConfig(dir)
     config.model.classes = 7
-    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator())) {
+    XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)) {
       XCTAssertTrue("\($0)".contains("pass --classes 10"), "\($0)")
     }
     config = smallConfig(dir)
     config.globalBatch = 15
-    XCTAssertThrowsError(try LocalGroup(size: 2).run { comm in try Trainer(config: config, comm: comm) }) {
+    XCTAssertThrowsError(try LocalGroup(size: 2).run { comm in try Trainer(config: config, comm: comm, overwrite: true) }) {
       XCTAssertTrue("\($0)".contains("does not divide by 2 ranks"), "\($0)")
     }
   }

@@ -1,0 +1,149 @@
+// Day-one trust in the run folder (issue 16): one run per folder, records tagged with a run id,
+// every run ending with a checkpoint the other commands read, signals that save and stop, and
+// resumes that say what they change.
+
+import Foundation
+import XCTest
+import MixerCheckpoint
+import MixerDistributed
+import MixerTelemetry
+@testable import MixerTrain
+
+final class RunFolderTests: XCTestCase {
+  func config(_ dir: URL, steps: Int = 4) -> TrainConfig {
+    var c = smallTrainConfig(runDirectory: dir.appendingPathComponent("run"), steps: steps)
+    c.validationExamples = 32
+    c.logEvery = 1
+    return c
+  }
+
+  func records(_ c: TrainConfig) throws -> [[String: Any]] {
+    let text = try String(contentsOfFile: c.runDirectory + "/metrics.jsonl", encoding: .utf8)
+    return try text.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+  }
+
+  /// A second run into a folder holding another run's records stops unless it resumes that run
+  /// or is told to overwrite; with --overwrite only the new run's records remain.
+  func testAnotherRunsFolderIsRefusedUnlessOverwritten() throws {
+    let c = config(try temporaryFolder(self), steps: 2)
+    _ = try Trainer(config: c, comm: SingleProcessCommunicator()).run()
+    let first = try records(c)
+    XCTAssertEqual(Set(first.compactMap { $0["run"] as? String }).count, 1, "one run id")
+    XCTAssertThrowsError(try Trainer(config: c, comm: SingleProcessCommunicator()).run()) {
+      XCTAssertTrue("\($0)".contains("another run's records are here"), "\($0)")
+      XCTAssertTrue("\($0)".contains("--overwrite"), "\($0)")
+    }
+    _ = try Trainer(config: c, comm: SingleProcessCommunicator(), overwrite: true).run()
+    let second = try records(c)
+    XCTAssertEqual(second.count, first.count, "the old records are gone")
+    XCTAssertNotEqual(second[0]["run"] as? String, first[0]["run"] as? String)
+  }
+
+  /// A folder in use by a running job cannot be used by a second one: the error names the holder.
+  func testLockedRunFolderNamesTheHolder() throws {
+    let c = config(try temporaryFolder(self), steps: 1)
+    let held = try FolderLock(c.runDirectory, purpose: "the run folder")
+    XCTAssertThrowsError(try Trainer(config: c, comm: SingleProcessCommunicator()).run()) {
+      XCTAssertTrue("\($0)".contains("is in use by another run (host "), "\($0)")
+      XCTAssertTrue("\($0)".contains("pid \(getpid())"), "\($0)")
+    }
+    held.release()
+    XCTAssertNoThrow(try Trainer(config: c, comm: SingleProcessCommunicator()).run())
+  }
+
+  /// Every run ends with a checkpoint in its run folder, which eval reads from the run folder.
+  func testEveryRunEndsWithACheckpointEvalReads() throws {
+    let c = config(try temporaryFolder(self), steps: 2)
+    let trainer = try Trainer(config: c, comm: SingleProcessCommunicator())
+    let summary = try trainer.run()
+    XCTAssertEqual(listCheckpoints(in: URL(fileURLWithPath: c.runDirectory + "/checkpoints")).map(\.step), [2])
+    let (result, loaded) = try evaluateCheckpoint(path: c.runDirectory, data: nil, comm: SingleProcessCommunicator(), batchSize: 16)
+    XCTAssertEqual(loaded.step, 2)
+    XCTAssertEqual(result.top1, summary.evaluation?.top1)
+  }
+
+  /// A signal stops the run after the current step with a checkpoint; resuming finishes it with
+  /// exactly the parameters of an uninterrupted run. The records continue the same run.
+  func testSignalSavesAndResumeIsBitIdentical() throws {
+    let straight = config(try temporaryFolder(self), steps: 4)
+    let reference = try Trainer(config: straight, comm: SingleProcessCommunicator())
+    _ = try reference.run()
+
+    let c = config(try temporaryFolder(self), steps: 4)
+    Interruption.install()
+    defer { Interruption.reset() }
+    Interruption.raise(SIGUSR1)
+    let stopped = try Trainer(config: c, comm: SingleProcessCommunicator())
+    let summary = try stopped.run()
+    XCTAssertEqual(summary.interrupted?.step, 1)
+    XCTAssertEqual(summary.interrupted?.signal, "SIGUSR1")
+    XCTAssertEqual(listCheckpoints(in: URL(fileURLWithPath: c.checkpointFolder)).map(\.step), [1])
+    Interruption.reset()
+    let resumed = try Trainer(config: c, comm: SingleProcessCommunicator(), resume: "auto")
+    XCTAssertEqual(resumed.startStep, 1)
+    _ = try resumed.run()
+    XCTAssertEqual(resumed.model.parameters.array(), reference.model.parameters.array())
+    let ids = Set(try records(c).compactMap { $0["run"] as? String })
+    XCTAssertEqual(ids.count, 1, "the resumed run continues the same run id")
+  }
+
+  /// Two ranks: whichever rank gets the signal, both stop after the same step.
+  func testRanksAgreeOnTheStopStep() throws {
+    let c = config(try temporaryFolder(self), steps: 4)
+    Interruption.install()
+    defer { Interruption.reset() }
+    Interruption.raise(SIGTERM)  // the process-wide flag: every in-process rank sees it
+    let steps = try LocalGroup(size: 2).run { comm -> Int in
+      try Trainer(config: c, comm: comm).run().interrupted?.step ?? -1
+    }
+    XCTAssertEqual(steps, [1, 1])
+  }
+
+  /// Resuming a run that is already at --steps says so and trains nothing; --resume auto where
+  /// every checkpoint is corrupt is an error saying exactly that; another model is refused.
+  func testResumeChecks() throws {
+    let c = config(try temporaryFolder(self), steps: 2)
+    _ = try Trainer(config: c, comm: SingleProcessCommunicator()).run()
+    let again = try Trainer(config: c, comm: SingleProcessCommunicator(), resume: "auto")
+    XCTAssertEqual(again.startStep, 2)
+    let summary = try again.run()
+    XCTAssertEqual(summary.seconds, 0)
+    XCTAssertTrue(summary.finalLoss.isNaN)
+    XCTAssertNil(summary.evaluation)
+
+    var other = c
+    other.model.hidden = 48
+    XCTAssertThrowsError(try Trainer(config: other, comm: SingleProcessCommunicator(), resume: "auto")) {
+      XCTAssertTrue("\($0)".contains("holds another model (hidden 32 → 48)"), "\($0)")
+    }
+
+    let folder = listCheckpoints(in: URL(fileURLWithPath: c.checkpointFolder))[0].url
+    let params = folder.appendingPathComponent("params.safetensors")
+    var bytes = try Data(contentsOf: params)
+    bytes[bytes.count - 3] ^= 0xFF
+    try bytes.write(to: params)
+    XCTAssertThrowsError(try Trainer(config: c, comm: SingleProcessCommunicator(), resume: "auto")) {
+      XCTAssertTrue("\($0)".contains("--resume auto: no valid checkpoint in"), "\($0)")
+    }
+  }
+
+  /// The settings a resume changes, as "key old → new".
+  func testConfigDifferences() {
+    var a = TrainConfig(model: TrainConfig.defaults.model), b = a
+    b.learningRate = 1e-3
+    b.globalBatch = 64
+    XCTAssertEqual(configDifferences(a, b), ["globalBatch 128 → 64", "learningRate 0.002 → 0.001"])
+    a.threads = 3
+    XCTAssertEqual(configDifferences(a, b, ignoring: ["threads"]).count, 2)
+  }
+
+  /// Class names: the same list, another order (mapped by name), other classes.
+  func testClassMatch() {
+    XCTAssertEqual(ClassMatch(model: ["a", "b", "c"], data: ["a", "b", "c"]), .same)
+    XCTAssertEqual(ClassMatch(model: ["a", "b", "c"], data: ["c", "a", "b"]), .reordered([2, 0, 1]))
+    guard case .different(let text) = ClassMatch(model: ["a", "b", "c"], data: ["a", "b", "d"]) else {
+      return XCTFail("other names must not match")
+    }
+    XCTAssertEqual(text, "not in the data: c; unknown to the model: d")
+  }
+}
