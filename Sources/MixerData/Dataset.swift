@@ -21,9 +21,18 @@ public protocol Dataset: Sendable {
   /// Writes sample `index` into `pixels` (`[height, width, 3]`, values in [-1, 1]) and returns
   /// its label. Safe to call concurrently for any indices.
   func load(_ index: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int
+
+  /// Throws when sample `index` cannot be read, checking as little as tells (a file's header and
+  /// end); samples held in memory are always readable.
+  func checkSample(_ index: Int) throws
+  /// How this split was made, for the log (e.g. the held-out share of train/), if worth saying.
+  var splitDescription: String? { get }
 }
 
 extension Dataset {
+  public func checkSample(_ index: Int) throws {}
+  public var splitDescription: String? { nil }
+
   /// Floats in one image: `height · width · 3`.
   public var pixelsPerImage: Int { height * width * 3 }
 }

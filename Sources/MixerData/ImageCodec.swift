@@ -57,6 +57,47 @@ public enum ImageFormat: String, Sendable {
 /// The largest side any decoded image may have (a guard against corrupt headers).
 let maximumImageSide = 1 << 15
 
+/// Checks an encoded image without decoding its pixels: a JPEG's header (through TurboJPEG) and its
+/// end-of-image marker, a PNG's IHDR and its final IEND chunk, and the size either declares.
+/// Catches files that are empty, of another format, truncated or of an absurd size; returns the
+/// declared size.
+public func checkImageHeader(_ bytes: UnsafeRawBufferPointer) throws -> (width: Int, height: Int) {
+  func fits(_ width: Int, _ height: Int, _ format: String) throws -> (width: Int, height: Int) {
+    guard width > 0 && height > 0 && width <= maximumImageSide && height <= maximumImageSide else {
+      throw ImageDecodeError("\(format) of unsupported size \(width)x\(height)")
+    }
+    return (width, height)
+  }
+  switch ImageFormat.detect(bytes) {
+  case .jpeg:
+    guard let handle = tjInitDecompress() else { throw ImageDecodeError("TurboJPEG could not create a decompressor") }
+    defer { tjDestroy(handle) }
+    var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
+    let source = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+    if tjDecompressHeader3(handle, source, UInt(bytes.count), &width, &height, &subsampling, &colorspace) != 0 {
+      throw ImageDecodeError("corrupt JPEG header: \(jpegMessage(handle))")
+    }
+    // the end-of-image marker (some writers pad after it)
+    guard bytes.suffix(64).indices.contains(where: { $0 + 1 < bytes.count && bytes[$0] == 0xFF && bytes[$0 + 1] == 0xD9 }) else {
+      throw ImageDecodeError("truncated JPEG (no end-of-image marker)")
+    }
+    return try fits(Int(width), Int(height), "JPEG")
+  case .png:
+    func be32(_ at: Int) -> Int { (0..<4).reduce(0) { $0 << 8 | Int(bytes[at + $1]) } }
+    guard bytes.count >= 8 + 25 + 12, bytes[12] == 0x49, bytes[13] == 0x48, bytes[14] == 0x44, bytes[15] == 0x52 else {
+      throw ImageDecodeError("truncated PNG (no IHDR)")
+    }
+    let end = bytes.count - 12
+    guard bytes[end + 4] == 0x49, bytes[end + 5] == 0x45, bytes[end + 6] == 0x4E, bytes[end + 7] == 0x44 else {
+      throw ImageDecodeError("truncated PNG (no IEND at the end)")
+    }
+    return try fits(be32(16), be32(20), "PNG")
+  case nil:
+    let head = bytes.prefix(4).map { String(format: "%02x", $0) }.joined(separator: " ")
+    throw ImageDecodeError(bytes.isEmpty ? "empty file" : "not a JPEG or PNG file (starts with \(head))")
+  }
+}
+
 /// Decodes a JPEG or PNG into RGB. `minimumScale`, given the full width and height, returns how
 /// far a JPEG may be scaled down (1: full size; 0.3: any factor ≥ 0.3); PNGs are always decoded
 /// at full size. Returns the image and its full-size dimensions.

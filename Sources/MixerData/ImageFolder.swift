@@ -100,6 +100,33 @@ public struct ImageFolder: EpochAugmentedDataset {
       kind: .folder, split: split, height: imageHeight, width: imageWidth, seed: seed)
     skipBadImages = options.skipBadImages
     jpegDecodeScaling = options.jpegDecodeScaling
+    if keep == nil {
+      splitDescription = "\(split == .train ? "train" : "validation"): \(tree.path) (\(table.count) images)"
+    } else {
+      let fraction = options.valFraction ?? 0.1
+      let ignored = ["val", "validation"].map { rootURL.appendingPathComponent($0) }
+        .first { trainTree != rootURL && isDirectory($0.path) }
+      splitDescription = "\(split == .train ? "train" : "validation"): \(table.count) images "
+        + (split == .train ? "left in" : "held out of") + " \(trainTree.path) (--val-fraction \(fraction), "
+        + "by a hash of each file name with split seed \(options.splitSeed))"
+        + (ignored.map { "; \($0.path) is not used because --val-fraction is given" } ?? "")
+    }
+  }
+
+  /// How this split was made (its folder, or the held-out share of train/ and the seed).
+  public let splitDescription: String?
+
+  /// Reads sample `index`'s file and checks its header, end and declared size (no decoding).
+  public func checkSample(_ index: Int) throws {
+    let path = path(of: index)
+    guard let data = FileManager.default.contents(atPath: path) else {
+      throw DataError.sampleFailed(index: index, step: nil, reason: "\(path): cannot read the file")
+    }
+    do {
+      _ = try data.withUnsafeBytes { try checkImageHeader($0) }
+    } catch {
+      throw DataError.sampleFailed(index: index, step: nil, reason: "\(path): \(error)")
+    }
   }
 
   /// The file of sample `index`.
@@ -125,7 +152,7 @@ public struct ImageFolder: EpochAugmentedDataset {
     } catch {
       guard skipBadImages else {
         throw DataError.sampleFailed(
-          index: index, step: nil, reason: "\(path(of: index)): \(error)")
+          index: index, step: nil, reason: "\(path(of: index)): \(error) (--skip-bad-images substitutes such files)")
       }
       badImages.record(path: path(of: index), reason: "\(error)")
     }

@@ -22,7 +22,7 @@ public enum DataKind: String, Sendable, CaseIterable, Codable {
   case segfolder
 
   /// Kinds that need no path.
-  var isEmbedded: Bool { self == .shapes || self == .segshapes }
+  public var isEmbedded: Bool { self == .shapes || self == .segshapes }
   /// Kinds with a class per pixel.
   public var hasMasks: Bool { self == .segshapes || self == .segfolder }
 }

@@ -88,6 +88,8 @@ struct ReportRecord {
   var kind: String
   var step: Int
   var values: [String: Double?]
+  /// the run the record belongs to (nil for records written before runs had ids)
+  var run: String? = nil
 }
 
 /// Parses metrics.jsonl; blank lines are skipped, anything else that is not a JSON object with a
@@ -128,12 +130,16 @@ func readMetricRecords(path: String) throws -> [ReportRecord] {
       default: break
       }
     }
-    records.append(ReportRecord(kind: kind, step: integerStep, values: values))
+    var run: String?
+    if case .string(let id)? = members["run"] { run = id }
+    records.append(ReportRecord(kind: kind, step: integerStep, values: values, run: run))
   }
   if records.isEmpty {
     throw ReportError("\(path) holds no metrics records (the run logged nothing yet?)")
   }
-  return records
+  // the current run only: the run of the last record (a folder may hold an older run's lines)
+  let current = records.last!.run
+  return records.filter { $0.run == current }
 }
 
 /// config.json as (flattened key, value text) rows sorted by key, or `nil` if there is no file.
@@ -255,7 +261,9 @@ func renderReport(
   for plot in plots {
     html += "<figure>" + plot.svg(steps: 0...max(maximumStep, 1)) + "</figure>\n"
   }
-  html += "</div>\n<h2>Configuration</h2>\n"
+  html += "</div>\n"
+  html += renderConfusion(runDirectory: runDirectory)
+  html += "<h2>Configuration</h2>\n"
   html += renderConfig(config)
   html += "<p class=\"footer\">Written by mixer-dist report, \(reportTimestamp()).</p>\n"
   html += "</body>\n</html>\n"
@@ -641,4 +649,31 @@ func reportTimestamp() -> String {
   formatter.timeZone = TimeZone(identifier: "UTC")
   formatter.dateFormat = "yyyy-MM-dd HH:mm 'UTC'"
   return formatter.string(from: Date())
+}
+
+/// The final evaluation's per-class accuracy and confusion matrix (`confusion.json`, written by
+/// classification runs), or nothing when the run has none.
+func renderConfusion(runDirectory: String) -> String {
+  struct Confusion: Decodable {
+    var step: Int
+    var classes: [String]
+    var confusion: [[Int]]
+  }
+  let path = (runDirectory as NSString).appendingPathComponent("confusion.json")
+  guard let data = FileManager.default.contents(atPath: path),
+    let table = try? JSONDecoder().decode(Confusion.self, from: data), table.confusion.count == table.classes.count
+  else { return "" }
+  let k = table.classes.count
+  var html = "<h2>Per class (evaluation at step \(table.step))</h2>\n<table class=\"confusion\">\n"
+  html += "<tr><th>true \\ predicted</th>" + table.classes.map { "<th>\(escapeHTML($0))</th>" }.joined()
+    + "<th>accuracy</th></tr>\n"
+  for i in 0..<k {
+    let row = table.confusion[i]
+    let total = row.reduce(0, +)
+    let accuracy = total > 0 ? formatPercent(Double(row[i]) / Double(total)) : "–"
+    html += "<tr><th>\(escapeHTML(table.classes[i]))</th>"
+      + row.enumerated().map { j, n in j == i ? "<td class=\"hit\">\(n)</td>" : "<td>\(n)</td>" }.joined()
+      + "<td>\(accuracy)</td></tr>\n"
+  }
+  return html + "</table>\n"
 }

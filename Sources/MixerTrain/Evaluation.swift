@@ -29,6 +29,10 @@ public struct EvaluationResult: Equatable {
   public var classIoU: [Double?]?
   /// segmentation: labelled pixels evaluated
   public var pixels: Int?
+  /// classification: each class's accuracy (recall), nil for a class with no image
+  public var classAccuracy: [Double?]?
+  /// classification: images of true class i predicted as class j, at `[i · K + j]`
+  public var confusion: [Double]?
 
   public init(task: MixerTask = .classification, count: Int, top1: Double, top5: Double, loss: Double) {
     self.task = task

@@ -21,7 +21,7 @@ public struct OptimizerConfig: Codable, Equatable, Sendable {
   public var beta2: Float = 0.999
   public var epsilon: Float = 1e-8
   /// decoupled weight decay: p −= lr · weightDecay · p, kernels only
-  public var weightDecay: Float = 0
+  public var weightDecay: Float = 0.05
   /// SGD momentum μ
   public var momentum: Float = 0.9
   public init() {}

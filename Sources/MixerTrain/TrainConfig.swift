@@ -123,6 +123,7 @@ public struct Unspecified: OptionSet, Sendable {
   public static let data = Unspecified(rawValue: 4)
   public static let classes = Unspecified(rawValue: 8)
   public static let tokensMLP = Unspecified(rawValue: 16)
+  public static let evalEvery = Unspecified(rawValue: 32)
 }
 
 extension TrainConfig {
@@ -133,20 +134,39 @@ extension TrainConfig {
   /// number of classes (the model follows its data), and, fine-tuning from weights trained at a
   /// lower resolution with the same patch, D_S widened by K² as the paper's Appendix C.
   /// Returns what it decided that a user should be told.
-  public mutating func resolve(_ unspecified: Unspecified) throws -> [String] {
+  /// `epochs`, when given, sets the steps: epochs × (training images / global batch).
+  public mutating func resolve(_ unspecified: Unspecified, epochs: Int? = nil) throws -> [String] {
     var notes: [String] = []
     let task = model.task.training
     if unspecified.contains(.steps) { steps = task.defaultSteps }
     if unspecified.contains(.globalBatch) { globalBatch = task.defaultGlobalBatch }
     if unspecified.contains(.data) { data = task.defaultData }
-    // data that cannot be read at the model's size leaves the count alone: building the run's
-    // datasets reports that error where it belongs
-    if unspecified.contains(.classes), let counted = try? classCount(of: self) {
+    // embedded data that cannot be made at the model's size leaves the count alone: building the
+    // run's datasets reports that error where it belongs; other data's errors are reported now
+    let embedded = (try? parseDataSpec(data).kind.isEmbedded) ?? false
+    if unspecified.contains(.classes), let counted = embedded ? try? classCount(of: self) : try classCount(of: self) {
       if counted != model.classes {
         notes.append("the data has \(counted) classes: the model predicts \(counted) (pass --classes to choose)")
         model.classes = counted
       }
     }
+    if let epochs {
+      guard epochs > 0 else { throw ConfigError("--epochs must be positive, got \(epochs)") }
+      guard unspecified.contains(.steps) else { throw ConfigError("give --epochs or --steps, not both") }
+      var options = dataOptions
+      options.trainExamples = trainExamples
+      options.validationExamples = 1
+      let count = try makeDataset(
+        spec: data, split: .train, imageSize: (model.imageHeight, model.imageWidth), seed: seed, options: options).count
+      let perEpoch = count / globalBatch
+      guard perEpoch > 0 else {
+        throw ConfigError("--epochs: the \(count) training images do not fill one batch of \(globalBatch)")
+      }
+      steps = epochs * perEpoch
+      notes.append("--epochs \(epochs): \(steps) steps of \(globalBatch) (\(perEpoch) per epoch of \(count) images)")
+    }
+    // about ten evaluations per run, so the accuracy curve is a curve
+    if unspecified.contains(.evalEvery) { evalEvery = max(1, steps / 10) }
     if unspecified.contains(.tokensMLP), let initFrom,
       let source = try readInitialParameters(from: URL(fileURLWithPath: initFrom)).config,
       source.patch == model.patch, (source.imageHeight, source.imageWidth) != (model.imageHeight, model.imageWidth)
@@ -156,6 +176,14 @@ extension TrainConfig {
         source, imageHeight: model.imageHeight, imageWidth: model.imageWidth).tokensMLP
     }
     return notes
+  }
+}
+
+extension TrainConfig {
+  /// Throws the data source's own error when it cannot be opened (a missing folder, a wrong kind).
+  public func checkDataSource() throws {
+    if try parseDataSpec(data).kind.isEmbedded { return }  // generated here: nothing to find
+    _ = try classCount(of: self)
   }
 }
 

@@ -148,12 +148,39 @@ public final class Trainer {
       "mixer-dist: \(config.preset) (\(grouped(model.table.count)) parameters), \(comm.size) rank(s), "
         + "\(threads) OpenBLAS thread(s) per rank (\(BLAS.coreName)), global batch \(config.globalBatch), "
         + "\(config.steps) steps, data \(config.data) (\(trainSet.count) train / \(validationSet.count) val)")
+    for description in [trainSet.splitDescription, validationSet.splitDescription].compactMap({ $0 }) {
+      log.line("data: \(description)")
+    }
+    try checkEvaluationData()
     if config.zeroStage == 1 {
       log.line("ZeRO-1: optimizer state \(grouped(optimizer.stateCount)) floats per rank (1/\(comm.size) of \(grouped(optimizer.stateCount * comm.size)))")
     }
     if let resume {
       startStep = try resumeFrom(resume)
     }
+  }
+
+  /// Checks every evaluation file before step 1 (header and end, no decoding), on rank 0, so a
+  /// bad file stops the run now rather than at the first evaluation: one line naming it and the
+  /// flag that substitutes such files. With --skip-bad-images their count is said instead.
+  func checkEvaluationData() throws {
+    var problem = ""
+    if comm.rank == 0 {
+      var bad: [String] = []
+      for index in 0..<validationSet.count {
+        do { try validationSet.checkSample(index) } catch { bad.append("\(error)") }
+      }
+      if !bad.isEmpty {
+        if config.dataOptions.skipBadImages {
+          log.line("data: warning: \(bad.count) unreadable image(s) in the evaluation set, substituted (--skip-bad-images); first: \(bad[0])")
+        } else {
+          problem = "\(bad.count) unreadable image(s) in the evaluation set, found before training; first: \(bad[0]); "
+            + "fix or remove them, or pass --skip-bad-images to substitute them"
+        }
+      }
+    }
+    problem = try comm.broadcast(problem, root: 0)
+    if !problem.isEmpty { throw TrainError(problem) }
   }
 
   /// Picks the checkpoint on rank 0 (verifying checksums), tells every rank, compares its
@@ -396,6 +423,7 @@ public final class Trainer {
       }
     }
     evaluation = try evaluateAndLog(step: cfg.steps)
+    try writeConfusion(evaluation, step: cfg.steps)
     log.line(String(
       format: "data: the step waited for the loader %d time(s), %.2f s in all (--loader-workers %d)",
       dataWaits, loader.waitSeconds, cfg.loaderWorkers))
@@ -419,6 +447,18 @@ public final class Trainer {
       beforeCommit: faults.killInSaveAtStep == done ? { kill(getpid(), SIGKILL) } : nil)
     log.line("checkpoint \(folder.path)")
     return folder
+  }
+
+  /// Rank 0 writes the final evaluation's confusion matrix (classification) for the report.
+  func writeConfusion(_ result: EvaluationResult?, step: Int) throws {
+    guard comm.rank == 0, let confusion = result?.confusion else { return }
+    let k = model.config.classes
+    let object: [String: Any] = [
+      "step": step, "classes": (0..<k).map { className($0, config.classNames) },
+      "confusion": (0..<k).map { i in (0..<k).map { Int(confusion[i * k + $0]) } },
+    ]
+    try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+      .write(to: URL(fileURLWithPath: config.runDirectory).appendingPathComponent("confusion.json"))
   }
 
   /// Evaluates on the validation set and records the task's metrics.

@@ -2,6 +2,7 @@
 // The file's settings are put in front of the command-line arguments, so any flag given on the
 // command line overrides the file's value for that key (the last value of an option wins).
 
+import ArgumentParser
 import Foundation
 import Yams
 
@@ -24,7 +25,7 @@ enum ConfigFile {
           path = String(argument.dropFirst("--config=".count))
           i += 1
         }
-        fromFiles += try flags(fromFile: path)
+        fromFiles += try flags(fromFile: path, validNames: flagNames(ofSubcommand: rest.first ?? arguments.first))
         continue
       }
       rest.append(argument)
@@ -36,7 +37,7 @@ enum ConfigFile {
   }
 
   /// The flags one YAML file stands for: `key: value` → `--key=value`, `key: true` → `--key`.
-  static func flags(fromFile path: String) throws -> [String] {
+  static func flags(fromFile path: String, validNames: Set<String>? = nil) throws -> [String] {
     let text: String
     do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
       throw ConfigFileError("cannot read config file \(path)")
@@ -48,16 +49,21 @@ enum ConfigFile {
     guard let mapping = loaded as? [String: Any] else {
       throw ConfigFileError("\(path) must be a mapping of flag names to values")
     }
-    return try flags(from: mapping, source: path)
+    return try flags(from: mapping, source: path, validNames: validNames)
   }
 
   /// The flags a mapping stands for: `key: value` → `--key=value`, `key: true` → `--key`.
-  static func flags(from mapping: [String: Any], source path: String) throws -> [String] {
+  static func flags(from mapping: [String: Any], source path: String, validNames: Set<String>? = nil) throws -> [String] {
     var result: [String] = []
     for key in mapping.keys.sorted() {
       let value = mapping[key]!
       guard key.range(of: "^[a-z][a-z0-9-]*$", options: .regularExpression) != nil else {
         throw ConfigFileError("\(path): '\(key)' is not a flag name (use the names of --help, e.g. weight-decay)")
+      }
+      if let validNames, !validNames.contains(key) {
+        let nearest = validNames.min { editDistance($0, key) < editDistance($1, key) }
+        let hint = nearest.map { editDistance($0, key) <= max(2, key.count / 3) ? " (did you mean '\($0)'?)" : "" } ?? ""
+        throw ConfigFileError("\(path): unknown key '\(key)'\(hint); keys are the flag names of --help")
       }
       switch value {
       case let flag as Bool:
@@ -74,6 +80,47 @@ enum ConfigFile {
     }
     return result
   }
+}
+
+/// The long flag names of a subcommand (`train` → lr, weight-decay, ...), read off its
+/// properties as swift-argument-parser names them; nil for an unknown subcommand.
+func flagNames(ofSubcommand name: String?) -> Set<String>? {
+  switch name {
+  case "train", "study": return flagNames(Train()).union(flagNames(ModelOptions()))
+  case "bench": return flagNames(Bench()).union(flagNames(ModelOptions()))
+  default: return nil
+  }
+}
+
+/// The flag names of one argument group's properties (camelCase → kebab-case).
+func flagNames(_ arguments: some ParsableArguments) -> Set<String> {
+  var names: Set<String> = []
+  for child in Mirror(reflecting: arguments).children {
+    guard var label = child.label, label.hasPrefix("_"), !(String(describing: type(of: child.value)).hasPrefix("OptionGroup")) else { continue }
+    label.removeFirst()
+    var kebab = ""
+    for character in label {
+      if character.isUppercase { kebab += "-" + character.lowercased() } else { kebab.append(character) }
+    }
+    names.insert(kebab)
+  }
+  return names
+}
+
+/// Edit distance with adjacent transpositions (optimal string alignment), for "did you mean".
+func editDistance(_ a: String, _ b: String) -> Int {
+  let a = Array(a), b = Array(b)
+  if a.isEmpty || b.isEmpty { return max(a.count, b.count) }
+  var d = [[Int]](repeating: [Int](repeating: 0, count: b.count + 1), count: a.count + 1)
+  for i in 0...a.count { d[i][0] = i }
+  for j in 0...b.count { d[0][j] = j }
+  for i in 1...a.count {
+    for j in 1...b.count {
+      d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+      if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] { d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1) }
+    }
+  }
+  return d[a.count][b.count]
 }
 
 struct ConfigFileError: Error, CustomStringConvertible {

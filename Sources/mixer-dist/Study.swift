@@ -28,14 +28,17 @@ struct Study: ParsableCommand {
         throw ConfigFileError("\(spec): needs a non-empty 'variants' list of {name, flags}")
       }
       let output = (root["output"] as? String) ?? "runs/study"
-      let common = try ConfigFile.flags(from: (root["common"] as? [String: Any]) ?? [:], source: spec)
+      let common = try ConfigFile.flags(
+        from: (root["common"] as? [String: Any]) ?? [:], source: spec, validNames: flagNames(ofSubcommand: "train"))
       // every variant parses as a `train` command line before anything runs
       var plans: [(name: String, config: TrainConfig)] = []
       for variant in variants {
         guard let name = variant["name"] as? String, !name.isEmpty, !name.contains("/") else {
           throw ConfigFileError("\(spec): every variant needs a 'name' (no '/')")
         }
-        let flags = try ConfigFile.flags(from: (variant["flags"] as? [String: Any]) ?? [:], source: "\(spec): \(name)")
+        let flags = try ConfigFile.flags(
+          from: (variant["flags"] as? [String: Any]) ?? [:], source: "\(spec): \(name)",
+          validNames: flagNames(ofSubcommand: "train"))
         let train = try Train.parse(common + flags + ["--run-dir", "\(output)/\(name)"])
         plans.append((name, try train.trainConfig().0))
       }

@@ -43,7 +43,8 @@ struct Train: ParsableCommand {
   @Option(help: "Dropout on the MLP hidden activations.") var dropout: Float = D.dropout
   @Option(help: "Seed of initialisation, data order and regularisers.") var seed: UInt64 = D.seed
   @Option(help: "Log every N steps.") var logEvery: Int = D.logEvery
-  @Option(help: "Evaluate every N steps (0: at the end only).") var evalEvery: Int = D.evalEvery
+  @Option(help: "Evaluate every N steps (0: at the end only; default: a tenth of the steps).") var evalEvery: Int?
+  @Option(help: "Train this many passes over the training images instead of --steps.") var epochs: Int?
   @Option(help: "Evaluation batch size.") var evalBatch: Int = D.evalBatch
   @Option(help: "OpenBLAS threads per rank (default: cores per node / ranks per node).") var threads: Int?
   @Option(help: "Data loader threads per rank.") var loaderWorkers: Int = D.loaderWorkers
@@ -54,7 +55,7 @@ struct Train: ParsableCommand {
   @Option(help: "Fault injection: fail at this step (with --fail-rank).") var failAtStep: Int?
   @Option(help: "Fault injection: the rank that fails.") var failRank: Int = 0
   @Option(help: "Fault injection: stall (sleep) at this step on --fail-rank.") var stallAtStep: Int?
-  @Flag(help: "Print the effective settings as JSON, checked, and exit without training.") var printConfig = false
+  @Flag(help: "Print the effective settings as a --config YAML file (flag names as keys), checked (the data source too), and exit without training.") var printConfig = false
   @Option(help: "Folder for checkpoints (one step-N folder per save; shared by all ranks; default: checkpoints/ in the run folder).") var checkpointDir: String?
   @Option(help: "Save a checkpoint every N steps (and always at the end).") var saveEvery: Int = D.saveEvery
   @Option(help: "Keep only the newest K checkpoints (0: all).") var keep: Int = D.keep
@@ -100,7 +101,7 @@ struct Train: ParsableCommand {
     c.dropout = dropout
     c.seed = seed
     c.logEvery = logEvery
-    c.evalEvery = evalEvery
+    c.evalEvery = evalEvery ?? c.evalEvery
     c.evalBatch = evalBatch
     c.threads = threads
     c.loaderWorkers = loaderWorkers
@@ -118,13 +119,14 @@ struct Train: ParsableCommand {
     if data == nil { unspecified.insert(.data) }
     if model.classes == nil { unspecified.insert(.classes) }
     if model.tokensMlp == nil { unspecified.insert(.tokensMLP) }
+    if evalEvery == nil { unspecified.insert(.evalEvery) }
     return (c, unspecified)
   }
 
   /// The config this command line trains with (what it leaves unspecified, resolved).
   func trainConfig() throws -> (TrainConfig, notes: [String]) {
     var (config, unspecified) = try parsedConfig()
-    let notes = try config.resolve(unspecified)
+    let notes = try config.resolve(unspecified, epochs: epochs)
     return (config, notes)
   }
 
@@ -142,11 +144,11 @@ struct Train: ParsableCommand {
       if printConfig {
         let (config, _) = try trainConfig()
         try config.validate(worldSize: 1)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        print(String(decoding: try encoder.encode(config), as: UTF8.self))
+        try config.checkDataSource()
+        print(Train.settingsYAML(config), terminator: "")
         return
       }
+      Interruption.install()  // a signal during start-up stops after the first step
       let interrupted = try Job.run { comm -> Bool in
         let (config, notes) = try trainConfig()
         let trainer = try Trainer(
@@ -166,6 +168,48 @@ struct Train: ParsableCommand {
       // stopped by a signal after saving: the status launch/resilient reads as "resume me"
       if interrupted { throw ExitCode(Interruption.exitCode) }
     }
+  }
+}
+
+extension Train {
+  /// Every training flag with the value `config` gives it, as `flag: value` YAML lines that
+  /// `--config` reads back to the same config (strings quoted; unset options left out).
+  static func settingsYAML(_ config: TrainConfig) -> String {
+    let m = config.model, d = config.dataOptions, o = config.optimizer
+    func text(_ value: String) -> String {
+      String(decoding: (try? JSONEncoder().encode(value)) ?? Data("\"\"".utf8), as: UTF8.self)
+    }
+    var normalize = "minus-one-one"
+    if d.normalization == .imagenet { normalize = "imagenet" }
+    else if d.normalization != .minusOneToOne {
+      normalize = d.normalization.mean.map { "\($0)" }.joined(separator: ",") + "/"
+        + d.normalization.std.map { "\($0)" }.joined(separator: ",")
+    }
+    var settings: [(String, String?)] = [
+      ("preset", text(config.preset)), ("image-height", "\(m.imageHeight)"), ("image-width", "\(m.imageWidth)"),
+      ("patch", "\(m.patch)"), ("hidden", "\(m.hidden)"), ("blocks", "\(m.blocks)"), ("tokens-mlp", "\(m.tokensMLP)"),
+      ("channels-mlp", "\(m.channelsMLP)"), ("classes", "\(m.classes)"), ("gelu", text(m.gelu.rawValue)),
+      ("block-pattern", text(m.blockPattern.description)), ("heads", "\(m.attentionHeads)"),
+      ("conv-kernel", "\(m.convKernel)"), ("task", text(m.task.rawValue)), ("stem", text(m.stem.rawValue)),
+      ("data", text(config.data)), ("val-fraction", d.valFraction.map { "\($0)" }),
+      ("skip-bad-images", "\(d.skipBadImages)"),
+      ("randaugment", d.randAugment.map { text("\($0.layers),\($0.magnitude)") }),
+      ("mixup", "\(config.mixup)"), ("normalize", text(normalize)), ("no-augment", "\(!d.augment)"),
+      ("train-examples", "\(config.trainExamples)"), ("val-examples", "\(config.validationExamples)"),
+      ("steps", "\(config.steps)"), ("batch", "\(config.globalBatch)"), ("accum", "\(config.accumulation)"),
+      ("optimizer", text(o.kind.rawValue)), ("lr", "\(config.learningRate)"), ("warmup", "\(config.warmupSteps)"),
+      ("decay", text(config.decay.rawValue)), ("weight-decay", "\(o.weightDecay)"), ("momentum", "\(o.momentum)"),
+      ("beta1", "\(o.beta1)"), ("beta2", "\(o.beta2)"), ("clip", "\(config.clipNorm)"),
+      ("label-smoothing", "\(config.labelSmoothing)"), ("stochastic-depth", "\(config.stochasticDepth)"),
+      ("dropout", "\(config.dropout)"), ("seed", "\(config.seed)"), ("log-every", "\(config.logEvery)"),
+      ("eval-every", "\(config.evalEvery)"), ("eval-batch", "\(config.evalBatch)"),
+      ("threads", config.threads.map { "\($0)" }), ("loader-workers", "\(config.loaderWorkers)"),
+      ("bucket-size", "\(config.bucketFloats)"), ("zero", "\(config.zeroStage)"), ("run-dir", text(config.runDirectory)),
+      ("checkpoint-dir", config.checkpointDirectory.map(text)), ("save-every", "\(config.saveEvery)"),
+      ("keep", "\(config.keep)"), ("init-from", config.initFrom.map(text)),
+    ]
+    settings.removeAll { $0.1 == nil }
+    return settings.map { "\($0.0): \($0.1!)\n" }.joined()
   }
 }
 

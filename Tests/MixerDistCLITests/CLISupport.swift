@@ -34,7 +34,11 @@ struct RunResult {
 }
 
 /// Runs `executable arguments` with extra environment, killing it after `timeout` seconds.
-func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double = 120) throws -> RunResult {
+/// `signals` are sent to the process at the given seconds after its start.
+func run(
+  _ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double = 120,
+  signals: [(seconds: Double, number: Int32)] = []
+) throws -> RunResult {
   let process = Process()
   process.executableURL = URL(fileURLWithPath: executable)
   process.arguments = arguments
@@ -56,7 +60,12 @@ func run(_ executable: String, _ arguments: [String], environment: [String: Stri
   group.enter()
   DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
   var timedOut = false
+  var pending = signals.sorted { $0.seconds < $1.seconds }
   while process.isRunning {
+    if let next = pending.first, Date().timeIntervalSince(start) >= next.seconds {
+      kill(process.processIdentifier, next.number)
+      pending.removeFirst()
+    }
     if Date().timeIntervalSince(start) > timeout {
       timedOut = true
       process.terminate()
@@ -75,8 +84,8 @@ func run(_ executable: String, _ arguments: [String], environment: [String: Stri
 }
 
 /// Runs mixer-dist directly.
-func mixerDist(_ arguments: [String], timeout: Double = 120) throws -> RunResult {
-  try run(try mixerDistBinary(), arguments, timeout: timeout)
+func mixerDist(_ arguments: [String], timeout: Double = 120, signals: [(seconds: Double, number: Int32)] = []) throws -> RunResult {
+  try run(try mixerDistBinary(), arguments, timeout: timeout, signals: signals)
 }
 
 /// Runs `mpirun -n ranks --oversubscribe mixer-dist arguments` with one OpenBLAS thread per rank.

@@ -52,16 +52,70 @@ final class ConfigFileTests: XCTestCase {
     XCTAssertTrue(unknownResult.stderr.contains("no-such-flag"), unknownResult.stderr)
   }
 
-  /// The shipped configs parse and validate (--print-config checks without training).
+  /// The shipped configs parse and validate (--print-config checks without training; their data
+  /// is replaced by a small image folder, since --print-config checks that the data exists).
   func testShippedConfigsParse() throws {
+    let dir = try temporaryFolder(self)
+    let images = try smallImageFolder(dir)
     for name in ["default", "cifar", "b16-imagenet", "b16-finetune"] {
       let path = packageRoot.appendingPathComponent("configs/\(name).yaml").path
-      let result = try mixerDist(["train", "--config", path, "--print-config"])
+      var arguments = ["train", "--config", path, "--print-config"]
+      if name != "default" { arguments += ["--data", "folder:\(images.path)"] }
+      let result = try mixerDist(arguments)
       XCTAssertEqual(result.status, 0, "\(name): \(result.stderr)")
-      XCTAssertTrue(result.stdout.contains("\"steps\""), result.stdout)
+      XCTAssertTrue(result.stdout.contains("\nsteps: "), result.stdout)
     }
     let defaults = try mixerDist(["train", "--print-config"])
     let fromFile = try mixerDist(["train", "--config", packageRoot.appendingPathComponent("configs/default.yaml").path, "--print-config"])
     XCTAssertEqual(defaults.stdout, fromFile.stdout, "configs/default.yaml is the default run")
   }
+
+  /// --print-config writes a --config file: fed back, it prints the same settings (it used to
+  /// print JSON with field names that --config rejected).
+  func testPrintConfigRoundTrips() throws {
+    let dir = try temporaryFolder(self)
+    let first = try mixerDist([
+      "train", "--block-pattern", "alternate:mixer,attention", "--lr", "0.0007", "--randaugment", "2,9",
+      "--normalize", "imagenet", "--stochastic-depth", "0.1", "--run-dir", dir.appendingPathComponent("r").path,
+      "--print-config",
+    ])
+    XCTAssertEqual(first.status, 0, first.stderr)
+    let file = dir.appendingPathComponent("printed.yaml")
+    try first.stdout.write(to: file, atomically: true, encoding: .utf8)
+    let second = try mixerDist(["train", "--config", file.path, "--print-config"])
+    XCTAssertEqual(second.status, 0, second.stderr)
+    XCTAssertEqual(second.stdout, first.stdout)
+    XCTAssertTrue(first.stdout.contains("block-pattern: \"alternate:mixer,attention\"\n"), first.stdout)
+    XCTAssertTrue(first.stdout.contains("lr: 0.0007\n"), first.stdout)
+  }
+
+  /// --print-config checks that the data exists; a YAML typo names the file, the key and the
+  /// nearest flag name.
+  func testPrintConfigChecksDataAndKeys() throws {
+    let dir = try temporaryFolder(self)
+    let missing = try mixerDist(["train", "--data", "folder:/nonexistent/images", "--print-config"])
+    XCTAssertNotEqual(missing.status, 0)
+    XCTAssertTrue(missing.stderr.contains("/nonexistent/images"), missing.stderr)
+    let typo = dir.appendingPathComponent("typo.yaml")
+    try "stpes: 3\n".write(to: typo, atomically: true, encoding: .utf8)
+    let result = try mixerDist(["train", "--config", typo.path, "--print-config"])
+    XCTAssertNotEqual(result.status, 0)
+    XCTAssertTrue(result.stderr.contains("\(typo.path): unknown key 'stpes' (did you mean 'steps'?)"), result.stderr)
+  }
 }
+
+/// An image folder of two classes (train/a, train/b) of small PNGs.
+func smallImageFolder(_ dir: URL) throws -> URL {
+  let root = dir.appendingPathComponent("images")
+  for (c, name) in ["a", "b"].enumerated() {
+    let folder = root.appendingPathComponent("train/\(name)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    for i in 0..<4 {
+      var rgb = [UInt8](repeating: 40, count: 16 * 16 * 3)
+      for p in 0..<(16 * 16) { rgb[p * 3 + c] = UInt8(120 + 20 * i) }
+      try pngFile(width: 16, height: 16, rgb: rgb).write(to: folder.appendingPathComponent("\(i).png"))
+    }
+  }
+  return root
+}
+

@@ -13,11 +13,17 @@ final class EvalTests: XCTestCase {
     XCTAssertEqual(alone.status, 0, alone.stderr)
     let spread = try mpirunMixerDist(ranks: 3, ["eval", ck.path, "--json", "--batch", "10", "--threads", "1"])
     XCTAssertEqual(spread.status, 0, spread.stderr)
-    func parse(_ text: String) throws -> [String: Double] {
+    func parse(_ text: String) throws -> ([String: Double], [[Int]]) {
       let line = text.split(separator: "\n").last { $0.hasPrefix("{") }!
-      return try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Double]
+      let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+      return (object.compactMapValues { $0 as? Double }, object["confusion"] as? [[Int]] ?? [])
     }
-    let a = try parse(alone.stdout), b = try parse(spread.stdout)
+    let (a, confusionA) = try parse(alone.stdout), (b, confusionB) = try parse(spread.stdout)
+    // the confusion matrix: exact over ranks, one row per class, its diagonal the top-1 hits
+    XCTAssertEqual(confusionA, confusionB)
+    XCTAssertEqual(confusionA.count, 10)
+    XCTAssertEqual(confusionA.joined().reduce(0, +), 67)
+    XCTAssertEqual(Double((0..<10).map { confusionA[$0][$0] }.reduce(0, +)) / 67, a["top1"]!, accuracy: 1e-12)
     XCTAssertEqual(a["count"], 67)
     XCTAssertEqual(b["count"], 67)
     XCTAssertEqual(a["top1"], b["top1"])

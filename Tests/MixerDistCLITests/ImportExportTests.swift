@@ -26,7 +26,7 @@ final class ImportExportTests: XCTestCase {
     // twice the resolution with the same patch: token mixing widened by K² = 4
     let high = try mixerDist(["train", "--init-from", weights.path] + shape + ["--image-size", "64", "--print-config"])
     XCTAssertEqual(high.status, 0, high.stderr)
-    XCTAssertTrue(high.stdout.contains("\"tokensMLP\" : 128"), high.stdout)
+    XCTAssertTrue(high.stdout.contains("\ntokens-mlp: 128\n"), high.stdout)
     // another patch size cannot be adapted: an error naming the tensors
     let wrong = try mixerDist(["train", "--init-from", weights.path, "--patch", "4", "--hidden", "64", "--blocks", "2",
                                "--tokens-mlp", "32", "--channels-mlp", "128", "--steps", "1", "--train-examples", "64",

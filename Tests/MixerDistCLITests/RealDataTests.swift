@@ -103,6 +103,43 @@ extension RealDataTests {
     XCTAssertTrue(config.contains("\"classes\" : 4"), config)
   }
 
+  /// A corrupt file in val/ stops the run before step 1 (it used to be found at the final
+  /// evaluation, after all the training), naming it and --skip-bad-images; the split is said.
+  func testBadEvaluationFileStopsTheRunBeforeTraining() throws {
+    let dir = try temporaryFolder(self)
+    let root = dir.appendingPathComponent("images")
+    for split in ["train", "val"] {
+      for (c, name) in ["red", "green"].enumerated() {
+        let folder = root.appendingPathComponent("\(split)/\(name)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        for i in 0..<(split == "train" ? 8 : 4) {
+          var rgb = [UInt8](repeating: 30, count: 32 * 32 * 3)
+          for p in 0..<(32 * 32) { rgb[p * 3 + c] = UInt8(150 + i * 5) }
+          try pngFile(width: 32, height: 32, rgb: rgb).write(to: folder.appendingPathComponent("\(i).png"))
+        }
+      }
+    }
+    // a PNG cut short: its header is fine, its end is missing
+    var cut = pngFile(width: 32, height: 32, rgb: [UInt8](repeating: 9, count: 32 * 32 * 3))
+    cut.removeLast(20)
+    try cut.write(to: root.appendingPathComponent("val/green/cut.png"))
+    let args = ["train"] + model + ["--data", "folder:\(root.path)", "--batch", "8", "--steps", "3"]
+    let stopped = try mixerDist(args + ["--run-dir", dir.appendingPathComponent("bad").path])
+    XCTAssertEqual(stopped.status, 1)
+    XCTAssertTrue(stopped.stderr.contains("cut.png"), stopped.stderr)
+    XCTAssertTrue(stopped.stderr.contains("--skip-bad-images"), stopped.stderr)
+    XCTAssertFalse(stopped.stdout.contains("step 3/3"), "no step ran: \(stopped.stdout)")
+    let skipped = try mixerDist(args + ["--run-dir", dir.appendingPathComponent("skip").path, "--skip-bad-images"])
+    XCTAssertEqual(skipped.status, 0, skipped.stderr)
+    XCTAssertTrue(skipped.stdout.contains("1 unreadable image(s) in the evaluation set, substituted"), skipped.stdout)
+    XCTAssertTrue(skipped.stdout.contains("data: validation: \(root.path)/val (9 images)"), skipped.stdout)
+    // --val-fraction with a val/ folder: held out of train/, and it says val/ is not used
+    let held = try mixerDist(args + ["--run-dir", dir.appendingPathComponent("held").path, "--val-fraction", "0.5"])
+    XCTAssertEqual(held.status, 0, held.stderr)
+    XCTAssertTrue(held.stdout.contains("held out of \(root.path)/train (--val-fraction 0.5, by a hash of each file name with split seed 0)"), held.stdout)
+    XCTAssertTrue(held.stdout.contains("val is not used because --val-fraction is given"), held.stdout)
+  }
+
   func testMissingDataFolderIsAClearError() throws {
     let result = try mixerDist(["train", "--data", "cifar10:/nonexistent/cifar"])
     XCTAssertNotEqual(result.status, 0)

@@ -87,7 +87,7 @@ final class ResilienceTests: XCTestCase {
     let died = try mixerDist(args + ["--kill-in-save-at-step", "20"])
     XCTAssertNotEqual(died.status, 0)
     let names = try FileManager.default.contentsOfDirectory(atPath: ck.path).sorted()
-    XCTAssertEqual(names, [".partial-step-00000020", "step-00000010"])
+    XCTAssertEqual(names, [".lock", ".partial-step-00000020", "step-00000010"], "the lock file stays; the lock went with the process")
     let inspect = try mixerDist(["inspect", ck.path])
     XCTAssertEqual(inspect.status, 0, inspect.stdout + inspect.stderr)
     XCTAssertTrue(inspect.stdout.contains("step-00000010: valid"), inspect.stdout)

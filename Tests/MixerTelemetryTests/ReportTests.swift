@@ -218,3 +218,32 @@ final class ReportTests: XCTestCase {
 func containsNonFiniteNumber(_ text: String) -> Bool {
   text.range(of: "(^|[^A-Za-z])-?(nan|inf)([^A-Za-z]|$)", options: .regularExpression) != nil
 }
+
+/// A run folder holding an older run's lines: the report reads the current run only (the run of
+/// the last record), so a new run never shows "Steps 200 of 5" and the old curves.
+final class ReportCurrentRunTests: XCTestCase {
+  func testOnlyTheCurrentRunIsRead() throws {
+    let folder = try temporaryFolder(self)
+    let lines = [
+      #"{"kind":"train","run":"old","step":100,"loss":0.5}"#, #"{"kind":"train","run":"old","step":200,"loss":0.4}"#,
+      #"{"kind":"train","run":"new","step":5,"loss":2.0}"#, #"{"kind":"eval","run":"new","step":5,"val_top1":0.3}"#,
+    ]
+    try (lines.joined(separator: "\n") + "\n").write(
+      to: folder.appendingPathComponent("metrics.jsonl"), atomically: true, encoding: .utf8)
+    let records = try readMetricRecords(path: folder.appendingPathComponent("metrics.jsonl").path)
+    XCTAssertEqual(records.map(\.step), [5, 5])
+    XCTAssertEqual(Set(records.compactMap(\.run)), ["new"])
+  }
+
+  /// The final evaluation's confusion matrix and per-class accuracy appear in the report.
+  func testConfusionMatrixSection() throws {
+    let folder = try temporaryFolder(self)
+    try #"{"kind":"eval","run":"r","step":3,"val_top1":0.75}"#.write(
+      to: folder.appendingPathComponent("metrics.jsonl"), atomically: true, encoding: .utf8)
+    try #"{"step":3,"classes":["cat","dog"],"confusion":[[2,0],[1,1]]}"#.write(
+      to: folder.appendingPathComponent("confusion.json"), atomically: true, encoding: .utf8)
+    let html = try String(contentsOfFile: try writeReport(runDirectory: folder.path), encoding: .utf8)
+    XCTAssertTrue(html.contains("Per class (evaluation at step 3)"), html)
+    XCTAssertTrue(html.contains("<tr><th>dog</th><td>1</td><td class=\"hit\">1</td><td>50.00%</td></tr>"), html)
+  }
+}

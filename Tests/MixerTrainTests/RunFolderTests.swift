@@ -147,3 +147,18 @@ final class RunFolderTests: XCTestCase {
     XCTAssertEqual(text, "not in the data: c; unknown to the model: d")
   }
 }
+
+/// `--epochs` sets the steps from the data; unspecified evaluation is every tenth of the run.
+final class ResolveTests: XCTestCase {
+  func testEpochsAndDefaultEvaluationInterval() throws {
+    var c = smallTrainConfig(runDirectory: try temporaryFolder(self), steps: 1)
+    c.trainExamples = 256
+    c.globalBatch = 16
+    let notes = try c.resolve([.steps, .evalEvery], epochs: 3)
+    XCTAssertEqual(c.steps, 48)
+    XCTAssertEqual(c.evalEvery, 4)
+    XCTAssertEqual(notes, ["--epochs 3: 48 steps of 16 (16 per epoch of 256 images)"])
+    var both = c
+    XCTAssertThrowsError(try both.resolve([], epochs: 2)) { XCTAssertTrue("\($0)".contains("not both"), "\($0)") }
+  }
+}

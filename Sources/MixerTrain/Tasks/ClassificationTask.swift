@@ -48,8 +48,9 @@ public struct ClassificationTask: TaskHead {
     try batch.fill(dataset: dataset, indices: indices)
   }
 
-  // totals: top-1 hits, top-5 hits, summed loss, images
-  public func evaluationTotalsCount(_ config: MixerConfig) -> Int { 4 }
+  // totals: top-1 hits, top-5 hits, summed loss, images, then the confusion matrix
+  // [true, predicted] of images
+  public func evaluationTotalsCount(_ config: MixerConfig) -> Int { 4 + config.classes * config.classes }
 
   public func accumulate(_ totals: inout [Double], acts: Activations, batch: Batch, loss: Double, config: MixerConfig) {
     let out = acts.head(ClassificationBuffers.self)
@@ -58,31 +59,59 @@ public struct ClassificationTask: TaskHead {
       let higher = rank(of: Int(batch.labels[e]), in: out.logits + e * config.classes, classes: config.classes)
       if higher == 0 { totals[0] += 1 }
       if higher < 5 { totals[1] += 1 }
+      let k = config.classes
+      totals[4 + Int(batch.labels[e]) * k + predictedClass(out.logits + e * k, classes: k)] += 1
     }
     totals[3] += Double(acts.batch)
   }
 
   public func evaluationResult(_ totals: [Double], config: MixerConfig) -> EvaluationResult {
-    let n = max(totals[3], 1)
-    return EvaluationResult(
+    let n = max(totals[3], 1), k = config.classes
+    var result = EvaluationResult(
       task: .classification, count: Int(totals[3]), top1: totals[0] / n, top5: totals[1] / n, loss: totals[2] / n)
+    let confusion = Array(totals[4...])
+    result.confusion = confusion
+    result.classAccuracy = (0..<k).map { c in
+      let labelled = confusion[(c * k)..<((c + 1) * k)].reduce(0, +)
+      return labelled > 0 ? confusion[c * k + c] / labelled : nil
+    }
+    return result
   }
 
   public func evaluationRecord(_ result: EvaluationResult, classNames: [String]) -> (values: [(String, Double)], lines: [String]) {
-    let values: [(String, Double)] = [
+    var values: [(String, Double)] = [
       ("val_top1", result.top1), ("val_top5", result.top5), ("val_loss", result.loss),
       ("val_count", Double(result.count)),
     ]
+    let perClass = result.classAccuracy ?? []
+    for (k, accuracy) in perClass.enumerated() {
+      if let accuracy { values.append(("val_accuracy/\(className(k, classNames))", accuracy)) }
+    }
     let line = String(
       format: "top-1 %.2f%%  top-5 %.2f%%  loss %.4f", result.top1 * 100, result.top5 * 100, result.loss)
-    return (values, [line])
+    let accuracyLine = "accuracy per class (%): " + perClass.enumerated().map { k, accuracy in
+      accuracy.map { String(format: "%@ %.1f", className(k, classNames), $0 * 100) } ?? "\(className(k, classNames)) -"
+    }.joined(separator: ", ")
+    return (values, perClass.isEmpty ? [line] : [line, accuracyLine])
   }
 
   struct JSONForm: Encodable {
     var step: Int, count: Int, top1: Double, top5: Double, loss: Double
+    var classAccuracy: [Double?]
+    /// images of true class i predicted as class j, `[K][K]`
+    var confusion: [[Int]]
+    enum CodingKeys: String, CodingKey {
+      case step, count, top1, top5, loss, confusion
+      case classAccuracy = "class_accuracy"
+    }
   }
   public func evaluationJSON(_ result: EvaluationResult, step: Int) -> any Encodable {
-    JSONForm(step: step, count: result.count, top1: result.top1, top5: result.top5, loss: result.loss)
+    let confusion = result.confusion ?? []
+    let k = Int(Double(confusion.count).squareRoot())
+    return JSONForm(
+      step: step, count: result.count, top1: result.top1, top5: result.top5, loss: result.loss,
+      classAccuracy: result.classAccuracy ?? [],
+      confusion: (0..<k).map { i in (0..<k).map { Int(confusion[i * k + $0]) } })
   }
 
   public func preparePrediction(_ config: MixerConfig, options: PredictionOptions) throws {}
