@@ -249,3 +249,195 @@ final class ClusterTests: XCTestCase {
     XCTAssertEqual(a["loss"] ?? -1, b["loss"] ?? 1, accuracy: 1e-9)
   }
 }
+
+/// A lost node: every rank of one host SIGKILLed, or one host's link taken down for good. The job
+/// ends within --timeout plus a minute (mpirun included) naming the rank and host, nothing is
+/// left on the other hosts, launch/resilient restarts it, and `--elastic` carries on without the
+/// host, exactly as a run resumed from the same checkpoint on the smaller world.
+final class LostNodeTests: XCTestCase {
+  /// A tiny model, log every step, one thread, `--resume auto` under a checkpoint folder.
+  func arguments(_ dir: URL, steps: Int, batch: Int = 16, timeout: Int, run: String = "run", ck: String = "ck") -> [String] {
+    ["train"] + tinyModelFlags + [
+      "--train-examples", "512", "--val-examples", "32", "--batch", "\(batch)", "--threads", "1", "--log-every", "1",
+      "--steps", "\(steps)", "--save-every", "10", "--timeout", "\(timeout)", "--resume", "auto",
+      "--checkpoint-dir", dir.appendingPathComponent(ck).path, "--run-dir", dir.appendingPathComponent(run).path,
+    ]
+  }
+
+  /// A command running in the background with its output in files.
+  final class Background {
+    let process = Process()
+    let stdout: URL, stderr: URL
+    let started = Date()
+    init(_ executable: String, _ arguments: [String], environment: [String: String], folder: URL) throws {
+      stdout = folder.appendingPathComponent("stdout-\(UUID().uuidString)")
+      stderr = folder.appendingPathComponent("stderr-\(UUID().uuidString)")
+      FileManager.default.createFile(atPath: stdout.path, contents: nil)
+      FileManager.default.createFile(atPath: stderr.path, contents: nil)
+      process.executableURL = URL(fileURLWithPath: executable)
+      process.arguments = arguments
+      var env = ProcessInfo.processInfo.environment
+      env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+      env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+      for (k, v) in environment { env[k] = v }
+      process.environment = env
+      process.standardOutput = try FileHandle(forWritingTo: stdout)
+      process.standardError = try FileHandle(forWritingTo: stderr)
+      try process.run()
+    }
+    var output: String { (try? String(contentsOf: stdout, encoding: .utf8)) ?? "" }
+    var errors: String { (try? String(contentsOf: stderr, encoding: .utf8)) ?? "" }
+    /// Waits up to `seconds` for the end; kills it after that. True when it ended by itself.
+    func wait(seconds: Double) -> Bool {
+      let deadline = Date().addingTimeInterval(seconds)
+      while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+      guard process.isRunning else { return true }
+      process.terminate()
+      Thread.sleep(forTimeInterval: 2)
+      if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+      process.waitUntilExit()
+      return false
+    }
+  }
+
+  /// Waits (at most `seconds`) until the run folder's metrics reach `step`; false if they never do.
+  func waitForStep(_ step: Int, run: URL, while job: Background, seconds: Double = 120) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline && job.process.isRunning {
+      if let text = try? String(contentsOf: run.appendingPathComponent("metrics.jsonl"), encoding: .utf8),
+        text.contains("\"step\":\(step),")
+      {
+        return true
+      }
+      Thread.sleep(forTimeInterval: 0.05)
+    }
+    return false
+  }
+
+  var resilient: String { packageRoot.appendingPathComponent("launch/resilient").path }
+  var wrapper: String { packageRoot.appendingPathComponent("launch/mpirun").path }
+
+  /// (a) Every rank of host 3 SIGKILLed mid-run: mpirun ends the job in seconds naming rank 2 on
+  /// host 3, no process is left on any host, and launch/resilient's restart on the same 4 hosts
+  /// ends bit-identical to an uninterrupted run.
+  func testKilledHostRanksEndTheJobAndResilientRestarts() throws {
+    let cluster = try LocalCluster(self, hosts: 4)
+    let dir = try temporaryFolder(self)
+    let binary = try mixerDistBinary()
+    let reference = try cluster.mpirun(ranks: 4, arguments(dir, steps: 60, timeout: 30, run: "straight", ck: "straight-ck"))
+    XCTAssertEqual(reference.status, 0, reference.stderr)
+
+    let job = try Background(
+      resilient, ["--max-restarts", "1", "--", wrapper, "-n", "4", "--hostfile", cluster.hostfile, "--"] + arguments(dir, steps: 60, timeout: 30),
+      environment: ["MIXER_DIST_BIN": binary], folder: dir)
+    XCTAssertTrue(waitForStep(25, run: dir.appendingPathComponent("run"), while: job), "never reached step 25: \(job.errors)")
+    let kill = try MixerDistCLITests.run(LocalCluster.script, ["kill", cluster.name, "3"], timeout: 30)
+    XCTAssertTrue(kill.stderr.contains("SIGKILLed 1 process(es)"), kill.stderr)
+    let killed = Date()
+    // the failure: the restart line appears within --timeout + 60 s
+    var detected: Double?
+    while detected == nil && Date().timeIntervalSince(killed) < 90 && job.process.isRunning {
+      if job.errors.contains("restart 1 of 1") { detected = Date().timeIntervalSince(killed) }
+      Thread.sleep(forTimeInterval: 0.05)
+    }
+    XCTAssertTrue(job.wait(seconds: 120), "the restarted job did not end: \(job.errors)")
+    let errors = job.errors
+    print("LostNodeTests: ranks of host 3 killed: job ended after \(detected.map { String(format: "%.1f", $0) } ?? "?") s, restart finished after \(String(format: "%.1f", Date().timeIntervalSince(killed))) s")
+    XCTAssertLessThan(detected ?? 999, 30 + 60, errors)
+    XCTAssertTrue(errors.contains("process rank 2") && errors.contains(".3 exited on signal 9"), errors)
+    XCTAssertEqual(job.process.terminationStatus, 0, errors)
+    XCTAssertTrue(job.output.contains("resumed from"), job.output)
+    XCTAssertEqual(
+      try Data(contentsOf: dir.appendingPathComponent("run/final-parameters.f32")),
+      try Data(contentsOf: dir.appendingPathComponent("straight/final-parameters.f32")),
+      "killed and restarted on the same 4 hosts: bit-identical to the uninterrupted run")
+    let left = cluster.waitUntilEmpty()
+    XCTAssertTrue(left.allSatisfy(\.isEmpty), "processes left: \(left)")
+  }
+
+  /// (b) Host 3's link down for good, --timeout 30: the job ends within --timeout + 60 s, mpirun
+  /// included, naming host 3 (mpirun's keepalive on its daemons, or the watchdog and
+  /// launch/mpirun's supervision), and nothing is left running on hosts 1, 2 and 4.
+  func testLostLinkEndsTheJobInBoundedTime() throws {
+    let cluster = try LocalCluster(self, hosts: 4)
+    let dir = try temporaryFolder(self)
+    let job = try Background(
+      wrapper, ["-n", "4", "--hostfile", cluster.hostfile, "--"] + arguments(dir, steps: 100_000, timeout: 30),
+      environment: ["MIXER_DIST_BIN": try mixerDistBinary()], folder: dir)
+    XCTAssertTrue(waitForStep(20, run: dir.appendingPathComponent("run"), while: job), "never reached step 20: \(job.errors)")
+    let down = try MixerDistCLITests.run(LocalCluster.script, ["link", cluster.name, "3", "down"], timeout: 30)
+    XCTAssertEqual(down.status, 0, down.stderr)
+    let cut = Date()
+    let ended = job.wait(seconds: 30 + 60)
+    let seconds = Date().timeIntervalSince(cut)
+    let errors = job.errors
+    print("LostNodeTests: link of host 3 down: job ended after \(String(format: "%.1f", seconds)) s (--timeout 30)")
+    XCTAssertTrue(ended, "still running \(seconds) s after the link went down: \(errors)")
+    XCTAssertNotEqual(job.process.terminationStatus, 0)
+    let address = try String(contentsOfFile: cluster.hostfile, encoding: .utf8).split(separator: "\n")
+      .filter { !$0.hasPrefix("#") }[2].split(separator: " ")[0]
+    XCTAssertTrue(
+      errors.contains("lost the daemon of host(s) \(address)") || errors.contains("not reporting: 2 (host \(address))"),
+      errors)
+    let left = cluster.waitUntilEmpty(seconds: 10)
+    for host in [0, 1, 3] {
+      XCTAssertEqual(left[host], [], "host \(host + 1) still runs processes: \(left)")
+    }
+  }
+
+  /// A host that does not answer is found before mpirun starts (mpirun would wait for its daemon
+  /// for good): launch/mpirun exits with 69 in seconds, naming it.
+  func testUnreachableHostIsRefusedBeforeStarting() throws {
+    let cluster = try LocalCluster(self, hosts: 3)
+    XCTAssertEqual(try MixerDistCLITests.run(LocalCluster.script, ["link", cluster.name, "2", "down"], timeout: 30).status, 0)
+    let result = try cluster.mpirun(ranks: 3, ["train", "--steps", "2", "--threads", "1", "--run-dir", try temporaryFolder(self).path], timeout: 60)
+    XCTAssertEqual(result.status, 69, result.stderr)
+    XCTAssertLessThan(result.seconds, 15)
+    let address = try String(contentsOfFile: cluster.hostfile, encoding: .utf8).split(separator: "\n")
+      .filter { !$0.hasPrefix("#") }[1].split(separator: " ")[0]
+    XCTAssertTrue(result.stderr.contains("host(s) not answering (TCP port 22 within 3 s): \(address); not starting"), result.stderr)
+  }
+
+  /// `launch/resilient --elastic`: host 3's link goes down for good at step 25; the job ends
+  /// (watchdog 8 s + supervision 8 s), host 3 does not come back within 5 s, the job resumes on
+  /// hosts 1, 2 and 4 from the newest checkpoint and finishes, bit-identical to a 3-rank run
+  /// resumed from that same checkpoint (global batch 24 on 4 ranks, then on 3).
+  func testElasticContinuesOnTheHostsLeft() throws {
+    let cluster = try LocalCluster(self, hosts: 4)
+    let dir = try temporaryFolder(self)
+    let binary = try mixerDistBinary()
+    let job = try Background(
+      resilient,
+      ["--elastic", "--elastic-wait", "5", "--max-restarts", "2", "--", wrapper, "-n", "4", "--hostfile", cluster.hostfile, "--"]
+        + arguments(dir, steps: 80, batch: 24, timeout: 8),
+      environment: ["MIXER_DIST_BIN": binary, "MIXER_ABORT_GRACE": "8"], folder: dir)
+    XCTAssertTrue(waitForStep(25, run: dir.appendingPathComponent("run"), while: job), "never reached step 25: \(job.errors)")
+    XCTAssertEqual(try MixerDistCLITests.run(LocalCluster.script, ["link", cluster.name, "3", "down"], timeout: 30).status, 0)
+    let cut = Date()
+    XCTAssertTrue(job.wait(seconds: 150), "the elastic job did not end: \(job.errors)")
+    print("LostNodeTests: elastic: link of host 3 down, finished on 3 hosts after \(String(format: "%.1f", Date().timeIntervalSince(cut))) s")
+    let errors = job.errors, output = job.output
+    XCTAssertEqual(job.process.terminationStatus, 0, errors)
+    XCTAssertTrue(errors.contains("did not come back within 5 s; continuing on 3 host(s)"), errors)
+    XCTAssertTrue(errors.contains("3 rank(s) on 3 node(s)"), errors)
+    // the checkpoint the continuation resumed from
+    guard let line = output.split(separator: "\n").last(where: { $0.contains("resumed from") }),
+      let range = line.range(of: #"step-[0-9]+"#, options: .regularExpression)
+    else { return XCTFail("no resume in: \(output)") }
+    let checkpoint = String(line[range])
+    XCTAssertTrue(line.contains("saved by 4 rank(s)"), String(line))
+    // the reference: 3 ranks (hosts 1-3 once host 3 is back) resumed from a copy of it
+    XCTAssertEqual(try MixerDistCLITests.run(LocalCluster.script, ["link", cluster.name, "3", "up"], timeout: 30).status, 0)
+    let copy = dir.appendingPathComponent("ref-ck")
+    try FileManager.default.createDirectory(at: copy, withIntermediateDirectories: true)
+    try FileManager.default.copyItem(
+      at: dir.appendingPathComponent("ck").appendingPathComponent(checkpoint), to: copy.appendingPathComponent(checkpoint))
+    let reference = try cluster.mpirun(ranks: 3, arguments(dir, steps: 80, batch: 24, timeout: 8, run: "ref", ck: "ref-ck"))
+    XCTAssertEqual(reference.status, 0, reference.stderr)
+    XCTAssertTrue(reference.stdout.contains("resumed from \(copy.path)/\(checkpoint)"), reference.stdout)
+    XCTAssertEqual(
+      try Data(contentsOf: dir.appendingPathComponent("run/final-parameters.f32")),
+      try Data(contentsOf: dir.appendingPathComponent("ref/final-parameters.f32")),
+      "the elastic continuation differs from a 3-rank run resumed from \(checkpoint)")
+  }
+}
