@@ -19,7 +19,7 @@ final class LocalCluster {
   static var script: String { packageRoot.appendingPathComponent("launch/local-cluster").path }
 
   /// Makes `hosts` hosts; `down` runs in a teardown block of `test` whatever the outcome.
-  init(_ test: XCTestCase, hosts: Int, rate: String = "1gbit") throws {
+  init(_ test: XCTestCase, hosts: Int, rate: String = "1gbit", slots: Int = 1) throws {
     guard getuid() == 0 else { throw XCTSkip("launch/local-cluster needs root") }
     guard which("mpirun") != nil else { throw XCTSkip("mpirun is not on the PATH") }
     let letters = Array("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -29,7 +29,7 @@ final class LocalCluster {
     test.addTeardownBlock {
       _ = try? run(LocalCluster.script, ["down", name], timeout: 60)
     }
-    let up = try run(Self.script, ["up", "\(hosts)", "--name", name, "--rate", rate], timeout: 60)
+    let up = try run(Self.script, ["up", "\(hosts)", "--name", name, "--rate", rate, "--slots", "\(slots)"], timeout: 60)
     guard up.status == 0, let path = up.stdout.split(separator: "\n").last.map(String.init) else {
       throw XCTSkip("cannot make a local cluster here: \(up.stdout)\n\(up.stderr)")
     }
@@ -194,6 +194,29 @@ final class ClusterTests: XCTestCase {
     let oneSGD = try train(nil, MPITrainTests.sgd)
     let fourSGD = try train(cluster, ranks: 4, MPITrainTests.sgd)
     assertClose(oneSGD, fourSGD, tolerance: 1e-5, adam: false, "SGD 1 rank vs 4 hosts")
+  }
+
+  /// 2 hosts of 2 slots, 4 ranks: shared memory inside a host, TCP between them; SGD as 1 rank.
+  /// Then `down` leaves no namespace, link or state behind.
+  func testTwoRanksPerHost() throws {
+    let cluster = try LocalCluster(self, hosts: 2, rate: "none", slots: 2)
+    let before = try cluster.bytes()
+    let dir = try temporaryFolder(self)
+    let result = try cluster.mpirun(ranks: 4, MPITrainTests.smallArguments + MPITrainTests.sgd + ["--run-dir", dir.path])
+    XCTAssertEqual(result.status, 0, result.stdout + result.stderr)
+    XCTAssertTrue(result.stderr.contains("4 rank(s) on 2 node(s), 2 per node"), result.stderr)
+    let after = try cluster.bytes()
+    XCTAssertGreaterThan(after[0].sent - before[0].sent, 20 * Self.gradientBytes / 2, "hosts must exchange gradients over the link")
+    assertClose(
+      try train(nil, MPITrainTests.sgd), try readFloats(dir.appendingPathComponent("final-parameters.f32")), tolerance: 1e-5,
+      adam: false, "SGD 1 rank vs 2 hosts x 2 ranks")
+    let down = try MixerDistCLITests.run(LocalCluster.script, ["down", cluster.name], timeout: 60)
+    XCTAssertEqual(down.status, 0, down.stderr)
+    let namespaces = try MixerDistCLITests.run(which("ip") ?? "/usr/sbin/ip", ["netns", "list"], timeout: 30).stdout
+    XCTAssertFalse(namespaces.contains("mxc-\(cluster.name)-"), namespaces)
+    let links = try MixerDistCLITests.run(which("ip") ?? "/usr/sbin/ip", ["-o", "link", "show"], timeout: 30).stdout
+    XCTAssertFalse(links.contains("-\(cluster.name)"), links)
+    XCTAssertFalse(FileManager.default.fileExists(atPath: URL(fileURLWithPath: cluster.hostfile).deletingLastPathComponent().path))
   }
 
   func testZeroOneAcrossFourHosts() throws {
