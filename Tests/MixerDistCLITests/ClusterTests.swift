@@ -11,6 +11,11 @@
 import Foundation
 import XCTest
 
+struct ClusterError: Error, CustomStringConvertible {
+  var message: String
+  var description: String { message }
+}
+
 /// One launch/local-cluster for the length of a test.
 final class LocalCluster {
   let name: String
@@ -30,8 +35,9 @@ final class LocalCluster {
       _ = try? run(LocalCluster.script, ["down", name], timeout: 60)
     }
     let up = try run(Self.script, ["up", "\(hosts)", "--name", name, "--rate", rate, "--slots", "\(slots)"], timeout: 60)
+    // as root this must work (CI runs as root): a failure here fails the test, it does not skip
     guard up.status == 0, let path = up.stdout.split(separator: "\n").last.map(String.init) else {
-      throw XCTSkip("cannot make a local cluster here: \(up.stdout)\n\(up.stderr)")
+      throw ClusterError(message: "launch/local-cluster up \(hosts) failed: \(up.stdout)\n\(up.stderr)")
     }
     hostfile = path
   }
