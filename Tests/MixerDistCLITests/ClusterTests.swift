@@ -301,8 +301,8 @@ final class LostNodeTests: XCTestCase {
     init(_ executable: String, _ arguments: [String], environment: [String: String], folder: URL) throws {
       stdout = folder.appendingPathComponent("stdout-\(UUID().uuidString)")
       stderr = folder.appendingPathComponent("stderr-\(UUID().uuidString)")
-      FileManager.default.createFile(atPath: stdout.path, contents: nil)
-      FileManager.default.createFile(atPath: stderr.path, contents: nil)
+      _ = FileManager.default.createFile(atPath: stdout.path, contents: nil)
+      _ = FileManager.default.createFile(atPath: stderr.path, contents: nil)
       process.executableURL = URL(fileURLWithPath: executable)
       process.arguments = arguments
       var env = ProcessInfo.processInfo.environment

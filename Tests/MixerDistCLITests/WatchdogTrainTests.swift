@@ -37,7 +37,7 @@ final class WatchdogTrainTests: XCTestCase {
     env["MIXER_MPI_THREAD_LEVEL"] = "serialized"
     process.environment = env
     let errors = dir.appendingPathComponent("stderr")
-    FileManager.default.createFile(atPath: errors.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
     process.standardError = try FileHandle(forWritingTo: errors)
     process.standardOutput = FileHandle.nullDevice
     try process.run()
@@ -71,6 +71,8 @@ final class WatchdogTrainTests: XCTestCase {
     XCTAssertLessThan(seconds, 30, text)
     XCTAssertTrue(text.contains("mixer-dist: rank 0: watchdog:"), text)
     XCTAssertTrue(text.contains("mixer-dist: rank 0: another thread is still inside an MPI call (MPI_THREAD_SERIALIZED)"), text)
-    XCTAssertFalse(text.contains("MPI_ABORT was invoked"), text)
+    // rank 0 never entered MPI_Abort (rank 1 may: mpirun sends SIGCONT before its SIGTERM, and
+    // rank 1's own watchdog can fire in between)
+    XCTAssertFalse(text.contains("MPI_ABORT was invoked on rank 0 "), text)
   }
 }
