@@ -3,11 +3,19 @@
 // MPI_Error_string's text (the world communicator is set to MPI_ERRORS_RETURN so failures come
 // back instead of killing the job silently).
 //
-// Threads: MPI is initialized asking for MPI_THREAD_MULTIPLE and needs at least
-// MPI_THREAD_SERIALIZED. Every collective takes one lock, so the gradient communication thread
-// and the main thread never call MPI at the same time (SERIALIZED is then enough). `abort` does not
-// take the lock: the watchdog calls it while another thread is blocked inside a collective, which
-// MPI only allows under MPI_THREAD_MULTIPLE; OpenMPI 4.1 here provides MULTIPLE.
+// Threads: MPI is initialized asking for MPI_THREAD_MULTIPLE (MIXER_MPI_THREAD_LEVEL=serialized
+// asks for less, to test that level) and needs at least MPI_THREAD_SERIALIZED. Every collective
+// takes one lock, so the gradient communication thread and the main thread never call MPI at the
+// same time (SERIALIZED is then enough). `abort` is the exception, because the watchdog calls it
+// precisely while another thread is blocked inside a collective, holding the lock:
+//   * under MULTIPLE it calls MPI_Abort at once, without the lock (any thread may call MPI at any
+//     time);
+//   * under SERIALIZED calling MPI_Abort then would break the level's contract (two threads in MPI
+//     at once), so it waits a bounded time (`abortLockWait`) for the lock: when the collective
+//     completes, MPI_Abort runs with the lock held (and never gives it back); when it does not (the
+//     hung collective the watchdog fired for), the rank does not touch MPI at all and ends with
+//     `_exit(code)`. mpirun then ends the whole job as for MPI_Abort: a rank that exits non-zero
+//     without MPI_Finalize aborts the job (orte_abort_on_non_zero_status, on by default).
 
 import CMPI
 import Foundation
@@ -89,7 +97,7 @@ public final class MPICommunicator: Communicator {
   public let threadLevel: MPIThreadLevel
 
   private let world: MPI_Comm?
-  /// Serializes every MPI call but MPI_Abort (see the file header).
+  /// Serializes every MPI call; `abort` takes it only under SERIALIZED (see the file header).
   private let lock = NSLock()
   private var finalized = false
 
@@ -148,7 +156,13 @@ public final class MPICommunicator: Communicator {
   public static func makeDefault(
     environment: [String: String] = ProcessInfo.processInfo.environment
   ) throws -> any Communicator {
-    if isLaunchedByMPI(environment: environment) { return try MPICommunicator() }
+    if isLaunchedByMPI(environment: environment) {
+      // MIXER_MPI_THREAD_LEVEL=serialized: ask MPI for SERIALIZED only (tests abort at that level)
+      if environment["MIXER_MPI_THREAD_LEVEL"]?.lowercased() == "serialized" {
+        return try MPICommunicator(requested: .serialized)
+      }
+      return try MPICommunicator()
+    }
     return SingleProcessCommunicator()
   }
 
@@ -223,12 +237,31 @@ public final class MPICommunicator: Communicator {
     }
   }
 
+  /// How long `abort` waits for the lock under MPI_THREAD_SERIALIZED (see the file header).
+  static let abortLockWait: TimeInterval = 2
+
   public func abort(message: String, code: Int32) -> Never {
     printAbortMessage(rank: rank, message: message)
-    // No lock: another thread may be blocked inside a collective right now.
-    var finalizedByMPI: Int32 = 0
-    if MPI_Finalized(&finalizedByMPI) == cmpi_success() && finalizedByMPI == 0 {
-      _ = MPI_Abort(world, code)
+    // MPI_Finalized may be called by any thread at any time (MPI 3.1 §8.7), so it needs no lock.
+    func abortIfNotFinalized() {
+      var finalizedByMPI: Int32 = 0
+      if MPI_Finalized(&finalizedByMPI) == cmpi_success() && finalizedByMPI == 0 {
+        _ = MPI_Abort(world, code)
+      }
+    }
+    if threadLevel >= .multiple {
+      // Another thread may be blocked inside a collective right now; MULTIPLE allows this call.
+      abortIfNotFinalized()
+    } else if lock.lock(before: Date(timeIntervalSinceNow: Self.abortLockWait)) {
+      // SERIALIZED, no other thread in MPI: abort with the lock held (it is never released).
+      abortIfNotFinalized()
+    } else {
+      // SERIALIZED and a collective still holds the lock: no MPI call is allowed from this thread.
+      printAbortMessage(
+        rank: rank,
+        message: "another thread is still inside an MPI call (MPI_THREAD_SERIALIZED): exiting with status \(code) "
+          + "without MPI_Abort; mpirun ends the other ranks")
+      _exit(code)
     }
     exit(code)
   }
