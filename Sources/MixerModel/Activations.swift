@@ -15,18 +15,16 @@ public final class Activations {
   let middle: [UnsafeMutablePointer<Float>]  // L × [S, B, C]: after the token-mixing residual
   let ln0Out, ln1Out: [UnsafeMutablePointer<Float>]  // L × [S, B, C]
   let ln0Mean, ln0Rstd, ln1Mean, ln1Rstd: [UnsafeMutablePointer<Float>]  // L × [S·B]
-  let tokenPre, tokenAct: [UnsafeMutablePointer<Float>]  // L × [D_S, B·C]; Pre holds gelu′ after forward
   let channelPre, channelAct: [UnsafeMutablePointer<Float>]  // L × [S·B, D_C]; Pre holds gelu′
   let headNormOut: UnsafeMutablePointer<Float>  // [S, B, C]
   let headMean, headRstd: UnsafeMutablePointer<Float>  // [S·B]
   let keep: [UnsafeMutablePointer<Float>]  // L × [B]: stochastic-depth keep mask (0/1)
   /// the head's outputs, targets and scratch (Head.swift)
   public let head: any HeadBuffers
-  // hybrid blocks (empty buffers for blocks of other kinds)
-  let qkv: [UnsafeMutablePointer<Float>]  // L × [S, B, 3C]
-  let attentionProbabilities: [UnsafeMutablePointer<Float>]  // L × [B, H, S, S]
-  let attentionOut: [UnsafeMutablePointer<Float>]  // L × [S, B, C] before the output projection
-  let convColumns: [UnsafeMutablePointer<Float>]  // L × [S·B, K·K·C] (im2col)
+  /// each block's token mixers' saved buffers, `[block][mixer][buffer]` (TokenMixers.swift)
+  let mixerSaved: [[[UnsafeMutablePointer<Float>]]]
+  /// scratch shared by the blocks using one kind of token mixer, by the mixer's type name
+  let mixerScratch: [String: [UnsafeMutablePointer<Float>]]
   // CNN stem, per layer j: im2col, pre-activation and GELU output `[B, h_j/2, w_j/2, c_j]`
   let stemColumns, stemPre, stemAct, stemGrad: [UnsafeMutablePointer<Float>]
   let stemScratch: UnsafeMutablePointer<Float>  // the largest im2col, and the image gradient
@@ -37,10 +35,6 @@ public final class Activations {
   let dBranch: UnsafeMutablePointer<Float>  // [S, B, C]
   let dHidden: UnsafeMutablePointer<Float>  // max(D_S·B·C, S·B·D_C)
   let branch: UnsafeMutablePointer<Float>  // [S, B, C]: branch output when stochastic depth is on
-  let dAttention: UnsafeMutablePointer<Float>  // [S, B, C]
-  let dQKV: UnsafeMutablePointer<Float>  // [S, B, 3C]
-  let dScores: UnsafeMutablePointer<Float>  // [S, S]
-  let convScratch: UnsafeMutablePointer<Float>  // [S·B, K·K·C]
 
   // dropout masks (allocated only when dropout is used): L × [D_S·B·C] and L × [S·B·D_C]
   var tokenDropMask: [UnsafeMutablePointer<Float>] = []
@@ -61,15 +55,12 @@ public final class Activations {
     let ln0OutIndex = (0..<l).map { _ in take(sbc) }
     let ln1OutIndex = (0..<l).map { _ in take(sbc) }
     let statsIndex = (0..<(4 * l)).map { _ in take(s * batch) }
-    let kinds = (0..<l).map { config.kind(ofBlock: $0) }
-    let tokenPreIndex = kinds.map { take($0.usesMixer ? tokenHidden : 0) }
-    let tokenActIndex = kinds.map { take($0.usesMixer ? tokenHidden : 0) }
-    let h = config.heads, columns = s * batch * config.kernel * config.kernel * c
-    let qkvIndex = kinds.map { take($0.usesAttention ? 3 * sbc : 0) }
-    let probabilitiesIndex = kinds.map { take($0.usesAttention ? batch * h * s * s : 0) }
-    let attentionOutIndex = kinds.map { take($0.usesAttention ? sbc : 0) }
-    let columnsIndex = kinds.map { take($0 == .conv ? columns : 0) }
-    let anyAttention = kinds.contains { $0.usesAttention }, anyConv = kinds.contains(.conv)
+    let mixers = (0..<l).map { config.kind(ofBlock: $0).tokenMixers }
+    let savedIndex = mixers.map { blockMixers in blockMixers.map { $0.savedSizes(config, batch: batch).map(take) } }
+    var scratchIndex: [String: [Int]] = [:]
+    for mixer in mixers.joined() where scratchIndex[Self.name(of: mixer)] == nil {
+      scratchIndex[Self.name(of: mixer)] = mixer.scratchSizes(config, batch: batch).map(take)
+    }
     let stemLayers = config.cnnStemLayers
     let stemColumnSizes = stemLayers.map {
       imageConvColumnsCount(batch: batch, height: $0.height, width: $0.width, inChannels: $0.inChannels, kernel: 3, stride: 2)
@@ -80,15 +71,11 @@ public final class Activations {
     let stemActIndex = stemOutSizes.map(take)
     let stemGradIndex = stemOutSizes.map(take)
     let stemScratchIndex = take(max(stemColumnSizes.max() ?? 0, batch * config.imageHeight * config.imageWidth * 3))
-    let hybridScratchIndex = [
-      take(anyAttention ? sbc : 0), take(anyAttention ? 3 * sbc : 0), take(anyAttention ? s * s : 0),
-      take(anyConv ? columns : 0),
-    ]
     let channelPreIndex = (0..<l).map { _ in take(channelHidden) }
     let channelActIndex = (0..<l).map { _ in take(channelHidden) }
     let headIndex = [take(sbc), take(s * batch), take(s * batch)]
     let keepIndex = (0..<l).map { _ in take(batch) }
-    let scratchIndex = [take(sbc), take(sbc), take(sbc), take(max(tokenHidden, channelHidden)), take(sbc)]
+    let backwardIndex = [take(sbc), take(sbc), take(sbc), take(max(tokenHidden, channelHidden)), take(sbc)]
     // 16-float alignment for every buffer
     var offsets: [Int] = []
     var total = 0
@@ -110,8 +97,6 @@ public final class Activations {
     ln0Rstd = (0..<l).map { at(statsIndex[4 * $0 + 1]) }
     ln1Mean = (0..<l).map { at(statsIndex[4 * $0 + 2]) }
     ln1Rstd = (0..<l).map { at(statsIndex[4 * $0 + 3]) }
-    tokenPre = tokenPreIndex.map(at)
-    tokenAct = tokenActIndex.map(at)
     channelPre = channelPreIndex.map(at)
     channelAct = channelActIndex.map(at)
     headNormOut = at(headIndex[0])
@@ -119,25 +104,25 @@ public final class Activations {
     headRstd = at(headIndex[2])
     keep = keepIndex.map(at)
     head = config.head.makeBuffers(config, batch: batch)
-    dStream = at(scratchIndex[0])
-    dNorm = at(scratchIndex[1])
-    dBranch = at(scratchIndex[2])
-    dHidden = at(scratchIndex[3])
-    branch = at(scratchIndex[4])
-    qkv = qkvIndex.map(at)
-    attentionProbabilities = probabilitiesIndex.map(at)
-    attentionOut = attentionOutIndex.map(at)
-    convColumns = columnsIndex.map(at)
+    dStream = at(backwardIndex[0])
+    dNorm = at(backwardIndex[1])
+    dBranch = at(backwardIndex[2])
+    dHidden = at(backwardIndex[3])
+    branch = at(backwardIndex[4])
+    mixerSaved = savedIndex.map { $0.map { $0.map(at) } }
+    mixerScratch = scratchIndex.mapValues { $0.map(at) }
     stemColumns = stemColumnsIndex.map(at)
     stemPre = stemPreIndex.map(at)
     stemAct = stemActIndex.map(at)
     stemGrad = stemGradIndex.map(at)
     stemScratch = at(stemScratchIndex)
-    dAttention = at(hybridScratchIndex[0])
-    dQKV = at(hybridScratchIndex[1])
-    dScores = at(hybridScratchIndex[2])
-    convScratch = at(hybridScratchIndex[3])
   }
+
+  /// The key of a token mixer's shared scratch.
+  static func name(of mixer: any TokenMixer) -> String { String(describing: type(of: mixer)) }
+
+  /// The scratch buffers of `mixer`'s kind.
+  func scratch(for mixer: any TokenMixer) -> [UnsafeMutablePointer<Float>] { mixerScratch[Self.name(of: mixer)] ?? [] }
 
   /// Allocates the dropout masks on first use.
   func ensureDropoutMasks(config: MixerConfig) {

@@ -48,8 +48,8 @@ extension MixerModel {
     let cfg = config
     let o = blockOffsets[i]
     let w = parameters.pointer, g = gradients.pointer
-    let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b, bc = b * c
-    let ds = cfg.tokensMLP, dc = cfg.channelsMLP
+    let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b
+    let dc = cfg.channelsMLP
     let dx = acts.dStream
     let dropBlock = training.map { $0.dropProbability(block: i, of: cfg.blocks) > 0 } ?? false
     let dropHidden = (training?.dropout ?? 0) > 0
@@ -88,41 +88,10 @@ extension MixerModel {
     if dropBlock {
       residualBackward(dbranch: dBranch, dx: dx, keep: acts.keep[i], tokens: s, batch: b, channels: c)
     }
-    if o.kind.usesMixer {
-      biasBackwardRows(dbias: g + o.tokB2!, dout: dBranch, rows: s, cols: bc)
-      gemm(
-        .none, .transpose, m: ds, n: s, k: bc, a: acts.tokenAct[i], lda: bc, b: dBranch, ldb: bc,
-        beta: 1, c: g + o.tokW2!, ldc: s)
-      gemm(
-        .none, .none, m: ds, n: bc, k: s, a: w + o.tokW2!, lda: s, b: dBranch, ldb: bc,
-        beta: 0, c: acts.dHidden, ldc: bc)
-      if dropHidden { multiply(acts.dHidden, by: acts.tokenDropMask[i], count: ds * bc) }
-      geluBackwardFromDerivative(
-        dinp: acts.dHidden, dbias: g + o.tokB1!, dout: acts.dHidden, derivative: acts.tokenPre[i],
-        rows: ds, cols: bc, axis: .rows)
-      gemm(
-        .none, .transpose, m: s, n: ds, k: bc, a: acts.ln0Out[i], lda: bc, b: acts.dHidden, ldb: bc,
-        beta: 1, c: g + o.tokW1!, ldc: ds)
-      gemm(
-        .none, .none, m: s, n: bc, k: ds, a: w + o.tokW1!, lda: ds, b: acts.dHidden, ldb: bc,
-        beta: 0, c: acts.dNorm, ldc: bc)
-    } else {
-      acts.dNorm.update(repeating: 0, count: sb * c)
-    }
-    if o.kind.usesAttention {
-      attentionBackward(
-        dinp: acts.dNorm, dqkvWeight: g + o.qkvW!, dqkvBias: g + o.qkvB!, dprojWeight: g + o.projW!,
-        dprojBias: g + o.projB!, dout: dBranch, qkv: acts.qkv[i],
-        probabilities: acts.attentionProbabilities[i], attention: acts.attentionOut[i],
-        inp: acts.ln0Out[i], qkvWeight: w + o.qkvW!, projWeight: w + o.projW!, tokens: s, batch: b,
-        channels: c, heads: cfg.heads, dattention: acts.dAttention, dqkv: acts.dQKV, dscores: acts.dScores)
-    }
-    if o.kind == .conv {
-      tokenConvBackward(
-        dinp: acts.dNorm, dweight: g + o.convW!, dbias: g + o.convB!, dout: dBranch,
-        columns: acts.convColumns[i], weight: w + o.convW!, scratch: acts.convScratch,
-        gridHeight: cfg.gridHeight, gridWidth: cfg.gridWidth, batch: b, inChannels: c,
-        outChannels: c, kernel: cfg.kernel)
+    for (j, placed) in blockMixers[i].enumerated() {
+      placed.mixer.backward(
+        self, block: i, offsets: placed.offsets, saved: acts.mixerSaved[i][j], scratch: acts.scratch(for: placed.mixer),
+        acts: acts, dBranch: dBranch, dropHidden: dropHidden, overwrite: j == 0)
     }
     layerNormBackward(
       dinp: dx, dweight: g + o.ln0Scale, dbias: g + o.ln0Bias, dout: acts.dNorm,

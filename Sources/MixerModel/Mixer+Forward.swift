@@ -41,38 +41,28 @@ extension MixerModel {
     let cfg = config
     let o = blockOffsets[i]
     let w = parameters.pointer
-    let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b, bc = b * c
-    let ds = cfg.tokensMLP, dc = cfg.channelsMLP
+    let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b
+    let dc = cfg.channelsMLP
     let xIn = acts.stream[i], xMid = acts.middle[i], xOut = acts.stream[i + 1]
     let dropBlock = training.map { $0.dropProbability(block: i, of: cfg.blocks) > 0 } ?? false
     let dropHidden = (training?.dropout ?? 0) > 0
     let keep: UnsafePointer<Float>? = dropBlock ? UnsafePointer(acts.keep[i]) : nil
 
-    // token mixing: Y = LN_0(x) [S, B·C]; H = W1ᵀ·Y + b1 [D_S, B·C]; branch = W2ᵀ·gelu(H) + b2
-    // (hybrid blocks: self-attention and/or a token-grid convolution of Y, summed into the branch)
+    // token mixing: Y = LN_0(x); each of the block's token mixers adds its branch (TokenMixers.swift:
+    // the paper's W2ᵀ·gelu(W1ᵀ·Y + b1) + b2 on [S, B·C], self-attention, a token-grid convolution)
     layerNormForward(
       out: acts.ln0Out[i], mean: acts.ln0Mean[i], rstd: acts.ln0Rstd[i], inp: xIn,
       weight: w + o.ln0Scale, bias: w + o.ln0Bias, rows: sb, channels: c,
       epsilon: cfg.layerNormEpsilon)
-    let fused = o.kind == .mixer && keep == nil  // the paper's block: add straight into x_mid
+    let mixers = blockMixers[i]
+    // the paper's block (one mixer that adds in place) without stochastic depth: straight into x_mid
+    let fused = mixers.count == 1 && mixers[0].mixer.addsInPlace && keep == nil
     let tokenTarget = fused ? xMid : acts.branch
     if fused { xMid.update(from: xIn, count: sb * c) } else { tokenTarget.update(repeating: 0, count: sb * c) }
-    if o.kind.usesMixer {
-      tokenMixingForward(i, o, acts: acts, into: tokenTarget, dropHidden: dropHidden)
-    }
-    if o.kind.usesAttention {
-      attentionForward(
-        out: acts.dNorm, qkv: acts.qkv[i], probabilities: acts.attentionProbabilities[i],
-        attention: acts.attentionOut[i], inp: acts.ln0Out[i], qkvWeight: w + o.qkvW!, qkvBias: w + o.qkvB!,
-        projWeight: w + o.projW!, projBias: w + o.projB!, tokens: s, batch: b, channels: c, heads: cfg.heads)
-      for j in 0..<(sb * c) { tokenTarget[j] += acts.dNorm[j] }
-    }
-    if o.kind == .conv {
-      tokenConvForward(
-        out: acts.dNorm, columns: acts.convColumns[i], inp: acts.ln0Out[i], weight: w + o.convW!,
-        bias: w + o.convB!, gridHeight: cfg.gridHeight, gridWidth: cfg.gridWidth, batch: b,
-        inChannels: c, outChannels: c, kernel: cfg.kernel)
-      for j in 0..<(sb * c) { tokenTarget[j] += acts.dNorm[j] }
+    for (j, placed) in mixers.enumerated() {
+      placed.mixer.forward(
+        self, block: i, offsets: placed.offsets, saved: acts.mixerSaved[i][j], scratch: acts.scratch(for: placed.mixer),
+        acts: acts, into: tokenTarget, dropHidden: dropHidden)
     }
     if !fused {
       xMid.update(from: xIn, count: sb * c)
@@ -107,30 +97,6 @@ extension MixerModel {
       xOut.update(from: xMid, count: sb * c)
       residualForward(x: xOut, branch: acts.branch, keep: keep, tokens: s, batch: b, channels: c)
     }
-  }
-
-  /// The token-mixing MLP of block i, added into `target` `[S, B·C]`: target += W2ᵀ·gelu(W1ᵀ·Y + b1) + b2.
-  func tokenMixingForward(
-    _ i: Int, _ o: BlockOffsets, acts: Activations, into target: UnsafeMutablePointer<Float>, dropHidden: Bool
-  ) {
-    let cfg = config
-    let w = parameters.pointer
-    let s = cfg.tokens, bc = acts.batch * cfg.hidden, ds = cfg.tokensMLP
-    gemm(
-      .transpose, .none, m: ds, n: bc, k: s, a: w + o.tokW1!, lda: ds, b: acts.ln0Out[i], ldb: bc,
-      beta: 0, c: acts.tokenPre[i], ldc: bc)
-    biasGELUForwardKeepingDerivative(
-      act: acts.tokenAct[i], pre: acts.tokenPre[i], bias: w + o.tokB1!, rows: ds, cols: bc,
-      axis: .rows, kind: cfg.gelu)
-    if dropHidden { multiply(acts.tokenAct[i], by: acts.tokenDropMask[i], count: ds * bc) }
-    for t in 0..<s {
-      let row = target + t * bc
-      let bias = w[o.tokB2! + t]
-      for j in 0..<bc { row[j] += bias }
-    }
-    gemm(
-      .transpose, .none, m: s, n: bc, k: ds, a: w + o.tokW2!, lda: s, b: acts.tokenAct[i], ldb: bc,
-      beta: 1, c: target, ldc: bc)
   }
 
   /// Draws the stochastic-depth keep masks and dropout masks of this step. Every draw is keyed by

@@ -33,8 +33,6 @@ public enum BlockKind: String, Codable, Sendable, CaseIterable {
     case .mixerAttention: return "MixerAttentionBlock_\(i)"
     }
   }
-  var usesMixer: Bool { self == .mixer || self == .mixerAttention }
-  var usesAttention: Bool { self == .attention || self == .mixerAttention }
 }
 
 /// What the network predicts; each task is one `Head` (Head.swift), registered here.
@@ -297,12 +295,9 @@ public struct MixerConfig: Codable, Equatable, Sendable {
     if case .list(let kinds) = blockPattern, kinds.count != blocks {
       throw ConfigError("the block list names \(kinds.count) blocks but the model has \(blocks): give one kind per block, or alternate:/every:")
     }
-    let kinds = blockKinds
-    if kinds.contains(where: \.usesAttention), heads <= 0 || hidden % heads != 0 {
-      throw ConfigError("attention needs the width \(hidden) to divide into \(heads) heads: pass --heads")
-    }
-    if kinds.contains(.conv), kernel <= 0 || kernel % 2 == 0 {
-      throw ConfigError("the conv kernel must be odd and positive, got \(kernel)")
+    var validated: Set<BlockKind> = []
+    for kind in blockKinds where validated.insert(kind).inserted {
+      for mixer in kind.tokenMixers { try mixer.validate(self) }
     }
     try stem.stem.validate(self)
     if !(layerNormEpsilon > 0) {
@@ -344,15 +339,12 @@ public struct MixerConfig: Codable, Equatable, Sendable {
   /// Forward multiply-adds ×2 (FLOPs) for one image, counting only the matrix products.
   public var forwardFLOPsPerImage: Double {
     let s = Double(tokens), c = Double(hidden)
-    let mixer = 2 * 2 * s * Double(tokensMLP) * c
-    let attention = 2 * s * c * 3 * c + 2 * 2 * s * s * c + 2 * s * c * c
-    let conv = 2 * s * Double(kernel * kernel) * c * c
     let channel = 2 * 2 * s * c * Double(channelsMLP)
     var body = 0.0
     for i in 0..<blocks {
-      let kind = kind(ofBlock: i)
-      body += channel + (kind.usesMixer ? mixer : 0) + (kind.usesAttention ? attention : 0)
-        + (kind == .conv ? conv : 0)
+      var block = channel
+      for mixer in kind(ofBlock: i).tokenMixers { block += mixer.forwardFLOPsPerImage(self) }
+      body += block
     }
     return stem.stem.forwardFLOPsPerImage(self) + body + head.forwardFLOPsPerImage(self)
   }

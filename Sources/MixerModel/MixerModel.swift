@@ -5,37 +5,29 @@
 
 import MixerKernels
 
-/// Offsets of one block's tensors in the flat buffer (nil where the block's kind has none).
+/// Offsets of one block's LayerNorms and channel MLP in the flat buffer; its token mixers keep
+/// their own (`MixerModel.blockMixers`).
 struct BlockOffsets {
-  let kind: BlockKind
   let ln0Scale, ln0Bias, ln1Scale, ln1Bias, chW1, chB1, chW2, chB2: Int
-  let tokW1, tokB1, tokW2, tokB2: Int?  // token-mixing MLP
-  let qkvW, qkvB, projW, projB: Int?  // self-attention
-  let convW, convB: Int?  // token-grid convolution
 
   init(_ table: ParameterTable, _ i: Int, _ kind: BlockKind) {
-    self.kind = kind
     let p = kind.scope(i) + "/"
-    func at(_ name: String) -> Int? { table[p + name]?.offset }
-    ln0Scale = at("LayerNorm_0/scale")!
-    ln0Bias = at("LayerNorm_0/bias")!
-    ln1Scale = at("LayerNorm_1/scale")!
-    ln1Bias = at("LayerNorm_1/bias")!
-    chW1 = at("channel_mixing/Dense_0/kernel")!
-    chB1 = at("channel_mixing/Dense_0/bias")!
-    chW2 = at("channel_mixing/Dense_1/kernel")!
-    chB2 = at("channel_mixing/Dense_1/bias")!
-    tokW1 = at("token_mixing/Dense_0/kernel")
-    tokB1 = at("token_mixing/Dense_0/bias")
-    tokW2 = at("token_mixing/Dense_1/kernel")
-    tokB2 = at("token_mixing/Dense_1/bias")
-    qkvW = at("MultiHeadDotProductAttention_0/qkv/kernel")
-    qkvB = at("MultiHeadDotProductAttention_0/qkv/bias")
-    projW = at("MultiHeadDotProductAttention_0/out/kernel")
-    projB = at("MultiHeadDotProductAttention_0/out/bias")
-    convW = at("Conv_0/kernel")
-    convB = at("Conv_0/bias")
+    func at(_ name: String) -> Int { table.offset(p + name) }
+    ln0Scale = at("LayerNorm_0/scale")
+    ln0Bias = at("LayerNorm_0/bias")
+    ln1Scale = at("LayerNorm_1/scale")
+    ln1Bias = at("LayerNorm_1/bias")
+    chW1 = at("channel_mixing/Dense_0/kernel")
+    chB1 = at("channel_mixing/Dense_0/bias")
+    chW2 = at("channel_mixing/Dense_1/kernel")
+    chB2 = at("channel_mixing/Dense_1/bias")
   }
+}
+
+/// A token mixer of one block with its parameter offsets.
+struct PlacedMixer {
+  let mixer: any TokenMixer
+  let offsets: [Int]
 }
 
 /// Training-time regularisers; `nil` in place of this means evaluation (both are identity).
@@ -69,6 +61,8 @@ public final class MixerModel {
   /// d(loss)/d(parameters), same layout; backward accumulates into it
   public let gradients: FlatBuffer
   let blockOffsets: [BlockOffsets]
+  /// each block's token mixers, in the order their branches are summed
+  let blockMixers: [[PlacedMixer]]
 
   /// A model with the official initialisation drawn from `seed`.
   public init(config: MixerConfig, seed: UInt64) throws {
@@ -79,6 +73,10 @@ public final class MixerModel {
     parameters = FlatBuffer(count: table.count)
     gradients = FlatBuffer(count: table.count)
     blockOffsets = (0..<config.blocks).map { BlockOffsets(table, $0, config.kind(ofBlock: $0)) }
+    blockMixers = (0..<config.blocks).map { i in
+      let kind = config.kind(ofBlock: i)
+      return kind.tokenMixers.map { PlacedMixer(mixer: $0, offsets: $0.offsets(table, scope: kind.scope(i))) }
+    }
     initialize(seed: seed)
   }
 

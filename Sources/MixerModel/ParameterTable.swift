@@ -36,31 +36,15 @@ public struct ParameterTable: Sendable {
 
   public init(config: MixerConfig) {
     var builder = ParameterTableBuilder()
-    let c = config.hidden, s = config.tokens
-    let ds = config.tokensMLP, dc = config.channelsMLP
+    let c = config.hidden
+    let dc = config.channelsMLP
     config.stem.stem.addParameters(config, to: &builder)
     for i in 0..<config.blocks {
       let kind = config.kind(ofBlock: i)
       let block = kind.scope(i)
       builder.add("\(block)/LayerNorm_0/scale", [c], .scale)
       builder.add("\(block)/LayerNorm_0/bias", [c], .bias)
-      if kind.usesMixer {
-        builder.add("\(block)/token_mixing/Dense_0/kernel", [s, ds], .kernel, fanIn: s)
-        builder.add("\(block)/token_mixing/Dense_0/bias", [ds], .bias)
-        builder.add("\(block)/token_mixing/Dense_1/kernel", [ds, s], .kernel, fanIn: ds)
-        builder.add("\(block)/token_mixing/Dense_1/bias", [s], .bias)
-      }
-      if kind.usesAttention {
-        builder.add("\(block)/MultiHeadDotProductAttention_0/qkv/kernel", [c, 3 * c], .kernel, fanIn: c)
-        builder.add("\(block)/MultiHeadDotProductAttention_0/qkv/bias", [3 * c], .bias)
-        builder.add("\(block)/MultiHeadDotProductAttention_0/out/kernel", [c, c], .kernel, fanIn: c)
-        builder.add("\(block)/MultiHeadDotProductAttention_0/out/bias", [c], .bias)
-      }
-      if kind == .conv {
-        let k = config.kernel
-        builder.add("\(block)/Conv_0/kernel", [k, k, c, c], .kernel, fanIn: k * k * c)  // HWIO
-        builder.add("\(block)/Conv_0/bias", [c], .bias)
-      }
+      for mixer in kind.tokenMixers { mixer.addParameters(config, scope: block, to: &builder) }
       builder.add("\(block)/LayerNorm_1/scale", [c], .scale)
       builder.add("\(block)/LayerNorm_1/bias", [c], .bias)
       builder.add("\(block)/channel_mixing/Dense_0/kernel", [c, dc], .kernel, fanIn: c)
