@@ -27,6 +27,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
     .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+    .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
   ],
   targets: [
     // System-library shims: a module map and a header, nothing else.
@@ -42,7 +43,10 @@ let package = Package(
     .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG", "CMixerZlib"], swiftSettings: optimize),
     .target(
       name: "MixerCheckpoint",
-      dependencies: ["MixerModel", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
+      dependencies: [
+        "MixerModel", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        .product(name: "Crypto", package: "swift-crypto"),
+      ],
       swiftSettings: optimize),
     .target(
       name: "MixerTrain",
