@@ -146,6 +146,55 @@ final class CheckpointTests: XCTestCase {
     XCTAssertThrowsError(try Trainer(config: c, comm: SingleProcessCommunicator(), resume: newest.path))
   }
 
+  /// Resuming from step 2 past a corrupt step 4 and saving step 3 with `keep`: the folder just
+  /// saved is always kept, the corrupt one of the abandoned future never is.
+  func testKeepPrunesCorruptAndAbandonedFolders() throws {
+    for (keep, expected) in [(1, [3]), (2, [3, 2])] {
+      let dir = try temporaryFolder(self)
+      var c = config(dir, steps: 4)
+      c.saveEvery = 2
+      _ = try train(c, ranks: 1)
+      let directory = URL(fileURLWithPath: c.checkpointDirectory!)
+      XCTAssertEqual(listCheckpoints(in: directory).map(\.step), [4, 2])
+      let params = directory.appendingPathComponent(checkpointName(step: 4)).appendingPathComponent("params.safetensors")
+      var bytes = try Data(contentsOf: params)
+      bytes[bytes.count - 10] ^= 0x04
+      try bytes.write(to: params)
+
+      var resumed = c
+      resumed.steps = 3
+      resumed.saveEvery = 0
+      resumed.keep = keep
+      XCTAssertEqual(try train(resumed, ranks: 1, resume: "auto")[0].startStep, 2)
+      let left = listCheckpoints(in: directory)
+      XCTAssertEqual(left.map(\.step), expected, "keep \(keep)")
+      for (_, url) in left { XCTAssertNoThrow(try verifyCheckpoint(url), "keep \(keep)") }
+    }
+  }
+
+  /// Saving over an existing `step-N` replaces it only once the new folder is complete: a save
+  /// that fails midway leaves the old checkpoint valid, and a good one leaves no stray folder.
+  func testSaveReplacesAnExistingStepOnlyWhenCommitted() throws {
+    let dir = try temporaryFolder(self)
+    let c = config(dir, steps: 2)
+    let trainer = try train(c, ranks: 1)[0]
+    let directory = URL(fileURLWithPath: c.checkpointDirectory!)
+    let folder = directory.appendingPathComponent(checkpointName(step: 2))
+    let cursor = try verifyCheckpoint(folder).cursor
+    let store = CheckpointStore(directory: directory, comm: SingleProcessCommunicator())
+    // an optimizer that does not cover the shard: the save throws after the old code's delete
+    let tooSmall = Optimizer(config: c.optimizer, table: trainer.model.table, range: 0..<1)
+    XCTAssertThrowsError(
+      try store.save(step: 2, model: trainer.model, optimizer: tooSmall, config: c, cursor: cursor, keep: 0))
+    XCTAssertEqual(listCheckpoints(in: directory).map(\.step), [2])
+    XCTAssertNoThrow(try verifyCheckpoint(folder))
+
+    try store.save(step: 2, model: trainer.model, optimizer: trainer.optimizer, config: c, cursor: cursor, keep: 0)
+    XCTAssertNoThrow(try verifyCheckpoint(folder))
+    let names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+    XCTAssertEqual(names, [checkpointName(step: 2)])
+  }
+
   func testCheckpointOfAnotherModelListsMismatchedTensors() throws {
     let dir = try temporaryFolder(self)
     let c = config(dir, steps: 2)
