@@ -66,13 +66,15 @@ let package = Package(
     .executableTarget(
       name: "mixer-comm-check", dependencies: ["MixerDistributed"], swiftSettings: optimize),
 
-    .testTarget(name: "MixerKernelsTests", dependencies: ["MixerKernels"]),
-    .testTarget(name: "MixerModelTests", dependencies: ["MixerModel", "MixerCheckpoint"]),
-    .testTarget(name: "MixerDataTests", dependencies: ["MixerData"]),
-    .testTarget(name: "MixerCheckpointTests", dependencies: ["MixerCheckpoint"]),
-    .testTarget(name: "MixerDistributedTests", dependencies: ["MixerDistributed"]),
-    .testTarget(name: "MixerTrainTests", dependencies: ["MixerTrain"]),
+    // Helpers every test target shares (temporary folders, float checks, PNG chunks, python3).
+    .target(name: "MixerTestSupport", dependencies: ["CMixerZlib"], path: "Tests/MixerTestSupport"),
+    .testTarget(name: "MixerKernelsTests", dependencies: ["MixerKernels", "MixerTestSupport"]),
+    .testTarget(name: "MixerModelTests", dependencies: ["MixerModel", "MixerCheckpoint", "MixerTestSupport"]),
+    .testTarget(name: "MixerDataTests", dependencies: ["MixerData", "MixerTestSupport"]),
+    .testTarget(name: "MixerCheckpointTests", dependencies: ["MixerCheckpoint", "MixerTestSupport"]),
+    .testTarget(name: "MixerDistributedTests", dependencies: ["MixerDistributed", "MixerTestSupport"]),
+    .testTarget(name: "MixerTrainTests", dependencies: ["MixerTrain", "MixerTestSupport"]),
     // End-to-end: runs the mixer-dist binary (alone and under real mpirun) as a user would.
-    .testTarget(name: "MixerDistCLITests", dependencies: ["MixerCheckpoint"]),
+    .testTarget(name: "MixerDistCLITests", dependencies: ["MixerCheckpoint", "MixerTestSupport"]),
   ]
 )

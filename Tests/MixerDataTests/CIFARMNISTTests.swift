@@ -1,6 +1,7 @@
 // Tests of the CIFAR binary and MNIST IDX readers (files written here in the exact formats, with
 // few records), and of `makeDataset`'s spec parsing and kind inference.
 
+import MixerTestSupport
 import XCTest
 
 @testable import MixerData

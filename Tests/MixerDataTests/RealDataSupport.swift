@@ -6,15 +6,6 @@ import XCTest
 
 @testable import MixerData
 
-/// A temporary directory removed when the test case ends.
-func makeTemporaryDirectory(_ test: XCTestCase, _ name: String = "data") throws -> URL {
-  let url = FileManager.default.temporaryDirectory
-    .appendingPathComponent("mixer-data-test-\(name)-\(getpid())-\(UUID().uuidString.prefix(8))")
-  try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-  test.addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-  return url
-}
-
 /// Writes bytes to `folder/relative`, creating folders on the way.
 @discardableResult
 func writeFile(_ folder: URL, _ relative: String, _ bytes: [UInt8]) throws -> URL {

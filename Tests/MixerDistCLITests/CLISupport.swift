@@ -2,6 +2,7 @@
 // with a deadline, and capturing its output.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 /// The package root (this file is Tests/MixerDistCLITests/CLISupport.swift).
@@ -85,23 +86,6 @@ func mpirunMixerDist(ranks: Int, _ arguments: [String], timeout: Double = 180) t
   return try run(
     mpirun, ["-n", "\(ranks)", "--oversubscribe", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS=1", try mixerDistBinary()] + arguments,
     environment: ["OPENBLAS_NUM_THREADS": "1"], timeout: timeout)
-}
-
-/// The full path of a program on the PATH.
-func which(_ name: String) -> String? {
-  for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
-    let path = "\(dir)/\(name)"
-    if FileManager.default.isExecutableFile(atPath: path) { return path }
-  }
-  return nil
-}
-
-/// A fresh temporary folder, removed after the test.
-func temporaryFolder(_ test: XCTestCase) throws -> URL {
-  let url = FileManager.default.temporaryDirectory.appendingPathComponent("mixer-dist-cli-\(UUID().uuidString)")
-  try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-  test.addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-  return url
 }
 
 /// The flags of a one-block model small enough to train in a fraction of a second.

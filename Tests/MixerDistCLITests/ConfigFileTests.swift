@@ -1,11 +1,12 @@
 // `--config FILE.yaml`: keys are flag names, the command line overrides the file, and the
 // effective settings land in the run folder's config.json.
 
+import MixerTestSupport
 import XCTest
 
 final class ConfigFileTests: XCTestCase {
   func testFileSetsFlagsAndCommandLineOverrides() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let yaml = dir.appendingPathComponent("run.yaml")
     try """
       # a small run
@@ -36,7 +37,7 @@ final class ConfigFileTests: XCTestCase {
   }
 
   func testBadConfigFiles() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let missing = try mixerDist(["train", "--config", dir.appendingPathComponent("none.yaml").path])
     XCTAssertNotEqual(missing.status, 0)
     XCTAssertTrue(missing.stderr.contains("cannot read config file"), missing.stderr)

@@ -2,6 +2,7 @@
 // and dropout on), resharding between world sizes, corruption detection and fallback, refusing a
 // checkpoint of another model, and malformed manifests.
 
+import MixerTestSupport
 import XCTest
 import MixerCheckpoint
 import MixerDistributed
@@ -36,7 +37,7 @@ final class CheckpointTests: XCTestCase {
 
   func testResumeIsBitIdentical() throws {
     for (ranks, zero, hybrid) in [(1, 0, false), (2, 0, false), (2, 1, false), (1, 0, true)] {
-      let straightDir = try temporaryFolder(self)
+      let straightDir = try makeTemporaryDirectory(self)
       var straight = config(straightDir, steps: 12)
       if hybrid {
         straight.model.blocks = 3
@@ -47,7 +48,7 @@ final class CheckpointTests: XCTestCase {
       straight.checkpointDirectory = nil
       let reference = try train(straight, ranks: ranks)[0].model.parameters.array()
 
-      let dir = try temporaryFolder(self)
+      let dir = try makeTemporaryDirectory(self)
       var first = config(dir, steps: 12)
       first.model = straight.model
       first.zeroStage = zero
@@ -74,7 +75,7 @@ final class CheckpointTests: XCTestCase {
   /// Save with 4 ranks under ZeRO-1, resume with 2 and with 1 (and 1 → 4): the moments are
   /// the same numbers re-sliced, and training goes on.
   func testReshardingReslicesTheMoments() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     var c = config(dir, steps: 4)
     c.zeroStage = 1
     let savers = try train(c, ranks: 4)
@@ -103,7 +104,7 @@ final class CheckpointTests: XCTestCase {
     XCTAssertEqual(continued[0].startStep, 4)
     XCTAssertEqual(listCheckpoints(in: URL(fileURLWithPath: c.checkpointDirectory!)).first?.step, 8)
     // and back: 1 rank saves, 4 ranks resume under ZeRO-1
-    let dir1 = try temporaryFolder(self)
+    let dir1 = try makeTemporaryDirectory(self)
     let single = config(dir1, steps: 4)
     let saver = try train(single, ranks: 1)[0]
     var four = single
@@ -115,7 +116,7 @@ final class CheckpointTests: XCTestCase {
   }
 
   func testCorruptionIsDetectedAndAutoFallsBack() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     var c = config(dir, steps: 6)
     c.saveEvery = 3
     _ = try train(c, ranks: 1)
@@ -150,7 +151,7 @@ final class CheckpointTests: XCTestCase {
   /// saved is always kept, the corrupt one of the abandoned future never is.
   func testKeepPrunesCorruptAndAbandonedFolders() throws {
     for (keep, expected) in [(1, [3]), (2, [3, 2])] {
-      let dir = try temporaryFolder(self)
+      let dir = try makeTemporaryDirectory(self)
       var c = config(dir, steps: 4)
       c.saveEvery = 2
       _ = try train(c, ranks: 1)
@@ -175,7 +176,7 @@ final class CheckpointTests: XCTestCase {
   /// Saving over an existing `step-N` replaces it only once the new folder is complete: a save
   /// that fails midway leaves the old checkpoint valid, and a good one leaves no stray folder.
   func testSaveReplacesAnExistingStepOnlyWhenCommitted() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let c = config(dir, steps: 2)
     let trainer = try train(c, ranks: 1)[0]
     let directory = URL(fileURLWithPath: c.checkpointDirectory!)
@@ -196,7 +197,7 @@ final class CheckpointTests: XCTestCase {
   }
 
   func testCheckpointOfAnotherModelListsMismatchedTensors() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let c = config(dir, steps: 2)
     _ = try train(c, ranks: 1)
     var other = c
@@ -209,7 +210,7 @@ final class CheckpointTests: XCTestCase {
   }
 
   func testMalformedManifestsAreErrors() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let c = config(dir, steps: 2)
     _ = try train(c, ranks: 1)
     let folder = listCheckpoints(in: URL(fileURLWithPath: c.checkpointDirectory!))[0].url

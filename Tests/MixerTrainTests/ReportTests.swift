@@ -3,13 +3,14 @@
 // the line.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 @testable import MixerTrain
 
 final class ReportTests: XCTestCase {
   /// A run folder with `metrics` as metrics.jsonl and `config` (if any) as config.json.
   func makeRun(metrics: String?, config: String? = ReportTests.defaultConfig) throws -> URL {
-    let folder = try temporaryFolder(self).appendingPathComponent("run-1")
+    let folder = try makeTemporaryDirectory(self).appendingPathComponent("run-1")
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     if let metrics {
       try Data(metrics.utf8).write(to: folder.appendingPathComponent("metrics.jsonl"))
