@@ -1,6 +1,6 @@
 // InteropTests.swift: files written here are read by NumPy and the safetensors Python package,
-// and files they write are read here, with bit-exact values. Skipped only when python3 with
-// numpy and safetensors is not installed (`pip install numpy safetensors`).
+// and files they write are read here, with bit-exact values. Fails when python3 cannot import
+// numpy and safetensors (launch/test installs them).
 
 import Foundation
 import MixerTestSupport
@@ -41,9 +41,7 @@ final class InteropTests: XCTestCase {
   ]
 
   func testPythonReadsOurFilesAndWeReadPythons() throws {
-    guard let probe = try? runPython(["-c", "import numpy, safetensors"]), probe.status == 0 else {
-      throw XCTSkip("python3 with numpy and safetensors is not available")
-    }
+    try requirePython(["numpy", "safetensors"])
     let directory = try makeTemporaryDirectory(self)
     try SafeTensors.write(
       tensors, metadata: ["step": "42", "format": "mixer-dist/1"],

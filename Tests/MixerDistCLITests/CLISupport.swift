@@ -23,7 +23,7 @@ func mixerDistBinary() throws -> String {
     if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
     dir = dir.deletingLastPathComponent()
   }
-  throw XCTSkip("mixer-dist binary not found: run through launch/test or set MIXER_DIST_BIN")
+  throw MissingTestDependency("mixer-dist binary not found: run through launch/test or set MIXER_DIST_BIN")
 }
 
 struct RunResult {
@@ -82,7 +82,7 @@ func mixerDist(_ arguments: [String], timeout: Double = 120) throws -> RunResult
 
 /// Runs `mpirun -n ranks --oversubscribe mixer-dist arguments` with one OpenBLAS thread per rank.
 func mpirunMixerDist(ranks: Int, _ arguments: [String], timeout: Double = 180) throws -> RunResult {
-  guard let mpirun = which("mpirun") else { throw XCTSkip("mpirun is not on the PATH") }
+  guard let mpirun = which("mpirun") else { throw MissingTestDependency("mpirun is not on the PATH (launch/setup --deps)") }
   return try run(
     mpirun, ["-n", "\(ranks)", "--oversubscribe", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS=1", try mixerDistBinary()] + arguments,
     environment: ["OPENBLAS_NUM_THREADS": "1"], timeout: timeout)

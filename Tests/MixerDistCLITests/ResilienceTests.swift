@@ -34,7 +34,7 @@ final class ResilienceTests: XCTestCase {
   }
 
   func testKilledRankIsRestartedFromCheckpointBitIdentically() throws {
-    guard let mpirun = which("mpirun") else { throw XCTSkip("mpirun is not on the PATH") }
+    guard let mpirun = which("mpirun") else { throw MissingTestDependency("mpirun is not on the PATH (launch/setup --deps)") }
     let binary = try mixerDistBinary()
     let dir = try makeTemporaryDirectory(self)
     let steps = 240

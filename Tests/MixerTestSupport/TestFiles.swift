@@ -68,7 +68,7 @@ public func requirePython(_ modules: [String]) throws {
   guard let probe, probe.status == 0 else {
     throw MissingTestDependency(
       "python3 cannot import \(modules.joined(separator: ", ")) (launch/test installs them): "
-        + String((probe?.errors ?? "python3 did not run").suffix(300)))
+        + (probe?.errors.split(separator: "\n").last.map(String.init) ?? "python3 did not run"))
   }
 }
 

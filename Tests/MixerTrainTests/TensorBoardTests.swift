@@ -124,10 +124,7 @@ final class TensorBoardTests: XCTestCase {
   /// TensorBoard's own reader (it checks both CRCs of every record) finds every scalar.
   func testTensorBoardEventAccumulatorReadsTheFile() throws {
     let module = "tensorboard.backend.event_processing.event_accumulator"
-    let probe = try runPython(["-c", "import \(module)"])
-    guard probe.status == 0 else {
-      throw XCTSkip("python3 cannot import tensorboard: \(probe.errors.suffix(300))")
-    }
+    try requirePython([module])
     let folder = try makeTemporaryDirectory(self)
     let writer = try TensorBoardWriter(directory: folder.path)
     let losses = [2.30, 1.90, 1.41, 1.12]
