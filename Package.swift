@@ -27,6 +27,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
     .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+    .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
   ],
   targets: [
     // System-library shims: a module map and a header, nothing else.
@@ -42,7 +43,10 @@ let package = Package(
     .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG", "CMixerZlib"], swiftSettings: optimize),
     .target(
       name: "MixerCheckpoint",
-      dependencies: ["MixerModel", "MixerDistributed", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
+      dependencies: [
+        "MixerModel", "MixerDistributed", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        .product(name: "Crypto", package: "swift-crypto"),
+      ],
       swiftSettings: optimize),
     // run telemetry: console, metrics.jsonl, TensorBoard event files, the HTML report
     .target(
@@ -67,14 +71,16 @@ let package = Package(
     .executableTarget(
       name: "mixer-comm-check", dependencies: ["MixerDistributed"], swiftSettings: optimize),
 
-    .testTarget(name: "MixerKernelsTests", dependencies: ["MixerKernels"]),
-    .testTarget(name: "MixerModelTests", dependencies: ["MixerModel"]),
-    .testTarget(name: "MixerDataTests", dependencies: ["MixerData"]),
-    .testTarget(name: "MixerCheckpointTests", dependencies: ["MixerCheckpoint"]),
-    .testTarget(name: "MixerDistributedTests", dependencies: ["MixerDistributed"]),
-    .testTarget(name: "MixerTrainTests", dependencies: ["MixerTrain"]),
-    .testTarget(name: "MixerTelemetryTests", dependencies: ["MixerTelemetry"]),
+    // Helpers every test target shares (temporary folders, float checks, PNG chunks, python3).
+    .target(name: "MixerTestSupport", dependencies: ["CMixerZlib"], path: "Tests/MixerTestSupport"),
+    .testTarget(name: "MixerKernelsTests", dependencies: ["MixerKernels", "MixerTestSupport"]),
+    .testTarget(name: "MixerModelTests", dependencies: ["MixerModel", "MixerTestSupport"]),
+    .testTarget(name: "MixerDataTests", dependencies: ["MixerData", "MixerTestSupport"]),
+    .testTarget(name: "MixerCheckpointTests", dependencies: ["MixerCheckpoint", "MixerTestSupport"]),
+    .testTarget(name: "MixerDistributedTests", dependencies: ["MixerDistributed", "MixerTestSupport"]),
+    .testTarget(name: "MixerTrainTests", dependencies: ["MixerTrain", "MixerTestSupport"]),
+    .testTarget(name: "MixerTelemetryTests", dependencies: ["MixerTelemetry", "MixerTestSupport"]),
     // End-to-end: runs the mixer-dist binary (alone and under real mpirun) as a user would.
-    .testTarget(name: "MixerDistCLITests", dependencies: ["MixerCheckpoint"]),
+    .testTarget(name: "MixerDistCLITests", dependencies: ["MixerCheckpoint", "MixerTestSupport"]),
   ]
 )

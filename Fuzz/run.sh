@@ -11,7 +11,9 @@
 # `swiftc -parse-as-library -sanitize=fuzzer,address -O` (-O keeps Swift's overflow and bounds
 # traps; only -Ounchecked removes them) and linked against that library and zlib.
 # ZIPFoundation comes from $ZIPFOUNDATION_DIR, else an existing .build*/checkouts/ZIPFoundation,
-# else a shallow clone of the pinned tag 0.9.20.
+# else a shallow clone of the pinned tag 0.9.20. swift-crypto (MixerCheckpoint's SHA-256) is built
+# by SwiftPM (`swift build -c release --product Crypto`, not instrumented: it parses nothing of
+# ours); its two Swift modules and one static library of its objects go to .build-fuzz/crypto.
 # The manifest target (Fuzz/FuzzManifest.swift) imports MixerTrain: MixerTrain and every module
 # under it (swift-log's Logging from a checkout like ZIPFoundation, else a clone of 1.16.2) are
 # built as static libraries in .build-fuzz/modules, MixerTrain and MixerModel instrumented for
@@ -71,6 +73,22 @@ if [ ! -f "$zip_out/libZIPFoundation.a" ]; then
     -emit-module-path "$zip_out/ZIPFoundation.swiftmodule" -o "$zip_out/libZIPFoundation.a" \
     "$zip_dir"/Sources/ZIPFoundation/*.swift > "$zip_out/build.log" 2>&1 \
     || { cat "$zip_out/build.log"; exit 1; }
+fi
+
+# swift-crypto for every target that compiles MixerCheckpoint (all but labelpng), built once.
+crypto=$work/crypto
+crypto_links=()
+for target in "${targets[@]}"; do
+  [ "$target" = labelpng ] || crypto_links=(-L "$crypto" -lCrypto)
+done
+if [ ${#crypto_links[@]} -gt 0 ] && [ ! -f "$crypto/libCrypto.a" ]; then
+  echo "== building swift-crypto (SwiftPM, release)"
+  mkdir -p "$crypto"
+  (cd "$root" && swift build -c release --product Crypto) > "$crypto/build.log" 2>&1 || { cat "$crypto/build.log"; exit 1; }
+  crypto_bin=$(cd "$root" && swift build -c release --show-bin-path)
+  cp -R "$crypto_bin"/Modules/Crypto.swiftmodule "$crypto_bin"/Modules/CryptoBoringWrapper.swiftmodule "$crypto/"
+  find "$crypto_bin"/{Crypto,CryptoBoringWrapper,CCryptoBoringSSL,CCryptoBoringSSLShims,CXKCP,CXKCPShims}.build \
+    -name '*.o' -print0 | xargs -0 ar rcs "$crypto/libCrypto.a"
 fi
 
 # Seeds (make_seeds.py says so when numpy is missing and it writes only the labelpng seeds).
@@ -141,7 +159,7 @@ if [ ${#needed[@]} -gt 0 ]; then
     [ "$name" = Logging ] && package=swift_log
     mapfile -t files < <(find "$(module_dir "$name")" -name '*.swift' | sort)
     swiftc -emit-library -static -emit-module -parse-as-library -module-name "$name" -package-name "$package" \
-      -O -g -sanitize="$sanitize" -I "$modules" -I "$zip_out" -I "$czlib" "${c_flags[@]}" \
+      -O -g -sanitize="$sanitize" -I "$modules" -I "$zip_out" -I "$czlib" -I "$crypto" "${c_flags[@]}" \
       -emit-module-path "$modules/$name.swiftmodule" -o "$modules/lib$name.a" "${files[@]}" \
       > "$modules/build-$name.log" 2>&1 || { grep -v 'Cannot export local symbol' "$modules/build-$name.log"; exit 1; }
     mv "$stamp.new" "$stamp"
@@ -163,7 +181,7 @@ for target in "${targets[@]}"; do
     links=()
   fi
   swiftc -parse-as-library -module-name "${entry[$target]}" -O -g -sanitize=fuzzer,address \
-    -I "$zip_out" -I "$czlib" "${links[@]}" -L "$zip_out" -lZIPFoundation -lz \
+    -I "$zip_out" -I "$czlib" -I "$crypto" "${links[@]}" -L "$zip_out" -lZIPFoundation "${crypto_links[@]}" -lz \
     "$root/Fuzz/${entry[$target]}.swift" "${sources[@]}" -o "$binary" \
     > "$work/build-$target.log" 2>&1 || { grep -v 'Cannot export local symbol' "$work/build-$target.log"; exit 1; }
   if [ "$target" = manifest ]; then

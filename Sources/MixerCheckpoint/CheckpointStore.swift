@@ -6,6 +6,9 @@
 // rank 0 collects their checksums, writes the manifest, renames the folder to `step-N` and fsyncs
 // the parent. A process killed in the middle leaves a `.partial-*` folder that is never loaded (and
 // is removed by the next save); only folders with a manifest whose checksums hold are resumed.
+// Saving a step that already has a folder moves the old one aside to `.replaced-step-N` only once
+// the new one is complete, renames the new one in, then deletes the old (a crash in between leaves
+// the old one aside, and the next save puts it back when no `step-N` took its place).
 // Resume re-slices the flat moment ranges, so a checkpoint saved by N ranks loads on any M.
 // The directory must be visible to every rank (a shared filesystem on several nodes).
 
@@ -218,7 +221,7 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   }
 
   /// Every rank calls this after step `step` (the number of steps done); returns the committed
-  /// folder (on every rank). `keep` > 0 deletes all but the newest `keep` after the commit.
+  /// folder (on every rank). `keep` > 0 prunes after the commit (see `prune`).
   /// `beforeCommit` runs on every rank once its files are written, before the commit barrier.
   @discardableResult
   public func save(
@@ -227,13 +230,23 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   ) throws -> URL {
     let final = directory.appendingPathComponent(checkpointName(step: step))
     let partial = directory.appendingPathComponent("." + "partial-" + checkpointName(step: step))
+    let replaced = directory.appendingPathComponent("." + "replaced-" + checkpointName(step: step))
     let fileManager = FileManager.default
     if comm.rank == 0 {
       try fileManager.createDirectory(at: directory, withIntermediateDirectories: true)
-      for name in (try? fileManager.contentsOfDirectory(atPath: directory.path)) ?? [] where name.hasPrefix(".partial-") {
-        try? fileManager.removeItem(at: directory.appendingPathComponent(name))
+      for name in (try? fileManager.contentsOfDirectory(atPath: directory.path)) ?? [] {
+        let url = directory.appendingPathComponent(name)
+        if name.hasPrefix(".partial-") { try? fileManager.removeItem(at: url) }
+        if name.hasPrefix(".replaced-") {
+          // a save died between moving the old folder aside and renaming the new one in
+          let original = directory.appendingPathComponent(String(name.dropFirst(".replaced-".count)))
+          if fileManager.fileExists(atPath: original.path) {
+            try? fileManager.removeItem(at: url)
+          } else {
+            try renameFolder(url, to: original)
+          }
+        }
       }
-      if fileManager.fileExists(atPath: final.path) { try fileManager.removeItem(at: final) }
       try fileManager.createDirectory(at: partial, withIntermediateDirectories: true)
     }
     try comm.barrier()
@@ -289,16 +302,43 @@ public struct CheckpointStore<Config: CheckpointConfig> {
       encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
       try AtomicFile.write(try encoder.encode(manifest), to: partial.appendingPathComponent("manifest.json"))
       try AtomicFile.syncDirectory(at: partial)
-      guard rename(partial.path, final.path) == 0 else {
-        throw CheckpointError("cannot rename \(partial.path) to \(final.path): \(String(cString: strerror(errno)))")
+      let replacing = fileManager.fileExists(atPath: final.path)
+      if replacing { try renameFolder(final, to: replaced) }
+      do {
+        try renameFolder(partial, to: final)
+      } catch {
+        if replacing { try? renameFolder(replaced, to: final) }
+        throw error
       }
       try AtomicFile.syncDirectory(at: directory)
-      if keep > 0 {
-        for (_, old) in listCheckpoints(in: directory).dropFirst(keep) { try? fileManager.removeItem(at: old) }
-      }
+      if replacing { try? fileManager.removeItem(at: replaced) }
+      if keep > 0 { prune(keep: keep, saved: step) }
     }
     try comm.barrier()
     return final
+  }
+
+  /// Removes the checkpoint folders that `keep` does not keep. The folder of step `saved` (just
+  /// committed) is always kept and counts as one; a folder of a later step belongs to an abandoned
+  /// future (the run resumed from an older checkpoint) and is removed; of the older ones the newest
+  /// `keep - 1` that verify are kept, and corrupt ones never count.
+  private func prune(keep: Int, saved: Int) {
+    var kept = 1
+    for (step, url) in listCheckpoints(in: directory) where step != saved {
+      if step < saved && kept < keep && (try? verifyCheckpoint(url)) != nil {
+        kept += 1
+      } else {
+        try? FileManager.default.removeItem(at: url)
+      }
+    }
+  }
+
+  /// rename(2) of a folder, as a thrown one-line error.
+  private func renameFolder(_ source: URL, to destination: URL) throws {
+    guard rename(source.path, destination.path) == 0 else {
+      throw CheckpointError(
+        "cannot rename \(source.path) to \(destination.path): \(String(cString: strerror(errno)))")
+    }
   }
 
   /// Loads parameters and this rank's moment range from a verified checkpoint; returns its

@@ -13,7 +13,8 @@
 // how small the image may get, and the decoder picks the smallest factor that keeps at least that
 // scale. It is much cheaper than decoding at full size and averages pixels rather than skipping them.
 //
-// The encoders exist for the tests and the loader benchmark, which write their own files.
+// Every PNG the project writes goes through `encodePNG` (dataset grids, predicted masks); the JPEG
+// encoder exists for the tests and the loader benchmark, which write their own files.
 
 import CPNG
 import CTurboJPEG
@@ -239,7 +240,7 @@ private func pngMessage(_ image: inout png_image) -> String {
   }
 }
 
-// MARK: - Encoders (tests and the loader benchmark write their own images)
+// MARK: - Encoders (PNG for every file the project writes; both for test and benchmark images)
 
 /// Encodes 8-bit pixels (`channels` 1 = gray, 3 = RGB, 4 = CMYK, row-major) as a baseline JPEG
 /// (CMYK is stored as YCCK, as Adobe applications write it).

@@ -196,58 +196,26 @@ private func parseLabelPNGHeader(_ data: UnsafeRawBufferPointer) throws -> Label
   return header
 }
 
-/// Inflates the zlib stream of the IDAT chunks, which must hold exactly `count` bytes. The
-/// output buffer grows as data arrives (up to `count` + 1, to notice excess data).
+/// Inflates the zlib stream of the IDAT chunks, which must hold exactly `count` bytes.
 private func inflateImageData(_ compressed: [UInt8], count: Int) throws -> [UInt8] {
-  guard compressed.count <= Int(UInt32.max) else {
+  let truncated = { (produced: Int) in
+    ImageDecodeError("truncated PNG: the image data ends after \(produced) of \(count) bytes")
+  }
+  let output: [UInt8]
+  do {
+    output = try inflateStream(compressed, format: .zlib, limit: count)
+  } catch InflateError.inputTooLarge {
     throw ImageDecodeError("unsupported PNG: over 4 GiB of compressed image data")
-  }
-  var stream = z_stream()
-  // inflateInit2 is a C macro; this is its expansion. windowBits 15: a zlib stream (no gzip).
-  guard inflateInit2_(&stream, 15, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK
-  else {
+  } catch InflateError.cannotStart {
     throw ImageDecodeError("zlib could not start inflating")
+  } catch InflateError.corrupt(let message, _) {
+    throw ImageDecodeError("corrupt PNG image data (\(message))")
+  } catch InflateError.truncated(let produced, _) {
+    throw truncated(produced)
+  } catch {
+    throw ImageDecodeError("corrupt PNG: the image data holds more than the \(count) bytes of its rows")
   }
-  defer { inflateEnd(&stream) }
-  let limit = count + 1
-  var output = [UInt8](repeating: 0, count: min(limit, max(1 << 16, 4 * compressed.count)))
-  var produced = 0
-  try compressed.withUnsafeBufferPointer { source in
-    stream.next_in = UnsafeMutablePointer(mutating: source.baseAddress)
-    stream.avail_in = uInt(source.count)
-    while true {
-      let status = output.withUnsafeMutableBufferPointer { target -> Int32 in
-        stream.next_out = target.baseAddress! + produced
-        stream.avail_out = uInt(target.count - produced)
-        let status = inflate(&stream, Z_NO_FLUSH)
-        produced = target.count - Int(stream.avail_out)
-        return status
-      }
-      if status == Z_STREAM_END { break }
-      guard status == Z_OK || status == Z_BUF_ERROR else {
-        let message = stream.msg.map { String(cString: $0) } ?? "zlib status \(status)"
-        throw ImageDecodeError("corrupt PNG image data (\(message))")
-      }
-      if produced == output.count {
-        guard output.count < limit else {
-          throw ImageDecodeError(
-            "corrupt PNG: the image data holds more than the \(count) bytes of its rows")
-        }
-        output.append(contentsOf: repeatElement(0, count: min(output.count, limit - output.count)))
-      } else if status == Z_BUF_ERROR || stream.avail_in == 0 {
-        // Room to write but nothing left to read: the stream stops before its end.
-        throw ImageDecodeError(
-          "truncated PNG: the image data ends after \(produced) of \(count) bytes")
-      }
-    }
-  }
-  guard produced == count else {
-    throw ImageDecodeError(
-      produced < count
-        ? "truncated PNG: the image data ends after \(produced) of \(count) bytes"
-        : "corrupt PNG: the image data holds more than the \(count) bytes of its rows")
-  }
-  output.removeLast(output.count - count)
+  guard output.count == count else { throw truncated(output.count) }
   return output
 }
 

@@ -10,14 +10,9 @@
 // become RGB (three equal channels) and go through the common preprocessing; training flips are off
 // by default for MNIST digits (a mirrored 2 is not a 2) and on for Fashion-MNIST.
 //
-// gzip needs zlib through the `CMixerZlib` system-library target; without it, a `.gz` file gets an error
-// asking to decompress it.
+// Gzipped files (`.gz`, as the datasets are distributed) are inflated in memory (Inflate.swift).
 
 import Foundation
-
-#if canImport(CMixerZlib)
-  import CMixerZlib
-#endif
 
 /// MNIST or Fashion-MNIST from IDX files, preprocessed to a fixed size.
 public struct MNIST: InMemoryImageDataset {
@@ -163,50 +158,23 @@ func readIDX(_ path: String) throws -> [UInt8] {
     throw DataError.invalidConfiguration("cannot read \(path): \(error)")
   }
   guard bytes.count >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B else { return bytes }
-  #if canImport(CMixerZlib)
-    do { return try gunzip(bytes) } catch {
-      throw DataError.invalidConfiguration("\(path): \(error)")
-    }
-  #else
-    throw DataError.invalidConfiguration(
-      "\(path) is gzip-compressed and this build has no zlib: decompress it (gunzip \(path))")
-  #endif
+  do { return try gunzip(bytes) } catch {
+    throw DataError.invalidConfiguration("\(path): \(error)")
+  }
 }
 
-#if canImport(CMixerZlib)
-  /// Decompresses a gzip (or zlib) stream, all members.
-  func gunzip(_ input: [UInt8]) throws -> [UInt8] {
-    var stream = z_stream()
-    guard czlib_inflate_init_auto(&stream) == Z_OK else {
-      throw ImageDecodeError("zlib could not start inflating")
-    }
-    defer { inflateEnd(&stream) }
-    var output = [UInt8](repeating: 0, count: max(1 << 16, input.count * 4))
-    var produced = 0
-    return try input.withUnsafeBufferPointer { source in
-      stream.next_in = UnsafeMutablePointer(mutating: source.baseAddress)
-      stream.avail_in = uInt(source.count)
-      while true {
-        if produced == output.count { output += [UInt8](repeating: 0, count: output.count) }
-        let status = output.withUnsafeMutableBufferPointer { target -> Int32 in
-          stream.next_out = target.baseAddress! + produced
-          stream.avail_out = uInt(target.count - produced)
-          let status = inflate(&stream, Z_NO_FLUSH)
-          produced = target.count - Int(stream.avail_out)
-          return status
-        }
-        if status == Z_STREAM_END {
-          // Another gzip member follows (concatenated files): continue with it.
-          if stream.avail_in > 0 && inflateReset(&stream) == Z_OK { continue }
-          return Array(output.prefix(produced))
-        }
-        guard status == Z_OK || (status == Z_BUF_ERROR && produced == output.count) else {
-          let message = stream.msg.map { String(cString: $0) } ?? "status \(status)"
-          throw ImageDecodeError(
-            stream.avail_in == 0
-              ? "truncated gzip data (\(message))" : "corrupt gzip data (\(message))")
-        }
-      }
-    }
+/// Decompresses a gzip (or zlib) stream, all members.
+func gunzip(_ input: [UInt8]) throws -> [UInt8] {
+  do {
+    return try inflateStream(input, format: .gzipOrZlib)
+  } catch InflateError.inputTooLarge {
+    throw ImageDecodeError("over 4 GiB of gzip data: decompress it first (gunzip)")
+  } catch InflateError.cannotStart {
+    throw ImageDecodeError("zlib could not start inflating")
+  } catch InflateError.corrupt(let message, let inputUsedUp) {
+    throw ImageDecodeError(
+      inputUsedUp ? "truncated gzip data (\(message))" : "corrupt gzip data (\(message))")
+  } catch InflateError.truncated(_, let message) {
+    throw ImageDecodeError("truncated gzip data (\(message))")
   }
-#endif
+}

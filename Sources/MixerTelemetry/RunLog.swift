@@ -18,16 +18,35 @@ public struct MetricRecord {
     self.values = values
   }
 
-  /// `{"kind":"train","step":10,"loss":2.3,...}` with keys in the given order.
+  /// `{"kind":"train","step":10,"loss":2.3,...}` with keys in the given order, on one line
+  /// (keys are escaped: per-class keys come from folder names).
   public var json: String {
-    var parts = ["\"kind\":\"\(kind)\"", "\"step\":\(step)"]
-    if let run { parts.insert("\"run\":\"\(run)\"", at: 1) }
+    var parts = ["\"kind\":\(jsonString(kind))", "\"step\":\(step)"]
+    if let run { parts.insert("\"run\":\(jsonString(run))", at: 1) }
     for (key, value) in values {
       let text = value.isFinite ? "\(value)" : "null"
-      parts.append("\"\(key)\":\(text)")
+      parts.append("\(jsonString(key)):\(text)")
     }
     return "{" + parts.joined(separator: ",") + "}"
   }
+}
+
+/// `text` as a JSON string literal (RFC 8259, section 7): quotes, backslashes and control
+/// characters escaped, everything else as is.
+func jsonString(_ text: String) -> String {
+  var literal = "\""
+  for scalar in text.unicodeScalars {
+    switch scalar {
+    case "\"": literal += "\\\""
+    case "\\": literal += "\\\\"
+    case "\n": literal += "\\n"
+    case "\r": literal += "\\r"
+    case "\t": literal += "\\t"
+    case _ where scalar.value < 0x20: literal += String(format: "\\u%04x", scalar.value)
+    default: literal.unicodeScalars.append(scalar)
+    }
+  }
+  return literal + "\""
 }
 
 /// The run's log: metrics file and console output, active on rank 0 only.

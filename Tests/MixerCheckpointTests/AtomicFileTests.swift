@@ -2,6 +2,7 @@
 // files behind, and leave the old file untouched when the writer fails.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 @testable import MixerCheckpoint

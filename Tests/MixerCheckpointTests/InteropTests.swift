@@ -1,25 +1,12 @@
 // InteropTests.swift: files written here are read by NumPy and the safetensors Python package,
-// and files they write are read here, with bit-exact values. Skipped only when python3 with
-// numpy and safetensors is not installed (`pip install numpy safetensors`).
+// and files they write are read here, with bit-exact values. Fails when python3 cannot import
+// numpy and safetensors (launch/test installs them).
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 @testable import MixerCheckpoint
-
-/// Runs `python3 -c script arguments...`; returns the exit status and the combined output.
-func runPython(_ script: String, _ arguments: [String] = []) throws -> (status: Int32, output: String) {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  process.arguments = ["python3", "-c", script] + arguments
-  let pipe = Pipe()
-  process.standardOutput = pipe
-  process.standardError = pipe
-  try process.run()
-  let output = pipe.fileHandleForReading.readDataToEndOfFile()
-  process.waitUntilExit()
-  return (process.terminationStatus, String(decoding: output, as: UTF8.self))
-}
 
 /// Loads what Swift wrote with NumPy and safetensors, re-saves it (npz deflated, safetensors with
 /// more dtypes) and reports metadata and dtypes as JSON.
@@ -54,16 +41,14 @@ final class InteropTests: XCTestCase {
   ]
 
   func testPythonReadsOurFilesAndWeReadPythons() throws {
-    guard let probe = try? runPython("import numpy, safetensors"), probe.status == 0 else {
-      throw XCTSkip("python3 with numpy and safetensors is not available")
-    }
+    try requirePython(["numpy", "safetensors"])
     let directory = try makeTemporaryDirectory(self)
     try SafeTensors.write(
       tensors, metadata: ["step": "42", "format": "mixer-dist/1"],
       to: directory.appendingPathComponent("swift.safetensors"))
     try NPZ.write(tensors, to: directory.appendingPathComponent("swift.npz"))
-    let result = try runPython(pythonRoundTrip, [directory.path])
-    XCTAssertEqual(result.status, 0, result.output)
+    let result = try runPython(["-c", pythonRoundTrip, directory.path])
+    XCTAssertEqual(result.status, 0, result.output + result.errors)
     guard result.status == 0 else { return }
 
     // What Python saw in our files.

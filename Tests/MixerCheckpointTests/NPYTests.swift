@@ -2,6 +2,7 @@
 // variants NumPy writes, and a battery of malformed files that must throw (never crash).
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 @testable import MixerCheckpoint

@@ -3,6 +3,7 @@
 // size cap, and malformed archives that must throw (never crash).
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 @testable import MixerCheckpoint
@@ -61,10 +62,7 @@ final class NPZTests: XCTestCase {
   }
 
   func testReadsReferenceArchives() throws {
-    let folder = referenceDirectory.appendingPathComponent("mixer-tiny-tanh")
-    guard FileManager.default.fileExists(atPath: folder.path) else {
-      throw XCTSkip("reference tensors not found at \(folder.path)")
-    }
+    let folder = fixturesDirectory.appendingPathComponent("reference/mixer-tiny-tanh")
     let params = try NPZ.read(contentsOf: folder.appendingPathComponent("params.npz"))
     XCTAssertEqual(params.count, 30)
     let shapes = Dictionary(uniqueKeysWithValues: params.map { ($0.name, $0.array.shape) })
@@ -104,7 +102,7 @@ final class NPZTests: XCTestCase {
     XCTAssertEqual(activationShapes["pooled"], [4, 64])
 
     let erf = try NPZ.readFloats(
-      contentsOf: referenceDirectory.appendingPathComponent("mixer-tiny-erf/params.npz"))
+      contentsOf: fixturesDirectory.appendingPathComponent("reference/mixer-tiny-erf/params.npz"))
     XCTAssertEqual(erf.count, 30)
     XCTAssertEqual(erf["stem/kernel"]?.shape, [8, 8, 3, 64])
   }

@@ -2,6 +2,7 @@
 // disk, slices, other dtypes, and malformed headers and layouts that must throw (never crash).
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 @testable import MixerCheckpoint

@@ -2,6 +2,7 @@
 // updates split at every block boundary, and streamed file hashing.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 @testable import MixerCheckpoint

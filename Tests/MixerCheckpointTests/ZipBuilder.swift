@@ -3,16 +3,7 @@
 // and patch fields to make malformed ones.
 
 import Foundation
-
-/// CRC-32 (IEEE 802.3, reflected), bit by bit.
-func crc32(_ data: Data) -> UInt32 {
-  var crc: UInt32 = 0xffff_ffff
-  for byte in data {
-    crc ^= UInt32(byte)
-    for _ in 0..<8 { crc = (crc >> 1) ^ (crc & 1 == 1 ? 0xedb8_8320 : 0) }
-  }
-  return ~crc
-}
+import MixerTestSupport
 
 extension Data {
   mutating func appendLE<T: FixedWidthInteger>(_ value: T) {

@@ -2,6 +2,7 @@
 // and labels, exact PNG and tolerant JPEG pixels, gray and RGBA files, DCT-scaled JPEG decoding,
 // construction errors, bad files failing with their name, and substitution with skipBadImages.
 
+import MixerTestSupport
 import XCTest
 
 @testable import MixerData

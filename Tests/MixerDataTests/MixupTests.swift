@@ -3,6 +3,7 @@
 // targets sum to one, and the loader benchmark runs.
 
 import MixerKernels
+import MixerTestSupport
 import XCTest
 
 @testable import MixerData

@@ -2,6 +2,7 @@
 // flips, the eval centre crop, identity at the source size, normalisation, and RandAugment ops.
 
 import MixerKernels
+import MixerTestSupport
 import XCTest
 
 @testable import MixerData

@@ -2,18 +2,10 @@
 // libraries the loader reads them with, CIFAR records and IDX files in their exact formats.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 @testable import MixerData
-
-/// A temporary directory removed when the test case ends.
-func makeTemporaryDirectory(_ test: XCTestCase, _ name: String = "data") throws -> URL {
-  let url = FileManager.default.temporaryDirectory
-    .appendingPathComponent("mixer-data-test-\(name)-\(getpid())-\(UUID().uuidString.prefix(8))")
-  try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-  test.addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-  return url
-}
 
 /// Writes bytes to `folder/relative`, creating folders on the way.
 @discardableResult
@@ -132,12 +124,7 @@ func gzipStored(_ data: [UInt8]) -> [UInt8] {
     bytes += data[offset..<offset + length]
     offset += length
   } while offset < data.count
-  var crc: UInt32 = 0xFFFF_FFFF
-  for byte in data {
-    crc ^= UInt32(byte)
-    for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0xEDB8_8320 : crc >> 1 }
-  }
-  crc = ~crc
+  let crc = crc32(data)
   let size = UInt32(truncatingIfNeeded: data.count)
   for word in [crc, size] {
     bytes += [

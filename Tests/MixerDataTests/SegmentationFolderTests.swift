@@ -7,47 +7,14 @@
 // exact whole-image validation resizing with nearest-neighbour masks, image/mask alignment under
 // training crops and flips, and determinism in (seed, epoch, index).
 
-import CMixerZlib
 import Foundation
+import MixerTestSupport
 import MixerKernels
 import XCTest
 
 @testable import MixerData
 
-// MARK: - A minimal PNG encoder (test data only)
-
-private let pngSignatureBytes: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
-
-private func bigEndianBytes(_ value: UInt32) -> [UInt8] {
-  [UInt8(value >> 24), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)]
-}
-
-/// A PNG chunk: length, type, data, and the CRC-32 (zlib's `crc32`) of type and data.
-private func pngChunk(_ type: String, _ data: [UInt8]) -> [UInt8] {
-  let body = Array(type.utf8) + data
-  let crc = body.withUnsafeBufferPointer { crc32(0, $0.baseAddress, uInt($0.count)) }
-  return bigEndianBytes(UInt32(data.count)) + body + bigEndianBytes(UInt32(crc))
-}
-
-/// IHDR data: width, height, bit depth, colour type, compression 0, filter 0, interlace.
-private func pngHeader(
-  width: UInt32, height: UInt32, bitDepth: UInt8, colourType: UInt8, interlace: UInt8 = 0
-) -> [UInt8] {
-  bigEndianBytes(width) + bigEndianBytes(height) + [bitDepth, colourType, 0, 0, interlace]
-}
-
-/// `data` as a zlib stream (zlib's `compress`).
-private func zlibCompress(_ data: [UInt8]) -> [UInt8] {
-  var size = compressBound(uLong(data.count))
-  var output = [UInt8](repeating: 0, count: Int(size))
-  let status = output.withUnsafeMutableBufferPointer { target in
-    data.withUnsafeBufferPointer {
-      compress(target.baseAddress, &size, $0.baseAddress, uLong($0.count))
-    }
-  }
-  precondition(status == Z_OK, "zlib compress failed: \(status)")
-  return Array(output.prefix(Int(size)))
-}
+// MARK: - A minimal PNG encoder (test data only; chunks and zlib from MixerTestSupport)
 
 /// Rows of one sample per pixel at `bitDepth`: 16 bits big-endian, 1/2/4 bits packed from the
 /// high bits of each byte, the last byte of a row zero-padded.
@@ -110,7 +77,7 @@ private func handMadePNG(
   let rows = packedRows(samples, width: width, height: height, bitDepth: bitDepth)
   let compressed = zlibCompress(
     filteredData(rows, filters: filters, bytesPerPixel: max(1, bitDepth / 8)))
-  var png = pngSignatureBytes
+  var png = pngSignature
   png += pngChunk(
     "IHDR",
     pngHeader(
@@ -126,7 +93,7 @@ private func handMadePNG(
 
 /// A PNG of the given IHDR and zlib stream, with valid CRCs.
 private func pngFile(header: [UInt8], imageData: [UInt8], extraChunks: [UInt8] = []) -> [UInt8] {
-  pngSignatureBytes + pngChunk("IHDR", header) + extraChunks + pngChunk("IDAT", imageData)
+  pngSignature + pngChunk("IHDR", header) + extraChunks + pngChunk("IDAT", imageData)
     + pngChunk("IEND", [])
 }
 
@@ -359,16 +326,16 @@ final class SegmentationFolderTests: XCTestCase {
     let ancillary = pngFile(header: header, imageData: stream, extraChunks: pngChunk("tEXt", [65]))
     XCTAssertEqual(try decodeMask(ancillary).values, [0, 1, 2, 3, 4, 5])
     let split =
-      pngSignatureBytes + pngChunk("IHDR", header) + pngChunk("IDAT", Array(stream.prefix(4)))
+      pngSignature + pngChunk("IHDR", header) + pngChunk("IDAT", Array(stream.prefix(4)))
       + pngChunk("tEXt", [65]) + pngChunk("IDAT", Array(stream.dropFirst(4))) + pngChunk("IEND", [])
     assertMaskRejected(split, "not consecutive")
     let idatFirst =
-      pngSignatureBytes + pngChunk("IDAT", stream) + pngChunk("IHDR", header) + pngChunk("IEND", [])
+      pngSignature + pngChunk("IDAT", stream) + pngChunk("IHDR", header) + pngChunk("IEND", [])
     assertMaskRejected(idatFirst, "not IHDR")
     let twoHeaders = pngFile(
       header: header, imageData: stream, extraChunks: pngChunk("IHDR", header))
     assertMaskRejected(twoHeaders, "second IHDR")
-    let noImageData = pngSignatureBytes + pngChunk("IHDR", header) + pngChunk("IEND", [])
+    let noImageData = pngSignature + pngChunk("IHDR", header) + pngChunk("IEND", [])
     assertMaskRejected(noImageData, "no IDAT")
   }
 

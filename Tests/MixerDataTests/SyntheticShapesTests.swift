@@ -146,6 +146,9 @@ final class SyntheticShapesTests: XCTestCase {
     XCTAssertEqual(String(decoding: png.suffix(8).prefix(4), as: UTF8.self), "IEND")
     // The CRC of IEND (type only) is the well-known AE 42 60 82.
     XCTAssertEqual(Array(png.suffix(4)), [0xAE, 0x42, 0x60, 0x82])
+    // the PNG holds exactly the PPM's pixels
+    let decoded = try png.withUnsafeBytes { try decodeImage($0) }.image
+    XCTAssertEqual(decoded.pixels, Array(ppm.suffix(width * height * 3)))
 
     let indices = try indicesByClass(dataset: dataset, perClass: 4)
     XCTAssertEqual(indices.map(dataset.label(of:)), (0..<10).flatMap { Array(repeating: $0, count: 4) })

@@ -3,6 +3,7 @@
 // Class names are checked: other names are an error unless the user means it.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 final class ArtifactTests: XCTestCase {
@@ -12,7 +13,7 @@ final class ArtifactTests: XCTestCase {
   ]
 
   func testEveryCommandReadsARunFolderAndAnImportedFolder() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let run = dir.appendingPathComponent("run")
     let trained = try mixerDist(["train"] + small + ["--run-dir", run.path])
     XCTAssertEqual(trained.status, 0, trained.stderr)
@@ -46,7 +47,7 @@ final class ArtifactTests: XCTestCase {
   /// eval on data whose classes have other names: an error saying which (it used to report a
   /// meaningless top-1 with exit 0); --ignore-class-names evaluates by index anyway.
   func testEvalChecksClassNames() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     func folder(_ name: String, classes: [String]) throws -> URL {
       let root = dir.appendingPathComponent(name)
       for (c, className) in classes.enumerated() {

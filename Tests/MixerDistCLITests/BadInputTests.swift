@@ -1,5 +1,6 @@
 // Bad input gets one clear line on stderr and a non-zero exit, never a crash.
 
+import MixerTestSupport
 import XCTest
 
 final class BadInputTests: XCTestCase {
@@ -28,7 +29,7 @@ final class BadInputTests: XCTestCase {
 
   func testReferenceFolderProblems() throws {
     try assertOneLineError(["verify-reference", "/nonexistent"], contains: "is not a directory")
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let source = packageRoot.appendingPathComponent("Tests/Fixtures/reference/mixer-tiny-tanh")
     for name in ["config.json", "batch.npz", "grads.npz"] {
       try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: dir.appendingPathComponent(name))

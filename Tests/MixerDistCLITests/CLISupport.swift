@@ -2,6 +2,7 @@
 // with a deadline, and capturing its output.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 /// The package root (this file is Tests/MixerDistCLITests/CLISupport.swift).
@@ -22,7 +23,7 @@ func mixerDistBinary() throws -> String {
     if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
     dir = dir.deletingLastPathComponent()
   }
-  throw XCTSkip("mixer-dist binary not found: run through launch/test or set MIXER_DIST_BIN")
+  throw MissingTestDependency("mixer-dist binary not found: run through launch/test or set MIXER_DIST_BIN")
 }
 
 struct RunResult {
@@ -90,27 +91,10 @@ func mixerDist(_ arguments: [String], timeout: Double = 120, signals: [(seconds:
 
 /// Runs `mpirun -n ranks --oversubscribe mixer-dist arguments` with one OpenBLAS thread per rank.
 func mpirunMixerDist(ranks: Int, _ arguments: [String], timeout: Double = 180) throws -> RunResult {
-  guard let mpirun = which("mpirun") else { throw XCTSkip("mpirun is not on the PATH") }
+  guard let mpirun = which("mpirun") else { throw MissingTestDependency("mpirun is not on the PATH (launch/setup --deps)") }
   return try run(
     mpirun, ["-n", "\(ranks)", "--oversubscribe", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS=1", try mixerDistBinary()] + arguments,
     environment: ["OPENBLAS_NUM_THREADS": "1"], timeout: timeout)
-}
-
-/// The full path of a program on the PATH.
-func which(_ name: String) -> String? {
-  for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
-    let path = "\(dir)/\(name)"
-    if FileManager.default.isExecutableFile(atPath: path) { return path }
-  }
-  return nil
-}
-
-/// A fresh temporary folder, removed after the test.
-func temporaryFolder(_ test: XCTestCase) throws -> URL {
-  let url = FileManager.default.temporaryDirectory.appendingPathComponent("mixer-dist-cli-\(UUID().uuidString)")
-  try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-  test.addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-  return url
 }
 
 /// The flags of a one-block model small enough to train in a fraction of a second.

@@ -9,6 +9,7 @@
 // removed by a teardown block, also when the test fails.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 struct ClusterError: Error, CustomStringConvertible {
@@ -122,7 +123,7 @@ final class ClusterTests: XCTestCase {
     _ cluster: LocalCluster?, ranks: Int = 1, _ extra: [String] = [], run dir: URL? = nil,
     file: StaticString = #filePath, line: UInt = #line
   ) throws -> [Float] {
-    let dir = try dir ?? temporaryFolder(self)
+    let dir = try dir ?? makeTemporaryDirectory(self)
     let arguments = MPITrainTests.smallArguments + extra + ["--run-dir", dir.path]
     let result = try cluster.map { try $0.mpirun(ranks: ranks, arguments) } ?? mixerDist(arguments)
     let label = "\(cluster == nil ? "plain" : "\(ranks) hosts") \(extra)"
@@ -140,7 +141,7 @@ final class ClusterTests: XCTestCase {
   /// launch/mpirun adds a hostfile's `# launch/mpirun-options:` words to the mpirun line and takes
   /// its cores per node from `# launch/mpirun-cores-per-node:` (no cluster needed).
   func testWrapperTakesOptionsFromTheHostfile() throws {
-    let hostfile = try temporaryFolder(self).appendingPathComponent("hosts")
+    let hostfile = try makeTemporaryDirectory(self).appendingPathComponent("hosts")
     try """
       # launch/mpirun-options: --mca rtc ^hwloc --bind-to none
       # launch/mpirun-cores-per-node: 4
@@ -207,7 +208,7 @@ final class ClusterTests: XCTestCase {
   func testTwoRanksPerHost() throws {
     let cluster = try LocalCluster(self, hosts: 2, rate: "none", slots: 2)
     let before = try cluster.bytes()
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let result = try cluster.mpirun(ranks: 4, MPITrainTests.smallArguments + MPITrainTests.sgd + ["--run-dir", dir.path])
     XCTAssertEqual(result.status, 0, result.stdout + result.stderr)
     XCTAssertTrue(result.stderr.contains("4 rank(s) on 2 node(s), 2 per node"), result.stderr)
@@ -239,7 +240,7 @@ final class ClusterTests: XCTestCase {
   /// 20 steps on 1 rank.
   func testCheckpointOfFourHostsResumesOnTwo() throws {
     let cluster = try LocalCluster(self, hosts: 4)
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let ck = dir.appendingPathComponent("ck").path
     let run = dir.appendingPathComponent("run")
     _ = try train(cluster, ranks: 4, ["--zero", "1", "--steps", "10", "--checkpoint-dir", ck], run: run)
@@ -257,7 +258,7 @@ final class ClusterTests: XCTestCase {
   /// `eval` over 3 hosts counts every validation image once and gives the 1-rank figures.
   func testEvalAcrossHostsEqualsOneRank() throws {
     let cluster = try LocalCluster(self, hosts: 3)
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let ck = dir.appendingPathComponent("ck")
     let trained = try trainTinyCheckpoint(run: dir, checkpoint: ck, steps: 8, validationExamples: 67)
     XCTAssertEqual(trained.status, 0, trained.stderr)
@@ -351,7 +352,7 @@ final class LostNodeTests: XCTestCase {
   /// ends bit-identical to an uninterrupted run.
   func testKilledHostRanksEndTheJobAndResilientRestarts() throws {
     let cluster = try LocalCluster(self, hosts: 4)
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let binary = try mixerDistBinary()
     let reference = try cluster.mpirun(ranks: 4, arguments(dir, steps: 60, timeout: 30, run: "straight", ck: "straight-ck"))
     XCTAssertEqual(reference.status, 0, reference.stderr)
@@ -389,7 +390,7 @@ final class LostNodeTests: XCTestCase {
   /// launch/mpirun's supervision), and nothing is left running on hosts 1, 2 and 4.
   func testLostLinkEndsTheJobInBoundedTime() throws {
     let cluster = try LocalCluster(self, hosts: 4)
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let job = try Background(
       wrapper, ["-n", "4", "--hostfile", cluster.hostfile, "--"] + arguments(dir, steps: 100_000, timeout: 30),
       environment: ["MIXER_DIST_BIN": try mixerDistBinary()], folder: dir)
@@ -419,7 +420,7 @@ final class LostNodeTests: XCTestCase {
   func testUnreachableHostIsRefusedBeforeStarting() throws {
     let cluster = try LocalCluster(self, hosts: 3)
     XCTAssertEqual(try MixerDistCLITests.run(LocalCluster.script, ["link", cluster.name, "2", "down"], timeout: 30).status, 0)
-    let result = try cluster.mpirun(ranks: 3, ["train", "--steps", "2", "--threads", "1", "--run-dir", try temporaryFolder(self).path], timeout: 60)
+    let result = try cluster.mpirun(ranks: 3, ["train", "--steps", "2", "--threads", "1", "--run-dir", try makeTemporaryDirectory(self).path], timeout: 60)
     XCTAssertEqual(result.status, 69, result.stderr)
     XCTAssertLessThan(result.seconds, 15)
     let address = try String(contentsOfFile: cluster.hostfile, encoding: .utf8).split(separator: "\n")
@@ -433,7 +434,7 @@ final class LostNodeTests: XCTestCase {
   /// resumed from that same checkpoint (global batch 24 on 4 ranks, then on 3).
   func testElasticContinuesOnTheHostsLeft() throws {
     let cluster = try LocalCluster(self, hosts: 4)
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let binary = try mixerDistBinary()
     let job = try Background(
       resilient,

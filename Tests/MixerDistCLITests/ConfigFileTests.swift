@@ -1,11 +1,12 @@
 // `--config FILE.yaml`: keys are flag names, the command line overrides the file, and the
 // effective settings land in the run folder's config.json.
 
+import MixerTestSupport
 import XCTest
 
 final class ConfigFileTests: XCTestCase {
   func testFileSetsFlagsAndCommandLineOverrides() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let yaml = dir.appendingPathComponent("run.yaml")
     try """
       # a small run
@@ -36,7 +37,7 @@ final class ConfigFileTests: XCTestCase {
   }
 
   func testBadConfigFiles() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let missing = try mixerDist(["train", "--config", dir.appendingPathComponent("none.yaml").path])
     XCTAssertNotEqual(missing.status, 0)
     XCTAssertTrue(missing.stderr.contains("cannot read config file"), missing.stderr)
@@ -55,7 +56,7 @@ final class ConfigFileTests: XCTestCase {
   /// The shipped configs parse and validate (--print-config checks without training; their data
   /// is replaced by a small image folder, since --print-config checks that the data exists).
   func testShippedConfigsParse() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let images = try smallImageFolder(dir)
     for name in ["default", "cifar", "b16-imagenet", "b16-finetune"] {
       let path = packageRoot.appendingPathComponent("configs/\(name).yaml").path
@@ -73,7 +74,7 @@ final class ConfigFileTests: XCTestCase {
   /// --print-config writes a --config file: fed back, it prints the same settings (it used to
   /// print JSON with field names that --config rejected).
   func testPrintConfigRoundTrips() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let first = try mixerDist([
       "train", "--block-pattern", "alternate:mixer,attention", "--lr", "0.0007", "--randaugment", "2,9",
       "--normalize", "imagenet", "--stochastic-depth", "0.1", "--run-dir", dir.appendingPathComponent("r").path,
@@ -92,7 +93,7 @@ final class ConfigFileTests: XCTestCase {
   /// --print-config checks that the data exists; a YAML typo names the file, the key and the
   /// nearest flag name.
   func testPrintConfigChecksDataAndKeys() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let missing = try mixerDist(["train", "--data", "folder:/nonexistent/images", "--print-config"])
     XCTAssertNotEqual(missing.status, 0)
     XCTAssertTrue(missing.stderr.contains("/nonexistent/images"), missing.stderr)

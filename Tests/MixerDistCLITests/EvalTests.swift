@@ -1,11 +1,12 @@
 // `mixer-dist eval`: the same totals alone and over 3 ranks on a validation set that does not
 // divide by 3 (no sample counted twice or missed); bench --inference prints its figures.
 
+import MixerTestSupport
 import XCTest
 
 final class EvalTests: XCTestCase {
   func testEvalTotalsAreExactOverRanks() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let ck = dir.appendingPathComponent("ck")
     let train = try trainTinyCheckpoint(run: dir, checkpoint: ck, steps: 8, validationExamples: 67)
     XCTAssertEqual(train.status, 0, train.stderr)

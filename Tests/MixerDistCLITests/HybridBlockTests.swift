@@ -1,12 +1,13 @@
 // Hybrid blocks end to end: a Mixer/attention/conv model trains under real mpirun with ZeRO-1,
 // checkpoints under readable names, and evaluates from the checkpoint.
 
+import MixerTestSupport
 import XCTest
 import MixerCheckpoint
 
 final class HybridBlockTests: XCTestCase {
   func testHybridModelUnderMPIWithCheckpoints() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let ck = dir.appendingPathComponent("ck")
     let result = try mpirunMixerDist(ranks: 2, [
       "train", "--hidden", "32", "--blocks", "3", "--tokens-mlp", "8", "--channels-mlp", "32", "--patch", "8",

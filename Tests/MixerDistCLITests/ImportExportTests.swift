@@ -1,12 +1,13 @@
 // Official weights end to end: import an official-format .npz (preset inferred), fine-tune from it
 // with --init-from, export it back bit for bit, and the higher-resolution config (D_S × K²).
 
+import MixerTestSupport
 import XCTest
 import MixerCheckpoint
 
 final class ImportExportTests: XCTestCase {
   func testImportFineTuneExport() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let source = packageRoot.appendingPathComponent("Tests/Fixtures/reference/mixer-tiny-tanh/params.npz")
     let weights = dir.appendingPathComponent("weights")
     let imported = try mixerDist(["import", source.path, "--output", weights.path])

@@ -3,6 +3,7 @@
 // the resumed run ends bit-identical to an uninterrupted one. A second Ctrl-C exits at once.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 final class InterruptTests: XCTestCase {
@@ -13,7 +14,7 @@ final class InterruptTests: XCTestCase {
   ]
 
   func testSIGTERMSavesAndResumeIsBitIdentical() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let steps = ["--steps", "2500"]
     let straight = try mixerDist(["train"] + small + steps + ["--run-dir", dir.appendingPathComponent("straight").path])
     XCTAssertEqual(straight.status, 0, straight.stderr)
@@ -35,7 +36,7 @@ final class InterruptTests: XCTestCase {
   }
 
   func testSecondCtrlCExitsAtOnce() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     // the tiny preset at batch 256: a step of about half a second, so the second Ctrl-C comes
     // while the first is still waiting for its step to end
     let result = try mixerDist(

@@ -6,6 +6,7 @@
 // Every run is a tiny model (16,298 parameters) for 20 steps: well under a second each.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 final class MPITrainTests: XCTestCase {
@@ -66,7 +67,7 @@ final class MPITrainTests: XCTestCase {
   /// Runs the small training with `extra` arguments on `ranks` MPI ranks (nil: plain, no mpirun)
   /// and returns rank 0's final parameters.
   func train(ranks: Int?, _ extra: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws -> [Float] {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let arguments = Self.smallArguments + extra + ["--run-dir", dir.path]
     let result = try ranks.map { try mpirunMixerDist(ranks: $0, arguments, timeout: 120) } ?? mixerDist(arguments, timeout: 120)
     let label = "\(ranks.map { "\($0) ranks" } ?? "plain") \(extra)"
@@ -127,7 +128,7 @@ final class MPITrainTests: XCTestCase {
 
   func testLayoutMatchesTheBinary() throws {
     XCTAssertEqual(Self.layout().last!.range.upperBound, 16_298)
-    let result = try mixerDist(Self.smallArguments + ["--steps", "1", "--run-dir", try temporaryFolder(self).path])
+    let result = try mixerDist(Self.smallArguments + ["--steps", "1", "--run-dir", try makeTemporaryDirectory(self).path])
     XCTAssertTrue(result.stdout.contains("16,298 parameters"), result.stdout + result.stderr)
   }
 
@@ -175,7 +176,7 @@ final class MPITrainTests: XCTestCase {
   // MARK: - failures take the whole job down, quickly
 
   func testInjectedFaultOnRank1AbortsTheJob() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let result = try mpirunMixerDist(
       ranks: 2, Self.smallArguments + ["--fail-at-step", "3", "--fail-rank", "1", "--run-dir", dir.path], timeout: 60)
     XCTAssertNotEqual(result.status, 0, result.stdout + result.stderr)
@@ -190,7 +191,7 @@ final class MPITrainTests: XCTestCase {
 
   func testInjectedFaultOnRank0Of4AbortsTheJob() throws {
     let result = try mpirunMixerDist(
-      ranks: 4, Self.smallArguments + ["--fail-at-step", "5", "--fail-rank", "0", "--run-dir", try temporaryFolder(self).path],
+      ranks: 4, Self.smallArguments + ["--fail-at-step", "5", "--fail-rank", "0", "--run-dir", try makeTemporaryDirectory(self).path],
       timeout: 60)
     XCTAssertNotEqual(result.status, 0)
     XCTAssertFalse(result.timedOut, "the job hung: \(result.stderr)")
@@ -199,14 +200,14 @@ final class MPITrainTests: XCTestCase {
   }
 
   func testBadInputUnderMPIRunExitsQuickly() throws {
-    let preset = try mpirunMixerDist(ranks: 2, ["train", "--preset", "nope", "--run-dir", try temporaryFolder(self).path], timeout: 60)
+    let preset = try mpirunMixerDist(ranks: 2, ["train", "--preset", "nope", "--run-dir", try makeTemporaryDirectory(self).path], timeout: 60)
     XCTAssertNotEqual(preset.status, 0)
     XCTAssertFalse(preset.timedOut, "hung on a bad preset: \(preset.stderr)")
     XCTAssertLessThan(preset.seconds, 20)
     XCTAssertTrue(preset.stderr.contains("unknown preset 'nope'"), preset.stderr)
 
     // only wrong for this world size: 15 images do not split over 2 ranks
-    let arguments = Self.smallArguments + ["--batch", "15", "--run-dir", try temporaryFolder(self).path]
+    let arguments = Self.smallArguments + ["--batch", "15", "--run-dir", try makeTemporaryDirectory(self).path]
     let batch = try mpirunMixerDist(ranks: 2, arguments, timeout: 60)
     XCTAssertNotEqual(batch.status, 0)
     XCTAssertFalse(batch.timedOut, "hung on an indivisible batch: \(batch.stderr)")
@@ -221,7 +222,7 @@ final class MPITrainTests: XCTestCase {
   /// The wrapper, as root without the two OMPI variables (it must set them itself), runs a real
   /// 2-rank job that gives the 1-rank parameters.
   func testWrapperRuns2Ranks() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let result = try MixerDistCLITests.run(
       wrapper, ["2"] + Self.smallArguments + Self.sgd + ["--run-dir", dir.path],
       environment: ["MIXER_DIST_BIN": try mixerDistBinary(), "OMPI_ALLOW_RUN_AS_ROOT": "", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": ""],
@@ -254,7 +255,7 @@ final class MPITrainTests: XCTestCase {
     XCTAssertEqual(one.contains("--bind-to none"), cores > 1, one)
     XCTAssertFalse(one.contains("--oversubscribe"), one)
     // a hostfile with 2 nodes of 2 slots: 4 ranks fit, 2 per node
-    let hostfile = try temporaryFolder(self).appendingPathComponent("hosts")
+    let hostfile = try makeTemporaryDirectory(self).appendingPathComponent("hosts")
     try "# two nodes\nnodeA slots=2\nnodeB slots=2   # comment\n".write(to: hostfile, atomically: true, encoding: .utf8)
     let nodes = try dryRun(["-n", "4", "--hostfile", hostfile.path, "--", "train"])
     XCTAssertTrue(nodes.contains("4 rank(s) on 2 node(s), 2 per node"), nodes)

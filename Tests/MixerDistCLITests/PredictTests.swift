@@ -1,11 +1,12 @@
 // `mixer-dist predict`: top-k class names (recorded with the run) and probabilities for image
 // files and folders; a corrupt image is an error naming the file.
 
+import MixerTestSupport
 import XCTest
 
 final class PredictTests: XCTestCase {
   func testPredictFilesAndFolders() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let ck = dir.appendingPathComponent("ck")
     let train = try trainTinyCheckpoint(run: dir, checkpoint: ck, steps: 4, validationExamples: 16)
     XCTAssertEqual(train.status, 0, train.stderr)

@@ -2,6 +2,7 @@
 // folder, each written by the test in the exact format, on 1 and 2 ranks with augmentation on;
 // and a corrupt image stopping the run with its file named, or skipped with --skip-bad-images.
 
+import MixerTestSupport
 import XCTest
 import MixerCheckpoint
 
@@ -33,7 +34,7 @@ func writeCIFARFolder(_ dir: URL) throws {
 
 extension RealDataTests {
   func testCIFARFolderTrainsOnOneAndTwoRanksIdentically() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let data = dir.appendingPathComponent("cifar-10-batches-bin")
     try writeCIFAR(data)
     let common = model + ["--data", "cifar10:\(data.path)", "--randaugment", "2,10", "--mixup", "0.5", "--stochastic-depth", "0.1"]
@@ -54,7 +55,7 @@ extension RealDataTests {
   }
 
   func testImageFolderWithABadFile() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let root = dir.appendingPathComponent("images")
     // 3 classes × 12 PNGs of 40×48 px, solid colours with a stripe, written as valid PNG files
     for (c, name) in ["red", "green", "blue"].enumerated() {
@@ -82,7 +83,7 @@ extension RealDataTests {
   /// Without --classes the model predicts the folder's classes, and says so (it used to stop with
   /// "the data has 4 classes but the model has 10: pass --classes 4").
   func testFolderClassCountComesFromTheData() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let root = dir.appendingPathComponent("images")
     for (c, name) in ["red", "green", "blue", "grey"].enumerated() {
       let folder = root.appendingPathComponent("train/\(name)")
@@ -106,7 +107,7 @@ extension RealDataTests {
   /// A corrupt file in val/ stops the run before step 1 (it used to be found at the final
   /// evaluation, after all the training), naming it and --skip-bad-images; the split is said.
   func testBadEvaluationFileStopsTheRunBeforeTraining() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let root = dir.appendingPathComponent("images")
     for split in ["train", "val"] {
       for (c, name) in ["red", "green"].enumerated() {
@@ -148,44 +149,11 @@ extension RealDataTests {
   }
 }
 
-/// A minimal valid PNG (8-bit RGB, or gray with `channels` 1; no filter, stored zlib blocks) written by hand.
-func pngFile(width: Int, height: Int, rgb: [UInt8], channels: Int = 3) -> Data {
-  func crc32(_ bytes: [UInt8]) -> UInt32 {
-    var crc: UInt32 = 0xFFFF_FFFF
-    for b in bytes {
-      crc ^= UInt32(b)
-      for _ in 0..<8 { crc = (crc >> 1) ^ (0xEDB8_8320 & (0 &- (crc & 1))) }
-    }
-    return ~crc
-  }
-  func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)] }
-  func chunk(_ type: String, _ body: [UInt8]) -> [UInt8] {
-    let typed = Array(type.utf8) + body
-    return be32(UInt32(body.count)) + typed + be32(crc32(typed))
-  }
-  var raw: [UInt8] = []
-  for y in 0..<height { raw.append(0); raw += rgb[(y * width * channels)..<((y + 1) * width * channels)] }
-  var zlib: [UInt8] = [0x78, 0x01]
-  var offset = 0
-  while offset < raw.count {
-    let n = min(65_535, raw.count - offset)
-    zlib.append(offset + n == raw.count ? 1 : 0)
-    zlib += [UInt8(n & 255), UInt8(n >> 8), UInt8(~n & 255), UInt8((~n >> 8) & 255)]
-    zlib += raw[offset..<(offset + n)]
-    offset += n
-  }
-  var a: UInt32 = 1, b: UInt32 = 0
-  for byte in raw { a = (a + UInt32(byte)) % 65_521; b = (b + a) % 65_521 }
-  zlib += be32(b << 16 | a)
-  let header = be32(UInt32(width)) + be32(UInt32(height)) + [8, channels == 1 ? 0 : 2, 0, 0, 0]
-  return Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", header) + chunk("IDAT", zlib) + chunk("IEND", []))
-}
-
 /// Bit-identical resume with image augmentation on (inception crop, flip, RandAugment, mixup):
 /// every draw is keyed by (seed, epoch, sample), so a resumed run needs no RNG state.
 final class AugmentedResumeTests: XCTestCase {
   func testResumeWithAugmentationIsBitIdentical() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let data = dir.appendingPathComponent("cifar")
     try writeCIFARFolder(data)
     let args = [
@@ -214,7 +182,7 @@ final class AugmentedResumeTests: XCTestCase {
 /// whether the step waited for data.
 final class LoaderBenchTests: XCTestCase {
   func testBenchDataReportsThroughputAndWaits() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     try writeCIFARFolder(dir)
     let result = try mixerDist([
       "bench", "--data", "cifar10:\(dir.path)", "--hidden", "32", "--blocks", "1", "--tokens-mlp", "8",

@@ -2,6 +2,7 @@
 // after one rank is SIGKILLed at a random step, and the restarted run ends with parameters
 // bit-identical to an uninterrupted run. Also a save killed part-way is never loaded.
 
+import MixerTestSupport
 import XCTest
 
 final class ResilienceTests: XCTestCase {
@@ -33,9 +34,9 @@ final class ResilienceTests: XCTestCase {
   }
 
   func testKilledRankIsRestartedFromCheckpointBitIdentically() throws {
-    guard let mpirun = which("mpirun") else { throw XCTSkip("mpirun is not on the PATH") }
+    guard let mpirun = which("mpirun") else { throw MissingTestDependency("mpirun is not on the PATH (launch/setup --deps)") }
     let binary = try mixerDistBinary()
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let steps = 240
     func command(_ name: String) -> [String] {
       [mpirun, "-n", "2", "--oversubscribe", "--bind-to", "none", binary, "train"] + small + [
@@ -81,7 +82,7 @@ final class ResilienceTests: XCTestCase {
   }
 
   func testSaveKilledPartWayIsNeverLoaded() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let ck = dir.appendingPathComponent("ck")
     let args = ["train"] + small + ["--steps", "30", "--run-dir", dir.path, "--checkpoint-dir", ck.path, "--save-every", "10"]
     let died = try mixerDist(args + ["--kill-in-save-at-step", "20"])
@@ -95,7 +96,7 @@ final class ResilienceTests: XCTestCase {
     let resumed = try mixerDist(args + ["--resume", "auto"])
     XCTAssertEqual(resumed.status, 0, resumed.stderr)
     XCTAssertTrue(resumed.stdout.contains("resumed from \(ck.path)/step-00000010"), resumed.stdout)
-    let straightDir = try temporaryFolder(self)
+    let straightDir = try makeTemporaryDirectory(self)
     let straight = try mixerDist(["train"] + small + ["--steps", "30", "--run-dir", straightDir.path])
     XCTAssertEqual(straight.status, 0)
     XCTAssertEqual(
@@ -106,7 +107,7 @@ final class ResilienceTests: XCTestCase {
   }
 
   func testInspectNamesACorruptFile() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let ck = dir.appendingPathComponent("ck")
     XCTAssertEqual(try mixerDist(["train"] + small + ["--steps", "4", "--run-dir", dir.path, "--checkpoint-dir", ck.path]).status, 0)
     let file = ck.appendingPathComponent("step-00000004/optimizer-rank-00000.safetensors")
@@ -123,7 +124,7 @@ final class ResilienceTests: XCTestCase {
 /// process (and one saved by 1 resumes on 4 ranks), and training goes on to the end.
 final class ReshardingCLITests: XCTestCase {
   func testSaveOnTwoRanksResumeOnOneAndBack() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let common = ["train"] + tinyModelFlags + [
       "--train-examples", "256", "--val-examples", "32", "--batch", "16", "--threads", "1",
       "--checkpoint-dir", dir.appendingPathComponent("ck").path, "--run-dir", dir.appendingPathComponent("run").path,

@@ -1,11 +1,12 @@
 // What a run leaves for a person: metrics.jsonl, a TensorBoard event file with the train and eval
 // scalars, and `mixer-dist report` turning the folder into a self-contained HTML page.
 
+import MixerTestSupport
 import XCTest
 
 final class RunFolderTests: XCTestCase {
   func testRunFolderHasTensorBoardEventsAndAReport() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let train = try mixerDist([
       "train", "--hidden", "32", "--blocks", "1", "--tokens-mlp", "8", "--channels-mlp", "32", "--patch", "8",
       "--train-examples", "128", "--val-examples", "32", "--batch", "16", "--steps", "6", "--log-every", "2",

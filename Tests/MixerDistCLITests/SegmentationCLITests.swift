@@ -4,6 +4,7 @@
 // of images with PNG masks trains end to end; wrong combinations are one-line errors.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 final class SegmentationCLITests: XCTestCase {
@@ -20,7 +21,7 @@ final class SegmentationCLITests: XCTestCase {
   }
 
   func testSegmentationTrainsOnTheEmbeddedScenes() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let result = try mixerDist(["train"] + segmentationModel + [
       "--patch", "4", "--batch", "32", "--steps", "120", "--lr", "1e-2", "--warmup", "5",
       "--train-examples", "2048", "--val-examples", "64", "--log-every", "40", "--run-dir", dir.path,
@@ -37,7 +38,7 @@ final class SegmentationCLITests: XCTestCase {
   }
 
   func testSegmentationUnderMPIWithCheckpointsResumeAndEval() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let checkpoints = dir.appendingPathComponent("checkpoints").path
     let args = ["train"] + segmentationModel + [
       "--patch", "8", "--batch", "16", "--train-examples", "256", "--val-examples", "40", "--zero", "1",
@@ -66,7 +67,7 @@ final class SegmentationCLITests: XCTestCase {
   /// images/ and masks/ with a class per pixel: left half class 1, a square of class 2, the rest 0,
   /// and a 255 (ignored) border row; trains, evaluates and fails cleanly on a missing mask.
   func testImagesWithPNGMasksTrainEndToEnd() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let root = dir.appendingPathComponent("seg")
     try FileManager.default.createDirectory(at: root.appendingPathComponent("images"), withIntermediateDirectories: true)
     try FileManager.default.createDirectory(at: root.appendingPathComponent("masks"), withIntermediateDirectories: true)
@@ -137,7 +138,7 @@ final class SegmentationCLITests: XCTestCase {
   }
 
   func testStudyAndBenchTakeTheSegmentationTask() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let spec = dir.appendingPathComponent("study.yaml")
     try """
       output: \(dir.appendingPathComponent("out").path)
@@ -165,7 +166,7 @@ final class SegmentationCLITests: XCTestCase {
   }
 
   func testWrongCombinationsAreOneLineErrors() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     for (args, message) in [
       (["--mixup", "0.5"], "--mixup does not apply to segmentation"),
       (["--data", "shapes:"], "--task segmentation needs data with a class per pixel"),

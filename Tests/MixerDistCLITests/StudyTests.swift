@@ -1,11 +1,12 @@
 // `mixer-dist study`: every variant trains with the same data, budget and seed, and the table
 // (parameters, FLOPs, images/s, accuracy) is written as Markdown and JSON.
 
+import MixerTestSupport
 import XCTest
 
 final class StudyTests: XCTestCase {
   func testStudyWritesATable() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let spec = dir.appendingPathComponent("study.yaml")
     try """
       output: \(dir.appendingPathComponent("out").path)

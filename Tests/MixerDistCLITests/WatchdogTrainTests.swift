@@ -1,11 +1,12 @@
 // A stalled rank (a stuck disk, a hung peer) never hangs the job: the watchdog aborts it after
 // --timeout seconds, naming the step.
 
+import MixerTestSupport
 import XCTest
 
 final class WatchdogTrainTests: XCTestCase {
   func testStalledRankIsAbortedByTheWatchdog() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let result = try mpirunMixerDist(ranks: 2, [
       "train", "--hidden", "32", "--blocks", "1", "--tokens-mlp", "8", "--channels-mlp", "32", "--patch", "8",
       "--train-examples", "256", "--val-examples", "32", "--batch", "16", "--steps", "20", "--threads", "1",
@@ -24,7 +25,7 @@ final class WatchdogTrainTests: XCTestCase {
   /// then exits without MPI, and mpirun ends the frozen rank.
   func testWatchdogAbortUnderSerializedDoesNotEnterMPI() throws {
     guard let mpirun = which("mpirun") else { throw XCTSkip("mpirun is not on the PATH") }
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: mpirun)
     process.arguments = ["-n", "2", "--oversubscribe", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS=1", try mixerDistBinary(),

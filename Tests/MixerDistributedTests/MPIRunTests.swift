@@ -1,9 +1,10 @@
 // Real mpirun tests (STYLE habit 7): run the built `mixer-comm-check` under mpirun with 2 and 4
 // ranks and check its exit status, then inject faults: a failing rank must abort the whole job
 // within seconds naming itself, a stalled rank must make the others' watchdog abort the job
-// naming the collective. Skipped only when mpirun is not on PATH.
+// naming the collective. Fails when mpirun is not on PATH (launch/setup --deps installs it).
 
 import Foundation
+import MixerTestSupport
 import XCTest
 
 final class MPIRunTests: XCTestCase {
@@ -12,13 +13,6 @@ final class MPIRunTests: XCTestCase {
     var status: Int32
     var output: String
     var seconds: Double
-  }
-
-  /// An executable named `name` on PATH.
-  private static func onPath(_ name: String) -> URL? {
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-    return path.split(separator: ":").map { URL(fileURLWithPath: String($0)).appendingPathComponent(name) }
-      .first { FileManager.default.isExecutableFile(atPath: $0.path) }
   }
 
   /// The `mixer-comm-check` built with these tests: `MIXER_COMM_CHECK` if set, else next to the
@@ -53,12 +47,12 @@ final class MPIRunTests: XCTestCase {
 
   /// Runs `mpirun --oversubscribe -n ranks mixer-comm-check arguments`, killing it after `limit`.
   private func mpirun(ranks: Int, _ arguments: [String], limit: Double = 30) throws -> Run {
-    guard let mpirun = Self.onPath("mpirun") else { throw XCTSkip("mpirun is not on PATH") }
+    guard let mpirun = which("mpirun").map(URL.init(fileURLWithPath:)) else {
+      throw MissingTestDependency("mpirun is not on PATH (launch/setup --deps)")
+    }
     guard let binary = Self.commCheckBinary() else {
-      XCTFail(
-        "mixer-comm-check not found: build it (swift build --product mixer-comm-check) or set MIXER_COMM_CHECK"
-      )
-      throw XCTSkip("no mixer-comm-check")
+      throw MissingTestDependency(
+        "mixer-comm-check not found: build it (swift build --product mixer-comm-check) or set MIXER_COMM_CHECK")
     }
     let log = FileManager.default.temporaryDirectory
       .appendingPathComponent("mixer-comm-check-\(UUID().uuidString).log")

@@ -3,6 +3,7 @@
 // permutes the output; large scores stay finite (the softmax subtracts the row maximum).
 
 import MixerKernels
+import MixerTestSupport
 import XCTest
 
 /// Multi-head self-attention on `[S, B, C]` in Double, loop by loop (the forward's contract):

@@ -2,6 +2,7 @@
 // bias gradient is checked against finite differences in GELUTests.
 
 import MixerKernels
+import MixerTestSupport
 import XCTest
 
 final class BiasTests: XCTestCase {

@@ -4,6 +4,7 @@
 // same grid.
 
 import MixerKernels
+import MixerTestSupport
 import XCTest
 
 /// The token-grid convolution of `[S, B, Cin]` with HWIO `[K, K, Cin, Cout]`, written directly.

@@ -1,6 +1,7 @@
 // vexp, vtanh and scalarTanh against Foundation over dense grids, and at ±inf and huge inputs.
 
 import Foundation
+import MixerTestSupport
 import MixerKernels
 import XCTest
 

@@ -2,6 +2,7 @@
 // central differences of that reference, for both GELU kinds and both bias axes; GELU at large |x|.
 
 import Foundation
+import MixerTestSupport
 import MixerKernels
 import XCTest
 

@@ -2,6 +2,7 @@
 // padded leading dimensions, alpha ≠ 1, beta 0 (overwrite) and 1 (accumulate).
 
 import MixerKernels
+import MixerTestSupport
 import XCTest
 
 final class GemmTests: XCTestCase {

@@ -2,6 +2,7 @@
 // central differences of that reference; a constant row (variance 0) stays finite.
 
 import MixerKernels
+import MixerTestSupport
 import XCTest
 
 /// LayerNorm of each row of `[rows, channels]` in Double, biased variance (the forward's contract).

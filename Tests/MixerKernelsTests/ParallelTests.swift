@@ -3,6 +3,7 @@
 // cross-entropy runs images in parallel and is exact.
 
 import MixerKernels
+import MixerTestSupport
 import XCTest
 
 final class ParallelTests: XCTestCase {

@@ -3,6 +3,7 @@
 // `[B, H, W, 3]`. Exact: the kernel only moves values.
 
 import MixerKernels
+import MixerTestSupport
 import XCTest
 
 final class PatchifyTests: XCTestCase {

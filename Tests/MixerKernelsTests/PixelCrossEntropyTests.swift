@@ -4,6 +4,7 @@
 // central differences.
 
 import Foundation
+import MixerTestSupport
 import MixerKernels
 import XCTest
 

@@ -2,6 +2,7 @@
 // (overwrites dbranch) against central differences, with every example kept and with a 0/1 mask.
 
 import MixerKernels
+import MixerTestSupport
 import XCTest
 
 /// x + keep[b]·branch over `[S, B, C]` in Double.

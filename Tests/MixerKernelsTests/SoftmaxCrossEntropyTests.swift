@@ -3,6 +3,7 @@
 // huge logits.
 
 import Foundation
+import MixerTestSupport
 import MixerKernels
 import XCTest
 

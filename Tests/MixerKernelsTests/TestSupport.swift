@@ -1,54 +1,9 @@
-// Shared helpers for the kernel tests: a tolerance check that says where it failed, central finite
-// differences in Double, and a seeded generator that does not depend on the kernels under test.
+// Helpers of the kernel tests: a finiteness check, central finite differences in Double, and a
+// seeded generator that does not depend on the kernels under test (`assertClose` is in
+// MixerTestSupport).
 
+import MixerTestSupport
 import XCTest
-
-/// Asserts |actual[i] − expected[i]| ≤ absolute + relative·|expected[i]| for every i (NaN fails).
-/// A failure reports how many elements are out, the max difference and the first bad index.
-func assertClose(
-  _ actual: [Float], _ expected: [Double], relative: Double, absolute: Double, _ label: String,
-  file: StaticString = #filePath, line: UInt = #line
-) {
-  guard actual.count == expected.count else {
-    XCTFail("\(label): \(actual.count) values, expected \(expected.count)", file: file, line: line)
-    return
-  }
-  var badCount = 0
-  var firstBad = -1
-  var maxDifference = 0.0
-  var maxIndex = 0
-  for i in actual.indices {
-    let a = Double(actual[i])
-    let e = expected[i]
-    let difference = (a - e).isNaN ? Double.infinity : abs(a - e)
-    if !(difference <= absolute + relative * abs(e)) {
-      badCount += 1
-      if firstBad < 0 { firstBad = i }
-    }
-    if difference > maxDifference {
-      maxDifference = difference
-      maxIndex = i
-    }
-  }
-  if badCount > 0 {
-    XCTFail(
-      "\(label): \(badCount) of \(actual.count) out of tolerance (relative \(relative), absolute "
-        + "\(absolute)); max |diff| \(maxDifference) at [\(maxIndex)] (got \(actual[maxIndex]), "
-        + "want \(expected[maxIndex])); first bad [\(firstBad)] (got \(actual[firstBad]), want "
-        + "\(expected[firstBad]))",
-      file: file, line: line)
-  }
-}
-
-/// `assertClose` against a Float expectation.
-func assertClose(
-  _ actual: [Float], _ expected: [Float], relative: Double, absolute: Double, _ label: String,
-  file: StaticString = #filePath, line: UInt = #line
-) {
-  assertClose(
-    actual, expected.map(Double.init), relative: relative, absolute: absolute, label,
-    file: file, line: line)
-}
 
 /// Asserts every value is finite; a failure reports the first bad index.
 func assertFinite(

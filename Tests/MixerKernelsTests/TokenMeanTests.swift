@@ -2,6 +2,7 @@
 // both overwrite their output.
 
 import MixerKernels
+import MixerTestSupport
 import XCTest
 
 /// out[b, c] = mean over s of inp[s, b, c], in Double.

@@ -3,13 +3,14 @@
 // the line.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 @testable import MixerTelemetry
 
 final class ReportTests: XCTestCase {
   /// A run folder with `metrics` as metrics.jsonl and `config` (if any) as config.json.
   func makeRun(metrics: String?, config: String? = ReportTests.defaultConfig) throws -> URL {
-    let folder = try temporaryFolder(self).appendingPathComponent("run-1")
+    let folder = try makeTemporaryDirectory(self).appendingPathComponent("run-1")
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     if let metrics {
       try Data(metrics.utf8).write(to: folder.appendingPathComponent("metrics.jsonl"))
@@ -223,7 +224,7 @@ func containsNonFiniteNumber(_ text: String) -> Bool {
 /// the last record), so a new run never shows "Steps 200 of 5" and the old curves.
 final class ReportCurrentRunTests: XCTestCase {
   func testOnlyTheCurrentRunIsRead() throws {
-    let folder = try temporaryFolder(self)
+    let folder = try makeTemporaryDirectory(self)
     let lines = [
       #"{"kind":"train","run":"old","step":100,"loss":0.5}"#, #"{"kind":"train","run":"old","step":200,"loss":0.4}"#,
       #"{"kind":"train","run":"new","step":5,"loss":2.0}"#, #"{"kind":"eval","run":"new","step":5,"val_top1":0.3}"#,
@@ -237,7 +238,7 @@ final class ReportCurrentRunTests: XCTestCase {
 
   /// The final evaluation's confusion matrix and per-class accuracy appear in the report.
   func testConfusionMatrixSection() throws {
-    let folder = try temporaryFolder(self)
+    let folder = try makeTemporaryDirectory(self)
     try #"{"kind":"eval","run":"r","step":3,"val_top1":0.75}"#.write(
       to: folder.appendingPathComponent("metrics.jsonl"), atomically: true, encoding: .utf8)
     try #"{"step":3,"classes":["cat","dog"],"confusion":[[2,0],[1,1]]}"#.write(

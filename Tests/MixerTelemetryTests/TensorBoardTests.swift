@@ -3,6 +3,7 @@
 // read by TensorBoard's own EventAccumulator.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 @testable import MixerTelemetry
 
@@ -23,7 +24,7 @@ final class TensorBoardTests: XCTestCase {
   }
 
   func testFileNameAndFirstRecord() throws {
-    let folder = try temporaryFolder(self).appendingPathComponent("logs/nested")
+    let folder = try makeTemporaryDirectory(self).appendingPathComponent("logs/nested")
     let writer = try TensorBoardWriter(directory: folder.path)
     writer.close()
     let names = try FileManager.default.contentsOfDirectory(atPath: folder.path)
@@ -45,7 +46,7 @@ final class TensorBoardTests: XCTestCase {
   }
 
   func testScalarsRoundTrip() throws {
-    let folder = try temporaryFolder(self)
+    let folder = try makeTemporaryDirectory(self)
     let writer = try TensorBoardWriter(directory: folder.path)
     let scalars: [(tag: String, value: Double, step: Int)] = [
       ("train/loss", 2.302585, 0), ("train/lr", 0.0005, 25), ("eval/top1", 0.52, 100),
@@ -76,7 +77,7 @@ final class TensorBoardTests: XCTestCase {
   }
 
   func testNonFiniteValuesAndNegativeSteps() throws {
-    let folder = try temporaryFolder(self)
+    let folder = try makeTemporaryDirectory(self)
     let writer = try TensorBoardWriter(directory: folder.path)
     writer.scalar("nan", .nan, step: -3, wallTime: 1)
     writer.scalar("infinity", .infinity, step: 0, wallTime: 2)
@@ -93,7 +94,7 @@ final class TensorBoardTests: XCTestCase {
   }
 
   func testManyScalarsPassTheBufferThreshold() throws {
-    let folder = try temporaryFolder(self)
+    let folder = try makeTemporaryDirectory(self)
     let writer = try TensorBoardWriter(directory: folder.path)
     for step in 0..<5000 {
       writer.scalar("train/loss", 1 / Double(step + 1), step: step, wallTime: Double(step))
@@ -108,7 +109,7 @@ final class TensorBoardTests: XCTestCase {
   }
 
   func testTwoWritersInOneSecondKeepBothFiles() throws {
-    let folder = try temporaryFolder(self)
+    let folder = try makeTemporaryDirectory(self)
     let first = try TensorBoardWriter(directory: folder.path)
     let second = try TensorBoardWriter(directory: folder.path)
     first.scalar("a", 1, step: 1)
@@ -123,11 +124,8 @@ final class TensorBoardTests: XCTestCase {
   /// TensorBoard's own reader (it checks both CRCs of every record) finds every scalar.
   func testTensorBoardEventAccumulatorReadsTheFile() throws {
     let module = "tensorboard.backend.event_processing.event_accumulator"
-    let probe = try runPython(["-c", "import \(module)"])
-    guard probe.status == 0 else {
-      throw XCTSkip("python3 cannot import tensorboard: \(probe.errors.suffix(300))")
-    }
-    let folder = try temporaryFolder(self)
+    try requirePython([module])
+    let folder = try makeTemporaryDirectory(self)
     let writer = try TensorBoardWriter(directory: folder.path)
     let losses = [2.30, 1.90, 1.41, 1.12]
     for (index, loss) in losses.enumerated() {
@@ -249,34 +247,4 @@ func decodeFields(_ bytes: [UInt8]) throws -> DecodedFields {
 struct TestReadError: Error, CustomStringConvertible {
   let description: String
   init(_ description: String) { self.description = description }
-}
-
-/// Runs python3 (from PATH) with `arguments`; returns its exit status, stdout and stderr.
-func runPython(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  process.arguments = ["python3"] + arguments
-  let output = Pipe(), errors = Pipe()
-  process.standardOutput = output
-  process.standardError = errors
-  try process.run()
-  // stderr is drained on another thread, so a chatty child cannot fill one pipe and block
-  let errorData = ReadBuffer()
-  let errorsRead = DispatchSemaphore(value: 0)
-  DispatchQueue.global().async {
-    errorData.data = errors.fileHandleForReading.readDataToEndOfFile()
-    errorsRead.signal()
-  }
-  let outputData = output.fileHandleForReading.readDataToEndOfFile()
-  errorsRead.wait()
-  process.waitUntilExit()
-  return (
-    process.terminationStatus, String(decoding: outputData, as: UTF8.self),
-    String(decoding: errorData.data, as: UTF8.self)
-  )
-}
-
-/// Bytes filled by one thread and read by another after a semaphore hand-off.
-final class ReadBuffer: @unchecked Sendable {
-  var data = Data()
 }

@@ -2,6 +2,7 @@
 // and dropout on), resharding between world sizes, corruption detection and fallback, refusing a
 // checkpoint of another model, and malformed manifests.
 
+import MixerTestSupport
 import XCTest
 import MixerCheckpoint
 import MixerDistributed
@@ -36,7 +37,7 @@ final class CheckpointTests: XCTestCase {
 
   func testResumeIsBitIdentical() throws {
     for (ranks, zero, hybrid) in [(1, 0, false), (2, 0, false), (2, 1, false), (1, 0, true)] {
-      let straightDir = try temporaryFolder(self)
+      let straightDir = try makeTemporaryDirectory(self)
       var straight = config(straightDir, steps: 12)
       if hybrid {
         straight.model.blocks = 3
@@ -47,7 +48,7 @@ final class CheckpointTests: XCTestCase {
       straight.checkpointDirectory = nil
       let reference = try train(straight, ranks: ranks)[0].model.parameters.array()
 
-      let dir = try temporaryFolder(self)
+      let dir = try makeTemporaryDirectory(self)
       var first = config(dir, steps: 12)
       first.model = straight.model
       first.zeroStage = zero
@@ -73,7 +74,7 @@ final class CheckpointTests: XCTestCase {
   /// Save with 4 ranks under ZeRO-1, resume with 2 and with 1 (and 1 → 4): the moments are
   /// the same numbers re-sliced, and training goes on.
   func testReshardingReslicesTheMoments() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     var c = config(dir, steps: 4)
     c.zeroStage = 1
     let savers = try train(c, ranks: 4)
@@ -102,7 +103,7 @@ final class CheckpointTests: XCTestCase {
     XCTAssertEqual(continued[0].startStep, 4)
     XCTAssertEqual(listCheckpoints(in: URL(fileURLWithPath: c.checkpointDirectory!)).first?.step, 8)
     // and back: 1 rank saves, 4 ranks resume under ZeRO-1
-    let dir1 = try temporaryFolder(self)
+    let dir1 = try makeTemporaryDirectory(self)
     let single = config(dir1, steps: 4)
     let saver = try train(single, ranks: 1)[0]
     var four = single
@@ -114,7 +115,7 @@ final class CheckpointTests: XCTestCase {
   }
 
   func testCorruptionIsDetectedAndAutoFallsBack() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     var c = config(dir, steps: 6)
     c.saveEvery = 3
     _ = try train(c, ranks: 1)
@@ -145,8 +146,57 @@ final class CheckpointTests: XCTestCase {
     XCTAssertThrowsError(try Trainer(config: c, comm: SingleProcessCommunicator(), resume: newest.path))
   }
 
+  /// Resuming from step 2 past a corrupt step 4 and saving step 3 with `keep`: the folder just
+  /// saved is always kept, the corrupt one of the abandoned future never is.
+  func testKeepPrunesCorruptAndAbandonedFolders() throws {
+    for (keep, expected) in [(1, [3]), (2, [3, 2])] {
+      let dir = try makeTemporaryDirectory(self)
+      var c = config(dir, steps: 4)
+      c.saveEvery = 2
+      _ = try train(c, ranks: 1)
+      let directory = URL(fileURLWithPath: c.checkpointDirectory!)
+      XCTAssertEqual(listCheckpoints(in: directory).map(\.step), [4, 2])
+      let params = directory.appendingPathComponent(checkpointName(step: 4)).appendingPathComponent("params.safetensors")
+      var bytes = try Data(contentsOf: params)
+      bytes[bytes.count - 10] ^= 0x04
+      try bytes.write(to: params)
+
+      var resumed = c
+      resumed.steps = 3
+      resumed.saveEvery = 0
+      resumed.keep = keep
+      XCTAssertEqual(try train(resumed, ranks: 1, resume: "auto")[0].startStep, 2)
+      let left = listCheckpoints(in: directory)
+      XCTAssertEqual(left.map(\.step), expected, "keep \(keep)")
+      for (_, url) in left { XCTAssertNoThrow(try verifyCheckpoint(url), "keep \(keep)") }
+    }
+  }
+
+  /// Saving over an existing `step-N` replaces it only once the new folder is complete: a save
+  /// that fails midway leaves the old checkpoint valid, and a good one leaves no stray folder.
+  func testSaveReplacesAnExistingStepOnlyWhenCommitted() throws {
+    let dir = try makeTemporaryDirectory(self)
+    let c = config(dir, steps: 2)
+    let trainer = try train(c, ranks: 1)[0]
+    let directory = URL(fileURLWithPath: c.checkpointDirectory!)
+    let folder = directory.appendingPathComponent(checkpointName(step: 2))
+    let cursor = try verifyCheckpoint(folder).cursor
+    let store = CheckpointStore<TrainConfig>(directory: directory, comm: SingleProcessCommunicator())
+    // an optimizer that does not cover the shard: the save throws after the old code's delete
+    let tooSmall = Optimizer(config: c.optimizer, table: trainer.model.table, range: 0..<1)
+    XCTAssertThrowsError(
+      try store.save(step: 2, model: trainer.model, optimizer: tooSmall, config: c, zeroStage: 0, cursor: cursor, keep: 0))
+    XCTAssertEqual(listCheckpoints(in: directory).map(\.step), [2])
+    XCTAssertNoThrow(try verifyCheckpoint(folder))
+
+    try store.save(step: 2, model: trainer.model, optimizer: trainer.optimizer, config: c, zeroStage: 0, cursor: cursor, keep: 0)
+    XCTAssertNoThrow(try verifyCheckpoint(folder))
+    let names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+    XCTAssertEqual(names, [checkpointName(step: 2)])
+  }
+
   func testCheckpointOfAnotherModelListsMismatchedTensors() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let c = config(dir, steps: 2)
     _ = try train(c, ranks: 1)
     var other = c
@@ -158,7 +208,7 @@ final class CheckpointTests: XCTestCase {
   }
 
   func testMalformedManifestsAreErrors() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let c = config(dir, steps: 2)
     _ = try train(c, ranks: 1)
     let folder = listCheckpoints(in: URL(fileURLWithPath: c.checkpointDirectory!))[0].url

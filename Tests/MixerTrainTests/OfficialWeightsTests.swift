@@ -4,6 +4,7 @@
 // weights of another patch size or width.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 @testable import MixerCheckpoint
 import MixerDistributed
@@ -78,7 +79,7 @@ final class OfficialWeightsTests: XCTestCase {
   }
 
   func testImportThenExportIsBitIdentical() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let original = try NPZ.read(contentsOf: tinyTanh.appendingPathComponent("params.npz"))
     let (config, parameters, preset) = try importOfficialNPZ(tinyTanh.appendingPathComponent("params.npz"))
     let weights = dir.appendingPathComponent("weights")
@@ -104,7 +105,7 @@ final class OfficialWeightsTests: XCTestCase {
   }
 
   func testWeightsFolderReproducesTheReferenceLogits() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let (config, parameters, _) = try importOfficialNPZ(tinyTanh.appendingPathComponent("params.npz"))
     try writeWeightsFolder(config: config, parameters: parameters, preset: nil, source: "params.npz", to: dir)
     let model = try MixerModel(config: config, seed: 7)
@@ -141,7 +142,7 @@ final class OfficialWeightsTests: XCTestCase {
   }
 
   func testCheckpointFoldersInitialiseAModel() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let config = MixerConfig(imageHeight: 16, imageWidth: 16, patch: 4, hidden: 8, blocks: 1, tokensMLP: 6, channelsMLP: 12, classes: 4)
     let source = try MixerModel(config: config, seed: 11)
     randomize(source, seed: 11)
@@ -166,7 +167,7 @@ final class OfficialWeightsTests: XCTestCase {
   /// K² equal tiles the logits are the base model's.
   func testHigherResolutionActsTileByTile() throws {
     for (height, width, k) in [(8, 8, 2), (8, 12, 3), (12, 8, 2)] {
-      let dir = try temporaryFolder(self)
+      let dir = try makeTemporaryDirectory(self)
       let base = MixerConfig(
         imageHeight: height, imageWidth: width, patch: 4, hidden: 8, blocks: 2, tokensMLP: 6, channelsMLP: 16, classes: 3)
       let baseModel = try MixerModel(config: base, seed: 5)
@@ -288,7 +289,7 @@ final class OfficialWeightsTests: XCTestCase {
     XCTAssertThrowsError(try inferConfig(fromParameters: ["stem/kernel": [32, 32, 3, 512]], imageSize: (1 << 62, 1 << 62)))
 
     // a weights folder whose model.json claims an absurd model is refused before any table is built
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let (config, parameters, _) = try importOfficialNPZ(tinyTanh.appendingPathComponent("params.npz"))
     try writeWeightsFolder(config: config, parameters: parameters, preset: nil, source: "params.npz", to: dir)
     let manifestURL = dir.appendingPathComponent("model.json")

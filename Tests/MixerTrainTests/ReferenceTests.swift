@@ -1,6 +1,7 @@
 // Parity with the official Flax model on every reference folder, and clear errors for folders
 // that do not describe a model.
 
+import MixerTestSupport
 import XCTest
 @testable import MixerCheckpoint
 @testable import MixerTrain
@@ -21,7 +22,7 @@ final class ReferenceTests: XCTestCase {
   /// Copies a reference folder and lets the test rewrite one file.
   func brokenCopy(_ change: (URL) throws -> Void) throws -> URL {
     let source = referenceFolders.first { $0.lastPathComponent == "mixer-tiny-tanh" }!
-    let target = try temporaryFolder(self).appendingPathComponent("broken")
+    let target = try makeTemporaryDirectory(self).appendingPathComponent("broken")
     try FileManager.default.copyItem(at: source, to: target)
     try change(target)
     return target

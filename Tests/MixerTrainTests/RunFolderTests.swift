@@ -3,6 +3,7 @@
 // resumes that say what they change.
 
 import Foundation
+import MixerTestSupport
 import XCTest
 import MixerCheckpoint
 import MixerDistributed
@@ -25,7 +26,7 @@ final class RunFolderTests: XCTestCase {
   /// A second run into a folder holding another run's records stops unless it resumes that run
   /// or is told to overwrite; with --overwrite only the new run's records remain.
   func testAnotherRunsFolderIsRefusedUnlessOverwritten() throws {
-    let c = config(try temporaryFolder(self), steps: 2)
+    let c = config(try makeTemporaryDirectory(self), steps: 2)
     _ = try Trainer(config: c, comm: SingleProcessCommunicator()).run()
     let first = try records(c)
     XCTAssertEqual(Set(first.compactMap { $0["run"] as? String }).count, 1, "one run id")
@@ -41,7 +42,7 @@ final class RunFolderTests: XCTestCase {
 
   /// A folder in use by a running job cannot be used by a second one: the error names the holder.
   func testLockedRunFolderNamesTheHolder() throws {
-    let c = config(try temporaryFolder(self), steps: 1)
+    let c = config(try makeTemporaryDirectory(self), steps: 1)
     let held = try FolderLock(c.runDirectory, purpose: "the run folder")
     XCTAssertThrowsError(try Trainer(config: c, comm: SingleProcessCommunicator()).run()) {
       XCTAssertTrue("\($0)".contains("is in use by another run (host "), "\($0)")
@@ -53,7 +54,7 @@ final class RunFolderTests: XCTestCase {
 
   /// Every run ends with a checkpoint in its run folder, which eval reads from the run folder.
   func testEveryRunEndsWithACheckpointEvalReads() throws {
-    let c = config(try temporaryFolder(self), steps: 2)
+    let c = config(try makeTemporaryDirectory(self), steps: 2)
     let trainer = try Trainer(config: c, comm: SingleProcessCommunicator())
     let summary = try trainer.run()
     XCTAssertEqual(listCheckpoints(in: URL(fileURLWithPath: c.runDirectory + "/checkpoints")).map(\.step), [2])
@@ -65,11 +66,11 @@ final class RunFolderTests: XCTestCase {
   /// A signal stops the run after the current step with a checkpoint; resuming finishes it with
   /// exactly the parameters of an uninterrupted run. The records continue the same run.
   func testSignalSavesAndResumeIsBitIdentical() throws {
-    let straight = config(try temporaryFolder(self), steps: 4)
+    let straight = config(try makeTemporaryDirectory(self), steps: 4)
     let reference = try Trainer(config: straight, comm: SingleProcessCommunicator())
     _ = try reference.run()
 
-    let c = config(try temporaryFolder(self), steps: 4)
+    let c = config(try makeTemporaryDirectory(self), steps: 4)
     Interruption.install()
     defer { Interruption.reset() }
     Interruption.raise(SIGUSR1)
@@ -89,7 +90,7 @@ final class RunFolderTests: XCTestCase {
 
   /// Two ranks: whichever rank gets the signal, both stop after the same step.
   func testRanksAgreeOnTheStopStep() throws {
-    let c = config(try temporaryFolder(self), steps: 4)
+    let c = config(try makeTemporaryDirectory(self), steps: 4)
     Interruption.install()
     defer { Interruption.reset() }
     Interruption.raise(SIGTERM)  // the process-wide flag: every in-process rank sees it
@@ -102,7 +103,7 @@ final class RunFolderTests: XCTestCase {
   /// Resuming a run that is already at --steps says so and trains nothing; --resume auto where
   /// every checkpoint is corrupt is an error saying exactly that; another model is refused.
   func testResumeChecks() throws {
-    let c = config(try temporaryFolder(self), steps: 2)
+    let c = config(try makeTemporaryDirectory(self), steps: 2)
     _ = try Trainer(config: c, comm: SingleProcessCommunicator()).run()
     let again = try Trainer(config: c, comm: SingleProcessCommunicator(), resume: "auto")
     XCTAssertEqual(again.startStep, 2)
@@ -151,7 +152,7 @@ final class RunFolderTests: XCTestCase {
 /// `--epochs` sets the steps from the data; unspecified evaluation is every tenth of the run.
 final class ResolveTests: XCTestCase {
   func testEpochsAndDefaultEvaluationInterval() throws {
-    var c = smallTrainConfig(runDirectory: try temporaryFolder(self), steps: 1)
+    var c = smallTrainConfig(runDirectory: try makeTemporaryDirectory(self), steps: 1)
     c.trainExamples = 256
     c.globalBatch = 16
     let notes = try c.resolve([.steps, .evalEvery], epochs: 3)

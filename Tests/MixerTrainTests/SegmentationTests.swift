@@ -4,6 +4,7 @@
 // that `evaluateCheckpoint` reads back; task/data mismatches are one-line errors. That it learns is
 // shown with the release binary in SegmentationCLITests.
 
+import MixerTestSupport
 import XCTest
 import MixerData
 import MixerDistributed
@@ -44,7 +45,7 @@ final class SegmentationTests: XCTestCase {
   /// Every rank count gives the same totals; a model that predicts background everywhere scores
   /// the background share as pixel accuracy and background-IoU / (classes present) as mIoU.
   func testEvaluationIsExactOnAnyNumberOfRanks() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     var config = segmentationConfig(dir, steps: 4)
     config.validationExamples = 37
     let trained = try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)
@@ -84,13 +85,13 @@ final class SegmentationTests: XCTestCase {
   }
 
   func testSameSeedGivesBitIdenticalParameters() throws {
-    var config = segmentationConfig(try temporaryFolder(self), steps: 6)
+    var config = segmentationConfig(try makeTemporaryDirectory(self), steps: 6)
     config.stochasticDepth = 0.1
     config.dropout = 0.1
     config.labelSmoothing = 0.05
     let a = try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)
     _ = try a.run()
-    config.runDirectory = try temporaryFolder(self).path
+    config.runDirectory = try makeTemporaryDirectory(self).path
     let b = try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)
     _ = try b.run()
     XCTAssertEqual(Array(a.model.parameters.bytes), Array(b.model.parameters.bytes))
@@ -98,7 +99,7 @@ final class SegmentationTests: XCTestCase {
 
   func testRanksZeROAndAccumulationMatchOneRank() throws {
     let sgd: (inout TrainConfig) -> Void = { $0.optimizer.kind = .sgd; $0.learningRate = 0.05 }
-    var reference = segmentationConfig(try temporaryFolder(self))
+    var reference = segmentationConfig(try makeTemporaryDirectory(self))
     sgd(&reference)
     let expected = try Trainer(config: reference, comm: SingleProcessCommunicator(), overwrite: true)
     _ = try expected.run()
@@ -110,7 +111,7 @@ final class SegmentationTests: XCTestCase {
     }
     for (ranks, zero, accumulation) in [(2, 0, 1), (4, 1, 1), (2, 0, 2)] {
       let results = try LocalGroup(size: ranks).run { comm -> [Float] in
-        var config = self.segmentationConfig(try temporaryFolder(self))
+        var config = self.segmentationConfig(try makeTemporaryDirectory(self))
         sgd(&config)
         config.zeroStage = zero
         config.accumulation = accumulation
@@ -124,12 +125,12 @@ final class SegmentationTests: XCTestCase {
   }
 
   func testResumeIsBitIdenticalAndEvalReadsTheCheckpoint() throws {
-    var straight = segmentationConfig(try temporaryFolder(self), steps: 8)
+    var straight = segmentationConfig(try makeTemporaryDirectory(self), steps: 8)
     straight.dropout = 0.1
     let reference = try Trainer(config: straight, comm: SingleProcessCommunicator(), overwrite: true)
     let referenceSummary = try reference.run()
 
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     var first = segmentationConfig(dir, steps: 8)
     first.dropout = 0.1
     first.checkpointDirectory = dir.appendingPathComponent("checkpoints").path
@@ -151,7 +152,7 @@ final class SegmentationTests: XCTestCase {
     XCTAssertLessThan((diff / norm).squareRoot(), 1e-4)
     // one rank throughout: bit-identical
     var single = first
-    single.checkpointDirectory = try temporaryFolder(self).appendingPathComponent("checkpoints").path
+    single.checkpointDirectory = try makeTemporaryDirectory(self).appendingPathComponent("checkpoints").path
     let stopped = try Trainer(config: single, comm: SingleProcessCommunicator(), faults: FaultPlan(stopAfterStep: 4), overwrite: true)
     _ = try stopped.run()
     let again = try Trainer(config: single, comm: SingleProcessCommunicator(), resume: "auto")
@@ -169,7 +170,7 @@ final class SegmentationTests: XCTestCase {
   /// stem and blocks (the classification head is left out, the segmentation head starts at zero),
   /// and the other way round.
   func testInitFromACheckpointOfTheOtherTask() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     var classification = smallTrainConfig(runDirectory: dir.appendingPathComponent("c"), steps: 3)
     classification.checkpointDirectory = dir.appendingPathComponent("c-ck").path
     let source = try Trainer(config: classification, comm: SingleProcessCommunicator(), overwrite: true)
@@ -197,23 +198,23 @@ final class SegmentationTests: XCTestCase {
   }
 
   func testTaskAndDataMustAgree() throws {
-    var config = segmentationConfig(try temporaryFolder(self))
+    var config = segmentationConfig(try makeTemporaryDirectory(self))
     config.data = "shapes"
     XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)) {
       XCTAssertTrue("\($0)".contains("--task segmentation needs data with a class per pixel"), "\($0)")
     }
-    config = smallTrainConfig(runDirectory: try temporaryFolder(self), steps: 2)
+    config = smallTrainConfig(runDirectory: try makeTemporaryDirectory(self), steps: 2)
     config.data = "segshapes"
     config.model.classes = 6
     XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)) {
       XCTAssertTrue("\($0)".contains("holds segmentation masks: pass --task segmentation"), "\($0)")
     }
-    config = segmentationConfig(try temporaryFolder(self))
+    config = segmentationConfig(try makeTemporaryDirectory(self))
     config.mixup = 0.5
     XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)) {
       XCTAssertTrue("\($0)".contains("--mixup does not apply to segmentation"), "\($0)")
     }
-    config = segmentationConfig(try temporaryFolder(self))
+    config = segmentationConfig(try makeTemporaryDirectory(self))
     config.model.classes = 4
     XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)) {
       XCTAssertTrue("\($0)".contains("pass --classes 6"), "\($0)")

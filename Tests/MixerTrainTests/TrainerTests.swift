@@ -2,6 +2,7 @@
 // ranks (LocalGroup), ZeRO-1, metrics, and configuration errors. End-to-end runs of the binary,
 // including real mpirun, are in CommandLineTests.
 
+import MixerTestSupport
 import XCTest
 import MixerDistributed
 import MixerModel
@@ -24,22 +25,22 @@ final class TrainerTests: XCTestCase {
   }
 
   func testSameSeedGivesBitIdenticalParameters() throws {
-    var config = smallConfig(try temporaryFolder(self))
+    var config = smallConfig(try makeTemporaryDirectory(self))
     config.stochasticDepth = 0.2
     config.dropout = 0.1
     config.labelSmoothing = 0.1
     let (a, _) = try train(config)
-    config.runDirectory = try temporaryFolder(self).path
+    config.runDirectory = try makeTemporaryDirectory(self).path
     let (b, _) = try train(config)
     XCTAssertEqual(Array(a.model.parameters.bytes), Array(b.model.parameters.bytes))
     config.seed = 1
-    config.runDirectory = try temporaryFolder(self).path
+    config.runDirectory = try makeTemporaryDirectory(self).path
     let (c, _) = try train(config)
     XCTAssertNotEqual(Array(a.model.parameters.bytes), Array(c.model.parameters.bytes))
   }
 
   func testRunFolderHasConfigMetricsAndParameters() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     let (trainer, summary) = try train(smallConfig(dir))
     let lines = try String(contentsOf: dir.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
       .split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
@@ -56,7 +57,7 @@ final class TrainerTests: XCTestCase {
   }
 
   func testLossGoesDown() throws {
-    var config = smallConfig(try temporaryFolder(self), steps: 40)
+    var config = smallConfig(try makeTemporaryDirectory(self), steps: 40)
     config.learningRate = 1e-2
     config.logEvery = 10
     let (trainer, _) = try train(config)
@@ -72,7 +73,7 @@ final class TrainerTests: XCTestCase {
 
   /// The reference for data parallelism: one rank with global batch G.
   func referenceParameters(_ mutate: (inout TrainConfig) -> Void = { _ in }) throws -> [Float] {
-    var config = smallConfig(try temporaryFolder(self))
+    var config = smallConfig(try makeTemporaryDirectory(self))
     mutate(&config)
     return try train(config).0.model.parameters.array()
   }
@@ -109,7 +110,7 @@ final class TrainerTests: XCTestCase {
     let sgd: (inout TrainConfig) -> Void = { $0.optimizer.kind = .sgd; $0.learningRate = 0.05 }
     let reference = try referenceParameters(sgd)
     let results = try LocalGroup(size: 2).run { comm -> [Float] in
-      var config = self.smallConfig(try temporaryFolder(self))
+      var config = self.smallConfig(try makeTemporaryDirectory(self))
       sgd(&config)
       let trainer = try Trainer(config: config, comm: comm, overwrite: true)
       _ = try trainer.run()
@@ -129,7 +130,7 @@ final class TrainerTests: XCTestCase {
     }
     let reference = try referenceParameters(hybrid)
     let results = try LocalGroup(size: 2).run { comm -> [Float] in
-      var config = self.smallConfig(try temporaryFolder(self))
+      var config = self.smallConfig(try makeTemporaryDirectory(self))
       hybrid(&config)
       let trainer = try Trainer(config: config, comm: comm, overwrite: true)
       _ = try trainer.run()
@@ -147,7 +148,7 @@ final class TrainerTests: XCTestCase {
   func testInProcessRanksMatchOneRank() throws {
     let reference = try referenceParameters()
     for (ranks, zero) in [(2, 0), (4, 0), (2, 1), (4, 1)] {
-      let dirs = try (0..<ranks).map { _ in try temporaryFolder(self) }
+      let dirs = try (0..<ranks).map { _ in try makeTemporaryDirectory(self) }
       let results = try LocalGroup(size: ranks).run { comm -> [Float] in
         var config = self.smallConfig(dirs[comm.rank])
         config.zeroStage = zero
@@ -164,7 +165,7 @@ final class TrainerTests: XCTestCase {
   }
 
   func testConfigurationErrors() throws {
-    let dir = try temporaryFolder(self)
+    let dir = try makeTemporaryDirectory(self)
     var config = smallConfig(dir)
     config.learningRate = -1
     XCTAssertThrowsError(try Trainer(config: config, comm: SingleProcessCommunicator(), overwrite: true)) {
