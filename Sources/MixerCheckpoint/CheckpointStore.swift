@@ -221,12 +221,13 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   }
 
   /// Every rank calls this after step `step` (the number of steps done); returns the committed
-  /// folder (on every rank). `keep` > 0 prunes after the commit (see `prune`).
+  /// folder (on every rank). `keep` > 0 prunes after the commit (see `prune`), sparing the steps
+  /// in `protecting` (the best checkpoint of --keep-best).
   /// `beforeCommit` runs on every rank once its files are written, before the commit barrier.
   @discardableResult
   public func save(
     step: Int, model: MixerModel, optimizer: some ShardedOptimizerState, config: Config, zeroStage: Int,
-    cursor: DataCursor, keep: Int, beforeCommit: (() -> Void)? = nil
+    cursor: DataCursor, keep: Int, protecting: Set<Int> = [], beforeCommit: (() -> Void)? = nil
   ) throws -> URL {
     let final = directory.appendingPathComponent(checkpointName(step: step))
     let partial = directory.appendingPathComponent("." + "partial-" + checkpointName(step: step))
@@ -312,7 +313,7 @@ public struct CheckpointStore<Config: CheckpointConfig> {
       }
       try AtomicFile.syncDirectory(at: directory)
       if replacing { try? fileManager.removeItem(at: replaced) }
-      if keep > 0 { prune(keep: keep, saved: step) }
+      if keep > 0 { prune(keep: keep, saved: step, protecting: protecting) }
     }
     try comm.barrier()
     return final
@@ -322,9 +323,9 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   /// committed) is always kept and counts as one; a folder of a later step belongs to an abandoned
   /// future (the run resumed from an older checkpoint) and is removed; of the older ones the newest
   /// `keep - 1` that verify are kept, and corrupt ones never count.
-  private func prune(keep: Int, saved: Int) {
+  private func prune(keep: Int, saved: Int, protecting: Set<Int>) {
     var kept = 1
-    for (step, url) in listCheckpoints(in: directory) where step != saved {
+    for (step, url) in listCheckpoints(in: directory) where step != saved && !protecting.contains(step) {
       if step < saved && kept < keep && (try? verifyCheckpoint(url)) != nil {
         kept += 1
       } else {

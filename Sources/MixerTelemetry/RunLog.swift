@@ -31,22 +31,12 @@ public struct MetricRecord {
   }
 }
 
-/// `text` as a JSON string literal (RFC 8259, section 7): quotes, backslashes and control
-/// characters escaped, everything else as is.
+/// `text` as a JSON string literal (quotes, backslashes and control characters escaped), by
+/// Foundation's encoder.
 func jsonString(_ text: String) -> String {
-  var literal = "\""
-  for scalar in text.unicodeScalars {
-    switch scalar {
-    case "\"": literal += "\\\""
-    case "\\": literal += "\\\\"
-    case "\n": literal += "\\n"
-    case "\r": literal += "\\r"
-    case "\t": literal += "\\t"
-    case _ where scalar.value < 0x20: literal += String(format: "\\u%04x", scalar.value)
-    default: literal.unicodeScalars.append(scalar)
-    }
-  }
-  return literal + "\""
+  let encoder = JSONEncoder()
+  encoder.outputFormatting = [.withoutEscapingSlashes]
+  return (try? encoder.encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
 }
 
 /// The run's log: metrics file and console output, active on rank 0 only.

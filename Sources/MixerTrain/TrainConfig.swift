@@ -59,6 +59,9 @@ public struct TrainConfig: CheckpointConfig {
   public var saveEvery: Int = 0
   /// keep the newest K checkpoints (0: keep all)
   public var keep: Int = 0
+  /// also keep the checkpoint with the best value of this evaluation metric (e.g. `val_top1`;
+  /// lower is better for `val_loss`), named in `best.json` of the checkpoint folder
+  public var keepBest: String?
 
   public init(model: MixerConfig) { self.model = model }
 
@@ -107,6 +110,10 @@ public struct TrainConfig: CheckpointConfig {
     try check(loaderWorkers >= 1, "--loader-workers must be at least 1")
     try check(mixup >= 0, "--mixup must be non-negative, got \(mixup)")
     try model.task.training.validate(self)
+    if let keepBest {
+      let names = model.task.training.metricNames
+      try check(names.contains(keepBest), "--keep-best \(keepBest) is not a metric of this task (known: \(names.joined(separator: ", ")))")
+    }
     if let t = threads { try check(t >= 1, "--threads must be at least 1, got \(t)") }
     try check(saveEvery >= 0, "--save-every must be non-negative")
     try check(keep >= 0, "--keep must be non-negative")

@@ -72,6 +72,8 @@ public final class Trainer {
   var resumedFrom: String?
   /// where checkpoints go: rank 0's `config.checkpointFolder` (one folder for every rank)
   let checkpointFolder: String
+  /// the best evaluation so far under --keep-best (from best.json when resuming)
+  var best: (step: Int, value: Double)?
   /// the step training starts from (0, or the resumed checkpoint's)
   public private(set) var startStep = 0
 
@@ -222,6 +224,7 @@ public final class Trainer {
     let manifest = try CheckpointStore<TrainConfig>.load(URL(fileURLWithPath: chosen), into: model, optimizer: optimizer)
     try Trainer.checkSameParameters(model.parameters, comm: comm)
     resumedFrom = chosen
+    best = nil  // read after startStep is known (run)
     log.line("mixer-dist: resumed from \(chosen) (step \(manifest.step), saved by \(manifest.worldSize) rank(s))")
     return manifest.step
   }
@@ -346,6 +349,7 @@ public final class Trainer {
         exposedCommunicationShare: 0, optimizerStateFloats: optimizer.stateCount)
     }
     Interruption.install()
+    if resumedFrom != nil { best = readBest() }
     let loader = try BatchLoader(
       dataset: trainSet, sampler: sampler, startStep: startStep, endStep: cfg.steps,
       workers: cfg.loaderWorkers, depth: 3,
@@ -420,9 +424,11 @@ public final class Trainer {
       }
       if cfg.evalEvery > 0 && done % cfg.evalEvery == 0 && done != cfg.steps {
         evaluation = try evaluateAndLog(step: done)
+        try keepIfBest(evaluation!, step: done, saved: saved, store: store)
       }
     }
     evaluation = try evaluateAndLog(step: cfg.steps)
+    try keepIfBest(evaluation!, step: cfg.steps, saved: true, store: store)
     try writeConfusion(evaluation, step: cfg.steps)
     log.line(String(
       format: "data: the step waited for the loader %d time(s), %.2f s in all (--loader-workers %d)",
@@ -444,9 +450,41 @@ public final class Trainer {
       samplesSeen: done * config.globalBatch)
     let folder = try store.save(
       step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage, cursor: cursor, keep: config.keep,
+      protecting: best.map { [$0.step] } ?? [],
       beforeCommit: faults.killInSaveAtStep == done ? { kill(getpid(), SIGKILL) } : nil)
     log.line("checkpoint \(folder.path)")
     return folder
+  }
+
+  /// --keep-best: when this evaluation beats the best so far (every rank decides alike, the
+  /// totals being all-reduced), the checkpoint of this step is kept apart from --keep's pruning
+  /// (saved now if the step had none) and named in `best.json`.
+  func keepIfBest(_ result: EvaluationResult, step: Int, saved: Bool, store: CheckpointStore<TrainConfig>) throws {
+    guard let metric = config.keepBest else { return }
+    let (values, _) = config.model.task.training.evaluationRecord(result, classNames: config.classNames)
+    guard let value = values.first(where: { $0.0 == metric })?.1, value.isFinite else { return }
+    let lowerIsBetter = metric.hasSuffix("loss")
+    if let best, lowerIsBetter ? value >= best.value : value <= best.value { return }
+    best = (step, value)
+    if !saved { try saveCheckpoint(store, done: step) }
+    if comm.rank == 0 {
+      let record: [String: Any] = ["metric": metric, "value": value, "step": step, "checkpoint": checkpointName(step: step)]
+      try AtomicFile.write(
+        try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]),
+        to: URL(fileURLWithPath: checkpointFolder).appendingPathComponent("best.json"))
+    }
+    log.line("mixer-dist: best \(metric) so far \(value) at step \(step): \(checkpointName(step: step)) is kept (--keep-best)")
+  }
+
+  /// The best evaluation recorded in the checkpoint folder (best.json), for a resumed run.
+  func readBest() -> (step: Int, value: Double)? {
+    let url = URL(fileURLWithPath: checkpointFolder).appendingPathComponent("best.json")
+    guard let data = FileManager.default.contents(atPath: url.path),
+      let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+      object["metric"] as? String == config.keepBest, let step = object["step"] as? Int, step <= startStep,
+      let value = object["value"] as? Double
+    else { return nil }
+    return (step, value)
   }
 
   /// Rank 0 writes the final evaluation's confusion matrix (classification) for the report.

@@ -59,6 +59,7 @@ struct Train: ParsableCommand {
   @Option(help: "Folder for checkpoints (one step-N folder per save; shared by all ranks; default: checkpoints/ in the run folder).") var checkpointDir: String?
   @Option(help: "Save a checkpoint every N steps (and always at the end).") var saveEvery: Int = D.saveEvery
   @Option(help: "Keep only the newest K checkpoints (0: all).") var keep: Int = D.keep
+  @Option(help: "Also keep the checkpoint with the best value of this evaluation metric (val_top1, val_top5, val_loss; val_miou, val_pixel_accuracy for segmentation; lower is better for val_loss), named in best.json.") var keepBest: String?
   @Option(help: "Resume: 'auto' (newest valid checkpoint in the checkpoint folder) or a checkpoint folder.") var resume: String?
   @Flag(help: "Start a new run in a run or checkpoint folder that holds another run's records and checkpoints, removing them.") var overwrite = false
   @Option(help: "Fine-tune from weights: an official .npz, a folder from `mixer-dist import`, or a checkpoint. Another class count re-initialises the head; a larger --image-size (same patch, K times the side) widens token mixing as the paper's Appendix C.") var initFrom: String?
@@ -112,6 +113,7 @@ struct Train: ParsableCommand {
     c.initFrom = initFrom
     c.saveEvery = saveEvery
     c.keep = keep
+    c.keepBest = keepBest
     if timeout <= 0 { throw ConfigError("--timeout must be positive, got \(timeout)") }
     var unspecified: Unspecified = []
     if steps == nil { unspecified.insert(.steps) }
@@ -206,7 +208,7 @@ extension Train {
       ("threads", config.threads.map { "\($0)" }), ("loader-workers", "\(config.loaderWorkers)"),
       ("bucket-size", "\(config.bucketFloats)"), ("zero", "\(config.zeroStage)"), ("run-dir", text(config.runDirectory)),
       ("checkpoint-dir", config.checkpointDirectory.map(text)), ("save-every", "\(config.saveEvery)"),
-      ("keep", "\(config.keep)"), ("init-from", config.initFrom.map(text)),
+      ("keep", "\(config.keep)"), ("keep-best", config.keepBest.map(text)), ("init-from", config.initFrom.map(text)),
     ]
     settings.removeAll { $0.1 == nil }
     return settings.map { "\($0.0): \($0.1!)\n" }.joined()

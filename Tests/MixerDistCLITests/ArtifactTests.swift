@@ -53,7 +53,7 @@ final class ArtifactTests: XCTestCase {
       for (c, className) in classes.enumerated() {
         let path = root.appendingPathComponent("train/\(className)")
         try FileManager.default.createDirectory(at: path, withIntermediateDirectories: true)
-        for i in 0..<8 {
+        for i in 0..<12 {
           var rgb = [UInt8](repeating: 20, count: 32 * 32 * 3)
           for p in 0..<(32 * 32) { rgb[p * 3 + c] = UInt8(140 + 10 * i) }
           try pngFile(width: 32, height: 32, rgb: rgb).write(to: path.appendingPathComponent("\(i).png"))
@@ -64,7 +64,7 @@ final class ArtifactTests: XCTestCase {
     let animals = try folder("animals", classes: ["cat", "dog", "owl"])
     let colours = try folder("colours", classes: ["blue", "green", "red"])
     let run = dir.appendingPathComponent("run")
-    let trained = try mixerDist(["train"] + small + ["--data", "folder:\(animals.path)", "--val-fraction", "0.5", "--run-dir", run.path])
+    let trained = try mixerDist(["train"] + small + ["--data", "folder:\(animals.path)", "--val-fraction", "0.3", "--batch", "8", "--run-dir", run.path])
     XCTAssertEqual(trained.status, 0, trained.stderr)
     let same = try mixerDist(["eval", run.path, "--threads", "1"])
     XCTAssertEqual(same.status, 0, same.stderr)

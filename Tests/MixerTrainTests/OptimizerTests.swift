@@ -65,6 +65,7 @@ final class OptimizerTests: XCTestCase {
     var options = OptimizerConfig()
     options.kind = .sgd
     options.momentum = 0.9
+    options.weightDecay = 0
     let optimizer = Optimizer(config: options, table: table)
     XCTAssertEqual(optimizer.secondMoment.count, 0)
     let params = FlatBuffer(count: table.count, repeating: 0.5)

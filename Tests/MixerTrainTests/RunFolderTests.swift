@@ -163,3 +163,30 @@ final class ResolveTests: XCTestCase {
     XCTAssertThrowsError(try both.resolve([], epochs: 2)) { XCTAssertTrue("\($0)".contains("not both"), "\($0)") }
   }
 }
+
+/// --keep-best beside --keep: the newest checkpoint and the best one by the metric stay.
+final class KeepBestTests: XCTestCase {
+  func testTheBestCheckpointSurvivesPruning() throws {
+    var c = smallTrainConfig(runDirectory: try makeTemporaryDirectory(self), steps: 8)
+    c.validationExamples = 48
+    c.evalEvery = 2
+    c.saveEvery = 2
+    c.keep = 1
+    c.keepBest = "val_loss"
+    _ = try Trainer(config: c, comm: SingleProcessCommunicator()).run()
+    let text = try String(contentsOfFile: c.runDirectory + "/metrics.jsonl", encoding: .utf8)
+    let evals = try text.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+      .filter { $0["kind"] as? String == "eval" }
+    let bestRecord = evals.min { ($0["val_loss"] as! Double) < ($1["val_loss"] as! Double) }!
+    let bestStep = bestRecord["step"] as! Int
+    let best = try JSONSerialization.jsonObject(
+      with: Data(contentsOf: URL(fileURLWithPath: c.checkpointFolder + "/best.json"))) as! [String: Any]
+    XCTAssertEqual(best["step"] as? Int, bestStep)
+    XCTAssertEqual(best["metric"] as? String, "val_loss")
+    let kept = listCheckpoints(in: URL(fileURLWithPath: c.checkpointFolder)).map(\.step)
+    XCTAssertEqual(Set(kept), Set([8, bestStep]), "the newest (--keep 1) and the best")
+    var wrong = c
+    wrong.keepBest = "val_miou"
+    XCTAssertThrowsError(try wrong.validate(worldSize: 1)) { XCTAssertTrue("\($0)".contains("not a metric of this task"), "\($0)") }
+  }
+}

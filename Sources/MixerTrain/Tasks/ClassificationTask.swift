@@ -13,6 +13,7 @@ public struct ClassificationTask: TaskHead {
   public var defaultSteps: Int { 600 }
   public var defaultGlobalBatch: Int { 128 }
   public var defaultData: String { "shapes" }
+  public var metricNames: [String] { ["val_top1", "val_top5", "val_loss"] }
 
   public func accepts(_ dataset: any Dataset) -> Bool { !(dataset is any SegmentationDataset) }
   public func dataRequirement(spec: String) -> String {

@@ -16,6 +16,7 @@ public struct SegmentationTask: TaskHead {
   public var defaultSteps: Int { 2400 }
   public var defaultGlobalBatch: Int { 32 }
   public var defaultData: String { "segshapes" }
+  public var metricNames: [String] { ["val_miou", "val_pixel_accuracy", "val_loss"] }
 
   public func accepts(_ dataset: any Dataset) -> Bool { dataset is any SegmentationDataset }
   public func dataRequirement(spec: String) -> String {

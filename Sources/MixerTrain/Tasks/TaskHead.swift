@@ -18,6 +18,9 @@ public protocol TaskHead: Sendable {
   /// The embedded dataset of this task (`--data` when none is given).
   var defaultData: String { get }
 
+  /// The evaluation metrics --keep-best may name (metrics.jsonl keys).
+  var metricNames: [String] { get }
+
   /// True when `dataset` holds the targets this task learns from.
   func accepts(_ dataset: any Dataset) -> Bool
   /// A one-line explanation of what data the task needs, for an error naming `spec`.
