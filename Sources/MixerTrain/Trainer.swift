@@ -188,15 +188,14 @@ public final class Trainer {
   /// Runs every step, evaluates, writes the run folder; returns the summary.
   public func run() throws -> TrainSummary {
     let cfg = config
-    let locks = try claimFolders()
-    defer { locks.forEach { $0.release() } }
-    if startStep >= cfg.steps {
+    if startStep >= cfg.steps {  // before the folders are claimed: this run writes nothing
       log.line("mixer-dist: already at step \(startStep) (--steps \(cfg.steps)): nothing to train; raise --steps to continue")
-      log.close()
       return TrainSummary(
         steps: startStep, finalLoss: .nan, evaluation: nil, seconds: 0, imagesPerSecond: 0,
         exposedCommunicationShare: 0, optimizerStateFloats: optimizer.stateCount)
     }
+    let locks = try claimFolders()
+    defer { locks.forEach { $0.release() } }
     Interruption.install()
     if resumedFrom != nil { best = readBest() }
     let loader = try BatchLoader(

@@ -27,13 +27,14 @@ struct Eval: ParsableCommand {
         guard comm.rank == 0 else { return }
         let task = loaded.model.config.task.training
         let step = loaded.step ?? 0
+        let source = loaded.step.map { "step \($0)" } ?? "imported weights"
         if json {
           let encoder = JSONEncoder()
           encoder.outputFormatting = [.sortedKeys]
           print(String(decoding: try encoder.encode(task.evaluationJSON(result, step: step)), as: UTF8.self))
         } else {
           let lines = task.evaluationRecord(result, classNames: loaded.config.classNames).lines
-          print("step \(step): \(lines[0])  (\(result.count) images, \(comm.size) rank(s))")
+          print("\(source): \(lines[0])  (\(result.count) images, \(comm.size) rank(s))")
           for line in lines.dropFirst() { print(line) }
         }
       }
