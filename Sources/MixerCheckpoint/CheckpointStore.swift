@@ -163,20 +163,23 @@ public func verifyCheckpoint<Config: CheckpointConfig>(
     throw CheckpointError("\(folder.path): no manifest.json (an unfinished save is never loaded)")
   }
   let manifest = try CheckpointManifest<Config>.decode(data, source: manifestURL.path)
-  for file in manifest.files {
-    let url = folder.appendingPathComponent(file.name)
-    let attributes = try? FileManager.default.attributesOfItem(atPath: url.path)
-    guard let size = (attributes?[.size] as? NSNumber)?.intValue else {
-      throw CheckpointError("\(url.path): missing")
-    }
-    guard size == file.bytes else {
-      throw CheckpointError("\(url.path): \(size) bytes, the manifest says \(file.bytes) (truncated or overwritten)")
-    }
-    guard try SHA256.hex(ofFileAt: url) == file.sha256 else {
-      throw CheckpointError("\(url.path): SHA-256 mismatch (the file is corrupt)")
-    }
-  }
+  for file in manifest.files { try verifyFile(file, in: folder) }
   return manifest
+}
+
+/// Checks one file of a checkpoint against its manifest entry: present, its size, its SHA-256.
+func verifyFile(_ file: CheckpointFile, in folder: URL) throws {
+  let url = folder.appendingPathComponent(file.name)
+  let attributes = try? FileManager.default.attributesOfItem(atPath: url.path)
+  guard let size = (attributes?[.size] as? NSNumber)?.intValue else {
+    throw CheckpointError("\(url.path): missing")
+  }
+  guard size == file.bytes else {
+    throw CheckpointError("\(url.path): \(size) bytes, the manifest says \(file.bytes) (truncated or overwritten)")
+  }
+  guard try SHA256.hex(ofFileAt: url) == file.sha256 else {
+    throw CheckpointError("\(url.path): SHA-256 mismatch (the file is corrupt)")
+  }
 }
 
 /// The committed checkpoint folders under `directory`, newest step first.
@@ -342,8 +345,8 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     }
   }
 
-  /// Loads parameters and this rank's moment range from a verified checkpoint; returns its
-  /// manifest. The model shapes must match; the optimizer must be the same kind.
+  /// Loads parameters and this rank's moment range from a checkpoint, verifying the size and
+  /// SHA-256 of every file this rank reads; returns its manifest. The model shapes must match; the optimizer must be the same kind.
   public static func load(
     _ folder: URL, into model: MixerModel, optimizer: some ShardedOptimizerState
   ) throws -> CheckpointManifest<Config> {
@@ -352,6 +355,16 @@ public struct CheckpointStore<Config: CheckpointConfig> {
       throw CheckpointError("\(folder.path): no manifest.json")
     }
     let manifest = try CheckpointManifest<Config>.decode(data, source: manifestURL.path)
+    // every rank checks what it reads itself (a shared filesystem can serve one node a stale or
+    // damaged copy): the parameters and the moment shards that overlap its range
+    let entries = Dictionary(manifest.files.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+    let reads = ["params.safetensors"] + manifest.shards.filter {
+      $0.start < optimizer.range.upperBound && optimizer.range.lowerBound < $0.end
+    }.map(\.file)
+    for name in reads {
+      guard let entry = entries[name] else { throw CheckpointError("\(folder.path): \(name) is not in the manifest") }
+      try verifyFile(entry, in: folder)
+    }
     let params = try SafeTensorsFile(contentsOf: folder.appendingPathComponent("params.safetensors"))
     try checkShapes(params, model: model, source: folder.appendingPathComponent("params.safetensors").path)
     for view in model.table.views {

@@ -237,3 +237,29 @@ final class CheckpointTests: XCTestCase {
     XCTAssertThrowsError(try TrainingManifest.decode(JSONSerialization.data(withJSONObject: json), source: "m"))
   }
 }
+
+/// Every rank verifies what it reads (it used to be rank 0 alone, before resuming): a moment shard
+/// damaged after the folder was chosen is caught by the rank that loads it.
+final class RankVerifiesTests: XCTestCase {
+  func testLoadVerifiesTheFilesThisRankReads() throws {
+    let dir = try makeTemporaryDirectory(self)
+    var c = smallTrainConfig(runDirectory: dir.appendingPathComponent("run"), steps: 2)
+    c.zeroStage = 1
+    c.validationExamples = 16
+    _ = try LocalGroup(size: 2).run { comm in try Trainer(config: c, comm: comm).run() }
+    let folder = listCheckpoints(in: URL(fileURLWithPath: c.checkpointFolder))[0].url
+    let shard = folder.appendingPathComponent("optimizer-rank-00001.safetensors")
+    var bytes = try Data(contentsOf: shard)
+    bytes[bytes.count - 5] ^= 0x40
+    try bytes.write(to: shard)
+    let model = try MixerModel(config: c.model, seed: 0)
+    let ranges = shardRanges(total: model.table.count, parts: 2)
+    // rank 0's range does not touch the damaged shard; rank 1's does
+    XCTAssertNoThrow(try CheckpointStore<TrainConfig>.load(
+      folder, into: model, optimizer: Optimizer(config: c.optimizer, table: model.table, range: ranges[0])))
+    XCTAssertThrowsError(try CheckpointStore<TrainConfig>.load(
+      folder, into: model, optimizer: Optimizer(config: c.optimizer, table: model.table, range: ranges[1]))) {
+      XCTAssertTrue("\($0)".contains("optimizer-rank-00001.safetensors: SHA-256 mismatch"), "\($0)")
+    }
+  }
+}
