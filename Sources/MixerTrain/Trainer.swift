@@ -90,6 +90,12 @@ public final class Trainer {
     try config.validate(worldSize: comm.size)
     var config = config
     self.comm = comm
+    // the start-up collectives (settings check, parameter broadcast, resume) are watched like a
+    // step: a rank that never arrives ends the job after --timeout instead of hanging it
+    let watchdog = comm.size > 1 ? Watchdog(communicator: comm, timeout: timeout ?? 600) : nil
+    self.watchdog = watchdog
+    let startToken = watchdog?.begin("start-up (settings, parameter broadcast, resume)")
+    defer { if let startToken { watchdog?.end(startToken) } }
     try Trainer.checkSameConfig(config, comm: comm)
     let threads = Job.setBLASThreads(requested: config.threads, comm: comm)
     // the usual launch traps (binding that starves the BLAS threads, oversubscription), each
@@ -140,7 +146,6 @@ public final class Trainer {
     sampler = try ShardedSampler(
       datasetCount: trainSet.count, globalBatch: config.globalBatch, worldSize: comm.size,
       rank: comm.rank, seed: config.seed)
-    watchdog = comm.size > 1 ? Watchdog(communicator: comm, timeout: timeout ?? 600) : nil
     step = TrainingStep(
       model: model, config: config, comm: comm, localBatch: config.globalBatch / comm.size, watchdog: watchdog)
 
@@ -275,7 +280,9 @@ public final class Trainer {
         try keepIfBest(evaluation!, step: done, saved: saved, store: store)
       }
     }
+    let evaluationToken = watchdog?.begin("final evaluation")
     evaluation = try evaluateAndLog(step: cfg.steps)
+    if let evaluationToken { watchdog?.end(evaluationToken) }
     try keepIfBest(evaluation!, step: cfg.steps, saved: true, store: store)
     try writeConfusion(evaluation, step: cfg.steps)
     log.line(String(
