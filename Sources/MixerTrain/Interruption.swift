@@ -41,6 +41,12 @@ public enum Interruption {
     }
   }
 
+  /// Gives the three signals their default action back (a stopped job that has saved: mpirun's
+  /// clean-up SIGTERM must end it at once, not be taken for another stop request).
+  public static func uninstall() {
+    for sig in [SIGINT, SIGTERM, SIGUSR1] { signal(sig, SIG_DFL) }
+  }
+
   /// Forgets a received signal (tests run several trainers in one process).
   static func reset() { received.pointee = 0 }
 

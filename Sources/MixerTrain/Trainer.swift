@@ -263,6 +263,7 @@ public final class Trainer {
           checkpoint: (checkpointFolder as NSString).appendingPathComponent(folder))
         log.line("mixer-dist: \(stop)")
         log.close()
+        Interruption.uninstall()  // saved: from here on a signal ends the process at once
         var summary = TrainSummary(
           steps: done, finalLoss: lastLoss, evaluation: nil, seconds: monotonicSeconds() - start,
           imagesPerSecond: 0, exposedCommunicationShare: 0, optimizerStateFloats: optimizer.stateCount)

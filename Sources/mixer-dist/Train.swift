@@ -152,6 +152,7 @@ struct Train: ParsableCommand {
       }
       Interruption.install()  // a signal during start-up stops after the first step
       let interrupted = try Job.run { comm -> Bool in
+        Interruption.install()  // again after MPI's start-up, in case it set handlers of its own
         let (config, notes) = try trainConfig()
         let trainer = try Trainer(
           config: config, comm: comm, timeout: timeout, resume: resume, logLevel: level, faults: faults,
