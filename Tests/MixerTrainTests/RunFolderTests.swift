@@ -7,6 +7,7 @@ import MixerTestSupport
 import XCTest
 import MixerCheckpoint
 import MixerDistributed
+import MixerModel
 import MixerTelemetry
 @testable import MixerTrain
 
@@ -188,5 +189,26 @@ final class KeepBestTests: XCTestCase {
     var wrong = c
     wrong.keepBest = "val_miou"
     XCTAssertThrowsError(try wrong.validate(worldSize: 1)) { XCTAssertTrue("\($0)".contains("not a metric of this task"), "\($0)") }
+  }
+}
+
+/// --init-from compares class names: the same names in another order permute the head's
+/// columns (and bias), other names re-initialise the head.
+final class AlignHeadTests: XCTestCase {
+  func testHeadFollowsClassNames() throws {
+    let config = MixerConfig(
+      imageHeight: 16, imageWidth: 16, patch: 8, hidden: 4, blocks: 1, tokensMLP: 4, channelsMLP: 8, classes: 3)
+    let model = try MixerModel(config: config, seed: 1)
+    let kernel = model.table["head/kernel"]!, bias = model.table["head/bias"]!
+    model.parameters.copy(from: (0..<kernel.count).map { Float($0) }, at: kernel.offset)
+    model.parameters.copy(from: [10, 11, 12], at: bias.offset)
+    Trainer.alignHead(model, with: ["a", "b", "c"], dataNames: ["c", "a", "b"]) { _ in }
+    // data class 0 is "c", the checkpoint's class 2: column 0 takes column 2
+    XCTAssertEqual(model.parameters.array(bias.range), [12, 10, 11])
+    XCTAssertEqual(Array(model.parameters.array(kernel.range).prefix(3)), [2, 0, 1])
+    var said: [String] = []
+    Trainer.alignHead(model, with: ["a", "b", "c"], dataNames: ["x", "y", "z"]) { said.append($0) }
+    XCTAssertEqual(model.parameters.array(bias.range), [0, 0, 0])
+    XCTAssertTrue(said.first?.contains("head re-initialised") == true, "\(said)")
   }
 }
