@@ -36,8 +36,10 @@ let package = Package(
     .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
     .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
     .systemLibrary(name: "CMixerZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+    // oneDNN (bf16/int8 matrix products); Debian ships no .pc file for it, the module map links it
+    .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
 
-    .target(name: "MixerKernels", dependencies: ["CBLAS"], swiftSettings: optimize),
+    .target(name: "MixerKernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: optimize),
     .target(name: "MixerModel", dependencies: ["MixerKernels"], swiftSettings: optimize),
     .target(name: "MixerDistributed", dependencies: ["CMPI"], swiftSettings: optimize),
     .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG", "CMixerZlib"], swiftSettings: optimize),

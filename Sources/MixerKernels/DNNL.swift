@@ -1,0 +1,267 @@
+// oneDNN: the one place that calls `dnnl_`. The low-precision matrix products (bfloat16 operands
+// with fp32 accumulation and output; 8-bit integer GEMM with 32-bit accumulation) behind Swift
+// types, with the same row-major, transpose-flag contract as `gemm` in Gemm.swift.
+//
+// A bf16 product is a oneDNN matmul primitive; creating one costs far more than running it on our
+// shapes, so each (shape, transposes, leading dimensions, alpha, beta) is created once and cached,
+// and every call only swaps the data pointers. oneDNN runs its kernels on OpenMP threads
+// (`DNNL.setThreads`); OpenBLAS has its own pool (`BLAS.setThreads`).
+
+import CDNNL
+
+/// The number format of the matrix products: fp32 on OpenBLAS; bf16 and int8 on oneDNN.
+public enum Precision: String, CaseIterable, Codable, Sendable {
+  case fp32, bf16, int8
+
+  /// The instruction set this precision needs to run at its speed, as oneDNN names it.
+  public var requiredISA: String? {
+    switch self {
+    case .fp32: return nil
+    case .bf16: return "AVX512-BF16 (oneDNN avx512_core_bf16)"
+    case .int8: return "AVX512-VNNI or AVX-VNNI (oneDNN avx512_core_vnni / avx2_vnni)"
+    }
+  }
+}
+
+/// A oneDNN call that failed, or a CPU that lacks the instructions a precision needs.
+public struct DNNLError: Error, CustomStringConvertible {
+  public let description: String
+  public init(_ description: String) { self.description = description }
+}
+
+public enum DNNL {
+  /// oneDNN's version, e.g. "2.6.3".
+  public static var version: String {
+    guard let v = dnnl_version()?.pointee else { return "unknown" }
+    return "\(v.major).\(v.minor).\(v.patch)"
+  }
+
+  /// The instruction set oneDNN dispatches to on this CPU (after `DNNL_MAX_CPU_ISA`, if set).
+  public static var effectiveISA: String {
+    let isa = dnnl_get_effective_cpu_isa()
+    let names: [(dnnl_cpu_isa_t, String)] = [
+      (dnnl_cpu_isa_avx512_core_amx, "avx512_core_amx"), (dnnl_cpu_isa_avx512_core_bf16, "avx512_core_bf16"),
+      (dnnl_cpu_isa_avx512_core_vnni, "avx512_core_vnni"), (dnnl_cpu_isa_avx512_core, "avx512_core"),
+      (dnnl_cpu_isa_avx2_vnni, "avx2_vnni"), (dnnl_cpu_isa_avx2, "avx2"), (dnnl_cpu_isa_avx, "avx"),
+      (dnnl_cpu_isa_sse41, "sse41"),
+    ]
+    return names.first { has(isa, $0.0) }?.1 ?? "generic"
+  }
+
+  private static func has(_ isa: dnnl_cpu_isa_t, _ needed: dnnl_cpu_isa_t) -> Bool {
+    isa.rawValue & needed.rawValue == needed.rawValue
+  }
+
+  /// Whether oneDNN runs this precision's products on native instructions here.
+  public static func supports(_ precision: Precision) -> Bool {
+    let isa = dnnl_get_effective_cpu_isa()
+    switch precision {
+    case .fp32: return true
+    case .bf16: return has(isa, dnnl_cpu_isa_avx512_core_bf16)
+    case .int8: return has(isa, dnnl_cpu_isa_avx512_core_vnni) || has(isa, dnnl_cpu_isa_avx2_vnni)
+    }
+  }
+
+  /// Throws a one-line error when this CPU cannot run `precision` natively (never a slow emulation).
+  public static func require(_ precision: Precision) throws {
+    guard !supports(precision), let needed = precision.requiredISA else { return }
+    throw DNNLError(
+      "--precision \(precision.rawValue) needs \(needed); oneDNN \(version) finds only \(effectiveISA) on this CPU "
+        + "(use --precision fp32)")
+  }
+
+  /// Sets the number of OpenMP threads oneDNN's kernels use from now on.
+  public static func setThreads(_ count: Int) { omp_set_num_threads(Int32(max(1, count))) }
+
+  /// The number of OpenMP threads oneDNN's kernels use.
+  public static var threads: Int { Int(omp_get_max_threads()) }
+
+  static func check(_ status: dnnl_status_t, _ what: @autoclosure () -> String) {
+    guard status != dnnl_success else { return }
+    fatalError("oneDNN \(what()) failed with status \(status.rawValue)")
+  }
+
+  // One CPU engine and one in-order stream for the process.
+  nonisolated(unsafe) static let engine: dnnl_engine_t = {
+    var engine: dnnl_engine_t?
+    check(dnnl_engine_create(&engine, dnnl_cpu, 0), "engine_create")
+    return engine!
+  }()
+  nonisolated(unsafe) static let stream: dnnl_stream_t = {
+    var stream: dnnl_stream_t?
+    check(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue), "stream_create")
+    return stream!
+  }()
+}
+
+// MARK: - bfloat16 numbers
+
+/// Rounds an fp32 value to bfloat16 (round to nearest, ties to even; NaN stays NaN).
+@inline(__always)
+public func bf16Bits(_ x: Float) -> UInt16 {
+  let bits = x.bitPattern
+  if x.isNaN { return UInt16(truncatingIfNeeded: bits >> 16) | 0x40 }
+  let rounded = bits &+ 0x7FFF &+ ((bits >> 16) & 1)
+  return UInt16(truncatingIfNeeded: rounded >> 16)
+}
+
+/// The fp32 value of a bfloat16 bit pattern (exact).
+@inline(__always)
+public func floatFromBF16(_ bits: UInt16) -> Float { Float(bitPattern: UInt32(bits) << 16) }
+
+/// `dst[i] = bf16(src[i])` for `count` values.
+public func convertToBF16(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {
+  for i in 0..<count { dst[i] = bf16Bits(src[i]) }
+}
+
+/// `dst[i] = Float(src[i])` for `count` bfloat16 values.
+public func convertFromBF16(_ src: UnsafePointer<UInt16>, _ dst: UnsafeMutablePointer<Float>, count: Int) {
+  for i in 0..<count { dst[i] = floatFromBF16(src[i]) }
+}
+
+// MARK: - bf16 matrix product
+
+private struct MatmulKey: Hashable {
+  let transA: Bool, transB: Bool
+  let m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int
+  let alpha: Float, beta: Float
+}
+
+/// A created matmul primitive with its three memory objects (their data handles set per call).
+private final class MatmulPrimitive {
+  let primitive: dnnl_primitive_t
+  let a: dnnl_memory_t, b: dnnl_memory_t, c: dnnl_memory_t
+
+  init(_ key: MatmulKey) {
+    func desc(rows: Int, cols: Int, ld: Int, transposed: Bool, type: dnnl_data_type_t) -> dnnl_memory_desc_t {
+      var md = dnnl_memory_desc_t()
+      // op(X)[i][j] lives at i*ld + j as stored, or at j*ld + i when X is stored transposed
+      var dims: dnnl_dims_t = (dnnl_dim_t(rows), dnnl_dim_t(cols), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+      var strides: dnnl_dims_t = (
+        dnnl_dim_t(transposed ? 1 : ld), dnnl_dim_t(transposed ? ld : 1), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+      )
+      let status = withUnsafePointer(to: &dims) { d in
+        withUnsafePointer(to: &strides) { s in
+          d.withMemoryRebound(to: dnnl_dim_t.self, capacity: 12) { dp in
+            s.withMemoryRebound(to: dnnl_dim_t.self, capacity: 12) { sp in
+              dnnl_memory_desc_init_by_strides(&md, 2, dp, type, sp)
+            }
+          }
+        }
+      }
+      DNNL.check(status, "memory_desc_init_by_strides")
+      return md
+    }
+    var aDesc = desc(rows: key.m, cols: key.k, ld: key.lda, transposed: key.transA, type: dnnl_bf16)
+    var bDesc = desc(rows: key.k, cols: key.n, ld: key.ldb, transposed: key.transB, type: dnnl_bf16)
+    var cDesc = desc(rows: key.m, cols: key.n, ld: key.ldc, transposed: false, type: dnnl_f32)
+    var op = dnnl_matmul_desc_t()
+    DNNL.check(dnnl_matmul_desc_init(&op, &aDesc, &bDesc, nil, &cDesc), "matmul_desc_init")
+
+    var attr: dnnl_primitive_attr_t?
+    DNNL.check(dnnl_primitive_attr_create(&attr), "primitive_attr_create")
+    defer { dnnl_primitive_attr_destroy(attr) }
+    if key.alpha != 1 {
+      var scale = key.alpha
+      DNNL.check(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &scale), "set_output_scales")
+    }
+    if key.beta != 0 {
+      var postOps: dnnl_post_ops_t?
+      DNNL.check(dnnl_post_ops_create(&postOps), "post_ops_create")
+      defer { dnnl_post_ops_destroy(postOps) }
+      DNNL.check(dnnl_post_ops_append_sum(postOps, key.beta), "post_ops_append_sum")
+      DNNL.check(dnnl_primitive_attr_set_post_ops(attr, postOps), "set_post_ops")
+    }
+    var pd: dnnl_primitive_desc_t?
+    DNNL.check(dnnl_primitive_desc_create(&pd, &op, attr, DNNL.engine, nil), "primitive_desc_create (matmul bf16)")
+    defer { dnnl_primitive_desc_destroy(pd) }
+    var primitive: dnnl_primitive_t?
+    DNNL.check(dnnl_primitive_create(&primitive, pd), "primitive_create")
+    self.primitive = primitive!
+
+    func memory(_ md: inout dnnl_memory_desc_t) -> dnnl_memory_t {
+      var mem: dnnl_memory_t?
+      DNNL.check(dnnl_memory_create(&mem, &md, DNNL.engine, nil), "memory_create")
+      return mem!
+    }
+    a = memory(&aDesc)
+    b = memory(&bDesc)
+    c = memory(&cDesc)
+  }
+}
+
+nonisolated(unsafe) private var matmulCache: [MatmulKey: MatmulPrimitive] = [:]
+
+/// `C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C` with A and B in bfloat16 (bit patterns),
+/// products accumulated and C stored in fp32; row-major, the contract of `gemm`.
+public func matmulBF16(
+  _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+  alpha: Float = 1, a: UnsafePointer<UInt16>, lda: Int,
+  b: UnsafePointer<UInt16>, ldb: Int,
+  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+  let key = MatmulKey(
+    transA: transA == .transpose, transB: transB == .transpose, m: m, n: n, k: k, lda: lda, ldb: ldb,
+    ldc: ldc, alpha: alpha, beta: beta)
+  let p: MatmulPrimitive
+  if let cached = matmulCache[key] {
+    p = cached
+  } else {
+    p = MatmulPrimitive(key)
+    matmulCache[key] = p
+  }
+  KernelProfile.measure(
+    "bf16 \(key.transA ? "T" : "N")\(key.transB ? "T" : "N") \(m)x\(n)x\(k)", flops: 2 * Double(m) * Double(n) * Double(k)
+  ) {
+    DNNL.check(dnnl_memory_set_data_handle(p.a, UnsafeMutableRawPointer(mutating: a)), "set_data_handle")
+    DNNL.check(dnnl_memory_set_data_handle(p.b, UnsafeMutableRawPointer(mutating: b)), "set_data_handle")
+    DNNL.check(dnnl_memory_set_data_handle(p.c, UnsafeMutableRawPointer(c)), "set_data_handle")
+    var args = [
+      dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: p.a), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: p.b),
+      dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: p.c),
+    ]
+    DNNL.check(dnnl_primitive_execute(p.primitive, DNNL.stream, Int32(args.count), &args), "primitive_execute (matmul bf16)")
+    DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
+  }
+}
+
+// MARK: - 8-bit integer products
+
+/// `C[M×N] (int32) = op(A)[M×K] (uint8, zero point aZero) · op(B)[K×N] (int8) (+ C when accumulate)`,
+/// row-major, exact integer arithmetic (oneDNN `dnnl_gemm_u8s8s32`).
+public func gemmU8S8S32(
+  _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+  a: UnsafePointer<UInt8>, lda: Int, aZero: UInt8 = 0,
+  b: UnsafePointer<Int8>, ldb: Int,
+  accumulate: Bool = false, c: UnsafeMutablePointer<Int32>, ldc: Int
+) {
+  var zero: Int32 = 0
+  KernelProfile.measure(
+    "int8 \(transA == .none ? "N" : "T")\(transB == .none ? "N" : "T") \(m)x\(n)x\(k)", flops: 2 * Double(m) * Double(n) * Double(k)
+  ) {
+    // oneDNN computes C = alpha·(op(A) - ao)·(op(B) - bo) + beta·C + co
+    let status = dnnl_gemm_u8s8s32(
+      transA == .none ? 78 : 84, transB == .none ? 78 : 84, 70 /* 'F': one fixed offset */,
+      dnnl_dim_t(m), dnnl_dim_t(n), dnnl_dim_t(k), 1, a, dnnl_dim_t(lda), aZero, b, dnnl_dim_t(ldb), 0,
+      accumulate ? 1 : 0, c, dnnl_dim_t(ldc), &zero)
+    DNNL.check(status, "gemm_u8s8s32")
+  }
+}
+
+/// `C[M×N] (int32) = op(A)[M×K] (int8) · op(B)[K×N] (int8) (+ C when accumulate)`, row-major, exact
+/// (oneDNN `dnnl_gemm_s8s8s32`).
+public func gemmS8S8S32(
+  _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+  a: UnsafePointer<Int8>, lda: Int, b: UnsafePointer<Int8>, ldb: Int,
+  accumulate: Bool = false, c: UnsafeMutablePointer<Int32>, ldc: Int
+) {
+  var zero: Int32 = 0
+  KernelProfile.measure(
+    "int8 \(transA == .none ? "N" : "T")\(transB == .none ? "N" : "T") \(m)x\(n)x\(k)", flops: 2 * Double(m) * Double(n) * Double(k)
+  ) {
+    let status = dnnl_gemm_s8s8s32(
+      transA == .none ? 78 : 84, transB == .none ? 78 : 84, 70, dnnl_dim_t(m), dnnl_dim_t(n), dnnl_dim_t(k), 1,
+      a, dnnl_dim_t(lda), 0, b, dnnl_dim_t(ldb), 0, accumulate ? 1 : 0, c, dnnl_dim_t(ldc), &zero)
+    DNNL.check(status, "gemm_s8s8s32")
+  }
+}

@@ -1,0 +1,104 @@
+// The oneDNN shim: bf16 matmul against gemmNaive on the same bf16-rounded operands (every transpose
+// pair, padded leading dimensions, alpha ≠ 1, beta 0 and 1), the integer GEMMs against exact
+// integer loops, bf16 rounding, and the instruction-set check.
+
+import MixerKernels
+import MixerTestSupport
+import XCTest
+
+final class DNNLTests: XCTestCase {
+  func testBF16RoundingIsNearestEven() {
+    XCTAssertEqual(bf16Bits(1.0), 0x3F80)
+    XCTAssertEqual(floatFromBF16(bf16Bits(-2.5)), -2.5)
+    // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even pattern (1.0)
+    XCTAssertEqual(bf16Bits(1 + 0x1p-8), 0x3F80)
+    // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6: rounds up to the even one
+    XCTAssertEqual(floatFromBF16(bf16Bits(1 + 3 * 0x1p-8)), 1 + 0x1p-6)
+    XCTAssertTrue(floatFromBF16(bf16Bits(.nan)).isNaN)
+    XCTAssertEqual(floatFromBF16(bf16Bits(.infinity)), .infinity)
+  }
+
+  func testBF16MatmulMatchesNaiveOnRoundedOperands() throws {
+    try XCTSkipUnless(DNNL.supports(.bf16), "this CPU has no AVX512-BF16 (oneDNN: \(DNNL.effectiveISA))")
+    var random = TestRandom(seed: 3)
+    for (m, n, k) in [(5, 7, 9), (33, 47, 65), (64, 16, 300)] {
+      for transA in [Transpose.none, .transpose] {
+        for transB in [Transpose.none, .transpose] {
+          for (alpha, beta): (Float, Float) in [(1, 0), (1, 1), (0.5, 1)] {
+            let (aRows, aCols) = transA == .none ? (m, k) : (k, m)
+            let (bRows, bCols) = transB == .none ? (k, n) : (n, k)
+            let lda = aCols + 3, ldb = bCols + 2, ldc = n + 5
+            let a = random.floats(aRows * lda, in: -1...1).map { floatFromBF16(bf16Bits($0)) }
+            let b = random.floats(bRows * ldb, in: -1...1).map { floatFromBF16(bf16Bits($0)) }
+            var cFast = random.floats(m * ldc, in: -1...1)
+            if beta == 0 { for i in 0..<m { for j in 0..<n { cFast[i * ldc + j] = .nan } } }
+            var cNaive = cFast
+            let before = cFast
+            if beta == 0 { for i in 0..<m { for j in 0..<n { cNaive[i * ldc + j] = 0 } } }
+            let a16 = a.map(bf16Bits), b16 = b.map(bf16Bits)
+            matmulBF16(
+              transA, transB, m: m, n: n, k: k, alpha: alpha, a: a16, lda: lda, b: b16, ldb: ldb, beta: beta,
+              c: &cFast, ldc: ldc)
+            gemmNaive(
+              transA, transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta,
+              c: &cNaive, ldc: ldc)
+            for i in 0..<m {
+              for j in 0..<n {
+                // exact products of bf16 numbers, summed in fp32: only fp32 summation order differs
+                XCTAssertEqual(
+                  cFast[i * ldc + j], cNaive[i * ldc + j], accuracy: 1e-4 * Float(k).squareRoot() + 1e-5,
+                  "\(m)x\(n)x\(k) \(transA) \(transB) alpha \(alpha) beta \(beta) at (\(i), \(j))")
+              }
+              // the padding past column n is not touched
+              for j in n..<ldc { XCTAssertEqual(cFast[i * ldc + j], before[i * ldc + j]) }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  func testIntegerGemmsAreExact() throws {
+    try XCTSkipUnless(DNNL.supports(.int8), "this CPU has no VNNI (oneDNN: \(DNNL.effectiveISA))")
+    var random = TestRandom(seed: 4)
+    for (m, n, k) in [(3, 5, 7), (31, 17, 130)] {
+      for transA in [Transpose.none, .transpose] {
+        for transB in [Transpose.none, .transpose] {
+          let (aRows, aCols) = transA == .none ? (m, k) : (k, m)
+          let (bRows, bCols) = transB == .none ? (k, n) : (n, k)
+          let lda = aCols + 1, ldb = bCols + 2, ldc = n + 3
+          let au = (0..<(aRows * lda)).map { _ in UInt8(truncatingIfNeeded: Int(random.floats(1, in: 0...255)[0])) }
+          let as8 = (0..<(aRows * lda)).map { _ in Int8(Int(random.floats(1, in: -127...127)[0])) }
+          let b = (0..<(bRows * ldb)).map { _ in Int8(Int(random.floats(1, in: -127...127)[0])) }
+          func aAt(_ i: Int, _ p: Int, _ x: [Int]) -> Int { transA == .none ? x[i * lda + p] : x[p * lda + i] }
+          func bAt(_ p: Int, _ j: Int) -> Int { Int(transB == .none ? b[p * ldb + j] : b[j * ldb + p]) }
+          let zero: UInt8 = 128
+          var cu = [Int32](repeating: 7, count: m * ldc)
+          gemmU8S8S32(transA, transB, m: m, n: n, k: k, a: au, lda: lda, aZero: zero, b: b, ldb: ldb, c: &cu, ldc: ldc)
+          var cs = [Int32](repeating: 1, count: m * ldc)
+          gemmS8S8S32(transA, transB, m: m, n: n, k: k, a: as8, lda: lda, b: b, ldb: ldb, accumulate: true, c: &cs, ldc: ldc)
+          let auInt = au.map { Int($0) }, asInt = as8.map { Int($0) }
+          for i in 0..<m {
+            for j in 0..<n {
+              var su = 0, ss = 0
+              for p in 0..<k {
+                su += (aAt(i, p, auInt) - Int(zero)) * bAt(p, j)
+                ss += aAt(i, p, asInt) * bAt(p, j)
+              }
+              XCTAssertEqual(Int(cu[i * ldc + j]), su, "u8s8 \(m)x\(n)x\(k) \(transA) \(transB)")
+              XCTAssertEqual(Int(cs[i * ldc + j]), ss + 1, "s8s8 accumulate \(m)x\(n)x\(k) \(transA) \(transB)")
+            }
+          }
+        }
+      }
+    }
+  }
+
+  func testRequireNamesTheMissingInstructionSet() throws {
+    // this machine has both; the check itself is exercised end to end with DNNL_MAX_CPU_ISA by the CLI tests
+    XCTAssertNoThrow(try DNNL.require(.fp32))
+    if DNNL.supports(.bf16) { XCTAssertNoThrow(try DNNL.require(.bf16)) } else {
+      XCTAssertThrowsError(try DNNL.require(.bf16)) { XCTAssertTrue("\($0)".contains("AVX512-BF16")) }
+    }
+  }
+}
