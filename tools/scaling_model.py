@@ -7,18 +7,24 @@ A step of one rank is its compute (forward, backward, optimizer) plus the gradie
 that backward does not hide:
 
     step       = c_N * B + exposed                      c_N: compute seconds per image at N hosts
-    T_comm     = m * alpha + V / bandwidth              ring all-reduce (or reduce-scatter +
+    T_comm     = w_N + m * alpha + V / bandwidth        ring all-reduce (or reduce-scatter +
     V          = 2 (N-1)/N * gradient bytes * 8         all-gather, the same volume)
     m          = 2 (N-1) * buckets                      messages per step (ring steps x buckets)
     bandwidth  = eta * link rate  (shaped links)   or   B_u  (unshaped veth links)
+    w_N        = the wait for the slowest rank at N hosts (ranks that share cores finish backward
+                 at different times; 0 on dedicated nodes, and so in the B/16 predictions)
     exposed    = T_comm                                 without overlap
-               = max(0, T_comm - h * t_backward)        overlapped all-reduce
-               = max(0, T_rs - h * t_backward) + T_ag   overlapped ZeRO-1 (the all-gather of the
-                                                        parameters comes after the update)
+               = T_comm - min(q * T_comm, h * t_backward)   overlapped all-reduce
+               = T_rs - min(q * T_rs, h * t_backward) + T_ag   overlapped ZeRO-1 (the all-gather
+                                                        of the parameters comes after the update)
+    q          = the share of buckets started while backward runs (0 with one bucket: nothing
+                 can hide; bench reports it)
 
-c_N and t_backward = beta_N * c_N * B are measured, per host count and overlap setting (on 2
-cores, 4 hosts share the cores, so compute per image depends on N); alpha, eta and B_u are a
-linear least-squares fit to the communication time of the runs without overlap; h (the fraction of
+c_N * B and t_backward are measured in every run (its step time less its exposed communication,
+its backward less the wait for the buckets): on 2 cores, 4 hosts share the cores and other work on
+the machine changes compute from run to run, so each run's own compute time is used (as the issue
+asks); the model predicts the communication and the part of it backward hides. alpha, eta and B_u are a
+linear least-squares fit (with w_N) to the communication time of the runs without overlap; h (the fraction of
 backward that hides communication) is fitted to the step times of the overlapped runs. The model
 then predicts images/s per rank for every run (table: measured, predicted, error) and, with a
 per-image compute time for Mixer-B/16 (from --b16, a `mixer-dist bench --preset B/16` JSON line;
@@ -77,22 +83,27 @@ def fit(runs):
     plain = [r for r in multi if not r["overlap"]]
     if not plain:
         raise SystemExit("scaling_model.py: no run without overlap to fit the communication time to")
+    host_counts = sorted({r["hosts"] for r in plain})
     rows, times = [], []
     for r in plain:
         bits = rate_bits(r["rate"])
         v = volume_bits(r)
-        rows.append([messages(r), v / bits if bits else 0.0, 0.0 if bits else v])
+        waits = [1.0 if r["hosts"] == n else 0.0 for n in host_counts]
+        rows.append([messages(r), v / bits if bits else 0.0, 0.0 if bits else v] + waits)
         times.append(r["communication_seconds"])
     a, t = np.array(rows), np.array(times)
-    used = [j for j in range(3) if np.any(a[:, j] != 0)]
+    used = [j for j in range(a.shape[1]) if np.any(a[:, j] != 0)]
     # relative least squares: every run counts the same whatever its communication time
     weights = 1 / np.maximum(t, 1e-6)
-    solution = np.zeros(3)
+    solution = np.zeros(a.shape[1])
     solution[used] = np.linalg.lstsq(a[:, used] * weights[:, None], t * weights, rcond=None)[0]
     alpha = max(solution[0], 0.0)
     eta = 1 / solution[1] if solution[1] > 0 else float("nan")
-    unshaped = 1 / solution[2] if solution[2] > 0 else float("nan")
-    model = {"alpha": alpha, "eta": eta, "unshaped_bits": unshaped, "hidden": 0.0,
+    # unshaped veth links move the gradients in a few ms; when that drowns in the waits the fit
+    # cannot resolve it, and the model takes them as infinitely fast
+    unshaped = 1 / solution[2] if solution[2] > 0 else float("inf")
+    wait = {n: max(solution[3 + i], 0.0) for i, n in enumerate(host_counts)}
+    model = {"alpha": alpha, "eta": eta, "unshaped_bits": unshaped, "hidden": 0.0, "wait": wait,
              "compute": compute, "backward_share": backward_share}
 
     overlapped = [r for r in multi if r["overlap"]]
@@ -111,22 +122,37 @@ def communication(model, run):
     """(all-reduce or reduce-scatter + all-gather time, all-gather part) of one run, seconds."""
     bits = rate_bits(run["rate"])
     bandwidth = model["eta"] * bits if bits else model["unshaped_bits"]
-    total = messages(run) * model["alpha"] + volume_bits(run) / bandwidth
+    total = model["wait"].get(run["hosts"], 0.0) + messages(run) * model["alpha"] + volume_bits(run) / bandwidth
     gather = 0.0
     if run["zero"] == 1 and run["hosts"] > 1:
         gather = (run["hosts"] - 1) * model["alpha"] + volume_bits(run) / 2 / bandwidth
     return total, gather
 
 
+def measured_compute(run):
+    """(compute seconds per step, backward compute seconds) of one run: what it did besides waiting."""
+    compute = run["seconds_per_step"] - run["exposed_seconds"]
+    backward = run["backward_seconds"] - (run["exposed_seconds"] - run.get("all_gather_seconds", 0))
+    return compute, backward
+
+
 def predict_step(model, run):
-    compute = model["compute"][(run["hosts"], run["overlap"])] * run["batch"]
+    compute, backward = measured_compute(run)
     if run["hosts"] == 1:
         return compute
     total, gather = communication(model, run)
     if not run["overlap"]:
         return compute + total
-    backward = model["backward_share"][(run["hosts"], run["overlap"])] * compute
-    return compute + max(0.0, total - gather - model["hidden"] * backward) + gather
+    return compute + exposed_overlapped(model, total - gather, hideable_share(run), backward) + gather
+
+
+def hideable_share(run):
+    """q: the share of the buckets handed over while backward was still running."""
+    return run.get("buckets_started_before_backward_end", run["buckets"] - 1) / run["buckets"]
+
+
+def exposed_overlapped(model, reduction, share, backward):
+    return reduction - min(share * reduction, model["hidden"] * backward)
 
 
 def describe(run):
@@ -149,10 +175,10 @@ def b16_table(model, per_image_seconds, label):
         compute = per_image_seconds * batch
         cells = []
         for gbit in (10, 25, 100):
-            run = {"hosts": nodes, "rate": f"{gbit}gbit", "gradient_bytes": gradient_bytes,
+            run = {"hosts": nodes, "rate": f"{gbit}gbit", "gradient_bytes": gradient_bytes,  # no w_N
                    "buckets": B16_BUCKETS, "zero": 0}
             total, _ = communication(model, run)
-            step = compute + max(0.0, total - model["hidden"] * share * compute)
+            step = compute + exposed_overlapped(model, total, 1 - 1 / B16_BUCKETS, share * compute)
             images = GLOBAL_BATCH / step
             curves.setdefault(gbit, []).append((nodes, images))
             cells.append(f"{images:,.0f} ({compute / step:.0%})")
@@ -231,11 +257,15 @@ def main():
     if args.json:
         print(json.dumps({"alpha": model["alpha"], "eta": model["eta"], "unshaped_bits": model["unshaped_bits"],
                           "hidden": model["hidden"], "worst_error": worst,
+                          "wait": {str(n): w for n, w in model["wait"].items()},
                           "predicted": [p for _, _, p, _ in rows]}))
         return
+    unshaped = ("too fast to resolve (taken as infinite)" if math.isinf(model["unshaped_bits"])
+                else f"{model['unshaped_bits'] / 1e9:.1f} Gbit/s")
     print(f"Fitted: per-message latency alpha = {model['alpha'] * 1e6:.0f} us, shaped links deliver "
-          f"eta = {model['eta']:.0%} of their rate, unshaped links {model['unshaped_bits'] / 1e9:.1f} Gbit/s, "
-          f"backward hides communication for h = {model['hidden']:.0%} of its length. "
+          f"eta = {model['eta']:.0%} of their rate, unshaped links {unshaped}, "
+          f"backward hides communication for h = {model['hidden']:.0%} of its length, waits for the slowest "
+          f"rank " + ", ".join(f"w_{n} = {w * 1e3:.0f} ms" for n, w in model["wait"].items()) + ". "
           f"Worst error of the prediction: {worst:.1%}.\n")
     print("| hosts | link | reduction | overlap | format | images/s per rank measured | predicted | error | communication ms | not hidden ms |")
     print("|---:|---|---|---|---|---:|---:|---:|---:|---:|")

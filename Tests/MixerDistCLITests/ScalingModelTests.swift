@@ -24,14 +24,16 @@ final class ScalingModelTests: XCTestCase {
     let volume = 2 * Double(hosts - 1) / Double(hosts) * Double(gradientBytes) * 8
     let total = hosts == 1 ? 0 : Double(2 * (hosts - 1) * buckets) * alpha + volume / bandwidth
     let gather = zero == 1 && hosts > 1 ? Double(hosts - 1) * alpha + volume / 2 / bandwidth : 0
-    let exposed = hosts == 1 ? 0 : overlap ? max(0, total - gather - hidden * backward) + gather : total
+    let started = overlap ? buckets - 1 : 0
+    let share = Double(started) / Double(buckets)
+    let exposed = hosts == 1 ? 0 : overlap ? (total - gather) - min(share * (total - gather), hidden * backward) + gather : total
     let step = compute + exposed
     return [
       "hosts": hosts, "rate": rate, "overlap": overlap, "zero": zero, "grad_comm": "fp32",
       "buckets": buckets, "gradient_bytes": gradientBytes, "batch": batch, "ranks": hosts,
       "seconds_per_step": step, "exposed_seconds": exposed, "all_gather_seconds": gather,
       "backward_seconds": backward + exposed - gather, "communication_seconds": total,
-      "images_per_second": Double(batch * hosts) / step,
+      "images_per_second": Double(batch * hosts) / step, "buckets_started_before_backward_end": started,
     ]
   }
 
