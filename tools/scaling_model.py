@@ -7,10 +7,13 @@ A step of one rank is its compute (forward, backward, optimizer) plus the gradie
 that backward does not hide:
 
     step       = c_N * B + exposed                      c_N: compute seconds per image at N hosts
-    T_comm     = w_N + m * alpha + V / bandwidth        ring all-reduce (or reduce-scatter +
+    T_comm     = w_N + m * alpha_N + V / bandwidth      ring all-reduce (or reduce-scatter +
     V          = 2 (N-1)/N * gradient bytes * 8         all-gather, the same volume)
     m          = 2 (N-1) * buckets                      messages per step (ring steps x buckets)
     bandwidth  = eta * link rate  (shaped links)   or   B_u  (unshaped veth links)
+    alpha_N    = the latency of one message at N hosts (with more ranks than cores, a message waits
+                 for its receiver to be scheduled: alpha_4 on 2 cores is not a network's latency;
+                 the B/16 predictions use alpha_2, one core per rank)
     w_N        = the wait for the slowest rank at N hosts (ranks that share cores finish backward
                  at different times; 0 on dedicated nodes, and so in the B/16 predictions)
     exposed    = T_comm                                 without overlap
@@ -89,7 +92,8 @@ def fit(runs):
         bits = rate_bits(r["rate"])
         v = volume_bits(r)
         waits = [1.0 if r["hosts"] == n else 0.0 for n in host_counts]
-        rows.append([messages(r), v / bits if bits else 0.0, 0.0 if bits else v] + waits)
+        latencies = [messages(r) if r["hosts"] == n else 0.0 for n in host_counts]
+        rows.append([v / bits if bits else 0.0, 0.0 if bits else v] + waits + latencies)
         times.append(r["communication_seconds"])
     a, t = np.array(rows), np.array(times)
     used = [j for j in range(a.shape[1]) if np.any(a[:, j] != 0)]
@@ -97,13 +101,14 @@ def fit(runs):
     weights = 1 / np.maximum(t, 1e-6)
     solution = np.zeros(a.shape[1])
     solution[used] = np.linalg.lstsq(a[:, used] * weights[:, None], t * weights, rcond=None)[0]
-    alpha = max(solution[0], 0.0)
-    eta = 1 / solution[1] if solution[1] > 0 else float("nan")
+    eta = 1 / solution[0] if solution[0] > 0 else float("nan")
     # unshaped veth links move the gradients in a few ms; when that drowns in the waits the fit
     # cannot resolve it, and the model takes them as infinitely fast
-    unshaped = 1 / solution[2] if solution[2] > 0 else float("inf")
-    wait = {n: max(solution[3 + i], 0.0) for i, n in enumerate(host_counts)}
-    model = {"alpha": alpha, "eta": eta, "unshaped_bits": unshaped, "hidden": 0.0, "wait": wait,
+    unshaped = 1 / solution[1] if solution[1] > 0 else float("inf")
+    wait = {n: max(solution[2 + i], 0.0) for i, n in enumerate(host_counts)}
+    alphas = {n: max(solution[2 + len(host_counts) + i], 0.0) for i, n in enumerate(host_counts)}
+    alpha = alphas[min(host_counts)]
+    model = {"alpha": alpha, "alphas": alphas, "eta": eta, "unshaped_bits": unshaped, "hidden": 0.0, "wait": wait,
              "compute": compute, "backward_share": backward_share}
 
     overlapped = [r for r in multi if r["overlap"]]
@@ -122,10 +127,11 @@ def communication(model, run):
     """(all-reduce or reduce-scatter + all-gather time, all-gather part) of one run, seconds."""
     bits = rate_bits(run["rate"])
     bandwidth = model["eta"] * bits if bits else model["unshaped_bits"]
-    total = model["wait"].get(run["hosts"], 0.0) + messages(run) * model["alpha"] + volume_bits(run) / bandwidth
+    alpha = model["alphas"].get(run["hosts"], model["alpha"])
+    total = model["wait"].get(run["hosts"], 0.0) + messages(run) * alpha + volume_bits(run) / bandwidth
     gather = 0.0
     if run["zero"] == 1 and run["hosts"] > 1:
-        gather = (run["hosts"] - 1) * model["alpha"] + volume_bits(run) / 2 / bandwidth
+        gather = (run["hosts"] - 1) * alpha + volume_bits(run) / 2 / bandwidth
     return total, gather
 
 
@@ -163,10 +169,12 @@ def describe(run):
     return parts
 
 
-def b16_table(model, per_image_seconds, label):
+def b16_table(model, per_image_seconds, label, alpha):
     """Markdown: B/16 step time, images/s and efficiency on 8-512 nodes at 10/25/100 Gbit/s."""
+    model = dict(model, alphas={}, wait={}, alpha=alpha)
     gradient_bytes = B16_PARAMETERS * 4
-    lines = [f"Mixer-B/16, global batch {GLOBAL_BATCH}, {label}: images/s (scaling efficiency)", "",
+    lines = [f"Mixer-B/16, global batch {GLOBAL_BATCH}, {label}, {B16_BUCKETS} buckets, alpha = "
+             f"{alpha * 1e6:.0f} us, eta = {model['eta']:.0%}: images/s (scaling efficiency)", "",
              "| nodes | per-node batch | 10 Gbit/s | 25 Gbit/s | 100 Gbit/s |", "|---:|---:|---:|---:|---:|"]
     share = statistics.median(model["backward_share"].values())
     curves = {}
@@ -175,7 +183,7 @@ def b16_table(model, per_image_seconds, label):
         compute = per_image_seconds * batch
         cells = []
         for gbit in (10, 25, 100):
-            run = {"hosts": nodes, "rate": f"{gbit}gbit", "gradient_bytes": gradient_bytes,  # no w_N
+            run = {"hosts": nodes, "rate": f"{gbit}gbit", "gradient_bytes": gradient_bytes,  # no w_N; alpha_2
                    "buckets": B16_BUCKETS, "zero": 0}
             total, _ = communication(model, run)
             step = compute + exposed_overlapped(model, total, 1 - 1 / B16_BUCKETS, share * compute)
@@ -240,6 +248,8 @@ def main():
     parser.add_argument("--b16", help="a `mixer-dist bench --preset B/16` JSON line (per-image compute time)")
     parser.add_argument("--b16-images-per-second", type=float, default=1000.0,
                         help="assumed B/16 training images/s of one node for the second table (default 1000)")
+    parser.add_argument("--b16-alpha", type=float,
+                        help="per-message latency (s) for the B/16 tables (default: the fitted alpha_2, at least 10 us)")
     parser.add_argument("--svg", help="write the plot here")
     parser.add_argument("--json", action="store_true", help="print the fitted parameters and predictions as JSON only")
     args = parser.parse_args()
@@ -262,7 +272,8 @@ def main():
         return
     unshaped = ("too fast to resolve (taken as infinite)" if math.isinf(model["unshaped_bits"])
                 else f"{model['unshaped_bits'] / 1e9:.1f} Gbit/s")
-    print(f"Fitted: per-message latency alpha = {model['alpha'] * 1e6:.0f} us, shaped links deliver "
+    print(f"Fitted: per-message latency " + ", ".join(f"alpha_{n} = {a * 1e6:.0f} us" for n, a in model["alphas"].items())
+          + f", shaped links deliver "
           f"eta = {model['eta']:.0%} of their rate, unshaped links {unshaped}, "
           f"backward hides communication for h = {model['hidden']:.0%} of its length, waits for the slowest "
           f"rank " + ", ".join(f"w_{n} = {w * 1e3:.0f} ms" for n, w in model["wait"].items()) + ". "
@@ -284,7 +295,8 @@ def main():
     tables.append((1 / args.b16_images_per_second, f"a node at {args.b16_images_per_second:,.0f} images/s (assumed)"))
     curves = None
     for per_image, label in tables:
-        text, curves_here = b16_table(model, per_image, label)
+        alpha = args.b16_alpha if args.b16_alpha is not None else max(model["alpha"], 10e-6)
+        text, curves_here = b16_table(model, per_image, label, alpha)
         print(text + "\n")
         curves, curve_label = curves_here, label
     if args.svg:
