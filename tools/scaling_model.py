@@ -165,7 +165,7 @@ def describe(run):
     parts = [f"{run['hosts']}", run["rate"], "ZeRO-1" if run["zero"] == 1 else "all-reduce",
              "overlap" if run["overlap"] else "after backward", run["grad_comm"]]
     if run["buckets"] != max(1, math.ceil(run["gradient_bytes"] / (4 if run["grad_comm"] == "fp32" else 2) / 131_072)):
-        parts.append(f"{run['buckets']} buckets")
+        parts.append(f"{run['buckets']} bucket" + ("s" if run["buckets"] > 1 else ""))
     return parts
 
 
