@@ -21,3 +21,5 @@ static inline int cmpi_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
 static inline int cmpi_success(void) { return MPI_SUCCESS; }
 static inline int cmpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline MPI_Errhandler cmpi_errors_return(void) { return MPI_ERRORS_RETURN; }
+static inline MPI_Datatype cmpi_uint16(void) { return MPI_UINT16_T; }
+static inline MPI_Op cmpi_op_null(void) { return MPI_OP_NULL; }

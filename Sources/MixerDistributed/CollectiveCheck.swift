@@ -1,6 +1,8 @@
 // CollectiveCheck: exact checks of every collective of a Communicator and of the
 // GradientBucketer, run collectively on all ranks. Inputs are small integers stored in floats,
-// so every sum is exact in any summation order and results are compared with `==`. Used by
+// so every sum is exact in any summation order and results are compared with `==`. The bf16
+// collectives (`--grad-comm bf16`) round at every addition, so they are compared with the exact sum
+// of their bf16 inputs rounded once, within a tolerance of bf16 ulps (see `checkBFloat16`). Used by
 // `mixer-comm-check` under mpirun and by the tests on a LocalGroup.
 
 import Foundation
@@ -164,7 +166,95 @@ public struct CollectiveCheck: Sendable {
       failures += try checkBucketer(
         communicator, count: count, bucketSize: bucketSize, mode: .reduceScatter, watchdog: watchdog)
     }
+    failures += try checkBFloat16(communicator, watched: watched)
     return failures
+  }
+
+  /// Rank `rank`'s bf16 input at `index`: positive (so partial sums never cancel), with a full
+  /// 8-bit significand, between 0.37 and 378.
+  public static func bfloat16Input(rank: Int, index: Int) -> UInt16 {
+    bfloat16Bits(Float(1 + (index &* 7 &+ rank &* 13) % 1021) * 0.37)
+  }
+
+  /// The reference of the bf16 sum: the exact sum of the ranks' bf16 inputs, rounded once.
+  public static func expectedBFloat16Sum(ranks: Int, index: Int) -> Float {
+    var sum = 0.0
+    for rank in 0..<ranks { sum += Double(floatFromBFloat16(bfloat16Input(rank: rank, index: index))) }
+    return floatFromBFloat16(bfloat16Bits(Float(sum)))
+  }
+
+  /// The tolerance of the bf16 sum in ulps of the result: MPI rounds once per addition, N − 1
+  /// times, each time by at most half an ulp of a partial sum no larger than the result (the
+  /// inputs are positive); at least one ulp.
+  public static func bfloat16Tolerance(ranks: Int) -> Float { max(1, Float(ranks - 1) / 2) }
+
+  /// The bf16 all-reduce and reduce-scatter, and the bucketer with `precision: .bf16` in both
+  /// modes, against `expectedBFloat16Sum`.
+  private func checkBFloat16(
+    _ communicator: Communicator, watched: (String, () throws -> Void) throws -> Void
+  ) throws -> [String] {
+    let ranks = communicator.size, rank = communicator.rank
+    let tolerance = Self.bfloat16Tolerance(ranks: ranks)
+    var failures: [String] = []
+    for count in sizes.filter({ $0 <= 100_000 }) {
+      var bits = (0..<max(count, 1)).map { Self.bfloat16Input(rank: rank, index: $0) }
+      try watched("allReduceSumBFloat16 of \(count) values") {
+        try bits.withUnsafeMutableBufferPointer { try communicator.allReduceSumBFloat16($0.baseAddress!, count: count) }
+      }
+      failures += compareWithin(
+        bits.prefix(count).map(floatFromBFloat16), ulps: tolerance, "allReduceSumBFloat16(\(count))"
+      ) { Self.expectedBFloat16Sum(ranks: ranks, index: $0) }
+
+      bits = (0..<max(count, 1)).map { Self.bfloat16Input(rank: rank, index: $0) }
+      try watched("reduceScatterSumBFloat16 of \(count) values") {
+        try bits.withUnsafeMutableBufferPointer {
+          try communicator.reduceScatterSumBFloat16($0.baseAddress!, counts: communicator.shardCounts(ofTotal: count))
+        }
+      }
+      let shard = communicator.shard(ofTotal: count)
+      failures += compareWithin(
+        bits[shard].map(floatFromBFloat16), ulps: tolerance, "reduceScatterSumBFloat16(\(count)), shard \(shard)"
+      ) { Self.expectedBFloat16Sum(ranks: ranks, index: shard.lowerBound + $0) }
+    }
+    for mode in [GradientBucketer.Mode.allReduce, .reduceScatter] {
+      let count = 10_007
+      let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+      defer { buffer.deallocate() }
+      let bucketer = GradientBucketer(
+        communicator: communicator, buffer: buffer, count: count, bucketSize: 1000, mode: mode,
+        precision: .bf16)
+      for index in 0..<count { buffer[index] = floatFromBFloat16(Self.bfloat16Input(rank: rank, index: index)) }
+      for bound in stride(from: count - 1500, to: 0, by: -1500) { bucketer.markReady(upTo: bound) }
+      try watched("GradientBucketer bf16 \(mode)") { try bucketer.finish() }
+      let result = Array(UnsafeBufferPointer(start: buffer + bucketer.shard.lowerBound, count: bucketer.shard.count))
+      failures += compareWithin(result, ulps: tolerance, "GradientBucketer(\(count) floats, bf16, \(mode))") {
+        Self.expectedBFloat16Sum(ranks: ranks, index: bucketer.shard.lowerBound + $0)
+      }
+    }
+    return failures
+  }
+
+  /// One failure line when some value differs from `expected` by more than `ulps` bf16 ulps of
+  /// the expected value (2^(exponent − 7)); empty otherwise.
+  private func compareWithin(_ values: [Float], ulps: Float, _ name: String, expected: (Int) -> Float) -> [String] {
+    var bad = 0
+    var first: (index: Int, got: Float, want: Float)?
+    var largest: Float = 0
+    for (index, value) in values.enumerated() {
+      let want = expected(index)
+      let ulp = Float(sign: .plus, exponent: want.exponent - 7, significand: 1)
+      let error = abs(value - want) / ulp
+      if !(error <= ulps) {
+        bad += 1
+        if first == nil { first = (index, value, want) }
+        largest = max(largest, error.isNaN ? .infinity : error)
+      }
+    }
+    guard let first else { return [] }
+    return [
+      "\(name): \(bad) of \(values.count) elements beyond \(ulps) bf16 ulp; first at \(first.index): "
+        + "got \(first.got), expected \(first.want); largest error \(largest) ulp"
+    ]
   }
 
   /// Two steps of the bucketer with `markReady` in pseudo-random decreasing bounds that differ

@@ -39,6 +39,11 @@ public protocol Communicator: AnyObject {
   /// `rank` of the sum in place, at its own offset. The rest of the buffer is unspecified on
   /// return (it may hold partial sums or this rank's inputs).
   func reduceScatterSum(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws
+  /// Sums `count` bfloat16 values (`GradientPrecision.bf16`) over all ranks, in place; every
+  /// addition is done in fp32 and rounded once (`addBFloat16`). Half the bytes of fp32.
+  func allReduceSumBFloat16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int) throws
+  /// `reduceScatterSum` of bfloat16 values, each addition in fp32 and rounded once.
+  func reduceScatterSumBFloat16(_ buffer: UnsafeMutablePointer<UInt16>, counts: [Int]) throws
   /// Gathers in place: each rank contributes its own block `rank` of `buffer`; on return every
   /// rank's buffer holds every block.
   func allGather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws
@@ -121,6 +126,33 @@ public struct Agreement: Equatable, CustomStringConvertible {
 }
 
 extension Communicator {
+  /// The bf16 all-reduce of communicators that move no bytes (in-process): widen to fp32, sum
+  /// in fp32, round once. MPICommunicator sends bf16 on the wire instead.
+  public func allReduceSumBFloat16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int) throws {
+    try validate(count: count, size: size, operation: "allReduceSumBFloat16")
+    var values = [Float](repeating: 0, count: max(count, 1))
+    try values.withUnsafeMutableBufferPointer { floats in
+      let base = floats.baseAddress!
+      convertFromBFloat16(base, buffer, count: count)
+      try allReduceSum(base, count: count)
+      convertToBFloat16(buffer, base, count: count)
+    }
+  }
+
+  /// The bf16 reduce-scatter of in-process communicators: widen, reduce-scatter in fp32, round
+  /// this rank's block once.
+  public func reduceScatterSumBFloat16(_ buffer: UnsafeMutablePointer<UInt16>, counts: [Int]) throws {
+    let total = try validatedTotal(counts: counts, size: size, operation: "reduceScatterSumBFloat16")
+    var values = [Float](repeating: 0, count: max(total, 1))
+    try values.withUnsafeMutableBufferPointer { floats in
+      let base = floats.baseAddress!
+      convertFromBFloat16(base, buffer, count: total)
+      try reduceScatterSum(base, counts: counts)
+      let block = blockRange(counts: counts, rank: rank)
+      convertToBFloat16(buffer + block.lowerBound, base + block.lowerBound, count: block.count)
+    }
+  }
+
   /// True on rank 0, the rank that owns side effects (logging, checkpoint manifests).
   public var isRankZero: Bool { rank == 0 }
 

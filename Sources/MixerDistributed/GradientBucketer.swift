@@ -12,6 +12,10 @@
 //   block counts of a bucket are its intersections with every rank's shard. After `finish()`,
 //   `buffer[shard]` holds the summed gradient of this rank's shard; the rest is unspecified.
 //
+// Precision (`--grad-comm`): with `.bf16` each bucket is rounded to bfloat16 into a scratch
+// buffer of one bucket, reduced in bf16 (half the bytes on the wire; see GradientPrecision) and
+// widened back in place; `.fp32` reduces the floats themselves.
+//
 // Without overlap (`overlap: false`), `finish()` reduces the same buckets in the same order on
 // the calling thread: identical results, nothing hidden. Use it when a rank has a single core
 // (mpirun binds each of up to 2 ranks to one core): MPI's blocking collectives busy-poll, so a
@@ -44,6 +48,10 @@ public final class GradientBucketer {
     public var buckets: Int
     /// Buckets already complete when `finish()` was called.
     public var bucketsDoneBeforeFinish: Int
+    /// Buckets handed to the communication thread while backward was still running (by a
+    /// `markReady` with a bound above 0, i.e. before the first gradients were final); 0 without
+    /// overlap or with one rank.
+    public var bucketsStartedBeforeFinish: Int = 0
   }
 
   /// Floats in the buffer.
@@ -51,6 +59,8 @@ public final class GradientBucketer {
   /// Floats per bucket (the first bucket of the buffer may be shorter).
   public let bucketSize: Int
   public let mode: Mode
+  /// The format the buckets travel in.
+  public let precision: GradientPrecision
   /// The buckets in the order they are reduced: the end of the buffer first.
   public let buckets: [Range<Int>]
   /// This rank's shard of the buffer (all of it in `.allReduce` mode).
@@ -62,6 +72,8 @@ public final class GradientBucketer {
   private let worker: BucketWorker?
   /// Index into `buckets` of the next bucket to hand over (main thread only).
   private var nextBucket = 0
+  /// Buckets handed over this step by a `markReady` with a bound above 0 (main thread only).
+  private var startedDuringBackward = 0
 
   /// True when buckets are reduced on a communication thread during backward.
   public let overlap: Bool
@@ -71,13 +83,15 @@ public final class GradientBucketer {
   /// every bucket's collective (named with its index and range).
   public init(
     communicator: Communicator, buffer: UnsafeMutablePointer<Float>, count: Int, bucketSize: Int,
-    mode: Mode = .allReduce, overlap: Bool = true, watchdog: Watchdog? = nil
+    mode: Mode = .allReduce, overlap: Bool = true, precision: GradientPrecision = .fp32,
+    watchdog: Watchdog? = nil
   ) {
     precondition(
       count >= 0 && bucketSize >= 1, "GradientBucketer(count: \(count), bucketSize: \(bucketSize))")
     self.count = count
     self.bucketSize = bucketSize
     self.mode = mode
+    self.precision = precision
     self.overlap = overlap
     var buckets: [Range<Int>] = []
     var upper = count
@@ -97,7 +111,8 @@ public final class GradientBucketer {
       }
       let worker = BucketWorker(
         communicator: communicator, buffer: buffer, buckets: buckets,
-        blockCounts: mode == .reduceScatter ? blockCounts : nil, watchdog: watchdog)
+        blockCounts: mode == .reduceScatter ? blockCounts : nil, precision: precision,
+        rank: communicator.rank, watchdog: watchdog)
       if overlap {
         let thread = Thread { [worker] in worker.loop() }
         thread.name = "mixer-dist gradient communication"
@@ -118,14 +133,19 @@ public final class GradientBucketer {
     while nextBucket < buckets.count && buckets[nextBucket].lowerBound >= lowerBound {
       nextBucket += 1
     }
-    if nextBucket != before && overlap { worker?.handOver(upTo: nextBucket) }
+    if nextBucket != before && overlap, let worker {
+      worker.handOver(upTo: nextBucket)
+      if lowerBound > 0 { startedDuringBackward = nextBucket }
+    }
   }
 
   /// Hands over the remaining buckets, waits until every bucket is reduced and returns the step's
   /// timings. Rethrows the first error of the communication thread. The next step starts fresh.
   @discardableResult
   public func finish() throws -> Timings {
+    let started = startedDuringBackward
     nextBucket = 0
+    startedDuringBackward = 0
     guard let worker else {
       let timings = Timings(
         communicationSeconds: 0, exposedSeconds: 0, buckets: buckets.count,
@@ -134,7 +154,9 @@ public final class GradientBucketer {
       totals.bucketsDoneBeforeFinish += timings.bucketsDoneBeforeFinish
       return timings
     }
-    let (timings, error) = overlap ? worker.waitAndReset() : worker.reduceAll()
+    var (timings, error) = overlap ? worker.waitAndReset() : worker.reduceAll()
+    timings.bucketsStartedBeforeFinish = started
+    totals.bucketsStartedBeforeFinish += started
     totals.communicationSeconds += timings.communicationSeconds
     totals.exposedSeconds += timings.exposedSeconds
     totals.buckets += timings.buckets
@@ -152,6 +174,10 @@ private final class BucketWorker {
   /// Per bucket, the reduce-scatter block counts; nil in all-reduce mode.
   private let blockCounts: [[Int]]?
   private let watchdog: Watchdog?
+  private let precision: GradientPrecision
+  private let rank: Int
+  /// bf16 only: one bucket of bfloat16 values, the buffer MPI sends and receives.
+  private let scratch: UnsafeMutablePointer<UInt16>?
   private let condition = NSCondition()
   private var handedOver = 0
   private var completed = 0
@@ -161,14 +187,20 @@ private final class BucketWorker {
 
   init(
     communicator: Communicator, buffer: UnsafeMutablePointer<Float>, buckets: [Range<Int>],
-    blockCounts: [[Int]]?, watchdog: Watchdog?
+    blockCounts: [[Int]]?, precision: GradientPrecision, rank: Int, watchdog: Watchdog?
   ) {
     self.communicator = communicator
     self.buffer = buffer
     self.buckets = buckets
     self.blockCounts = blockCounts
+    self.precision = precision
+    self.rank = rank
     self.watchdog = watchdog
+    let largest = buckets.map(\.count).max() ?? 0
+    scratch = precision == .bf16 ? UnsafeMutablePointer<UInt16>.allocate(capacity: max(largest, 1)) : nil
   }
+
+  deinit { scratch?.deallocate() }
 
   func handOver(upTo bucket: Int) {
     condition.lock()
@@ -251,14 +283,32 @@ private final class BucketWorker {
     let start = buffer + bucket.lowerBound
     let operation: () throws -> Void
     let name: String
+    let format = precision == .bf16 ? " (bf16)" : ""
     if let blockCounts {
       name =
-        "reduce-scatter of gradient bucket \(index + 1)/\(buckets.count) [\(bucket.lowerBound)..<\(bucket.upperBound)]"
-      operation = { try self.communicator.reduceScatterSum(start, counts: blockCounts[index]) }
+        "reduce-scatter of gradient bucket \(index + 1)/\(buckets.count) [\(bucket.lowerBound)..<\(bucket.upperBound)]\(format)"
+      if let scratch {
+        operation = {
+          convertToBFloat16(scratch, start, count: bucket.count)
+          try self.communicator.reduceScatterSumBFloat16(scratch, counts: blockCounts[index])
+          let block = blockRange(counts: blockCounts[index], rank: self.rank)
+          convertFromBFloat16(start + block.lowerBound, scratch + block.lowerBound, count: block.count)
+        }
+      } else {
+        operation = { try self.communicator.reduceScatterSum(start, counts: blockCounts[index]) }
+      }
     } else {
       name =
-        "all-reduce of gradient bucket \(index + 1)/\(buckets.count) [\(bucket.lowerBound)..<\(bucket.upperBound)]"
-      operation = { try self.communicator.allReduceSum(start, count: bucket.count) }
+        "all-reduce of gradient bucket \(index + 1)/\(buckets.count) [\(bucket.lowerBound)..<\(bucket.upperBound)]\(format)"
+      if let scratch {
+        operation = {
+          convertToBFloat16(scratch, start, count: bucket.count)
+          try self.communicator.allReduceSumBFloat16(scratch, count: bucket.count)
+          convertFromBFloat16(start, scratch, count: bucket.count)
+        }
+      } else {
+        operation = { try self.communicator.allReduceSum(start, count: bucket.count) }
+      }
     }
     if let watchdog {
       try watchdog.watch(name, operation)

@@ -100,6 +100,8 @@ public final class MPICommunicator: Communicator {
   /// Serializes every MPI call; `abort` takes it only under SERIALIZED (see the file header).
   private let lock = NSLock()
   private var finalized = false
+  /// The bf16 sum (`addBFloat16`) as a user-defined MPI operation, made at the first use.
+  private var bfloat16Sum: MPI_Op?
 
   /// Largest element count passed to one MPI call; longer buffers go in several calls.
   private static let maximumChunk = 1 << 30
@@ -200,6 +202,42 @@ public final class MPICommunicator: Communicator {
     }
   }
 
+  /// bf16 on the wire: MPI_Allreduce of 2-byte elements with a user-defined operation that adds
+  /// in fp32 and rounds once (OpenMPI applies it once per rank on the way through its algorithm).
+  public func allReduceSumBFloat16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int) throws {
+    try validate(count: count, size: size, operation: "allReduceSumBFloat16")
+    try withLock {
+      try checkNotFinalized()
+      let op = try bfloat16SumOperation()
+      var start = 0
+      while start < count {
+        let length = min(count - start, Self.maximumChunk)
+        try mpiCheck("MPI_Allreduce") {
+          MPI_Allreduce(cmpi_in_place(), buffer + start, Int32(length), cmpi_uint16(), op, world)
+        }
+        start += length
+      }
+    }
+  }
+
+  /// bf16 on the wire: MPI_Reduce_scatter with the bf16 sum, the block then moved to its offset.
+  public func reduceScatterSumBFloat16(_ buffer: UnsafeMutablePointer<UInt16>, counts: [Int]) throws {
+    let total = try validatedTotal(counts: counts, size: size, operation: "reduceScatterSumBFloat16")
+    let blockCounts = try int32Counts(counts, total: total, operation: "reduceScatterSumBFloat16")
+    guard total > 0 else { return try withLock { try checkNotFinalized() } }
+    try withLock {
+      try checkNotFinalized()
+      let op = try bfloat16SumOperation()
+      try mpiCheck("MPI_Reduce_scatter") {
+        MPI_Reduce_scatter(cmpi_in_place(), buffer, blockCounts, cmpi_uint16(), op, world)
+      }
+    }
+    let offset = counts[..<rank].reduce(0, +)
+    if offset > 0 && counts[rank] > 0 {
+      memmove(buffer + offset, buffer, counts[rank] * MemoryLayout<UInt16>.stride)
+    }
+  }
+
   public func allGather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {
     let total = try validatedTotal(counts: counts, size: size, operation: "allGather")
     let blockCounts = try int32Counts(counts, total: total, operation: "allGather")
@@ -276,6 +314,16 @@ public final class MPICommunicator: Communicator {
 
   // MARK: - Helpers
 
+  /// The user-defined MPI operation of the bf16 sum, created once (call with the lock held).
+  private func bfloat16SumOperation() throws -> MPI_Op? {
+    if let bfloat16Sum { return bfloat16Sum }
+    var op: MPI_Op? = cmpi_op_null()
+    // commutative (1): MPI may combine in any order, as it does for MPI_SUM on floats
+    try mpiCheck("MPI_Op_create") { MPI_Op_create(bfloat16SumFunction, 1, &op) }
+    bfloat16Sum = op
+    return op
+  }
+
   private func withLock<T>(_ body: () throws -> T) rethrows -> T {
     lock.lock()
     defer { lock.unlock() }
@@ -330,4 +378,14 @@ public final class MPICommunicator: Communicator {
     }
     return counts.map { Int32($0) }
   }
+}
+
+/// MPI's callback for the bf16 sum: `inout[i] = bf16(float(in[i]) + float(inout[i]))`.
+private let bfloat16SumFunction: @convention(c) (
+  UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<MPI_Datatype?>?
+) -> Void = { input, accumulator, length, _ in
+  guard let input, let accumulator, let length else { return }
+  addBFloat16(
+    accumulator.assumingMemoryBound(to: UInt16.self), input.assumingMemoryBound(to: UInt16.self),
+    count: Int(length.pointee))
 }

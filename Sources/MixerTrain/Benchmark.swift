@@ -40,6 +40,22 @@ public struct BenchResult: Codable {
   public var mfu: Double
   /// time per step backward did not hide the all-reduce, as a share of the step (0 on one rank)
   public var exposedCommunicationShare: Double
+  /// the gradient reduction benchmarked: floats per bucket, buckets per step, ZeRO stage,
+  /// overlap, wire format, and the gradient bytes one rank puts into the reduction per step
+  public var bucketFloats: Int = 0
+  public var buckets: Int = 0
+  public var zeroStage: Int = 0
+  public var overlap: Bool = true
+  public var gradComm: String = GradientPrecision.fp32.rawValue
+  public var gradientBytes: Int = 0
+  /// seconds per step inside gradient collectives (and ZeRO-1's all-gather), and the part of it
+  /// backward did not hide
+  public var communicationSeconds: Double = 0
+  public var exposedSeconds: Double = 0
+  /// of those, seconds per step in ZeRO-1's all-gather of the parameters (never hidden)
+  public var allGatherSeconds: Double = 0
+  /// buckets per step handed to the communication thread before backward ended
+  public var bucketsStartedBeforeBackwardEnd: Double = 0
 
   enum CodingKeys: String, CodingKey {
     case preset, batch, ranks, threads, steps
@@ -53,14 +69,41 @@ public struct BenchResult: Codable {
     case gflops
     case sgemmGflops = "sgemm_gflops"
     case mfu
+    case bucketFloats = "bucket_floats"
+    case buckets
+    case zeroStage = "zero"
+    case overlap
+    case gradComm = "grad_comm"
+    case gradientBytes = "gradient_bytes"
+    case communicationSeconds = "communication_seconds"
+    case exposedSeconds = "exposed_seconds"
+    case allGatherSeconds = "all_gather_seconds"
+    case bucketsStartedBeforeBackwardEnd = "buckets_started_before_backward_end"
+  }
+}
+
+/// The gradient reduction `bench` runs (nil / defaults: a training run's defaults).
+public struct BenchmarkReduction: Sendable {
+  public var bucketFloats: Int?
+  public var zeroStage = 0
+  public var overlap = true
+  public var precision = GradientPrecision.fp32
+  public init(bucketFloats: Int? = nil, zeroStage: Int = 0, overlap: Bool = true, precision: GradientPrecision = .fp32) {
+    self.bucketFloats = bucketFloats
+    self.zeroStage = zeroStage
+    self.overlap = overlap
+    self.precision = precision
   }
 }
 
 /// The settings `bench` trains with: the defaults of a run, `batch` images per rank.
-func benchmarkTrainConfig(_ config: MixerConfig, batch: Int, ranks: Int, bucketFloats: Int?) -> TrainConfig {
+func benchmarkTrainConfig(_ config: MixerConfig, batch: Int, ranks: Int, reduction: BenchmarkReduction) -> TrainConfig {
   var train = TrainConfig(model: config)
   train.globalBatch = batch * ranks
-  if let bucketFloats { train.bucketFloats = bucketFloats }
+  if let bucketFloats = reduction.bucketFloats { train.bucketFloats = bucketFloats }
+  train.zeroStage = reduction.zeroStage
+  train.overlap = reduction.overlap
+  train.gradientCommunication = reduction.precision
   return train
 }
 
@@ -70,7 +113,7 @@ func benchmarkTrainConfig(_ config: MixerConfig, batch: Int, ranks: Int, bucketF
 /// images/s counts every rank's images; GFLOP/s and mfu are per rank.
 public func benchmarkTraining(
   config: MixerConfig, preset: String, batch: Int, steps: Int, warmup: Int, profile: Bool = false,
-  comm: Communicator = SingleProcessCommunicator(), bucketFloats: Int? = nil
+  comm: Communicator = SingleProcessCommunicator(), reduction: BenchmarkReduction = BenchmarkReduction()
 ) throws -> BenchResult {
   let model = try MixerModel(config: config, seed: 0)
   // a non-zero head so every gradient is non-trivial, as in training after step one
@@ -78,10 +121,11 @@ public func benchmarkTraining(
     var rng = CounterRNG(seed: 1)
     for i in head.range { model.parameters[i] = Float(rng.normal() * 0.01) }
   }
-  let train = benchmarkTrainConfig(config, batch: batch, ranks: comm.size, bucketFloats: bucketFloats)
+  let train = benchmarkTrainConfig(config, batch: batch, ranks: comm.size, reduction: reduction)
+  try train.validate(worldSize: comm.size)
   let step = TrainingStep(model: model, config: train, comm: comm, localBatch: batch)
   let input = config.task.training.syntheticBatch(config, size: batch)
-  var forward = 0.0, backward = 0.0, update = 0.0, exposed = 0.0
+  var forward = 0.0, backward = 0.0, update = 0.0, exposed = 0.0, communication = 0.0, allGather = 0.0, started = 0
   try comm.barrier()
   for index in 0..<(warmup + steps) {
     if index == warmup { KernelProfile.reset(); KernelProfile.enabled = profile }
@@ -90,7 +134,10 @@ public func benchmarkTraining(
       forward += result.forwardSeconds
       backward += result.backwardSeconds
       update += result.updateSeconds
-      exposed += result.communication.exposedSeconds
+      exposed += result.communication.exposedSeconds + result.allGatherSeconds
+      communication += result.communication.communicationSeconds + result.allGatherSeconds
+      allGather += result.allGatherSeconds
+      started += result.communication.bucketsStartedBeforeFinish
     }
   }
   KernelProfile.enabled = false
@@ -101,12 +148,23 @@ public func benchmarkTraining(
   let peak = max(
     measureSgemm(m: sb, n: config.channelsMLP, k: config.hidden),
     measureSgemm(m: 2048, n: 2048, k: 2048, repeats: 3))
-  return BenchResult(
+  var result = BenchResult(
     preset: preset, batch: batch, ranks: comm.size, threads: BLAS.threads, blasCore: BLAS.coreName, steps: steps,
     secondsPerStep: perStep, forwardSeconds: forward / Double(steps),
     backwardSeconds: backward / Double(steps), optimizerSeconds: update / Double(steps),
     imagesPerSecond: Double(batch * comm.size) / perStep, gflops: flops, sgemmGflops: peak,
     mfu: flops / peak, exposedCommunicationShare: exposed / Double(steps) / perStep)
+  result.bucketFloats = train.bucketFloats
+  result.buckets = step.bucketer.buckets.count
+  result.zeroStage = train.zeroStage
+  result.overlap = train.overlap
+  result.gradComm = train.gradientCommunication.rawValue
+  result.gradientBytes = model.table.count * train.gradientCommunication.bytesPerElement
+  result.communicationSeconds = communication / Double(steps)
+  result.exposedSeconds = exposed / Double(steps)
+  result.allGatherSeconds = allGather / Double(steps)
+  result.bucketsStartedBeforeBackwardEnd = Double(started) / Double(steps)
+  return result
 }
 
 /// What an inference benchmark measured.
@@ -179,7 +237,7 @@ public func benchmarkFedSteps(
   model.task = MixerTask.learning(from: dataset)
   let mixer = try MixerModel(config: model, seed: 0)
   let step = TrainingStep(
-    model: mixer, config: benchmarkTrainConfig(model, batch: batch, ranks: 1, bucketFloats: nil),
+    model: mixer, config: benchmarkTrainConfig(model, batch: batch, ranks: 1, reduction: BenchmarkReduction()),
     comm: SingleProcessCommunicator(), localBatch: batch)
   let sampler = try ShardedSampler(datasetCount: dataset.count, globalBatch: batch, seed: 0)
   let loader = try BatchLoader(

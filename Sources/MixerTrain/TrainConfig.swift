@@ -4,6 +4,7 @@
 import Foundation
 import MixerCheckpoint
 import MixerData
+import MixerDistributed
 import MixerModel
 
 /// Everything that defines a training run.
@@ -48,8 +49,13 @@ public struct TrainConfig: CheckpointConfig {
   public var threads: Int?
   /// data loader worker threads per rank
   public var loaderWorkers: Int = 1
-  /// gradient all-reduce bucket size in floats
-  public var bucketFloats: Int = 1 << 20
+  /// gradient all-reduce bucket size in floats: 131,072 (512 KiB) gives several buckets on every
+  /// preset (tiny 5, cifar 34, S/16 142, B/16 457), so communication starts during backward
+  public var bucketFloats: Int = 1 << 17
+  /// reduce gradient buckets on a communication thread during backward (false: all after it)
+  public var overlap: Bool = true
+  /// the format gradients travel in: fp32, or bf16 (half the bytes, for slow links)
+  public var gradientCommunication: GradientPrecision = .fp32
   /// 0: all-reduce gradients; 1: ZeRO-1 (shard optimizer state and update)
   public var zeroStage: Int = 0
   public var runDirectory: String = "runs/default"

@@ -232,7 +232,7 @@ public final class Trainer {
       loader.recycle(batch)
       let timings = result.communication
       exposed += timings.exposedSeconds
-      logger.debug("step \(stepIndex): communication \(timings.communicationSeconds) s, not hidden \(timings.exposedSeconds) s, \(timings.buckets) buckets")
+      logger.debug("step \(stepIndex): communication \(timings.communicationSeconds) s, not hidden \(timings.exposedSeconds) s, \(timings.buckets) buckets, \(timings.bucketsStartedBeforeFinish) started during backward")
 
       lastLoss = result.loss
       windowLoss += result.loss

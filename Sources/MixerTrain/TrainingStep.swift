@@ -27,6 +27,8 @@ public struct StepResult {
   public var updateSeconds: Double
   /// the gradient reduction's timings (communication, the part not hidden by backward)
   public var communication: GradientBucketer.Timings
+  /// seconds in ZeRO-1's all-gather of the parameters (part of `updateSeconds`; never hidden)
+  public var allGatherSeconds: Double
   /// some rank received SIGINT, SIGTERM or SIGUSR1 before this step's reduction: every rank
   /// learns it from the same all-reduce, so all stop after the same step
   public var stopRequested: Bool
@@ -57,7 +59,7 @@ public final class TrainingStep {
     bucketer = GradientBucketer(
       communicator: comm, buffer: model.gradients.pointer, count: model.table.count,
       bucketSize: config.bucketFloats, mode: config.zeroStage == 1 ? .reduceScatter : .allReduce,
-      watchdog: watchdog)
+      overlap: config.overlap, precision: config.gradientCommunication, watchdog: watchdog)
     acts = Activations(config: model.config, batch: localBatch / config.accumulation)
   }
 
@@ -67,12 +69,12 @@ public final class TrainingStep {
     let (lossSum, forwardSeconds) = accumulateGradients(batch: batch, regularization: config.regularization(step: step))
     let communication = try bucketer.finish()
     let t1 = monotonicSeconds()
-    let (loss, norm, lr, stop) = try update(step: step, lossSum: lossSum)
+    let (loss, norm, lr, stop, allGatherSeconds) = try update(step: step, lossSum: lossSum)
     let t2 = monotonicSeconds()
     return StepResult(
       loss: loss, gradientNorm: norm, learningRate: lr, forwardSeconds: forwardSeconds,
       backwardSeconds: t1 - t0 - forwardSeconds, updateSeconds: t2 - t1, communication: communication,
-      stopRequested: stop)
+      allGatherSeconds: allGatherSeconds, stopRequested: stop)
   }
 
   /// Forward and backward over the micro-batches of one step's batch, gradients accumulating;
@@ -104,7 +106,7 @@ public final class TrainingStep {
   /// After the gradients are reduced: the global loss, gradient norm and stop requests (one
   /// small all-reduce), clipping, the optimizer update of this rank's range, and under ZeRO-1 the
   /// all-gather.
-  func update(step: Int, lossSum: Double) throws -> (loss: Double, norm: Double, lr: Float, stop: Bool) {
+  func update(step: Int, lossSum: Double) throws -> (loss: Double, norm: Double, lr: Float, stop: Bool, allGatherSeconds: Double) {
     let total = model.table.count
     let shard = bucketer.shard  // everything, unless ZeRO-1
     let squares = sumOfSquares(model.gradients.pointer, range: shard)
@@ -118,9 +120,12 @@ public final class TrainingStep {
     clipByGlobalNorm(model.gradients.pointer, range: shard, norm: norm, maxNorm: Double(config.clipNorm))
     let lr = config.schedule.learningRate(step: step)
     optimizer.update(parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: lr, step: step + 1)
+    var allGatherSeconds = 0.0
     if config.zeroStage == 1 {
+      let start = monotonicSeconds()
       try comm.allGather(model.parameters.pointer, counts: comm.shardCounts(ofTotal: total))
+      allGatherSeconds = monotonicSeconds() - start
     }
-    return (loss, norm, lr, scalars[2] > 0)
+    return (loss, norm, lr, scalars[2] > 0, allGatherSeconds)
   }
 }

@@ -134,7 +134,7 @@ func run(_ options: Options, _ communicator: Communicator, _ watchdog: Watchdog)
       return 1
     }
     let seconds = String(format: "%.2f", Date().timeIntervalSince(start))
-    if rank == 0 { print("mixer-comm-check: collectives and gradient bucketer exact (\(seconds) s)") }
+    if rank == 0 { print("mixer-comm-check: collectives and gradient bucketer exact, bf16 within \(CollectiveCheck.bfloat16Tolerance(ranks: communicator.size)) ulp (\(seconds) s)") }
   }
 
   if options.bench && !options.sizes.isEmpty {

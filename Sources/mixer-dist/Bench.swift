@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import MixerDistributed
 import MixerKernels
 import MixerTrain
 
@@ -18,6 +19,10 @@ struct Bench: ParsableCommand {
   @Flag(help: "Benchmark inference instead: batch-1 latency and batch-32 throughput (forward only).") var inference = false
   @Option(help: "Benchmark the data loader instead: decode+augment images/s per thread for this --data spec ('jpeg' = generated 500x375 JPEGs).") var data: String?
   @Option(help: "Loader threads for --data.") var loaderWorkers: Int = 1
+  @Option(help: "Gradient bucket size in floats (default: train's).") var bucketSize: Int?
+  @Option(help: "ZeRO stage: 0 (all-reduce) or 1 (sharded optimizer).") var zero: Int = 0
+  @Option(help: "Gradient communication format: fp32 or bf16.") var gradComm: String = "fp32"
+  @Flag(help: "Reduce the gradients after backward instead of overlapping it.") var noOverlap = false
 
   func validate() throws {
     guard batch > 0, steps > 0, warmup >= 0 else {
@@ -52,11 +57,16 @@ struct Bench: ParsableCommand {
         print(String(decoding: try encoder.encode(r), as: UTF8.self))
         return
       }
+      guard let precision = GradientPrecision(rawValue: gradComm) else {
+        throw ValidationError("unknown --grad-comm '\(gradComm)' (known: fp32, bf16)")
+      }
+      let reduction = BenchmarkReduction(
+        bucketFloats: bucketSize, zeroStage: zero, overlap: !noOverlap, precision: precision)
       let (r, rank) = try Job.run { comm in
         Job.setBLASThreads(requested: threads, comm: comm)
         let r = try benchmarkTraining(
           config: config, preset: model.preset, batch: batch, steps: steps, warmup: warmup,
-          profile: profile, comm: comm)
+          profile: profile, comm: comm, reduction: reduction)
         return (r, comm.rank)
       }
       guard rank == 0 else { return }
@@ -71,6 +81,10 @@ struct Bench: ParsableCommand {
       print(String(format: "mfu           %8.3f", r.mfu))
       if r.ranks > 1 {
         print(String(format: "exposed communication %5.1f%% of step time", r.exposedCommunicationShare * 100))
+        print("gradients     \(r.buckets) buckets of \(r.bucketFloats) floats, \(r.gradComm), "
+          + (r.overlap ? "overlapped" : "after backward")
+          + String(format: ", %.1f ms communication per step, %.1f ms not hidden, %.1f buckets started during backward",
+                   r.communicationSeconds * 1e3, r.exposedSeconds * 1e3, r.bucketsStartedBeforeBackwardEnd))
       }
       if profile {
         print("per step, by kernel:")

@@ -50,6 +50,8 @@ struct Train: ParsableCommand {
   @Option(help: "Data loader threads per rank.") var loaderWorkers: Int = D.loaderWorkers
   @Option(help: "Gradient all-reduce bucket size, in floats.") var bucketSize: Int = D.bucketFloats
   @Option(help: "ZeRO stage: 0 (all-reduce) or 1 (sharded optimizer).") var zero: Int = D.zeroStage
+  @Option(help: "Gradient communication format: fp32, or bf16 (half the bytes; for links slower than about 10 Gbit/s).") var gradComm: String = D.gradientCommunication.rawValue
+  @Flag(help: "Reduce the gradients after backward instead of overlapping it (for comparison).") var noOverlap = false
   @Option(help: "Run folder for metrics.jsonl, config.json and the final parameters.") var runDir: String = D.runDirectory
   @Option(help: "Abort the job if a step or collective takes longer (seconds).") var timeout: Double = 600
   @Option(help: "Fault injection: fail at this step (with --fail-rank).") var failAtStep: Int?
@@ -108,6 +110,11 @@ struct Train: ParsableCommand {
     c.loaderWorkers = loaderWorkers
     c.bucketFloats = bucketSize
     c.zeroStage = zero
+    guard let precision = GradientPrecision(rawValue: gradComm) else {
+      throw ConfigError("unknown --grad-comm '\(gradComm)' (known: fp32, bf16)")
+    }
+    c.gradientCommunication = precision
+    c.overlap = !noOverlap
     c.runDirectory = runDir
     c.checkpointDirectory = checkpointDir
     c.initFrom = initFrom
@@ -207,7 +214,8 @@ extension Train {
       ("dropout", "\(config.dropout)"), ("seed", "\(config.seed)"), ("log-every", "\(config.logEvery)"),
       ("eval-every", "\(config.evalEvery)"), ("eval-batch", "\(config.evalBatch)"),
       ("threads", config.threads.map { "\($0)" }), ("loader-workers", "\(config.loaderWorkers)"),
-      ("bucket-size", "\(config.bucketFloats)"), ("zero", "\(config.zeroStage)"), ("run-dir", text(config.runDirectory)),
+      ("bucket-size", "\(config.bucketFloats)"), ("zero", "\(config.zeroStage)"),
+      ("grad-comm", text(config.gradientCommunication.rawValue)), ("no-overlap", "\(!config.overlap)"), ("run-dir", text(config.runDirectory)),
       ("checkpoint-dir", config.checkpointDirectory.map(text)), ("save-every", "\(config.saveEvery)"),
       ("keep", "\(config.keep)"), ("keep-best", config.keepBest.map(text)), ("init-from", config.initFrom.map(text)),
     ]

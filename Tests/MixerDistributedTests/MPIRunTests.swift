@@ -91,7 +91,7 @@ final class MPIRunTests: XCTestCase {
     let run = try mpirun(ranks: 2, ["--sizes", "1K,64K", "--iterations", "3"])
     XCTAssertEqual(run.status, 0, run.output)
     XCTAssertTrue(run.output.contains("mixer-comm-check: 2 rank(s)"), run.output)
-    XCTAssertTrue(run.output.contains("collectives and gradient bucketer exact"), run.output)
+    XCTAssertTrue(run.output.contains("collectives and gradient bucketer exact, bf16 within 1.0 ulp"), run.output)
     XCTAssertTrue(run.output.contains("busbw"), run.output)
     XCTAssertTrue(run.output.contains("mixer-comm-check: OK"), run.output)
   }
