@@ -36,11 +36,12 @@ let package = Package(
     .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
     .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
     .systemLibrary(name: "CMixerZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+    .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
     .target(name: "MixerKernels", dependencies: ["CBLAS"], swiftSettings: optimize),
     .target(name: "MixerModel", dependencies: ["MixerKernels"], swiftSettings: optimize),
     .target(name: "MixerDistributed", dependencies: ["CMPI"], swiftSettings: optimize),
-    .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG", "CMixerZlib"], swiftSettings: optimize),
+    .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG", "CMixerZlib", "CArchive"], swiftSettings: optimize),
     .target(
       name: "MixerCheckpoint",
       dependencies: [
