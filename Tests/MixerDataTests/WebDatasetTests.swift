@@ -132,6 +132,42 @@ final class WebDatasetTests: XCTestCase {
     XCTAssertEqual(pattern.shardSet, set)
   }
 
+  func testCIFARAndMNISTBecomeLosslessPNGShards() throws {
+    let dir = try makeTemporaryDirectory(self)
+    let cifar = dir.appendingPathComponent("cifar")
+    for batch in 1...5 {
+      try writeFile(cifar, "data_batch_\(batch).bin", cifarRecords(labels: [[UInt8(batch)], [UInt8(9 - batch)]], seed: batch))
+    }
+    try writeFile(cifar, "test_batch.bin", cifarRecords(labels: [[9], [0], [4]], seed: 0))
+    let mnist = dir.appendingPathComponent("mnist")
+    let digits = (0..<(5 * 28 * 28)).map { UInt8($0 % 251) }
+    try writeFile(mnist, "train-images-idx3-ubyte", idxFile(magic: 0x803, dimensions: [5, 28, 28], data: digits))
+    try writeFile(mnist, "train-labels-idx1-ubyte", idxFile(magic: 0x801, dimensions: [5], data: [3, 1, 4, 1, 5]))
+    try writeFile(mnist, "t10k-images-idx3-ubyte", idxFile(magic: 0x803, dimensions: [1, 28, 28], data: Array(digits.prefix(784))))
+    try writeFile(mnist, "t10k-labels-idx1-ubyte", idxFile(magic: 0x801, dimensions: [1], data: [9]))
+    for (spec, name) in [("cifar10:\(cifar.path)", "cifar-shards"), ("mnist:\(mnist.path)", "mnist-shards")] {
+      let output = dir.appendingPathComponent(name)
+      var splits: [(name: String, source: any EncodedImageSource)] = []
+      for (split, kind) in [("train", DataSplit.train), ("val", .validation)] {
+        splits.append((split, try makeDataset(spec: spec, split: kind, imageSize: (32, 32), seed: 0) as! any EncodedImageSource))
+      }
+      try createShards(splits: splits, output: output.path, plan: ShardPlan(shardBytes: 9000, shardSamples: 100))
+      for (split, kind) in [("train", DataSplit.train), ("val", .validation)] {
+        let source = splits.first { $0.name == split }!.source as! any InMemoryImageDataset
+        let shards = try WebDataset(path: output.path, split: kind, imageHeight: 32, imageWidth: 32, seed: 0)
+        XCTAssertEqual(shards.count, source.count, "\(name) \(split)")
+        XCTAssertEqual(shards.classNames, source.classNames)
+        for i in 0..<source.count {
+          let decoded = try shards.imageBytes(i).withUnsafeBytes { try decodeImage($0).image }
+          XCTAssertEqual(decoded, source.image(i), "\(name) \(split) \(i)")
+          XCTAssertEqual(shards.label(of: i), source.label(of: i))
+        }
+      }
+    }
+    // CIFAR: 3072 source bytes + two 512-byte headers a sample, 9000 bytes a shard: 2 samples each
+    XCTAssertEqual(ShardSet(directory: dir.path + "/cifar-shards", prefix: "train")?.shards.count, 5)
+  }
+
   func testShardsWrittenByPythonWebdatasetAreRead() throws {
     try requirePython(["webdataset"])
     let dir = try makeTemporaryDirectory(self)
