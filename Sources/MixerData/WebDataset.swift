@@ -8,7 +8,8 @@
 // checked against it. Sample i is the index's i-th sample (shard order, then tar order), so the
 // existing sampler's permutation of global indices, keyed by (seed, epoch), gives the same
 // global batches on any number of ranks and an exact resume; each rank reads its samples with
-// positioned reads (`pread`) from a small cache of open shards. Loading decodes and augments
+// positioned reads (`pread`) from a cache of open shards (every shard, when the open-file limit
+// allows). Loading decodes and augments
 // exactly as an image folder does (same crop, flip, RandAugment and eval crop), so shards made
 // from a folder train to the same parameters as the folder.
 //
@@ -192,19 +193,37 @@ public struct WebDataset: EpochAugmentedDataset {
   }
 }
 
-/// A small cache of open shard files shared by the loader threads: positioned reads need no
-/// seeking, so one descriptor serves every thread; the least recently used unused one is closed
-/// when more than `capacity` are open.
+/// The cache of open shard files shared by the loader threads: positioned reads need no seeking,
+/// so one descriptor serves every thread. The global order visits shards at random, so the cache
+/// holds every shard when it can (each shard is then opened once per run): by default as many as
+/// half the open-file limit, which is raised towards its hard limit when the shards need it.
+/// Beyond that the least recently used unused descriptor is closed.
 final class OpenShards: @unchecked Sendable {
   let paths: [String]
   let capacity: Int
   private let lock = NSLock()
   private var open: [Int: (descriptor: Int32, users: Int, used: UInt64)] = [:]
   private var clock: UInt64 = 0
+  /// Descriptors opened so far (a measure of metadata traffic).
+  private(set) var opened = 0
 
-  init(paths: [String], capacity: Int = 16) {
+  init(paths: [String], capacity: Int? = nil) {
     self.paths = paths
-    self.capacity = capacity
+    self.capacity = max(1, capacity ?? OpenShards.defaultCapacity(shards: paths.count))
+  }
+
+  /// Every shard when half the open-file limit allows it (raising the soft limit when needed and
+  /// allowed), else half the limit.
+  static func defaultCapacity(shards: Int) -> Int {
+    var limit = rlimit()
+    guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 64 }
+    let wanted = rlim_t(2 * shards + 64)
+    if limit.rlim_cur < wanted && limit.rlim_cur < limit.rlim_max {
+      var raised = limit
+      raised.rlim_cur = min(wanted, limit.rlim_max)
+      if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+    }
+    return min(shards, Int(min(limit.rlim_cur, 1 << 20)) / 2)
   }
 
   deinit {
@@ -241,6 +260,7 @@ final class OpenShards: @unchecked Sendable {
         throw ImageDecodeError("\(paths[shard]): cannot open: \(String(cString: strerror(errno)))")
       }
       open[shard] = (descriptor, 1, clock)
+      opened += 1
       if open.count > capacity,
         let oldest = open.filter({ $0.value.users == 0 }).min(by: { $0.value.used < $1.value.used })
       {

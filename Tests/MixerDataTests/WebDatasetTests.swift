@@ -168,6 +168,33 @@ final class WebDatasetTests: XCTestCase {
     XCTAssertEqual(ShardSet(directory: dir.path + "/cifar-shards", prefix: "train")?.shards.count, 5)
   }
 
+  func testOpenShardsReadRightWhenTheCacheIsSmallerThanTheShards() throws {
+    let dir = try makeTemporaryDirectory(self)
+    var paths: [String] = []
+    for shard in 0..<5 {
+      paths.append(try writeFile(dir, "\(shard).bin", (0..<100).map { UInt8(($0 * 7 + shard * 31) % 256) }).path)
+    }
+    let all = OpenShards(paths: paths)
+    XCTAssertEqual(all.capacity, 5, "every shard fits under the open-file limit")
+    let small = OpenShards(paths: paths, capacity: 2)
+    let expected = try paths.map { try readFileBytes($0) }
+    // 3 threads reading 3 bytes at varying offsets of varying shards, 300 times each
+    DispatchQueue.concurrentPerform(iterations: 3) { thread in
+      for n in 0..<300 {
+        let shard = (n * 7 + thread) % 5, offset = (n * 13) % 97
+        var bytes = [UInt8](repeating: 0, count: 3)
+        XCTAssertEqual(try? small.read(shard: shard, offset: Int64(offset), into: &bytes), 3)
+        XCTAssertEqual(bytes, Array(expected[shard][offset..<offset + 3]), "shard \(shard) offset \(offset)")
+      }
+    }
+    XCTAssertGreaterThan(small.opened, 5, "a cache of 2 reopens shards")
+    var tail = [UInt8](repeating: 0, count: 10)
+    XCTAssertEqual(try all.read(shard: 0, offset: 95, into: &tail), 5, "a read past the end returns what there is")
+    for shard in 0..<5 { _ = try all.read(shard: shard, offset: 0, into: &tail) }
+    for shard in 0..<5 { _ = try all.read(shard: shard, offset: 0, into: &tail) }
+    XCTAssertEqual(all.opened, 5, "each shard opened once")
+  }
+
   func testShardsWrittenByPythonWebdatasetAreRead() throws {
     try requirePython(["webdataset"])
     let dir = try makeTemporaryDirectory(self)
