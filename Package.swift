@@ -38,11 +38,12 @@ let package = Package(
     .systemLibrary(name: "CMixerZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
     // oneDNN (bf16/int8 matrix products); Debian ships no .pc file for it, the module map links it
     .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
+    .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
     .target(name: "MixerKernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: optimize),
     .target(name: "MixerModel", dependencies: ["MixerKernels"], swiftSettings: optimize),
     .target(name: "MixerDistributed", dependencies: ["CMPI"], swiftSettings: optimize),
-    .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG", "CMixerZlib"], swiftSettings: optimize),
+    .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG", "CMixerZlib", "CArchive"], swiftSettings: optimize),
     .target(
       name: "MixerCheckpoint",
       dependencies: [

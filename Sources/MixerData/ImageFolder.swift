@@ -175,23 +175,10 @@ public struct ImageFolder: EpochAugmentedDataset {
     -> Int
   {
     let bytes = try readFileBytes(path(of: file))
-    let preprocessing = self.preprocessing
-    let (image, fullWidth, fullHeight) = try bytes.withUnsafeBytes { raw in
-      try decodeImage(
-        raw,
-        minimumScale: jpegDecodeScaling
-          ? { width, height in
-            let (box, _) = preprocessing.crop(
-              sourceWidth: width, sourceHeight: height, epoch: epoch, index: index)
-            return preprocessing.minimumDecodeScale(box: box)
-          } : nil)
+    try bytes.withUnsafeBytes { raw in
+      try preprocessing.process(
+        encoded: raw, jpegDecodeScaling: jpegDecodeScaling, epoch: epoch, index: index, into: pixels)
     }
-    let (box, flip) = preprocessing.crop(
-      sourceWidth: fullWidth, sourceHeight: fullHeight, epoch: epoch, index: index)
-    let scaledBox = box.scaled(
-      Double(image.width) / Double(fullWidth), Double(image.height) / Double(fullHeight))
-    preprocessing.process(
-      image: image, box: scaledBox, flip: flip, epoch: epoch, index: index, into: pixels)
     return label(of: file)
   }
 
@@ -247,6 +234,27 @@ public struct ImageFolder: EpochAugmentedDataset {
       }
     }
     return found
+  }
+}
+
+extension ImagePreprocessing {
+  /// Decodes an encoded JPEG/PNG and preprocesses it with the randomness of (epoch, index); the
+  /// crop is drawn from the header's size first, so a JPEG may be decoded at a reduced size
+  /// (`jpegDecodeScaling`). Shared by the image folders and the WebDataset shards.
+  func process(
+    encoded bytes: UnsafeRawBufferPointer, jpegDecodeScaling: Bool, epoch: Int, index: Int,
+    into pixels: UnsafeMutablePointer<Float>
+  ) throws {
+    let (image, fullWidth, fullHeight) = try decodeImage(
+      bytes,
+      minimumScale: jpegDecodeScaling
+        ? { width, height in
+          let (box, _) = crop(sourceWidth: width, sourceHeight: height, epoch: epoch, index: index)
+          return minimumDecodeScale(box: box)
+        } : nil)
+    let (box, flip) = crop(sourceWidth: fullWidth, sourceHeight: fullHeight, epoch: epoch, index: index)
+    let scaledBox = box.scaled(Double(image.width) / Double(fullWidth), Double(image.height) / Double(fullHeight))
+    process(image: image, box: scaledBox, flip: flip, epoch: epoch, index: index, into: pixels)
   }
 }
 

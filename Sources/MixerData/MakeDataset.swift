@@ -1,4 +1,4 @@
-// `--data KIND:PATH` → a dataset. KIND is one of shapes, folder, cifar10, cifar100, mnist,
+// `--data KIND:PATH` → a dataset. KIND is one of shapes, folder, wds, cifar10, cifar100, mnist,
 // fashion-mnist, and for segmentation segshapes (embedded) and segfolder (images + PNG masks);
 // given a bare PATH the kind is inferred from what the directory holds:
 //   data_batch_1.bin (or cifar-10-batches-bin/)  → cifar10
@@ -6,6 +6,7 @@
 //   train-images-idx3-ubyte[.gz]                 → mnist (Fashion-MNIST has the same files: say
 //                                                  fashion-mnist:PATH to get its class names)
 //   images/ + masks/ (or train/images/)          → segfolder
+//   train-NNNNNN.tar shards                      → wds (WebDataset shards, see WebDataset.swift)
 //   train/ or class folders holding images       → folder
 
 import Foundation
@@ -20,6 +21,7 @@ public enum DataKind: String, Sendable, CaseIterable, Codable {
   case fashionMNIST = "fashion-mnist"
   case segshapes
   case segfolder
+  case wds
 
   /// Kinds that need no path.
   public var isEmbedded: Bool { self == .shapes || self == .segshapes }
@@ -72,6 +74,7 @@ public func inferDataKind(directory: String) throws -> DataKind {
   {
     return .segfolder
   }
+  if ShardSet(directory: directory, prefix: "train") != nil { return .wds }
   if isDirectory(url.appendingPathComponent("train").path) { return .folder }
   if let folders = try? ImageFolder.classFolders(url), let first = folders.first,
     let files = try? ImageFolder.imageFiles(url.appendingPathComponent(first), relative: first),
@@ -116,6 +119,9 @@ public func makeDataset(
     return try ImageFolder(
       root: path, split: split, imageHeight: height, imageWidth: width, seed: seed, options: options
     )
+  case .wds:
+    return try WebDataset(
+      path: path, split: split, imageHeight: height, imageWidth: width, seed: seed, options: options)
   case .cifar10, .cifar100:
     return try CIFAR(
       directory: path, variant: kind == .cifar10 ? .cifar10 : .cifar100, split: split,
