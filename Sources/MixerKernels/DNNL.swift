@@ -76,6 +76,19 @@ public enum DNNL {
   /// The number of OpenMP threads oneDNN's kernels use.
   public static var threads: Int { Int(omp_get_max_threads()) }
 
+  nonisolated(unsafe) private static var matchedThreads = 0
+
+  /// Makes oneDNN use the rank's thread count (`KernelThreads.count`, which `BLAS.setThreads`
+  /// sets): oneDNN's OpenMP threads and OpenBLAS's pool then never run at the same time and
+  /// together never exceed the rank's cores, since every product runs on one or the other.
+  static func matchThreads() {
+    let wanted = KernelThreads.count
+    if matchedThreads != wanted {
+      setThreads(wanted)
+      matchedThreads = wanted
+    }
+  }
+
   static func check(_ status: dnnl_status_t, _ what: @autoclosure () -> String) {
     guard status != dnnl_success else { return }
     fatalError("oneDNN \(what()) failed with status \(status.rawValue)")
@@ -109,9 +122,18 @@ public func bf16Bits(_ x: Float) -> UInt16 {
 @inline(__always)
 public func floatFromBF16(_ bits: UInt16) -> Float { Float(bitPattern: UInt32(bits) << 16) }
 
-/// `dst[i] = bf16(src[i])` for `count` values.
+/// `dst[i] = bf16(src[i])` for `count` values (the rounding of `bf16Bits`, 16 lanes at a time).
 public func convertToBF16(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {
-  for i in 0..<count { dst[i] = bf16Bits(src[i]) }
+  let vectors = count / 16
+  let source = UnsafeRawPointer(src), target = UnsafeMutableRawPointer(dst)
+  for v in 0..<vectors {
+    let bits = source.loadUnaligned(fromByteOffset: v * 64, as: SIMD16<UInt32>.self)
+    var rounded = (bits &+ 0x7FFF &+ ((bits &>> 16) & 1)) &>> 16
+    // NaN keeps its sign and top payload bits and stays quiet
+    rounded.replace(with: (bits &>> 16) | 0x40, where: (bits & 0x7FFF_FFFF) .> 0x7F80_0000)
+    target.storeBytes(of: SIMD16<UInt16>(truncatingIfNeeded: rounded), toByteOffset: v * 32, as: SIMD16<UInt16>.self)
+  }
+  for i in (vectors * 16)..<count { dst[i] = bf16Bits(src[i]) }
 }
 
 /// `dst[i] = Float(src[i])` for `count` bfloat16 values.
