@@ -40,13 +40,18 @@ extension Precision {
   /// The products of this precision for training. Throws a one-line error when the CPU lacks the
   /// instructions (never an emulation) or the precision does not train (int8 is inference only).
   public func makeProducts() throws -> any MatrixProducts {
+    try requireTraining()
     switch self {
     case .fp32: return FP32Products.shared
-    case .bf16:
-      try DNNL.require(.bf16)
-      return BF16Products()
-    case .int8: throw DNNLError("--precision int8 is for inference only; train with fp32 or bf16")
+    case .bf16: return BF16Products()
+    case .int8: fatalError("unreachable: requireTraining throws for int8")
     }
+  }
+
+  /// Throws the one-line error of `makeProducts` without making them (for a config's check).
+  public func requireTraining() throws {
+    if self == .int8 { throw DNNLError("--precision int8 is for inference only; train with fp32 or bf16") }
+    try DNNL.require(self)
   }
 }
 
@@ -94,7 +99,6 @@ public final class BF16Products: MatrixProducts, @unchecked Sendable {
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
     beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
   ) {
-    DNNL.matchThreads()
     // op(A) is M×K: stored M rows of K, or K rows of M when transposed; likewise B
     let (aBits, aLead) = operand(a, rows: transA == .none ? m : k, cols: transA == .none ? k : m, ld: lda, into: scratchA)
     let (bBits, bLead) = operand(b, rows: transB == .none ? k : n, cols: transB == .none ? n : k, ld: ldb, into: scratchB)

@@ -7,6 +7,7 @@ import MixerTelemetry
 import Logging
 import MixerData
 import MixerDistributed
+import MixerKernels
 import MixerModel
 import MixerTrain
 
@@ -50,6 +51,7 @@ struct Train: ParsableCommand {
   @Option(help: "Data loader threads per rank.") var loaderWorkers: Int = D.loaderWorkers
   @Option(help: "Gradient all-reduce bucket size, in floats.") var bucketSize: Int = D.bucketFloats
   @Option(help: "ZeRO stage: 0 (all-reduce) or 1 (sharded optimizer).") var zero: Int = D.zeroStage
+  @Option(help: "Matrix products: fp32 (OpenBLAS), or bf16 mixed precision (oneDNN; fp32 parameters, gradients and optimizer state, so checkpoints are the same; needs AVX512-BF16).") var precision: Precision = D.precision
   @Option(help: "Run folder for metrics.jsonl, config.json and the final parameters.") var runDir: String = D.runDirectory
   @Option(help: "Abort the job if a step or collective takes longer (seconds).") var timeout: Double = 600
   @Option(help: "Fault injection: fail at this step (with --fail-rank).") var failAtStep: Int?
@@ -108,6 +110,7 @@ struct Train: ParsableCommand {
     c.loaderWorkers = loaderWorkers
     c.bucketFloats = bucketSize
     c.zeroStage = zero
+    c.precision = precision
     c.runDirectory = runDir
     c.checkpointDirectory = checkpointDir
     c.initFrom = initFrom
@@ -207,7 +210,8 @@ extension Train {
       ("dropout", "\(config.dropout)"), ("seed", "\(config.seed)"), ("log-every", "\(config.logEvery)"),
       ("eval-every", "\(config.evalEvery)"), ("eval-batch", "\(config.evalBatch)"),
       ("threads", config.threads.map { "\($0)" }), ("loader-workers", "\(config.loaderWorkers)"),
-      ("bucket-size", "\(config.bucketFloats)"), ("zero", "\(config.zeroStage)"), ("run-dir", text(config.runDirectory)),
+      ("bucket-size", "\(config.bucketFloats)"), ("zero", "\(config.zeroStage)"),
+      ("precision", text(config.precision.rawValue)), ("run-dir", text(config.runDirectory)),
       ("checkpoint-dir", config.checkpointDirectory.map(text)), ("save-every", "\(config.saveEvery)"),
       ("keep", "\(config.keep)"), ("keep-best", config.keepBest.map(text)), ("init-from", config.initFrom.map(text)),
     ]
