@@ -8,7 +8,7 @@
 // (b, h), no transposing copies.
 // forward overwrites out, qkv, probabilities, attention; backward accumulates into dinp,
 // dqkvWeight, dqkvBias, dprojWeight, dprojBias and overwrites its scratch (dattention, dqkv,
-// dscores).
+// dscores). The products run in `products`' precision (fp32 `gemm` by default).
 
 import Foundation
 
@@ -21,7 +21,8 @@ public func attentionForward(
   inp: UnsafePointer<Float>,
   qkvWeight: UnsafePointer<Float>, qkvBias: UnsafePointer<Float>,
   projWeight: UnsafePointer<Float>, projBias: UnsafePointer<Float>,
-  tokens S: Int, batch B: Int, channels C: Int, heads H: Int
+  tokens S: Int, batch B: Int, channels C: Int, heads H: Int,
+  products: any MatrixProducts = FP32Products.shared
 ) {
   precondition(H > 0 && C % H == 0, "attention: channels \(C) must divide by heads \(H)")
   let D = C / H
@@ -32,7 +33,7 @@ public func attentionForward(
 
   // qkv = inp·Wqkv + bqkv
   broadcastColumns(out: qkv, bias: qkvBias, rows: rows, cols: 3 * C)
-  gemm(
+  products.gemm(
     .none, .none, m: rows, n: 3 * C, k: C, a: inp, lda: C, b: qkvWeight, ldb: 3 * C,
     beta: 1, c: qkv, ldc: 3 * C)
 
@@ -43,12 +44,12 @@ public func attentionForward(
       let v = q + 2 * C
       let p = probabilities + (b * H + h) * S * S  // [S, S]
       // scores = Q·Kᵀ / √D, then softmax over each row in place
-      gemm(
+      products.gemm(
         .none, .transpose, m: S, n: S, k: D, alpha: scale, a: q, lda: qkvStride, b: k,
         ldb: qkvStride, beta: 0, c: p, ldc: S)
       softmaxRows(p, rows: S, cols: S)
       // attention head h = P·V
-      gemm(
+      products.gemm(
         .none, .none, m: S, n: D, k: S, a: p, lda: S, b: v, ldb: qkvStride, beta: 0,
         c: attention + b * C + h * D, ldc: attentionStride)
     }
@@ -56,7 +57,7 @@ public func attentionForward(
 
   // out = attention·Wproj + bproj
   broadcastColumns(out: out, bias: projBias, rows: rows, cols: C)
-  gemm(
+  products.gemm(
     .none, .none, m: rows, n: C, k: C, a: attention, lda: C, b: projWeight, ldb: C, beta: 1,
     c: out, ldc: C)
 }
@@ -79,7 +80,8 @@ public func attentionBackward(
   qkvWeight: UnsafePointer<Float>, projWeight: UnsafePointer<Float>,
   tokens S: Int, batch B: Int, channels C: Int, heads H: Int,
   dattention: UnsafeMutablePointer<Float>, dqkv: UnsafeMutablePointer<Float>,
-  dscores: UnsafeMutablePointer<Float>
+  dscores: UnsafeMutablePointer<Float>,
+  products: any MatrixProducts = FP32Products.shared
 ) {
   precondition(H > 0 && C % H == 0, "attention: channels \(C) must divide by heads \(H)")
   let D = C / H
@@ -90,10 +92,10 @@ public func attentionBackward(
 
   // out = attention·Wproj + bproj
   biasBackwardColumns(dbias: dprojBias, dout: dout, rows: rows, cols: C)
-  gemm(
+  products.gemm(
     .transpose, .none, m: C, n: C, k: rows, a: attention, lda: C, b: dout, ldb: C, beta: 1,
     c: dprojWeight, ldc: C)
-  gemm(
+  products.gemm(
     .none, .transpose, m: rows, n: C, k: C, a: dout, lda: C, b: projWeight, ldb: C, beta: 0,
     c: dattention, ldc: C)
 
@@ -108,19 +110,19 @@ public func attentionBackward(
       let p = probabilities + (b * H + h) * S * S  // [S, S]
       let da = UnsafePointer(dattention + b * C + h * D)  // [S, D], row stride B·C
       // attention head h = P·V
-      gemm(
+      products.gemm(
         .none, .transpose, m: S, n: S, k: D, a: da, lda: attentionStride, b: v, ldb: qkvStride,
         beta: 0, c: dscores, ldc: S)
-      gemm(
+      products.gemm(
         .transpose, .none, m: S, n: D, k: S, a: p, lda: S, b: da, ldb: attentionStride, beta: 0,
         c: dv, ldc: qkvStride)
       // P = softmax(scores)
       softmaxRowsBackward(dscores, probabilities: p, rows: S, cols: S)
       // scores = Q·Kᵀ / √D
-      gemm(
+      products.gemm(
         .none, .none, m: S, n: D, k: S, alpha: scale, a: dscores, lda: S, b: k, ldb: qkvStride,
         beta: 0, c: dq, ldc: qkvStride)
-      gemm(
+      products.gemm(
         .transpose, .none, m: S, n: D, k: S, alpha: scale, a: dscores, lda: S, b: q,
         ldb: qkvStride, beta: 0, c: dk, ldc: qkvStride)
     }
@@ -128,10 +130,10 @@ public func attentionBackward(
 
   // qkv = inp·Wqkv + bqkv
   biasBackwardColumns(dbias: dqkvBias, dout: dqkv, rows: rows, cols: 3 * C)
-  gemm(
+  products.gemm(
     .transpose, .none, m: C, n: 3 * C, k: rows, a: inp, lda: C, b: dqkv, ldb: 3 * C, beta: 1,
     c: dqkvWeight, ldc: 3 * C)
-  gemm(
+  products.gemm(
     .none, .transpose, m: rows, n: C, k: 3 * C, a: dqkv, lda: 3 * C, b: qkvWeight, ldb: 3 * C,
     beta: 1, c: dinp, ldc: C)
 }

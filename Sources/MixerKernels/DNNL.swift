@@ -8,6 +8,7 @@
 // (`DNNL.setThreads`); OpenBLAS has its own pool (`BLAS.setThreads`).
 
 import CDNNL
+import Foundation
 
 /// The number format of the matrix products: fp32 on OpenBLAS; bf16 and int8 on oneDNN.
 public enum Precision: String, CaseIterable, Codable, Sendable {
@@ -76,6 +77,19 @@ public enum DNNL {
   /// The number of OpenMP threads oneDNN's kernels use.
   public static var threads: Int { Int(omp_get_max_threads()) }
 
+  /// Makes oneDNN use the rank's thread count (`KernelThreads.count`, which `BLAS.setThreads`
+  /// sets): oneDNN's OpenMP threads and OpenBLAS's pool then never run at the same time and
+  /// together never exceed the rank's cores, since every product runs on one or the other.
+  /// (OpenMP's thread count belongs to the calling thread, so this is checked on every call.)
+  static func matchThreads() {
+    let wanted = Int32(KernelThreads.count)
+    if omp_get_max_threads() != wanted { omp_set_num_threads(wanted) }
+  }
+
+  /// Serialises the bf16 products of threads sharing the process (in-process ranks): the cached
+  /// primitives' memory objects and the one stream are not thread-safe.
+  static let lock = NSLock()
+
   static func check(_ status: dnnl_status_t, _ what: @autoclosure () -> String) {
     guard status != dnnl_success else { return }
     fatalError("oneDNN \(what()) failed with status \(status.rawValue)")
@@ -109,9 +123,16 @@ public func bf16Bits(_ x: Float) -> UInt16 {
 @inline(__always)
 public func floatFromBF16(_ bits: UInt16) -> Float { Float(bitPattern: UInt32(bits) << 16) }
 
-/// `dst[i] = bf16(src[i])` for `count` values.
+/// `dst[i] = bf16(src[i])` for `count` values: the rounding of `bf16Bits`, written without
+/// branches so the loop vectorises.
 public func convertToBF16(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {
-  for i in 0..<count { dst[i] = bf16Bits(src[i]) }
+  for i in 0..<count {
+    let bits = src[i].bitPattern
+    let rounded = (bits &+ 0x7FFF &+ ((bits &>> 16) & 1)) &>> 16
+    // NaN keeps its sign and top payload bits and stays quiet
+    let isNaN = bits & 0x7FFF_FFFF > 0x7F80_0000
+    dst[i] = UInt16(truncatingIfNeeded: isNaN ? (bits &>> 16) | 0x40 : rounded)
+  }
 }
 
 /// `dst[i] = Float(src[i])` for `count` bfloat16 values.
@@ -203,6 +224,9 @@ public func matmulBF16(
   let key = MatmulKey(
     transA: transA == .transpose, transB: transB == .transpose, m: m, n: n, k: k, lda: lda, ldb: ldb,
     ldc: ldc, alpha: alpha, beta: beta)
+  DNNL.lock.lock()
+  defer { DNNL.lock.unlock() }
+  DNNL.matchThreads()
   let p: MatmulPrimitive
   if let cached = matmulCache[key] {
     p = cached

@@ -30,7 +30,8 @@ public func imageConvForward(
   out: UnsafeMutablePointer<Float>, columns: UnsafeMutablePointer<Float>,
   inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
   batch: Int, height: Int, width: Int, inChannels: Int, outChannels: Int, kernel: Int,
-  stride: Int
+  stride: Int,
+  products: any MatrixProducts = FP32Products.shared
 ) {
   checkImageConvSizes(height: height, width: width, kernel: kernel, stride: stride)
   let rows = batch * (height / stride) * (width / stride)
@@ -42,7 +43,7 @@ public func imageConvForward(
   }
   columnsProductForward(
     out: out, columns: columns, weight: weight, bias: bias, rows: rows, patchLength: patchLength,
-    outChannels: outChannels)
+    outChannels: outChannels, products: products)
 }
 
 /// dweight (`[K, K, Cin, Cout]`) += columnsᵀ·dout, dbias (`[Cout]`) += Σ_rows dout,
@@ -54,7 +55,8 @@ public func imageConvBackward(
   dout: UnsafePointer<Float>, columns: UnsafePointer<Float>, weight: UnsafePointer<Float>,
   scratch: UnsafeMutablePointer<Float>,
   batch: Int, height: Int, width: Int, inChannels: Int, outChannels: Int, kernel: Int,
-  stride: Int
+  stride: Int,
+  products: any MatrixProducts = FP32Products.shared
 ) {
   checkImageConvSizes(height: height, width: width, kernel: kernel, stride: stride)
   let rows = batch * (height / stride) * (width / stride)
@@ -62,7 +64,7 @@ public func imageConvBackward(
   // columns is not read after this: scratch may be the same buffer
   columnsProductBackward(
     dweight: dweight, dbias: dbias, scratch: scratch, dout: dout, columns: columns, weight: weight,
-    rows: rows, patchLength: patchLength, outChannels: outChannels)
+    rows: rows, patchLength: patchLength, outChannels: outChannels, products: products)
   KernelProfile.measure("image conv col2im") {
     imageCol2im(
       dinp: dinp, columns: scratch, batch: batch, height: height, width: width,

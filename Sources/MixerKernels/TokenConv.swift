@@ -22,7 +22,8 @@ public func tokenConvColumnsCount(
 public func tokenConvForward(
   out: UnsafeMutablePointer<Float>, columns: UnsafeMutablePointer<Float>,
   inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-  gridHeight: Int, gridWidth: Int, batch: Int, inChannels: Int, outChannels: Int, kernel: Int
+  gridHeight: Int, gridWidth: Int, batch: Int, inChannels: Int, outChannels: Int, kernel: Int,
+  products: any MatrixProducts = FP32Products.shared
 ) {
   precondition(kernel > 0 && kernel % 2 == 1, "tokenConvForward: kernel \(kernel) must be odd")
   let rows = gridHeight * gridWidth * batch
@@ -34,7 +35,7 @@ public func tokenConvForward(
   }
   columnsProductForward(
     out: out, columns: columns, weight: weight, bias: bias, rows: rows, patchLength: patchLength,
-    outChannels: outChannels)
+    outChannels: outChannels, products: products)
 }
 
 /// dweight (`[K, K, Cin, Cout]`) += columnsᵀ·dout, dbias (`[Cout]`) += Σ_rows dout,
@@ -44,7 +45,8 @@ public func tokenConvBackward(
   dbias: UnsafeMutablePointer<Float>,
   dout: UnsafePointer<Float>, columns: UnsafePointer<Float>, weight: UnsafePointer<Float>,
   scratch: UnsafeMutablePointer<Float>,
-  gridHeight: Int, gridWidth: Int, batch: Int, inChannels: Int, outChannels: Int, kernel: Int
+  gridHeight: Int, gridWidth: Int, batch: Int, inChannels: Int, outChannels: Int, kernel: Int,
+  products: any MatrixProducts = FP32Products.shared
 ) {
   precondition(kernel > 0 && kernel % 2 == 1, "tokenConvBackward: kernel \(kernel) must be odd")
   let rows = gridHeight * gridWidth * batch
@@ -52,7 +54,7 @@ public func tokenConvBackward(
   // columns is not read after this: scratch may be the same buffer
   columnsProductBackward(
     dweight: dweight, dbias: dbias, scratch: scratch, dout: dout, columns: columns, weight: weight,
-    rows: rows, patchLength: patchLength, outChannels: outChannels)
+    rows: rows, patchLength: patchLength, outChannels: outChannels, products: products)
   KernelProfile.measure("token conv col2im") {
     tokenCol2im(
       dinp: dinp, columns: scratch, gridHeight: gridHeight, gridWidth: gridWidth, batch: batch,

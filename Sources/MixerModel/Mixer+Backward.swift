@@ -63,20 +63,20 @@ extension MixerModel {
 
     // channel mixing
     biasBackwardColumns(dbias: g + o.chB2, dout: dBranch, rows: sb, cols: c)
-    gemm(
+    products.gemm(
       .transpose, .none, m: dc, n: c, k: sb, a: acts.channelAct[i], lda: dc, b: dBranch, ldb: c,
       beta: 1, c: g + o.chW2, ldc: c)
-    gemm(
+    products.gemm(
       .none, .transpose, m: sb, n: dc, k: c, a: dBranch, lda: c, b: w + o.chW2, ldb: c,
       beta: 0, c: acts.dHidden, ldc: dc)
     if dropHidden { multiply(acts.dHidden, by: acts.channelDropMask[i], count: sb * dc) }
     geluBackwardFromDerivative(
       dinp: acts.dHidden, dbias: g + o.chB1, dout: acts.dHidden, derivative: acts.channelPre[i],
       rows: sb, cols: dc, axis: .columns)
-    gemm(
+    products.gemm(
       .transpose, .none, m: c, n: dc, k: sb, a: acts.ln1Out[i], lda: c, b: acts.dHidden, ldb: dc,
       beta: 1, c: g + o.chW1, ldc: dc)
-    gemm(
+    products.gemm(
       .none, .transpose, m: sb, n: c, k: dc, a: acts.dHidden, lda: dc, b: w + o.chW1, ldb: dc,
       beta: 0, c: acts.dNorm, ldc: c)
     layerNormBackward(

@@ -4,6 +4,7 @@
 //   x  += ChannelMLP(LN_1(x))  as  Y [S·B×C] · W1 [C×D_C]  and  G [S·B×D_C] · W2 [D_C×C]
 //   outputs = head(LN_pre(x))   (Heads/: the paper's mean over tokens → Dense, or per-pixel)
 // Both mixers are single sgemm calls on the same memory; nothing is transposed.
+// Every product goes through `products` (MatrixProducts.swift): fp32 sgemm, or bf16 on oneDNN.
 
 import MixerKernels
 
@@ -19,6 +20,7 @@ extension MixerModel {
     let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b
     let w = parameters.pointer
 
+    products.prepare(weights: w, count: parameters.count)
     cfg.stem.stem.forward(self, images: images, acts: acts)
 
     let ids = sampleIDs ?? Array(0..<b)
@@ -74,7 +76,7 @@ extension MixerModel {
       out: acts.ln1Out[i], mean: acts.ln1Mean[i], rstd: acts.ln1Rstd[i], inp: xMid,
       weight: w + o.ln1Scale, bias: w + o.ln1Bias, rows: sb, channels: c,
       epsilon: cfg.layerNormEpsilon)
-    gemm(
+    products.gemm(
       .none, .none, m: sb, n: dc, k: c, a: acts.ln1Out[i], lda: c, b: w + o.chW1, ldb: dc,
       beta: 0, c: acts.channelPre[i], ldc: dc)
     biasGELUForwardKeepingDerivative(
@@ -90,7 +92,7 @@ extension MixerModel {
     } else {
       broadcastColumns(out: channelTarget, bias: w + o.chB2, rows: sb, cols: c)
     }
-    gemm(
+    products.gemm(
       .none, .none, m: sb, n: c, k: dc, a: acts.channelAct[i], lda: dc, b: w + o.chW2, ldb: c,
       beta: 1, c: channelTarget, ldc: c)
     if let keep {

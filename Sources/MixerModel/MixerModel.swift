@@ -63,6 +63,9 @@ public final class MixerModel {
   let blockOffsets: [BlockOffsets]
   /// each block's token mixers, in the order their branches are summed
   let blockMixers: [[PlacedMixer]]
+  /// the precision of every matrix product (fp32 `gemm` unless set, e.g. from
+  /// `Precision.makeProducts()`); parameters, gradients and everything else stay fp32
+  public var products: any MatrixProducts = FP32Products.shared
 
   /// A model with the official initialisation drawn from `seed`.
   public init(config: MixerConfig, seed: UInt64) throws {

@@ -47,7 +47,7 @@ public struct LinearStem: Stem {
       patches: acts.patches, images: images, batch: acts.batch, height: cfg.imageHeight,
       width: cfg.imageWidth, patch: cfg.patch)
     broadcastColumns(out: acts.stream[0], bias: w + model.table.offset("stem/bias"), rows: sb, cols: c)
-    gemm(
+    model.products.gemm(
       .none, .none, m: sb, n: c, k: cfg.patchLength, a: acts.patches, lda: cfg.patchLength,
       b: w + model.table.offset("stem/kernel"), ldb: c, beta: 1, c: acts.stream[0], ldc: c)
   }
@@ -57,7 +57,7 @@ public struct LinearStem: Stem {
     let sb = cfg.tokens * acts.batch, c = cfg.hidden
     let g = model.gradients.pointer
     biasBackwardColumns(dbias: g + model.table.offset("stem/bias"), dout: acts.dStream, rows: sb, cols: c)
-    gemm(
+    model.products.gemm(
       .transpose, .none, m: cfg.patchLength, n: c, k: sb, a: acts.patches, lda: cfg.patchLength,
       b: acts.dStream, ldb: c, beta: 1, c: g + model.table.offset("stem/kernel"), ldc: c)
   }
@@ -100,7 +100,7 @@ public struct CNNStem: Stem {
         out: acts.stemPre[j], columns: acts.stemColumns[j], inp: input,
         weight: w + model.table.offset("stem/Conv_\(j)/kernel"), bias: w + model.table.offset("stem/Conv_\(j)/bias"),
         batch: acts.batch, height: layer.height, width: layer.width, inChannels: layer.inChannels,
-        outChannels: layer.outChannels, kernel: 3, stride: 2)
+        outChannels: layer.outChannels, kernel: 3, stride: 2, products: model.products)
       if j < layers.count - 1 {
         geluForward(out: acts.stemAct[j], inp: acts.stemPre[j], count: n, kind: cfg.gelu)
         input = UnsafePointer(acts.stemAct[j])
@@ -134,7 +134,7 @@ public struct CNNStem: Stem {
         dout: acts.stemGrad[j], columns: acts.stemColumns[j], weight: w + kernel,
         scratch: j == 0 ? acts.stemColumns[0] : acts.stemScratch, batch: acts.batch,
         height: layer.height, width: layer.width, inChannels: layer.inChannels,
-        outChannels: layer.outChannels, kernel: 3, stride: 2)
+        outChannels: layer.outChannels, kernel: 3, stride: 2, products: model.products)
     }
   }
 }

@@ -83,7 +83,7 @@ public struct TokenMLP: TokenMixer {
     let cfg = model.config, w = model.parameters.pointer
     let s = cfg.tokens, bc = acts.batch * cfg.hidden, ds = cfg.tokensMLP
     let (pre, act) = (saved[0], saved[1])
-    gemm(.transpose, .none, m: ds, n: bc, k: s, a: w + o[0], lda: ds, b: acts.ln0Out[i], ldb: bc, beta: 0, c: pre, ldc: bc)
+    model.products.gemm(.transpose, .none, m: ds, n: bc, k: s, a: w + o[0], lda: ds, b: acts.ln0Out[i], ldb: bc, beta: 0, c: pre, ldc: bc)
     biasGELUForwardKeepingDerivative(act: act, pre: pre, bias: w + o[1], rows: ds, cols: bc, axis: .rows, kind: cfg.gelu)
     if dropHidden { multiply(act, by: acts.tokenDropMask[i], count: ds * bc) }
     for t in 0..<s {
@@ -91,7 +91,7 @@ public struct TokenMLP: TokenMixer {
       let bias = w[o[3] + t]
       for j in 0..<bc { row[j] += bias }
     }
-    gemm(.transpose, .none, m: s, n: bc, k: ds, a: w + o[2], lda: s, b: act, ldb: bc, beta: 1, c: target, ldc: bc)
+    model.products.gemm(.transpose, .none, m: s, n: bc, k: ds, a: w + o[2], lda: s, b: act, ldb: bc, beta: 1, c: target, ldc: bc)
   }
 
   public func backward(
@@ -103,13 +103,13 @@ public struct TokenMLP: TokenMixer {
     let s = cfg.tokens, bc = acts.batch * cfg.hidden, ds = cfg.tokensMLP
     let (pre, act) = (saved[0], saved[1])
     biasBackwardRows(dbias: g + o[3], dout: dBranch, rows: s, cols: bc)
-    gemm(.none, .transpose, m: ds, n: s, k: bc, a: act, lda: bc, b: dBranch, ldb: bc, beta: 1, c: g + o[2], ldc: s)
-    gemm(.none, .none, m: ds, n: bc, k: s, a: w + o[2], lda: s, b: dBranch, ldb: bc, beta: 0, c: acts.dHidden, ldc: bc)
+    model.products.gemm(.none, .transpose, m: ds, n: s, k: bc, a: act, lda: bc, b: dBranch, ldb: bc, beta: 1, c: g + o[2], ldc: s)
+    model.products.gemm(.none, .none, m: ds, n: bc, k: s, a: w + o[2], lda: s, b: dBranch, ldb: bc, beta: 0, c: acts.dHidden, ldc: bc)
     if dropHidden { multiply(acts.dHidden, by: acts.tokenDropMask[i], count: ds * bc) }
     geluBackwardFromDerivative(
       dinp: acts.dHidden, dbias: g + o[1], dout: acts.dHidden, derivative: pre, rows: ds, cols: bc, axis: .rows)
-    gemm(.none, .transpose, m: s, n: ds, k: bc, a: acts.ln0Out[i], lda: bc, b: acts.dHidden, ldb: bc, beta: 1, c: g + o[0], ldc: ds)
-    gemm(.none, .none, m: s, n: bc, k: ds, a: w + o[0], lda: ds, b: acts.dHidden, ldb: bc, beta: overwrite ? 0 : 1, c: acts.dNorm, ldc: bc)
+    model.products.gemm(.none, .transpose, m: s, n: ds, k: bc, a: acts.ln0Out[i], lda: bc, b: acts.dHidden, ldb: bc, beta: 1, c: g + o[0], ldc: ds)
+    model.products.gemm(.none, .none, m: s, n: bc, k: ds, a: w + o[0], lda: ds, b: acts.dHidden, ldb: bc, beta: overwrite ? 0 : 1, c: acts.dNorm, ldc: bc)
   }
 }
 
@@ -158,7 +158,7 @@ public struct SelfAttention: TokenMixer {
     attentionForward(
       out: acts.dNorm, qkv: saved[0], probabilities: saved[1], attention: saved[2], inp: acts.ln0Out[i],
       qkvWeight: w + o[0], qkvBias: w + o[1], projWeight: w + o[2], projBias: w + o[3], tokens: cfg.tokens,
-      batch: acts.batch, channels: cfg.hidden, heads: cfg.heads)
+      batch: acts.batch, channels: cfg.hidden, heads: cfg.heads, products: model.products)
     for j in 0..<n { target[j] += acts.dNorm[j] }
   }
 
@@ -173,7 +173,7 @@ public struct SelfAttention: TokenMixer {
       dinp: acts.dNorm, dqkvWeight: g + o[0], dqkvBias: g + o[1], dprojWeight: g + o[2], dprojBias: g + o[3],
       dout: dBranch, qkv: saved[0], probabilities: saved[1], attention: saved[2], inp: acts.ln0Out[i],
       qkvWeight: w + o[0], projWeight: w + o[2], tokens: cfg.tokens, batch: acts.batch, channels: cfg.hidden,
-      heads: cfg.heads, dattention: scratch[0], dqkv: scratch[1], dscores: scratch[2])
+      heads: cfg.heads, dattention: scratch[0], dqkv: scratch[1], dscores: scratch[2], products: model.products)
   }
 }
 
@@ -216,7 +216,7 @@ public struct TokenConvolution: TokenMixer {
     tokenConvForward(
       out: acts.dNorm, columns: saved[0], inp: acts.ln0Out[i], weight: w + o[0], bias: w + o[1],
       gridHeight: cfg.gridHeight, gridWidth: cfg.gridWidth, batch: acts.batch, inChannels: cfg.hidden,
-      outChannels: cfg.hidden, kernel: cfg.kernel)
+      outChannels: cfg.hidden, kernel: cfg.kernel, products: model.products)
     for j in 0..<n { target[j] += acts.dNorm[j] }
   }
 
@@ -230,6 +230,6 @@ public struct TokenConvolution: TokenMixer {
     tokenConvBackward(
       dinp: acts.dNorm, dweight: g + o[0], dbias: g + o[1], dout: dBranch, columns: saved[0], weight: w + o[0],
       scratch: scratch[0], gridHeight: cfg.gridHeight, gridWidth: cfg.gridWidth, batch: acts.batch,
-      inChannels: cfg.hidden, outChannels: cfg.hidden, kernel: cfg.kernel)
+      inChannels: cfg.hidden, outChannels: cfg.hidden, kernel: cfg.kernel, products: model.products)
   }
 }

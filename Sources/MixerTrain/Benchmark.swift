@@ -1,6 +1,7 @@
 // `mixer-dist bench`: times full training steps (forward, loss, backward, clipping, AdamW) after
 // warm-up, and in the same run measures the sgemm rate of the same OpenBLAS kernel and thread
-// count, so the model FLOP utilisation (mfu) is relative to what this machine's BLAS can do.
+// count, so the model FLOP utilisation (mfu) is relative to what this machine's BLAS can do. In
+// bf16 (`--precision bf16`) mfu is relative to the bf16 matmul rate of oneDNN, measured the same way.
 
 import Foundation
 import MixerData
@@ -22,6 +23,21 @@ public func measureSgemm(m: Int, n: Int, k: Int, repeats: Int = 5) -> Double {
   return 2 * Double(m) * Double(n) * Double(k) / best / 1e9
 }
 
+/// Best-of-`repeats` GFLOP/s of an `m×k · k×n` bf16 matmul (fp32 accumulate and output, beta 0)
+/// on oneDNN with its current threads.
+public func measureBF16Matmul(m: Int, n: Int, k: Int, repeats: Int = 5) -> Double {
+  let a = [UInt16](repeating: bf16Bits(0.5), count: m * k)
+  let b = [UInt16](repeating: bf16Bits(0.25), count: k * n)
+  let c = FlatBuffer(count: m * n)
+  var best = Double.infinity
+  for _ in 0..<(repeats + 1) {  // the first call creates the primitive
+    let t0 = monotonicSeconds()
+    matmulBF16(.none, .none, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, beta: 0, c: c.pointer, ldc: n)
+    best = min(best, monotonicSeconds() - t0)
+  }
+  return 2 * Double(m) * Double(n) * Double(k) / best / 1e9
+}
+
 /// What one benchmark run measured.
 public struct BenchResult: Codable {
   public var preset: String
@@ -37,6 +53,10 @@ public struct BenchResult: Codable {
   public var imagesPerSecond: Double
   public var gflops: Double
   public var sgemmGflops: Double
+  /// the products' number format; for bf16, mfu is over `bf16Gflops`
+  public var precision: Precision
+  /// the measured bf16 matmul rate (bf16 runs only)
+  public var bf16Gflops: Double?
   public var mfu: Double
   /// time per step backward did not hide the all-reduce, as a share of the step (0 on one rank)
   public var exposedCommunicationShare: Double
@@ -68,6 +88,8 @@ public struct BenchResult: Codable {
     case imagesPerSecond = "images_per_second"
     case gflops
     case sgemmGflops = "sgemm_gflops"
+    case precision
+    case bf16Gflops = "bf16_gflops"
     case mfu
     case bucketFloats = "bucket_floats"
     case buckets
@@ -113,9 +135,11 @@ func benchmarkTrainConfig(_ config: MixerConfig, batch: Int, ranks: Int, reducti
 /// images/s counts every rank's images; GFLOP/s and mfu are per rank.
 public func benchmarkTraining(
   config: MixerConfig, preset: String, batch: Int, steps: Int, warmup: Int, profile: Bool = false,
-  comm: Communicator = SingleProcessCommunicator(), reduction: BenchmarkReduction = BenchmarkReduction()
+  comm: Communicator = SingleProcessCommunicator(), reduction: BenchmarkReduction = BenchmarkReduction(),
+  precision: Precision = .fp32
 ) throws -> BenchResult {
   let model = try MixerModel(config: config, seed: 0)
+  model.products = try precision.makeProducts()
   // a non-zero head so every gradient is non-trivial, as in training after step one
   if let head = model.table[config.head.scope + "/kernel"] {
     var rng = CounterRNG(seed: 1)
@@ -148,12 +172,17 @@ public func benchmarkTraining(
   let peak = max(
     measureSgemm(m: sb, n: config.channelsMLP, k: config.hidden),
     measureSgemm(m: 2048, n: 2048, k: 2048, repeats: 3))
+  let bf16Peak = precision == .bf16
+    ? max(
+      measureBF16Matmul(m: sb, n: config.channelsMLP, k: config.hidden),
+      measureBF16Matmul(m: 2048, n: 2048, k: 2048, repeats: 3)) : nil
   var result = BenchResult(
     preset: preset, batch: batch, ranks: comm.size, threads: BLAS.threads, blasCore: BLAS.coreName, steps: steps,
     secondsPerStep: perStep, forwardSeconds: forward / Double(steps),
     backwardSeconds: backward / Double(steps), optimizerSeconds: update / Double(steps),
     imagesPerSecond: Double(batch * comm.size) / perStep, gflops: flops, sgemmGflops: peak,
-    mfu: flops / peak, exposedCommunicationShare: exposed / Double(steps) / perStep)
+    precision: precision, bf16Gflops: bf16Peak, mfu: flops / (bf16Peak ?? peak),
+    exposedCommunicationShare: exposed / Double(steps) / perStep)
   result.bucketFloats = train.bucketFloats
   result.buckets = step.bucketer.buckets.count
   result.zeroStage = train.zeroStage

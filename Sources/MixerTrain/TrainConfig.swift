@@ -5,6 +5,7 @@ import Foundation
 import MixerCheckpoint
 import MixerData
 import MixerDistributed
+import MixerKernels
 import MixerModel
 
 /// Everything that defines a training run.
@@ -58,6 +59,10 @@ public struct TrainConfig: CheckpointConfig {
   public var gradientCommunication: GradientPrecision = .fp32
   /// 0: all-reduce gradients; 1: ZeRO-1 (shard optimizer state and update)
   public var zeroStage: Int = 0
+  /// the matrix products' number format: fp32, or bf16 mixed precision (fp32 master parameters,
+  /// gradients and optimizer state, so checkpoints are the same either way); absent in older
+  /// manifests, which decode as fp32
+  public var precision: Precision = .fp32
   public var runDirectory: String = "runs/default"
   /// where checkpoints go (nil: no checkpoints)
   public var checkpointDirectory: String?
@@ -115,6 +120,7 @@ public struct TrainConfig: CheckpointConfig {
     try check(zeroStage == 0 || zeroStage == 1, "--zero takes 0 or 1, got \(zeroStage)")
     try check(loaderWorkers >= 1, "--loader-workers must be at least 1")
     try check(mixup >= 0, "--mixup must be non-negative, got \(mixup)")
+    try precision.requireTraining()
     try model.task.training.validate(self)
     if let keepBest {
       let names = model.task.training.metricNames
@@ -208,6 +214,14 @@ func classCount(of config: TrainConfig) throws -> Int {
   options.segmentationClasses = nil
   let size = (config.model.imageHeight, config.model.imageWidth)
   return try makeDataset(spec: config.data, split: .train, imageSize: size, seed: config.seed, options: options).numClasses
+}
+
+extension KeyedDecodingContainer {
+  /// A precision absent from a config (written before the field existed) is fp32: the synthesised
+  /// decoder of `TrainConfig` calls this overload.
+  func decode(_ type: Precision.Type, forKey key: Key) throws -> Precision {
+    try decodeIfPresent(type, forKey: key) ?? .fp32
+  }
 }
 
 /// The manifest of a training checkpoint.

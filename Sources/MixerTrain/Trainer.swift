@@ -125,6 +125,7 @@ public final class Trainer {
         "the data has \(trainSet.numClasses) classes but the model has \(config.model.classes): pass --classes \(trainSet.numClasses)")
     }
     model = try MixerModel(config: config.model, seed: config.seed)
+    model.products = try config.precision.makeProducts()
     if let initFrom = config.initFrom, resume == nil {
       // rank 0 reads and adapts the weights; the broadcast below gives them to every rank
       var problem = ""

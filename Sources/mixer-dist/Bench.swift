@@ -23,6 +23,7 @@ struct Bench: ParsableCommand {
   @Option(help: "ZeRO stage: 0 (all-reduce) or 1 (sharded optimizer).") var zero: Int = 0
   @Option(help: "Gradient communication format: fp32 or bf16.") var gradComm: String = "fp32"
   @Flag(help: "Reduce the gradients after backward instead of overlapping it.") var noOverlap = false
+  @Option(help: "Matrix products of the timed training steps: fp32, or bf16 (mixed precision on oneDNN; mfu is then over the measured bf16 matmul rate).") var precision: Precision = .fp32
 
   func validate() throws {
     guard batch > 0, steps > 0, warmup >= 0 else {
@@ -66,11 +67,11 @@ struct Bench: ParsableCommand {
         Job.setBLASThreads(requested: threads, comm: comm)
         let r = try benchmarkTraining(
           config: config, preset: model.preset, batch: batch, steps: steps, warmup: warmup,
-          profile: profile, comm: comm, reduction: reduction)
+          profile: profile, comm: comm, reduction: reduction, precision: precision)
         return (r, comm.rank)
       }
       guard rank == 0 else { return }
-      print("preset \(r.preset)  batch \(r.batch) per rank  ranks \(r.ranks)  threads \(r.threads)  OpenBLAS core \(r.blasCore)")
+      print("preset \(r.preset)  batch \(r.batch) per rank  ranks \(r.ranks)  threads \(r.threads)  OpenBLAS core \(r.blasCore)  precision \(r.precision.rawValue)")
       print(String(format: "step          %8.1f ms", r.secondsPerStep * 1e3))
       print(String(format: "  forward     %8.1f ms", r.forwardSeconds * 1e3))
       print(String(format: "  backward    %8.1f ms", r.backwardSeconds * 1e3))
@@ -78,6 +79,7 @@ struct Bench: ParsableCommand {
       print(String(format: "images/s      %8.1f", r.imagesPerSecond))
       print(String(format: "GFLOP/s       %8.1f", r.gflops))
       print(String(format: "sgemm GFLOP/s %8.1f", r.sgemmGflops))
+      if let bf16 = r.bf16Gflops { print(String(format: "bf16 GFLOP/s  %8.1f  (oneDNN matmul, %@)", bf16, DNNL.effectiveISA)) }
       print(String(format: "mfu           %8.3f", r.mfu))
       if r.ranks > 1 {
         print(String(format: "exposed communication %5.1f%% of step time", r.exposedCommunicationShare * 100))
@@ -87,6 +89,12 @@ struct Bench: ParsableCommand {
                    r.communicationSeconds * 1e3, r.exposedSeconds * 1e3, r.bucketsStartedBeforeBackwardEnd))
       }
       if profile {
+        // a product is a kernel with a FLOP count (sgemm, bf16 matmul); the rest is elementwise
+        let total = KernelProfile.seconds.values.reduce(0, +)
+        let products = KernelProfile.seconds.filter { (KernelProfile.flops[$0.key] ?? 0) > 0 }.values.reduce(0, +)
+        print(String(format: "profiled %.1f ms/step: matrix products %.1f ms (%.0f%%), everything else %.1f ms (%.0f%%)",
+                     total / Double(steps) * 1e3, products / Double(steps) * 1e3, 100 * products / max(total, 1e-12),
+                     (total - products) / Double(steps) * 1e3, 100 * (total - products) / max(total, 1e-12)))
         print("per step, by kernel:")
         for (name, seconds) in KernelProfile.seconds.sorted(by: { $0.value > $1.value }) {
           let perStep = seconds / Double(steps)

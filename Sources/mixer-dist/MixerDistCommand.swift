@@ -13,6 +13,9 @@ struct MixerDistCommand: ParsableCommand {
     subcommands: [Train.self, Bench.self, Describe.self, VerifyReference.self, Inspect.self, Eval.self, Predict.self, Report.self, Import.self, Export.self, Study.self, Shard.self], defaultSubcommand: nil)
 }
 
+/// `--precision fp32|bf16|int8` (train, bench).
+extension Precision: ExpressibleByArgument {}
+
 /// Runs `body`; any error becomes one line on stderr and exit code 1.
 func runReportingErrors(_ body: () throws -> Void) throws {
   do {

@@ -7,6 +7,7 @@ import MixerTelemetry
 import Logging
 import MixerData
 import MixerDistributed
+import MixerKernels
 import MixerModel
 import MixerTrain
 
@@ -52,6 +53,7 @@ struct Train: ParsableCommand {
   @Option(help: "ZeRO stage: 0 (all-reduce) or 1 (sharded optimizer).") var zero: Int = D.zeroStage
   @Option(help: "Gradient communication format: fp32, or bf16 (half the bytes; for links slower than about 10 Gbit/s).") var gradComm: String = D.gradientCommunication.rawValue
   @Flag(help: "Reduce the gradients after backward instead of overlapping it (for comparison).") var noOverlap = false
+  @Option(help: "Matrix products: fp32 (OpenBLAS), or bf16 mixed precision (oneDNN; fp32 parameters, gradients and optimizer state, so checkpoints are the same; needs AVX512-BF16).") var precision: Precision = D.precision
   @Option(help: "Run folder for metrics.jsonl, config.json and the final parameters.") var runDir: String = D.runDirectory
   @Option(help: "Abort the job if a step or collective takes longer (seconds).") var timeout: Double = 600
   @Option(help: "Fault injection: fail at this step (with --fail-rank).") var failAtStep: Int?
@@ -110,11 +112,12 @@ struct Train: ParsableCommand {
     c.loaderWorkers = loaderWorkers
     c.bucketFloats = bucketSize
     c.zeroStage = zero
-    guard let precision = GradientPrecision(rawValue: gradComm) else {
+    guard let gradientPrecision = GradientPrecision(rawValue: gradComm) else {
       throw ConfigError("unknown --grad-comm '\(gradComm)' (known: fp32, bf16)")
     }
-    c.gradientCommunication = precision
+    c.gradientCommunication = gradientPrecision
     c.overlap = !noOverlap
+    c.precision = precision
     c.runDirectory = runDir
     c.checkpointDirectory = checkpointDir
     c.initFrom = initFrom
@@ -215,7 +218,8 @@ extension Train {
       ("eval-every", "\(config.evalEvery)"), ("eval-batch", "\(config.evalBatch)"),
       ("threads", config.threads.map { "\($0)" }), ("loader-workers", "\(config.loaderWorkers)"),
       ("bucket-size", "\(config.bucketFloats)"), ("zero", "\(config.zeroStage)"),
-      ("grad-comm", text(config.gradientCommunication.rawValue)), ("no-overlap", "\(!config.overlap)"), ("run-dir", text(config.runDirectory)),
+      ("grad-comm", text(config.gradientCommunication.rawValue)), ("no-overlap", "\(!config.overlap)"),
+      ("precision", text(config.precision.rawValue)), ("run-dir", text(config.runDirectory)),
       ("checkpoint-dir", config.checkpointDirectory.map(text)), ("save-every", "\(config.saveEvery)"),
       ("keep", "\(config.keep)"), ("keep-best", config.keepBest.map(text)), ("init-from", config.initFrom.map(text)),
     ]

@@ -28,7 +28,7 @@ public struct ClassificationHead: Head {
     let b = acts.batch, c = cfg.hidden, k = cfg.classes
     tokenMeanForward(out: out.pooled, inp: acts.headNormOut, tokens: cfg.tokens, batch: b, channels: c)
     broadcastColumns(out: out.logits, bias: w + model.table.offset("head/bias"), rows: b, cols: k)
-    gemm(
+    model.products.gemm(
       .none, .none, m: b, n: k, k: c, a: out.pooled, lda: c, b: w + model.table.offset("head/kernel"),
       ldb: k, beta: 1, c: out.logits, ldc: k)
   }
@@ -53,10 +53,10 @@ public struct ClassificationHead: Head {
       classes: k, scale: lossScale)
     let headKernel = model.table.offset("head/kernel"), headBias = model.table.offset("head/bias")
     biasBackwardColumns(dbias: g + headBias, dout: out.dLogits, rows: b, cols: k)
-    gemm(
+    model.products.gemm(
       .transpose, .none, m: c, n: k, k: b, a: out.pooled, lda: c, b: out.dLogits, ldb: k,
       beta: 1, c: g + headKernel, ldc: k)
-    gemm(
+    model.products.gemm(
       .none, .transpose, m: b, n: c, k: k, a: out.dLogits, lda: k, b: w + headKernel, ldb: k,
       beta: 0, c: out.dPooled, ldc: c)
     tokenMeanBackward(dinp: acts.dNorm, dout: out.dPooled, tokens: s, batch: b, channels: c)

@@ -37,7 +37,7 @@ public struct SegmentationHead: Head {
     let w = model.parameters.pointer
     let sb = cfg.tokens * acts.batch, n = outputsPerToken(cfg)
     broadcastColumns(out: out.tokenLogits, bias: w + model.table.offset("segmentation_head/bias"), rows: sb, cols: n)
-    gemm(
+    model.products.gemm(
       .none, .none, m: sb, n: n, k: cfg.hidden, a: acts.headNormOut, lda: cfg.hidden,
       b: w + model.table.offset("segmentation_head/kernel"), ldb: n, beta: 1, c: out.tokenLogits, ldc: n)
     tokensToPixelsForward(
@@ -73,10 +73,10 @@ public struct SegmentationHead: Head {
       width: cfg.imageWidth, patch: cfg.patch, channels: cfg.classes)
     let kernel = model.table.offset("segmentation_head/kernel")
     biasBackwardColumns(dbias: g + model.table.offset("segmentation_head/bias"), dout: dTokens, rows: sb, cols: n)
-    gemm(
+    model.products.gemm(
       .transpose, .none, m: c, n: n, k: sb, a: acts.headNormOut, lda: c, b: dTokens, ldb: n,
       beta: 1, c: g + kernel, ldc: n)
-    gemm(
+    model.products.gemm(
       .none, .transpose, m: sb, n: c, k: n, a: dTokens, lda: n, b: w + kernel, ldb: n,
       beta: 0, c: acts.dNorm, ldc: c)
   }
