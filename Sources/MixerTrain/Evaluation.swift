@@ -92,6 +92,7 @@ public struct LoadedModel {
 public func loadModel(_ path: String) throws -> LoadedModel {
   let url = URL(fileURLWithPath: path)
   let fileManager = FileManager.default
+  try refuseQuantizedCheckpoint(url)
   if fileManager.fileExists(atPath: url.appendingPathComponent("model.json").path) {
     let (config, parameters, _) = try readParameterFolder(url)
     let model = try MixerModel(config: config, seed: 0)
