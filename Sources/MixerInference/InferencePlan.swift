@@ -165,6 +165,16 @@ public final class InferencePlan {
     try self.init(model: model, settings: settings)
   }
 
+  /// "fp32", "int8", or a mix such as "int8 (3 of 18 products bf16)".
+  public var precisionSummary: String {
+    var counts: [Precision: Int] = [:]
+    for p in precisions.values { counts[p, default: 0] += 1 }
+    let main = counts.max { $0.value < $1.value || ($0.value == $1.value && $0.key.rawValue > $1.key.rawValue) }!.key
+    let others = counts.filter { $0.key != main }.sorted { $0.key.rawValue < $1.key.rawValue }
+      .map { "\($0.value) of \(precisions.count) products \($0.key.rawValue)" }
+    return others.isEmpty ? main.rawValue : "\(main.rawValue) (\(others.joined(separator: ", ")))"
+  }
+
   /// Runs the network on `images` `[B, H, W, 3]`; returns the logits `[B, K]` (valid until the
   /// next call with the same B).
   @discardableResult

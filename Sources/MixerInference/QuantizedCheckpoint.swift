@@ -29,6 +29,10 @@ public struct CalibrationRecord: Codable, Equatable, Sendable {
   public var percentile: Double?
   public var samples: Int
   public var data: String
+
+  public init(method: CalibrationMethod, percentile: Double?, samples: Int, data: String) {
+    (self.method, self.percentile, self.samples, self.data) = (method, percentile, samples, data)
+  }
 }
 
 /// `quantized.json`.

@@ -10,7 +10,7 @@ struct Bench: ParsableCommand {
     abstract: "Time full training steps and compare with the measured sgemm rate.")
 
   @OptionGroup var model: ModelOptions
-  @Option(help: "Batch size per step and rank.") var batch: Int = 32
+  @Option(help: "Batch size per step and rank (with --inference: the throughput batch).") var batch: Int = 32
   @Option(help: "OpenBLAS threads per rank (default: cores per node / ranks per node).") var threads: Int?
   @Option(help: "Timed steps.") var steps: Int = 5
   @Option(help: "Untimed warm-up steps.") var warmup: Int = 2
@@ -18,6 +18,8 @@ struct Bench: ParsableCommand {
   @Flag(help: "Benchmark inference instead: batch-1 latency and batch-32 throughput (forward only).") var inference = false
   @Option(help: "Benchmark the data loader instead: decode+augment images/s per thread for this --data spec ('jpeg' = generated 500x375 JPEGs).") var data: String?
   @Option(help: "Loader threads for --data.") var loaderWorkers: Int = 1
+  @Option(help: "With --inference: matrix products in fp32, bf16 or int8 (default: fp32, or the --checkpoint's own).") var precision: Precision?
+  @Option(help: "With --inference: time this checkpoint (fp32 or quantized) instead of a fresh --preset model.") var checkpoint: String?
 
   func validate() throws {
     guard batch > 0, steps > 0, warmup >= 0 else {
@@ -43,10 +45,11 @@ struct Bench: ParsableCommand {
       }
       if inference {
         Job.setBLASThreads(requested: threads)
-        let r = try benchmarkInference(config: config, preset: model.preset, batch: 32, repeats: max(steps, 8))
-        print("preset \(r.preset)  threads \(r.threads)  inference (evaluation forward)")
+        let r = try benchmarkInference(
+          config: config, preset: model.preset, batch: batch, repeats: max(steps, 8), precision: precision, checkpoint: checkpoint)
+        print("\(checkpoint == nil ? "preset " : "")\(r.preset)  threads \(r.threads)  inference, products \(r.precision)")
         print(String(format: "batch-1 latency      %8.2f ms", r.latencySeconds * 1e3))
-        print(String(format: "batch-32 throughput  %8.1f images/s", r.imagesPerSecond))
+        print(String(format: "batch-%d throughput  %8.1f images/s", r.throughputBatch, r.imagesPerSecond))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         print(String(decoding: try encoder.encode(r), as: UTF8.self))
