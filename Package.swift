@@ -55,17 +55,22 @@ let package = Package(
     .target(
       name: "MixerTelemetry", dependencies: [.product(name: "Logging", package: "swift-log")],
       swiftSettings: optimize),
+    // inference: the per-layer precision plan (fp32/bf16/int8 products), calibration, quantized
+    // checkpoints, ONNX export
+    .target(
+      name: "MixerInference", dependencies: ["MixerKernels", "MixerModel", "MixerCheckpoint"],
+      swiftSettings: optimize),
     .target(
       name: "MixerTrain",
       dependencies: [
-        "MixerKernels", "MixerModel", "MixerDistributed", "MixerData", "MixerCheckpoint", "MixerTelemetry",
+        "MixerKernels", "MixerModel", "MixerDistributed", "MixerData", "MixerCheckpoint", "MixerTelemetry", "MixerInference",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: optimize),
     .executableTarget(
       name: "mixer-dist",
       dependencies: [
-        "MixerTrain", "MixerCheckpoint", "MixerData", "MixerDistributed", "MixerKernels", "MixerModel",
+        "MixerTrain", "MixerCheckpoint", "MixerData", "MixerDistributed", "MixerKernels", "MixerModel", "MixerInference",
         "MixerTelemetry", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log"),
       ],
@@ -81,6 +86,7 @@ let package = Package(
     .testTarget(name: "MixerDataTests", dependencies: ["MixerData", "MixerTestSupport"]),
     .testTarget(name: "MixerCheckpointTests", dependencies: ["MixerCheckpoint", "MixerTestSupport"]),
     .testTarget(name: "MixerDistributedTests", dependencies: ["MixerDistributed", "MixerTestSupport"]),
+    .testTarget(name: "MixerInferenceTests", dependencies: ["MixerInference", "MixerCheckpoint", "MixerTestSupport"]),
     .testTarget(name: "MixerTrainTests", dependencies: ["MixerTrain", "MixerTestSupport"]),
     .testTarget(name: "MixerTelemetryTests", dependencies: ["MixerTelemetry", "MixerTestSupport"]),
     // End-to-end: runs the mixer-dist binary (alone and under real mpirun) as a user would.

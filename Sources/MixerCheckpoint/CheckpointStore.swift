@@ -158,6 +158,7 @@ public func checkpointName(step: Int) -> String { String(format: "step-%08d", st
 public func verifyCheckpoint<Config: CheckpointConfig>(
   _ folder: URL, config: Config.Type = ModelOnlyConfig.self
 ) throws -> CheckpointManifest<Config> {
+  try refuseQuantizedCheckpoint(folder)
   let manifestURL = folder.appendingPathComponent("manifest.json")
   guard let data = FileManager.default.contents(atPath: manifestURL.path) else {
     throw CheckpointError("\(folder.path): no manifest.json (an unfinished save is never loaded)")

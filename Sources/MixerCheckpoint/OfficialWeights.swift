@@ -223,6 +223,7 @@ public func readParameterFolder(
   _ folder: URL, log: (String) -> Void = { _ in }
 ) throws -> (config: MixerConfig, parameters: [String: NDArray], description: String) {
   let fileManager = FileManager.default
+  try refuseQuantizedCheckpoint(folder)
   let config: MixerConfig, description: String, checkpoint: URL
   if fileManager.fileExists(atPath: folder.appendingPathComponent("model.json").path) {
     let manifestURL = folder.appendingPathComponent("model.json")

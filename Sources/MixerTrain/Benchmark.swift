@@ -6,6 +6,7 @@
 import Foundation
 import MixerData
 import MixerDistributed
+import MixerInference
 import MixerKernels
 import MixerModel
 
@@ -200,6 +201,8 @@ public func benchmarkTraining(
 public struct InferenceResult: Codable {
   public var preset: String
   public var threads: Int
+  /// the products' precision ("fp32", "int8", "int8 (2 of 18 products bf16)")
+  public var precision: String
   /// median seconds of one batch-1 forward
   public var latencySeconds: Double
   public var throughputBatch: Int
@@ -207,37 +210,61 @@ public struct InferenceResult: Codable {
   public var imagesPerSecond: Double
 
   enum CodingKeys: String, CodingKey {
-    case preset, threads
+    case preset, threads, precision
     case latencySeconds = "latency_seconds"
     case throughputBatch = "throughput_batch"
     case imagesPerSecond = "images_per_second"
   }
 }
 
-/// Batch-1 latency (median of `repeats`) and batch-`batch` throughput of evaluation forwards.
-public func benchmarkInference(config: MixerConfig, preset: String, batch: Int, repeats: Int) throws -> InferenceResult {
-  let model = try MixerModel(config: config, seed: 0)
-  let imageFloats = config.imageHeight * config.imageWidth * 3
+/// Batch-1 latency (median of `repeats`) and batch-`batch` throughput of evaluation forwards
+/// through the inference plan. With `checkpoint`, its model and precisions (`precision` overrides
+/// them); without, a freshly initialised `config` in `precision`, whose int8 input ranges are
+/// calibrated (percentile) on the benchmark's own random images (speed does not depend on them).
+public func benchmarkInference(
+  config: MixerConfig, preset: String, batch: Int, repeats: Int, precision: Precision? = nil, checkpoint: String? = nil
+) throws -> InferenceResult {
+  DNNL.setThreads(BLAS.threads)
+  let plan: InferencePlan
+  var name = preset
+  if let checkpoint {
+    let inference = try loadInferenceModel(checkpoint, precision: precision)
+    plan = try inference.plan ?? InferencePlan(model: inference.loaded.model, precision: .fp32)
+    name = checkpoint
+  } else {
+    let model = try MixerModel(config: config, seed: 0)
+    let wanted = precision ?? .fp32
+    var ranges: [String: ActivationQuantization] = [:]
+    if wanted == .int8 {
+      try config.checkInferencePlan()
+      try DNNL.require(.int8)
+      let count = 4
+      var rng = CounterRNG(seed: 5)
+      let images = (0..<(count * config.imageHeight * config.imageWidth * 3)).map { _ in rng.uniform() * 2 - 1 }
+      ranges = try calibrate(model: model, images: images, count: count, method: .percentile)
+    }
+    plan = try InferencePlan(model: model, precision: wanted, inputs: ranges)
+  }
+  let cfg = plan.model.config
+  let imageFloats = cfg.imageHeight * cfg.imageWidth * 3
   let images = FlatBuffer(count: batch * imageFloats)
   var rng = CounterRNG(seed: 3)
   for i in 0..<images.count { images[i] = rng.uniform() * 2 - 1 }
-  let single = Activations(config: config, batch: 1)
-  model.forward(images: images.pointer, acts: single)
+  plan.forward(images: images.pointer, batch: 1)
   var latencies: [Double] = []
   for _ in 0..<repeats {
     let t0 = monotonicSeconds()
-    model.forward(images: images.pointer, acts: single)
+    plan.forward(images: images.pointer, batch: 1)
     latencies.append(monotonicSeconds() - t0)
   }
-  let batched = Activations(config: config, batch: batch)
-  model.forward(images: images.pointer, acts: batched)
+  plan.forward(images: images.pointer, batch: batch)
   let t0 = monotonicSeconds()
   let rounds = max(1, repeats / 4)
-  for _ in 0..<rounds { model.forward(images: images.pointer, acts: batched) }
+  for _ in 0..<rounds { plan.forward(images: images.pointer, batch: batch) }
   let seconds = monotonicSeconds() - t0
   latencies.sort()
   return InferenceResult(
-    preset: preset, threads: BLAS.threads, latencySeconds: latencies[latencies.count / 2],
+    preset: name, threads: BLAS.threads, precision: plan.precisionSummary, latencySeconds: latencies[latencies.count / 2],
     throughputBatch: batch, imagesPerSecond: Double(batch * rounds) / seconds)
 }
 

@@ -51,8 +51,9 @@ public struct EvaluationResult: Equatable {
 
 /// Evaluates `model` on all of `dataset`, this rank taking its range; every rank gets the totals.
 /// The model's task decides the targets and what is counted (`TaskHead`).
+/// `inference` runs the forward when given (a bf16/int8 plan; InferenceModel.swift).
 public func evaluate(
-  model: MixerModel, dataset: any Dataset, comm: Communicator, batchSize: Int
+  model: MixerModel, dataset: any Dataset, comm: Communicator, batchSize: Int, inference: InferenceModel? = nil
 ) throws -> EvaluationResult {
   let config = model.config
   let task = config.task.training
@@ -65,7 +66,9 @@ public func evaluate(
     let b = chunk.count
     let acts = arenas[b] ?? Activations(config: config, batch: b)
     arenas[b] = acts
-    batch.pixels.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, acts: acts) }
+    batch.pixels.withUnsafeBufferPointer { pixels in
+      if let inference { inference.forward(images: pixels.baseAddress!, acts: acts) } else { model.forward(images: pixels.baseAddress!, acts: acts) }
+    }
     task.setTargets(acts: acts, batch: batch, offset: 0, classes: config.classes, smoothing: 0)
     let loss = model.loss(acts: acts)
     task.accumulate(&totals, acts: acts, batch: batch, loss: loss, config: config)
@@ -92,6 +95,7 @@ public struct LoadedModel {
 public func loadModel(_ path: String) throws -> LoadedModel {
   let url = URL(fileURLWithPath: path)
   let fileManager = FileManager.default
+  try refuseQuantizedCheckpoint(url)
   if fileManager.fileExists(atPath: url.appendingPathComponent("model.json").path) {
     let (config, parameters, _) = try readParameterFolder(url)
     let model = try MixerModel(config: config, seed: 0)
@@ -161,11 +165,13 @@ struct RelabelledDataset: Dataset {
 /// Evaluates a checkpoint (or any folder `loadModel` reads) on the validation split of its own
 /// data source (or `data`); every rank gets the exact totals. The data's class names must be the
 /// model's: the same names in another order are mapped by name; other names are an error unless
-/// `ignoreClassNames`.
+/// `ignoreClassNames`. `precision` (nil: the checkpoint's own) picks the inference plan.
 public func evaluateCheckpoint(
-  path: String, data: String?, comm: Communicator, batchSize: Int, ignoreClassNames: Bool = false
+  path: String, data: String?, comm: Communicator, batchSize: Int, ignoreClassNames: Bool = false,
+  precision: Precision? = nil
 ) throws -> (EvaluationResult, LoadedModel) {
-  let loaded = try loadModel(path)
+  let inference = try loadInferenceModel(path, precision: precision)
+  let loaded = inference.loaded
   let model = loaded.model
   var config = loaded.config
   if let data { config.data = data }
@@ -197,5 +203,5 @@ public func evaluateCheckpoint(
           + "or pass --ignore-class-names to evaluate by class index anyway")
     }
   }
-  return (try evaluate(model: model, dataset: validation, comm: comm, batchSize: batchSize), loaded)
+  return (try evaluate(model: model, dataset: validation, comm: comm, batchSize: batchSize, inference: inference), loaded)
 }

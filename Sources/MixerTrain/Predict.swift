@@ -44,9 +44,10 @@ public func imageFiles(_ paths: [String]) throws -> [String] {
 /// segmentation checkpoint one mask PNG per image in `options.maskDirectory` (`photo.jpg` →
 /// `photo.png`; `-2`, `-3`... on clashes). What is written is the task's (`TaskHead.prediction`).
 public func predict(
-  checkpoint: String, files: [String], options: PredictionOptions, batchSize: Int
+  checkpoint: String, files: [String], options: PredictionOptions, batchSize: Int, precision: Precision? = nil
 ) throws -> [Prediction] {
-  let loaded = try loadModel(checkpoint)
+  let inference = try loadInferenceModel(checkpoint, precision: precision)
+  let loaded = inference.loaded
   let model = loaded.model, trained = loaded.config
   let config = model.config
   let task = config.task.training
@@ -81,7 +82,7 @@ public func predict(
     }
     let acts = arenas[chunk.count] ?? Activations(config: config, batch: chunk.count)
     arenas[chunk.count] = acts
-    pixels.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, acts: acts) }
+    pixels.withUnsafeBufferPointer { inference.forward(images: $0.baseAddress!, acts: acts) }
     for (i, file) in chunk.enumerated() {
       predictions.append(try task.prediction(
         acts: acts, index: i, file: file, imageSize: sizes[i], config: config, classNames: names, context: context))

@@ -11,7 +11,7 @@ struct Bench: ParsableCommand {
     abstract: "Time full training steps and compare with the measured sgemm rate.")
 
   @OptionGroup var model: ModelOptions
-  @Option(help: "Batch size per step and rank.") var batch: Int = 32
+  @Option(help: "Batch size per step and rank (with --inference: the throughput batch).") var batch: Int = 32
   @Option(help: "OpenBLAS threads per rank (default: cores per node / ranks per node).") var threads: Int?
   @Option(help: "Timed steps.") var steps: Int = 5
   @Option(help: "Untimed warm-up steps.") var warmup: Int = 2
@@ -23,7 +23,8 @@ struct Bench: ParsableCommand {
   @Option(help: "ZeRO stage: 0 (all-reduce) or 1 (sharded optimizer).") var zero: Int = 0
   @Option(help: "Gradient communication format: fp32 or bf16.") var gradComm: String = "fp32"
   @Flag(help: "Reduce the gradients after backward instead of overlapping it.") var noOverlap = false
-  @Option(help: "Matrix products of the timed training steps: fp32, or bf16 (mixed precision on oneDNN; mfu is then over the measured bf16 matmul rate).") var precision: Precision = .fp32
+  @Option(help: "Matrix products: fp32, or bf16 (training: mixed precision on oneDNN, mfu then over the measured bf16 matmul rate); with --inference also int8 (default: fp32, or the --checkpoint's own).") var precision: Precision?
+  @Option(help: "With --inference: time this checkpoint (fp32 or quantized) instead of a fresh --preset model.") var checkpoint: String?
 
   func validate() throws {
     guard batch > 0, steps > 0, warmup >= 0 else {
@@ -49,25 +50,26 @@ struct Bench: ParsableCommand {
       }
       if inference {
         Job.setBLASThreads(requested: threads)
-        let r = try benchmarkInference(config: config, preset: model.preset, batch: 32, repeats: max(steps, 8))
-        print("preset \(r.preset)  threads \(r.threads)  inference (evaluation forward)")
+        let r = try benchmarkInference(
+          config: config, preset: model.preset, batch: batch, repeats: max(steps, 8), precision: precision, checkpoint: checkpoint)
+        print("\(checkpoint == nil ? "preset " : "")\(r.preset)  threads \(r.threads)  inference, products \(r.precision)")
         print(String(format: "batch-1 latency      %8.2f ms", r.latencySeconds * 1e3))
-        print(String(format: "batch-32 throughput  %8.1f images/s", r.imagesPerSecond))
+        print(String(format: "batch-%d throughput  %8.1f images/s", r.throughputBatch, r.imagesPerSecond))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         print(String(decoding: try encoder.encode(r), as: UTF8.self))
         return
       }
-      guard let precision = GradientPrecision(rawValue: gradComm) else {
+      guard let gradientPrecision = GradientPrecision(rawValue: gradComm) else {
         throw ValidationError("unknown --grad-comm '\(gradComm)' (known: fp32, bf16)")
       }
       let reduction = BenchmarkReduction(
-        bucketFloats: bucketSize, zeroStage: zero, overlap: !noOverlap, precision: precision)
+        bucketFloats: bucketSize, zeroStage: zero, overlap: !noOverlap, precision: gradientPrecision)
       let (r, rank) = try Job.run { comm in
         Job.setBLASThreads(requested: threads, comm: comm)
         let r = try benchmarkTraining(
           config: config, preset: model.preset, batch: batch, steps: steps, warmup: warmup,
-          profile: profile, comm: comm, reduction: reduction, precision: precision)
+          profile: profile, comm: comm, reduction: reduction, precision: precision ?? .fp32)
         return (r, comm.rank)
       }
       guard rank == 0 else { return }

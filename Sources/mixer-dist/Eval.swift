@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import Foundation
+import MixerKernels
 import MixerTrain
 
 struct Eval: ParsableCommand {
@@ -16,6 +17,7 @@ struct Eval: ParsableCommand {
   @Option(help: "OpenBLAS threads per rank.") var threads: Int?
   @Flag(help: "Print one JSON object instead of text.") var json = false
   @Flag(help: "Evaluate by class index even when the data's class names are not the checkpoint's.") var ignoreClassNames = false
+  @Option(help: "Matrix products in fp32, bf16 or int8 (int8 needs a checkpoint from `mixer-dist quantize`; default: the checkpoint's own).") var precision: Precision?
 
   func run() throws {
     try runReportingErrors {
@@ -23,7 +25,8 @@ struct Eval: ParsableCommand {
       try Job.run { comm in
         Job.setBLASThreads(requested: threads, comm: comm)
         let (result, loaded) = try evaluateCheckpoint(
-          path: checkpoint, data: data, comm: comm, batchSize: batch, ignoreClassNames: ignoreClassNames)
+          path: checkpoint, data: data, comm: comm, batchSize: batch, ignoreClassNames: ignoreClassNames,
+          precision: precision)
         guard comm.rank == 0 else { return }
         let task = loaded.model.config.task.training
         let step = loaded.step ?? 0

@@ -1,22 +1,42 @@
 // `mixer-dist export CHECKPOINT --output FILE.npz`: write a checkpoint's parameters as an official
 // MLP-Mixer `.npz` (official keys, float32), readable by the public JAX/Flax code.
+// `--format onnx --output model.onnx`: the classification model as an ONNX graph (fp32, opset 17),
+// which ONNX Runtime runs (tools/onnx_compare.py).
 
 import ArgumentParser
 import Foundation
 import MixerCheckpoint
+import MixerInference
 import MixerTrain
+
+/// What `export` writes.
+enum ExportFormat: String, ExpressibleByArgument, CaseIterable {
+  case npz, onnx
+}
 
 struct Export: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Export a checkpoint's parameters as an official MLP-Mixer .npz.")
+    abstract: "Export a checkpoint's parameters as an official MLP-Mixer .npz, or the model as ONNX.")
 
   @Argument(help: "A checkpoint folder (step-N), a --checkpoint-dir (its newest valid checkpoint) or an imported weights folder.")
   var checkpoint: String
-  @Option(help: "The .npz file to write.") var output: String
+  @Option(help: "The file to write (.npz, or .onnx with --format onnx).") var output: String
+  @Option(help: "npz (official weights) or onnx (the fp32 classification model: input images [B, H, W, 3], output logits [B, K]).")
+  var format: ExportFormat = .npz
 
   func run() throws {
     try runReportingErrors {
       let log: (String) -> Void = { FileHandle.standardError.write(Data("mixer-dist: \($0)\n".utf8)) }
+      if format == .onnx {
+        let model = try loadModel(checkpoint).model
+        let data = try onnxModel(model)
+        try data.write(to: URL(fileURLWithPath: output))
+        let config = model.config
+        print(
+          "wrote \(output): ONNX opset 17, \(config.blocks) blocks, patch \(config.patch), C \(config.hidden), "
+            + "\(config.classes) classes, \(grouped(config.parameterCount)) parameters, \(grouped(data.count)) bytes")
+        return
+      }
       let config = try exportOfficialNPZ(
         from: URL(fileURLWithPath: checkpoint), to: URL(fileURLWithPath: output), log: log)
       print(

@@ -10,7 +10,7 @@ struct MixerDistCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "mixer-dist",
     abstract: "Data-parallel MLP-Mixer training on OpenBLAS and OpenMPI.",
-    subcommands: [Train.self, Bench.self, Describe.self, VerifyReference.self, Inspect.self, Eval.self, Predict.self, Report.self, Import.self, Export.self, Study.self, Shard.self], defaultSubcommand: nil)
+    subcommands: [Train.self, Bench.self, Describe.self, VerifyReference.self, Inspect.self, Eval.self, Predict.self, Report.self, Import.self, Export.self, Study.self, Shard.self, Quantize.self], defaultSubcommand: nil)
 }
 
 /// `--precision fp32|bf16|int8` (train, bench).

@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Foundation
+import MixerKernels
 import MixerTrain
 
 struct Predict: ParsableCommand {
@@ -15,6 +16,7 @@ struct Predict: ParsableCommand {
   @Option(help: "Images per forward pass.") var batch: Int = 32
   @Option(help: "OpenBLAS threads.") var threads: Int?
   @Flag(help: "One JSON object per image instead of text.") var json = false
+  @Option(help: "Matrix products in fp32, bf16 or int8 (int8 needs a checkpoint from `mixer-dist quantize`; default: the checkpoint's own).") var precision: Precision?
   @Option(help: "Segmentation checkpoints: the folder for the predicted masks (8-bit PNGs of class indices, one per image, at the image's size).") var maskDir: String = "predicted-masks"
 
   func run() throws {
@@ -23,7 +25,7 @@ struct Predict: ParsableCommand {
       Job.setBLASThreads(requested: threads)
       let predictions = try predict(
         checkpoint: checkpoint, files: try imageFiles(images),
-        options: PredictionOptions(topK: topK, maskDirectory: maskDir), batchSize: batch)
+        options: PredictionOptions(topK: topK, maskDirectory: maskDir), batchSize: batch, precision: precision)
       let encoder = JSONEncoder()
       encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
       for p in predictions {

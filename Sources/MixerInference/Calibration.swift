@@ -1,0 +1,88 @@
+// Calibration: the range of every product's input over a set of images, run through the fp32
+// plan. Two ways to turn it into a u8 quantization (ProductKernels.swift):
+//   minmax      [min, max] of everything seen: one outlier stretches the scale for every value
+//   percentile  [P_(100−p), P_p] of the values seen (default p = 99.99): the outliers saturate,
+//               the bulk keeps its resolution (Zhao, Dong & Keutzer 2022 on Mixer's token-mixing
+//               inputs, whose range is dominated by a few huge values)
+// Values are kept as a strided sample (at most `sampleCap` per layer) for the percentiles; the
+// minimum and maximum are exact.
+
+import MixerKernels
+import MixerModel
+
+/// How activation ranges become quantization ranges.
+public enum CalibrationMethod: String, CaseIterable, Codable, Sendable {
+  case percentile
+  case minMax = "minmax"
+}
+
+/// What calibration saw at each product's input.
+public final class ActivationStatistics {
+  public let layers: [ProductLayer]
+  public private(set) var minimum: [Float]
+  public private(set) var maximum: [Float]
+  var samples: [[Float]]
+  let strides: [Int]
+  public let images: Int
+
+  init(layers: [ProductLayer], images: Int, sampleCap: Int) {
+    self.layers = layers
+    self.images = images
+    minimum = layers.map { _ in .infinity }
+    maximum = layers.map { _ in -.infinity }
+    samples = layers.map { _ in [] }
+    strides = layers.map { max(1, images * $0.rowsPerImage * $0.inputs / sampleCap) }
+  }
+
+  func observe(_ layer: Int, _ x: UnsafePointer<Float>, _ count: Int) {
+    var lo = minimum[layer], hi = maximum[layer]
+    for i in 0..<count {
+      lo = min(lo, x[i])
+      hi = max(hi, x[i])
+    }
+    (minimum[layer], maximum[layer]) = (lo, hi)
+    // an odd offset so the sample does not alias with the row length
+    for i in stride(from: (layer * 7) % strides[layer], to: count, by: strides[layer]) { samples[layer].append(x[i]) }
+  }
+
+  /// The calibrated quantization of every layer's input.
+  public func quantization(_ method: CalibrationMethod, percentile: Double = 99.99) -> [String: ActivationQuantization] {
+    var result: [String: ActivationQuantization] = [:]
+    for (i, layer) in layers.enumerated() {
+      switch method {
+      case .minMax:
+        result[layer.name] = ActivationQuantization(low: minimum[i], high: maximum[i])
+      case .percentile:
+        let sorted = samples[i].sorted()
+        guard !sorted.isEmpty else { continue }
+        func at(_ q: Double) -> Float { sorted[min(sorted.count - 1, max(0, Int((q * Double(sorted.count - 1)).rounded())))] }
+        result[layer.name] = ActivationQuantization(low: at(1 - percentile / 100), high: at(percentile / 100))
+      }
+    }
+    return result
+  }
+}
+
+/// Runs `count` images (`[count, H, W, 3]`) through the fp32 plan in batches and records every
+/// product's input.
+public func collectActivationStatistics(
+  model: MixerModel, images: UnsafePointer<Float>, count: Int, batch: Int = 32, sampleCap: Int = 1 << 20
+) throws -> ActivationStatistics {
+  let plan = try InferencePlan(model: model, precision: .fp32)
+  let statistics = ActivationStatistics(layers: plan.layers, images: count, sampleCap: sampleCap)
+  plan.observer = statistics.observe
+  let perImage = model.config.imageHeight * model.config.imageWidth * 3
+  for start in stride(from: 0, to: count, by: batch) {
+    plan.forward(images: images + start * perImage, batch: min(batch, count - start))
+  }
+  return statistics
+}
+
+/// Calibrated input quantization of every layer from `count` images in `images`.
+public func calibrate(
+  model: MixerModel, images: [Float], count: Int, method: CalibrationMethod, percentile: Double = 99.99
+) throws -> [String: ActivationQuantization] {
+  try images.withUnsafeBufferPointer {
+    try collectActivationStatistics(model: model, images: $0.baseAddress!, count: count)
+  }.quantization(method, percentile: percentile)
+}

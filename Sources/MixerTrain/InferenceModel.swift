@@ -1,0 +1,52 @@
+// What `eval`, `predict` and `bench --inference` run: a checkpoint's model with the inference
+// plan its precision asks for. An fp32 checkpoint runs the training forward (every model kind and
+// task), or with `--precision bf16|int8` the plan (int8 needs calibrated ranges: a quantized
+// checkpoint). A quantized checkpoint runs its own per-layer precisions, or every layer in the
+// one `--precision` names.
+
+import Foundation
+import MixerCheckpoint
+import MixerInference
+import MixerKernels
+import MixerModel
+
+/// A loaded model and how its forward runs.
+public struct InferenceModel {
+  public let loaded: LoadedModel
+  /// nil: the training forward (fp32)
+  public let plan: InferencePlan?
+
+  /// "fp32", "int8", or a mix such as "int8 (3 of 18 products bf16)".
+  public var precisionSummary: String { plan?.precisionSummary ?? "fp32" }
+
+  /// Runs the forward on `images` and leaves the head's outputs in `acts` as the training forward does.
+  public func forward(images: UnsafePointer<Float>, acts: Activations) {
+    guard let plan else {
+      loaded.model.forward(images: images, acts: acts)
+      return
+    }
+    let logits = plan.forward(images: images, batch: acts.batch)
+    acts.head(ClassificationBuffers.self).logits.update(from: logits, count: acts.batch * loaded.model.config.classes)
+  }
+}
+
+/// Loads `path` (anything `loadModel` reads, or a quantized checkpoint folder) for inference in
+/// `precision` (nil: the checkpoint's own). oneDNN gets as many threads as OpenBLAS has.
+public func loadInferenceModel(_ path: String, precision: Precision?) throws -> InferenceModel {
+  let url = URL(fileURLWithPath: path)
+  DNNL.setThreads(BLAS.threads)
+  if isQuantizedCheckpoint(url) {
+    let quantized = try readQuantizedCheckpoint(url, config: TrainConfig.self)
+    var settings = quantized.settings
+    if let precision {
+      for (name, setting) in settings {
+        settings[name] = LayerSetting(precision: precision, input: setting.input, weights: setting.weights)
+      }
+    }
+    let loaded = LoadedModel(model: quantized.model, config: quantized.manifest.config, step: quantized.manifest.step, folder: url)
+    return InferenceModel(loaded: loaded, plan: try InferencePlan(model: quantized.model, settings: settings))
+  }
+  let loaded = try loadModel(path)
+  guard let precision, precision != .fp32 else { return InferenceModel(loaded: loaded, plan: nil) }
+  return InferenceModel(loaded: loaded, plan: try InferencePlan(model: loaded.model, precision: precision))
+}

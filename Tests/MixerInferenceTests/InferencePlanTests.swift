@@ -1,0 +1,125 @@
+// The inference plan: fp32 equals the training forward's logits; bf16 and int8 stay close to it;
+// the int8 kernel is exactly its integer formula; the one-line errors (no ranges, uncovered model).
+
+@testable import MixerInference
+import MixerKernels
+import MixerModel
+import MixerTestSupport
+import XCTest
+
+/// A small model (16×16 px, patch 4: S 16, C 32, D_S 16, D_C 64, 5 classes) with every parameter
+/// random, the head included (the official init zeroes it), and a batch of images.
+func smallModel(seed: UInt64 = 1, gelu: GELUKind = .tanh) throws -> (MixerModel, [Float]) {
+  let config = MixerConfig(
+    imageHeight: 16, imageWidth: 16, patch: 4, hidden: 32, blocks: 2, tokensMLP: 16, channelsMLP: 64, classes: 5,
+    gelu: gelu)
+  let model = try MixerModel(config: config, seed: seed)
+  var rng = CounterRNG(seed: seed, 77)
+  for view in model.table.views where view.role != .kernel {
+    for j in view.range { model.parameters[j] = (view.role == .scale ? 1 : 0) + (rng.uniform() - 0.5) * 0.4 }
+  }
+  let images = (0..<(6 * 16 * 16 * 3)).map { _ in rng.uniform() * 2 - 1 }
+  return (model, images)
+}
+
+/// The training forward's logits `[B, K]`.
+func trainingLogits(_ model: MixerModel, _ images: [Float], batch: Int) -> [Double] {
+  let acts = Activations(config: model.config, batch: batch)
+  images.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, acts: acts) }
+  let logits = acts.head(ClassificationBuffers.self).logits
+  return (0..<(batch * model.config.classes)).map { Double(logits[$0]) }
+}
+
+func planLogits(_ plan: InferencePlan, _ images: [Float], batch: Int) -> [Float] {
+  let logits = images.withUnsafeBufferPointer { plan.forward(images: $0.baseAddress!, batch: batch) }
+  return Array(UnsafeBufferPointer(start: logits, count: batch * plan.model.config.classes))
+}
+
+/// ‖a − e‖ / ‖e‖
+func relativeError(_ a: [Float], _ e: [Double]) -> Double {
+  var d = 0.0, n = 0.0
+  for (x, y) in zip(a, e) { d += (Double(x) - y) * (Double(x) - y); n += y * y }
+  return (d / n).squareRoot()
+}
+
+final class InferencePlanTests: XCTestCase {
+  func testFP32PlanEqualsTrainingForward() throws {
+    for gelu in GELUKind.allCases {
+      let (model, images) = try smallModel(gelu: gelu)
+      let plan = try InferencePlan(model: model, precision: .fp32)
+      for batch in [1, 6] {
+        assertClose(
+          planLogits(plan, images, batch: batch), trainingLogits(model, images, batch: batch), relative: 1e-5,
+          absolute: 1e-5, "fp32 plan, \(gelu) GELU, batch \(batch)")
+      }
+    }
+  }
+
+  func testBF16AndInt8PlansStayCloseToFP32() throws {
+    let (model, images) = try smallModel()
+    let expected = trainingLogits(model, images, batch: 6)
+    let bf16 = try InferencePlan(model: model, precision: .bf16)
+    let bf16Error = relativeError(planLogits(bf16, images, batch: 6), expected)
+    XCTAssertLessThan(bf16Error, 2e-2, "bf16 plan: relative logit error")
+    XCTAssertGreaterThan(bf16Error, 0, "bf16 plan: the products did not run in bf16")
+
+    let ranges = try calibrate(model: model, images: images, count: 6, method: .minMax)
+    let int8 = try InferencePlan(model: model, precision: .int8, inputs: ranges)
+    let int8Error = relativeError(planLogits(int8, images, batch: 6), expected)
+    XCTAssertLessThan(int8Error, 5e-2, "int8 plan (min-max ranges of these images): relative logit error")
+    XCTAssertGreaterThan(int8Error, 0)
+    XCTAssertEqual(Set(int8.precisions.values), [.int8])
+  }
+
+  func testInt8WithoutRangesIsAOneLineError() throws {
+    let (model, _) = try smallModel()
+    XCTAssertThrowsError(try InferencePlan(model: model, precision: .int8)) { error in
+      let text = "\(error)"
+      XCTAssertTrue(text.contains("no calibrated input range") && text.contains("mixer-dist quantize"), text)
+      XCTAssertFalse(text.contains("\n"))
+    }
+  }
+
+  func testPlanRefusesModelsItDoesNotCover() throws {
+    var config = MixerConfig(
+      imageHeight: 16, imageWidth: 16, patch: 4, hidden: 32, blocks: 2, tokensMLP: 16, channelsMLP: 64, classes: 5)
+    config.stem = .cnn
+    let model = try MixerModel(config: config, seed: 1)
+    XCTAssertThrowsError(try InferencePlan(model: model, precision: .bf16)) { error in
+      XCTAssertTrue("\(error)".contains("--stem cnn"), "\(error)")
+    }
+  }
+
+  /// out = s_x · s_w[n] · Σ_k (q_x − z)·q_w + bias, computed here with integer loops.
+  func testInt8ProductIsItsIntegerFormula() throws {
+    let (model, images) = try smallModel()
+    let layer = model.config.productLayers[3]  // MixerBlock_0/channel_mixing/Dense_0
+    let ranges = try calibrate(model: model, images: images, count: 6, method: .minMax)
+    let input = ranges[layer.name]!
+    let (m, k, n) = (7, layer.inputs, layer.outputs)
+    let weights = QuantizedWeights(
+      model.parameters.pointer + model.table.offset(layer.name + "/kernel"), inputs: k, outputs: n)
+    let bias = model.parameter(layer.name + "/bias")!
+    let kernel = Int8Product(weights: weights, bias: bias, input: input, inputs: k, outputs: n)
+    var rng = CounterRNG(seed: 9)
+    let x = (0..<(m * k)).map { _ in rng.uniform() * 6 - 3 }
+    let scratch = KernelScratch()
+    scratch.reserve(elements: m * k, outputs: m * n)
+    var out = [Float](repeating: .nan, count: m * n)
+    x.withUnsafeBufferPointer { xp in
+      out.withUnsafeMutableBufferPointer { kernel.run(out: $0.baseAddress!, x: xp.baseAddress!, transposed: false, rows: m, scratch: scratch) }
+    }
+    var expected = [Double](repeating: 0, count: m * n)
+    for r in 0..<m {
+      for j in 0..<n {
+        var sum = 0
+        for t in 0..<k {
+          let q = Int(max(0, min(255, (x[r * k + t] / input.scale + Float(input.zeroPoint)).rounded(.toNearestOrEven))))
+          sum += (q - input.zeroPoint) * Int(weights.values[t * n + j])
+        }
+        expected[r * n + j] = Double(input.scale * weights.scales[j] * Float(sum) + bias[j])
+      }
+    }
+    assertClose(out, expected, relative: 1e-6, absolute: 1e-6, "int8 product against integer loops")
+  }
+}
