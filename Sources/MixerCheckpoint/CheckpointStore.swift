@@ -21,6 +21,13 @@ import MixerModel
 /// layer's config conforms; the store writes and reads it whole.
 public protocol CheckpointConfig: Codable, Equatable, Sendable {
   var model: MixerConfig { get }
+  /// The values a manifest written before a setting existed is read with (nil: every key must be
+  /// present). The model's keys are the model's own decoder's business and are not filled.
+  static var decodingDefaults: Self? { get }
+}
+
+extension CheckpointConfig {
+  public static var decodingDefaults: Self? { nil }
 }
 
 /// Any run's config, read for its model alone (the other keys are left unread).
@@ -130,7 +137,7 @@ public struct CheckpointManifest<Config: CheckpointConfig>: Codable, Equatable {
   public static func decode(_ data: Data, source: String) throws -> CheckpointManifest {
     let manifest: CheckpointManifest
     do {
-      manifest = try JSONDecoder().decode(CheckpointManifest.self, from: data)
+      manifest = try JSONDecoder().decode(CheckpointManifest.self, from: fillingMissingSettings(data))
     } catch let error as DecodingError {
       throw CheckpointFormatError(source, "malformed manifest: \(describe(error))")
     } catch {
@@ -138,6 +145,32 @@ public struct CheckpointManifest<Config: CheckpointConfig>: Codable, Equatable {
     }
     try manifest.validate(source: source)
     return manifest
+  }
+
+  /// The manifest with every run setting it lacks (written by an older version) taken from
+  /// `Config.decodingDefaults`, so a checkpoint stays resumable after a setting is added.
+  static func fillingMissingSettings(_ data: Data) -> Data {
+    guard let defaults = Config.decodingDefaults,
+      var object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+      let config = object["config"] as? [String: Any],
+      let encoded = try? JSONEncoder().encode(defaults),
+      let fallback = (try? JSONSerialization.jsonObject(with: encoded)) as? [String: Any]
+    else { return data }
+    func filled(_ value: [String: Any], from fallback: [String: Any]) -> [String: Any] {
+      var out = value
+      for (key, defaultValue) in fallback where key != "model" {
+        if let present = value[key] {
+          if let nested = present as? [String: Any], let nestedDefault = defaultValue as? [String: Any] {
+            out[key] = filled(nested, from: nestedDefault)
+          }
+        } else {
+          out[key] = defaultValue
+        }
+      }
+      return out
+    }
+    object["config"] = filled(config, from: fallback)
+    return (try? JSONSerialization.data(withJSONObject: object)) ?? data
   }
 
   static func describe(_ error: DecodingError) -> String {

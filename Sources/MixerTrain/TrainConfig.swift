@@ -224,6 +224,11 @@ extension KeyedDecodingContainer {
   }
 }
 
+extension TrainConfig {
+  /// Settings a manifest written before they existed lacks are read as today's defaults.
+  public static var decodingDefaults: TrainConfig? { .defaults }
+}
+
 /// The manifest of a training checkpoint.
 public typealias TrainingManifest = CheckpointManifest<TrainConfig>
 

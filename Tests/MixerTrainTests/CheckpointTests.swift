@@ -236,6 +236,40 @@ final class CheckpointTests: XCTestCase {
     json["files"] = [["name": "../escape", "bytes": 1, "sha256": "x"]]
     XCTAssertThrowsError(try TrainingManifest.decode(JSONSerialization.data(withJSONObject: json), source: "m"))
   }
+
+  /// A manifest written before a setting existed (here: the settings added since, and an optimizer
+  /// key) still reads, with today's defaults for what it lacks; a setting it has is kept.
+  func testManifestsWithoutNewerSettingsReadWithDefaults() throws {
+    let dir = try makeTemporaryDirectory(self)
+    var c = config(dir, steps: 2)
+    c.zeroStage = 0
+    c.bucketFloats = 777
+    _ = try train(c, ranks: 1)
+    let folder = listCheckpoints(in: URL(fileURLWithPath: c.checkpointDirectory!))[0].url
+    let good = try Data(contentsOf: folder.appendingPathComponent("manifest.json"))
+    let original = try TrainingManifest.decode(good, source: "m")
+    var json = try JSONSerialization.jsonObject(with: good) as! [String: Any]
+    var saved = json["config"] as! [String: Any]
+    for key in ["overlap", "gradientCommunication", "precision"] {
+      XCTAssertNotNil(saved.removeValue(forKey: key), key)
+    }
+    var optimizer = saved["optimizer"] as! [String: Any]
+    XCTAssertNotNil(optimizer.removeValue(forKey: "weightDecay"))
+    saved["optimizer"] = optimizer
+    json["config"] = saved
+    let old = try TrainingManifest.decode(JSONSerialization.data(withJSONObject: json), source: "m")
+    XCTAssertEqual(old.config.bucketFloats, 777)
+    XCTAssertEqual(old.config.overlap, TrainConfig.defaults.overlap)
+    XCTAssertEqual(old.config.precision, .fp32)
+    XCTAssertEqual(old.config.optimizer.weightDecay, TrainConfig.defaults.optimizer.weightDecay)
+    var expected = original
+    expected.config.optimizer.weightDecay = TrainConfig.defaults.optimizer.weightDecay
+    XCTAssertEqual(old, expected)
+    // the model's keys are never filled: a manifest without its model is still an error
+    saved.removeValue(forKey: "model")
+    json["config"] = saved
+    XCTAssertThrowsError(try TrainingManifest.decode(JSONSerialization.data(withJSONObject: json), source: "m"))
+  }
 }
 
 /// Every rank verifies what it reads (it used to be rank 0 alone, before resuming): a moment shard
