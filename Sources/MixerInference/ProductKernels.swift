@@ -171,19 +171,11 @@ final class Int8Product: ProductKernel {
   }
 }
 
-/// q[i] = clamp(round(x[i] / scale) + zeroPoint, 0, 255)
+/// q[i] = clamp(round(x[i] / scale) + zeroPoint, 0, 255) (a plain loop the compiler vectorises)
 func quantizeU8(_ q: UnsafeMutablePointer<UInt8>, _ x: UnsafePointer<Float>, count: Int, _ p: ActivationQuantization) {
   let inverse = 1 / p.scale, zero = Float(p.zeroPoint)
-  var i = 0
-  while i + 16 <= count {
-    var v = SIMD16<Float>(UnsafeBufferPointer(start: x + i, count: 16)) * inverse + zero
-    v = v.rounded(.toNearestOrEven).clamped(lowerBound: SIMD16(repeating: 0), upperBound: SIMD16(repeating: 255))
-    let bytes = SIMD16<UInt8>(truncatingIfNeeded: SIMD16<Int32>(v))
-    UnsafeMutableRawPointer(q + i).storeBytes(of: bytes, as: SIMD16<UInt8>.self)
-    i += 16
-  }
-  while i < count {
-    q[i] = UInt8(min(255, max(0, (x[i] * inverse + zero).rounded(.toNearestOrEven))))
-    i += 1
+  for i in 0..<count {
+    let v = (x[i] * inverse + zero).rounded(.toNearestOrEven)
+    q[i] = UInt8(Int32(min(255, max(0, v))))
   }
 }

@@ -208,6 +208,8 @@ public struct InferenceResult: Codable {
   public var throughputBatch: Int
   /// images/s of batched forwards
   public var imagesPerSecond: Double
+  /// batch-1 forwards run with `KernelProfile` on (0 unless asked)
+  public var profiledForwards = 0
 
   enum CodingKeys: String, CodingKey {
     case preset, threads, precision
@@ -222,7 +224,8 @@ public struct InferenceResult: Codable {
 /// them); without, a freshly initialised `config` in `precision`, whose int8 input ranges are
 /// calibrated (percentile) on the benchmark's own random images (speed does not depend on them).
 public func benchmarkInference(
-  config: MixerConfig, preset: String, batch: Int, repeats: Int, precision: Precision? = nil, checkpoint: String? = nil
+  config: MixerConfig, preset: String, batch: Int, repeats: Int, precision: Precision? = nil, checkpoint: String? = nil,
+  profile: Bool = false
 ) throws -> InferenceResult {
   DNNL.setThreads(BLAS.threads)
   let plan: InferencePlan
@@ -263,9 +266,17 @@ public func benchmarkInference(
   for _ in 0..<rounds { plan.forward(images: images.pointer, batch: batch) }
   let seconds = monotonicSeconds() - t0
   latencies.sort()
-  return InferenceResult(
+  var result = InferenceResult(
     preset: name, threads: BLAS.threads, precision: plan.precisionSummary, latencySeconds: latencies[latencies.count / 2],
     throughputBatch: batch, imagesPerSecond: Double(batch * rounds) / seconds)
+  if profile {  // separate forwards, so the timing above is not slowed by the profiler
+    KernelProfile.reset()
+    KernelProfile.enabled = true
+    for _ in 0..<repeats { plan.forward(images: images.pointer, batch: 1) }
+    KernelProfile.enabled = false
+    result.profiledForwards = repeats
+  }
+  return result
 }
 
 /// Training steps fed by the prefetching loader over a real data source: did the step wait?

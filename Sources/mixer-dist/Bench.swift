@@ -51,10 +51,12 @@ struct Bench: ParsableCommand {
       if inference {
         Job.setBLASThreads(requested: threads)
         let r = try benchmarkInference(
-          config: config, preset: model.preset, batch: batch, repeats: max(steps, 8), precision: precision, checkpoint: checkpoint)
+          config: config, preset: model.preset, batch: batch, repeats: max(steps, 8), precision: precision, checkpoint: checkpoint,
+          profile: profile)
         print("\(checkpoint == nil ? "preset " : "")\(r.preset)  threads \(r.threads)  inference, products \(r.precision)")
         print(String(format: "batch-1 latency      %8.2f ms", r.latencySeconds * 1e3))
         print(String(format: "batch-%d throughput  %8.1f images/s", r.throughputBatch, r.imagesPerSecond))
+        if profile { printKernelProfile(forwards: r.profiledForwards) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         print(String(decoding: try encoder.encode(r), as: UTF8.self))
@@ -109,5 +111,15 @@ struct Bench: ParsableCommand {
       encoder.outputFormatting = [.sortedKeys]
       print(String(decoding: try encoder.encode(r), as: UTF8.self))
     }
+  }
+}
+
+/// Prints the per-kernel time of the profiled batch-1 inference forwards.
+func printKernelProfile(forwards: Int) {
+  print("per batch-1 forward, by kernel:")
+  for (name, seconds) in KernelProfile.seconds.sorted(by: { $0.value > $1.value }) {
+    let flops = KernelProfile.flops[name] ?? 0
+    let rate = flops > 0 ? String(format: "%7.1f GOP/s", flops / seconds / 1e9) : ""
+    print(String(format: "  %-34@ %8.3f ms  %@", name as NSString, seconds / Double(max(forwards, 1)) * 1e3, rate))
   }
 }
