@@ -42,3 +42,27 @@ final class PrecisionCLITests: XCTestCase {
     XCTAssertTrue(bad.stderr.contains("fp16"), bad.stderr)
   }
 }
+
+extension MPITrainTests {
+  /// bf16 under real mpirun (SGD, so gradient noise is not normalised into full steps as Adam
+  /// does): the same command twice is bit-identical, and 2 ranks match 1 to 3e-4 of the parameter
+  /// norm, as the in-process ranks do (PrecisionTrainingTests says why the bound is not fp32's).
+  func testBF16SameParametersOn1And2Ranks() throws {
+    let bf16 = ["--precision", "bf16"] + Self.sgd
+    let one = try train(ranks: nil, bf16)
+    XCTAssertEqual(one, try train(ranks: nil, bf16), "the same bf16 command twice")
+    let two = try train(ranks: 2, bf16)
+    let fp32 = try train(ranks: nil, Self.sgd)
+    func relative(_ a: [Float], _ b: [Float]) -> Double {
+      var diff = 0.0, norm = 0.0
+      for i in a.indices {
+        diff += Double(a[i] - b[i]) * Double(a[i] - b[i])
+        norm += Double(b[i]) * Double(b[i])
+      }
+      return (diff / norm).squareRoot()
+    }
+    let ranksDifference = relative(two, one), precisionDifference = relative(fp32, one)
+    XCTAssertLessThan(ranksDifference, 3e-4, "1 vs 2 ranks (bf16 vs fp32: \(precisionDifference))")
+    XCTAssertGreaterThan(precisionDifference, 1e-6, "bf16 must not be fp32")
+  }
+}
