@@ -3,8 +3,7 @@
 //   gelu(x) = ½x(1 + tanh(√(2/π)(x + 0.044715x³)))
 // `.erf` is the exact form timm uses: gelu(x) = ½x(1 + erf(x/√2)).
 // forward overwrites act and adds the bias into pre in place (pre is kept for backward);
-// backward overwrites dinp (which may alias dout). Rows of both forward kernels run on
-// `KernelThreads.count` threads (fixed chunks, no sum crosses a row: exact).
+// backward overwrites dinp (which may alias dout).
 // The training path uses the fused pair at the end of this file instead: the forward stores
 // gelu′ in place of the pre-activation (one tanh per element, shared with the forward value), so
 // the backward is a multiply fused with the bias gradient.
@@ -33,19 +32,17 @@ public func biasGELUForward(
   bias: UnsafePointer<Float>, rows: Int, cols: Int, axis: BiasAxis, kind: GELUKind
 ) {
   KernelProfile.measure("bias+gelu forward") {
-    parallelRows(rows, elementsPerRow: cols) { _, chunk in
-      for r in chunk {
-        let h = pre + r * cols
-        let g = act + r * cols
-        switch axis {
-        case .rows:
-          let b = bias[r]
-          for j in 0..<cols { h[j] += b }
-        case .columns:
-          for j in 0..<cols { h[j] += bias[j] }
-        }
-        geluForward(out: g, inp: h, count: cols, kind: kind)
+    for r in 0..<rows {
+      let h = pre + r * cols
+      let g = act + r * cols
+      switch axis {
+      case .rows:
+        let b = bias[r]
+        for j in 0..<cols { h[j] += b }
+      case .columns:
+        for j in 0..<cols { h[j] += bias[j] }
       }
+      geluForward(out: g, inp: h, count: cols, kind: kind)
     }
   }
 }

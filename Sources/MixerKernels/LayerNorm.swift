@@ -18,13 +18,7 @@ public func layerNormForward(
       let m = vsum(x, c) / Float(c)
       let variance = vsumSquaredDeviation(x, c, m) / Float(c)
       let s = 1 / (variance + epsilon).squareRoot()
-      let mv = FloatVector(repeating: m), sv = FloatVector(repeating: s)
-      var i = 0
-      while i + 16 <= c {
-        store16(y, i, (load16(x, i) - mv) * sv * load16(weight, i) + load16(bias, i))
-        i += 16
-      }
-      while i < c { y[i] = (x[i] - m) * s * weight[i] + bias[i]; i += 1 }
+      for i in 0..<c { y[i] = (x[i] - m) * s * weight[i] + bias[i] }
       mean[r] = m
       rstd[r] = s
     }
