@@ -44,11 +44,3 @@ func vdot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Flo
   while i < n { total += a[i] * b[i]; i += 1 }
   return total
 }
-
-/// a[i] += b[i] for i in 0..<n.
-@inline(__always)
-func vadd(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
-  var i = 0
-  while i + 16 <= n { store16(a, i, load16(a, i) + load16(b, i)); i += 16 }
-  while i < n { a[i] += b[i]; i += 1 }
-}

@@ -1,8 +1,7 @@
 // gemm (OpenBLAS) against gemmNaive (three loops in Double): every transpose pair, odd sizes,
-// padded leading dimensions, alpha ≠ 1, beta 0 (overwrite) and 1 (accumulate); and the products
-// `gemm` splits over threads (rows, columns, K with partial sums) against the one-thread path.
+// padded leading dimensions, alpha ≠ 1, beta 0 (overwrite) and 1 (accumulate).
 
-@testable import MixerKernels
+import MixerKernels
 import MixerTestSupport
 import XCTest
 
@@ -76,68 +75,6 @@ final class GemmTests: XCTestCase {
           c, expected.map { 2 * $0 + 1 }, relative: 1e-6, absolute: 0,
           "\(oracle ? "gemmNaive" : "gemm") \(transA)/\(transB)")
       }
-    }
-  }
-
-  override func tearDown() { BLAS.setThreads(1) }
-
-  /// One product through `gemm` on `threads` threads and on one thread (the path held to
-  /// gemmNaive above; a naive oracle at these sizes would take seconds in a debug build), with
-  /// padded leading dimensions and alpha ≠ 1. Returns the threaded result.
-  func compareWithOneThread(
-    _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int, beta: Float, threads: Int,
-    seed: UInt64, file: StaticString = #filePath, line: UInt = #line
-  ) -> [Float] {
-    var random = TestRandom(seed: seed)
-    let (aRows, aCols) = transA == .none ? (m, k) : (k, m)
-    let (bRows, bCols) = transB == .none ? (k, n) : (n, k)
-    let (lda, ldb, ldc) = (aCols + 1, bCols + 3, n + 2)
-    let a = random.floats(aRows * lda, in: -1...1)
-    let b = random.floats(bRows * ldb, in: -1...1)
-    var cSplit = random.floats(m * ldc, in: -1...1)
-    if beta == 0 { for i in 0..<m { for j in 0..<n { cSplit[i * ldc + j] = .nan } } }
-    var cSerial = cSplit
-    BLAS.setThreads(threads)
-    gemm(transA, transB, m: m, n: n, k: k, alpha: 0.75, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: &cSplit, ldc: ldc)
-    BLAS.setThreads(1)
-    gemm(transA, transB, m: m, n: n, k: k, alpha: 0.75, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: &cSerial, ldc: ldc)
-    // the padding of C is compared too: no block may write past its columns
-    assertClose(
-      cSplit, cSerial, relative: 1e-5, absolute: 1e-5 * Double(k).squareRoot(),
-      "split gemm \(transA)/\(transB) M\(m) N\(n) K\(k) beta \(beta)", file: file, line: line)
-    return cSplit
-  }
-
-  func testThreadSplitsMatchOneThread() {
-    // 3 threads: uneven blocks whose boundaries fall on multiples of 16, and two partial sums.
-    // Thin output, long K (the token-mixing weight gradients): split along K.
-    XCTAssertEqual(gemmSplit(m: 24, n: 10, k: 18000, threads: 3), .depth)
-    for transA in [Transpose.none, .transpose] {
-      for transB in [Transpose.none, .transpose] {
-        for beta: Float in [0, 1] {
-          _ = compareWithOneThread(transA, transB, m: 24, n: 10, k: 18000, beta: beta, threads: 3, seed: 7)
-        }
-      }
-    }
-    // many rows (the channel MLP) and many columns (token mixing, N = B·C): blocks of C
-    XCTAssertEqual(gemmSplit(m: 500, n: 37, k: 230, threads: 3), .rows)
-    for (transA, transB, beta) in [(Transpose.none, Transpose.transpose, Float(1)), (.transpose, .none, 0)] {
-      _ = compareWithOneThread(transA, transB, m: 500, n: 37, k: 230, beta: beta, threads: 3, seed: 8)
-    }
-    XCTAssertEqual(gemmSplit(m: 30, n: 700, k: 201, threads: 3), .columns)
-    for (transA, transB, beta) in [(Transpose.transpose, Transpose.none, Float(1)), (.none, .transpose, 0)] {
-      _ = compareWithOneThread(transA, transB, m: 30, n: 700, k: 201, beta: beta, threads: 3, seed: 9)
-    }
-    // small products stay on one thread whatever the count
-    XCTAssertEqual(gemmSplit(m: 64, n: 64, k: 64, threads: 3), .none)
-    XCTAssertEqual(gemmSplit(m: 24, n: 10, k: 18000, threads: 1), .none)
-  }
-
-  func testSplitAlongKIsDeterministic() {
-    // the partial sums are added in thread order: the same bits on every run
-    let first = compareWithOneThread(.none, .transpose, m: 24, n: 10, k: 18000, beta: 1, threads: 2, seed: 12)
-    for _ in 0..<3 {
-      XCTAssertEqual(compareWithOneThread(.none, .transpose, m: 24, n: 10, k: 18000, beta: 1, threads: 2, seed: 12), first)
     }
   }
 }
