@@ -152,6 +152,8 @@ private struct MatmulKey: Hashable {
 private final class MatmulPrimitive {
   let primitive: dnnl_primitive_t
   let a: dnnl_memory_t, b: dnnl_memory_t, c: dnnl_memory_t
+  /// The execution arguments (the memory objects never change, only their data handles).
+  var args: [dnnl_exec_arg_t] = []
 
   init(_ key: MatmulKey) {
     func desc(rows: Int, cols: Int, ld: Int, transposed: Bool, type: dnnl_data_type_t) -> dnnl_memory_desc_t {
@@ -208,6 +210,10 @@ private final class MatmulPrimitive {
     a = memory(&aDesc)
     b = memory(&bDesc)
     c = memory(&cDesc)
+    args = [
+      dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: a), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: b),
+      dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: c),
+    ]
   }
 }
 
@@ -240,11 +246,10 @@ public func matmulBF16(
     DNNL.check(dnnl_memory_set_data_handle(p.a, UnsafeMutableRawPointer(mutating: a)), "set_data_handle")
     DNNL.check(dnnl_memory_set_data_handle(p.b, UnsafeMutableRawPointer(mutating: b)), "set_data_handle")
     DNNL.check(dnnl_memory_set_data_handle(p.c, UnsafeMutableRawPointer(c)), "set_data_handle")
-    var args = [
-      dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: p.a), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: p.b),
-      dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: p.c),
-    ]
-    DNNL.check(dnnl_primitive_execute(p.primitive, DNNL.stream, Int32(args.count), &args), "primitive_execute (matmul bf16)")
+    let status = p.args.withUnsafeBufferPointer {
+      dnnl_primitive_execute(p.primitive, DNNL.stream, Int32($0.count), $0.baseAddress)
+    }
+    DNNL.check(status, "primitive_execute (matmul bf16)")
     DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
   }
 }
