@@ -43,11 +43,7 @@ func run(
   let process = Process()
   process.executableURL = URL(fileURLWithPath: executable)
   process.arguments = arguments
-  var env = ProcessInfo.processInfo.environment
-  env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-  env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-  for (k, v) in environment { env[k] = v }
-  process.environment = env
+  process.environment = childEnvironment(environment)
   let out = Pipe(), err = Pipe()
   process.standardOutput = out
   process.standardError = err
@@ -106,4 +102,14 @@ func trainTinyCheckpoint(run: URL, checkpoint: URL, steps: Int, validationExampl
     "--train-examples", "128", "--val-examples", "\(validationExamples)", "--batch", "16", "--steps", "\(steps)",
     "--threads", "1", "--run-dir", run.path, "--checkpoint-dir", checkpoint.path,
   ])
+}
+
+/// This process's environment for a child, with OpenMPI allowed to run as root (CI is root) and
+/// `extra` on top.
+func childEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
+  var env = ProcessInfo.processInfo.environment
+  env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+  env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+  for (k, v) in extra { env[k] = v }
+  return env
 }

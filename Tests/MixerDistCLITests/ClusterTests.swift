@@ -306,11 +306,7 @@ final class LostNodeTests: XCTestCase {
       _ = FileManager.default.createFile(atPath: stderr.path, contents: nil)
       process.executableURL = URL(fileURLWithPath: executable)
       process.arguments = arguments
-      var env = ProcessInfo.processInfo.environment
-      env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-      env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-      for (k, v) in environment { env[k] = v }
-      process.environment = env
+      process.environment = childEnvironment(environment)
       process.standardOutput = try FileHandle(forWritingTo: stdout)
       process.standardError = try FileHandle(forWritingTo: stderr)
       try process.run()

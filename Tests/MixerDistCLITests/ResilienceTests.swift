@@ -53,10 +53,7 @@ final class ResilienceTests: XCTestCase {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: packageRoot.appendingPathComponent("launch/resilient").path)
     process.arguments = ["--max-restarts", "2", "--"] + command("killed")
-    var env = ProcessInfo.processInfo.environment
-    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-    env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-    process.environment = env
+    process.environment = childEnvironment()
     let errors = Pipe()
     process.standardError = errors
     process.standardOutput = FileHandle.nullDevice

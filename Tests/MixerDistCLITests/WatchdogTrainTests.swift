@@ -32,11 +32,7 @@ final class WatchdogTrainTests: XCTestCase {
       "train", "--hidden", "32", "--blocks", "1", "--tokens-mlp", "8", "--channels-mlp", "32", "--patch", "8",
       "--train-examples", "256", "--val-examples", "32", "--batch", "16", "--steps", "100000", "--threads", "1",
       "--log-every", "1", "--run-dir", dir.path, "--timeout", "3"]
-    var env = ProcessInfo.processInfo.environment
-    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-    env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-    env["MIXER_MPI_THREAD_LEVEL"] = "serialized"
-    process.environment = env
+    process.environment = childEnvironment(["MIXER_MPI_THREAD_LEVEL": "serialized"])
     let errors = dir.appendingPathComponent("stderr")
     _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
     process.standardError = try FileHandle(forWritingTo: errors)
