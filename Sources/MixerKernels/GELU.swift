@@ -110,9 +110,11 @@ public func geluBackward(
 }
 
 /// Training forward: h = pre + bias; act = gelu(h); pre is overwritten with gelu′(h), all the
-/// backward needs. Shapes: pre, act `[rows, cols]`.
+/// backward needs. Shapes: pre, act `[rows, cols]`. With `actBF16` (operand storage of the
+/// products, MatrixProducts.swift) act is written there rounded to bf16 instead, act untouched.
 public func biasGELUForwardKeepingDerivative(
-  act: UnsafeMutablePointer<Float>, pre: UnsafeMutablePointer<Float>,
+  act: UnsafeMutablePointer<Float>, actBF16: UnsafeMutablePointer<UInt16>? = nil,
+  pre: UnsafeMutablePointer<Float>,
   bias: UnsafePointer<Float>, rows: Int, cols: Int, axis: BiasAxis, kind: GELUKind
 ) {
   KernelProfile.measure("bias+gelu forward") {
@@ -120,6 +122,7 @@ public func biasGELUForwardKeepingDerivative(
     for r in chunk {
       let h = pre + r * cols
       let g = act + r * cols
+      let g16 = actBF16.map { $0 + r * cols }
       let rowBias: Float = axis == .rows ? bias[r] : 0
       switch kind {
       case .tanh:
@@ -133,14 +136,15 @@ public func biasGELUForwardKeepingDerivative(
           let half: FloatVector = 0.5 * (1 + t)
           let slope: FloatVector = sqrtTwoOverPi * (1 + 3 * geluCubic * x2)
           let tail: FloatVector = 0.5 * x * (1 - t * t) * slope
-          store16(g, j, x * half)
+          if let g16 { storeBF16x16(g16, j, x * half) } else { store16(g, j, x * half) }
           store16(h, j, half + tail)
           j += 16
         }
         while j < cols {
           let x = h[j] + (axis == .rows ? rowBias : bias[j])
           let t = scalarTanh(sqrtTwoOverPi * (x + geluCubic * x * x * x))
-          g[j] = 0.5 * x * (1 + t)
+          let y = 0.5 * x * (1 + t)
+          if let g16 { g16[j] = bf16Bits(y) } else { g[j] = y }
           h[j] = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * sqrtTwoOverPi * (1 + 3 * geluCubic * x * x)
           j += 1
         }
@@ -148,7 +152,7 @@ public func biasGELUForwardKeepingDerivative(
         for j in 0..<cols {
           let x = h[j] + (axis == .rows ? rowBias : bias[j])
           let cdf = 0.5 * (1 + Foundation.erf(x * 0.707_106_781_186_547_5))
-          g[j] = x * cdf
+          if let g16 { g16[j] = bf16Bits(x * cdf) } else { g[j] = x * cdf }
           h[j] = cdf + x * Foundation.exp(-0.5 * x * x) * 0.398_942_280_401_432_7
         }
       }
@@ -158,9 +162,11 @@ public func biasGELUForwardKeepingDerivative(
 }
 
 /// Training backward of the fused forward: dinp = dout · gelu′ (dinp may alias dout) and
-/// dbias += the sums of dinp along `axis` (per row or per column), in one pass.
+/// dbias += the sums of dinp along `axis` (per row or per column), in one pass. With `dinpBF16`
+/// (operand storage) dinp is written there rounded to bf16 instead (the sums stay fp32).
 public func geluBackwardFromDerivative(
-  dinp: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>,
+  dinp: UnsafeMutablePointer<Float>, dinpBF16: UnsafeMutablePointer<UInt16>? = nil,
+  dbias: UnsafeMutablePointer<Float>,
   dout: UnsafePointer<Float>, derivative: UnsafePointer<Float>, rows: Int, cols: Int,
   axis: BiasAxis
 ) {
@@ -174,27 +180,38 @@ public func geluBackwardFromDerivative(
     let dbias = axis == .columns ? (partial.map { $0 + chunk * cols } ?? dbias) : dbias
     for r in chunkRows {
       let d = dinp + r * cols, o = dout + r * cols, k = derivative + r * cols
+      let d16 = dinpBF16.map { $0 + r * cols }
       switch axis {
       case .columns:
         var j = 0
         while j + 16 <= cols {
           let v = load16(o, j) * load16(k, j)
-          store16(d, j, v)
+          if let d16 { storeBF16x16(d16, j, v) } else { store16(d, j, v) }
           store16(dbias, j, load16(dbias, j) + v)
           j += 16
         }
-        while j < cols { let v = o[j] * k[j]; d[j] = v; dbias[j] += v; j += 1 }
+        while j < cols {
+          let v = o[j] * k[j]
+          if let d16 { d16[j] = bf16Bits(v) } else { d[j] = v }
+          dbias[j] += v
+          j += 1
+        }
       case .rows:
         var acc = FloatVector()
         var j = 0
         while j + 16 <= cols {
           let v = load16(o, j) * load16(k, j)
-          store16(d, j, v)
+          if let d16 { storeBF16x16(d16, j, v) } else { store16(d, j, v) }
           acc += v
           j += 16
         }
         var total = acc.sum()
-        while j < cols { let v = o[j] * k[j]; d[j] = v; total += v; j += 1 }
+        while j < cols {
+          let v = o[j] * k[j]
+          if let d16 { d16[j] = bf16Bits(v) } else { d[j] = v }
+          total += v
+          j += 1
+        }
         dbias[r] += total
       }
     }

@@ -2,10 +2,11 @@
 // 1e-6 and a biased variance. Rows are any leading axes flattened: here `rows = S·B`.
 // forward overwrites out, mean, rstd; backward accumulates into dinp, dweight, dbias.
 
-/// out[r, c] = (inp[r, c] − mean[r]) · rstd[r] · weight[c] + bias[c]
+/// out[r, c] = (inp[r, c] − mean[r]) · rstd[r] · weight[c] + bias[c]. With `outBF16` (operand
+/// storage of the products, MatrixProducts.swift) out is written there rounded to bf16 instead.
 public func layerNormForward(
-  out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
-  rstd: UnsafeMutablePointer<Float>,
+  out: UnsafeMutablePointer<Float>, outBF16: UnsafeMutablePointer<UInt16>? = nil,
+  mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
   inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
   rows: Int, channels: Int, epsilon: Float = 1e-6
 ) {
@@ -14,11 +15,21 @@ public func layerNormForward(
     parallelRows(rows, elementsPerRow: c) { _, chunk in
     for r in chunk {
       let x = inp + r * c
-      let y = out + r * c
       let m = vsum(x, c) / Float(c)
       let variance = vsumSquaredDeviation(x, c, m) / Float(c)
       let s = 1 / (variance + epsilon).squareRoot()
-      for i in 0..<c { y[i] = (x[i] - m) * s * weight[i] + bias[i] }
+      if let out16 = outBF16.map({ $0 + r * c }) {
+        var i = 0
+        let mv = FloatVector(repeating: m), sv = FloatVector(repeating: s)
+        while i + 16 <= c {
+          storeBF16x16(out16, i, (load16(x, i) - mv) * sv * load16(weight, i) + load16(bias, i))
+          i += 16
+        }
+        while i < c { out16[i] = bf16Bits((x[i] - m) * s * weight[i] + bias[i]); i += 1 }
+      } else {
+        let y = out + r * c
+        for i in 0..<c { y[i] = (x[i] - m) * s * weight[i] + bias[i] }
+      }
       mean[r] = m
       rstd[r] = s
     }

@@ -6,9 +6,17 @@
 //                 in fp32 by oneDNN (`matmulBF16`). The weights come from a bf16 copy of the whole
 //                 parameter buffer made once per forward (`prepare`), the fp32 master parameters,
 //                 gradients and optimizer state stay as they are; activations are rounded into
-//                 a compact bf16 scratch as each product reads them.
+//                 a compact bf16 scratch as each product reads them, unless the layer that
+//                 writes them stored them as operands (below).
 // Everything outside the products (LayerNorm, GELU, softmax, the loss, the optimizer) stays fp32.
-
+//
+// Operand storage. An activation that only products read (the input and hidden activation of an
+// MLP) can be stored once in the products' number format by the kernel that computes it, and
+// every product that reads it then reads that copy: `operandStorage(for:)` gives the buffer
+// (nil in fp32: the kernel writes fp32 as before). Saved activations live until the next
+// `prepare`; a gradient read by two products lives for the scope of `withOperand`. The fp32
+// buffer is then never written, so its pages are never touched. A bf16 product is the same
+// whether its operand was rounded by the kernel that wrote it or here, bit for bit.
 /// Matrix products in one precision, with the contract of `gemm`.
 public protocol MatrixProducts: AnyObject {
   /// The number format of the operands.
@@ -21,6 +29,40 @@ public protocol MatrixProducts: AnyObject {
     _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int, alpha: Float,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
     beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int)
+  /// bf16 storage that stands for `x[0..<count]` in every product reading x until the next
+  /// `prepare` (or, when `scoped`, until `releaseOperand(x)`): the caller writes x's values
+  /// rounded to bf16 there instead of writing x, and nothing but products reads x. nil means
+  /// this precision reads fp32: write x as usual.
+  func operandStorage(for x: UnsafeMutablePointer<Float>, count: Int, scoped: Bool) -> UnsafeMutablePointer<UInt16>?
+  /// Ends the scoped storage of x.
+  func releaseOperand(_ x: UnsafeMutablePointer<Float>)
+}
+
+extension MatrixProducts {
+  /// Rounds `x` (already written, and not written again until the next `prepare`) once for
+  /// every product that reads it from now on; x itself stays for the kernels that read fp32.
+  public func shareOperand(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    if let storage = operandStorage(for: x, count: count, scoped: false) {
+      convertToBF16Parallel(x, storage, count: count)
+    }
+  }
+
+  /// Runs `body` with scoped operand storage for x (nil in fp32), released after it.
+  public func withOperand<R>(
+    _ x: UnsafeMutablePointer<Float>, count: Int, _ body: (UnsafeMutablePointer<UInt16>?) -> R
+  ) -> R {
+    let storage = operandStorage(for: x, count: count, scoped: true)
+    defer { if storage != nil { releaseOperand(x) } }
+    return body(storage)
+  }
+
+  /// `withOperand` for an x already written in fp32 (rounded once, for the products in body).
+  public func sharingOperand<R>(_ x: UnsafeMutablePointer<Float>, count: Int, _ body: () -> R) -> R {
+    withOperand(x, count: count) { storage in
+      if let storage { convertToBF16Parallel(x, storage, count: count) }
+      return body()
+    }
+  }
 }
 
 extension MatrixProducts {
@@ -41,6 +83,8 @@ extension Precision {
   /// instructions (never an emulation) or the precision does not train (int8 is inference only).
   public func makeProducts() throws -> any MatrixProducts {
     try requireTraining()
+    // the elementwise kernels run on the threads the products leave awake
+    KernelThreads.team = self == .bf16 ? .openMP : .dispatch
     switch self {
     case .fp32: return FP32Products.shared
     case .bf16: return BF16Products()
@@ -62,6 +106,8 @@ public final class FP32Products: MatrixProducts, @unchecked Sendable {
   public init() {}
   public var precision: Precision { .fp32 }
   public func prepare(weights: UnsafePointer<Float>, count: Int) {}
+  public func operandStorage(for x: UnsafeMutablePointer<Float>, count: Int, scoped: Bool) -> UnsafeMutablePointer<UInt16>? { nil }
+  public func releaseOperand(_ x: UnsafeMutablePointer<Float>) {}
 
   @inline(__always)
   public func multiply(
@@ -84,14 +130,47 @@ public final class BF16Products: MatrixProducts, @unchecked Sendable {
   private var weightCount = 0
   /// Compact bf16 copies of the activation operands A and B of the current product.
   private let scratchA = GrowableBF16(), scratchB = GrowableBF16()
+  /// Operand storage handed out (`operandStorage`), latest last, and the buffers behind it:
+  /// saved ones are reused by registration order from one forward to the next.
+  private var stored: [(x: UnsafePointer<Float>, count: Int, bits: UnsafeMutablePointer<UInt16>, scoped: Bool)] = []
+  private var savedBuffers: [GrowableBF16] = [], scopedBuffers: [GrowableBF16] = []
+  private var savedInUse = 0
+  /// Off: every product rounds its own operands (for tests: the results must not change).
+  public var storesOperands: Bool
 
-  public init() {}
+  public init(storesOperands: Bool = true) { self.storesOperands = storesOperands }
 
   public func prepare(weights: UnsafePointer<Float>, count: Int) {
     mirror.reserve(count)
     convertToBF16Parallel(weights, mirror.pointer, count: count)
     self.weights = weights
     weightCount = count
+    stored.removeAll(keepingCapacity: true)
+    savedInUse = 0
+  }
+
+  public func operandStorage(for x: UnsafeMutablePointer<Float>, count: Int, scoped: Bool) -> UnsafeMutablePointer<UInt16>? {
+    guard storesOperands else { return nil }
+    let buffer: GrowableBF16
+    if scoped {
+      let depth = stored.lazy.filter(\.scoped).count
+      if depth == scopedBuffers.count { scopedBuffers.append(GrowableBF16()) }
+      buffer = scopedBuffers[depth]
+    } else {
+      if savedInUse == savedBuffers.count { savedBuffers.append(GrowableBF16()) }
+      buffer = savedBuffers[savedInUse]
+      savedInUse += 1
+    }
+    buffer.reserve(count)
+    stored.append((UnsafePointer(x), count, buffer.pointer, scoped))
+    return buffer.pointer
+  }
+
+  public func releaseOperand(_ x: UnsafeMutablePointer<Float>) {
+    guard let i = stored.lastIndex(where: { $0.scoped && $0.x == UnsafePointer(x) }) else {
+      preconditionFailure("releaseOperand: no scoped operand storage for this buffer")
+    }
+    stored.remove(at: i)
   }
 
   public func multiply(
@@ -112,8 +191,12 @@ public final class BF16Products: MatrixProducts, @unchecked Sendable {
   private func operand(
     _ x: UnsafePointer<Float>, rows: Int, cols: Int, ld: Int, into scratch: GrowableBF16
   ) -> (UnsafePointer<UInt16>, Int) {
-    if let weights, x >= weights, x + ((rows - 1) * ld + cols) <= weights + weightCount {
+    let end = x + ((rows - 1) * ld + cols)
+    if let weights, x >= weights, end <= weights + weightCount {
       return (UnsafePointer(mirror.pointer + (x - weights)), ld)
+    }
+    for entry in stored.reversed() where x >= entry.x && end <= entry.x + entry.count {
+      return (UnsafePointer(entry.bits + (x - entry.x)), ld)
     }
     scratch.reserve(rows * cols)
     let dst = scratch.pointer

@@ -1,13 +1,24 @@
 // Row-parallel loops for the elementwise kernels. BLAS runs the matrix products on several
 // threads; without this, LayerNorm and GELU would run on one thread and cap the step's speed.
 // Rows are split into `threads` contiguous chunks, fixed by the thread count alone, so results
-// (including per-chunk partial sums, added in chunk order) are the same on every run.
+// (including per-chunk partial sums, added in chunk order) are the same on every run, whichever
+// threads run the chunks.
 
 import Dispatch
 
 /// The thread count of the elementwise kernels; `BLAS.setThreads` keeps it equal to BLAS's.
 public enum KernelThreads {
   public nonisolated(unsafe) static var count = 1
+  /// The threads that run the chunks: the products' own pool is the one that is awake.
+  public nonisolated(unsafe) static var team = Team.dispatch
+
+  public enum Team: Sendable {
+    /// Dispatch's pool, beside OpenBLAS's threads (fp32: OpenBLAS's idle threads yield the core).
+    case dispatch
+    /// OpenMP's team, the threads oneDNN's products run on (bf16): its threads spin a while
+    /// after each product, so work handed to another pool would wait for them.
+    case openMP
+  }
 }
 
 /// Work below this many elements runs on the calling thread.
@@ -23,8 +34,15 @@ func parallelRows(_ rows: Int, elementsPerRow: Int, _ body: (Int, Range<Int>) ->
     return
   }
   withoutActuallyEscaping(body) { body in
-    DispatchQueue.concurrentPerform(iterations: threads) { chunk in
-      body(chunk, chunkRange(chunk, of: threads, rows: rows))
+    switch KernelThreads.team {
+    case .dispatch:
+      DispatchQueue.concurrentPerform(iterations: threads) { chunk in
+        body(chunk, chunkRange(chunk, of: threads, rows: rows))
+      }
+    case .openMP:
+      DNNL.parallel(threads: threads) { chunk in
+        body(chunk, chunkRange(chunk, of: threads, rows: rows))
+      }
     }
   }
 }

@@ -2,6 +2,7 @@
 // out of one allocation sized for one (model, micro-batch). Shapes are in the legend of
 // MixerConfig.swift; the residual stream is token-major `[S, B, C]`.
 
+import Foundation
 import MixerKernels
 
 /// Saved activations and scratch for a micro-batch of `batch` images.
@@ -84,8 +85,12 @@ public final class Activations {
       total += max(16, (n + 15) / 16 * 16)
     }
     storageCount = total
-    storage = UnsafeMutablePointer<Float>.allocate(capacity: total)
-    storage.initialize(repeating: 0, count: total)
+    // zeroed by calloc, which leaves fresh pages untouched: a buffer the model never writes
+    // (an fp32 activation stored only as a bf16 operand) costs no resident memory
+    guard let zeroed = calloc(total, MemoryLayout<Float>.stride) else {
+      fatalError("cannot allocate \(total * MemoryLayout<Float>.stride) bytes of activations")
+    }
+    storage = zeroed.bindMemory(to: Float.self, capacity: total)
     let base = storage
     func at(_ i: Int) -> UnsafeMutablePointer<Float> { base + offsets[i] }
     patches = at(patchesIndex)
@@ -140,7 +145,7 @@ public final class Activations {
   public var byteCount: Int { storageCount * MemoryLayout<Float>.stride + head.byteCount }
 
   deinit {
-    storage.deallocate()
+    free(storage)
     dropStorage?.deallocate()
   }
 }

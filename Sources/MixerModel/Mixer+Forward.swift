@@ -56,6 +56,8 @@ extension MixerModel {
       out: acts.ln0Out[i], mean: acts.ln0Mean[i], rstd: acts.ln0Rstd[i], inp: xIn,
       weight: w + o.ln0Scale, bias: w + o.ln0Bias, rows: sb, channels: c,
       epsilon: cfg.layerNormEpsilon)
+    // Y is read by products and, in some mixers, by fp32 kernels: rounded once for the products
+    products.shareOperand(acts.ln0Out[i], count: sb * c)
     let mixers = blockMixers[i]
     // the paper's block (one mixer that adds in place) without stochastic depth: straight into x_mid
     let fused = mixers.count == 1 && mixers[0].mixer.addsInPlace && keep == nil
@@ -72,17 +74,23 @@ extension MixerModel {
     }
 
     // channel mixing: Y = LN_1(x) [S·B, C]; H = Y·W1 + b1 [S·B, D_C]; branch = gelu(H)·W2 + b2
+    // (Y and gelu(H) are read only by products: stored in their operand format)
     layerNormForward(
-      out: acts.ln1Out[i], mean: acts.ln1Mean[i], rstd: acts.ln1Rstd[i], inp: xMid,
+      out: acts.ln1Out[i], outBF16: products.operandStorage(for: acts.ln1Out[i], count: sb * c, scoped: false),
+      mean: acts.ln1Mean[i], rstd: acts.ln1Rstd[i], inp: xMid,
       weight: w + o.ln1Scale, bias: w + o.ln1Bias, rows: sb, channels: c,
       epsilon: cfg.layerNormEpsilon)
     products.gemm(
       .none, .none, m: sb, n: dc, k: c, a: acts.ln1Out[i], lda: c, b: w + o.chW1, ldb: dc,
       beta: 0, c: acts.channelPre[i], ldc: dc)
     biasGELUForwardKeepingDerivative(
-      act: acts.channelAct[i], pre: acts.channelPre[i], bias: w + o.chB1, rows: sb, cols: dc,
-      axis: .columns, kind: cfg.gelu)
-    if dropHidden { multiply(acts.channelAct[i], by: acts.channelDropMask[i], count: sb * dc) }
+      act: acts.channelAct[i],
+      actBF16: dropHidden ? nil : products.operandStorage(for: acts.channelAct[i], count: sb * dc, scoped: false),
+      pre: acts.channelPre[i], bias: w + o.chB1, rows: sb, cols: dc, axis: .columns, kind: cfg.gelu)
+    if dropHidden {
+      multiply(acts.channelAct[i], by: acts.channelDropMask[i], count: sb * dc)
+      products.shareOperand(acts.channelAct[i], count: sb * dc)
+    }
     let channelTarget = keep == nil ? xOut : acts.branch
     if keep == nil {
       for r in 0..<sb {

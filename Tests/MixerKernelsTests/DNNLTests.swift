@@ -18,6 +18,23 @@ final class DNNLTests: XCTestCase {
     XCTAssertEqual(floatFromBF16(bf16Bits(.infinity)), .infinity)
   }
 
+  /// The 16-lane rounding (`convertToBF16`, the kernels' bf16 outputs) is the scalar one, on
+  /// ties, NaNs with payloads, infinities, subnormals and the largest finite values.
+  func testVectorRoundingMatchesScalar() {
+    var values: [Float] = [
+      0, -0, 1, 1 + 0x1p-8, 1 + 3 * 0x1p-8, -(1 + 0x1p-8), .infinity, -.infinity, .nan, -.nan,
+      Float(bitPattern: 0x7FC1_2345), Float(bitPattern: 0xFF80_0001), Float(bitPattern: 0x7F80_0001),
+      .greatestFiniteMagnitude, -.greatestFiniteMagnitude, .leastNonzeroMagnitude, .leastNormalMagnitude,
+      Float(bitPattern: 0x7F7F_FFFF), Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000),
+    ]
+    var random = TestRandom(seed: 9)
+    values += random.floats(1000, in: -1e4...1e4)
+    values += (0..<1000).map { _ in Float(bitPattern: UInt32.random(in: 0...UInt32.max, using: &random)) }
+    var vector = [UInt16](repeating: 0, count: values.count)
+    convertToBF16(values, &vector, count: values.count)
+    XCTAssertEqual(vector, values.map(bf16Bits))
+  }
+
   func testBF16MatmulMatchesNaiveOnRoundedOperands() throws {
     try XCTSkipUnless(DNNL.supports(.bf16), "this CPU has no AVX512-BF16 (oneDNN: \(DNNL.effectiveISA))")
     var random = TestRandom(seed: 3)

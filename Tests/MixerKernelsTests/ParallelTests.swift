@@ -7,7 +7,10 @@ import MixerTestSupport
 import XCTest
 
 final class ParallelTests: XCTestCase {
-  override func tearDown() { KernelThreads.count = 1 }
+  override func tearDown() {
+    KernelThreads.count = 1
+    KernelThreads.team = .dispatch
+  }
 
   func run(threads: Int, rows: Int, cols: Int) -> [[Float]] {
     KernelThreads.count = threads
@@ -46,6 +49,62 @@ final class ParallelTests: XCTestCase {
     }
     // and the same again: deterministic for a fixed thread count
     XCTAssertEqual(run(threads: 3, rows: 2048, cols: 48), parallel)
+    // on OpenMP's team (bf16 training) the chunks are the same, so are the results
+    KernelThreads.team = .openMP
+    XCTAssertEqual(run(threads: 3, rows: 2048, cols: 48), parallel)
+  }
+
+  func testOpenMPTeamRunsEveryChunkOnce() {
+    for threads in [1, 2, 3, 7] {
+      var hits = [Int](repeating: 0, count: threads)
+      hits.withUnsafeMutableBufferPointer { hits in
+        DNNL.parallel(threads: threads) { t in hits[t] += 1 }
+      }
+      XCTAssertEqual(hits, [Int](repeating: 1, count: threads), "\(threads) threads")
+    }
+  }
+
+  /// The kernels that write a bf16 operand write exactly the rounding of their fp32 output.
+  func testBF16OutputsAreTheRoundedFP32Outputs() {
+    let (rows, cols) = (300, 70)  // not a multiple of 16: the scalar tails too
+    var random = TestRandom(seed: 43)
+    let x = random.floats(rows * cols, in: -4...4)
+    let w = random.floats(cols, in: 0.5...1.5), b = random.floats(cols, in: -0.2...0.2)
+    let rowBias = random.floats(rows, in: -0.2...0.2)
+    func rounded(_ v: [Float]) -> [UInt16] { v.map(bf16Bits) }
+
+    var out = [Float](repeating: 0, count: rows * cols), out16 = [UInt16](repeating: 0, count: rows * cols)
+    var mean = [Float](repeating: 0, count: rows), rstd = mean
+    layerNormForward(out: &out, mean: &mean, rstd: &rstd, inp: x, weight: w, bias: b, rows: rows, channels: cols)
+    var untouched = [Float](repeating: 7, count: rows * cols)
+    layerNormForward(out: &untouched, outBF16: &out16, mean: &mean, rstd: &rstd, inp: x, weight: w, bias: b, rows: rows, channels: cols)
+    XCTAssertEqual(out16, rounded(out), "layernorm")
+    XCTAssertEqual(untouched, [Float](repeating: 7, count: rows * cols), "layernorm wrote the fp32 output")
+
+    for (axis, bias) in [(BiasAxis.columns, b), (.rows, rowBias)] {
+      for kind in GELUKind.allCases {
+        var pre = x, act = [Float](repeating: 0, count: rows * cols)
+        biasGELUForwardKeepingDerivative(act: &act, pre: &pre, bias: bias, rows: rows, cols: cols, axis: axis, kind: kind)
+        var pre16 = x, act16 = [UInt16](repeating: 0, count: rows * cols)
+        untouched = [Float](repeating: 7, count: rows * cols)
+        biasGELUForwardKeepingDerivative(
+          act: &untouched, actBF16: &act16, pre: &pre16, bias: bias, rows: rows, cols: cols, axis: axis, kind: kind)
+        XCTAssertEqual(act16, rounded(act), "gelu \(axis) \(kind)")
+        XCTAssertEqual(pre16, pre, "gelu′ \(axis) \(kind)")
+        XCTAssertEqual(untouched, [Float](repeating: 7, count: rows * cols), "gelu wrote the fp32 output")
+
+        let dy = random.floats(rows * cols, in: -1...1)
+        var dh = [Float](repeating: 0, count: rows * cols), dbias = [Float](repeating: 0.25, count: axis == .rows ? rows : cols)
+        geluBackwardFromDerivative(dinp: &dh, dbias: &dbias, dout: dy, derivative: pre, rows: rows, cols: cols, axis: axis)
+        var dh16 = [UInt16](repeating: 0, count: rows * cols), dbias16 = [Float](repeating: 0.25, count: dbias.count)
+        untouched = [Float](repeating: 7, count: rows * cols)
+        geluBackwardFromDerivative(
+          dinp: &untouched, dinpBF16: &dh16, dbias: &dbias16, dout: dy, derivative: pre, rows: rows, cols: cols, axis: axis)
+        XCTAssertEqual(dh16, rounded(dh), "gelu backward \(axis)")
+        XCTAssertEqual(dbias16, dbias, "gelu backward bias \(axis)")
+        XCTAssertEqual(untouched, [Float](repeating: 7, count: rows * cols), "gelu backward wrote the fp32 output")
+      }
+    }
   }
 
   func testPixelCrossEntropyImagesInParallelAreExact() {

@@ -83,4 +83,41 @@ extension ModelGradientTests {
     config.stem = .cnn
     try checkBF16AgainstFP32(nil)
   }
+
+  /// Storing the MLPs' activations and gradients as bf16 operands (once, by the kernels that
+  /// write them) gives bit for bit what rounding them per product gives, over two steps (so
+  /// the storage of one forward does not leak into the next), with and without dropout (whose
+  /// masks make the model round after the kernel), on every block kind.
+  func checkStoredOperandsChangeNoBit(_ reg: Regularization?, file: StaticString = #filePath, line: UInt = #line) throws {
+    let (model, images, labels) = try makeModel()
+    _ = try Precision.bf16.makeProducts()  // the CPU check and the thread team
+    func twoSteps(_ stores: Bool) -> [(Double, [Float], [Float])] {
+      model.products = BF16Products(storesOperands: stores)
+      let saved = model.parameters.array()
+      defer { for i in saved.indices { model.parameters[i] = saved[i] } }
+      var results: [(Double, [Float], [Float])] = []
+      for _ in 0..<2 {
+        let result = lossOutputsGradients(model, images, labels, reg)
+        results.append(result)
+        for i in 0..<model.parameters.count { model.parameters[i] -= 0.5 * result.2[i] }
+      }
+      return results
+    }
+    let perProduct = twoSteps(false), stored = twoSteps(true)
+    for (step, (a, b)) in zip(perProduct, stored).enumerated() {
+      XCTAssertEqual(a.0, b.0, "loss, step \(step)", file: file, line: line)
+      XCTAssertEqual(a.1, b.1, "outputs, step \(step)", file: file, line: line)
+      XCTAssertEqual(a.2, b.2, "gradients, step \(step)", file: file, line: line)
+    }
+    XCTAssertNotEqual(perProduct[0].0, perProduct[1].0, "the second step did not change the model", file: file, line: line)
+  }
+
+  func testStoredBF16OperandsChangeNoBit() throws {
+    try checkStoredOperandsChangeNoBit(nil)
+    try checkStoredOperandsChangeNoBit(Regularization(stochasticDepth: 0.6, dropout: 0.2, seed: 5, step: 2))
+    config.blocks = 4
+    config.blockKinds = [.attention, .mixer, .conv, .mixerAttention]
+    config.attentionHeads = 2
+    try checkStoredOperandsChangeNoBit(nil)
+  }
 }
