@@ -105,8 +105,9 @@ def main():
 
     trained = {r["model"]: r for r in kinds.get("train", [])}
     if trained:
-        say(f"**Models trained here**, the same budget for each (`mixer-dist train` {run.get('train_extra') or ''}"
-            " plus the model's flags: same steps, batch, data and seed):")
+        extra = run.get("train_extra") or ""
+        say(f"**Models trained here**, the same budget for each: `mixer-dist train{' ' + extra if extra else ''} "
+            "--run-dir DIR` plus the model's flags (same steps, batch, data and seed):")
         say("")
         say("| model | flags | shape | tokens | parameters | forward GFLOP/image | training | val top-1 at the end |")
         say("|---|---|---|---|---|---|---|---|")
