@@ -99,7 +99,7 @@ def main():
     say(f"`{run.get('invocation', 'launch/tradeoff')}`, measured {run['started']} to {end.get('finished', '?')} on {run['cores']} cores ({run['cpu']}), commit "
         f"{run['commit']}; load average {run['load_start']} at the start, {end.get('load_end', '?')} at the end "
         f"(each figure's 1-minute load is in the JSON). OpenBLAS core {run['blas_core']}: {run['coretype']}. "
-        f"ONNX Runtime {run.get('onnxruntime') or 'not run'}."
+        f"OMP_WAIT_POLICY {run.get('omp_wait_policy') or 'unset'}. ONNX Runtime {run.get('onnxruntime') or 'not run'}."
         + (" **--quick run: a few training steps, tiny sizes; the figures only check the script.**" if run["quick"] else ""))
     say("")
 
