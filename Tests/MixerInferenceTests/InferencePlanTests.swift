@@ -121,6 +121,15 @@ final class InferencePlanTests: XCTestCase {
       }
     }
     assertClose(out, expected, relative: 1e-6, absolute: 1e-6, "int8 product against integer loops")
+
+    // the same input stored transposed [K×M] (the token-mixing read) gives the same output
+    var xT = [Float](repeating: 0, count: m * k)
+    for r in 0..<m { for t in 0..<k { xT[t * m + r] = x[r * k + t] } }
+    var outT = [Float](repeating: .nan, count: m * n)
+    xT.withUnsafeBufferPointer { xp in
+      outT.withUnsafeMutableBufferPointer { kernel.run(out: $0.baseAddress!, x: xp.baseAddress!, transposed: true, rows: m, scratch: scratch) }
+    }
+    XCTAssertEqual(outT, out, "int8 product on the transposed input")
   }
 
   /// The fused epilogue (bias, GELU, requantized to the next layer's u8 input inside the product)
