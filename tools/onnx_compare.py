@@ -5,6 +5,8 @@
       onnx.checker accepts the file, and ONNX Runtime's logits on INPUTS ([B, H, W, 3] float32)
       match LOGITS ([B, K], ours) to --tolerance (max |diff| / max |ours|). Prints one JSON line;
       exit status 1 when they do not match.
+      With --rms-tolerance R instead (a quantized model): the relative RMS difference
+      ||theirs - ours|| / ||ours|| is at most R and the top-1 class agrees on every image.
   tools/onnx_compare.py bench MODEL.onnx [--threads 1] [--repeats 20] [--batch 32]
       batch-1 latency (median) and batch-B images/s of ONNX Runtime on the model, fp32 and after
       its own dynamic int8 quantization (onnxruntime.quantization.quantize_dynamic, per-channel
@@ -31,11 +33,20 @@ def check(args):
     inputs = np.load(args.inputs).astype(np.float32)
     ours = np.load(args.logits).astype(np.float32)
     theirs = session(args.model, 1).run(["logits"], {"images": inputs})[0]
+    if theirs.shape != ours.shape:
+        print(json.dumps({"checker": "ok", "shape": list(theirs.shape), "expected_shape": list(ours.shape), "ok": False}))
+        return 1
     scale = float(np.abs(ours).max())
     diff = float(np.abs(theirs - ours).max())
-    ok = theirs.shape == ours.shape and diff <= args.tolerance * max(scale, 1e-30)
+    rms = float(np.linalg.norm(theirs - ours) / max(np.linalg.norm(ours), 1e-30))
+    agreement = float(np.mean(theirs.argmax(axis=1) == ours.argmax(axis=1)))
+    if args.rms_tolerance is not None:
+        ok = rms <= args.rms_tolerance and agreement == 1.0
+    else:
+        ok = diff <= args.tolerance * max(scale, 1e-30)
     print(json.dumps({"checker": "ok", "shape": list(theirs.shape), "max_abs_diff": diff,
-                      "max_abs_logit": scale, "relative": diff / max(scale, 1e-30), "ok": bool(ok)}))
+                      "max_abs_logit": scale, "relative": diff / max(scale, 1e-30), "relative_rms": rms,
+                      "top1_agreement": agreement, "ok": bool(ok)}))
     return 0 if ok else 1
 
 
@@ -83,6 +94,7 @@ def main():
     c.add_argument("inputs")
     c.add_argument("logits")
     c.add_argument("--tolerance", type=float, default=1e-4)
+    c.add_argument("--rms-tolerance", type=float, default=None)
     b = commands.add_parser("bench")
     b.add_argument("model")
     b.add_argument("--threads", type=int, default=1)

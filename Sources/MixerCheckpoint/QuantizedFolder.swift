@@ -7,8 +7,8 @@ import Foundation
 /// The manifest file of a quantized checkpoint folder.
 public let quantizedManifestName = "quantized.json"
 
-/// Throws when `folder` is a quantized checkpoint: it runs in `eval`, `predict` and
-/// `bench --inference`; training needs the fp32 checkpoint it was made from.
+/// Throws when `folder` is a quantized checkpoint: it runs in `eval`, `predict`,
+/// `bench --inference` and `export --format onnx`; training needs the fp32 checkpoint it was made from.
 public func refuseQuantizedCheckpoint(_ folder: URL) throws {
   let manifest = folder.appendingPathComponent(quantizedManifestName)
   guard FileManager.default.fileExists(atPath: manifest.path) else { return }
@@ -19,6 +19,6 @@ public func refuseQuantizedCheckpoint(_ folder: URL) throws {
     source = "the fp32 checkpoint it was made from (\(path))"
   }
   throw CheckpointError(
-    "\(folder.path) is a quantized checkpoint (mixer-dist quantize) for eval, predict and bench --inference only: "
-      + "train, --resume, --init-from and export need \(source)")
+    "\(folder.path) is a quantized checkpoint (mixer-dist quantize) for eval, predict, bench --inference and export --format onnx only: "
+      + "train, --resume, --init-from and export to .npz need \(source)")
 }

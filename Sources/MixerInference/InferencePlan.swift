@@ -11,6 +11,10 @@
 //   head       mean_s(LN_pre(x)) [B, C] · W [C, K]     → logits [B, K]
 // With every layer fp32 the logits are the training forward's up to the order of sums inside the
 // token-mixing products (InferenceTests checks 1e-5).
+// When both products of an MLP are int8 the MLP runs fused (`int8MLP`): LayerNorm writes the first
+// product's u8 input directly (for token mixing already transposed, `[B·C, S]`), the first product
+// applies bias and GELU and writes the second's u8 input, and the second adds its fp32 output into
+// the residual stream (channel mixing) or into T (token mixing, then added transposed).
 
 import MixerKernels
 import MixerModel
@@ -85,6 +89,9 @@ public struct LayerSetting: Sendable {
 final class PlanBuffers {
   let batch: Int
   let patches, x, y, hidden, tokenOut, pooled, logits, mean, rstd: UnsafeMutablePointer<Float>
+  /// u8 inputs of the fused int8 MLPs: the LayerNorm output `[S·B, C]` or `[B·C, S]`, and the
+  /// hidden activation `[B·C, D_S]` or `[S·B, D_C]`
+  let quantizedInput, quantizedHidden: UnsafeMutablePointer<UInt8>
   private let arena: FloatArena
 
   init(config cfg: MixerConfig, batch b: Int) {
@@ -103,6 +110,13 @@ final class PlanBuffers {
     batch = b
     (patches, x, y, hidden, tokenOut) = (arena[0], arena[1], arena[2], arena[3], arena[4])
     (pooled, logits, mean, rstd) = (arena[5], arena[6], arena[7], arena[8])
+    quantizedInput = .allocate(capacity: sb * c)
+    quantizedHidden = .allocate(capacity: hiddenCount)
+  }
+
+  deinit {
+    quantizedInput.deallocate()
+    quantizedHidden.deallocate()
   }
 }
 
@@ -184,55 +198,74 @@ public final class InferencePlan {
     let ds = cfg.tokensMLP, dc = cfg.channelsMLP
     let buffers = self.buffers[b] ?? PlanBuffers(config: cfg, batch: b)
     self.buffers[b] = buffers
-    scratch.reserve(
-      elements: max(sb * max(cfg.patchLength, dc), bc * ds), outputs: max(sb * dc, bc * max(ds, s), b * cfg.classes))
+    scratch.reserve(elements: max(sb * max(cfg.patchLength, dc), bc * ds))
     let w = model.parameters.pointer
-    var index = 0
-    func product(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, transposed: Bool, rows: Int) {
+    func product(_ index: Int, _ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, transposed: Bool, rows: Int) {
       observer?(index, x, rows * kernels[index].inputs)
       kernels[index].run(out: out, x: x, transposed: transposed, rows: rows, scratch: scratch)
-      index += 1
     }
     func layerNorm(_ scope: String, _ inp: UnsafePointer<Float>) {
       layerNormForward(
         out: buffers.y, mean: buffers.mean, rstd: buffers.rstd, inp: inp, weight: w + model.table.offset(scope + "/scale"),
         bias: w + model.table.offset(scope + "/bias"), rows: sb, channels: c, epsilon: cfg.layerNormEpsilon)
     }
+    /// Both products of an MLP int8 (and no observer): LayerNorm → u8 → product gelu→u8 → product.
+    func int8MLP(_ first: Int, norm scope: String, layout: QuantizedLayout, rows: Int, out: UnsafeMutablePointer<Float>, accumulate: Bool) -> Bool {
+      guard observer == nil, let dense0 = kernels[first] as? Int8Product, let dense1 = kernels[first + 1] as? Int8Product else {
+        return false
+      }
+      layerNormQuantizeForward(
+        q: buffers.quantizedInput, inp: buffers.x, weight: w + model.table.offset(scope + "/scale"),
+        bias: w + model.table.offset(scope + "/bias"), rows: sb, channels: c, epsilon: cfg.layerNormEpsilon,
+        quantization: dense0.input, layout: layout)
+      dense0.runQuantized(
+        dst: UnsafeMutableRawPointer(buffers.quantizedHidden), q: buffers.quantizedInput, rows: rows,
+        epilogue: dense1.inputEpilogue(gelu: cfg.gelu))
+      dense1.runQuantized(
+        dst: UnsafeMutableRawPointer(out), q: buffers.quantizedHidden, rows: rows, epilogue: accumulate ? .accumulate : .float)
+      return true
+    }
     let x = buffers.x, hidden = buffers.hidden, tokenOut = buffers.tokenOut
 
     patchifyForward(
       patches: buffers.patches, images: images, batch: b, height: cfg.imageHeight, width: cfg.imageWidth, patch: cfg.patch)
-    product(x, buffers.patches, transposed: false, rows: sb)
+    product(0, x, buffers.patches, transposed: false, rows: sb)
     for i in 0..<cfg.blocks {
-      let block = "MixerBlock_\(i)"
+      let block = "MixerBlock_\(i)", first = 1 + 4 * i
       // token mixing on Yᵀ [B·C, S]
-      layerNorm(block + "/LayerNorm_0", x)
-      product(hidden, buffers.y, transposed: true, rows: bc)
-      geluForward(out: hidden, inp: hidden, count: bc * ds, kind: cfg.gelu)
-      product(tokenOut, hidden, transposed: false, rows: bc)
+      if !int8MLP(first, norm: block + "/LayerNorm_0", layout: .transposed(tokens: s, batch: b), rows: bc, out: tokenOut, accumulate: false) {
+        layerNorm(block + "/LayerNorm_0", x)
+        product(first, hidden, buffers.y, transposed: true, rows: bc)
+        geluForward(out: hidden, inp: hidden, count: bc * ds, kind: cfg.gelu)
+        product(first + 1, tokenOut, hidden, transposed: false, rows: bc)
+      }
       addTransposed(x, tokenOut, rows: bc, cols: s)
       // channel mixing on [S·B, C]
-      layerNorm(block + "/LayerNorm_1", x)
-      product(hidden, buffers.y, transposed: false, rows: sb)
-      geluForward(out: hidden, inp: hidden, count: sb * dc, kind: cfg.gelu)
-      product(buffers.y, hidden, transposed: false, rows: sb)
-      for j in 0..<(sb * c) { x[j] += buffers.y[j] }
+      if !int8MLP(first + 2, norm: block + "/LayerNorm_1", layout: .rows, rows: sb, out: x, accumulate: true) {
+        layerNorm(block + "/LayerNorm_1", x)
+        product(first + 2, hidden, buffers.y, transposed: false, rows: sb)
+        geluForward(out: hidden, inp: hidden, count: sb * dc, kind: cfg.gelu)
+        product(first + 3, buffers.y, hidden, transposed: false, rows: sb)
+        for j in 0..<(sb * c) { x[j] += buffers.y[j] }
+      }
     }
     layerNorm("pre_head_layer_norm", x)
     tokenMeanForward(out: buffers.pooled, inp: buffers.y, tokens: s, batch: b, channels: c)
-    product(buffers.logits, buffers.pooled, transposed: false, rows: b)
+    product(kernels.count - 1, buffers.logits, buffers.pooled, transposed: false, rows: b)
     return buffers.logits
   }
 }
 
 /// x[s, r] += t[r, s] for x `[cols, rows]` and t `[rows, cols]` (blocks of 16 rows for locality).
 func addTransposed(_ x: UnsafeMutablePointer<Float>, _ t: UnsafePointer<Float>, rows: Int, cols: Int) {
-  let tile = 16
-  for r0 in stride(from: 0, to: rows, by: tile) {
-    let r1 = min(r0 + tile, rows)
-    for s in 0..<cols {
-      let xs = x + s * rows
-      for r in r0..<r1 { xs[r] += t[r * cols + s] }
+  KernelProfile.measure("add transposed") {
+    let tile = 16
+    for r0 in stride(from: 0, to: rows, by: tile) {
+      let r1 = min(r0 + tile, rows)
+      for s in 0..<cols {
+        let xs = x + s * rows
+        for r in r0..<r1 { xs[r] += t[r * cols + s] }
+      }
     }
   }
 }

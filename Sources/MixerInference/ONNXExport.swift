@@ -12,6 +12,17 @@
 //   logits = ReduceMean_S(LN_pre(x)) · head/kernel + head/bias              [B, K]
 // Our activations are token-major [S, B, C]; the graph is batch-major, which changes nothing but
 // the order of sums inside each product.
+//
+// A quantized model (`settings` from a quantized checkpoint) is written in the QDQ form: around
+// every int8 product
+//   x_q = QuantizeLinear(x, <layer>/input_scale, <layer>/input_zero_point)     u8, scalar scale/zero
+//   W   = DequantizeLinear(<layer>/kernel (int8 [K, N]), <layer>/kernel_scale [N], zeros, axis 1)
+//   y   = MatMul(DequantizeLinear(x_q, same scale/zero), W) + bias
+// so a runtime that fuses QDQ (ONNX Runtime) runs the product in integers, with our exact int8
+// weights and calibrated input ranges. QuantizeLinear rounds half to even and saturates to
+// [0, 255], as our kernels do. bf16 and fp32 layers stay fp32 in the file (a bf16 layer's kernel
+// holds its bf16-rounded values; its activations are not rounded). The fused epilogue of our plan
+// (GELU inside the product, then requantized) is GELU then QuantizeLinear here.
 
 import Foundation
 import MixerKernels
@@ -170,6 +181,27 @@ extension ONNXGraph {
     return node("Mul", [node("Mul", [x, node("Add", [inner, one])]), half])
   }
 
+  /// QuantizeLinear then DequantizeLinear of `x` with the layer's u8 input quantization
+  /// (`<scope>/input_scale`, `<scope>/input_zero_point`, both scalars).
+  mutating func quantizeDequantize(_ x: String, _ scope: String, _ q: ActivationQuantization) -> String {
+    let scale = scope + "/input_scale", zero = scope + "/input_zero_point"
+    var value = q.scale
+    floats(scale, dims: [], &value, count: 1)
+    initializer(zero, type: .uint8, dims: [], raw: [UInt8(q.zeroPoint)])
+    let quantized = node("QuantizeLinear", [x, scale, zero])
+    return node("DequantizeLinear", [quantized, scale, zero])
+  }
+
+  /// The int8 kernel `[K, N]` (`<scope>/kernel`) through DequantizeLinear with one scale per
+  /// output column (`<scope>/kernel_scale`, axis 1) and zero zero points.
+  mutating func dequantizedKernel(_ scope: String, _ weights: QuantizedWeights, inputs k: Int, outputs n: Int) -> String {
+    let kernel = scope + "/kernel", scale = scope + "/kernel_scale", zero = scope + "/kernel_zero_point"
+    initializer(kernel, type: .int8, dims: [k, n], raw: weights.values.map { UInt8(bitPattern: $0) })
+    weights.scales.withUnsafeBufferPointer { floats(scale, dims: [n], $0.baseAddress!, count: n) }
+    initializer(zero, type: .int8, dims: [n], raw: [UInt8](repeating: 0, count: n))
+    return node("DequantizeLinear", [kernel, scale, zero], attributes: [("axis", .int(1))])
+  }
+
   /// A model parameter as an initializer named by its official name (shape as stored).
   mutating func parameter(_ model: MixerModel, _ name: String) -> String {
     let view = model.table[name]!
@@ -178,8 +210,10 @@ extension ONNXGraph {
   }
 }
 
-/// The ONNX model (fp32) of a classification Mixer with the linear stem and the paper's blocks.
-public func onnxModel(_ model: MixerModel) throws -> Data {
+/// The ONNX model of a classification Mixer with the linear stem and the paper's blocks: fp32, or
+/// with `settings` (a quantized checkpoint's) every int8 product as QuantizeLinear/DequantizeLinear
+/// nodes around an fp32 MatMul.
+public func onnxModel(_ model: MixerModel, settings: [String: LayerSetting] = [:]) throws -> Data {
   let cfg = model.config
   guard cfg.task == .classification else {
     throw ONNXExportError("ONNX export covers classification models; this checkpoint is \(cfg.task.rawValue)")
@@ -191,38 +225,57 @@ public func onnxModel(_ model: MixerModel) throws -> Data {
     throw ONNXExportError("ONNX export covers the paper's mixer blocks; this model has \(other.rawValue) blocks")
   }
   let p = cfg.patch, s = cfg.tokens, c = cfg.hidden
+  let int8Count = cfg.productLayers.filter { settings[$0.name]?.precision == .int8 }.count
   var g = ONNXGraph()
 
   // stem: [B, H, W, 3] → [B, gh, P, gw, P, 3] → [B, gh, gw, P, P, 3] → [B, S, P·P·3]
   let grid = g.node("Reshape", ["images", g.int64s([-1, cfg.gridHeight, p, cfg.gridWidth, p, 3])])
   let swapped = g.node("Transpose", [grid], attributes: [("perm", .ints([0, 1, 3, 2, 4, 5]))])
   let patches = g.node("Reshape", [swapped, g.int64s([-1, s, cfg.patchLength])])
-  let stemKernel = g.node("Reshape", [g.parameter(model, "stem/kernel"), g.int64s([cfg.patchLength, c])])
-  var x = g.node("Add", [g.node("MatMul", [patches, stemKernel]), g.parameter(model, "stem/bias")], output: "stem_out")
+  let layers = Dictionary(uniqueKeysWithValues: cfg.productLayers.map { ($0.name, $0) })
+  /// inp · W + b for the product `scope`: fp32, or int8 in the QDQ form.
+  func dense(_ g: inout ONNXGraph, _ inp: String, _ scope: String, output: String? = nil) throws -> String {
+    let layer = layers[scope]!
+    let kernel: String, input: String
+    if let setting = settings[scope], setting.precision == .int8 {
+      guard let quantization = setting.input else {
+        throw ONNXExportError("layer \(scope) is int8 but has no calibrated input range (run mixer-dist quantize)")
+      }
+      let weights = setting.weights ?? QuantizedWeights(
+        model.parameters.pointer + model.table.offset(scope + "/kernel"), inputs: layer.inputs, outputs: layer.outputs)
+      input = g.quantizeDequantize(inp, scope, quantization)
+      kernel = g.dequantizedKernel(scope, weights, inputs: layer.inputs, outputs: layer.outputs)
+    } else {
+      input = inp
+      let stored = g.parameter(model, scope + "/kernel")
+      // the stem's kernel is stored [P, P, 3, C]
+      kernel = model.table[stored]!.shape.count == 2 ? stored : g.node("Reshape", [stored, g.int64s([layer.inputs, layer.outputs])])
+    }
+    return g.node("Add", [g.node("MatMul", [input, kernel]), g.parameter(model, scope + "/bias")], output: output)
+  }
+  var x = try dense(&g, patches, "stem", output: "stem_out")
 
   func layerNorm(_ g: inout ONNXGraph, _ inp: String, _ scope: String) -> String {
     g.node(
       "LayerNormalization", [inp, g.parameter(model, scope + "/scale"), g.parameter(model, scope + "/bias")],
       attributes: [("axis", .int(-1)), ("epsilon", .float(cfg.layerNormEpsilon))])
   }
-  func dense(_ g: inout ONNXGraph, _ inp: String, _ scope: String) -> String {
-    g.node("Add", [g.node("MatMul", [inp, g.parameter(model, scope + "/kernel")]), g.parameter(model, scope + "/bias")])
-  }
   for i in 0..<cfg.blocks {
     let block = "MixerBlock_\(i)"
     let y = g.node("Transpose", [layerNorm(&g, x, block + "/LayerNorm_0")], attributes: [("perm", .ints([0, 2, 1]))])
-    let hidden = g.gelu(dense(&g, y, block + "/token_mixing/Dense_0"), kind: cfg.gelu)
-    let token = g.node("Transpose", [dense(&g, hidden, block + "/token_mixing/Dense_1")], attributes: [("perm", .ints([0, 2, 1]))])
+    let hidden = g.gelu(try dense(&g, y, block + "/token_mixing/Dense_0"), kind: cfg.gelu)
+    let token = g.node("Transpose", [try dense(&g, hidden, block + "/token_mixing/Dense_1")], attributes: [("perm", .ints([0, 2, 1]))])
     x = g.node("Add", [x, token], output: "\(block)_mid")
-    let channelHidden = g.gelu(dense(&g, layerNorm(&g, x, block + "/LayerNorm_1"), block + "/channel_mixing/Dense_0"), kind: cfg.gelu)
-    x = g.node("Add", [x, dense(&g, channelHidden, block + "/channel_mixing/Dense_1")], output: "\(block)_out")
+    let channelHidden = g.gelu(try dense(&g, layerNorm(&g, x, block + "/LayerNorm_1"), block + "/channel_mixing/Dense_0"), kind: cfg.gelu)
+    x = g.node("Add", [x, try dense(&g, channelHidden, block + "/channel_mixing/Dense_1")], output: "\(block)_out")
   }
   let pooled = g.node(
     "ReduceMean", [layerNorm(&g, x, "pre_head_layer_norm")], attributes: [("axes", .ints([1])), ("keepdims", .int(0))])
-  g.node("Add", [g.node("MatMul", [pooled, g.parameter(model, "head/kernel")]), g.parameter(model, "head/bias")], output: "logits")
+  _ = try dense(&g, pooled, "head", output: "logits")
   return g.model(
     inputs: [ONNXGraph.valueInfo("images", dims: [nil, cfg.imageHeight, cfg.imageWidth, 3])],
     outputs: [ONNXGraph.valueInfo("logits", dims: [nil, cfg.classes])],
     docString: "MLP-Mixer (\(cfg.blocks) blocks, patch \(p), C \(c), \(cfg.classes) classes, \(cfg.gelu.rawValue) GELU) "
-      + "exported by mixer-dist; input: NHWC pixels as the model was trained on them, output: logits")
+      + "exported by mixer-dist; input: NHWC pixels as the model was trained on them, output: logits"
+      + (int8Count > 0 ? "; \(int8Count) of \(cfg.productLayers.count) products int8 (QDQ), the others fp32" : ""))
 }

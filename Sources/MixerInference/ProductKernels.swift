@@ -6,10 +6,12 @@
 //   fp32  OpenBLAS sgemm on the model's own parameters
 //   bf16  weights rounded to bfloat16 once; X rounded per call; oneDNN matmul, fp32 accumulate
 //   int8  weights s8 with one scale per output column (absmax/127); X quantized per call to u8
-//         with the layer's calibrated scale and zero point; oneDNN u8s8s32 (exact int32 sums);
-//         out = s_x · s_w[n] · (Σ_k q_x·q_w − z_x · Σ_k q_w[k, n]) + bias[n]
-// The zero point is applied through the column sums of the int8 weights (exact integers), so
-// the GEMM itself runs with a zero offset.
+//         with the layer's calibrated scale and zero point; a oneDNN int8 matmul primitive per
+//         row count (`Int8Matmul`: AMX or VNNI brgemm, weights reordered once, exact int32 sums):
+//         out = s_x · s_w[n] · Σ_k (q_x − z_x)·q_w + bias[n]
+//         The plan can also hand an int8 layer its input already quantized (from LayerNorm or from
+//         the previous product) and ask for its output as the next layer's u8 input, GELU applied
+//         (`runQuantized`), so an MLP's hidden activation never exists in fp32.
 
 import MixerKernels
 
@@ -59,12 +61,10 @@ public struct QuantizedWeights: Sendable {
 final class KernelScratch {
   var bf16: [UInt16] = []
   var u8: [UInt8] = []
-  var i32: [Int32] = []
 
-  func reserve(elements inputCount: Int, outputs outputCount: Int) {
+  func reserve(elements inputCount: Int) {
     if bf16.count < inputCount { bf16 = [UInt16](repeating: 0, count: inputCount) }
     if u8.count < inputCount { u8 = [UInt8](repeating: 0, count: inputCount) }
-    if i32.count < outputCount { i32 = [Int32](repeating: 0, count: outputCount) }
   }
 }
 
@@ -129,53 +129,88 @@ final class BF16Product: ProductKernel {
   }
 }
 
-/// oneDNN u8·s8 → s32 GEMM with per-output-channel weight scales and a calibrated input range.
+/// An int8 product: per-output-channel weight scales, a calibrated input range, oneDNN int8
+/// matmul primitives (one per row count and epilogue, made on first use).
 final class Int8Product: ProductKernel {
   let weights: QuantizedWeights
-  let columnSums: [Int32]
   let bias: [Float]
   let input: ActivationQuantization
   let inputs: Int, outputs: Int
   var precision: Precision { .int8 }
+  /// s_x · s_w[n]
+  private let scales: [Float]
+  private struct Key: Hashable {
+    let rows: Int
+    let epilogue: Int8MatmulEpilogue
+  }
+  private var matmuls: [Key: Int8Matmul] = [:]
 
   init(weights: QuantizedWeights, bias: [Float], input: ActivationQuantization, inputs: Int, outputs: Int) {
-    var sums = [Int32](repeating: 0, count: outputs)
-    for r in 0..<inputs { for j in 0..<outputs { sums[j] += Int32(weights.values[r * outputs + j]) } }
-    (self.weights, self.columnSums, self.bias, self.input) = (weights, sums, bias, input)
+    (self.weights, self.bias, self.input) = (weights, bias, input)
     (self.inputs, self.outputs) = (inputs, outputs)
+    scales = weights.scales.map { $0 * input.scale }
+  }
+
+  /// The primitive for `rows` rows and this epilogue (created once).
+  func matmul(rows m: Int, _ epilogue: Int8MatmulEpilogue) -> Int8Matmul {
+    let key = Key(rows: m, epilogue: epilogue)
+    if let cached = matmuls[key] { return cached }
+    let made = weights.values.withUnsafeBufferPointer {
+      Int8Matmul(
+        m: m, n: outputs, k: inputs, srcZeroPoint: input.zeroPoint, weights: $0.baseAddress!, scales: scales, bias: bias,
+        epilogue: epilogue)
+    }
+    matmuls[key] = made
+    return made
   }
 
   func run(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, transposed: Bool, rows m: Int, scratch: KernelScratch) {
-    let n = outputs, count = m * inputs
     scratch.u8.withUnsafeMutableBufferPointer { q in
-      scratch.i32.withUnsafeMutableBufferPointer { acc in
-        quantizeU8(q.baseAddress!, x, count: count, input)
-        weights.values.withUnsafeBufferPointer { w in
-          gemmU8S8S32(
-            transposed ? .transpose : .none, .none, m: m, n: n, k: inputs, a: q.baseAddress!,
-            lda: transposed ? m : inputs, b: w.baseAddress!, ldb: n, c: acc.baseAddress!, ldc: n)
-        }
-        let zero = Int32(input.zeroPoint), scale = input.scale
-        weights.scales.withUnsafeBufferPointer { ws in
-          columnSums.withUnsafeBufferPointer { sums in
-            bias.withUnsafeBufferPointer { b in
-              for r in 0..<m {
-                let a = acc.baseAddress! + r * n, o = out + r * n
-                for j in 0..<n { o[j] = scale * ws[j] * Float(a[j] &- zero &* sums[j]) + b[j] }
-              }
-            }
-          }
-        }
+      if transposed {
+        quantizeU8Transposed(q.baseAddress!, x, rows: m, cols: inputs, input)
+      } else {
+        quantizeU8(q.baseAddress!, x, count: m * inputs, input)
       }
+      runQuantized(dst: UnsafeMutableRawPointer(out), q: q.baseAddress!, rows: m, epilogue: .float)
     }
+  }
+
+  /// The product on an input already quantized with `input` (`q` `[M×K]` u8), writing what
+  /// `epilogue` says into `dst` (`[M×N]`, fp32 or u8).
+  func runQuantized(dst: UnsafeMutableRawPointer, q: UnsafePointer<UInt8>, rows m: Int, epilogue: Int8MatmulEpilogue) {
+    matmul(rows: m, epilogue).run(src: q, dst: dst)
+  }
+
+  /// The epilogue that writes this layer's quantized input from the previous product, GELU applied.
+  func inputEpilogue(gelu: GELUKind) -> Int8MatmulEpilogue {
+    .u8(scale: input.scale, zeroPoint: input.zeroPoint, gelu: gelu)
   }
 }
 
 /// q[i] = clamp(round(x[i] / scale) + zeroPoint, 0, 255) (a plain loop the compiler vectorises)
 func quantizeU8(_ q: UnsafeMutablePointer<UInt8>, _ x: UnsafePointer<Float>, count: Int, _ p: ActivationQuantization) {
-  let inverse = 1 / p.scale, zero = Float(p.zeroPoint)
-  for i in 0..<count {
-    let v = (x[i] * inverse + zero).rounded(.toNearestOrEven)
-    q[i] = UInt8(Int32(min(255, max(0, v))))
+  KernelProfile.measure("quantize u8") {
+    let inverse = 1 / p.scale, zero = Float(p.zeroPoint)
+    for i in 0..<count {
+      let v = (x[i] * inverse + zero).rounded(.toNearestOrEven)
+      q[i] = UInt8(Int32(min(255, max(0, v))))
+    }
+  }
+}
+
+/// q[r, t] = quantized x[t, r]: x stored `[cols, rows]`, q `[rows, cols]` (the token-mixing input
+/// read transposed).
+func quantizeU8Transposed(
+  _ q: UnsafeMutablePointer<UInt8>, _ x: UnsafePointer<Float>, rows: Int, cols: Int, _ p: ActivationQuantization
+) {
+  KernelProfile.measure("quantize u8 transposed") {
+    let inverse = 1 / p.scale, zero = Float(p.zeroPoint)
+    for t in 0..<cols {
+      let xt = x + t * rows
+      for r in 0..<rows {
+        let v = (xt[r] * inverse + zero).rounded(.toNearestOrEven)
+        q[r * cols + t] = UInt8(Int32(min(255, max(0, v))))
+      }
+    }
   }
 }

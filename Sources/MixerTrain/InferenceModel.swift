@@ -2,7 +2,7 @@
 // plan its precision asks for. An fp32 checkpoint runs the training forward (every model kind and
 // task), or with `--precision bf16|int8` the plan (int8 needs calibrated ranges: a quantized
 // checkpoint). A quantized checkpoint runs its own per-layer precisions, or every layer in the
-// one `--precision` names.
+// one `--precision` names. `exportONNX` writes either kind as ONNX (a quantized one in QDQ form).
 
 import Foundation
 import MixerCheckpoint
@@ -49,4 +49,22 @@ public func loadInferenceModel(_ path: String, precision: Precision?) throws -> 
   let loaded = try loadModel(path)
   guard let precision, precision != .fp32 else { return InferenceModel(loaded: loaded, plan: nil) }
   return InferenceModel(loaded: loaded, plan: try InferencePlan(model: loaded.model, precision: precision))
+}
+
+/// The ONNX model of `path` (anything `loadModel` reads, or a quantized checkpoint folder): fp32,
+/// or for a quantized checkpoint its int8 products as QuantizeLinear/DequantizeLinear nodes and
+/// its other products fp32. Returns the file's bytes, the model's config and a one-line summary of
+/// the products ("fp32", "16 of 18 products int8 (QDQ), 2 fp32").
+public func exportONNX(_ path: String) throws -> (data: Data, config: MixerConfig, products: String) {
+  let url = URL(fileURLWithPath: path)
+  guard isQuantizedCheckpoint(url) else {
+    let model = try loadModel(path).model
+    return (try onnxModel(model), model.config, "fp32")
+  }
+  let quantized = try readQuantizedCheckpoint(url, config: TrainConfig.self)
+  let config = quantized.model.config
+  let int8 = config.productLayers.filter { quantized.settings[$0.name]?.precision == .int8 }.count
+  let others = config.productLayers.count - int8
+  let products = "\(int8) of \(config.productLayers.count) products int8 (QDQ)" + (others > 0 ? ", \(others) fp32" : "")
+  return (try onnxModel(quantized.model, settings: quantized.settings), config, products)
 }

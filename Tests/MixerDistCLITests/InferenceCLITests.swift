@@ -1,6 +1,6 @@
 // Inference precision, quantization and ONNX export through the binary: `quantize` writes a
-// checkpoint with the sensitivity table, `eval`/`predict`/`bench --inference` load it, fp32 and
-// bf16 run on a plain checkpoint, and each bad input is a one-line error saying what to do (int8
+// checkpoint with the sensitivity table, `eval`/`predict`/`bench --inference` load it and `export
+// --format onnx` writes it as QDQ ONNX, fp32 and bf16 run on a plain checkpoint, and each bad input is a one-line error saying what to do (int8
 // without ranges, a quantized checkpoint given to train, a CPU without VNNI via
 // DNNL_MAX_CPU_ISA). About 15 s.
 
@@ -90,5 +90,20 @@ final class InferenceCLITests: XCTestCase {
     try requirePython(["onnx"])
     let check = try runPython(["-c", "import onnx, sys; onnx.checker.check_model(sys.argv[1], full_check=True); print('ok')", onnx.path])
     XCTAssertEqual(check.status, 0, check.errors)
+
+    // a quantized checkpoint exports as QDQ ONNX; as .npz it is still refused in one line
+    let quantized = dir.appendingPathComponent("q")
+    let q = try mixerDist(["quantize", ck.path, "--samples", "16", "--output", quantized.path, "--threads", "1"])
+    XCTAssertEqual(q.status, 0, q.stderr)
+    let int8 = dir.appendingPathComponent("model-int8.onnx")
+    let exportInt8 = try mixerDist(["export", quantized.path, "--format", "onnx", "--output", int8.path])
+    XCTAssertEqual(exportInt8.status, 0, exportInt8.stderr)
+    XCTAssertTrue(exportInt8.stdout.contains("products int8 (QDQ)"), exportInt8.stdout)
+    let checkInt8 = try runPython(["-c", "import onnx, sys; onnx.checker.check_model(sys.argv[1], full_check=True); print('ok')", int8.path])
+    XCTAssertEqual(checkInt8.status, 0, checkInt8.errors)
+    let npz = try mixerDist(["export", quantized.path, "--output", dir.appendingPathComponent("q.npz").path])
+    XCTAssertNotEqual(npz.status, 0)
+    XCTAssertTrue(npz.stderr.contains("is a quantized checkpoint") && npz.stderr.contains("export to .npz need"), npz.stderr)
+    XCTAssertEqual(npz.stderr.split(separator: "\n").filter { $0.contains("error") }.count, 1, npz.stderr)
   }
 }

@@ -104,7 +104,7 @@ final class InferencePlanTests: XCTestCase {
     var rng = CounterRNG(seed: 9)
     let x = (0..<(m * k)).map { _ in rng.uniform() * 6 - 3 }
     let scratch = KernelScratch()
-    scratch.reserve(elements: m * k, outputs: m * n)
+    scratch.reserve(elements: m * k)
     var out = [Float](repeating: .nan, count: m * n)
     x.withUnsafeBufferPointer { xp in
       out.withUnsafeMutableBufferPointer { kernel.run(out: $0.baseAddress!, x: xp.baseAddress!, transposed: false, rows: m, scratch: scratch) }
@@ -121,5 +121,83 @@ final class InferencePlanTests: XCTestCase {
       }
     }
     assertClose(out, expected, relative: 1e-6, absolute: 1e-6, "int8 product against integer loops")
+
+    // the same input stored transposed [K×M] (the token-mixing read) gives the same output
+    var xT = [Float](repeating: 0, count: m * k)
+    for r in 0..<m { for t in 0..<k { xT[t * m + r] = x[r * k + t] } }
+    var outT = [Float](repeating: .nan, count: m * n)
+    xT.withUnsafeBufferPointer { xp in
+      outT.withUnsafeMutableBufferPointer { kernel.run(out: $0.baseAddress!, x: xp.baseAddress!, transposed: true, rows: m, scratch: scratch) }
+    }
+    XCTAssertEqual(outT, out, "int8 product on the transposed input")
+  }
+
+  /// The fused epilogue (bias, GELU, requantized to the next layer's u8 input inside the product)
+  /// against the fp32 product, GELU and `quantizeU8`: every value within one quantization step,
+  /// and most exactly equal (only values next to a rounding boundary may differ).
+  func testInt8GELUQuantizedEpilogue() throws {
+    let (model, images) = try smallModel()
+    let layer = model.config.productLayers[3]  // MixerBlock_0/channel_mixing/Dense_0
+    let ranges = try calibrate(model: model, images: images, count: 6, method: .minMax)
+    let (m, k, n) = (7, layer.inputs, layer.outputs)
+    let weights = QuantizedWeights(model.parameters.pointer + model.table.offset(layer.name + "/kernel"), inputs: k, outputs: n)
+    let kernel = Int8Product(
+      weights: weights, bias: model.parameter(layer.name + "/bias")!, input: ranges[layer.name]!, inputs: k, outputs: n)
+    let next = ActivationQuantization(low: -0.2, high: 2.5)
+    var rng = CounterRNG(seed: 11)
+    let x = (0..<(m * k)).map { _ in rng.uniform() * 6 - 3 }
+    var q = [UInt8](repeating: 0, count: m * k)
+    q.withUnsafeMutableBufferPointer { quantizeU8($0.baseAddress!, x, count: m * k, kernel.input) }
+    for gelu in GELUKind.allCases {
+      var fused = [UInt8](repeating: 0, count: m * n), reference = [UInt8](repeating: 0, count: m * n)
+      var out = [Float](repeating: 0, count: m * n)
+      fused.withUnsafeMutableBytes { f in
+        kernel.runQuantized(dst: f.baseAddress!, q: q, rows: m, epilogue: .u8(scale: next.scale, zeroPoint: next.zeroPoint, gelu: gelu))
+      }
+      out.withUnsafeMutableBufferPointer { o in
+        kernel.runQuantized(dst: UnsafeMutableRawPointer(o.baseAddress!), q: q, rows: m, epilogue: .float)
+        geluForward(out: o.baseAddress!, inp: o.baseAddress!, count: m * n, kind: gelu)
+        reference.withUnsafeMutableBufferPointer { quantizeU8($0.baseAddress!, o.baseAddress!, count: m * n, next) }
+      }
+      let differences = zip(fused, reference).map { abs(Int($0) - Int($1)) }
+      let worst = differences.enumerated().max { $0.element < $1.element }!
+      XCTAssertLessThanOrEqual(worst.element, 1, "\(gelu) GELU: max difference \(worst.element) at index \(worst.offset)")
+      XCTAssertLessThan(differences.filter { $0 != 0 }.count, m * n / 20, "\(gelu) GELU: too many values one step off")
+      XCTAssertGreaterThan(Set(fused).count, 20, "\(gelu) GELU: the output should spread over the u8 range")
+    }
+  }
+
+  /// LayerNorm fused with quantization against `layerNormForward` then `quantizeU8`, in both
+  /// layouts (the transposed one puts x row s·B + b, channel c at [b·C + c, s]).
+  func testLayerNormQuantizeMatchesLayerNormThenQuantize() throws {
+    let (s, b, c) = (19, 3, 40)
+    var rng = CounterRNG(seed: 12)
+    let x = (0..<(s * b * c)).map { _ in rng.uniform() * 8 - 4 }
+    let weight = (0..<c).map { _ in 0.5 + rng.uniform() }, bias = (0..<c).map { _ in rng.uniform() - 0.5 }
+    let p = ActivationQuantization(low: -2.5, high: 3)
+    var y = [Float](repeating: 0, count: s * b * c), mean = [Float](repeating: 0, count: s * b), rstd = mean
+    layerNormForward(out: &y, mean: &mean, rstd: &rstd, inp: x, weight: weight, bias: bias, rows: s * b, channels: c, epsilon: 1e-6)
+    var reference = [UInt8](repeating: 0, count: s * b * c)
+    reference.withUnsafeMutableBufferPointer { quantizeU8($0.baseAddress!, y, count: s * b * c, p) }
+    for layout in [QuantizedLayout.rows, .transposed(tokens: s, batch: b)] {
+      var q = [UInt8](repeating: 0, count: s * b * c)
+      layerNormQuantizeForward(
+        q: &q, inp: x, weight: weight, bias: bias, rows: s * b, channels: c, epsilon: 1e-6, quantization: p, layout: layout)
+      var off = 0, worst = 0
+      for token in 0..<s {
+        for image in 0..<b {
+          for channel in 0..<c {
+            let expected = Int(reference[(token * b + image) * c + channel])
+            let index: Int
+            if case .rows = layout { index = (token * b + image) * c + channel } else { index = (image * c + channel) * s + token }
+            let d = abs(Int(q[index]) - expected)
+            worst = max(worst, d)
+            if d != 0 { off += 1 }
+          }
+        }
+      }
+      XCTAssertLessThanOrEqual(worst, 1, "\(layout): max difference \(worst)")
+      XCTAssertLessThan(off, s * b * c / 50, "\(layout): \(off) values one step off")
+    }
   }
 }
