@@ -92,6 +92,8 @@ final class PlanBuffers {
   /// u8 inputs of the fused int8 MLPs: the LayerNorm output `[S·B, C]` or `[B·C, S]`, and the
   /// hidden activation `[B·C, D_S]` or `[S·B, D_C]`
   let quantizedInput, quantizedHidden: UnsafeMutablePointer<UInt8>
+  /// staging of `layerNormQuantizeForward`
+  let normStaging: UnsafeMutablePointer<Float>
   private let arena: FloatArena
 
   init(config cfg: MixerConfig, batch b: Int) {
@@ -106,10 +108,12 @@ final class PlanBuffers {
       b * c,  // pooled [B, C]
       b * cfg.classes,  // logits [B, K]
       sb, sb,  // LayerNorm mean, rstd
+      layerNormQuantizeStaging(channels: c),
     ])
     batch = b
     (patches, x, y, hidden, tokenOut) = (arena[0], arena[1], arena[2], arena[3], arena[4])
     (pooled, logits, mean, rstd) = (arena[5], arena[6], arena[7], arena[8])
+    normStaging = arena[9]
     quantizedInput = .allocate(capacity: sb * c)
     quantizedHidden = .allocate(capacity: hiddenCount)
   }
@@ -215,7 +219,7 @@ public final class InferencePlan {
         return false
       }
       layerNormQuantizeForward(
-        q: buffers.quantizedInput, inp: buffers.x, weight: w + model.table.offset(scope + "/scale"),
+        q: buffers.quantizedInput, staging: buffers.normStaging, inp: buffers.x, weight: w + model.table.offset(scope + "/scale"),
         bias: w + model.table.offset(scope + "/bias"), rows: sb, channels: c, epsilon: cfg.layerNormEpsilon,
         quantization: dense0.input, layout: layout)
       dense0.runQuantized(

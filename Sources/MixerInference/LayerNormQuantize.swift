@@ -17,9 +17,14 @@ enum QuantizedLayout {
   case transposed(tokens: Int, batch: Int)
 }
 
-/// q = quantize(LayerNorm(inp)); inp `[rows, C]`, weight and bias `[C]`, q as `layout` says.
+/// Floats of staging `layerNormQuantizeForward` needs for C channels (the folded affine
+/// parameters and 16 quantized rows).
+func layerNormQuantizeStaging(channels c: Int) -> Int { 2 * c + 4 * c }
+
+/// q = quantize(LayerNorm(inp)); inp `[rows, C]`, weight and bias `[C]`, q as `layout` says;
+/// `staging` holds `layerNormQuantizeStaging(channels:)` floats (overwritten).
 func layerNormQuantizeForward(
-  q: UnsafeMutablePointer<UInt8>,
+  q: UnsafeMutablePointer<UInt8>, staging: UnsafeMutablePointer<Float>,
   inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
   rows: Int, channels c: Int, epsilon: Float, quantization p: ActivationQuantization, layout: QuantizedLayout
 ) {
@@ -29,13 +34,8 @@ func layerNormQuantizeForward(
     let inverse = 1 / p.scale, zero = Float(p.zeroPoint)
     let tile = 16
     // the affine part folded with the quantization: q = round(x̂·w' + b'), w' = w/scale, b' = b/scale + z
-    let w = UnsafeMutablePointer<Float>.allocate(capacity: 2 * c)
-    let staged = UnsafeMutablePointer<UInt8>.allocate(capacity: tile * c)
-    defer {
-      w.deallocate()
-      staged.deallocate()
-    }
-    let b = w + c
+    let w = staging, b = staging + c
+    let staged = UnsafeMutableRawPointer(staging + 2 * c).bindMemory(to: UInt8.self, capacity: tile * c)  // [16, C] u8
     for i in 0..<c {
       w[i] = weight[i] * inverse
       b[i] = bias[i] * inverse + zero

@@ -181,8 +181,9 @@ final class InferencePlanTests: XCTestCase {
     reference.withUnsafeMutableBufferPointer { quantizeU8($0.baseAddress!, y, count: s * b * c, p) }
     for layout in [QuantizedLayout.rows, .transposed(tokens: s, batch: b)] {
       var q = [UInt8](repeating: 0, count: s * b * c)
+      var staging = [Float](repeating: 0, count: layerNormQuantizeStaging(channels: c))
       layerNormQuantizeForward(
-        q: &q, inp: x, weight: weight, bias: bias, rows: s * b, channels: c, epsilon: 1e-6, quantization: p, layout: layout)
+        q: &q, staging: &staging, inp: x, weight: weight, bias: bias, rows: s * b, channels: c, epsilon: 1e-6, quantization: p, layout: layout)
       var off = 0, worst = 0
       for token in 0..<s {
         for image in 0..<b {
