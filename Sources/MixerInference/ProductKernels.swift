@@ -4,7 +4,8 @@
 // reads the token-major LayerNorm output `[S, B·C]` this way). Weights are prepared once, when
 // the plan is built:
 //   fp32  OpenBLAS sgemm on the model's own parameters
-//   bf16  weights rounded to bfloat16 once; X rounded per call; oneDNN matmul, fp32 accumulate
+//   bf16  weights rounded to bfloat16 and reordered once (`BF16Matmul`); X rounded per call;
+//         oneDNN matmul, fp32 accumulation, the bias in the kernel
 //   int8  weights s8 with one scale per output column (absmax/127); X quantized per call to u8
 //         with the layer's calibrated scale and zero point; a oneDNN int8 matmul primitive per
 //         row count (`Int8Matmul`: AMX or VNNI brgemm, weights reordered once, exact int32 sums):
@@ -102,29 +103,50 @@ final class FP32Product: ProductKernel {
   }
 }
 
-/// oneDNN bf16 matmul: weights rounded once, activations per call, fp32 accumulation.
+/// oneDNN bf16 matmul: weights rounded and reordered once per row count (`BF16Matmul`), the
+/// activations rounded per call (and transposed in the same pass when stored `[K×M]`, since a
+/// transposed source sends oneDNN to a slower kernel), fp32 accumulation, the bias in the kernel.
 final class BF16Product: ProductKernel {
-  let weight: [UInt16]
+  let weight: UnsafePointer<Float>
   let bias: [Float]
   let inputs: Int, outputs: Int
   var precision: Precision { .bf16 }
+  /// one primitive per row count (batch sizes differ between calls), made on first use
+  private var matmuls: [Int: BF16Matmul] = [:]
 
   init(weight: UnsafePointer<Float>, bias: [Float], inputs: Int, outputs: Int) {
-    var w = [UInt16](repeating: 0, count: inputs * outputs)
-    w.withUnsafeMutableBufferPointer { convertToBF16(weight, $0.baseAddress!, count: inputs * outputs) }
-    (self.weight, self.bias, self.inputs, self.outputs) = (w, bias, inputs, outputs)
+    (self.weight, self.bias, self.inputs, self.outputs) = (weight, bias, inputs, outputs)
   }
 
   func run(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, transposed: Bool, rows m: Int, scratch: KernelScratch) {
-    let count = m * inputs
-    scratch.bf16.withUnsafeMutableBufferPointer { xb in
-      convertToBF16(x, xb.baseAddress!, count: count)
-      bias.withUnsafeBufferPointer { fillRows(out, bias: $0.baseAddress!, rows: m, cols: outputs) }
-      weight.withUnsafeBufferPointer { w in
-        matmulBF16(
-          transposed ? .transpose : .none, .none, m: m, n: outputs, k: inputs, a: xb.baseAddress!,
-          lda: transposed ? m : inputs, b: w.baseAddress!, ldb: outputs, beta: 1, c: out, ldc: outputs)
+    let matmul: BF16Matmul
+    if let cached = matmuls[m] {
+      matmul = cached
+    } else {
+      matmul = bias.withUnsafeBufferPointer {
+        BF16Matmul(m: m, n: outputs, k: inputs, weights: weight, bias: $0.baseAddress!)
       }
+      matmuls[m] = matmul
+    }
+    let k = inputs
+    scratch.bf16.withUnsafeMutableBufferPointer { xb in
+      let dst = xb.baseAddress!
+      if transposed {
+        // x is [K×M]: dst[i, kk] = bf16(x[kk, i]), in tiles so both sides stay in cache
+        KernelProfile.measure("bf16 round transposed input") {
+          let tile = 64
+          for i0 in stride(from: 0, to: m, by: tile) {
+            for k0 in stride(from: 0, to: k, by: tile) {
+              for i in i0..<min(m, i0 + tile) {
+                for kk in k0..<min(k, k0 + tile) { dst[i * k + kk] = bf16Bits(x[kk * m + i]) }
+              }
+            }
+          }
+        }
+      } else {
+        KernelProfile.measure("bf16 round input") { convertToBF16(x, dst, count: m * k) }
+      }
+      matmul.run(src: dst, dst: out)
     }
   }
 }

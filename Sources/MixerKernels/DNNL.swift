@@ -505,3 +505,117 @@ public final class Int8Matmul {
     }
   }
 }
+
+// MARK: - bf16 matmul primitive with prepared weights (inference)
+//
+// `BF16Matmul` is one bf16 product of the inference plan, `dst[M×N] = src[M×K] · W[K×N] + bias`
+// (src bf16 row-major, dst fp32 overwritten), as a cached oneDNN matmul primitive whose weights
+// were rounded to bf16 and reordered once, at creation, into the layout its kernel wants (AMX
+// brgemm here): `matmulBF16` takes plain weights, which oneDNN repacks on every call.
+
+/// One bf16 product with its weights prepared once, for a fixed row count.
+public final class BF16Matmul {
+  public let m: Int, n: Int, k: Int
+  /// oneDNN's name for the kernel it chose, e.g. `brg:avx512_core_amx_bf16`
+  public let implementation: String
+  private let primitive: dnnl_primitive_t
+  private let srcMemory: dnnl_memory_t, weightsMemory: dnnl_memory_t, biasMemory: dnnl_memory_t, dstMemory: dnnl_memory_t
+  private var args: [dnnl_exec_arg_t]
+  private let weightBuffer: UnsafeMutableRawPointer
+  private let biasBuffer: UnsafeMutablePointer<Float>
+  private let profileName: String
+
+  /// `weights` `[K×N]` fp32 row-major (rounded to bf16 here); `bias` `[N]`.
+  public init(m: Int, n: Int, k: Int, weights w: UnsafePointer<Float>, bias: UnsafePointer<Float>) {
+    (self.m, self.n, self.k) = (m, n, k)
+    func plain(_ rows: Int, _ cols: Int, _ type: dnnl_data_type_t, tag: dnnl_format_tag_t = dnnl_ab) -> dnnl_memory_desc_t {
+      var md = dnnl_memory_desc_t()
+      var dims: dnnl_dims_t = (dnnl_dim_t(rows), dnnl_dim_t(cols), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+      let status = withUnsafePointer(to: &dims) {
+        $0.withMemoryRebound(to: dnnl_dim_t.self, capacity: 12) { dnnl_memory_desc_init_by_tag(&md, 2, $0, type, tag) }
+      }
+      DNNL.check(status, "memory_desc_init_by_tag")
+      return md
+    }
+    var srcDesc = plain(m, k, dnnl_bf16)
+    var anyWeights = plain(k, n, dnnl_bf16, tag: dnnl_format_tag_any)
+    var plainWeights = plain(k, n, dnnl_bf16)
+    var biasDesc = plain(1, n, dnnl_f32)
+    var dstDesc = plain(m, n, dnnl_f32)
+    var op = dnnl_matmul_desc_t()
+    DNNL.check(dnnl_matmul_desc_init(&op, &srcDesc, &anyWeights, &biasDesc, &dstDesc), "matmul_desc_init (bf16)")
+    var pd: dnnl_primitive_desc_t?
+    DNNL.check(dnnl_primitive_desc_create(&pd, &op, nil, DNNL.engine, nil), "primitive_desc_create (matmul bf16)")
+    defer { dnnl_primitive_desc_destroy(pd) }
+    var info: UnsafePointer<CChar>?
+    _ = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info)
+    implementation = info.map { String(cString: $0) } ?? "unknown"
+    var prim: dnnl_primitive_t?
+    DNNL.check(dnnl_primitive_create(&prim, pd), "primitive_create (matmul bf16)")
+    primitive = prim!
+
+    func memory(_ md: inout dnnl_memory_desc_t, _ handle: UnsafeMutableRawPointer?) -> dnnl_memory_t {
+      var mem: dnnl_memory_t?
+      DNNL.check(dnnl_memory_create(&mem, &md, DNNL.engine, handle), "memory_create")
+      return mem!
+    }
+    // the weights rounded to bf16, then reordered once into the kernel's layout
+    let rounded = UnsafeMutablePointer<UInt16>.allocate(capacity: max(1, k * n))
+    defer { rounded.deallocate() }
+    convertToBF16(w, rounded, count: k * n)
+    var packedDesc = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)!.pointee
+    weightBuffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, dnnl_memory_desc_get_size(&packedDesc)), alignment: 64)
+    let plainMemory = memory(&plainWeights, UnsafeMutableRawPointer(rounded))
+    defer { dnnl_memory_destroy(plainMemory) }
+    weightsMemory = memory(&packedDesc, weightBuffer)
+    var reorderDesc: dnnl_primitive_desc_t?
+    DNNL.check(
+      dnnl_reorder_primitive_desc_create(&reorderDesc, &plainWeights, DNNL.engine, &packedDesc, DNNL.engine, nil),
+      "reorder_primitive_desc_create (bf16 weights)")
+    defer { dnnl_primitive_desc_destroy(reorderDesc) }
+    var reorder: dnnl_primitive_t?
+    DNNL.check(dnnl_primitive_create(&reorder, reorderDesc), "primitive_create (reorder)")
+    defer { dnnl_primitive_destroy(reorder) }
+    var reorderArgs = [
+      dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: plainMemory), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: weightsMemory),
+    ]
+    DNNL.lock.lock()
+    DNNL.check(dnnl_primitive_execute(reorder, DNNL.stream, 2, &reorderArgs), "primitive_execute (reorder)")
+    DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
+    DNNL.lock.unlock()
+
+    biasBuffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))
+    biasBuffer.update(from: bias, count: n)
+    srcMemory = memory(&srcDesc, nil)
+    biasMemory = memory(&biasDesc, UnsafeMutableRawPointer(biasBuffer))
+    dstMemory = memory(&dstDesc, nil)
+    args = [
+      dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: srcMemory), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: weightsMemory),
+      dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: biasMemory), dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: dstMemory),
+    ]
+    profileName = "bf16 \(m)x\(n)x\(k) prepared"
+  }
+
+  deinit {
+    for memory in [srcMemory, weightsMemory, biasMemory, dstMemory] { dnnl_memory_destroy(memory) }
+    dnnl_primitive_destroy(primitive)
+    weightBuffer.deallocate()
+    biasBuffer.deallocate()
+  }
+
+  /// `dst` `[M×N]` fp32 = `src` `[M×K]` bf16 · W + bias.
+  public func run(src a: UnsafePointer<UInt16>, dst c: UnsafeMutablePointer<Float>) {
+    DNNL.lock.lock()
+    defer { DNNL.lock.unlock() }
+    DNNL.matchThreads()
+    KernelProfile.measure(profileName, flops: 2 * Double(m) * Double(n) * Double(k)) {
+      DNNL.check(dnnl_memory_set_data_handle(srcMemory, UnsafeMutableRawPointer(mutating: a)), "set_data_handle")
+      DNNL.check(dnnl_memory_set_data_handle(dstMemory, UnsafeMutableRawPointer(c)), "set_data_handle")
+      let status = args.withUnsafeBufferPointer {
+        dnnl_primitive_execute(primitive, DNNL.stream, Int32($0.count), $0.baseAddress)
+      }
+      DNNL.check(status, "primitive_execute (matmul bf16)")
+      DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
+    }
+  }
+}

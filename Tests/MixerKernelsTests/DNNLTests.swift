@@ -35,6 +35,34 @@ final class DNNLTests: XCTestCase {
     XCTAssertEqual(vector, values.map(bf16Bits))
   }
 
+  /// The inference product with prepared weights: fp32 weights rounded to bf16 and reordered
+  /// once, bf16 input, bias added in the kernel; against the naive product of the rounded values.
+  func testPreparedBF16MatmulMatchesNaive() throws {
+    try XCTSkipUnless(DNNL.supports(.bf16), "this CPU has no AVX512-BF16 (oneDNN: \(DNNL.effectiveISA))")
+    var random = TestRandom(seed: 5)
+    for (m, n, k) in [(1, 7, 9), (33, 47, 65), (197, 64, 196)] {
+      let w = random.floats(k * n, in: -1...1), bias = random.floats(n, in: -1...1)
+      let x = random.floats(m * k, in: -2...2)
+      let matmul = BF16Matmul(m: m, n: n, k: k, weights: w, bias: bias)
+      var out = [Float](repeating: .nan, count: m * n)
+      matmul.run(src: x.map(bf16Bits), dst: &out)
+      let wr = w.map { floatFromBF16(bf16Bits($0)) }, xr = x.map { floatFromBF16(bf16Bits($0)) }
+      var expected = [Float](repeating: 0, count: m * n)
+      gemmNaive(.none, .none, m: m, n: n, k: k, a: xr, lda: k, b: wr, ldb: n, beta: 0, c: &expected, ldc: n)
+      for i in 0..<m {
+        for j in 0..<n {
+          XCTAssertEqual(
+            out[i * n + j], expected[i * n + j] + bias[j], accuracy: 1e-4 * Float(k).squareRoot() + 1e-5,
+            "\(m)x\(n)x\(k) at (\(i), \(j)) [\(matmul.implementation)]")
+        }
+      }
+      // the same primitive again gives the same bytes
+      var again = [Float](repeating: 0, count: m * n)
+      matmul.run(src: x.map(bf16Bits), dst: &again)
+      XCTAssertEqual(again, out)
+    }
+  }
+
   func testBF16MatmulMatchesNaiveOnRoundedOperands() throws {
     try XCTSkipUnless(DNNL.supports(.bf16), "this CPU has no AVX512-BF16 (oneDNN: \(DNNL.effectiveISA))")
     var random = TestRandom(seed: 3)
