@@ -359,28 +359,30 @@ public enum Int8MatmulEpilogue: Hashable, Sendable {
   case u8(scale: Float, zeroPoint: Int, gelu: GELUKind?)
 }
 
-/// One u8·s8 product `[M×K]·[K×N]` with per-column scales, a bias and an epilogue, as a cached
-/// oneDNN matmul primitive with its weights reordered once.
-public final class Int8Matmul {
-  public let m: Int, n: Int, k: Int
-  public let epilogue: Int8MatmulEpilogue
-  /// oneDNN's name for the kernel it chose, e.g. `brg:avx512_core_amx_int8`
-  public let implementation: String
+/// A matmul `dst[M×N] = src[M×K] · W[K×N] + bias[N]` as a oneDNN primitive whose weights were
+/// reordered once, at creation, into the layout its kernel wants (the int8 and bf16 inference
+/// products below); every call only swaps the source and destination pointers.
+final class PreparedMatmul {
+  let m: Int, n: Int, k: Int
+  /// oneDNN's name for the kernel it chose
+  let implementation: String
   private let primitive: dnnl_primitive_t
   private let srcMemory: dnnl_memory_t, weightsMemory: dnnl_memory_t, biasMemory: dnnl_memory_t, dstMemory: dnnl_memory_t
   private var args: [dnnl_exec_arg_t]
-  /// the reordered weights and the bias in accumulator units (owned)
+  /// the reordered weights and the bias (owned)
   private let weightBuffer: UnsafeMutableRawPointer
   private let biasBuffer: UnsafeMutablePointer<Float>
   private let profileName: String
 
-  /// `weights` `[K×N]` row-major; `scales` `[N]` (input scale · weight scale per column); `bias` `[N]`.
-  public init(
-    m: Int, n: Int, k: Int, srcZeroPoint: Int, weights w: UnsafePointer<Int8>, scales: [Float], bias: [Float],
-    epilogue: Int8MatmulEpilogue
+  /// `weights` `[K×N]` row-major of type `weightType`; `bias` `[N]` fp32; `attr` the caller's
+  /// scales, zero points and post-ops (nil: none).
+  init(
+    m: Int, n: Int, k: Int, src srcType: dnnl_data_type_t, weights weightType: dnnl_data_type_t,
+    dst dstType: dnnl_data_type_t, plainWeights w: UnsafeRawPointer, bias: [Float], attr: dnnl_primitive_attr_t?,
+    profileName: String
   ) {
-    precondition(scales.count == n && bias.count == n, "Int8Matmul: scales and bias need N values")
-    (self.m, self.n, self.k, self.epilogue) = (m, n, k, epilogue)
+    precondition(bias.count == n, "PreparedMatmul: the bias needs N values")
+    (self.m, self.n, self.k, self.profileName) = (m, n, k, profileName)
     func plain(_ rows: Int, _ cols: Int, _ type: dnnl_data_type_t, tag: dnnl_format_tag_t = dnnl_ab) -> dnnl_memory_desc_t {
       var md = dnnl_memory_desc_t()
       var dims: dnnl_dims_t = (dnnl_dim_t(rows), dnnl_dim_t(cols), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -390,188 +392,38 @@ public final class Int8Matmul {
       DNNL.check(status, "memory_desc_init_by_tag")
       return md
     }
-    var srcDesc = plain(m, k, dnnl_u8)
-    var anyWeights = plain(k, n, dnnl_s8, tag: dnnl_format_tag_any)
-    var plainWeights = plain(k, n, dnnl_s8)
-    var biasDesc = plain(1, n, dnnl_f32)
-    let dstType: dnnl_data_type_t
-    if case .u8 = epilogue { dstType = dnnl_u8 } else { dstType = dnnl_f32 }
-    var dstDesc = plain(m, n, dstType)
-    var op = dnnl_matmul_desc_t()
-    DNNL.check(dnnl_matmul_desc_init(&op, &srcDesc, &anyWeights, &biasDesc, &dstDesc), "matmul_desc_init (int8)")
-
-    var attr: dnnl_primitive_attr_t?
-    DNNL.check(dnnl_primitive_attr_create(&attr), "primitive_attr_create")
-    defer { dnnl_primitive_attr_destroy(attr) }
-    var outputScales = scales
-    var postOps: dnnl_post_ops_t?
-    DNNL.check(dnnl_post_ops_create(&postOps), "post_ops_create")
-    defer { dnnl_post_ops_destroy(postOps) }
-    switch epilogue {
-    case .float:
-      break
-    case .accumulate:
-      DNNL.check(dnnl_post_ops_append_sum(postOps, 1), "post_ops_append_sum")
-    case .u8(let scale, let zeroPoint, let gelu):
-      if let gelu {
-        let alg = gelu == .tanh ? dnnl_eltwise_gelu_tanh : dnnl_eltwise_gelu_erf
-        DNNL.check(dnnl_post_ops_append_eltwise(postOps, 1 / scale, alg, 0, 0), "post_ops_append_eltwise")
-      } else {
-        outputScales = scales.map { $0 / scale }
-      }
-      var zero = Int32(zeroPoint)
-      DNNL.check(dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_DST, 1, 0, &zero), "set_zero_points (dst)")
-    }
-    DNNL.check(dnnl_primitive_attr_set_post_ops(attr, postOps), "set_post_ops")
-    DNNL.check(dnnl_primitive_attr_set_output_scales(attr, dnnl_dim_t(n), 1 << 1, outputScales), "set_output_scales")
-    var srcZero = Int32(srcZeroPoint)
-    DNNL.check(dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_SRC, 1, 0, &srcZero), "set_zero_points (src)")
-
-    var pd: dnnl_primitive_desc_t?
-    DNNL.check(dnnl_primitive_desc_create(&pd, &op, attr, DNNL.engine, nil), "primitive_desc_create (matmul int8)")
-    defer { dnnl_primitive_desc_destroy(pd) }
-    var info: UnsafePointer<CChar>?
-    _ = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info)
-    implementation = info.map { String(cString: $0) } ?? "unknown"
-    var prim: dnnl_primitive_t?
-    DNNL.check(dnnl_primitive_create(&prim, pd), "primitive_create (matmul int8)")
-    primitive = prim!
-
-    // the weights in the kernel's layout, reordered once
-    var packedDesc = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)!.pointee
-    weightBuffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, dnnl_memory_desc_get_size(&packedDesc)), alignment: 64)
-    biasBuffer = UnsafeMutablePointer<Float>.allocate(capacity: n)
-    for j in 0..<n { biasBuffer[j] = bias[j] / scales[j] }
     func memory(_ md: inout dnnl_memory_desc_t, _ handle: UnsafeMutableRawPointer?) -> dnnl_memory_t {
       var mem: dnnl_memory_t?
       DNNL.check(dnnl_memory_create(&mem, &md, DNNL.engine, handle), "memory_create")
       return mem!
     }
+    var srcDesc = plain(m, k, srcType)
+    var anyWeights = plain(k, n, weightType, tag: dnnl_format_tag_any)
+    var plainWeights = plain(k, n, weightType)
+    var biasDesc = plain(1, n, dnnl_f32)
+    var dstDesc = plain(m, n, dstType)
+    var op = dnnl_matmul_desc_t()
+    DNNL.check(dnnl_matmul_desc_init(&op, &srcDesc, &anyWeights, &biasDesc, &dstDesc), "matmul_desc_init (\(profileName))")
+    var pd: dnnl_primitive_desc_t?
+    DNNL.check(dnnl_primitive_desc_create(&pd, &op, attr, DNNL.engine, nil), "primitive_desc_create (\(profileName))")
+    defer { dnnl_primitive_desc_destroy(pd) }
+    var info: UnsafePointer<CChar>?
+    _ = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info)
+    implementation = info.map { String(cString: $0) } ?? "unknown"
+    var prim: dnnl_primitive_t?
+    DNNL.check(dnnl_primitive_create(&prim, pd), "primitive_create (\(profileName))")
+    primitive = prim!
+
+    // the weights in the kernel's layout, reordered once
+    var packedDesc = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)!.pointee
+    weightBuffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, dnnl_memory_desc_get_size(&packedDesc)), alignment: 64)
     let plainMemory = memory(&plainWeights, UnsafeMutableRawPointer(mutating: w))
     defer { dnnl_memory_destroy(plainMemory) }
     weightsMemory = memory(&packedDesc, weightBuffer)
     var reorderDesc: dnnl_primitive_desc_t?
     DNNL.check(
       dnnl_reorder_primitive_desc_create(&reorderDesc, &plainWeights, DNNL.engine, &packedDesc, DNNL.engine, nil),
-      "reorder_primitive_desc_create (int8 weights)")
-    defer { dnnl_primitive_desc_destroy(reorderDesc) }
-    var reorder: dnnl_primitive_t?
-    DNNL.check(dnnl_primitive_create(&reorder, reorderDesc), "primitive_create (reorder)")
-    defer { dnnl_primitive_destroy(reorder) }
-    var reorderArgs = [
-      dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: plainMemory), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: weightsMemory),
-    ]
-    DNNL.lock.lock()
-    DNNL.check(dnnl_primitive_execute(reorder, DNNL.stream, 2, &reorderArgs), "primitive_execute (reorder)")
-    DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
-    DNNL.lock.unlock()
-
-    srcMemory = memory(&srcDesc, nil)
-    biasMemory = memory(&biasDesc, UnsafeMutableRawPointer(biasBuffer))
-    dstMemory = memory(&dstDesc, nil)
-    args = [
-      dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: srcMemory), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: weightsMemory),
-      dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: biasMemory), dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: dstMemory),
-    ]
-    let tail: String
-    switch epilogue {
-    case .float: tail = ""
-    case .accumulate: tail = " +="
-    case .u8(_, _, let gelu): tail = gelu == nil ? " →u8" : " gelu→u8"
-    }
-    profileName = "int8 \(m)x\(n)x\(k)\(tail)"
-  }
-
-  deinit {
-    for memory in [srcMemory, weightsMemory, biasMemory, dstMemory] { dnnl_memory_destroy(memory) }
-    dnnl_primitive_destroy(primitive)
-    weightBuffer.deallocate()
-    biasBuffer.deallocate()
-  }
-
-  /// Runs the product: `src` `[M×K]` u8, `dst` `[M×N]` fp32 or u8 as the epilogue says.
-  public func run(src a: UnsafePointer<UInt8>, dst c: UnsafeMutableRawPointer) {
-    DNNL.lock.lock()
-    defer { DNNL.lock.unlock() }
-    DNNL.matchThreads()
-    KernelProfile.measure(profileName, flops: 2 * Double(m) * Double(n) * Double(k)) {
-      DNNL.check(dnnl_memory_set_data_handle(srcMemory, UnsafeMutableRawPointer(mutating: a)), "set_data_handle")
-      DNNL.check(dnnl_memory_set_data_handle(dstMemory, c), "set_data_handle")
-      let status = args.withUnsafeBufferPointer {
-        dnnl_primitive_execute(primitive, DNNL.stream, Int32($0.count), $0.baseAddress)
-      }
-      DNNL.check(status, "primitive_execute (matmul int8)")
-      DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
-    }
-  }
-}
-
-// MARK: - bf16 matmul primitive with prepared weights (inference)
-//
-// `BF16Matmul` is one bf16 product of the inference plan, `dst[M×N] = src[M×K] · W[K×N] + bias`
-// (src bf16 row-major, dst fp32 overwritten), as a cached oneDNN matmul primitive whose weights
-// were rounded to bf16 and reordered once, at creation, into the layout its kernel wants (AMX
-// brgemm here): `matmulBF16` takes plain weights, which oneDNN repacks on every call.
-
-/// One bf16 product with its weights prepared once, for a fixed row count.
-public final class BF16Matmul {
-  public let m: Int, n: Int, k: Int
-  /// oneDNN's name for the kernel it chose, e.g. `brg:avx512_core_amx_bf16`
-  public let implementation: String
-  private let primitive: dnnl_primitive_t
-  private let srcMemory: dnnl_memory_t, weightsMemory: dnnl_memory_t, biasMemory: dnnl_memory_t, dstMemory: dnnl_memory_t
-  private var args: [dnnl_exec_arg_t]
-  private let weightBuffer: UnsafeMutableRawPointer
-  private let biasBuffer: UnsafeMutablePointer<Float>
-  private let profileName: String
-
-  /// `weights` `[K×N]` fp32 row-major (rounded to bf16 here); `bias` `[N]`.
-  public init(m: Int, n: Int, k: Int, weights w: UnsafePointer<Float>, bias: UnsafePointer<Float>) {
-    (self.m, self.n, self.k) = (m, n, k)
-    func plain(_ rows: Int, _ cols: Int, _ type: dnnl_data_type_t, tag: dnnl_format_tag_t = dnnl_ab) -> dnnl_memory_desc_t {
-      var md = dnnl_memory_desc_t()
-      var dims: dnnl_dims_t = (dnnl_dim_t(rows), dnnl_dim_t(cols), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-      let status = withUnsafePointer(to: &dims) {
-        $0.withMemoryRebound(to: dnnl_dim_t.self, capacity: 12) { dnnl_memory_desc_init_by_tag(&md, 2, $0, type, tag) }
-      }
-      DNNL.check(status, "memory_desc_init_by_tag")
-      return md
-    }
-    var srcDesc = plain(m, k, dnnl_bf16)
-    var anyWeights = plain(k, n, dnnl_bf16, tag: dnnl_format_tag_any)
-    var plainWeights = plain(k, n, dnnl_bf16)
-    var biasDesc = plain(1, n, dnnl_f32)
-    var dstDesc = plain(m, n, dnnl_f32)
-    var op = dnnl_matmul_desc_t()
-    DNNL.check(dnnl_matmul_desc_init(&op, &srcDesc, &anyWeights, &biasDesc, &dstDesc), "matmul_desc_init (bf16)")
-    var pd: dnnl_primitive_desc_t?
-    DNNL.check(dnnl_primitive_desc_create(&pd, &op, nil, DNNL.engine, nil), "primitive_desc_create (matmul bf16)")
-    defer { dnnl_primitive_desc_destroy(pd) }
-    var info: UnsafePointer<CChar>?
-    _ = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info)
-    implementation = info.map { String(cString: $0) } ?? "unknown"
-    var prim: dnnl_primitive_t?
-    DNNL.check(dnnl_primitive_create(&prim, pd), "primitive_create (matmul bf16)")
-    primitive = prim!
-
-    func memory(_ md: inout dnnl_memory_desc_t, _ handle: UnsafeMutableRawPointer?) -> dnnl_memory_t {
-      var mem: dnnl_memory_t?
-      DNNL.check(dnnl_memory_create(&mem, &md, DNNL.engine, handle), "memory_create")
-      return mem!
-    }
-    // the weights rounded to bf16, then reordered once into the kernel's layout
-    let rounded = UnsafeMutablePointer<UInt16>.allocate(capacity: max(1, k * n))
-    defer { rounded.deallocate() }
-    convertToBF16(w, rounded, count: k * n)
-    var packedDesc = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)!.pointee
-    weightBuffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, dnnl_memory_desc_get_size(&packedDesc)), alignment: 64)
-    let plainMemory = memory(&plainWeights, UnsafeMutableRawPointer(rounded))
-    defer { dnnl_memory_destroy(plainMemory) }
-    weightsMemory = memory(&packedDesc, weightBuffer)
-    var reorderDesc: dnnl_primitive_desc_t?
-    DNNL.check(
-      dnnl_reorder_primitive_desc_create(&reorderDesc, &plainWeights, DNNL.engine, &packedDesc, DNNL.engine, nil),
-      "reorder_primitive_desc_create (bf16 weights)")
+      "reorder_primitive_desc_create (weights)")
     defer { dnnl_primitive_desc_destroy(reorderDesc) }
     var reorder: dnnl_primitive_t?
     DNNL.check(dnnl_primitive_create(&reorder, reorderDesc), "primitive_create (reorder)")
@@ -585,7 +437,7 @@ public final class BF16Matmul {
     DNNL.lock.unlock()
 
     biasBuffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))
-    biasBuffer.update(from: bias, count: n)
+    biasBuffer.initialize(from: bias, count: n)
     srcMemory = memory(&srcDesc, nil)
     biasMemory = memory(&biasDesc, UnsafeMutableRawPointer(biasBuffer))
     dstMemory = memory(&dstDesc, nil)
@@ -593,7 +445,6 @@ public final class BF16Matmul {
       dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: srcMemory), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: weightsMemory),
       dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: biasMemory), dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: dstMemory),
     ]
-    profileName = "bf16 \(m)x\(n)x\(k) prepared"
   }
 
   deinit {
@@ -603,19 +454,107 @@ public final class BF16Matmul {
     biasBuffer.deallocate()
   }
 
-  /// `dst` `[M×N]` fp32 = `src` `[M×K]` bf16 · W + bias.
-  public func run(src a: UnsafePointer<UInt16>, dst c: UnsafeMutablePointer<Float>) {
+  func run(src a: UnsafeRawPointer, dst c: UnsafeMutableRawPointer) {
     DNNL.lock.lock()
     defer { DNNL.lock.unlock() }
     DNNL.matchThreads()
     KernelProfile.measure(profileName, flops: 2 * Double(m) * Double(n) * Double(k)) {
       DNNL.check(dnnl_memory_set_data_handle(srcMemory, UnsafeMutableRawPointer(mutating: a)), "set_data_handle")
-      DNNL.check(dnnl_memory_set_data_handle(dstMemory, UnsafeMutableRawPointer(c)), "set_data_handle")
+      DNNL.check(dnnl_memory_set_data_handle(dstMemory, c), "set_data_handle")
       let status = args.withUnsafeBufferPointer {
         dnnl_primitive_execute(primitive, DNNL.stream, Int32($0.count), $0.baseAddress)
       }
-      DNNL.check(status, "primitive_execute (matmul bf16)")
+      DNNL.check(status, "primitive_execute (\(profileName))")
       DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
     }
+  }
+}
+
+/// One u8·s8 product `[M×K]·[K×N]` with per-column scales, a bias and an epilogue, as a cached
+/// oneDNN matmul primitive with its weights reordered once.
+public final class Int8Matmul {
+  public let m: Int, n: Int, k: Int
+  public let epilogue: Int8MatmulEpilogue
+  private let matmul: PreparedMatmul
+  /// oneDNN's name for the kernel it chose, e.g. `brg:avx512_core_amx_int8`
+  public var implementation: String { matmul.implementation }
+
+  /// `weights` `[K×N]` row-major; `scales` `[N]` (input scale · weight scale per column); `bias` `[N]`.
+  public init(
+    m: Int, n: Int, k: Int, srcZeroPoint: Int, weights w: UnsafePointer<Int8>, scales: [Float], bias: [Float],
+    epilogue: Int8MatmulEpilogue
+  ) {
+    precondition(scales.count == n && bias.count == n, "Int8Matmul: scales and bias need N values")
+    (self.m, self.n, self.k, self.epilogue) = (m, n, k, epilogue)
+    var attr: dnnl_primitive_attr_t?
+    DNNL.check(dnnl_primitive_attr_create(&attr), "primitive_attr_create")
+    defer { dnnl_primitive_attr_destroy(attr) }
+    var outputScales = scales
+    var postOps: dnnl_post_ops_t?
+    DNNL.check(dnnl_post_ops_create(&postOps), "post_ops_create")
+    defer { dnnl_post_ops_destroy(postOps) }
+    let dstType: dnnl_data_type_t
+    let tail: String
+    switch epilogue {
+    case .float:
+      (dstType, tail) = (dnnl_f32, "")
+    case .accumulate:
+      (dstType, tail) = (dnnl_f32, " +=")
+      DNNL.check(dnnl_post_ops_append_sum(postOps, 1), "post_ops_append_sum")
+    case .u8(let scale, let zeroPoint, let gelu):
+      (dstType, tail) = (dnnl_u8, gelu == nil ? " →u8" : " gelu→u8")
+      if let gelu {
+        let alg = gelu == .tanh ? dnnl_eltwise_gelu_tanh : dnnl_eltwise_gelu_erf
+        DNNL.check(dnnl_post_ops_append_eltwise(postOps, 1 / scale, alg, 0, 0), "post_ops_append_eltwise")
+      } else {
+        outputScales = scales.map { $0 / scale }
+      }
+      var zero = Int32(zeroPoint)
+      DNNL.check(dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_DST, 1, 0, &zero), "set_zero_points (dst)")
+    }
+    DNNL.check(dnnl_primitive_attr_set_post_ops(attr, postOps), "set_post_ops")
+    DNNL.check(dnnl_primitive_attr_set_output_scales(attr, dnnl_dim_t(n), 1 << 1, outputScales), "set_output_scales")
+    var srcZero = Int32(srcZeroPoint)
+    DNNL.check(dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_SRC, 1, 0, &srcZero), "set_zero_points (src)")
+    // oneDNN 2.x adds the bias before the output scale: the bias in accumulator units
+    matmul = PreparedMatmul(
+      m: m, n: n, k: k, src: dnnl_u8, weights: dnnl_s8, dst: dstType, plainWeights: w,
+      bias: (0..<n).map { bias[$0] / scales[$0] }, attr: attr, profileName: "int8 \(m)x\(n)x\(k)\(tail)")
+  }
+
+  /// Runs the product: `src` `[M×K]` u8, `dst` `[M×N]` fp32 or u8 as the epilogue says.
+  public func run(src a: UnsafePointer<UInt8>, dst c: UnsafeMutableRawPointer) {
+    matmul.run(src: a, dst: c)
+  }
+}
+
+// MARK: - bf16 matmul primitive with prepared weights (inference)
+//
+// `BF16Matmul` is one bf16 product of the inference plan, `dst[M×N] = src[M×K] · W[K×N] + bias`
+// (src bf16 row-major, dst fp32 overwritten), as a cached oneDNN matmul primitive whose weights
+// were rounded to bf16 and reordered once, at creation, into the layout its kernel wants (AMX
+// brgemm here): `matmulBF16` takes plain weights, which oneDNN repacks on every call.
+
+/// One bf16 product with its weights prepared once, for a fixed row count.
+public final class BF16Matmul {
+  public let m: Int, n: Int, k: Int
+  private let matmul: PreparedMatmul
+  /// oneDNN's name for the kernel it chose, e.g. `brg:avx512_core_amx_bf16`
+  public var implementation: String { matmul.implementation }
+
+  /// `weights` `[K×N]` fp32 row-major (rounded to bf16 here); `bias` `[N]`.
+  public init(m: Int, n: Int, k: Int, weights w: UnsafePointer<Float>, bias: UnsafePointer<Float>) {
+    (self.m, self.n, self.k) = (m, n, k)
+    let rounded = UnsafeMutablePointer<UInt16>.allocate(capacity: max(1, k * n))
+    defer { rounded.deallocate() }
+    convertToBF16(w, rounded, count: k * n)
+    matmul = PreparedMatmul(
+      m: m, n: n, k: k, src: dnnl_bf16, weights: dnnl_bf16, dst: dnnl_f32, plainWeights: rounded,
+      bias: Array(UnsafeBufferPointer(start: bias, count: n)), attr: nil, profileName: "bf16 \(m)x\(n)x\(k) prepared")
+  }
+
+  /// `dst` `[M×N]` fp32 = `src` `[M×K]` bf16 · W + bias.
+  public func run(src a: UnsafePointer<UInt16>, dst c: UnsafeMutablePointer<Float>) {
+    matmul.run(src: a, dst: c)
   }
 }
