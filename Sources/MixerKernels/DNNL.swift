@@ -150,7 +150,11 @@ public func bf16Bits(_ v: FloatVector) -> SIMD16<UInt16> {
   // NaN keeps its sign and top payload bits and stays quiet (found by a float comparison: an
   // unsigned integer one has no AVX2 instruction and compiles to scalar code, 10x slower)
   let quietNaN = (bits &>> 16) | 0x40
-  return SIMD16<UInt16>(truncatingIfNeeded: rounded.replacing(with: quietNaN, where: v .!= v))
+  let lanes = rounded.replacing(with: quietNaN, where: v .!= v)
+  // the low half of each 32-bit lane (little-endian: the even 16-bit lanes). The generic
+  // `SIMD16<UInt16>(truncatingIfNeeded:)` stays an out-of-line call, which in the GELU loop made
+  // the bf16 store cost 0.85 ns an element against 0.3 for this
+  return unsafeBitCast(lanes, to: SIMD32<UInt16>.self).evenHalf
 }
 
 /// Stores 16 values rounded to bf16 at `p + i`.
