@@ -3,6 +3,9 @@
 // the tests hold the fast path to.
 
 import CBLAS
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Whether an operand is used as stored or transposed.
 public enum Transpose { case none, transpose }
@@ -51,8 +54,38 @@ public func gemmNaive(
 public enum BLAS {
   /// Sets the number of threads OpenBLAS (and the elementwise kernels) use for every later call.
   public static func setThreads(_ count: Int) {
+    if count > 1 { shortenIdleSpin() }
     openblas_set_num_threads(Int32(max(1, count)))
     KernelThreads.count = max(1, count)
+  }
+
+  /// The idle-thread timeout, as log2 of cycles, that `setThreads` gives OpenBLAS's threads
+  /// unless OPENBLAS_THREAD_TIMEOUT is set.
+  public static let idleSpinLog2Cycles = 4
+
+  /// The timeout OpenBLAS's idle threads use (log2 cycles; OpenBLAS's own default is 28).
+  public static var idleTimeoutLog2Cycles: Int {
+    let value = Int(openblas_thread_timeout())
+    return value > 0 ? min(max(value, 4), 30) : 28
+  }
+
+  private nonisolated(unsafe) static var spinShortened = false
+
+  /// After each threaded product, OpenBLAS's worker threads poll for more work (yielding the
+  /// core between polls) for 2^28 cycles, about 0.1 s, before they sleep. The elementwise kernels
+  /// run right after the products on the same cores, so one of their threads shared its core with
+  /// a polling worker: `cifar` on 2 threads spent 300-440 ms a step in them instead of 220-270.
+  /// Unless the user set OPENBLAS_THREAD_TIMEOUT, the pool is restarted once with the shortest
+  /// timeout: a worker sleeps when its part is done and the next product wakes it (a few
+  /// microseconds against products of milliseconds). Results do not change.
+  private static func shortenIdleSpin() {
+    guard !spinShortened else { return }
+    spinShortened = true
+    guard getenv("OPENBLAS_THREAD_TIMEOUT") == nil, getenv("GOTO_THREAD_TIMEOUT") == nil else { return }
+    setenv("OPENBLAS_THREAD_TIMEOUT", String(idleSpinLog2Cycles), 0)
+    openblas_read_env()
+    _ = blas_thread_shutdown_()
+    _ = blas_thread_init()
   }
 
   /// The number of threads OpenBLAS currently uses.

@@ -1,6 +1,7 @@
 // gemm (OpenBLAS) against gemmNaive (three loops in Double): every transpose pair, odd sizes,
 // padded leading dimensions, alpha ≠ 1, beta 0 (overwrite) and 1 (accumulate).
 
+import Foundation
 import MixerKernels
 import MixerTestSupport
 import XCTest
@@ -43,6 +44,27 @@ final class GemmTests: XCTestCase {
         }
       }
     }
+  }
+
+  /// With several threads, OpenBLAS's idle workers get the short timeout (unless the user set
+  /// one), and the restarted pool still computes products on both threads correctly.
+  func testSeveralThreadsShortenTheIdleTimeoutAndStillMultiply() throws {
+    let userValue = ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"].flatMap { Int($0) }
+    let before = BLAS.threads
+    defer { BLAS.setThreads(before) }
+    BLAS.setThreads(2)
+    XCTAssertEqual(BLAS.threads, 2)
+    XCTAssertEqual(BLAS.idleTimeoutLog2Cycles, userValue.map { min(max($0, 4), 30) } ?? BLAS.idleSpinLog2Cycles)
+    // large enough that OpenBLAS splits it over both threads
+    var random = TestRandom(seed: 3)
+    let (m, n, k) = (256, 192, 128)
+    let a = random.floats(m * k, in: -1...1), b = random.floats(k * n, in: -1...1)
+    var fast = [Float](repeating: .nan, count: m * n), naive = fast
+    for _ in 0..<3 {  // the first call after the restart wakes the new workers
+      gemm(.none, .transpose, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: k, beta: 0, c: &fast, ldc: n)
+    }
+    gemmNaive(.none, .transpose, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: k, beta: 0, c: &naive, ldc: n)
+    assertClose(fast, naive, relative: 1e-5, absolute: 1e-5 * Double(k), "gemm on 2 threads after the restart")
   }
 
   /// gemmNaive against a product written out by hand, so the oracle's indexing is checked too.
