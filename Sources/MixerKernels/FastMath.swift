@@ -7,7 +7,7 @@ public typealias FloatVector = SIMD16<Float>
 /// e^x for each lane; inputs are clamped to [-87, 88] (results stay finite and normal).
 /// Rounding to the nearest integer uses the 1.5·2²³ trick (adding it leaves round(x) in the low
 /// mantissa bits), so every step is plain vector arithmetic and integer bit work.
-@inline(__always)
+@_transparent
 public func vexp(_ x: FloatVector) -> FloatVector {
   // (masked replacement compiles to vector blends; pointwiseMin/Max do not vectorise)
   let clamped = x.replacing(with: 88, where: x .> 88).replacing(with: -87, where: x .< -87)
@@ -32,7 +32,7 @@ public func vexp(_ x: FloatVector) -> FloatVector {
 }
 
 /// tanh for each lane, as `sign(x)·(1 − e^{−2|x|}) / (1 + e^{−2|x|})`.
-@inline(__always)
+@_transparent
 public func vtanh(_ x: FloatVector) -> FloatVector {
   let magnitude = unsafeBitCast(unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: FloatVector.self)
   let sign = unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x8000_0000
