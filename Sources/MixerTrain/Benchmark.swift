@@ -39,6 +39,13 @@ public func measureBF16Matmul(m: Int, n: Int, k: Int, repeats: Int = 5) -> Doubl
   return 2 * Double(m) * Double(n) * Double(k) / best / 1e9
 }
 
+/// The middle value (the mean of the two middle ones for an even count); 0 for none.
+func median(_ values: [Double]) -> Double {
+  guard !values.isEmpty else { return 0 }
+  let sorted = values.sorted(), mid = sorted.count / 2
+  return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
 /// What one benchmark run measured.
 public struct BenchResult: Codable {
   public var preset: String
@@ -58,7 +65,11 @@ public struct BenchResult: Codable {
   public var precision: Precision
   /// the measured bf16 matmul rate (bf16 runs only)
   public var bf16Gflops: Double?
+  /// the median over timed steps of the step's GFLOP/s over the rate measured right after it
+  /// (`sgemmGflops`, `bf16Gflops`: the medians of those measurements)
   public var mfu: Double
+  /// the lowest and highest of those per-step ratios
+  public var mfuRange: [Double] = []
   /// time per step backward did not hide the all-reduce, as a share of the step (0 on one rank)
   public var exposedCommunicationShare: Double
   /// the gradient reduction benchmarked: floats per bucket, buckets per step, ZeRO stage,
@@ -92,6 +103,7 @@ public struct BenchResult: Codable {
     case precision
     case bf16Gflops = "bf16_gflops"
     case mfu
+    case mfuRange = "mfu_range"
     case bucketFloats = "bucket_floats"
     case buckets
     case zeroStage = "zero"
@@ -151,6 +163,13 @@ public func benchmarkTraining(
   let step = TrainingStep(model: model, config: train, comm: comm, localBatch: batch)
   let input = config.task.training.syntheticBatch(config, size: batch)
   var forward = 0.0, backward = 0.0, update = 0.0, exposed = 0.0, communication = 0.0, allGather = 0.0, started = 0
+  // The ceiling is measured right after every timed step (the model's largest product shape and
+  // a square one, best of both), and mfu is the median over steps of the step's rate over the
+  // ceiling measured beside it: on a machine whose speed drifts (a shared VM: the sgemm rate here
+  // moved between 95 and 310 GFLOP/s within an hour), a ceiling measured once at the end set
+  // against steps timed earlier made mfu swing both ways.
+  let sb = config.tokens * batch
+  var sgemmRates: [Double] = [], bf16Rates: [Double] = [], ratios: [Double] = []
   try comm.barrier()
   for index in 0..<(warmup + steps) {
     if index == warmup { KernelProfile.reset(); KernelProfile.enabled = profile }
@@ -163,27 +182,34 @@ public func benchmarkTraining(
       communication += result.communication.communicationSeconds + result.allGatherSeconds
       allGather += result.allGatherSeconds
       started += result.communication.bucketsStartedBeforeFinish
+      KernelProfile.enabled = false
+      let sgemm = max(
+        measureSgemm(m: sb, n: config.channelsMLP, k: config.hidden, repeats: 2),
+        measureSgemm(m: 2048, n: 2048, k: 2048, repeats: 1))
+      let bf16 = precision == .bf16
+        ? max(
+          measureBF16Matmul(m: sb, n: config.channelsMLP, k: config.hidden, repeats: 2),
+          measureBF16Matmul(m: 2048, n: 2048, k: 2048, repeats: 1)) : nil
+      KernelProfile.enabled = profile
+      let seconds = result.forwardSeconds + result.backwardSeconds + result.updateSeconds
+      sgemmRates.append(sgemm)
+      if let bf16 { bf16Rates.append(bf16) }
+      ratios.append(config.trainingFLOPsPerImage * Double(batch) / seconds / 1e9 / (bf16 ?? sgemm))
     }
   }
   KernelProfile.enabled = false
   let perStep = (forward + backward + update) / Double(steps)
   let flops = config.trainingFLOPsPerImage * Double(batch) / perStep / 1e9
-  // the sgemm ceiling: the model's largest product shape and a square one, best of both
-  let sb = config.tokens * batch
-  let peak = max(
-    measureSgemm(m: sb, n: config.channelsMLP, k: config.hidden),
-    measureSgemm(m: 2048, n: 2048, k: 2048, repeats: 3))
-  let bf16Peak = precision == .bf16
-    ? max(
-      measureBF16Matmul(m: sb, n: config.channelsMLP, k: config.hidden),
-      measureBF16Matmul(m: 2048, n: 2048, k: 2048, repeats: 3)) : nil
+  let peak = median(sgemmRates)
+  let bf16Peak = precision == .bf16 ? median(bf16Rates) : nil
   var result = BenchResult(
     preset: preset, batch: batch, ranks: comm.size, threads: BLAS.threads, blasCore: BLAS.coreName, steps: steps,
     secondsPerStep: perStep, forwardSeconds: forward / Double(steps),
     backwardSeconds: backward / Double(steps), optimizerSeconds: update / Double(steps),
     imagesPerSecond: Double(batch * comm.size) / perStep, gflops: flops, sgemmGflops: peak,
-    precision: precision, bf16Gflops: bf16Peak, mfu: flops / (bf16Peak ?? peak),
+    precision: precision, bf16Gflops: bf16Peak, mfu: median(ratios),
     exposedCommunicationShare: exposed / Double(steps) / perStep)
+  result.mfuRange = [ratios.min() ?? 0, ratios.max() ?? 0]
   result.bucketFloats = train.bucketFloats
   result.buckets = step.bucketer.buckets.count
   result.zeroStage = train.zeroStage

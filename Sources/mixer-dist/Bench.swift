@@ -84,7 +84,8 @@ struct Bench: ParsableCommand {
       print(String(format: "GFLOP/s       %8.1f", r.gflops))
       print(String(format: "sgemm GFLOP/s %8.1f", r.sgemmGflops))
       if let bf16 = r.bf16Gflops { print(String(format: "bf16 GFLOP/s  %8.1f  (oneDNN matmul, %@)", bf16, DNNL.effectiveISA)) }
-      print(String(format: "mfu           %8.3f", r.mfu))
+      print(String(format: "mfu           %8.3f", r.mfu)
+        + (r.mfuRange.count == 2 ? String(format: "  (steps %.3f-%.3f, each over the rate measured after it)", r.mfuRange[0], r.mfuRange[1]) : ""))
       if r.ranks > 1 {
         print(String(format: "exposed communication %5.1f%% of step time", r.exposedCommunicationShare * 100))
         print("gradients     \(r.buckets) buckets of \(r.bucketFloats) floats, \(r.gradComm), "
