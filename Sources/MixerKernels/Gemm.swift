@@ -65,7 +65,7 @@ public enum BLAS {
 
   /// The timeout OpenBLAS's idle threads use (log2 cycles; OpenBLAS's own default is 28).
   public static var idleTimeoutLog2Cycles: Int {
-    let value = Int(openblas_thread_timeout())
+    let value = Int(OpenBLASThreadServer.timeout?() ?? 0)
     return value > 0 ? min(max(value, 4), 30) : 28
   }
 
@@ -81,11 +81,14 @@ public enum BLAS {
   private static func shortenIdleSpin() {
     guard !spinShortened else { return }
     spinShortened = true
-    guard getenv("OPENBLAS_THREAD_TIMEOUT") == nil, getenv("GOTO_THREAD_TIMEOUT") == nil else { return }
+    guard getenv("OPENBLAS_THREAD_TIMEOUT") == nil, getenv("GOTO_THREAD_TIMEOUT") == nil,
+      let readEnvironment = OpenBLASThreadServer.readEnvironment,
+      let shutdown = OpenBLASThreadServer.shutdown, let start = OpenBLASThreadServer.start
+    else { return }
     setenv("OPENBLAS_THREAD_TIMEOUT", String(idleSpinLog2Cycles), 0)
-    openblas_read_env()
-    _ = blas_thread_shutdown_()
-    _ = blas_thread_init()
+    readEnvironment()
+    _ = shutdown()
+    _ = start()
   }
 
   /// The number of threads OpenBLAS currently uses.
@@ -101,5 +104,23 @@ public enum BLAS {
   public static var config: String {
     guard let text = openblas_get_config() else { return "unknown" }
     return String(cString: text)
+  }
+}
+
+/// OpenBLAS's thread-server calls, exported but not declared in cblas.h, found at run time: a
+/// single-threaded OpenBLAS build has no thread server (nil then).
+private enum OpenBLASThreadServer {
+  typealias Call = @convention(c) () -> Int32
+  /// re-reads the OPENBLAS_* environment
+  static let readEnvironment: (@convention(c) () -> Void)? = symbol("openblas_read_env")
+  /// the idle-thread timeout it read (log2 cycles, 0 when unset)
+  static let timeout: Call? = symbol("openblas_thread_timeout")
+  /// stops the pool; `start` starts it again, reading the timeout
+  static let shutdown: Call? = symbol("blas_thread_shutdown_")
+  static let start: Call? = symbol("blas_thread_init")
+
+  private static func symbol<T>(_ name: String) -> T? {
+    guard let handle = dlopen(nil, RTLD_NOW), let address = dlsym(handle, name) else { return nil }
+    return unsafeBitCast(address, to: T.self)
   }
 }
