@@ -76,8 +76,9 @@ public enum BLAS {
   /// run right after the products on the same cores, so one of their threads shared its core with
   /// a polling worker: `cifar` on 2 threads spent 300-440 ms a step in them instead of 220-270.
   /// Unless the user set OPENBLAS_THREAD_TIMEOUT, the pool is restarted once with the shortest
-  /// timeout: a worker sleeps when its part is done and the next product wakes it (a few
-  /// microseconds against products of milliseconds). Results do not change.
+  /// timeout: a worker sleeps when its part is done and the next product wakes it. Results do not
+  /// change. The wake-ups have a cost, which on this VM outweighed the gain for the small `tiny`
+  /// preset (about 8% slower; OPENBLAS_THREAD_TIMEOUT=28 keeps OpenBLAS's own behaviour).
   private static func shortenIdleSpin() {
     guard !spinShortened else { return }
     spinShortened = true
