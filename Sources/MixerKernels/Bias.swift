@@ -1,5 +1,7 @@
 // Bias gradients of a `[rows, cols]` matrix output: the forward add is fused into GELU (hidden
-// layers) or into the residual/stem (output layers). Both functions accumulate into dbias.
+// layers) or into the residual/stem (output layers). The gradient functions accumulate into dbias.
+// The bf16 pair serves the hidden layers of bf16 training (MatrixProducts.swift): a per-row bias
+// added to a bf16 pre-activation, and the bias gradient of a bf16 gradient.
 
 /// dbias[j] += Σ_r dout[r, j]   (bias per column: channel-mixing and stem and head Denses)
 public func biasBackwardColumns(
@@ -22,9 +24,78 @@ public func biasBackwardRows(
   }
 }
 
+/// x[r, j] = bf16(x[r, j] + bias[r]) for the bf16 matrix x `[rows, cols]`, in place.
+public func addRowBiasBF16(_ x: UnsafeMutablePointer<UInt16>, bias: UnsafePointer<Float>, rows: Int, cols: Int) {
+  KernelProfile.measure("bias forward bf16") {
+    parallelRows(rows, elementsPerRow: cols) { _, chunk in
+      for r in chunk {
+        let row = x + r * cols, b = bias[r], lanes = FloatVector(repeating: bias[r])
+        var j = 0
+        while j + 16 <= cols {
+          storeBF16x16(row, j, loadBF16x16(row, j) + lanes)
+          j += 16
+        }
+        while j < cols {
+          row[j] = bf16Bits(floatFromBF16(row[j]) + b)
+          j += 1
+        }
+      }
+    }
+  }
+}
+
 /// out[r, j] = bias[j] for every row (so a following `gemm` with beta = 1 adds the product).
 public func broadcastColumns(
   out: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int
 ) {
   for r in 0..<rows { (out + r * cols).update(from: bias, count: cols) }
+}
+
+/// dbias += the sums of the bf16 matrix `dout` `[rows, cols]` along `axis` (per row or per
+/// column), in fp32, split over the kernel threads (per-column sums as one partial row per chunk,
+/// added in chunk order).
+public func biasBackwardBF16(
+  dbias: UnsafeMutablePointer<Float>, dout: UnsafePointer<UInt16>, rows: Int, cols: Int, axis: BiasAxis
+) {
+  KernelProfile.measure("bias backward") {
+    let chunks = axis == .columns ? parallelChunks(rows, elementsPerRow: cols) : 1
+    let partial = chunks > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: chunks * cols) : nil
+    partial?.initialize(repeating: 0, count: chunks * cols)
+    defer { partial?.deallocate() }
+    parallelRows(rows, elementsPerRow: cols) { chunk, chunkRows in
+      let sums = axis == .columns ? (partial.map { $0 + chunk * cols } ?? dbias) : dbias
+      for r in chunkRows {
+        let d = dout + r * cols
+        var j = 0
+        switch axis {
+        case .columns:
+          while j + 16 <= cols {
+            store16(sums, j, load16(sums, j) + loadBF16x16(d, j))
+            j += 16
+          }
+          while j < cols {
+            sums[j] += floatFromBF16(d[j])
+            j += 1
+          }
+        case .rows:
+          var acc = FloatVector()
+          while j + 16 <= cols {
+            acc += loadBF16x16(d, j)
+            j += 16
+          }
+          var total = acc.sum()
+          while j < cols {
+            total += floatFromBF16(d[j])
+            j += 1
+          }
+          sums[r] += total
+        }
+      }
+    }
+    if let partial {
+      for chunk in 0..<chunks {
+        for j in 0..<cols { dbias[j] += partial[chunk * cols + j] }
+      }
+    }
+  }
 }

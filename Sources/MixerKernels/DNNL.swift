@@ -163,6 +163,17 @@ public func storeBF16x16(_ p: UnsafeMutablePointer<UInt16>, _ i: Int, _ v: Float
   UnsafeMutableRawPointer(p + i).storeBytes(of: bf16Bits(v), as: SIMD16<UInt16>.self)
 }
 
+/// The 16 fp32 values of the bf16 bit patterns at `p + i` (exact).
+@inline(__always)
+public func loadBF16x16(_ p: UnsafePointer<UInt16>, _ i: Int) -> FloatVector {
+  // lane by lane compiles to two zero-extending loads and shifts; the generic
+  // `SIMD16<UInt32>(truncatingIfNeeded:)` stays an out-of-line call
+  let raw = UnsafeRawPointer(p + i)
+  var bits = SIMD16<UInt32>()
+  for lane in 0..<16 { bits[lane] = UInt32(raw.load(fromByteOffset: 2 * lane, as: UInt16.self)) &<< 16 }
+  return unsafeBitCast(bits, to: FloatVector.self)
+}
+
 /// `dst[i] = bf16(src[i])` for `count` values, 16 lanes at a time.
 public func convertToBF16(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {
   var i = 0
@@ -187,12 +198,16 @@ private struct MatmulKey: Hashable {
   let transA: Bool, transB: Bool
   let m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int
   let alpha: Float, beta: Float
+  /// C in bf16 instead of fp32
+  var bf16Output = false
+  /// an fp32 bias added to C: one per row (`[M, 1]`) or one per column (`[1, N]`), or none
+  var bias: BiasAxis? = nil
 }
 
-/// A created matmul primitive with its three memory objects (their data handles set per call).
+/// A created matmul primitive with its memory objects (their data handles set per call).
 private final class MatmulPrimitive {
   let primitive: dnnl_primitive_t
-  let a: dnnl_memory_t, b: dnnl_memory_t, c: dnnl_memory_t
+  let a: dnnl_memory_t, b: dnnl_memory_t, c: dnnl_memory_t, bias: dnnl_memory_t?
   /// The execution arguments (the memory objects never change, only their data handles).
   var args: [dnnl_exec_arg_t] = []
 
@@ -218,9 +233,20 @@ private final class MatmulPrimitive {
     }
     var aDesc = desc(rows: key.m, cols: key.k, ld: key.lda, transposed: key.transA, type: dnnl_bf16)
     var bDesc = desc(rows: key.k, cols: key.n, ld: key.ldb, transposed: key.transB, type: dnnl_bf16)
-    var cDesc = desc(rows: key.m, cols: key.n, ld: key.ldc, transposed: false, type: dnnl_f32)
+    var cDesc = desc(rows: key.m, cols: key.n, ld: key.ldc, transposed: false, type: key.bf16Output ? dnnl_bf16 : dnnl_f32)
+    var biasDesc = key.bias.map {
+      $0 == .rows
+        ? desc(rows: key.m, cols: 1, ld: 1, transposed: false, type: dnnl_f32)
+        : desc(rows: 1, cols: key.n, ld: key.n, transposed: false, type: dnnl_f32)
+    }
     var op = dnnl_matmul_desc_t()
-    DNNL.check(dnnl_matmul_desc_init(&op, &aDesc, &bDesc, nil, &cDesc), "matmul_desc_init")
+    let initStatus: dnnl_status_t
+    if biasDesc != nil {
+      initStatus = dnnl_matmul_desc_init(&op, &aDesc, &bDesc, &biasDesc!, &cDesc)
+    } else {
+      initStatus = dnnl_matmul_desc_init(&op, &aDesc, &bDesc, nil, &cDesc)
+    }
+    DNNL.check(initStatus, "matmul_desc_init")
 
     var attr: dnnl_primitive_attr_t?
     DNNL.check(dnnl_primitive_attr_create(&attr), "primitive_attr_create")
@@ -251,10 +277,12 @@ private final class MatmulPrimitive {
     a = memory(&aDesc)
     b = memory(&bDesc)
     c = memory(&cDesc)
+    bias = biasDesc != nil ? memory(&biasDesc!) : nil
     args = [
       dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: a), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: b),
       dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: c),
     ]
+    if let bias { args.append(dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: bias)) }
   }
 }
 
@@ -271,6 +299,29 @@ public func matmulBF16(
   let key = MatmulKey(
     transA: transA == .transpose, transB: transB == .transpose, m: m, n: n, k: k, lda: lda, ldb: ldb,
     ldc: ldc, alpha: alpha, beta: beta)
+  runMatmul(key, a: a, b: b, bias: nil, c: UnsafeMutableRawPointer(c))
+}
+
+/// `C[M×N] = op(A)[M×K] · op(B)[K×N] (+ bias)` with A and B in bfloat16, accumulated in fp32 and
+/// stored rounded to bf16 (a pre-activation only elementwise kernels read); the fp32 bias, when
+/// given, runs along `biasAxis` (one per row or per column) and is added before the rounding.
+public func matmulBF16(
+  _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+  a: UnsafePointer<UInt16>, lda: Int, b: UnsafePointer<UInt16>, ldb: Int,
+  bias: UnsafePointer<Float>?, biasAxis: BiasAxis, c: UnsafeMutablePointer<UInt16>, ldc: Int
+) {
+  var key = MatmulKey(
+    transA: transA == .transpose, transB: transB == .transpose, m: m, n: n, k: k, lda: lda, ldb: ldb,
+    ldc: ldc, alpha: 1, beta: 0)
+  key.bf16Output = true
+  key.bias = bias == nil ? nil : biasAxis
+  runMatmul(key, a: a, b: b, bias: bias, c: UnsafeMutableRawPointer(c))
+}
+
+private func runMatmul(
+  _ key: MatmulKey, a: UnsafePointer<UInt16>, b: UnsafePointer<UInt16>, bias: UnsafePointer<Float>?,
+  c: UnsafeMutableRawPointer
+) {
   DNNL.lock.lock()
   defer { DNNL.lock.unlock() }
   DNNL.matchThreads()
@@ -281,18 +332,107 @@ public func matmulBF16(
     p = MatmulPrimitive(key)
     matmulCache[key] = p
   }
-  KernelProfile.measure(
-    "bf16 \(key.transA ? "T" : "N")\(key.transB ? "T" : "N") \(m)x\(n)x\(k)", flops: 2 * Double(m) * Double(n) * Double(k)
-  ) {
+  let name = "bf16 \(key.transA ? "T" : "N")\(key.transB ? "T" : "N") \(key.m)x\(key.n)x\(key.k)\(key.bf16Output ? " ->bf16" : "")"
+  KernelProfile.measure(name, flops: 2 * Double(key.m) * Double(key.n) * Double(key.k)) {
     DNNL.check(dnnl_memory_set_data_handle(p.a, UnsafeMutableRawPointer(mutating: a)), "set_data_handle")
     DNNL.check(dnnl_memory_set_data_handle(p.b, UnsafeMutableRawPointer(mutating: b)), "set_data_handle")
-    DNNL.check(dnnl_memory_set_data_handle(p.c, UnsafeMutableRawPointer(c)), "set_data_handle")
+    DNNL.check(dnnl_memory_set_data_handle(p.c, c), "set_data_handle")
+    if let memory = p.bias, let bias {
+      DNNL.check(dnnl_memory_set_data_handle(memory, UnsafeMutableRawPointer(mutating: bias)), "set_data_handle")
+    }
     let status = p.args.withUnsafeBufferPointer {
       dnnl_primitive_execute(p.primitive, DNNL.stream, Int32($0.count), $0.baseAddress)
     }
     DNNL.check(status, "primitive_execute (matmul bf16)")
     DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
   }
+}
+
+// MARK: - GELU on bf16 values
+
+private struct EltwiseKey: Hashable {
+  let count: Int
+  let kind: GELUKind
+  let backward: Bool
+}
+
+/// A created GELU primitive over `count` contiguous bf16 values, with its memory objects.
+private final class EltwisePrimitive {
+  let primitive: dnnl_primitive_t
+  let memories: [dnnl_memory_t]
+  var args: [dnnl_exec_arg_t] = []
+
+  init(_ key: EltwiseKey) {
+    var md = dnnl_memory_desc_t()
+    var dims: dnnl_dims_t = (dnnl_dim_t(key.count), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    let status = withUnsafePointer(to: &dims) {
+      $0.withMemoryRebound(to: dnnl_dim_t.self, capacity: 12) { dnnl_memory_desc_init_by_tag(&md, 1, $0, dnnl_bf16, dnnl_a) }
+    }
+    DNNL.check(status, "memory_desc_init_by_tag")
+    let alg = key.kind == .tanh ? dnnl_eltwise_gelu_tanh : dnnl_eltwise_gelu_erf
+    var forward = dnnl_eltwise_desc_t()
+    DNNL.check(dnnl_eltwise_forward_desc_init(&forward, dnnl_forward_training, alg, &md, 0, 0), "eltwise_forward_desc_init")
+    var forwardPD: dnnl_primitive_desc_t?
+    DNNL.check(dnnl_primitive_desc_create(&forwardPD, &forward, nil, DNNL.engine, nil), "primitive_desc_create (gelu)")
+    defer { dnnl_primitive_desc_destroy(forwardPD) }
+    var pd = forwardPD
+    var backwardPD: dnnl_primitive_desc_t?
+    if key.backward {
+      var backward = dnnl_eltwise_desc_t()
+      DNNL.check(dnnl_eltwise_backward_desc_init(&backward, alg, &md, &md, 0, 0), "eltwise_backward_desc_init")
+      DNNL.check(
+        dnnl_primitive_desc_create(&backwardPD, &backward, nil, DNNL.engine, forwardPD), "primitive_desc_create (gelu backward)")
+      pd = backwardPD
+    }
+    defer { if let backwardPD { dnnl_primitive_desc_destroy(backwardPD) } }
+    var primitive: dnnl_primitive_t?
+    DNNL.check(dnnl_primitive_create(&primitive, pd), "primitive_create (gelu)")
+    self.primitive = primitive!
+    let roles = key.backward ? [DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC] : [DNNL_ARG_SRC, DNNL_ARG_DST]
+    memories = roles.map { _ in
+      var mem: dnnl_memory_t?
+      DNNL.check(dnnl_memory_create(&mem, &md, DNNL.engine, nil), "memory_create")
+      return mem!
+    }
+    args = zip(roles, memories).map { dnnl_exec_arg_t(arg: $0, memory: $1) }
+  }
+}
+
+nonisolated(unsafe) private var eltwiseCache: [EltwiseKey: EltwisePrimitive] = [:]
+
+private func runEltwise(_ key: EltwiseKey, _ handles: [UnsafeRawPointer], name: String) {
+  DNNL.lock.lock()
+  defer { DNNL.lock.unlock() }
+  DNNL.matchThreads()
+  let p: EltwisePrimitive
+  if let cached = eltwiseCache[key] {
+    p = cached
+  } else {
+    p = EltwisePrimitive(key)
+    eltwiseCache[key] = p
+  }
+  KernelProfile.measure(name) {
+    for (memory, handle) in zip(p.memories, handles) {
+      DNNL.check(dnnl_memory_set_data_handle(memory, UnsafeMutableRawPointer(mutating: handle)), "set_data_handle")
+    }
+    let status = p.args.withUnsafeBufferPointer {
+      dnnl_primitive_execute(p.primitive, DNNL.stream, Int32($0.count), $0.baseAddress)
+    }
+    DNNL.check(status, "primitive_execute (gelu)")
+    DNNL.check(dnnl_stream_wait(DNNL.stream), "stream_wait")
+  }
+}
+
+/// `act = gelu(pre)` on `count` bf16 values (computed in fp32 by oneDNN, rounded to bf16).
+public func geluForwardBF16(pre: UnsafePointer<UInt16>, act: UnsafeMutablePointer<UInt16>, count: Int, kind: GELUKind) {
+  runEltwise(EltwiseKey(count: count, kind: kind, backward: false), [UnsafeRawPointer(pre), UnsafeRawPointer(act)], name: "gelu forward bf16")
+}
+
+/// `d = d · gelu′(pre)` in place on `count` bf16 values (computed in fp32 by oneDNN).
+public func geluBackwardBF16(pre: UnsafePointer<UInt16>, gradient d: UnsafeMutablePointer<UInt16>, count: Int, kind: GELUKind) {
+  runEltwise(
+    EltwiseKey(count: count, kind: kind, backward: true), [UnsafeRawPointer(pre), UnsafeRawPointer(d), UnsafeRawPointer(d)],
+    name: "gelu backward bf16")
 }
 
 // MARK: - 8-bit integer products

@@ -8,7 +8,10 @@
 //                 gradients and optimizer state stay as they are; activations are rounded into
 //                 a compact bf16 scratch as each product reads them, unless the layer that
 //                 writes them stored them as operands (below).
-// Everything outside the products (LayerNorm, GELU, softmax, the loss, the optimizer) stays fp32.
+// Everything outside the products (LayerNorm, GELU, softmax, the loss, the optimizer) computes in
+// fp32. An MLP's hidden layer (`hiddenForward`/`hiddenBackward`) is the one place where bf16 also
+// stores a value outside the products: its pre-activation and the gradients at it stay bf16, and
+// GELU runs on them in fp32 arithmetic inside oneDNN (see `BF16Products.hiddenForward`).
 //
 // Operand storage. An activation that only products read (the input and hidden activation of an
 // MLP) can be stored once in the products' number format by the kernel that computes it, and
@@ -36,6 +39,97 @@ public protocol MatrixProducts: AnyObject {
   func operandStorage(for x: UnsafeMutablePointer<Float>, count: Int, scoped: Bool) -> UnsafeMutablePointer<UInt16>?
   /// Ends the scoped storage of x.
   func releaseOperand(_ x: UnsafeMutablePointer<Float>)
+
+  /// The hidden layer of an MLP in training, `act = gelu(op(A)·op(B) + bias)` `[m, n]` (the
+  /// product's arguments as in `gemm`, the bias along `axis`): keeps in `pre` `[m, n]`, or in
+  /// storage standing for it, what `hiddenBackward` needs, and leaves act where the products that
+  /// read it find it (act itself, or its operand storage). With `dropMask` act is then multiplied
+  /// by it (dropout).
+  func hiddenForward(
+    _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    bias: UnsafePointer<Float>, axis: BiasAxis, kind: GELUKind,
+    pre: UnsafeMutablePointer<Float>, act: UnsafeMutablePointer<Float>, dropMask: UnsafePointer<Float>?)
+
+  /// The backward of `hiddenForward` (same `pre`, `axis`, `kind`, `dropMask`): the gradient at
+  /// act is the product `op(A)·op(B)` `[m, n]`, written to `gradient` and multiplied by dropMask;
+  /// it becomes the gradient at the pre-activation, its sums along `axis` are added into `dbias`,
+  /// and `body` runs the products that read it (from gradient, or its operand storage).
+  func hiddenBackward(
+    _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    gradient: UnsafeMutablePointer<Float>, pre: UnsafeMutablePointer<Float>,
+    dbias: UnsafeMutablePointer<Float>, axis: BiasAxis, kind: GELUKind, dropMask: UnsafePointer<Float>?,
+    _ body: () -> Void)
+}
+
+extension MatrixProducts {
+  public func hiddenForward(
+    _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    bias: UnsafePointer<Float>, axis: BiasAxis, kind: GELUKind,
+    pre: UnsafeMutablePointer<Float>, act: UnsafeMutablePointer<Float>, dropMask: UnsafePointer<Float>?
+  ) {
+    hiddenForwardInFP32(
+      transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, bias: bias, axis: axis, kind: kind,
+      pre: pre, act: act, dropMask: dropMask)
+  }
+
+  public func hiddenBackward(
+    _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    gradient: UnsafeMutablePointer<Float>, pre: UnsafeMutablePointer<Float>,
+    dbias: UnsafeMutablePointer<Float>, axis: BiasAxis, kind: GELUKind, dropMask: UnsafePointer<Float>?,
+    _ body: () -> Void
+  ) {
+    hiddenBackwardInFP32(
+      transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, gradient: gradient, pre: pre,
+      dbias: dbias, axis: axis, kind: kind, dropMask: dropMask, body)
+  }
+
+  /// `hiddenForward` with the pre-activation in fp32: the product into pre, then one kernel adds
+  /// the bias, writes act (as an operand, unless dropout multiplies it after) and overwrites pre
+  /// with gelu′, all the backward needs.
+  func hiddenForwardInFP32(
+    _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    bias: UnsafePointer<Float>, axis: BiasAxis, kind: GELUKind,
+    pre: UnsafeMutablePointer<Float>, act: UnsafeMutablePointer<Float>, dropMask: UnsafePointer<Float>?
+  ) {
+    let count = m * n
+    gemm(transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: 0, c: pre, ldc: n)
+    biasGELUForwardKeepingDerivative(
+      act: act, actBF16: dropMask == nil ? operandStorage(for: act, count: count, scoped: false) : nil,
+      pre: pre, bias: bias, rows: m, cols: n, axis: axis, kind: kind)
+    if let dropMask {
+      multiplyElementwise(act, by: dropMask, count: count)
+      shareOperand(act, count: count)
+    }
+  }
+
+  /// `hiddenBackward` from the fp32 gelu′ that `hiddenForwardInFP32` kept in pre.
+  func hiddenBackwardInFP32(
+    _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    gradient: UnsafeMutablePointer<Float>, pre: UnsafeMutablePointer<Float>,
+    dbias: UnsafeMutablePointer<Float>, axis: BiasAxis, kind: GELUKind, dropMask: UnsafePointer<Float>?,
+    _ body: () -> Void
+  ) {
+    let count = m * n
+    gemm(transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: 0, c: gradient, ldc: n)
+    if let dropMask { multiplyElementwise(gradient, by: dropMask, count: count) }
+    withOperand(gradient, count: count) { gradientBF16 in
+      geluBackwardFromDerivative(
+        dinp: gradient, dinpBF16: gradientBF16, dbias: dbias, dout: gradient, derivative: pre,
+        rows: m, cols: n, axis: axis)
+      body()
+    }
+  }
+}
+
+/// x[i] *= mask[i] (dropout's mask on a hidden activation or its gradient).
+func multiplyElementwise(_ x: UnsafeMutablePointer<Float>, by mask: UnsafePointer<Float>, count: Int) {
+  for i in 0..<count { x[i] *= mask[i] }
 }
 
 extension MatrixProducts {
@@ -137,8 +231,15 @@ public final class BF16Products: MatrixProducts, @unchecked Sendable {
   private var savedInUse = 0
   /// Off: every product rounds its own operands (for tests: the results must not change).
   public var storesOperands: Bool
+  /// On (with `storesOperands`): an MLP's hidden layer without dropout keeps its pre-activation
+  /// in bf16, written by the product with the bias added, and runs GELU and its backward on bf16
+  /// values through oneDNN (`hiddenForward`). Off: the fp32 pre-activation and GELU kernels.
+  public var keepsHiddenLayersInBF16: Bool
 
-  public init(storesOperands: Bool = true) { self.storesOperands = storesOperands }
+  public init(storesOperands: Bool = true, keepsHiddenLayersInBF16: Bool = true) {
+    self.storesOperands = storesOperands
+    self.keepsHiddenLayersInBF16 = keepsHiddenLayersInBF16
+  }
 
   public func prepare(weights: UnsafePointer<Float>, count: Int) {
     mirror.reserve(count)
@@ -184,6 +285,66 @@ public final class BF16Products: MatrixProducts, @unchecked Sendable {
     matmulBF16(
       transA, transB, m: m, n: n, k: k, alpha: alpha, a: aBits, lda: aLead, b: bBits, ldb: bLead, beta: beta,
       c: c, ldc: ldc)
+  }
+
+  // The hidden layer in bf16, as mixed precision is done elsewhere (PyTorch's autocast keeps a
+  // Linear's output, GELU's input and their gradients in bf16): the product writes the
+  // pre-activation with its bias added, rounded to bf16 (half the bytes of fp32, and the thin
+  // token-mixing products are bound by writing their output); oneDNN's GELU reads it and writes
+  // act straight into its operand storage. The backward's product writes the gradient at act in
+  // bf16 into the operand storage of `gradient`, oneDNN's GELU backward turns it in place into
+  // the gradient at the pre-activation (gelu′ recomputed from the kept bf16 pre-activation), and
+  // the bias gradient sums those bf16 values in fp32. Dropout, whose mask multiplies act after
+  // GELU, takes the fp32 path.
+  public func hiddenForward(
+    _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    bias: UnsafePointer<Float>, axis: BiasAxis, kind: GELUKind,
+    pre: UnsafeMutablePointer<Float>, act: UnsafeMutablePointer<Float>, dropMask: UnsafePointer<Float>?
+  ) {
+    guard storesOperands, keepsHiddenLayersInBF16, dropMask == nil,
+      let preBits = operandStorage(for: pre, count: m * n, scoped: false),
+      let actBits = operandStorage(for: act, count: m * n, scoped: false)
+    else {
+      return hiddenForwardInFP32(
+        transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, bias: bias, axis: axis, kind: kind,
+        pre: pre, act: act, dropMask: dropMask)
+    }
+    let (aBits, aLead) = operand(a, rows: transA == .none ? m : k, cols: transA == .none ? k : m, ld: lda, into: scratchA)
+    let (bBits, bLead) = operand(b, rows: transB == .none ? k : n, cols: transB == .none ? n : k, ld: ldb, into: scratchB)
+    // oneDNN 2.6 adds a per-column bias in its AMX kernel but falls back to its reference
+    // implementation (thousands of times slower) for a per-row one: that one is added after
+    matmulBF16(
+      transA, transB, m: m, n: n, k: k, a: aBits, lda: aLead, b: bBits, ldb: bLead,
+      bias: axis == .columns ? bias : nil, biasAxis: axis, c: preBits, ldc: n)
+    if axis == .rows { addRowBiasBF16(preBits, bias: bias, rows: m, cols: n) }
+    geluForwardBF16(pre: preBits, act: actBits, count: m * n, kind: kind)
+  }
+
+  public func hiddenBackward(
+    _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    gradient: UnsafeMutablePointer<Float>, pre: UnsafeMutablePointer<Float>,
+    dbias: UnsafeMutablePointer<Float>, axis: BiasAxis, kind: GELUKind, dropMask: UnsafePointer<Float>?,
+    _ body: () -> Void
+  ) {
+    // the forward kept pre in bf16 exactly when it stored bf16 bits for it
+    guard dropMask == nil, let preBits = stored.last(where: { !$0.scoped && $0.x == UnsafePointer(pre) })?.bits else {
+      return hiddenBackwardInFP32(
+        transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, gradient: gradient, pre: pre,
+        dbias: dbias, axis: axis, kind: kind, dropMask: dropMask, body)
+    }
+    let (aBits, aLead) = operand(a, rows: transA == .none ? m : k, cols: transA == .none ? k : m, ld: lda, into: scratchA)
+    let (bBits, bLead) = operand(b, rows: transB == .none ? k : n, cols: transB == .none ? n : k, ld: ldb, into: scratchB)
+    withOperand(gradient, count: m * n) { gradientBits in
+      let gradientBits = gradientBits!
+      matmulBF16(
+        transA, transB, m: m, n: n, k: k, a: aBits, lda: aLead, b: bBits, ldb: bLead, bias: nil, biasAxis: axis,
+        c: gradientBits, ldc: n)
+      geluBackwardBF16(pre: preBits, gradient: gradientBits, count: m * n, kind: kind)
+      biasBackwardBF16(dbias: dbias, dout: gradientBits, rows: m, cols: n, axis: axis)
+      body()
+    }
   }
 
   /// The bf16 operand for `x` (`rows` rows of `cols` values, row stride `ld`): the prepared

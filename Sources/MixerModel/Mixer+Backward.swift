@@ -67,21 +67,18 @@ extension MixerModel {
       products.gemm(
         .transpose, .none, m: dc, n: c, k: sb, a: acts.channelAct[i], lda: dc, b: dBranch, ldb: c,
         beta: 1, c: g + o.chW2, ldc: c)
-      products.gemm(
+      products.hiddenBackward(
         .none, .transpose, m: sb, n: dc, k: c, a: dBranch, lda: c, b: w + o.chW2, ldb: c,
-        beta: 0, c: acts.dHidden, ldc: dc)
-    }
-    if dropHidden { multiply(acts.dHidden, by: acts.channelDropMask[i], count: sb * dc) }
-    products.withOperand(acts.dHidden, count: sb * dc) { dHiddenBF16 in
-      geluBackwardFromDerivative(
-        dinp: acts.dHidden, dinpBF16: dHiddenBF16, dbias: g + o.chB1, dout: acts.dHidden,
-        derivative: acts.channelPre[i], rows: sb, cols: dc, axis: .columns)
-      products.gemm(
-        .transpose, .none, m: c, n: dc, k: sb, a: acts.ln1Out[i], lda: c, b: acts.dHidden, ldb: dc,
-        beta: 1, c: g + o.chW1, ldc: dc)
-      products.gemm(
-        .none, .transpose, m: sb, n: c, k: dc, a: acts.dHidden, lda: dc, b: w + o.chW1, ldb: dc,
-        beta: 0, c: acts.dNorm, ldc: c)
+        gradient: acts.dHidden, pre: acts.channelPre[i], dbias: g + o.chB1, axis: .columns, kind: cfg.gelu,
+        dropMask: dropHidden ? UnsafePointer(acts.channelDropMask[i]) : nil
+      ) {
+        products.gemm(
+          .transpose, .none, m: c, n: dc, k: sb, a: acts.ln1Out[i], lda: c, b: acts.dHidden, ldb: dc,
+          beta: 1, c: g + o.chW1, ldc: dc)
+        products.gemm(
+          .none, .transpose, m: sb, n: c, k: dc, a: acts.dHidden, lda: dc, b: w + o.chW1, ldb: dc,
+          beta: 0, c: acts.dNorm, ldc: c)
+      }
     }
     layerNormBackward(
       dinp: dx, dweight: g + o.ln1Scale, dbias: g + o.ln1Bias, dout: acts.dNorm,

@@ -80,17 +80,10 @@ extension MixerModel {
       mean: acts.ln1Mean[i], rstd: acts.ln1Rstd[i], inp: xMid,
       weight: w + o.ln1Scale, bias: w + o.ln1Bias, rows: sb, channels: c,
       epsilon: cfg.layerNormEpsilon)
-    products.gemm(
+    products.hiddenForward(
       .none, .none, m: sb, n: dc, k: c, a: acts.ln1Out[i], lda: c, b: w + o.chW1, ldb: dc,
-      beta: 0, c: acts.channelPre[i], ldc: dc)
-    biasGELUForwardKeepingDerivative(
-      act: acts.channelAct[i],
-      actBF16: dropHidden ? nil : products.operandStorage(for: acts.channelAct[i], count: sb * dc, scoped: false),
-      pre: acts.channelPre[i], bias: w + o.chB1, rows: sb, cols: dc, axis: .columns, kind: cfg.gelu)
-    if dropHidden {
-      multiply(acts.channelAct[i], by: acts.channelDropMask[i], count: sb * dc)
-      products.shareOperand(acts.channelAct[i], count: sb * dc)
-    }
+      bias: w + o.chB1, axis: .columns, kind: cfg.gelu, pre: acts.channelPre[i], act: acts.channelAct[i],
+      dropMask: dropHidden ? UnsafePointer(acts.channelDropMask[i]) : nil)
     let channelTarget = keep == nil ? xOut : acts.branch
     if keep == nil {
       for r in 0..<sb {
@@ -149,8 +142,3 @@ extension MixerModel {
   }
 }
 
-/// x[i] *= m[i]
-@inline(__always)
-func multiply(_ x: UnsafeMutablePointer<Float>, by m: UnsafePointer<Float>, count: Int) {
-  for i in 0..<count { x[i] *= m[i] }
-}

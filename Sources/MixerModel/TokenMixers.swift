@@ -83,15 +83,10 @@ public struct TokenMLP: TokenMixer {
     let cfg = model.config, w = model.parameters.pointer
     let s = cfg.tokens, bc = acts.batch * cfg.hidden, ds = cfg.tokensMLP
     let (pre, act) = (saved[0], saved[1])
-    model.products.gemm(.transpose, .none, m: ds, n: bc, k: s, a: w + o[0], lda: ds, b: acts.ln0Out[i], ldb: bc, beta: 0, c: pre, ldc: bc)
-    // the hidden activation is read only by products: stored in their operand format
-    biasGELUForwardKeepingDerivative(
-      act: act, actBF16: dropHidden ? nil : model.products.operandStorage(for: act, count: ds * bc, scoped: false),
-      pre: pre, bias: w + o[1], rows: ds, cols: bc, axis: .rows, kind: cfg.gelu)
-    if dropHidden {
-      multiply(act, by: acts.tokenDropMask[i], count: ds * bc)
-      model.products.shareOperand(act, count: ds * bc)
-    }
+    model.products.hiddenForward(
+      .transpose, .none, m: ds, n: bc, k: s, a: w + o[0], lda: ds, b: acts.ln0Out[i], ldb: bc,
+      bias: w + o[1], axis: .rows, kind: cfg.gelu, pre: pre, act: act,
+      dropMask: dropHidden ? UnsafePointer(acts.tokenDropMask[i]) : nil)
     for t in 0..<s {
       let row = target + t * bc
       let bias = w[o[3] + t]
@@ -113,15 +108,14 @@ public struct TokenMLP: TokenMixer {
     let products = model.products
     products.sharingOperand(dBranch, count: s * bc) {
       products.gemm(.none, .transpose, m: ds, n: s, k: bc, a: act, lda: bc, b: dBranch, ldb: bc, beta: 1, c: g + o[2], ldc: s)
-      products.gemm(.none, .none, m: ds, n: bc, k: s, a: w + o[2], lda: s, b: dBranch, ldb: bc, beta: 0, c: acts.dHidden, ldc: bc)
-    }
-    if dropHidden { multiply(acts.dHidden, by: acts.tokenDropMask[i], count: ds * bc) }
-    products.withOperand(acts.dHidden, count: ds * bc) { dHiddenBF16 in
-      geluBackwardFromDerivative(
-        dinp: acts.dHidden, dinpBF16: dHiddenBF16, dbias: g + o[1], dout: acts.dHidden, derivative: pre,
-        rows: ds, cols: bc, axis: .rows)
-      products.gemm(.none, .transpose, m: s, n: ds, k: bc, a: acts.ln0Out[i], lda: bc, b: acts.dHidden, ldb: bc, beta: 1, c: g + o[0], ldc: ds)
-      products.gemm(.none, .none, m: s, n: bc, k: ds, a: w + o[0], lda: ds, b: acts.dHidden, ldb: bc, beta: overwrite ? 0 : 1, c: acts.dNorm, ldc: bc)
+      products.hiddenBackward(
+        .none, .none, m: ds, n: bc, k: s, a: w + o[2], lda: s, b: dBranch, ldb: bc,
+        gradient: acts.dHidden, pre: pre, dbias: g + o[1], axis: .rows, kind: cfg.gelu,
+        dropMask: dropHidden ? UnsafePointer(acts.tokenDropMask[i]) : nil
+      ) {
+        products.gemm(.none, .transpose, m: s, n: ds, k: bc, a: acts.ln0Out[i], lda: bc, b: acts.dHidden, ldb: bc, beta: 1, c: g + o[0], ldc: ds)
+        products.gemm(.none, .none, m: s, n: bc, k: ds, a: w + o[0], lda: ds, b: acts.dHidden, ldb: bc, beta: overwrite ? 0 : 1, c: acts.dNorm, ldc: bc)
+      }
     }
   }
 }

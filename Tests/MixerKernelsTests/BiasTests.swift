@@ -27,6 +27,32 @@ final class BiasTests: XCTestCase {
     }
   }
 
+  /// The sums of a bf16 gradient (the hidden layers' in bf16 training), per row and per column,
+  /// on one thread and split over two (per-column partial rows), against Double sums.
+  func testBackwardOfBF16GradientSumsAndAccumulates() {
+    var random = TestRandom(seed: 31)
+    let saved = KernelThreads.count
+    defer { KernelThreads.count = saved }
+    for threads in [1, 2] {
+      KernelThreads.count = threads
+      for (rows, cols) in [(3, 19), (5, 7), (300, 333)] {
+        let dout = random.floats(rows * cols, in: -1...1).map(bf16Bits)
+        let rows0 = random.floats(rows, in: -1...1), cols0 = random.floats(cols, in: -1...1)
+        var dbiasRows = rows0, dbiasCols = cols0
+        biasBackwardBF16(dbias: &dbiasRows, dout: dout, rows: rows, cols: cols, axis: .rows)
+        biasBackwardBF16(dbias: &dbiasCols, dout: dout, rows: rows, cols: cols, axis: .columns)
+        let rowSums = (0..<rows).map { r in
+          Double(rows0[r]) + (0..<cols).reduce(0.0) { $0 + Double(floatFromBF16(dout[r * cols + $1])) }
+        }
+        let colSums = (0..<cols).map { j in
+          Double(cols0[j]) + (0..<rows).reduce(0.0) { $0 + Double(floatFromBF16(dout[$1 * cols + j])) }
+        }
+        assertClose(dbiasRows, rowSums, relative: 1e-5, absolute: 1e-5, "rows \(rows)×\(cols), \(threads) threads")
+        assertClose(dbiasCols, colSums, relative: 1e-5, absolute: 1e-5, "columns \(rows)×\(cols), \(threads) threads")
+      }
+    }
+  }
+
   func testBroadcastColumnsCopiesBiasIntoEveryRow() {
     let rows = 3
     let cols = 5

@@ -2,6 +2,7 @@
 // pair, padded leading dimensions, alpha ≠ 1, beta 0 and 1), the integer GEMMs against exact
 // integer loops, bf16 rounding, and the instruction-set check.
 
+import Foundation
 import MixerKernels
 import MixerTestSupport
 import XCTest
@@ -99,6 +100,70 @@ final class DNNLTests: XCTestCase {
             }
           }
         }
+      }
+    }
+  }
+
+  /// The product that writes a pre-activation: bf16 operands, the fp32 bias (per row or per
+  /// column) added in the kernel, C rounded to bf16; against the naive product of the rounded
+  /// operands plus the bias, rounded (one bf16 step apart at most: the two sum in other orders).
+  func testBF16OutputMatmulWithBiasMatchesNaive() throws {
+    try XCTSkipUnless(DNNL.supports(.bf16), "this CPU has no AVX512-BF16 (oneDNN: \(DNNL.effectiveISA))")
+    var random = TestRandom(seed: 12)
+    let (m, n, k) = (37, 66, 45)
+    for transA in [Transpose.none, .transpose] {
+      for transB in [Transpose.none, .transpose] {
+        for axis in [BiasAxis.rows, .columns] {
+          let a = random.floats(m * k, in: -2...2).map(bf16Bits), b = random.floats(k * n, in: -1...1).map(bf16Bits)
+          let bias = random.floats(axis == .rows ? m : n, in: -1...1)
+          let (lda, ldb) = (transA == .none ? k : m, transB == .none ? n : k)
+          var c = [UInt16](repeating: 0xFFFF, count: m * n)
+          matmulBF16(transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, bias: bias, biasAxis: axis, c: &c, ldc: n)
+          var expected = [Float](repeating: 0, count: m * n)
+          gemmNaive(
+            transA, transB, m: m, n: n, k: k, a: a.map(floatFromBF16), lda: lda, b: b.map(floatFromBF16), ldb: ldb,
+            beta: 0, c: &expected, ldc: n)
+          for i in 0..<m {
+            for j in 0..<n {
+              let want = expected[i * n + j] + (axis == .rows ? bias[i] : bias[j])
+              let got = floatFromBF16(c[i * n + j])
+              XCTAssertEqual(got, want, accuracy: abs(want) * 0x1p-7 + 1e-5, "\(transA)\(transB) \(axis) at (\(i), \(j))")
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// GELU and its backward on bf16 values (oneDNN's eltwise kernels, both kinds) against the
+  /// Double formulas on the same bf16 inputs, within the rounding of the bf16 result.
+  func testGELUOnBF16ValuesMatchesDoubleFormulas() throws {
+    try XCTSkipUnless(DNNL.supports(.bf16), "this CPU has no AVX512-BF16 (oneDNN: \(DNNL.effectiveISA))")
+    var random = TestRandom(seed: 13)
+    let count = 1000 + 13
+    let pre = random.floats(count, in: -7...7).map(bf16Bits)
+    let gradient = random.floats(count, in: -3...3).map(bf16Bits)
+    for kind in GELUKind.allCases {
+      func reference(_ x: Double) -> (Double, Double) {
+        switch kind {
+        case .tanh:
+          let c = (2 / Double.pi).squareRoot(), u = c * (x + 0.044715 * x * x * x), t = Foundation.tanh(u)
+          return (0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x))
+        case .erf:
+          let cdf = 0.5 * (1 + Foundation.erf(x / 2.0.squareRoot()))
+          return (x * cdf, cdf + x * Foundation.exp(-0.5 * x * x) / (2 * Double.pi).squareRoot())
+        }
+      }
+      var act = [UInt16](repeating: 0, count: count)
+      geluForwardBF16(pre: pre, act: &act, count: count, kind: kind)
+      var d = gradient
+      geluBackwardBF16(pre: pre, gradient: &d, count: count, kind: kind)
+      for i in 0..<count {
+        let x = Double(floatFromBF16(pre[i]))
+        let (y, slope) = reference(x)
+        let dx = Double(floatFromBF16(gradient[i])) * slope
+        XCTAssertEqual(Double(floatFromBF16(act[i])), y, accuracy: abs(y) * 0x1p-8 + 1e-5, "\(kind) gelu(\(x))")
+        XCTAssertEqual(Double(floatFromBF16(d[i])), dx, accuracy: abs(dx) * 0x1p-8 + 1e-5, "\(kind) gelu′(\(x))")
       }
     }
   }

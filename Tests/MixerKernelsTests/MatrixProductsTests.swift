@@ -157,6 +157,75 @@ final class MatrixProductsTests: XCTestCase {
     }
   }
 
+  /// An MLP's hidden layer through `hiddenForward`/`hiddenBackward`, in both layouts the model
+  /// uses (weights first with the bias per row, as token mixing; activations first with the bias
+  /// per column, as channel mixing), both GELU kinds, with and without dropout: what the products
+  /// after it read (act, and the gradient at the pre-activation) and the bias gradient in bf16
+  /// stay within bf16 tolerance of fp32. Without dropout bf16 keeps the pre-activation in bf16
+  /// (the fp32 buffer is never written); with dropout it takes the fp32 path.
+  func testHiddenLayerInBF16StaysNearFP32() throws {
+    let bf16 = try Precision.bf16.makeProducts()
+    var random = TestRandom(seed: 14)
+    let (m, n, k, k2, p) = (48, 80, 40, 24, 8)
+    for weightsFirst in [true, false] {
+      for kind in GELUKind.allCases {
+        for dropout in [false, true] {
+          let axis: BiasAxis = weightsFirst ? .rows : .columns
+          let biasCount = axis == .rows ? m : n
+          // the parameters: W1, the bias, W2; the activation X, the gradient from above G, and the
+          // matrices V, U the products after the layer multiply act and its gradient by
+          var parameters = random.floats(k * max(m, n) + biasCount + m * k2 + k2 * n, in: -1...1)
+          let x = random.floats(k * max(m, n), in: -2...2), g = random.floats(k2 * n, in: -1...1)
+          let v = random.floats(n * p, in: -1...1), u = random.floats(n * p, in: -1...1)
+          let mask = (0..<(m * n)).map { _ in Float(Int.random(in: 0...4, using: &random) == 0 ? 0 : 1.25) }
+          func run(_ products: any MatrixProducts) -> (act: [Float], dpre: [Float], dbias: [Float], preWritten: Bool) {
+            let pre = UnsafeMutablePointer<Float>.allocate(capacity: m * n), act = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
+            let gradient = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
+            defer { pre.deallocate(); act.deallocate(); gradient.deallocate() }
+            pre.initialize(repeating: .nan, count: m * n)
+            var actTimesV = [Float](repeating: 0, count: m * p), dpreTimesU = [Float](repeating: 0, count: m * p)
+            var dbias = [Float](repeating: 0, count: biasCount)
+            parameters.withUnsafeMutableBufferPointer { w in
+              let w1 = w.baseAddress!, bias = w1 + k * max(m, n), w2 = bias + biasCount
+              products.prepare(weights: w1, count: w.count)
+              x.withUnsafeBufferPointer { x in
+                mask.withUnsafeBufferPointer { mask in
+                  let dropMask = dropout ? mask.baseAddress! : nil
+                  if weightsFirst {  // act = gelu(W1ᵀ·X + b), W1 [k, m], X [k, n]
+                    products.hiddenForward(
+                      .transpose, .none, m: m, n: n, k: k, a: w1, lda: m, b: x.baseAddress!, ldb: n,
+                      bias: bias, axis: axis, kind: kind, pre: pre, act: act, dropMask: dropMask)
+                  } else {  // act = gelu(X·W1 + b), X [m, k], W1 [k, n]
+                    products.hiddenForward(
+                      .none, .none, m: m, n: n, k: k, a: x.baseAddress!, lda: k, b: w1, ldb: n,
+                      bias: bias, axis: axis, kind: kind, pre: pre, act: act, dropMask: dropMask)
+                  }
+                  products.gemm(.none, .none, m: m, n: p, k: n, a: act, lda: n, b: v, ldb: p, beta: 0, c: &actTimesV, ldc: p)
+                  // the gradient at act: W2 [m, k2] · G [k2, n]
+                  products.hiddenBackward(
+                    .none, .none, m: m, n: n, k: k2, a: w2, lda: k2, b: g, ldb: n, gradient: gradient, pre: pre,
+                    dbias: &dbias, axis: axis, kind: kind, dropMask: dropMask
+                  ) {
+                    products.gemm(.none, .none, m: m, n: p, k: n, a: gradient, lda: n, b: u, ldb: p, beta: 0, c: &dpreTimesU, ldc: p)
+                  }
+                }
+              }
+            }
+            return (actTimesV, dpreTimesU, dbias, !(0..<(m * n)).allSatisfy { pre[$0].isNaN })
+          }
+          let label = "weights first \(weightsFirst), \(kind), dropout \(dropout)"
+          let fp32 = run(FP32Products.shared), low = run(bf16)
+          XCTAssertTrue(fp32.preWritten, label)
+          XCTAssertEqual(low.preWritten, dropout, "\(label): bf16 wrote the fp32 pre-activation")
+          for (name, a, b) in [("act", low.act, fp32.act), ("d(pre)", low.dpre, fp32.dpre), ("dbias", low.dbias, fp32.dbias)] {
+            assertClose(a, b, tolerance: 2e-2)
+            XCTAssertNotEqual(a, b, "\(label): \(name) did not go through bf16")
+          }
+        }
+      }
+    }
+  }
+
   func testInt8DoesNotTrain() {
     XCTAssertThrowsError(try Precision.int8.makeProducts()) { error in
       XCTAssertTrue("\(error)".contains("inference only"), "\(error)")

@@ -92,7 +92,7 @@ extension ModelGradientTests {
     let (model, images, labels) = try makeModel()
     _ = try Precision.bf16.makeProducts()  // the CPU check and the thread team
     func twoSteps(_ stores: Bool) -> [(Double, [Float], [Float])] {
-      model.products = BF16Products(storesOperands: stores)
+      model.products = BF16Products(storesOperands: stores, keepsHiddenLayersInBF16: false)
       let saved = model.parameters.array()
       defer { for i in saved.indices { model.parameters[i] = saved[i] } }
       var results: [(Double, [Float], [Float])] = []
