@@ -6,7 +6,8 @@
 // backward overwrites dinp (which may alias dout).
 // The training path uses the fused pair at the end of this file instead: the forward stores
 // gelu′ in place of the pre-activation (one tanh per element, shared with the forward value), so
-// the backward is a multiply fused with the bias gradient.
+// the backward is a multiply fused with the bias gradient. (bf16 training runs the hidden layers
+// without dropout on oneDNN's GELU over bf16 values instead: `BF16Products.hiddenForward`.)
 
 import Foundation
 
@@ -112,11 +113,9 @@ public func geluBackward(
 /// Training forward: h = pre + bias; act = gelu(h); pre is overwritten with gelu′(h), all the
 /// backward needs. Shapes: pre, act `[rows, cols]`. With `actBF16` (operand storage of the
 /// products, MatrixProducts.swift) act is written there rounded to bf16 instead, act untouched.
-/// With `preBF16` (the bf16 pre-activation a bf16 product wrote, `multiplyIntoActivation`) pre
-/// is read from there and gelu′(h) is written back there rounded to bf16, pre untouched.
 public func biasGELUForwardKeepingDerivative(
   act: UnsafeMutablePointer<Float>, actBF16: UnsafeMutablePointer<UInt16>? = nil,
-  pre: UnsafeMutablePointer<Float>, preBF16: UnsafeMutablePointer<UInt16>? = nil,
+  pre: UnsafeMutablePointer<Float>,
   bias: UnsafePointer<Float>, rows: Int, cols: Int, axis: BiasAxis, kind: GELUKind
 ) {
   KernelProfile.measure("bias+gelu forward") {
@@ -125,14 +124,13 @@ public func biasGELUForwardKeepingDerivative(
       let h = pre + r * cols
       let g = act + r * cols
       let g16 = actBF16.map { $0 + r * cols }
-      let h16 = preBF16.map { $0 + r * cols }
       let rowBias: Float = axis == .rows ? bias[r] : 0
       switch kind {
       case .tanh:
         var j = 0
         while j + 16 <= cols {
           let b: FloatVector = axis == .rows ? FloatVector(repeating: rowBias) : load16(bias, j)
-          let x = (h16.map { loadBF16x16($0, j) } ?? load16(h, j)) + b
+          let x = load16(h, j) + b
           let x2 = x * x
           let inner: FloatVector = sqrtTwoOverPi * (x + geluCubic * x2 * x)
           let t = vtanh(inner)
@@ -140,25 +138,23 @@ public func biasGELUForwardKeepingDerivative(
           let slope: FloatVector = sqrtTwoOverPi * (1 + 3 * geluCubic * x2)
           let tail: FloatVector = 0.5 * x * (1 - t * t) * slope
           if let g16 { storeBF16x16(g16, j, x * half) } else { store16(g, j, x * half) }
-          if let h16 { storeBF16x16(h16, j, half + tail) } else { store16(h, j, half + tail) }
+          store16(h, j, half + tail)
           j += 16
         }
         while j < cols {
-          let x = (h16.map { floatFromBF16($0[j]) } ?? h[j]) + (axis == .rows ? rowBias : bias[j])
+          let x = h[j] + (axis == .rows ? rowBias : bias[j])
           let t = scalarTanh(sqrtTwoOverPi * (x + geluCubic * x * x * x))
           let y = 0.5 * x * (1 + t)
           if let g16 { g16[j] = bf16Bits(y) } else { g[j] = y }
-          let slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * sqrtTwoOverPi * (1 + 3 * geluCubic * x * x)
-          if let h16 { h16[j] = bf16Bits(slope) } else { h[j] = slope }
+          h[j] = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * sqrtTwoOverPi * (1 + 3 * geluCubic * x * x)
           j += 1
         }
       case .erf:
         for j in 0..<cols {
-          let x = (h16.map { floatFromBF16($0[j]) } ?? h[j]) + (axis == .rows ? rowBias : bias[j])
+          let x = h[j] + (axis == .rows ? rowBias : bias[j])
           let cdf = 0.5 * (1 + Foundation.erf(x * 0.707_106_781_186_547_5))
           if let g16 { g16[j] = bf16Bits(x * cdf) } else { g[j] = x * cdf }
-          let slope = cdf + x * Foundation.exp(-0.5 * x * x) * 0.398_942_280_401_432_7
-          if let h16 { h16[j] = bf16Bits(slope) } else { h[j] = slope }
+          h[j] = cdf + x * Foundation.exp(-0.5 * x * x) * 0.398_942_280_401_432_7
         }
       }
     }
@@ -168,13 +164,11 @@ public func biasGELUForwardKeepingDerivative(
 
 /// Training backward of the fused forward: dinp = dout · gelu′ (dinp may alias dout) and
 /// dbias += the sums of dinp along `axis` (per row or per column), in one pass. With `dinpBF16`
-/// (operand storage) dinp is written there rounded to bf16 instead (the sums stay fp32). With
-/// `derivativeBF16` gelu′ is read from there (the forward's `preBF16`) instead of `derivative`.
+/// (operand storage) dinp is written there rounded to bf16 instead (the sums stay fp32).
 public func geluBackwardFromDerivative(
   dinp: UnsafeMutablePointer<Float>, dinpBF16: UnsafeMutablePointer<UInt16>? = nil,
   dbias: UnsafeMutablePointer<Float>,
-  dout: UnsafePointer<Float>, derivative: UnsafePointer<Float>,
-  derivativeBF16: UnsafePointer<UInt16>? = nil, rows: Int, cols: Int,
+  dout: UnsafePointer<Float>, derivative: UnsafePointer<Float>, rows: Int, cols: Int,
   axis: BiasAxis
 ) {
   KernelProfile.measure("gelu backward") {
@@ -188,18 +182,17 @@ public func geluBackwardFromDerivative(
     for r in chunkRows {
       let d = dinp + r * cols, o = dout + r * cols, k = derivative + r * cols
       let d16 = dinpBF16.map { $0 + r * cols }
-      let k16 = derivativeBF16.map { $0 + r * cols }
       switch axis {
       case .columns:
         var j = 0
         while j + 16 <= cols {
-          let v = load16(o, j) * (k16.map { loadBF16x16($0, j) } ?? load16(k, j))
+          let v = load16(o, j) * load16(k, j)
           if let d16 { storeBF16x16(d16, j, v) } else { store16(d, j, v) }
           store16(dbias, j, load16(dbias, j) + v)
           j += 16
         }
         while j < cols {
-          let v = o[j] * (k16.map { floatFromBF16($0[j]) } ?? k[j])
+          let v = o[j] * k[j]
           if let d16 { d16[j] = bf16Bits(v) } else { d[j] = v }
           dbias[j] += v
           j += 1
@@ -208,14 +201,14 @@ public func geluBackwardFromDerivative(
         var acc = FloatVector()
         var j = 0
         while j + 16 <= cols {
-          let v = load16(o, j) * (k16.map { loadBF16x16($0, j) } ?? load16(k, j))
+          let v = load16(o, j) * load16(k, j)
           if let d16 { storeBF16x16(d16, j, v) } else { store16(d, j, v) }
           acc += v
           j += 16
         }
         var total = acc.sum()
         while j < cols {
-          let v = o[j] * (k16.map { floatFromBF16($0[j]) } ?? k[j])
+          let v = o[j] * k[j]
           if let d16 { d16[j] = bf16Bits(v) } else { d[j] = v }
           total += v
           j += 1
