@@ -52,18 +52,12 @@ public func broadcastColumns(
 }
 
 /// dbias += the sums of the bf16 matrix `dout` `[rows, cols]` along `axis` (per row or per
-/// column), in fp32, split over the kernel threads (per-column sums as one partial row per chunk,
-/// added in chunk order).
+/// column), in fp32, split over the kernel threads.
 public func biasBackwardBF16(
   dbias: UnsafeMutablePointer<Float>, dout: UnsafePointer<UInt16>, rows: Int, cols: Int, axis: BiasAxis
 ) {
   KernelProfile.measure("bias backward") {
-    let chunks = axis == .columns ? parallelChunks(rows, elementsPerRow: cols) : 1
-    let partial = chunks > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: chunks * cols) : nil
-    partial?.initialize(repeating: 0, count: chunks * cols)
-    defer { partial?.deallocate() }
-    parallelRows(rows, elementsPerRow: cols) { chunk, chunkRows in
-      let sums = axis == .columns ? (partial.map { $0 + chunk * cols } ?? dbias) : dbias
+    parallelRowsSummingBias(into: dbias, rows: rows, cols: cols, axis: axis) { sums, chunkRows in
       for r in chunkRows {
         let d = dout + r * cols
         var j = 0
@@ -92,10 +86,27 @@ public func biasBackwardBF16(
         }
       }
     }
-    if let partial {
-      for chunk in 0..<chunks {
-        for j in 0..<cols { dbias[j] += partial[chunk * cols + j] }
-      }
+  }
+}
+
+/// `parallelRows` for a kernel that adds the sums of its `[rows, cols]` output along `axis` into
+/// dbias: `body(sums, rows)` adds into `sums`, which is dbias itself for per-row sums (each chunk
+/// owns its rows) and, for per-column sums over several chunks, a zeroed partial row of the
+/// chunk's own, added into dbias in chunk order afterwards (the same bits for the same threads).
+func parallelRowsSummingBias(
+  into dbias: UnsafeMutablePointer<Float>, rows: Int, cols: Int, axis: BiasAxis,
+  _ body: (UnsafeMutablePointer<Float>, Range<Int>) -> Void
+) {
+  let chunks = axis == .columns ? parallelChunks(rows, elementsPerRow: cols) : 1
+  let partial = chunks > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: chunks * cols) : nil
+  partial?.initialize(repeating: 0, count: chunks * cols)
+  defer { partial?.deallocate() }
+  parallelRows(rows, elementsPerRow: cols) { chunk, chunkRows in
+    body(axis == .columns ? (partial.map { $0 + chunk * cols } ?? dbias) : dbias, chunkRows)
+  }
+  if let partial {
+    for chunk in 0..<chunks {
+      for j in 0..<cols { dbias[j] += partial[chunk * cols + j] }
     }
   }
 }

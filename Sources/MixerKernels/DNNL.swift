@@ -288,6 +288,16 @@ private final class MatmulPrimitive {
 
 nonisolated(unsafe) private var matmulCache: [MatmulKey: MatmulPrimitive] = [:]
 
+/// The primitive cached under `key`, created on first use (callers hold `DNNL.lock`).
+private func cached<Key: Hashable, Primitive>(
+  _ cache: inout [Key: Primitive], _ key: Key, _ make: (Key) -> Primitive
+) -> Primitive {
+  if let primitive = cache[key] { return primitive }
+  let primitive = make(key)
+  cache[key] = primitive
+  return primitive
+}
+
 /// `C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C` with A and B in bfloat16 (bit patterns),
 /// products accumulated and C stored in fp32; row-major, the contract of `gemm`.
 public func matmulBF16(
@@ -325,13 +335,7 @@ private func runMatmul(
   DNNL.lock.lock()
   defer { DNNL.lock.unlock() }
   DNNL.matchThreads()
-  let p: MatmulPrimitive
-  if let cached = matmulCache[key] {
-    p = cached
-  } else {
-    p = MatmulPrimitive(key)
-    matmulCache[key] = p
-  }
+  let p = cached(&matmulCache, key, MatmulPrimitive.init)
   let name = "bf16 \(key.transA ? "T" : "N")\(key.transB ? "T" : "N") \(key.m)x\(key.n)x\(key.k)\(key.bf16Output ? " ->bf16" : "")"
   KernelProfile.measure(name, flops: 2 * Double(key.m) * Double(key.n) * Double(key.k)) {
     DNNL.check(dnnl_memory_set_data_handle(p.a, UnsafeMutableRawPointer(mutating: a)), "set_data_handle")
@@ -404,13 +408,7 @@ private func runEltwise(_ key: EltwiseKey, _ handles: [UnsafeRawPointer], name: 
   DNNL.lock.lock()
   defer { DNNL.lock.unlock() }
   DNNL.matchThreads()
-  let p: EltwisePrimitive
-  if let cached = eltwiseCache[key] {
-    p = cached
-  } else {
-    p = EltwisePrimitive(key)
-    eltwiseCache[key] = p
-  }
+  let p = cached(&eltwiseCache, key, EltwisePrimitive.init)
   KernelProfile.measure(name) {
     for (memory, handle) in zip(p.memories, handles) {
       DNNL.check(dnnl_memory_set_data_handle(memory, UnsafeMutableRawPointer(mutating: handle)), "set_data_handle")

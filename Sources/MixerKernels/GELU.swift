@@ -172,13 +172,7 @@ public func geluBackwardFromDerivative(
   axis: BiasAxis
 ) {
   KernelProfile.measure("gelu backward") {
-    // per-column bias sums need one partial row per chunk (added in chunk order)
-    let chunks = axis == .columns ? parallelChunks(rows, elementsPerRow: cols) : 1
-    let partial = chunks > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: chunks * cols) : nil
-    partial?.initialize(repeating: 0, count: chunks * cols)
-    defer { partial?.deallocate() }
-    parallelRows(rows, elementsPerRow: cols) { chunk, chunkRows in
-    let dbias = axis == .columns ? (partial.map { $0 + chunk * cols } ?? dbias) : dbias
+    parallelRowsSummingBias(into: dbias, rows: rows, cols: cols, axis: axis) { dbias, chunkRows in
     for r in chunkRows {
       let d = dinp + r * cols, o = dout + r * cols, k = derivative + r * cols
       let d16 = dinpBF16.map { $0 + r * cols }
@@ -216,11 +210,6 @@ public func geluBackwardFromDerivative(
         dbias[r] += total
       }
     }
-    }
-    if let partial {
-      for chunk in 0..<chunks {
-        for j in 0..<cols { dbias[j] += partial[chunk * cols + j] }
-      }
     }
   }
 }
