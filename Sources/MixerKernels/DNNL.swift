@@ -315,6 +315,8 @@ public func matmulBF16(
 /// `C[M×N] = op(A)[M×K] · op(B)[K×N] (+ bias)` with A and B in bfloat16, accumulated in fp32 and
 /// stored rounded to bf16 (a pre-activation only elementwise kernels read); the fp32 bias, when
 /// given, runs along `biasAxis` (one per row or per column) and is added before the rounding.
+/// oneDNN 2.6 adds a per-column bias in its AMX kernel but a per-row one only in its reference
+/// implementation, thousands of times slower on large shapes: use `addRowBiasBF16` after instead.
 public func matmulBF16(
   _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
   a: UnsafePointer<UInt16>, lda: Int, b: UnsafePointer<UInt16>, ldb: Int,
