@@ -39,6 +39,33 @@ public func measureBF16Matmul(m: Int, n: Int, k: Int, repeats: Int = 5) -> Doubl
   return 2 * Double(m) * Double(n) * Double(k) / best / 1e9
 }
 
+/// GFLOP/s of `runs` back-to-back single `m×k · k×n` products (beta 0) on buffers allocated and
+/// touched once, sorted from slowest to fastest: sgemm, or with `bf16` the bf16 matmul. How far
+/// the median lies below the fastest says how steady the machine's product rate is, and so how
+/// close to a best-of ceiling any step can come.
+public func measureProductSpread(m: Int, n: Int, k: Int, runs: Int, bf16: Bool) -> [Double] {
+  let c = FlatBuffer(count: m * n)
+  var seconds: [Double] = []
+  if bf16 {
+    let a = [UInt16](repeating: bf16Bits(0.5), count: m * k)
+    let b = [UInt16](repeating: bf16Bits(0.25), count: k * n)
+    for run in 0...runs {  // run 0 creates the primitive and touches c
+      let t0 = monotonicSeconds()
+      matmulBF16(.none, .none, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, beta: 0, c: c.pointer, ldc: n)
+      if run > 0 { seconds.append(monotonicSeconds() - t0) }
+    }
+  } else {
+    let a = FlatBuffer(count: m * k, repeating: 0.5)
+    let b = FlatBuffer(count: k * n, repeating: 0.25)
+    for run in 0...runs {  // run 0 touches c
+      let t0 = monotonicSeconds()
+      gemm(.none, .none, m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n)
+      if run > 0 { seconds.append(monotonicSeconds() - t0) }
+    }
+  }
+  return seconds.map { 2 * Double(m) * Double(n) * Double(k) / $0 / 1e9 }.sorted()
+}
+
 /// The middle value (the mean of the two middle ones for an even count); 0 for none.
 func median(_ values: [Double]) -> Double {
   guard !values.isEmpty else { return 0 }
@@ -70,6 +97,18 @@ public struct BenchResult: Codable {
   public var mfu: Double
   /// the lowest and highest of those per-step ratios
   public var mfuRange: [Double] = []
+  /// the ceiling's steadiness: GFLOP/s of back-to-back single runs of the model's largest product
+  /// (in the products' precision) after the timed steps, slowest first. The median of these over
+  /// the fastest bounds what mfu can show on this machine: mfu sets every step against a best-of
+  /// ceiling, and even the ceiling's own product does not run at its best most of the time.
+  public var ceilingRuns: [Double] = []
+  /// that product's M, N, K
+  public var ceilingShape: [Int] = []
+  /// the median and the slowest of `ceilingRuns` as fractions of the fastest (nil without runs)
+  public var ceilingSpread: (median: Double, slowest: Double)? {
+    guard let fastest = ceilingRuns.last, fastest > 0 else { return nil }
+    return (median(ceilingRuns) / fastest, ceilingRuns[0] / fastest)
+  }
   /// time per step backward did not hide the all-reduce, as a share of the step (0 on one rank)
   public var exposedCommunicationShare: Double
   /// the gradient reduction benchmarked: floats per bucket, buckets per step, ZeRO stage,
@@ -104,6 +143,8 @@ public struct BenchResult: Codable {
     case bf16Gflops = "bf16_gflops"
     case mfu
     case mfuRange = "mfu_range"
+    case ceilingRuns = "ceiling_runs_gflops"
+    case ceilingShape = "ceiling_shape"
     case bucketFloats = "bucket_floats"
     case buckets
     case zeroStage = "zero"
@@ -149,7 +190,7 @@ func benchmarkTrainConfig(_ config: MixerConfig, batch: Int, ranks: Int, reducti
 public func benchmarkTraining(
   config: MixerConfig, preset: String, batch: Int, steps: Int, warmup: Int, profile: Bool = false,
   comm: Communicator = SingleProcessCommunicator(), reduction: BenchmarkReduction = BenchmarkReduction(),
-  precision: Precision = .fp32
+  precision: Precision = .fp32, ceilingRuns: Int = 9
 ) throws -> BenchResult {
   let model = try MixerModel(config: config, seed: 0)
   model.products = try precision.makeProducts()
@@ -210,6 +251,9 @@ public func benchmarkTraining(
     precision: precision, bf16Gflops: bf16Peak, mfu: median(ratios),
     exposedCommunicationShare: exposed / Double(steps) / perStep)
   result.mfuRange = [ratios.min() ?? 0, ratios.max() ?? 0]
+  result.ceilingShape = [sb, config.channelsMLP, config.hidden]
+  result.ceilingRuns = measureProductSpread(
+    m: sb, n: config.channelsMLP, k: config.hidden, runs: ceilingRuns, bf16: precision == .bf16)
   result.bucketFloats = train.bucketFloats
   result.buckets = step.bucketer.buckets.count
   result.zeroStage = train.zeroStage

@@ -86,6 +86,11 @@ struct Bench: ParsableCommand {
       if let bf16 = r.bf16Gflops { print(String(format: "bf16 GFLOP/s  %8.1f  (oneDNN matmul, %@)", bf16, DNNL.effectiveISA)) }
       print(String(format: "mfu           %8.3f", r.mfu)
         + (r.mfuRange.count == 2 ? String(format: "  (steps %.3f-%.3f, each over the rate measured after it)", r.mfuRange[0], r.mfuRange[1]) : ""))
+      if let spread = r.ceilingSpread, r.ceilingShape.count == 3 {
+        print(String(format: "ceiling spread %d back-to-back runs of %@ %dx%dx%d: median %.2f, slowest %.2f of the fastest",
+                     r.ceilingRuns.count, r.precision == .bf16 ? "bf16 matmul" : "sgemm",
+                     r.ceilingShape[0], r.ceilingShape[1], r.ceilingShape[2], spread.median, spread.slowest))
+      }
       if r.ranks > 1 {
         print(String(format: "exposed communication %5.1f%% of step time", r.exposedCommunicationShare * 100))
         print("gradients     \(r.buckets) buckets of \(r.bucketFloats) floats, \(r.gradComm), "

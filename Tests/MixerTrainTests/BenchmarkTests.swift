@@ -30,5 +30,28 @@ final class BenchmarkTests: XCTestCase {
     let whole = result.gflops / result.sgemmGflops
     XCTAssertGreaterThan(whole, result.mfuRange[0] * 0.5)
     XCTAssertLessThan(whole, result.mfuRange[1] * 2)
+    // the ceiling's steadiness: nine single runs of the model's largest product, slowest first
+    XCTAssertEqual(result.ceilingShape, [config.tokens * 8, config.channelsMLP, config.hidden])
+    XCTAssertEqual(result.ceilingRuns.count, 9)
+    XCTAssertEqual(result.ceilingRuns, result.ceilingRuns.sorted())
+    XCTAssertGreaterThan(result.ceilingRuns[0], 0)
+    let spread = try XCTUnwrap(result.ceilingSpread)
+    XCTAssertLessThanOrEqual(spread.slowest, spread.median)
+    XCTAssertLessThanOrEqual(spread.median, 1)
+    XCTAssertEqual(spread.median, result.ceilingRuns[4] / result.ceilingRuns[8], accuracy: 1e-12)
+  }
+
+  /// The spread's runs are timed one by one, in the asked precision: each rate is the product's
+  /// FLOPs over one run, so none can beat the fastest, and a bf16 run lists as many runs.
+  func testProductSpreadRunsEachProductOnce() throws {
+    let runs = measureProductSpread(m: 64, n: 48, k: 32, runs: 5, bf16: false)
+    XCTAssertEqual(runs.count, 5)
+    XCTAssertEqual(runs, runs.sorted())
+    XCTAssertTrue(runs.allSatisfy { $0 > 0 && $0.isFinite })
+    XCTAssertEqual(measureProductSpread(m: 64, n: 48, k: 32, runs: 0, bf16: false), [])
+    try XCTSkipUnless(DNNL.supports(.bf16), "this CPU has no AVX512-BF16 (oneDNN: \(DNNL.effectiveISA))")
+    let bf16 = measureProductSpread(m: 64, n: 48, k: 32, runs: 3, bf16: true)
+    XCTAssertEqual(bf16.count, 3)
+    XCTAssertEqual(bf16, bf16.sorted())
   }
 }
