@@ -15,12 +15,15 @@ public func biasBackwardColumns(
   }
 }
 
-/// dbias[r] += Σ_j dout[r, j]   (bias per row: token-mixing Denses, rows are tokens)
+/// dbias[r] += Σ_j dout[r, j]   (bias per row: token-mixing Denses, rows are tokens). Each row's
+/// sum is its own, so the rows split over the kernel threads with the same bits.
 public func biasBackwardRows(
   dbias: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, rows: Int, cols: Int
 ) {
   KernelProfile.measure("bias backward") {
-    for r in 0..<rows { dbias[r] += vsum(dout + r * cols, cols) }
+    parallelRows(rows, elementsPerRow: cols) { _, chunk in
+      for r in chunk { dbias[r] += vsum(dout + r * cols, cols) }
+    }
   }
 }
 

@@ -397,11 +397,8 @@ final class GrowableBF16 {
 /// `convertToBF16` split over the kernel threads when large.
 func convertToBF16Parallel(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {
   KernelProfile.measure("bf16 round") {
-    let chunk = 4096
-    let chunks = (count + chunk - 1) / chunk
-    parallelRows(chunks, elementsPerRow: chunk) { _, range in
-      let start = range.lowerBound * chunk, end = min(count, range.upperBound * chunk)
-      if end > start { convertToBF16(src + start, dst + start, count: end - start) }
+    parallelElements(count) { range in
+      convertToBF16(src + range.lowerBound, dst + range.lowerBound, count: range.count)
     }
   }
 }

@@ -58,3 +58,14 @@ func parallelChunks(_ rows: Int, elementsPerRow: Int) -> Int {
 func chunkRange(_ chunk: Int, of chunks: Int, rows: Int) -> Range<Int> {
   (chunk * rows / chunks)..<((chunk + 1) * rows / chunks)
 }
+
+/// Calls `body(range)` on contiguous ranges covering `0..<count`, split over the kernel threads in
+/// blocks of `block` elements (for elementwise passes over a flat buffer, where each element is
+/// its own: the same bits on any thread count).
+@inline(__always)
+public func parallelElements(_ count: Int, block: Int = 4096, _ body: (Range<Int>) -> Void) {
+  parallelRows((count + block - 1) / block, elementsPerRow: block) { _, blocks in
+    let start = blocks.lowerBound * block, end = min(count, blocks.upperBound * block)
+    if end > start { body(start..<end) }
+  }
+}

@@ -1,7 +1,10 @@
 // The residual add of a Mixer branch with optional per-example stochastic depth (Huang et al.
 // 2016, as big_vision's Mixer: a dropped example keeps x unchanged, a kept one adds the branch
 // unscaled). Activations are token-major `[S, B, C]`; `keep[b]` is 0 or 1 for example b.
-// forward accumulates into x; backward overwrites dbranch.
+// forward accumulates into x; backward overwrites dbranch. The paper's block without stochastic
+// depth adds its branches in place: the stream is copied (`copyStream`), an output Dense's bias
+// added (`addRowBias`, `addColumnBias`) and the product then accumulates into it (beta = 1).
+// These are plain elementwise passes, split over the kernel threads: the same bits on any count.
 
 /// x[s, b, :] += keep[b] · branch[s, b, :]   (keep == nil: every example kept)
 public func residualForward(
@@ -35,5 +38,56 @@ public func residualBackward(
     let d = dbranch + row * channels
     let g = dx + row * channels
     for i in 0..<channels { d[i] = k * g[i] }
+  }
+}
+
+/// out[i] = inp[i] for i in 0..<count (the residual stream handed on to a branch that adds into it).
+public func copyStream(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
+  KernelProfile.measure("residual") {
+    parallelElements(count) { range in
+      (out + range.lowerBound).update(from: inp + range.lowerBound, count: range.count)
+    }
+  }
+}
+
+/// x[r, j] += bias[r] for x `[rows, cols]` (token mixing's output bias, one per token row).
+public func addRowBias(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int) {
+  KernelProfile.measure("residual") {
+    parallelRows(rows, elementsPerRow: cols) { _, chunk in
+      for r in chunk {
+        let row = x + r * cols, b = bias[r], lanes = FloatVector(repeating: b)
+        var j = 0
+        while j + 16 <= cols {
+          store16(row, j, load16(row, j) + lanes)
+          j += 16
+        }
+        while j < cols {
+          row[j] += b
+          j += 1
+        }
+      }
+    }
+  }
+}
+
+/// out[r, j] = inp[r, j] + bias[j] for `[rows, cols]` (channel mixing's output bias on the stream).
+public func addColumnBias(
+  out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int
+) {
+  KernelProfile.measure("residual") {
+    parallelRows(rows, elementsPerRow: cols) { _, chunk in
+      for r in chunk {
+        let o = out + r * cols, x = inp + r * cols
+        var j = 0
+        while j + 16 <= cols {
+          store16(o, j, load16(x, j) + load16(bias, j))
+          j += 16
+        }
+        while j < cols {
+          o[j] = x[j] + bias[j]
+          j += 1
+        }
+      }
+    }
   }
 }

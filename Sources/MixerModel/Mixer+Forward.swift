@@ -62,14 +62,14 @@ extension MixerModel {
     // the paper's block (one mixer that adds in place) without stochastic depth: straight into x_mid
     let fused = mixers.count == 1 && mixers[0].mixer.addsInPlace && keep == nil
     let tokenTarget = fused ? xMid : acts.branch
-    if fused { xMid.update(from: xIn, count: sb * c) } else { tokenTarget.update(repeating: 0, count: sb * c) }
+    if fused { copyStream(out: xMid, inp: xIn, count: sb * c) } else { tokenTarget.update(repeating: 0, count: sb * c) }
     for (j, placed) in mixers.enumerated() {
       placed.mixer.forward(
         self, block: i, offsets: placed.offsets, saved: acts.mixerSaved[i][j], scratch: acts.scratch(for: placed.mixer),
         acts: acts, into: tokenTarget, dropHidden: dropHidden)
     }
     if !fused {
-      xMid.update(from: xIn, count: sb * c)
+      copyStream(out: xMid, inp: xIn, count: sb * c)
       residualForward(x: xMid, branch: acts.branch, keep: keep, tokens: s, batch: b, channels: c)
     }
 
@@ -86,10 +86,7 @@ extension MixerModel {
       dropMask: dropHidden ? UnsafePointer(acts.channelDropMask[i]) : nil)
     let channelTarget = keep == nil ? xOut : acts.branch
     if keep == nil {
-      for r in 0..<sb {
-        let x = xOut + r * c, m = xMid + r * c, bias = w + o.chB2
-        for j in 0..<c { x[j] = m[j] + bias[j] }
-      }
+      addColumnBias(out: xOut, inp: xMid, bias: w + o.chB2, rows: sb, cols: c)
     } else {
       broadcastColumns(out: channelTarget, bias: w + o.chB2, rows: sb, cols: c)
     }
@@ -97,7 +94,7 @@ extension MixerModel {
       .none, .none, m: sb, n: c, k: dc, a: acts.channelAct[i], lda: dc, b: w + o.chW2, ldb: c,
       beta: 1, c: channelTarget, ldc: c)
     if let keep {
-      xOut.update(from: xMid, count: sb * c)
+      copyStream(out: xOut, inp: xMid, count: sb * c)
       residualForward(x: xOut, branch: acts.branch, keep: keep, tokens: s, batch: b, channels: c)
     }
   }

@@ -87,11 +87,7 @@ public struct TokenMLP: TokenMixer {
       .transpose, .none, m: ds, n: bc, k: s, a: w + o[0], lda: ds, b: acts.ln0Out[i], ldb: bc,
       bias: w + o[1], axis: .rows, kind: cfg.gelu, pre: pre, act: act,
       dropMask: dropHidden ? UnsafePointer(acts.tokenDropMask[i]) : nil)
-    for t in 0..<s {
-      let row = target + t * bc
-      let bias = w[o[3] + t]
-      for j in 0..<bc { row[j] += bias }
-    }
+    addRowBias(target, bias: w + o[3], rows: s, cols: bc)
     model.products.gemm(.transpose, .none, m: s, n: bc, k: ds, a: w + o[2], lda: s, b: act, ldb: bc, beta: 1, c: target, ldc: bc)
   }
 

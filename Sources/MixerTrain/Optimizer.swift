@@ -90,21 +90,25 @@ public final class Optimizer: ShardedOptimizerState {
       let b1 = config.beta1, b2 = config.beta2, eps = config.epsilon
       let c1 = 1 / (1 - Float(pow(Double(b1), Double(step))))
       let c2 = 1 / (1 - Float(pow(Double(b2), Double(step))))
-      for i in 0..<n {
-        let gi = gg[i]
-        let mi = b1 * m[i] + (1 - b1) * gi
-        let vi = b2 * v[i] + (1 - b2) * gi * gi
-        m[i] = mi
-        v[i] = vi
-        let update = (mi * c1) / ((vi * c2).squareRoot() + eps) + decay * pp[i]
-        pp[i] -= lr * update
+      parallelElements(n) { range in
+        for i in range {
+          let gi = gg[i]
+          let mi = b1 * m[i] + (1 - b1) * gi
+          let vi = b2 * v[i] + (1 - b2) * gi * gi
+          m[i] = mi
+          v[i] = vi
+          let update = (mi * c1) / ((vi * c2).squareRoot() + eps) + decay * pp[i]
+          pp[i] -= lr * update
+        }
       }
     case .sgd:
       let mu = config.momentum
-      for i in 0..<n {
-        let mi = mu * m[i] + gg[i]
-        m[i] = mi
-        pp[i] -= lr * (mi + decay * pp[i])
+      parallelElements(n) { range in
+        for i in range {
+          let mi = mu * m[i] + gg[i]
+          m[i] = mi
+          pp[i] -= lr * (mi + decay * pp[i])
+        }
       }
     }
   }

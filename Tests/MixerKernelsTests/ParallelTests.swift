@@ -54,6 +54,38 @@ final class ParallelTests: XCTestCase {
     XCTAssertEqual(run(threads: 3, rows: 2048, cols: 48), parallel)
   }
 
+  /// Per-row bias sums are each row's own: the same bits on any thread count and team.
+  func testRowBiasGradientIsExactInParallel() {
+    var random = TestRandom(seed: 44)
+    let rows = 64, cols = 2051
+    let dout = random.floats(rows * cols, in: -1...1)
+    func sums(threads: Int, team: KernelThreads.Team) -> [Float] {
+      KernelThreads.count = threads
+      KernelThreads.team = team
+      var dbias = [Float](repeating: 0.5, count: rows)
+      biasBackwardRows(dbias: &dbias, dout: dout, rows: rows, cols: cols)
+      return dbias
+    }
+    let serial = sums(threads: 1, team: .dispatch)
+    XCTAssertEqual(serial[3], 0.5 + dout[(3 * cols)..<(4 * cols)].reduce(0, +), accuracy: 1e-3)
+    XCTAssertEqual(sums(threads: 3, team: .dispatch), serial)
+    XCTAssertEqual(sums(threads: 2, team: .openMP), serial)
+  }
+
+  /// `parallelElements` hands out every index once, in blocks, on any thread count.
+  func testParallelElementsCoversEveryIndexOnce() {
+    for (threads, count) in [(1, 10), (2, 100_003), (3, 70_000), (4, 0)] {
+      KernelThreads.count = threads
+      var hits = [Int](repeating: 0, count: count)
+      hits.withUnsafeMutableBufferPointer { hits in
+        parallelElements(count, block: 1000) { range in
+          for i in range { hits[i] += 1 }
+        }
+      }
+      XCTAssertEqual(hits, [Int](repeating: 1, count: count), "\(threads) threads, \(count) elements")
+    }
+  }
+
   func testOpenMPTeamRunsEveryChunkOnce() {
     for threads in [1, 2, 3, 7] {
       var hits = [Int](repeating: 0, count: threads)

@@ -75,4 +75,33 @@ final class ResidualTests: XCTestCase {
         "dbranch keep \(String(describing: keep))")
     }
   }
+
+  /// The passes of the in-place residual path (copy, the token and channel output biases) are
+  /// one float add per element: exactly the scalar loops, on 1 and 3 threads (large enough to
+  /// split, with a row length that leaves a tail after the 16-lane loop).
+  func testStreamPassesAreTheScalarLoopsOnAnyThreadCount() {
+    defer { KernelThreads.count = 1 }
+    let rows = 1000, cols = 83
+    var random = TestRandom(seed: 43)
+    let x = random.floats(rows * cols, in: -3...3)
+    let rowBias = random.floats(rows, in: -1...1), columnBias = random.floats(cols, in: -1...1)
+    var expectedRows = x, expectedColumns = x
+    for r in 0..<rows {
+      for j in 0..<cols {
+        expectedRows[r * cols + j] += rowBias[r]
+        expectedColumns[r * cols + j] = x[r * cols + j] + columnBias[j]
+      }
+    }
+    for threads in [1, 3] {
+      KernelThreads.count = threads
+      var copy = [Float](repeating: .nan, count: rows * cols)
+      copyStream(out: &copy, inp: x, count: rows * cols)
+      XCTAssertEqual(copy, x, "copy, \(threads) threads")
+      addRowBias(&copy, bias: rowBias, rows: rows, cols: cols)
+      XCTAssertEqual(copy, expectedRows, "row bias, \(threads) threads")
+      var out = [Float](repeating: .nan, count: rows * cols)
+      addColumnBias(out: &out, inp: x, bias: columnBias, rows: rows, cols: cols)
+      XCTAssertEqual(out, expectedColumns, "column bias, \(threads) threads")
+    }
+  }
 }

@@ -93,6 +93,31 @@ final class OptimizerTests: XCTestCase {
     XCTAssertEqual(parts[0].stateCount + parts[1].stateCount, full.stateCount)
   }
 
+  /// The update is elementwise and split over the kernel threads for large segments: AdamW and
+  /// SGD give the same bits on 1 and 3 threads (on a model with kernels above the split size).
+  func testUpdateIsTheSameOnAnyThreadCount() throws {
+    defer { KernelThreads.count = 1 }
+    let wide = MixerConfig(
+      imageHeight: 8, imageWidth: 8, patch: 2, hidden: 96, blocks: 1, tokensMLP: 16, channelsMLP: 768, classes: 3)
+    let table = ParameterTable(config: wide)
+    XCTAssertGreaterThan(table["MixerBlock_0/channel_mixing/Dense_0/kernel"]?.range.count ?? 0, 65_536)
+    for kind in OptimizerKind.allCases {
+      var results: [[Float]] = []
+      for threads in [1, 3] {
+        KernelThreads.count = threads
+        var options = OptimizerConfig()
+        options.kind = kind
+        let optimizer = Optimizer(config: options, table: table)
+        let p = FlatBuffer((0..<table.count).map { Float($0 % 11) * 0.01 - 0.05 })
+        let g = FlatBuffer((0..<table.count).map { Float(($0 * 7) % 13) * 0.1 - 0.6 })
+        for step in 1...3 { optimizer.update(parameters: p.pointer, gradients: g.pointer, lr: 0.1, step: step) }
+        results.append(p.array() + optimizer.moments.flatMap { $0.buffer.array() })
+      }
+      XCTAssertEqual(results[0], results[1], kind.rawValue)
+      XCTAssertNotEqual(results[0][0], -0.05, kind.rawValue)
+    }
+  }
+
   func testScheduleWarmupCosineLinear() {
     let cosine = Schedule(baseLR: 1, warmupSteps: 4, totalSteps: 14, decay: .cosine)
     XCTAssertEqual(cosine.learningRate(step: 0), 0.25)
