@@ -3,14 +3,18 @@
 // The bf16 pair serves the hidden layers of bf16 training (MatrixProducts.swift): a per-row bias
 // added to a bf16 pre-activation, and the bias gradient of a bf16 gradient.
 
-/// dbias[j] += Σ_r dout[r, j]   (bias per column: channel-mixing and stem and head Denses)
+/// dbias[j] += Σ_r dout[r, j]   (bias per column: channel-mixing and stem and head Denses). The
+/// columns split over the kernel threads, each still summed over the rows in order: the same
+/// bits on any thread count.
 public func biasBackwardColumns(
   dbias: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, rows: Int, cols: Int
 ) {
   KernelProfile.measure("bias backward") {
-    for r in 0..<rows {
-      let d = dout + r * cols
-      for j in 0..<cols { dbias[j] += d[j] }
+    parallelRows(cols, elementsPerRow: rows) { _, columns in
+      for r in 0..<rows {
+        let d = dout + r * cols
+        for j in columns { dbias[j] += d[j] }
+      }
     }
   }
 }

@@ -52,13 +52,17 @@ extension MixerModel {
 
     // token mixing: Y = LN_0(x); each of the block's token mixers adds its branch (TokenMixers.swift:
     // the paper's W2ᵀ·gelu(W1ᵀ·Y + b1) + b2 on [S, B·C], self-attention, a token-grid convolution)
+    // Y is read by products and, in some mixers, by fp32 kernels: written in the products'
+    // operand format when only products read it, else in fp32 and rounded once for the products
+    let mixers = blockMixers[i]
+    let productsOnly = mixers.allSatisfy { $0.mixer.readsInputOnlyThroughProducts }
     layerNormForward(
-      out: acts.ln0Out[i], mean: acts.ln0Mean[i], rstd: acts.ln0Rstd[i], inp: xIn,
+      out: acts.ln0Out[i],
+      outBF16: productsOnly ? products.operandStorage(for: acts.ln0Out[i], count: sb * c, scoped: false) : nil,
+      mean: acts.ln0Mean[i], rstd: acts.ln0Rstd[i], inp: xIn,
       weight: w + o.ln0Scale, bias: w + o.ln0Bias, rows: sb, channels: c,
       epsilon: cfg.layerNormEpsilon)
-    // Y is read by products and, in some mixers, by fp32 kernels: rounded once for the products
-    products.shareOperand(acts.ln0Out[i], count: sb * c)
-    let mixers = blockMixers[i]
+    if !productsOnly { products.shareOperand(acts.ln0Out[i], count: sb * c) }
     // the paper's block (one mixer that adds in place) without stochastic depth: straight into x_mid
     let fused = mixers.count == 1 && mixers[0].mixer.addsInPlace && keep == nil
     let tokenTarget = fused ? xMid : acts.branch

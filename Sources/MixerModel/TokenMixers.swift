@@ -25,6 +25,9 @@ public protocol TokenMixer: Sendable {
   /// True when the mixer's branch can be added straight into the residual stream (the paper's
   /// block without stochastic depth: no branch buffer).
   var addsInPlace: Bool { get }
+  /// True when nothing but matrix products reads Y (forward and backward): in bf16, LayerNorm
+  /// then writes Y straight in the products' operand format and never in fp32.
+  var readsInputOnlyThroughProducts: Bool { get }
   /// Adds the mixer's branch, computed from `acts.ln0Out[block]`, into `target` `[S, B, C]`.
   func forward(_ model: MixerModel, block: Int, offsets: [Int], saved: [UnsafeMutablePointer<Float>],
                scratch: [UnsafeMutablePointer<Float>], acts: Activations, into target: UnsafeMutablePointer<Float>,
@@ -53,6 +56,7 @@ extension BlockKind {
 public struct TokenMLP: TokenMixer {
   public init() {}
   public var addsInPlace: Bool { true }
+  public var readsInputOnlyThroughProducts: Bool { true }
   public func validate(_ config: MixerConfig) throws {}
 
   public func addParameters(_ config: MixerConfig, scope: String, to table: inout ParameterTableBuilder) {
@@ -120,6 +124,8 @@ public struct TokenMLP: TokenMixer {
 public struct SelfAttention: TokenMixer {
   public init() {}
   public var addsInPlace: Bool { false }
+  /// (its kernel reads Y in fp32)
+  public var readsInputOnlyThroughProducts: Bool { false }
   public func validate(_ config: MixerConfig) throws {
     if config.heads <= 0 || config.hidden % config.heads != 0 {
       throw ConfigError("attention needs the width \(config.hidden) to divide into \(config.heads) heads: pass --heads")
@@ -184,6 +190,8 @@ public struct SelfAttention: TokenMixer {
 public struct TokenConvolution: TokenMixer {
   public init() {}
   public var addsInPlace: Bool { false }
+  /// (its kernel reads Y in fp32)
+  public var readsInputOnlyThroughProducts: Bool { false }
   public func validate(_ config: MixerConfig) throws {
     if config.kernel <= 0 || config.kernel % 2 == 0 {
       throw ConfigError("the conv kernel must be odd and positive, got \(config.kernel)")

@@ -72,6 +72,25 @@ final class ParallelTests: XCTestCase {
     XCTAssertEqual(sums(threads: 2, team: .openMP), serial)
   }
 
+  /// Per-column bias sums split by columns, each summed over the rows in order: the bits of the
+  /// plain loop on any thread count.
+  func testColumnBiasGradientIsTheRowOrderSumInParallel() {
+    var random = TestRandom(seed: 45)
+    let rows = 2000, cols = 83
+    let dout = random.floats(rows * cols, in: -1...1)
+    var expected = [Float](repeating: -0.25, count: cols)
+    for r in 0..<rows {
+      for j in 0..<cols { expected[j] += dout[r * cols + j] }
+    }
+    for (threads, team) in [(1, KernelThreads.Team.dispatch), (3, .dispatch), (2, .openMP)] {
+      KernelThreads.count = threads
+      KernelThreads.team = team
+      var dbias = [Float](repeating: -0.25, count: cols)
+      biasBackwardColumns(dbias: &dbias, dout: dout, rows: rows, cols: cols)
+      XCTAssertEqual(dbias, expected, "\(threads) threads, \(team)")
+    }
+  }
+
   /// `parallelElements` hands out every index once, in blocks, on any thread count.
   func testParallelElementsCoversEveryIndexOnce() {
     for (threads, count) in [(1, 10), (2, 100_003), (3, 70_000), (4, 0)] {
