@@ -1,4 +1,4 @@
-// Communicator: the collective operations data-parallel training needs (DESIGN "Distributed"),
+// Communicator: the collective operations data-parallel training needs (docs/architecture.md, "Distributed"),
 // as one protocol with three implementations: MPICommunicator (the only code that touches MPI),
 // SingleProcessCommunicator (size 1, `mixer-dist train` without mpirun) and LocalGroup (N threads
 // of one process acting as ranks, for fast tests). Also the shared helpers built on the protocol:

@@ -1,4 +1,4 @@
-// GradientBucketer: overlap of backward and gradient communication (DESIGN "Overlap"). Backward
+// GradientBucketer: overlap of backward and gradient communication (docs/architecture.md, "Distributed"). Backward
 // produces the flat gradient buffer from its END towards its start (last block first) and says so
 // with `markReady(upTo:)`; the buffer is cut into fixed-size buckets aligned from the end, and
 // every complete bucket is handed at once to one communication thread, which reduces the buckets

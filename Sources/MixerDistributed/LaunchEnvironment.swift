@@ -1,6 +1,6 @@
 // Launch-environment checks: the mistakes that make a distributed run refuse to start or run
 // several times slower than it should, each reported with the exact fix. Also the default number
-// of OpenBLAS threads per rank (DESIGN: cores per node / ranks per node).
+// of OpenBLAS threads per rank (docs/architecture.md: cores per node / ranks per node).
 //
 // What OpenMPI 4.1 does here (verified): mpirun refuses to run as root unless both
 // OMPI_ALLOW_RUN_AS_ROOT=1 and OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 are set (or --allow-run-as-root

@@ -1,4 +1,4 @@
-// The one training step, as DESIGN.md draws it: accumulate → reduce → clip → update.
+// The one training step, as docs/architecture.md draws it: accumulate → reduce → clip → update.
 //   accumulate  forward, loss and backward over the micro-batches of this rank's batch; the last
 //               micro-batch hands finished gradient buckets to the communication thread
 //   reduce      wait for the buckets (all-reduce, or reduce-scatter under ZeRO-1); one small

@@ -4,7 +4,7 @@ import XCTest
 @testable import MixerModel
 
 final class PresetTests: XCTestCase {
-  /// DESIGN.md / the official code: parameter counts at 224 px with 1000 classes.
+  /// docs/architecture.md / the official code: parameter counts at 224 px with 1000 classes.
   func testTable1ParameterTotals() throws {
     let expected: [(String, Int)] = [
       ("S/32", 19_104_624), ("S/16", 18_528_264), ("B/32", 60_293_428), ("B/16", 59_880_472),
