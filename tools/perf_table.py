@@ -3,11 +3,11 @@
 
     python3 tools/perf_table.py run [--bin PATH] [--presets "cifar:32 tiny:128"] [--threads "1 2"]
                                     [--steps 3] [--warmup 1] [--precisions fp32] [--inference]
-                                    [--out perf.jsonl] [--into docs/performance.md]
+                                    [--commit HASH] [--out perf.jsonl] [--into docs/performance.md]
     python3 tools/perf_table.py render perf.jsonl [--into docs/performance.md]
 
 `run` records the machine (date in UTC, CPU model, the ISA flags that matter to the kernels, core
-count, kernel, the commit of this checkout), then runs `mixer-dist bench` once per preset:batch,
+count, kernel, the binary's commit: --commit, else this checkout's HEAD), then runs `mixer-dist bench` once per preset:batch,
 thread count and precision, and keeps each run's command and the JSON line `bench` prints last
 (its `blas_core` is the OpenBLAS kernel that ran). With --inference it also runs
 `bench --inference` per preset and thread count. Every record is one JSON line in --out; the
@@ -114,7 +114,7 @@ def run(args):
         fail("--steps must be positive and --warmup non-negative")
     binary = find_binary(args.bin)
     records = [dict(kind="machine", date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                    kernel=f"{platform.system()} {platform.release()}", commit=commit(),
+                    kernel=f"{platform.system()} {platform.release()}", commit=args.commit or commit(),
                     openblas_coretype_env=os.environ.get("OPENBLAS_CORETYPE"),
                     load_average=list(os.getloadavg()), **cpu_info())]
     for preset, batch in entries:
@@ -236,6 +236,7 @@ def main():
     r.add_argument("--steps", type=int, default=3, help="timed steps per bench (default: %(default)s)")
     r.add_argument("--warmup", type=int, default=1, help="untimed steps per bench (default: %(default)s)")
     r.add_argument("--inference", action="store_true", help="also run bench --inference per preset and thread count")
+    r.add_argument("--commit", help="the commit the binary was built from (default: this checkout's HEAD)")
     r.add_argument("--timeout", type=int, default=900, help="seconds per bench command (default: %(default)s)")
     r.add_argument("--out", help="write the records here (JSON lines)")
     r.add_argument("--into", help="replace the tables between the markers of this Markdown file")
