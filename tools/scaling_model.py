@@ -32,7 +32,8 @@ backward that hides communication) is fitted to the step times of the overlapped
 then predicts images/s per rank for every run (table: measured, predicted, error) and, with a
 per-image compute time for Mixer-B/16 (from --b16, a `mixer-dist bench --preset B/16` JSON line;
 or stated), what Mixer-B/16 (gradients 239.5 MB) does on 8-512 nodes at 10, 25, 100 Gbit/s with the
-paper's global batch of 4096.
+paper's global batch of 4096: with the default bucket rule's count at each node count, and with the
+old fixed default (457 buckets) for comparison.
 """
 
 import argparse
@@ -44,8 +45,16 @@ import sys
 import numpy as np
 
 B16_PARAMETERS = 59_880_472  # the paper's B/16 at 224 px, 1000 classes
-B16_BUCKETS = math.ceil(B16_PARAMETERS / 131_072)  # the default --bucket-size
+OLD_DEFAULT_BUCKETS = math.ceil(B16_PARAMETERS / 131_072)  # the fixed default before the rule: 457
 GLOBAL_BATCH = 4096
+
+
+def default_buckets(parameters, nodes):
+    """The default bucket count of mixer-dist (BucketSizeRule.swift): P / (312,500 (N-1)) buckets
+    keep the ring's latency within a tenth of the bandwidth term on a 10 us, 100 Gbit/s link;
+    at least 4 (backward hides up to 1 - 1/buckets of the reduction), at most 16."""
+    by_latency = parameters // (312_500 * max(1, nodes - 1))
+    return min(max(by_latency, 4), 16, max(1, parameters))
 
 
 def rate_bits(rate):
@@ -169,28 +178,33 @@ def describe(run):
     return parts
 
 
-def b16_table(model, per_image_seconds, label, alpha, buckets=B16_BUCKETS):
-    """Markdown: B/16 step time, images/s and efficiency on 8-512 nodes at 10/25/100 Gbit/s."""
+def b16_table(model, per_image_seconds, label, alpha, buckets=None):
+    """Markdown: B/16 step time, images/s and efficiency on 8-512 nodes at 10/25/100 Gbit/s, with
+    `buckets` gradient buckets (None: the default rule's count at each node count)."""
     model = dict(model, alphas={}, wait={}, alpha=alpha)
     gradient_bytes = B16_PARAMETERS * 4
-    lines = [f"Mixer-B/16, global batch {GLOBAL_BATCH}, {label}, {buckets} buckets, alpha = "
+    described = (f"{buckets} buckets" if buckets is not None else
+                 "the default rule's buckets (--bucket-size unset: " +
+                 ", ".join(f"{default_buckets(B16_PARAMETERS, n)} at {n}" for n in (8, 16, 32, 64)) + " nodes and more)")
+    lines = [f"Mixer-B/16, global batch {GLOBAL_BATCH}, {label}, {described}, alpha = "
              f"{alpha * 1e6:.0f} us, eta = {model['eta']:.0%}: images/s (scaling efficiency)", "",
-             "| nodes | per-node batch | 10 Gbit/s | 25 Gbit/s | 100 Gbit/s |", "|---:|---:|---:|---:|---:|"]
+             "| nodes | per-node batch | buckets | 10 Gbit/s | 25 Gbit/s | 100 Gbit/s |", "|---:|---:|---:|---:|---:|---:|"]
     share = statistics.median(model["backward_share"].values())
     curves = {}
     for nodes in (8, 16, 32, 64, 128, 256, 512):
         batch = GLOBAL_BATCH / nodes
         compute = per_image_seconds * batch
+        count = buckets if buckets is not None else default_buckets(B16_PARAMETERS, nodes)
         cells = []
         for gbit in (10, 25, 100):
             run = {"hosts": nodes, "rate": f"{gbit}gbit", "gradient_bytes": gradient_bytes,  # no w_N; alpha_2
-                   "buckets": buckets, "zero": 0}
+                   "buckets": count, "zero": 0}
             total, _ = communication(model, run)
-            step = compute + exposed_overlapped(model, total, 1 - 1 / buckets, share * compute)
+            step = compute + exposed_overlapped(model, total, 1 - 1 / count, share * compute)
             images = GLOBAL_BATCH / step
             curves.setdefault(gbit, []).append((nodes, images))
             cells.append((f"{images:.2f}" if images < 100 else f"{images:,.0f}") + f" ({compute / step:.0%})")
-        lines.append(f"| {nodes} | {batch:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {nodes} | {batch:g} | {count} | " + " | ".join(cells) + " |")
     return "\n".join(lines), curves
 
 
@@ -294,14 +308,15 @@ def main():
         tables.append((measured_per_image, f"a node = this machine, {1 / measured_per_image:.2f} images/s measured"))
     tables.append((1 / args.b16_images_per_second, f"a node at {args.b16_images_per_second:,.0f} images/s (assumed)"))
     curves = None
+    alpha = args.b16_alpha if args.b16_alpha is not None else max(model["alpha"], 10e-6)
     for per_image, label in tables:
-        alpha = args.b16_alpha if args.b16_alpha is not None else max(model["alpha"], 10e-6)
         text, curves_here = b16_table(model, per_image, label, alpha)
         print(text + "\n")
         curves, curve_label = curves_here, label
-    # the same fast nodes with 8 buckets of 7.5 M floats (--bucket-size 7500000): fewer messages
-    text, _ = b16_table(model, tables[-1][0], tables[-1][1], alpha, buckets=math.ceil(B16_PARAMETERS / 7_500_000))
-    print(text + "\n")
+    # the same fast nodes with the old fixed default (131,072 floats: 457 buckets) for comparison
+    text, _ = b16_table(model, tables[-1][0], tables[-1][1], alpha, buckets=OLD_DEFAULT_BUCKETS)
+    print(text.replace(f"{OLD_DEFAULT_BUCKETS} buckets", f"{OLD_DEFAULT_BUCKETS} buckets (the old default "
+                       "--bucket-size 131072)", 1) + "\n")
     if args.svg:
         with open(args.svg, "w") as f:
             f.write(svg([(m, p, r["hosts"]) for r, m, p, _ in rows], curves, curve_label))

@@ -176,7 +176,7 @@ public struct BenchmarkReduction: Sendable {
 func benchmarkTrainConfig(_ config: MixerConfig, batch: Int, ranks: Int, reduction: BenchmarkReduction) -> TrainConfig {
   var train = TrainConfig(model: config)
   train.globalBatch = batch * ranks
-  if let bucketFloats = reduction.bucketFloats { train.bucketFloats = bucketFloats }
+  train.bucketFloats = reduction.bucketFloats
   train.zeroStage = reduction.zeroStage
   train.overlap = reduction.overlap
   train.gradientCommunication = reduction.precision
@@ -254,7 +254,7 @@ public func benchmarkTraining(
   result.ceilingShape = [sb, config.channelsMLP, config.hidden]
   result.ceilingRuns = measureProductSpread(
     m: sb, n: config.channelsMLP, k: config.hidden, runs: ceilingRuns, bf16: precision == .bf16)
-  result.bucketFloats = train.bucketFloats
+  result.bucketFloats = train.gradientBucketFloats(worldSize: comm.size)
   result.buckets = step.bucketer.buckets.count
   result.zeroStage = train.zeroStage
   result.overlap = train.overlap

@@ -50,9 +50,9 @@ public struct TrainConfig: CheckpointConfig {
   public var threads: Int?
   /// data loader worker threads per rank
   public var loaderWorkers: Int = 1
-  /// gradient all-reduce bucket size in floats: 131,072 (512 KiB) gives several buckets on every
-  /// preset (tiny 5, cifar 34, S/16 142, B/16 457), so communication starts during backward
-  public var bucketFloats: Int = 1 << 17
+  /// gradient all-reduce bucket size in floats (nil: `BucketSizeRule` from the parameter count
+  /// and the world size; `gradientBucketFloats(worldSize:)` is the size a job uses)
+  public var bucketFloats: Int?
   /// reduce gradient buckets on a communication thread during backward (false: all after it)
   public var overlap: Bool = true
   /// the format gradients travel in: fp32, or bf16 (half the bytes, for slow links)
@@ -80,6 +80,12 @@ public struct TrainConfig: CheckpointConfig {
   /// ends with a checkpoint that eval, predict, export, inspect and --init-from accept).
   public var checkpointFolder: String {
     checkpointDirectory ?? (runDirectory as NSString).appendingPathComponent("checkpoints")
+  }
+
+  /// The gradient bucket size of a job of `worldSize` ranks: `bucketFloats` when given, else
+  /// `BucketSizeRule`'s for this model.
+  public func gradientBucketFloats(worldSize: Int) -> Int {
+    bucketFloats ?? BucketSizeRule.bucketFloats(parameterCount: model.parameterCount, worldSize: worldSize)
   }
 
   /// The schedule these settings describe.
@@ -116,7 +122,7 @@ public struct TrainConfig: CheckpointConfig {
     try check(logEvery > 0, "--log-every must be positive")
     try check(evalEvery >= 0, "--eval-every must be non-negative")
     try check(evalBatch > 0, "--eval-batch must be positive")
-    try check(bucketFloats > 0, "--bucket-size must be positive")
+    if let bucketFloats { try check(bucketFloats > 0, "--bucket-size must be positive, got \(bucketFloats)") }
     try check(zeroStage == 0 || zeroStage == 1, "--zero takes 0 or 1, got \(zeroStage)")
     try check(loaderWorkers >= 1, "--loader-workers must be at least 1")
     try check(mixup >= 0, "--mixup must be non-negative, got \(mixup)")

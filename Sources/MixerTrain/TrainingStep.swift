@@ -58,7 +58,7 @@ public final class TrainingStep {
     optimizer = Optimizer(config: config.optimizer, table: model.table, range: shard)
     bucketer = GradientBucketer(
       communicator: comm, buffer: model.gradients.pointer, count: model.table.count,
-      bucketSize: config.bucketFloats, mode: config.zeroStage == 1 ? .reduceScatter : .allReduce,
+      bucketSize: config.gradientBucketFloats(worldSize: comm.size), mode: config.zeroStage == 1 ? .reduceScatter : .allReduce,
       overlap: config.overlap, precision: config.gradientCommunication, watchdog: watchdog)
     acts = Activations(config: model.config, batch: localBatch / config.accumulation)
   }

@@ -49,7 +49,7 @@ struct Train: ParsableCommand {
   @Option(help: "Evaluation batch size.") var evalBatch: Int = D.evalBatch
   @Option(help: "OpenBLAS threads per rank (default: cores per node / ranks per node).") var threads: Int?
   @Option(help: "Data loader threads per rank.") var loaderWorkers: Int = D.loaderWorkers
-  @Option(help: "Gradient all-reduce bucket size, in floats.") var bucketSize: Int = D.bucketFloats
+  @Option(help: "Gradient all-reduce bucket size, in floats (default: the parameters cut into 4-16 equal buckets, fewer as ranks grow, so ring latency stays a small share).") var bucketSize: Int?
   @Option(help: "ZeRO stage: 0 (all-reduce) or 1 (sharded optimizer).") var zero: Int = D.zeroStage
   @Option(help: "Gradient communication format: fp32, or bf16 (half the bytes; for links slower than about 10 Gbit/s).") var gradComm: String = D.gradientCommunication.rawValue
   @Flag(help: "Reduce the gradients after backward instead of overlapping it (for comparison).") var noOverlap = false
@@ -217,7 +217,7 @@ extension Train {
       ("dropout", "\(config.dropout)"), ("seed", "\(config.seed)"), ("log-every", "\(config.logEvery)"),
       ("eval-every", "\(config.evalEvery)"), ("eval-batch", "\(config.evalBatch)"),
       ("threads", config.threads.map { "\($0)" }), ("loader-workers", "\(config.loaderWorkers)"),
-      ("bucket-size", "\(config.bucketFloats)"), ("zero", "\(config.zeroStage)"),
+      ("bucket-size", config.bucketFloats.map { "\($0)" }), ("zero", "\(config.zeroStage)"),
       ("grad-comm", text(config.gradientCommunication.rawValue)), ("no-overlap", "\(!config.overlap)"),
       ("precision", text(config.precision.rawValue)), ("run-dir", text(config.runDirectory)),
       ("checkpoint-dir", config.checkpointDirectory.map(text)), ("save-every", "\(config.saveEvery)"),

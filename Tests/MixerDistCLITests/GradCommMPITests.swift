@@ -37,7 +37,8 @@ final class GradCommMPITests: XCTestCase {
   }
 
   /// The default model and bucket size (only the data and steps made small) on 2 ranks: every
-  /// step starts more than one of its 5 buckets while backward still runs (the debug log says so).
+  /// step starts more than one of its 4 buckets (the default rule for tiny on 2 ranks) while
+  /// backward still runs (the debug log says so).
   func testDefaultSettingsOn2RanksStartSeveralBucketsDuringBackward() throws {
     let dir = try makeTemporaryDirectory(self)
     let result = try mpirunMixerDist(
@@ -46,7 +47,7 @@ final class GradCommMPITests: XCTestCase {
     XCTAssertEqual(result.status, 0, result.stdout + result.stderr)
     let log = result.stdout + result.stderr
     let started = log.split(separator: "\n").compactMap { line -> Int? in
-      guard let range = line.range(of: " buckets, ") , line.contains("5 buckets, ") else { return nil }
+      guard let range = line.range(of: " buckets, ") , line.contains("4 buckets, ") else { return nil }
       return Int(line[range.upperBound...].prefix { $0.isNumber })
     }
     XCTAssertEqual(started.count, 3, "one debug line per step expected: \(log)")

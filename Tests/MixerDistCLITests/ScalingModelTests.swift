@@ -4,6 +4,7 @@
 // one line. (The sweep itself, launch/scaling, takes minutes and is not part of the suite.)
 
 import Foundation
+import MixerDistributed
 import MixerTestSupport
 import XCTest
 
@@ -81,6 +82,46 @@ final class ScalingModelTests: XCTestCase {
     XCTAssertEqual(report.status, 0, report.stderr)
     XCTAssertTrue(report.stdout.contains("| 512 | 8 |"), report.stdout)
     XCTAssertTrue(try String(contentsOf: svg, encoding: .utf8).hasPrefix("<svg"))
+  }
+
+  /// The B/16 prediction with the default bucket rule (its bucket column the same as
+  /// BucketSizeRule's) beats the old fixed default (457 buckets) at every node count and link.
+  func testDefaultBucketRuleImprovesTheB16Prediction() throws {
+    let python = try XCTUnwrap(which("python3"), "python3 is needed (launch/test installs numpy)")
+    var runs: [[String: Any]] = []
+    for hosts in [1, 2, 4] {
+      for overlap in [true, false] {
+        runs.append(syntheticRun(
+          hosts: hosts, rate: "1gbit", overlap: overlap, zero: 0, buckets: 5, gradientBytes: 2_279_976,
+          alpha: 1e-5, eta: 0.65, unshapedBits: 4e9, hidden: 0.2))
+      }
+    }
+    let file = try makeTemporaryDirectory(self).appendingPathComponent("runs.jsonl")
+    try write(runs, to: file)
+    let report = try MixerDistCLITests.run(python, [script, file.path], timeout: 60)
+    XCTAssertEqual(report.status, 0, report.stderr)
+    // the tables of the assumed 1,000 images/s node: rule first, then the old default
+    let tables = report.stdout.components(separatedBy: "\n\n").filter { $0.contains("a node at 1,000 images/s") }
+    XCTAssertEqual(tables.count, 2, report.stdout)
+    func rows(_ heading: String) -> [[String]] {
+      report.stdout.components(separatedBy: heading).dropFirst().first.map { text in
+        text.split(separator: "\n").filter { $0.hasPrefix("| ") && !$0.hasPrefix("| nodes") }.prefix(7)
+          .map { $0.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) } }
+      } ?? []
+    }
+    let rule = rows("the default rule's buckets"), old = rows("457 buckets (the old default")
+    XCTAssertEqual(rule.count, 7, report.stdout)
+    XCTAssertEqual(old.count, 7, report.stdout)
+    let b16 = 59_880_472
+    for (r, o) in zip(rule, old) {
+      let nodes = Int(r[0])!
+      XCTAssertEqual(Int(r[2]), BucketSizeRule.buckets(parameterCount: b16, worldSize: nodes), "nodes \(nodes)")
+      XCTAssertEqual(o[2], "457")
+      for column in 3...5 {
+        let value = { (cell: String) in Double(cell.split(separator: " ")[0].replacingOccurrences(of: ",", with: ""))! }
+        XCTAssertGreaterThan(value(r[column]), value(o[column]), "nodes \(nodes), column \(column): \(r) vs \(o)")
+      }
+    }
   }
 
   func testRunsWithoutAPlainRunAreRefusedInOneLine() throws {

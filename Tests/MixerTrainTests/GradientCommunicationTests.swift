@@ -1,5 +1,5 @@
 // The gradient reduction's defaults and formats (issue 12, items 4 and 6), on in-process ranks
-// (LocalGroup): the default bucket size cuts every preset into several buckets, a default step
+// (LocalGroup): the default bucket rule (BucketSizeRule) and an explicit size winning over it, a default step
 // starts more than one bucket while backward is still running, and `--grad-comm bf16` trains close
 // to fp32 communication without being the same. The bf16 collectives themselves are checked on
 // real MPI by CollectiveCheck (mixer-comm-check under mpirun, MPIRunTests).
@@ -12,15 +12,45 @@ import XCTest
 @testable import MixerTrain
 
 final class GradientCommunicationTests: XCTestCase {
-  /// The default bucket size gives several buckets on the default (tiny), cifar and S/16 presets.
-  func testDefaultBucketSizeGivesSeveralBucketsOnEveryPreset() throws {
-    let bucket = TrainConfig.defaults.bucketFloats
-    var counts: [String: Int] = [:]
+  /// The default bucket rule: 4-16 equal buckets, fewer as the ranks grow, so that the ring's
+  /// 2(N-1) messages per bucket stay within a tenth of the bandwidth term on a 10 us, 100 Gbit/s
+  /// link unless the 4-bucket floor for overlap wins. (The old fixed 131,072 floats cut B/16 into
+  /// 457 buckets at every world size.)
+  func testDefaultBucketRuleFollowsParametersAndRanks() throws {
+    var counts: [String: [Int]] = [:]
     for preset in ["tiny", "cifar", "S/16", "B/16"] {
       let parameters = try MixerPreset.config(named: preset).parameterCount
-      counts[preset] = (parameters + bucket - 1) / bucket
+      counts[preset] = [1, 2, 4, 8, 16, 32, 64, 512].map { ranks in
+        let floats = BucketSizeRule.bucketFloats(parameterCount: parameters, worldSize: ranks)
+        let buckets = (parameters + floats - 1) / floats
+        XCTAssertEqual(buckets, BucketSizeRule.buckets(parameterCount: parameters, worldSize: ranks), "\(preset) \(ranks)")
+        XCTAssertLessThanOrEqual(floats * buckets - parameters, buckets, "\(preset) \(ranks): equal buckets")
+        if buckets > BucketSizeRule.minimumBuckets, ranks > 1 {
+          // latency (2(N-1) x buckets x 10 us) within 10% of the bandwidth term (2(N-1)/N x 4P bytes / 12.5 GB/s)
+          let latency = 2 * Double(ranks - 1) * Double(buckets) * 10e-6
+          let bandwidth = 2 * Double(ranks - 1) / Double(ranks) * 4 * Double(parameters) / 12.5e9
+          XCTAssertLessThanOrEqual(latency, 0.2 * bandwidth, "\(preset) \(ranks)")
+        }
+        return buckets
+      }
     }
-    XCTAssertEqual(counts, ["tiny": 5, "cifar": 34, "S/16": 142, "B/16": 457])
+    XCTAssertEqual(counts["tiny"], [4, 4, 4, 4, 4, 4, 4, 4])
+    XCTAssertEqual(counts["cifar"], [13, 13, 4, 4, 4, 4, 4, 4])
+    XCTAssertEqual(counts["B/16"], [16, 16, 16, 16, 12, 6, 4, 4])
+    XCTAssertEqual(counts["S/16"]?.first, 16)
+  }
+
+  /// An explicit --bucket-size wins over the rule; without one a job's size follows its ranks.
+  func testExplicitBucketSizeWins() throws {
+    var config = TrainConfig(model: try MixerPreset.config(named: "B/16"))
+    XCTAssertNil(config.bucketFloats)
+    let b16 = config.model.parameterCount
+    XCTAssertEqual(config.gradientBucketFloats(worldSize: 2), (b16 + 15) / 16)
+    XCTAssertEqual(config.gradientBucketFloats(worldSize: 64), (b16 + 3) / 4)
+    config.bucketFloats = 131_072
+    XCTAssertEqual(config.gradientBucketFloats(worldSize: 64), 131_072)
+    config.bucketFloats = 0
+    XCTAssertThrowsError(try config.validate(worldSize: 1))
   }
 
   /// With every default (tiny preset, default bucket size, overlap on), one step on 2 ranks hands
@@ -34,7 +64,7 @@ final class GradientCommunicationTests: XCTestCase {
       return try step.run(batch: batch, step: 0).communication
     }
     for (rank, timing) in timings.enumerated() {
-      XCTAssertEqual(timing.buckets, 5, "rank \(rank)")
+      XCTAssertEqual(timing.buckets, 4, "rank \(rank)")
       XCTAssertGreaterThan(timing.bucketsStartedBeforeFinish, 1, "rank \(rank): \(timing)")
     }
   }
@@ -50,7 +80,7 @@ final class GradientCommunicationTests: XCTestCase {
       return try step.run(batch: batch, step: 0).communication
     }
     XCTAssertEqual(timings.map(\.bucketsStartedBeforeFinish), [0, 0])
-    XCTAssertEqual(timings.map(\.buckets), [5, 5])
+    XCTAssertEqual(timings.map(\.buckets), [4, 4])
   }
 
   /// Rounding to bf16: to nearest, ties to even, specials kept.

@@ -1,0 +1,68 @@
+// The start-up of every subcommand that runs matrix products, before MPI or anything else starts:
+// the OpenBLAS kernel the CPU calls for, then the sgemm self-test (the policy: `BLASCore`).
+//
+// OpenBLAS reads OPENBLAS_CORETYPE only when it loads, so a better kernel needs a new process
+// image: this process sets the variable and `execv`s itself with the same arguments. The pid stays
+// the same, and MPI_Init has not run yet, so under mpirun (verified with OpenMPI 4.1 and 2 ranks)
+// and under srun each rank simply loads OpenBLAS again before it joins the job.
+
+import Foundation
+import MixerKernels
+
+enum BLASStartup {
+  /// How a subcommand shows the kernel: in its own start-up line (train, bench), or through a
+  /// note on stderr from here when mixer-dist replaced OpenBLAS's pick (the others, whose stdout
+  /// may be JSON).
+  enum Report { case ownStartUpLine, note }
+
+  /// The subcommands that run products; the rest (describe, inspect, import, shard, report,
+  /// --help, --version) start without the check.
+  static let commands: [String: Report] = [
+    "train": .ownStartUpLine, "bench": .ownStartUpLine, "eval": .note, "predict": .note,
+    "quantize": .note, "study": .note, "verify-reference": .note, "export": .note,
+  ]
+
+  /// Only the tests set this: the kernel name the check sees instead of OpenBLAS's own pick, so
+  /// that a weak pick can be staged on any machine without touching OPENBLAS_CORETYPE.
+  static let testCoreVariable = "MIXER_DIST_TEST_OPENBLAS_CORE"
+
+  /// Chooses the kernel (re-executing this process if it has to) and runs the self-test; a
+  /// wrong product ends the process with a one-line error. `arguments` exclude the program name.
+  static func prepare(arguments: [String]) {
+    guard let command = arguments.first, let report = commands[command] else { return }
+    let environment = ProcessInfo.processInfo.environment
+    let seen = environment[testCoreVariable].flatMap { $0.isEmpty ? nil : $0 } ?? BLAS.coreName
+    let choice = BLASCore.choice(
+      cpu: .current, openBLASCore: seen, userCoreType: environment[BLASCore.coreTypeVariable])
+    if case .replace(let target) = choice {
+      reexecute(core: target, replacing: seen)  // returns only if execv failed
+    }
+    if report == .note, isFirstRank(environment), environment[BLASCore.replacedVariable] != nil {
+      FileHandle.standardError.write(Data("mixer-dist: OpenBLAS core \(BLAS.coreSummary)\n".utf8))
+    }
+    if let failure = BLASSelfTest.run() {
+      FileHandle.standardError.write(Data(
+        "mixer-dist: error: OpenBLAS core \(BLAS.coreName) computes wrong products (\(failure)); set \(BLASCore.coreTypeVariable) to another core or use another OpenBLAS build\n".utf8))
+      exit(1)
+    }
+  }
+
+  /// Starts this program again with OPENBLAS_CORETYPE=`core`.
+  private static func reexecute(core: String, replacing seen: String) {
+    setenv(BLASCore.coreTypeVariable, core, 1)
+    setenv(BLASCore.replacedVariable, seen, 1)
+    execv("/proc/self/exe", CommandLine.unsafeArgv)
+    let reason = String(cString: strerror(errno))
+    unsetenv(BLASCore.coreTypeVariable)
+    unsetenv(BLASCore.replacedVariable)
+    FileHandle.standardError.write(Data(
+      "mixer-dist: could not restart with \(BLASCore.coreTypeVariable)=\(core) (\(reason)); running on OpenBLAS's \(seen)\n".utf8))
+  }
+
+  /// Rank 0 of an mpirun or srun job, or a process outside one.
+  private static func isFirstRank(_ environment: [String: String]) -> Bool {
+    let rank = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"].lazy
+      .compactMap { environment[$0] }.first
+    return rank.map { $0 == "0" } ?? true
+  }
+}
