@@ -49,11 +49,11 @@ func onlyLine(_ result: RunResult, file: StaticString = #filePath, line: UInt = 
 }
 
 final class FullFilesystemTests: XCTestCase {
-  /// A 5 MB tmpfs holds one checkpoint of the tiny preset (4.4 MB) but not two: the second save is
+  /// A 10 MB tmpfs holds one checkpoint of the tiny preset (6.9 MB) but not two: the second save is
   /// refused before it writes anything, naming both sizes and the path; the first is kept, no
   /// `.partial` folder is left, and once there is room the run continues to the same weights.
   func testSaveThatDoesNotFitKeepsThePreviousCheckpoint() throws {
-    let disk = try mountTemporaryFilesystem(self, megabytes: 5)
+    let disk = try mountTemporaryFilesystem(self, megabytes: 10)
     let dir = try makeTemporaryDirectory(self)
     let ck = disk.appendingPathComponent("ck")
     let base = ["train", "--batch", "16", "--train-examples", "128", "--val-examples", "16", "--threads", "1",
@@ -71,7 +71,7 @@ final class FullFilesystemTests: XCTestCase {
     XCTAssertEqual(inspect.status, 0, inspect.stdout + inspect.stderr)
 
     // room again: the run continues from step 5 and ends where an uninterrupted run ends
-    try remount(disk, "size=20m")
+    try remount(disk, "size=30m")
     let resumed = try mixerDist(args + ["--resume", "auto"])
     XCTAssertEqual(resumed.status, 0, resumed.stderr)
     XCTAssertTrue(resumed.stdout.contains("resumed from \(ck.path)/step-00000005"), resumed.stdout)
@@ -105,43 +105,18 @@ final class ReadOnlyFolderTests: XCTestCase {
     XCTAssertTrue(exportMessage.contains(disk.path) && exportMessage.contains("read-only"), exportMessage)
   }
 
-  /// The checkpoint folder turns read-only during the run: the next save fails in one line, its
-  /// `.partial` folder is not left, the previous checkpoint is kept and named.
-  func testCheckpointFolderTurnedReadOnlyKeepsThePreviousCheckpoint() throws {
-    let disk = try mountTemporaryFilesystem(self, megabytes: 20)
+  /// A checkpoint folder on a read-only filesystem (a mount turned read-only under a running job
+  /// cannot be: the job holds files open there): refused before training, in one line.
+  func testReadOnlyCheckpointFolderIsOneLine() throws {
+    let disk = try mountTemporaryFilesystem(self, megabytes: 1)
+    try FileManager.default.createDirectory(at: disk.appendingPathComponent("ck"), withIntermediateDirectories: true)
+    try remount(disk, "ro")
     let dir = try makeTemporaryDirectory(self)
     let ck = disk.appendingPathComponent("ck")
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: try mixerDistBinary())
-    process.arguments = ["train"] + failureTestModel + [
-      "--steps", "1000000", "--save-every", "40", "--run-dir", dir.path, "--checkpoint-dir", ck.path,
-    ]
-    process.environment = childEnvironment()
-    let errors = Pipe()
-    process.standardError = errors
-    process.standardOutput = FileHandle.nullDevice
-    try process.run()
-    addTeardownBlock { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-    let first = ck.appendingPathComponent("step-00000040")
-    let deadline = Date().addingTimeInterval(120)
-    while !FileManager.default.fileExists(atPath: first.appendingPathComponent("manifest.json").path),
-      process.isRunning, Date() < deadline
-    {
-      Thread.sleep(forTimeInterval: 0.005)
-    }
-    try remount(disk, "ro")
-    let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    XCTAssertEqual(process.terminationStatus, 1, stderr)
-    let lines = stderr.split(separator: "\n").filter { !$0.isEmpty }
-    XCTAssertEqual(lines.count, 1, stderr)
-    XCTAssertFalse(stderr.contains("NSCocoaErrorDomain"), stderr)
-    XCTAssertTrue(stderr.contains("was not saved: cannot create \(ck.path)/.partial-step-"), stderr)
-    XCTAssertTrue(stderr.contains("the filesystem is read-only"), stderr)
-    let kept = checkpointContents(ck).last ?? "none"
-    XCTAssertTrue(kept.hasPrefix("step-"), "\(checkpointContents(ck))")
-    XCTAssertTrue(stderr.contains("the previous checkpoint \(ck.path)/\(kept) is kept; continue from it with --resume auto"), stderr)
-    XCTAssertTrue(checkpointContents(ck).allSatisfy { $0.hasPrefix("step-") }, "\(checkpointContents(ck))")
+    let refused = try mixerDist(["train"] + failureTestModel + ["--steps", "2", "--run-dir", dir.path, "--checkpoint-dir", ck.path])
+    XCTAssertEqual(refused.status, 78, refused.stdout + refused.stderr)
+    let message = onlyLine(refused)
+    XCTAssertTrue(message.contains(ck.path) && message.lowercased().contains("read-only"), message)
   }
 }
 
@@ -285,7 +260,7 @@ final class ResilientRestartTests: XCTestCase {
     let job = try MixerDistCLITests.run(
       resilient,
       ["--max-restarts", "2", "--", try mixerDistBinary(), "train"] + failureTestModel + [
-        "--steps", "4", "--keep", "-1", "--run-dir", dir.path, "--resume", "auto",
+        "--steps", "4", "--keep=-1", "--run-dir", dir.path, "--resume", "auto",
       ])
     XCTAssertEqual(job.status, 78, job.stderr)
     XCTAssertTrue(job.stderr.contains("--keep must be non-negative"), job.stderr)
