@@ -229,6 +229,24 @@ final class NonFiniteLossTests: XCTestCase {
   }
 }
 
+extension NonFiniteLossTests {
+  /// Under mpirun every rank sees the same reduced loss, so all save the last completed step
+  /// together (a complete 2-rank checkpoint) before the job ends with status 65.
+  func testTwoRanksSaveTogether() throws {
+    let dir = try makeTemporaryDirectory(self)
+    let ck = dir.appendingPathComponent("ck")
+    let result = try mpirunMixerDist(ranks: 2, ["train"] + failureTestModel + [
+      "--steps", "20", "--lr", "1e30", "--warmup", "0", "--run-dir", dir.path, "--checkpoint-dir", ck.path, "--timeout", "60",
+    ])
+    XCTAssertEqual(result.status, 65, result.stdout + result.stderr)
+    XCTAssertTrue(result.stderr.contains("saved the last completed step"), result.stderr)
+    let saved = try XCTUnwrap(checkpointContents(ck).last)
+    let inspect = try mixerDist(["inspect", ck.appendingPathComponent(saved).path])
+    XCTAssertEqual(inspect.status, 0, inspect.stdout + inspect.stderr)
+    XCTAssertTrue(inspect.stdout.contains("saved by 2 rank(s)"), inspect.stdout)
+  }
+}
+
 final class ResilientRestartTests: XCTestCase {
   var resilient: String { packageRoot.appendingPathComponent("launch/resilient").path }
 
