@@ -90,6 +90,6 @@ let package = Package(
     .testTarget(name: "MixerTrainTests", dependencies: ["MixerTrain", "MixerTestSupport"]),
     .testTarget(name: "MixerTelemetryTests", dependencies: ["MixerTelemetry", "MixerTestSupport"]),
     // End-to-end: runs the mixer-dist binary (alone and under real mpirun) as a user would.
-    .testTarget(name: "MixerDistCLITests", dependencies: ["MixerCheckpoint", "MixerTestSupport"]),
+    .testTarget(name: "MixerDistCLITests", dependencies: ["MixerCheckpoint", "MixerTestSupport", "MixerData"]),
   ]
 )

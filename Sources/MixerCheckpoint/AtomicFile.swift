@@ -22,17 +22,27 @@ public enum AtomicFile {
 
   /// Creates `url` atomically and durably from whatever `body` writes at the temporary URL it
   /// is given (a path in the same directory that does not exist yet). On error the temporary
-  /// file is removed and `url` is left as it was.
+  /// file is removed and `url` is left as it was; a filesystem error is thrown as a
+  /// `FileSystemError` naming `url` (also when `body`'s writer lost the cause, as ZIPFoundation's
+  /// `unwritableFile` does: the errno of its failed write is read here).
   public static func create(_ url: URL, _ body: (URL) throws -> Void) throws {
     let directory = url.deletingLastPathComponent()
     let temporary = directory.appendingPathComponent(
       ".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+    errno = 0  // so a cause read below is this write's
     do {
       try body(temporary)
       try syncFile(at: temporary)
       try systemCall("rename", temporary.path) { rename(temporary.path, url.path) }
     } catch {
+      let code = errno
       try? FileManager.default.removeItem(at: temporary)
+      if let fileError = FileSystemError.from(error) {
+        throw FileSystemError(path: url.path, operation: "write", cause: fileError.cause)
+      }
+      if [ENOSPC, EDQUOT, EROFS, EACCES, EPERM].contains(code) {
+        throw FileSystemError(path: url.path, operation: "write", cause: .init(errno: code))
+      }
       throw error
     }
     try syncDirectory(at: directory)

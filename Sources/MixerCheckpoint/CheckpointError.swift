@@ -59,3 +59,58 @@ public struct CheckpointError: Error, CustomStringConvertible {
   public let description: String
   public init(_ description: String) { self.description = description }
 }
+
+/// A checkpoint that was not saved, on every rank alike: why, and which checkpoint is left.
+/// Its `.partial-*` folder was removed; the older checkpoints are untouched.
+public struct CheckpointSaveError: Error, CustomStringConvertible {
+  public let step: Int
+  public let directory: URL
+  /// one line: a `FileSystemError`, a `CheckpointSpaceError`, ...
+  public let cause: String
+  /// the newest checkpoint left in `directory` (nil: none)
+  public let kept: URL?
+
+  public init(step: Int, directory: URL, cause: String) {
+    self.step = step
+    self.directory = directory
+    self.cause = cause
+    kept = listCheckpoints(in: directory).first { $0.step != step }?.url
+  }
+
+  public var description: String {
+    "the checkpoint of step \(step) was not saved: \(cause); "
+      + (kept.map { "the previous checkpoint \($0.path) is kept" } ?? "there is no earlier checkpoint")
+  }
+}
+
+/// A save that does not fit in the free space of its folder's filesystem.
+public struct CheckpointSpaceError: Error, CustomStringConvertible {
+  public let directory: String
+  public let needed: Int
+  public let free: Int64
+
+  public var description: String {
+    "not enough space in \(directory): the checkpoint needs \(formatBytes(Int64(needed))), "
+      + "the filesystem has \(formatBytes(free)) free"
+  }
+}
+
+/// The bytes an unprivileged process may still write on the filesystem holding `path` (or its
+/// nearest existing parent); nil when it cannot be asked.
+public func freeBytes(at path: String) -> Int64? {
+  var url = URL(fileURLWithPath: path).standardizedFileURL
+  while !FileManager.default.fileExists(atPath: url.path), url.path != "/" {
+    url = url.deletingLastPathComponent()
+  }
+  var stats = statvfs()
+  guard statvfs(url.path, &stats) == 0 else { return nil }
+  return Int64(stats.f_bavail) * Int64(stats.f_frsize)
+}
+
+/// 4404019 → "4.4 MB" (decimal units, as `df -H`).
+public func formatBytes(_ bytes: Int64) -> String {
+  let units = ["B", "kB", "MB", "GB", "TB"]
+  var value = Double(bytes), unit = 0
+  while value >= 1000, unit < units.count - 1 { value /= 1000; unit += 1 }
+  return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+}

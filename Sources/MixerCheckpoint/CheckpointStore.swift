@@ -97,6 +97,9 @@ public struct CheckpointManifest<Config: CheckpointConfig>: Codable, Equatable {
   public var cursor: DataCursor
   public var shards: [OptimizerShard]
   public var files: [CheckpointFile]
+  /// the run's training time up to this step, summed over its segments (nil: saved before it
+  /// was recorded)
+  public var trainingSeconds: Double?
 
   /// Throws unless the manifest describes a loadable checkpoint: known format and version,
   /// sane counts, and moment shards that tile the flat buffer exactly.
@@ -259,37 +262,103 @@ public struct CheckpointStore<Config: CheckpointConfig> {
 
   /// Every rank calls this after step `step` (the number of steps done); returns the committed
   /// folder (on every rank). `keep` > 0 prunes after the commit (see `prune`), sparing the steps
-  /// in `protecting` (the best checkpoint of --keep-best).
+  /// in `protecting` (the best checkpoint of --keep-best). `trainingSeconds` is the run's training
+  /// time so far (all segments), kept in the manifest.
   /// `beforeCommit` runs on every rank once its files are written, before the commit barrier.
+  ///
+  /// Rank 0 first checks that the save fits in the free space of the folder's filesystem. Any
+  /// failure on any rank (no space, a read-only folder, ...) is learnt by every rank, which then
+  /// all throw a `CheckpointSaveError` together; the `.partial-*` folder is removed and the
+  /// previous checkpoints are left as they were.
   @discardableResult
   public func save(
     step: Int, model: MixerModel, optimizer: some ShardedOptimizerState, config: Config, zeroStage: Int,
-    cursor: DataCursor, keep: Int, protecting: Set<Int> = [], beforeCommit: (() -> Void)? = nil
+    cursor: DataCursor, keep: Int, protecting: Set<Int> = [], trainingSeconds: Double? = nil,
+    beforeCommit: (() -> Void)? = nil
   ) throws -> URL {
     let final = directory.appendingPathComponent(checkpointName(step: step))
     let partial = directory.appendingPathComponent("." + "partial-" + checkpointName(step: step))
-    let replaced = directory.appendingPathComponent("." + "replaced-" + checkpointName(step: step))
     let fileManager = FileManager.default
+    func failure(_ cause: String) -> CheckpointSaveError {
+      CheckpointSaveError(step: step, directory: directory, cause: cause)
+    }
+    // rank 0 prepares the folder (and checks the space); every rank learns its verdict
+    var problem = ""
     if comm.rank == 0 {
+      do {
+        try prepare(partial: partial, bytes: estimatedBytes(model: model, optimizer: optimizer), step: step)
+      } catch {
+        problem = describeError(error)
+        try? fileManager.removeItem(at: partial)
+      }
+    }
+    problem = try comm.broadcast(problem, root: 0)
+    if !problem.isEmpty { throw failure(problem) }
+
+    // every rank writes its files; all learn whether every rank succeeded
+    var written: Result<Void, Error> = .success(())
+    do {
+      try writeFiles(step: step, model: model, optimizer: optimizer, into: partial)
+    } catch {
+      written = .failure(error)
+    }
+    if case .success = written { beforeCommit?() }
+    let agreement = try comm.allAgree({ if case .success = written { return true } else { return false } }())
+    if !agreement.allSucceeded {
+      if comm.rank == 0 { try? fileManager.removeItem(at: partial) }
+      if case .failure(let error) = written { throw failure(describeError(error)) }
+      throw failure("rank(s) \(agreement.failedRanks.map(String.init).joined(separator: ", ")) could not write their part")
+    }
+
+    problem = ""
+    if comm.rank == 0 {
+      do {
+        try commit(
+          step: step, partial: partial, final: final, config: config, zeroStage: zeroStage, optimizer: optimizer,
+          parameterCount: model.table.count, cursor: cursor, trainingSeconds: trainingSeconds)
+        if keep > 0 { prune(keep: keep, saved: step, protecting: protecting) }
+      } catch {
+        problem = describeError(error)
+        try? fileManager.removeItem(at: partial)
+      }
+    }
+    problem = try comm.broadcast(problem, root: 0)
+    if !problem.isEmpty { throw failure(problem) }
+    return final
+  }
+
+  /// Rank 0, before a save: removes unfinished saves, puts back a folder a crashed replacement
+  /// left aside, checks the free space against `bytes` and creates the `.partial-*` folder.
+  private func prepare(partial: URL, bytes: Int, step: Int) throws {
+    let fileManager = FileManager.default
+    try FileSystemError.mapping(path: directory.path, operation: "create") {
       try fileManager.createDirectory(at: directory, withIntermediateDirectories: true)
-      for name in (try? fileManager.contentsOfDirectory(atPath: directory.path)) ?? [] {
-        let url = directory.appendingPathComponent(name)
-        if name.hasPrefix(".partial-") { try? fileManager.removeItem(at: url) }
-        if name.hasPrefix(".replaced-") {
-          // a save died between moving the old folder aside and renaming the new one in
-          let original = directory.appendingPathComponent(String(name.dropFirst(".replaced-".count)))
-          if fileManager.fileExists(atPath: original.path) {
-            try? fileManager.removeItem(at: url)
-          } else {
-            try renameFolder(url, to: original)
-          }
+    }
+    for name in (try? fileManager.contentsOfDirectory(atPath: directory.path)) ?? [] {
+      let url = directory.appendingPathComponent(name)
+      if name.hasPrefix(".partial-") { try? fileManager.removeItem(at: url) }
+      if name.hasPrefix(".replaced-") {
+        // a save died between moving the old folder aside and renaming the new one in
+        let original = directory.appendingPathComponent(String(name.dropFirst(".replaced-".count)))
+        if fileManager.fileExists(atPath: original.path) {
+          try? fileManager.removeItem(at: url)
+        } else {
+          try renameFolder(url, to: original)
         }
       }
+    }
+    if let free = freeBytes(at: directory.path), free < Int64(bytes) {
+      throw CheckpointSpaceError(directory: directory.path, needed: bytes, free: free)
+    }
+    try FileSystemError.mapping(path: partial.path, operation: "create") {
       try fileManager.createDirectory(at: partial, withIntermediateDirectories: true)
     }
-    try comm.barrier()
+  }
 
-    // every rank: its slice of the moments, as flat ranges of the full layout
+  /// Every rank: its slice of the optimizer moments (flat ranges of the full layout), rank 0 also
+  /// the parameters, then its file list with checksums for rank 0 to collect.
+  private func writeFiles(step: Int, model: MixerModel, optimizer: some ShardedOptimizerState, into partial: URL) throws {
+    let fileManager = FileManager.default
     let total = model.table.count
     let range = shardRanges(total: total, parts: comm.size)[comm.rank]
     let optimizerFile = String(format: "optimizer-rank-%05d.safetensors", comm.rank)
@@ -301,59 +370,85 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     for (name, buffer) in optimizer.moments where buffer.count > 0 {
       momentTensors.append((name, NDArray(shape: [range.count], data: buffer.array(local..<(local + range.count)))))
     }
-    try SafeTensors.write(
-      momentTensors,
-      metadata: ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(comm.rank)", "step": "\(step)"],
-      to: partial.appendingPathComponent(optimizerFile))
+    let optimizerURL = partial.appendingPathComponent(optimizerFile)
+    try FileSystemError.mapping(path: optimizerURL.path, operation: "write") {
+      try SafeTensors.write(
+        momentTensors,
+        metadata: ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(comm.rank)", "step": "\(step)"],
+        to: optimizerURL)
+    }
     var mine = [optimizerFile]
     if comm.rank == 0 {
       let tensors = model.table.views.map { ($0.name, NDArray(shape: $0.shape, data: model.parameters.array($0.range))) }
-      try SafeTensors.write(tensors, metadata: ["step": "\(step)", "format": "mixer-dist"], to: partial.appendingPathComponent("params.safetensors"))
+      let paramsURL = partial.appendingPathComponent("params.safetensors")
+      try FileSystemError.mapping(path: paramsURL.path, operation: "write") {
+        try SafeTensors.write(tensors, metadata: ["step": "\(step)", "format": "mixer-dist"], to: paramsURL)
+      }
       mine.append("params.safetensors")
     }
-    // this rank's file list with checksums, for rank 0 to collect
     let entries = try mine.map { name -> CheckpointFile in
       let url = partial.appendingPathComponent(name)
-      let size = (try fileManager.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.intValue ?? -1
-      return .init(name: name, bytes: size, sha256: try SHA256.hex(ofFileAt: url))
+      return try FileSystemError.mapping(path: url.path, operation: "read") {
+        let size = (try fileManager.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.intValue ?? -1
+        return .init(name: name, bytes: size, sha256: try SHA256.hex(ofFileAt: url))
+      }
     }
-    try AtomicFile.write(try JSONEncoder().encode(entries), to: partial.appendingPathComponent(".files-rank-\(comm.rank).json"))
-    beforeCommit?()
-    try comm.barrier()
+    let listURL = partial.appendingPathComponent(".files-rank-\(comm.rank).json")
+    try FileSystemError.mapping(path: listURL.path, operation: "write") {
+      try AtomicFile.write(try JSONEncoder().encode(entries), to: listURL)
+    }
+  }
 
-    if comm.rank == 0 {
-      var files: [CheckpointFile] = []
-      for r in 0..<comm.size {
-        let url = partial.appendingPathComponent(".files-rank-\(r).json")
+  /// Rank 0, once every rank wrote its files: the manifest, then the rename of `.partial-step-N`
+  /// to `step-N` (moving an older folder of the same step aside until the new one is in).
+  private func commit(
+    step: Int, partial: URL, final: URL, config: Config, zeroStage: Int, optimizer: some ShardedOptimizerState,
+    parameterCount total: Int, cursor: DataCursor, trainingSeconds: Double?
+  ) throws {
+    let fileManager = FileManager.default
+    let replaced = directory.appendingPathComponent("." + "replaced-" + checkpointName(step: step))
+    var files: [CheckpointFile] = []
+    for r in 0..<comm.size {
+      let url = partial.appendingPathComponent(".files-rank-\(r).json")
+      try FileSystemError.mapping(path: url.path, operation: "read") {
         files += try JSONDecoder().decode([CheckpointFile].self, from: Data(contentsOf: url))
         try fileManager.removeItem(at: url)
       }
-      let shards = shardRanges(total: total, parts: comm.size).enumerated().map {
-        OptimizerShard(rank: $0.offset, start: $0.element.lowerBound, end: $0.element.upperBound,
-                                 file: String(format: "optimizer-rank-%05d.safetensors", $0.offset))
-      }
-      let manifest = CheckpointManifest(
-        format: CheckpointManifest<Config>.formatName, version: CheckpointManifest<Config>.currentVersion, step: step,
-        config: config, worldSize: comm.size, zeroStage: zeroStage, optimizer: optimizer.kindName,
-        parameterCount: total, cursor: cursor, shards: shards, files: files.sorted { $0.name < $1.name })
-      let encoder = JSONEncoder()
-      encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-      try AtomicFile.write(try encoder.encode(manifest), to: partial.appendingPathComponent("manifest.json"))
-      try AtomicFile.syncDirectory(at: partial)
-      let replacing = fileManager.fileExists(atPath: final.path)
-      if replacing { try renameFolder(final, to: replaced) }
-      do {
-        try renameFolder(partial, to: final)
-      } catch {
-        if replacing { try? renameFolder(replaced, to: final) }
-        throw error
-      }
-      try AtomicFile.syncDirectory(at: directory)
-      if replacing { try? fileManager.removeItem(at: replaced) }
-      if keep > 0 { prune(keep: keep, saved: step, protecting: protecting) }
     }
-    try comm.barrier()
-    return final
+    let shards = shardRanges(total: total, parts: comm.size).enumerated().map {
+      OptimizerShard(rank: $0.offset, start: $0.element.lowerBound, end: $0.element.upperBound,
+                               file: String(format: "optimizer-rank-%05d.safetensors", $0.offset))
+    }
+    var manifest = CheckpointManifest(
+      format: CheckpointManifest<Config>.formatName, version: CheckpointManifest<Config>.currentVersion, step: step,
+      config: config, worldSize: comm.size, zeroStage: zeroStage, optimizer: optimizer.kindName,
+      parameterCount: total, cursor: cursor, shards: shards, files: files.sorted { $0.name < $1.name })
+    manifest.trainingSeconds = trainingSeconds
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    let manifestURL = partial.appendingPathComponent("manifest.json")
+    try FileSystemError.mapping(path: manifestURL.path, operation: "write") {
+      try AtomicFile.write(try encoder.encode(manifest), to: manifestURL)
+      try AtomicFile.syncDirectory(at: partial)
+    }
+    let replacing = fileManager.fileExists(atPath: final.path)
+    if replacing { try renameFolder(final, to: replaced) }
+    do {
+      try renameFolder(partial, to: final)
+    } catch {
+      if replacing { try? renameFolder(replaced, to: final) }
+      throw error
+    }
+    try AtomicFile.syncDirectory(at: directory)
+    if replacing { try? fileManager.removeItem(at: replaced) }
+  }
+
+  /// What a save of this model and optimizer writes, in bytes, over all ranks: the parameters,
+  /// every moment buffer over the whole layout, and room for the headers and the manifest.
+  func estimatedBytes(model: MixerModel, optimizer: some ShardedOptimizerState) -> Int {
+    let moments = optimizer.moments.filter { $0.buffer.count > 0 }.count
+    let headers = 64 * model.table.views.count + 4096 * (comm.size + 2)
+    return MemoryLayout<Float>.size * model.table.count * (1 + moments) + headers
   }
 
   /// Removes the checkpoint folders that `keep` does not keep. The folder of step `saved` (just
@@ -374,8 +469,8 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   /// rename(2) of a folder, as a thrown one-line error.
   private func renameFolder(_ source: URL, to destination: URL) throws {
     guard rename(source.path, destination.path) == 0 else {
-      throw CheckpointError(
-        "cannot rename \(source.path) to \(destination.path): \(String(cString: strerror(errno)))")
+      throw FileSystemError(
+        path: "\(source.path) to \(destination.path)", operation: "rename", cause: .init(errno: errno))
     }
   }
 

@@ -71,9 +71,8 @@ public final class RunLog {
     if !FileManager.default.fileExists(atPath: url.path) {
       FileManager.default.createFile(atPath: url.path, contents: nil)
     }
-    guard let handle = try? FileHandle(forWritingTo: url) else {
-      throw TelemetryError("cannot open \(url.path) for writing")
-    }
+    // a failure is Foundation's file error, naming the path (the command prints it as one line)
+    let handle = try FileHandle(forWritingTo: url)
     handle.seekToEndOfFile()
     metrics = handle
     tensorBoard = try TensorBoardWriter(directory: directory)

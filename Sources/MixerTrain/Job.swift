@@ -4,6 +4,7 @@
 // node).
 
 import Foundation
+import MixerCheckpoint
 import MixerDistributed
 import MixerKernels
 
@@ -18,7 +19,7 @@ public enum Job {
     do {
       value = try body(comm)
     } catch {
-      if comm.size > 1 { comm.abort(message: "\(error)", code: 1) }
+      if comm.size > 1 { comm.abort(message: describeError(error), code: (error as? ExitStatusError)?.exitStatus ?? 1) }
       throw error
     }
     try comm.finalize()

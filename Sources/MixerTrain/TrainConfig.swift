@@ -70,6 +70,9 @@ public struct TrainConfig: CheckpointConfig {
   public var saveEvery: Int = 0
   /// keep the newest K checkpoints (0: keep all)
   public var keep: Int = 0
+  /// when `saveEvery` is 0: save a checkpoint after the step that ends each such period of
+  /// training time (rank 0's clock; 0: off), so a crash loses at most about this much
+  public var saveEveryMinutes: Double = 30
   /// also keep the checkpoint with the best value of this evaluation metric (e.g. `val_top1`;
   /// lower is better for `val_loss`), named in `best.json` of the checkpoint folder
   public var keepBest: String?
@@ -135,6 +138,7 @@ public struct TrainConfig: CheckpointConfig {
     if let t = threads { try check(t >= 1, "--threads must be at least 1, got \(t)") }
     try check(saveEvery >= 0, "--save-every must be non-negative")
     try check(keep >= 0, "--keep must be non-negative")
+    try check(saveEveryMinutes >= 0 && saveEveryMinutes.isFinite, "--save-every-minutes must be non-negative, got \(saveEveryMinutes)")
   }
 }
 

@@ -50,7 +50,7 @@ extension Trainer {
             + "see above): remove them or pass --overwrite to start again"
         }
       } catch {
-        problem = "\(error)"
+        problem = describeError(error)
       }
     }
     problem = try comm.broadcast(problem, root: 0)
@@ -72,6 +72,7 @@ extension Trainer {
     let manifest = try CheckpointStore<TrainConfig>.load(URL(fileURLWithPath: chosen), into: model, optimizer: optimizer)
     try Trainer.checkSameParameters(model.parameters, comm: comm)
     resumedFrom = chosen
+    secondsBefore = manifest.trainingSeconds ?? 0
     best = nil  // read after startStep is known (run)
     log.line("mixer-dist: resumed from \(chosen) (step \(manifest.step), saved by \(manifest.worldSize) rank(s))")
     return manifest.step
@@ -84,11 +85,11 @@ extension Trainer {
     var locks: [FolderLock] = []
     var problem = ""
     if comm.rank == 0 {
-      do { locks = try claimFoldersOnRankZero() } catch { problem = "\(error)" }
+      do { locks = try claimFoldersOnRankZero() } catch { problem = describeError(error) }
     }
     // every rank learns rank 0's verdict, so none goes on into the first step alone
     problem = try comm.broadcast(problem, root: 0)
-    if !problem.isEmpty { throw TrainError(problem) }
+    if !problem.isEmpty { throw Refusal(underlying: TrainError(problem)) }
     return locks
   }
 
@@ -104,6 +105,13 @@ extension Trainer {
     if resumedFrom != nil {
       runID = records.lastRunID ?? newRunID()
       if records.count > 0 { try records.truncate(run: records.lastRunID, after: startStep) }
+    } else if resumeRequest == "auto", records.count > 0, checkpoints.isEmpty {
+      // the run died before its first checkpoint: it starts again, as itself
+      runID = records.lastRunID ?? newRunID()
+      try records.truncate(run: records.lastRunID, after: 0)
+      log.line(
+        "mixer-dist: --resume auto: run \(runID) left no checkpoint; starting it again from step 0 "
+          + "(same run id; its metrics records past step 0 dropped)")
     } else if records.count > 0 || !checkpoints.isEmpty {
       guard overwrite else {
         var held: [String] = []
@@ -122,7 +130,10 @@ extension Trainer {
     }
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    try encoder.encode(config).write(to: URL(fileURLWithPath: runFolder).appendingPathComponent("config.json"))
+    let configURL = URL(fileURLWithPath: runFolder).appendingPathComponent("config.json")
+    try FileSystemError.mapping(path: configURL.path, operation: "write") {
+      try encoder.encode(config).write(to: configURL)
+    }
     try log.open(runID: runID)
     return locks
   }

@@ -18,7 +18,10 @@ public struct TrainSummary {
   public var steps: Int
   public var finalLoss: Double
   public var evaluation: EvaluationResult?
+  /// this segment's time (from the start or the resume)
   public var seconds: Double
+  /// the run's training time over all its segments (a resumed run adds the checkpoint's)
+  public var totalSeconds: Double = 0
   public var imagesPerSecond: Double
   /// communication not hidden by backward, as a share of step time
   public var exposedCommunicationShare: Double
@@ -27,11 +30,14 @@ public struct TrainSummary {
   public var interrupted: InterruptedRun?
 }
 
-/// Injected failures, for tests of the failure paths (and the `--fail-at-step` family of flags):
-/// passed into a `Trainer`, never set on it afterwards.
+/// Injected failures, for tests of the failure paths (and the hidden `--fail-at-step` family of
+/// flags): passed into a `Trainer`, never set on it afterwards. Not part of the public API: the
+/// CLI reaches it as `@_spi(FaultInjection)`, the library's tests through `@testable import`.
+@_spi(FaultInjection)
 public struct FaultPlan: Sendable {
   /// rank `rank` throws at this step (or, with `stall`, sleeps there for an hour: a stuck disk, a
-  /// hung peer, so the others' watchdog fires)
+  /// hung peer, so the others' watchdog fires). It fires in a run that trained up to the step, not
+  /// in one resumed at it: a job restarted from the checkpoint its failure left goes on.
   public var failAtStep: Int?
   public var rank: Int = 0
   public var stall = false
@@ -76,16 +82,36 @@ public final class Trainer {
   var best: (step: Int, value: Double)?
   /// the step training starts from (0, or the resumed checkpoint's)
   public private(set) var startStep = 0
+  /// `--resume` as given (a run that finds no checkpoint to resume starts its own run again)
+  let resumeRequest: String?
+  /// the training time of the segments before this one (from the resumed checkpoint)
+  var secondsBefore = 0.0
+  /// when this segment's steps started (monotonic seconds)
+  var segmentStart = 0.0
+  /// the run's training time so far, over all its segments
+  var trainingSeconds: Double { secondsBefore + monotonicSeconds() - segmentStart }
 
   /// Builds the model (rank 0's initialisation broadcast to all), optimizer, data and logging.
   public let logger: Logger
 
+  public convenience init(
+    config: TrainConfig, comm: Communicator, timeout: Double? = nil, resume: String? = nil,
+    logLevel: Logger.Level = .info, overwrite: Bool = false
+  ) throws {
+    try self.init(
+      config: config, comm: comm, timeout: timeout, resume: resume, logLevel: logLevel, faults: FaultPlan(),
+      overwrite: overwrite)
+  }
+
+  /// The same, with injected failures (tests).
+  @_spi(FaultInjection)
   public init(
     config: TrainConfig, comm: Communicator, timeout: Double? = nil, resume: String? = nil,
-    logLevel: Logger.Level = .info, faults: FaultPlan = FaultPlan(), overwrite: Bool = false
+    logLevel: Logger.Level = .info, faults: FaultPlan, overwrite: Bool = false
   ) throws {
     logger = makeLogger(rank: comm.rank, level: logLevel)
     self.faults = faults
+    resumeRequest = resume
     self.overwrite = overwrite
     try config.validate(worldSize: comm.size)
     var config = config
@@ -135,7 +161,7 @@ public final class Trainer {
           let sourceNames = (try? loadModel(initFrom).config.classNames) ?? []
           Trainer.alignHead(model, with: sourceNames, dataNames: trainSet.classNames) { [logger] in logger.info("mixer-dist: \($0)") }
         } catch {
-          problem = "\(error)"
+          problem = describeError(error)
         }
       }
       problem = try comm.broadcast(problem, root: 0)
@@ -210,6 +236,7 @@ public final class Trainer {
       mixup: cfg.mixup > 0 ? Mixup(alpha: Double(cfg.mixup), seed: cfg.seed) : nil)
     defer { loader.stop() }
     let start = monotonicSeconds()
+    segmentStart = start
     var windowStart = start, windowImages = 0, windowLoss = 0.0, windowSteps = 0
     var lastLoss = Double.nan
     var exposed = 0.0
@@ -217,70 +244,92 @@ public final class Trainer {
     var evaluation: EvaluationResult?
 
     let store = CheckpointStore<TrainConfig>(directory: URL(fileURLWithPath: checkpointFolder), comm: comm)
-    for stepIndex in startStep..<cfg.steps {
-      watchdog?.step = stepIndex
-      // the whole step (collectives, checkpoint barriers, evaluation) must finish within
-      // --timeout, or the watchdog aborts the job naming this step: a stalled peer never hangs it
-      let stepToken = watchdog?.begin("training step \(stepIndex)")
-      defer { if let stepToken { watchdog?.end(stepToken) } }
-      if faults.failAtStep == stepIndex, faults.rank == comm.rank {
-        if faults.stall { sleep(3600) }
-        throw TrainError("injected fault at step \(stepIndex) (--fail-at-step \(stepIndex) --fail-rank \(faults.rank))")
-      }
-      let (batch, waited) = try loader.next()
-      if waited { dataWaits += 1 }
-      let result = try step.run(batch: batch, step: stepIndex)
-      loader.recycle(batch)
-      let timings = result.communication
-      exposed += timings.exposedSeconds
-      logger.debug("step \(stepIndex): communication \(timings.communicationSeconds) s, not hidden \(timings.exposedSeconds) s, \(timings.buckets) buckets, \(timings.bucketsStartedBeforeFinish) started during backward")
+    var saveClock = SaveClock(minutes: cfg.saveEvery == 0 ? cfg.saveEveryMinutes : 0, comm: comm)
+    // the last step whose update is applied, and the last one saved (a resumed run's start)
+    var completed = startStep
+    var lastSaved: Int? = resumedFrom != nil ? startStep : nil
+    do {
+      for stepIndex in startStep..<cfg.steps {
+        watchdog?.step = stepIndex
+        // the whole step (collectives, checkpoint barriers, evaluation) must finish within
+        // --timeout, or the watchdog aborts the job naming this step: a stalled peer never hangs it
+        let stepToken = watchdog?.begin("training step \(stepIndex)")
+        defer { if let stepToken { watchdog?.end(stepToken) } }
+        if faults.failAtStep == stepIndex, faults.rank == comm.rank, stepIndex > startStep || startStep == 0 {
+          if faults.stall { sleep(3600) }
+          throw TrainError("injected fault at step \(stepIndex) (--fail-at-step \(stepIndex) --fail-rank \(faults.rank))")
+        }
+        let batch: Batch, waited: Bool
+        do {
+          (batch, waited) = try loader.next()
+        } catch {
+          // an unreadable file is the data's; a failing disk or network may pass
+          throw FileSystemError.from(error) ?? DataFailure(underlying: error, step: stepIndex)
+        }
+        if waited { dataWaits += 1 }
+        let result = try step.run(batch: batch, step: stepIndex)
+        loader.recycle(batch)
+        let timings = result.communication
+        exposed += timings.exposedSeconds
+        logger.debug("step \(stepIndex): communication \(timings.communicationSeconds) s, not hidden \(timings.exposedSeconds) s, \(timings.buckets) buckets, \(timings.bucketsStartedBeforeFinish) started during backward")
 
-      lastLoss = result.loss
-      windowLoss += result.loss
-      windowSteps += 1
-      windowImages += cfg.globalBatch
-      let done = stepIndex + 1
-      if done % cfg.logEvery == 0 || done == cfg.steps {
-        let now = monotonicSeconds()
-        let rate = Double(windowImages) / max(now - windowStart, 1e-9)
-        let meanLoss = windowLoss / Double(windowSteps)
-        let eta = Double(cfg.steps - done) * Double(cfg.globalBatch) / max(rate, 1e-9)
-        log.record(MetricRecord(kind: "train", step: done, values: [
-          ("loss", meanLoss), ("lr", Double(result.learningRate)), ("grad_norm", result.gradientNorm),
-          ("images_per_second", rate), ("epoch", Double(done) / Double(sampler.batchesPerEpoch)),
-          ("seconds", now - start),
-        ]))
-        log.progress(String(
-          format: "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f img/s  ETA %@", done, cfg.steps,
-          Double(done) / Double(sampler.batchesPerEpoch), meanLoss, result.learningRate, rate, formatDuration(eta)))
-        windowStart = now; windowImages = 0; windowLoss = 0; windowSteps = 0
+        lastLoss = result.loss
+        windowLoss += result.loss
+        windowSteps += 1
+        windowImages += cfg.globalBatch
+        let done = stepIndex + 1
+        completed = done
+        if done % cfg.logEvery == 0 || done == cfg.steps {
+          let now = monotonicSeconds()
+          let rate = Double(windowImages) / max(now - windowStart, 1e-9)
+          let meanLoss = windowLoss / Double(windowSteps)
+          let eta = Double(cfg.steps - done) * Double(cfg.globalBatch) / max(rate, 1e-9)
+          log.record(MetricRecord(kind: "train", step: done, values: [
+            ("loss", meanLoss), ("lr", Double(result.learningRate)), ("grad_norm", result.gradientNorm),
+            ("images_per_second", rate), ("epoch", Double(done) / Double(sampler.batchesPerEpoch)),
+            ("seconds", secondsBefore + now - start),
+          ]))
+          log.progress(String(
+            format: "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f img/s  ETA %@", done, cfg.steps,
+            Double(done) / Double(sampler.batchesPerEpoch), meanLoss, result.learningRate, rate, formatDuration(eta)))
+          windowStart = now; windowImages = 0; windowLoss = 0; windowSteps = 0
+        }
+        // (every rank evaluates the same terms, so the clock's broadcast is skipped on all alike)
+        let saved = try (cfg.saveEvery > 0 && done % cfg.saveEvery == 0) || done == cfg.steps || saveClock.due()
+        if saved {
+          try saveCheckpoint(store, done: done)
+          lastSaved = done
+          saveClock.restart()
+        }
+        if result.stopRequested, done < cfg.steps {
+          let folder = saved
+            ? checkpointName(step: done)
+            : try saveCheckpoint(store, done: done).lastPathComponent
+          let stop = InterruptedRun(
+            signal: Interruption.signalName ?? "a signal on another rank", step: done,
+            checkpoint: (checkpointFolder as NSString).appendingPathComponent(folder))
+          log.line("mixer-dist: \(stop)")
+          log.close()
+          Interruption.uninstall()  // saved: from here on a signal ends the process at once
+          var summary = TrainSummary(
+            steps: done, finalLoss: lastLoss, evaluation: nil, seconds: monotonicSeconds() - start,
+            imagesPerSecond: 0, exposedCommunicationShare: 0, optimizerStateFloats: optimizer.stateCount)
+          summary.interrupted = stop
+          return summary
+        }
+        if let stop = faults.stopAfterStep, done >= stop {
+          log.close()
+          return TrainSummary(
+            steps: done, finalLoss: lastLoss, evaluation: nil, seconds: monotonicSeconds() - start,
+            imagesPerSecond: 0, exposedCommunicationShare: 0, optimizerStateFloats: optimizer.stateCount)
+        }
+        if cfg.evalEvery > 0 && done % cfg.evalEvery == 0 && done != cfg.steps {
+          evaluation = try evaluateAndLog(step: done)
+          try keepIfBest(evaluation!, step: done, saved: saved, store: store)
+        }
       }
-      let saved = (cfg.saveEvery > 0 && done % cfg.saveEvery == 0) || done == cfg.steps
-      if saved { try saveCheckpoint(store, done: done) }
-      if result.stopRequested, done < cfg.steps {
-        let folder = saved ? checkpointName(step: done) : try saveCheckpoint(store, done: done).lastPathComponent
-        let stop = InterruptedRun(
-          signal: Interruption.signalName ?? "a signal on another rank", step: done,
-          checkpoint: (checkpointFolder as NSString).appendingPathComponent(folder))
-        log.line("mixer-dist: \(stop)")
-        log.close()
-        Interruption.uninstall()  // saved: from here on a signal ends the process at once
-        var summary = TrainSummary(
-          steps: done, finalLoss: lastLoss, evaluation: nil, seconds: monotonicSeconds() - start,
-          imagesPerSecond: 0, exposedCommunicationShare: 0, optimizerStateFloats: optimizer.stateCount)
-        summary.interrupted = stop
-        return summary
-      }
-      if let stop = faults.stopAfterStep, done >= stop {
-        log.close()
-        return TrainSummary(
-          steps: done, finalLoss: lastLoss, evaluation: nil, seconds: monotonicSeconds() - start,
-          imagesPerSecond: 0, exposedCommunicationShare: 0, optimizerStateFloats: optimizer.stateCount)
-      }
-      if cfg.evalEvery > 0 && done % cfg.evalEvery == 0 && done != cfg.steps {
-        evaluation = try evaluateAndLog(step: done)
-        try keepIfBest(evaluation!, step: done, saved: saved, store: store)
-      }
+    } catch {
+      throw saveAfter(error, completed: completed, lastSaved: lastSaved, store: store)
     }
     let evaluationToken = watchdog?.begin("final evaluation")
     evaluation = try evaluateAndLog(step: cfg.steps)
@@ -293,10 +342,36 @@ public final class Trainer {
     let seconds = max(monotonicSeconds() - start, 1e-9)
     try saveFinalParameters()
     log.close()
-    return TrainSummary(
+    var summary = TrainSummary(
       steps: cfg.steps, finalLoss: lastLoss, evaluation: evaluation, seconds: seconds,
       imagesPerSecond: Double((cfg.steps - startStep) * cfg.globalBatch) / seconds,
       exposedCommunicationShare: exposed / seconds, optimizerStateFloats: optimizer.stateCount)
+    summary.totalSeconds = secondsBefore + seconds
+    return summary
+  }
+
+  /// After an error in the steps: saves the last completed step as a normal checkpoint when
+  /// every rank meets the error at the same point (one process; a non-finite loss; a failed save
+  /// is not tried again) and the step is not saved yet; returns the error to end the run with,
+  /// which names the cause and the checkpoint to continue from.
+  func saveAfter(_ error: Error, completed: Int, lastSaved: Int?, store: CheckpointStore<TrainConfig>) -> Error {
+    if error is InterruptedRun { return error }
+    let everyRank = comm.size == 1 || error is NonFiniteLossError
+    var savedNow: URL?
+    var saveProblem: String?
+    if everyRank, !(error is CheckpointSaveError), completed > startStep, completed != lastSaved {
+      let token = watchdog?.begin("saving step \(completed) after an error")
+      defer { if let token { watchdog?.end(token) } }
+      do {
+        savedNow = try saveCheckpoint(store, done: completed)
+      } catch {
+        saveProblem = describeError(error)
+      }
+    }
+    log.close()
+    return RunFailure(
+      cause: error, completedStep: completed, savedNow: savedNow,
+      newest: listCheckpoints(in: URL(fileURLWithPath: checkpointFolder)).first, saveProblem: saveProblem)
   }
 
   /// Every rank saves its part of the checkpoint after `done` steps.
@@ -307,7 +382,7 @@ public final class Trainer {
       samplesSeen: done * config.globalBatch)
     let folder = try store.save(
       step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage, cursor: cursor, keep: config.keep,
-      protecting: best.map { [$0.step] } ?? [],
+      protecting: best.map { [$0.step] } ?? [], trainingSeconds: trainingSeconds,
       beforeCommit: faults.killInSaveAtStep == done ? { kill(getpid(), SIGKILL) } : nil)
     log.line("checkpoint \(folder.path)")
     return folder
@@ -317,8 +392,33 @@ public final class Trainer {
   func saveFinalParameters() throws {
     guard comm.rank == 0 else { return }
     let url = URL(fileURLWithPath: config.runDirectory).appendingPathComponent("final-parameters.f32")
-    try Data(model.parameters.bytes).write(to: url, options: .atomic)
+    try FileSystemError.mapping(path: url.path, operation: "write") {
+      try Data(model.parameters.bytes).write(to: url, options: .atomic)
+    }
   }
+}
+
+/// Wall-clock checkpoints (`--save-every-minutes`): rank 0's clock decides, and every rank
+/// learns its verdict through a one-byte broadcast, so all save the same step.
+struct SaveClock {
+  let interval: Double
+  let comm: Communicator
+  var last = monotonicSeconds()
+
+  /// `minutes` 0: never due (no broadcast either).
+  init(minutes: Double, comm: Communicator) {
+    interval = minutes * 60
+    self.comm = comm
+  }
+
+  /// True (on every rank) when `interval` has passed since the start or the last save.
+  func due() throws -> Bool {
+    guard interval > 0 else { return false }
+    let mine: [UInt8] = [monotonicSeconds() - last >= interval ? 1 : 0]
+    return try (comm.size > 1 ? comm.broadcast(mine, root: 0) : mine) == [1]
+  }
+
+  mutating func restart() { last = monotonicSeconds() }
 }
 
 /// The train and validation datasets a config names, at the model's image size.

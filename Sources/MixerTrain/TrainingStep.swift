@@ -114,7 +114,7 @@ public final class TrainingStep {
     try comm.allReduceSum(&scalars)
     let loss = scalars[0] / Double(config.globalBatch)
     guard loss.isFinite else {
-      throw TrainError("the loss is \(loss) at step \(step): lower --lr or check the data")
+      throw NonFiniteLossError(loss: loss, step: step)
     }
     let norm = (config.zeroStage == 1 ? scalars[1] : squares).squareRoot()
     clipByGlobalNorm(model.gradients.pointer, range: shard, norm: norm, maxNorm: Double(config.clipNorm))

@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import MixerCheckpoint
 import MixerKernels
 import MixerModel
 import MixerTrain
@@ -23,8 +24,8 @@ func runReportingErrors(_ body: () throws -> Void) throws {
   } catch let error as ExitCode {
     throw error
   } catch {
-    FileHandle.standardError.write(Data("mixer-dist: error: \(error)\n".utf8))
-    throw ExitCode(1)
+    FileHandle.standardError.write(Data("mixer-dist: error: \(describeError(error))\n".utf8))
+    throw ExitCode((error as? ExitStatusError)?.exitStatus ?? 1)
   }
 }
 

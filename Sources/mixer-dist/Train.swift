@@ -9,7 +9,7 @@ import MixerData
 import MixerDistributed
 import MixerKernels
 import MixerModel
-import MixerTrain
+@_spi(FaultInjection) import MixerTrain
 
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(
@@ -56,12 +56,14 @@ struct Train: ParsableCommand {
   @Option(help: "Matrix products: fp32 (OpenBLAS), or bf16 mixed precision (oneDNN; fp32 parameters, gradients and optimizer state, so checkpoints are the same; needs AVX512-BF16).") var precision: Precision = D.precision
   @Option(help: "Run folder for metrics.jsonl, config.json and the final parameters.") var runDir: String = D.runDirectory
   @Option(help: "Abort the job if a step or collective takes longer (seconds).") var timeout: Double = 600
-  @Option(help: "Fault injection: fail at this step (with --fail-rank).") var failAtStep: Int?
-  @Option(help: "Fault injection: the rank that fails.") var failRank: Int = 0
-  @Option(help: "Fault injection: stall (sleep) at this step on --fail-rank.") var stallAtStep: Int?
+  // fault injection for the launch tests (hidden): fail, or stall, at a step on --fail-rank
+  @Option(help: .hidden) var failAtStep: Int?
+  @Option(help: .hidden) var failRank: Int = 0
+  @Option(help: .hidden) var stallAtStep: Int?
   @Flag(help: "Print the effective settings as a --config YAML file (flag names as keys), checked (the data source too), and exit without training.") var printConfig = false
   @Option(help: "Folder for checkpoints (one step-N folder per save; shared by all ranks; default: checkpoints/ in the run folder).") var checkpointDir: String?
   @Option(help: "Save a checkpoint every N steps (and always at the end).") var saveEvery: Int = D.saveEvery
+  @Option(help: "Without --save-every: save a checkpoint after the step that ends every M minutes of training (0: off), so a crash loses at most about M minutes.") var saveEveryMinutes: Double = D.saveEveryMinutes
   @Option(help: "Keep only the newest K checkpoints (0: all).") var keep: Int = D.keep
   @Option(help: "Also keep the checkpoint with the best value of this evaluation metric (val_top1, val_top5, val_loss; val_miou, val_pixel_accuracy for segmentation; lower is better for val_loss), named in best.json.") var keepBest: String?
   @Option(help: "Resume: 'auto' (newest valid checkpoint in the checkpoint folder) or a checkpoint folder.") var resume: String?
@@ -122,6 +124,7 @@ struct Train: ParsableCommand {
     c.checkpointDirectory = checkpointDir
     c.initFrom = initFrom
     c.saveEvery = saveEvery
+    c.saveEveryMinutes = saveEveryMinutes
     c.keep = keep
     c.keepBest = keepBest
     if timeout <= 0 { throw ConfigError("--timeout must be positive, got \(timeout)") }
@@ -163,17 +166,24 @@ struct Train: ParsableCommand {
       Interruption.install()  // a signal during start-up stops after the first step
       let interrupted = try Job.run { comm -> Bool in
         Interruption.install()  // again after MPI's start-up, in case it set handlers of its own
-        let (config, notes) = try trainConfig()
-        let trainer = try Trainer(
-          config: config, comm: comm, timeout: timeout, resume: resume, logLevel: level, faults: faults,
-          overwrite: overwrite)
+        // anything refused before training is refused again by a rerun: its own exit status
+        let trainer: Trainer, notes: [String]
+        do {
+          let config: TrainConfig
+          (config, notes) = try trainConfig()
+          trainer = try Trainer(
+            config: config, comm: comm, timeout: timeout, resume: resume, logLevel: level, faults: faults,
+            overwrite: overwrite)
+        } catch {
+          throw Refusal.wrapping(error)
+        }
         for note in notes { trainer.log.line("mixer-dist: \(note)") }
         let summary = try trainer.run()
         guard summary.interrupted == nil else { return true }
         if summary.seconds > 0 {
           trainer.log.line(String(
             format: "done: %d steps in %@, %.0f img/s, final loss %.4f, %@",
-            summary.steps, formatDuration(summary.seconds), summary.imagesPerSecond, summary.finalLoss,
+            summary.steps, formatDuration(summary.totalSeconds), summary.imagesPerSecond, summary.finalLoss,
             summary.evaluation?.headline ?? "no evaluation"))
         }
         return false
@@ -221,6 +231,7 @@ extension Train {
       ("grad-comm", text(config.gradientCommunication.rawValue)), ("no-overlap", "\(!config.overlap)"),
       ("precision", text(config.precision.rawValue)), ("run-dir", text(config.runDirectory)),
       ("checkpoint-dir", config.checkpointDirectory.map(text)), ("save-every", "\(config.saveEvery)"),
+      ("save-every-minutes", "\(config.saveEveryMinutes)"),
       ("keep", "\(config.keep)"), ("keep-best", config.keepBest.map(text)), ("init-from", config.initFrom.map(text)),
     ]
     settings.removeAll { $0.1 == nil }

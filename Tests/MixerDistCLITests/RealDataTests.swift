@@ -126,7 +126,7 @@ extension RealDataTests {
     try cut.write(to: root.appendingPathComponent("val/green/cut.png"))
     let args = ["train"] + model + ["--data", "folder:\(root.path)", "--batch", "8", "--steps", "3"]
     let stopped = try mixerDist(args + ["--run-dir", dir.appendingPathComponent("bad").path])
-    XCTAssertEqual(stopped.status, 1)
+    XCTAssertEqual(stopped.status, 78, "refused before training")
     XCTAssertTrue(stopped.stderr.contains("cut.png"), stopped.stderr)
     XCTAssertTrue(stopped.stderr.contains("--skip-bad-images"), stopped.stderr)
     XCTAssertFalse(stopped.stdout.contains("step 3/3"), "no step ran: \(stopped.stdout)")

@@ -132,7 +132,7 @@ final class SegmentationCLITests: XCTestCase {
 
     try FileManager.default.removeItem(at: root.appendingPathComponent("masks/7.png"))
     let missing = try mixerDist(args)
-    XCTAssertEqual(missing.status, 1)
+    XCTAssertEqual(missing.status, 78, "refused before training")
     XCTAssertTrue(missing.stderr.contains("7.png"), missing.stderr)
     XCTAssertEqual(missing.stderr.split(separator: "\n").count, 1, missing.stderr)
   }
@@ -174,12 +174,12 @@ final class SegmentationCLITests: XCTestCase {
       (["--classes", "4"], "pass --classes 6"),
     ] {
       let result = try mixerDist(["train"] + segmentationModel + ["--steps", "2", "--run-dir", dir.path] + args)
-      XCTAssertEqual(result.status, 1, "\(args)")
+      XCTAssertEqual(result.status, 78, "refused before training: \(args)")
       XCTAssertTrue(result.stderr.contains(message), "\(args): \(result.stderr)")
       XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
     }
     let classification = try mixerDist(["train", "--data", "segshapes", "--steps", "2", "--run-dir", dir.path])
-    XCTAssertEqual(classification.status, 1)
+    XCTAssertEqual(classification.status, 78)
     XCTAssertTrue(classification.stderr.contains("pass --task segmentation"), classification.stderr)
   }
 }

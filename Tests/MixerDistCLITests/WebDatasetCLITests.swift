@@ -144,7 +144,7 @@ final class WebDatasetCLITests: XCTestCase {
     let shard = shards.appendingPathComponent("train-000003.tar")
     try (try Data(contentsOf: shard) + Data(count: 1024)).write(to: shard)
     let changed = try mixerDist(args + ["--data", "wds:\(shards.path)", "--run-dir", dir.appendingPathComponent("changed").path])
-    XCTAssertEqual(changed.status, 1)
+    XCTAssertEqual(changed.status, 78, "refused before training")
     XCTAssertTrue(changed.stderr.contains("shard \(shard.path) changed since its index"), changed.stderr)
     XCTAssertEqual(changed.stderr.split(separator: "\n").count, 1, changed.stderr)
     let reindexed = try mixerDist(["shard", "index", shards.path])
@@ -153,7 +153,7 @@ final class WebDatasetCLITests: XCTestCase {
     // labels outside the classes of classes.txt: named, or left out with --skip-bad-images
     try "red\ngreen\n".write(to: shards.appendingPathComponent("classes.txt"), atomically: true, encoding: .utf8)
     let outside = try mixerDist(args + ["--data", "wds:\(shards.path)", "--run-dir", dir.appendingPathComponent("outside").path])
-    XCTAssertEqual(outside.status, 1)
+    XCTAssertEqual(outside.status, 78, "refused before training")
     XCTAssertTrue(outside.stderr.contains("train-000003.tar: sample 000032 has label 2, outside the 2 classes"), outside.stderr)
     let skipped = try mixerDist(args + [
       "--data", "wds:\(shards.path)", "--skip-bad-images", "--run-dir", dir.appendingPathComponent("skipped").path,

@@ -7,7 +7,7 @@ import XCTest
 import MixerCheckpoint
 import MixerDistributed
 import MixerModel
-@testable import MixerTrain
+@_spi(FaultInjection) @testable import MixerTrain
 
 final class CheckpointTests: XCTestCase {
   func config(_ dir: URL, steps: Int) -> TrainConfig {
