@@ -236,7 +236,7 @@ extension LostNodeTests {
     let job = try Background(
       mpirun,
       ["-n", "3", "--hostfile", cluster.hostfile] + clusterOptions
-        + ["-x", "OPENBLAS_NUM_THREADS=1", try mixerDistBinary()] + arguments(dir, steps: 100_000, timeout: 30),
+        + ["-x", "OPENBLAS_NUM_THREADS=1", try mixerDistBinary()] + arguments(dir, steps: 100_000, batch: 24, timeout: 30),
       environment: ["HOME": home.path, "OPENBLAS_NUM_THREADS": "1"], folder: dir)
     XCTAssertTrue(waitForStep(20, run: dir.appendingPathComponent("run"), while: job), "never reached step 20: \(job.errors)")
     let down = try MixerDistCLITests.run(LocalCluster.script, ["link", cluster.name, "3", "down"], timeout: 30)
