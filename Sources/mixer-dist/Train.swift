@@ -178,6 +178,11 @@ struct Train: ParsableCommand {
       let (config, notes): (TrainConfig, [String])
       do {
         (config, notes) = try trainConfig()
+        // the launcher's world size (mpirun, srun), so that a batch the ranks cannot share is
+        // said here too; the trainer checks again with MPI's own
+        let environment = ProcessInfo.processInfo.environment
+        let size = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].lazy.compactMap { environment[$0].flatMap(Int.init) }.first
+        try config.validate(worldSize: max(size ?? 1, 1))
       } catch {
         // the same line from every rank would be said N times: the first rank says it
         let environment = ProcessInfo.processInfo.environment

@@ -253,3 +253,24 @@ extension LostNodeTests {
     if !ended { kill(job.process.processIdentifier, SIGKILL) }
   }
 }
+
+final class MPIErrorBannerCLITests: XCTestCase {
+  /// A clean one-line error under mpirun was followed by OpenMPI's MPI_ABORT banner (or its
+  /// ORTE_ERROR_LOG lines). Settings errors, every rank's alike, now end before MPI starts: one
+  /// line from the first rank. (OpenMPI's own "exited with non-zero status" notice remains.)
+  func testSettingsErrorUnderMpirunIsOneLineWithoutMPIAbort() throws {
+    let dir = try makeTemporaryDirectory(self)
+    for (extra, message) in [
+      (["--data", "folder:\(dir.path)/missing"], "image folder \(dir.path)/missing does not exist"),
+      (["--lr=-1"], "learning rate must be non-negative"),
+      (["--batch", "15"], "global batch 15 does not divide by 2 ranks"),
+    ] {
+      let result = try mpirunMixerDist(ranks: 2, ["train", "--steps", "10", "--run-dir", dir.path] + extra, timeout: 60)
+      XCTAssertEqual(result.status, 1, result.stderr)
+      XCTAssertEqual(result.stderr.components(separatedBy: "mixer-dist: error: ").count, 2, result.stderr)
+      XCTAssertTrue(result.stderr.contains(message), result.stderr)
+      XCTAssertFalse(result.stderr.contains("MPI_ABORT"), result.stderr)
+      XCTAssertFalse(result.stderr.contains("ORTE_ERROR_LOG"), result.stderr)
+    }
+  }
+}
