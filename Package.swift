@@ -74,7 +74,10 @@ let package = Package(
         "MixerTelemetry", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log"),
       ],
-      swiftSettings: optimize),
+      swiftSettings: optimize,
+      // BuildInfo.swift: the commit `mixer-dist --version` prints (tools/build-info.sh)
+      plugins: ["BuildInfo"]),
+    .plugin(name: "BuildInfo", capability: .buildTool()),
 
     .executableTarget(
       name: "mixer-comm-check", dependencies: ["MixerDistributed"], swiftSettings: optimize),

@@ -24,8 +24,13 @@ public struct DataOptions: Equatable, Sendable, Codable {
   /// Training split: random crop and flip (false: the training split is preprocessed like the
   /// validation split).
   public var augment = true
-  /// Smallest inception-crop area, as a fraction of the image.
+  /// Smallest and largest inception-crop area, as fractions of the image (timm's --scale).
   public var cropMinArea = 0.05
+  public var cropMaxArea = 1.0
+  /// Smallest and largest inception-crop aspect ratio (width / height), drawn log-uniformly
+  /// (timm's --ratio).
+  public var cropMinRatio = 3.0 / 4.0
+  public var cropMaxRatio = 4.0 / 3.0
   /// Random left-right flips on the training split; nil: on, except for MNIST digits.
   public var flip: Bool?
   /// Fraction of the shorter side the validation centre crop keeps; nil: 224/256 for image
@@ -50,8 +55,15 @@ public struct DataOptions: Equatable, Sendable, Codable {
     if let valFraction, !(valFraction > 0 && valFraction < 1) {
       throw DataError.invalidConfiguration("--val-fraction \(valFraction) must be in (0, 1)")
     }
-    guard cropMinArea > 0 && cropMinArea <= 1 else {
-      throw DataError.invalidConfiguration("crop minimum area \(cropMinArea) must be in (0, 1]")
+    guard cropMinArea > 0 && cropMinArea <= cropMaxArea && cropMaxArea <= 1 else {
+      throw DataError.invalidConfiguration(
+        "--crop-scale \(cropMinArea),\(cropMaxArea): the crop's area fractions MIN,MAX must have "
+          + "0 < MIN <= MAX <= 1 (default 0.05,1)")
+    }
+    guard cropMinRatio > 0 && cropMinRatio <= cropMaxRatio && cropMaxRatio.isFinite else {
+      throw DataError.invalidConfiguration(
+        "--crop-ratio \(cropMinRatio),\(cropMaxRatio): the crop's aspect ratios MIN,MAX must have "
+          + "0 < MIN <= MAX (default 3/4,4/3)")
     }
     if let evalCropFraction, !(evalCropFraction > 0 && evalCropFraction <= 1) {
       throw DataError.invalidConfiguration(
@@ -66,6 +78,8 @@ public struct DataOptions: Equatable, Sendable, Codable {
     let mode: ImagePreprocessing.Mode = split == .train && augment ? .train : .eval
     var p = ImagePreprocessing(mode: mode, outputHeight: height, outputWidth: width, seed: seed)
     p.cropMinArea = cropMinArea
+    p.cropMaxArea = cropMaxArea
+    p.cropAspect = cropMinRatio...cropMaxRatio
     p.flip = flip ?? (kind != .mnist)
     p.evalCropFraction = evalCropFraction ?? (kind == .folder ? 224.0 / 256.0 : 1)
     p.randAugment = randAugment
@@ -73,6 +87,46 @@ public struct DataOptions: Equatable, Sendable, Codable {
     return p
   }
 }
+
+/// `MIN,MAX` of `--crop-scale` and `--crop-ratio`: two numbers, each a decimal or a fraction
+/// `A/B` (e.g. `3/4,4/3`). Throws naming `flag` when the text is not two numbers.
+public func parseRange(_ text: String, flag: String) throws -> (Double, Double) {
+  func number(_ part: Substring) -> Double? {
+    let sides = part.split(separator: "/", omittingEmptySubsequences: false)
+      .map { Double($0.trimmingCharacters(in: .whitespaces)) }
+    if sides.count == 1 { return sides[0] }
+    guard sides.count == 2, let a = sides[0], let b = sides[1], b != 0 else { return nil }
+    return a / b
+  }
+  let parts = text.split(separator: ",", omittingEmptySubsequences: false).map(number)
+  guard parts.count == 2, let low = parts[0], let high = parts[1], low.isFinite, high.isFinite else {
+    throw DataError.invalidConfiguration("\(flag) '\(text)' is not MIN,MAX (two numbers, e.g. 0.5,1 or 3/4,4/3)")
+  }
+  return (low, high)
+}
+
+/// The training augmentation of `dataset` with mixup `alpha` (0: off), for the start-up line:
+/// e.g. "random crop (area 5-100%, ratio 0.75-1.33), flip, mixup 0.5", or "none".
+public func augmentationSummary(of dataset: any Dataset, mixup alpha: Float) -> String {
+  var parts: [String] = []
+  if let images = dataset as? any PreprocessedDataset, images.preprocessing.mode == .train {
+    parts.append(images.preprocessing.augmentationSummary)
+  }
+  if alpha > 0 { parts.append("mixup \(alpha)") }
+  return parts.isEmpty ? "none" : parts.joined(separator: ", ")
+}
+
+/// A dataset whose images go through `ImagePreprocessing` (files and CIFAR/MNIST records; the
+/// generated data does not).
+public protocol PreprocessedDataset: Dataset {
+  var preprocessing: ImagePreprocessing { get }
+}
+
+extension ImageFolder: PreprocessedDataset {}
+extension SegmentationFolder: PreprocessedDataset {}
+extension WebDataset: PreprocessedDataset {}
+extension CIFAR: PreprocessedDataset {}
+extension MNIST: PreprocessedDataset {}
 
 /// Images that failed to decode and were substituted (`DataOptions.skipBadImages`). Thread-safe;
 /// each file is reported once on standard error.

@@ -70,22 +70,32 @@ public struct ImageFolder: EpochAugmentedDataset {
 
     let labelOf = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
     let folders = tree == trainTree ? classes : try ImageFolder.classFolders(tree)
-    let table = FileTable()
+    let walk = try FolderWalk(tree: tree, extensions: ImageFolder.extensions)
+    var found: [FoundFile] = []
+    var labels: [Int32] = []
     for folder in folders {
       guard let label = labelOf[folder] else {
         throw DataError.invalidConfiguration(
           "\(tree.appendingPathComponent(folder).path) is a class the training tree \(trainTree.path) does not have"
         )
       }
-      let images = try ImageFolder.imageFiles(tree.appendingPathComponent(folder), relative: folder)
-      guard !images.isEmpty else {
-        throw DataError.invalidConfiguration(
-          "class folder \(tree.appendingPathComponent(folder).path) holds no .jpg, .jpeg or .png images"
-        )
-      }
-      for path in images where keep?(path) ?? true {
-        table.append(path: path, label: Int32(label))
-      }
+      let images = try walk.files(below: folder)
+      found += images
+      labels += Array(repeating: Int32(label), count: images.count)
+    }
+    // a file reached twice counts once, in the class of its own path (see FolderWalk.swift)
+    let distinct = walk.distinct(found)
+    var perClass = [Int](repeating: 0, count: classes.count)
+    let table = FileTable()
+    for (index, file) in found.enumerated() where distinct[index] {
+      perClass[Int(labels[index])] += 1
+      if keep?(file.path) ?? true { table.append(path: file.path, label: labels[index]) }
+    }
+    let links = walk.counts.summary
+    for folder in folders where perClass[labelOf[folder]!] == 0 {
+      throw DataError.invalidConfiguration(
+        "class folder \(tree.appendingPathComponent(folder).path) holds no .jpg, .jpeg or .png images"
+          + (links.map { " of its own (\($0))" } ?? ""))
     }
     guard table.count > 0 else {
       throw DataError.invalidConfiguration(
@@ -101,7 +111,8 @@ public struct ImageFolder: EpochAugmentedDataset {
     skipBadImages = options.skipBadImages
     jpegDecodeScaling = options.jpegDecodeScaling
     if keep == nil {
-      splitDescription = "\(split == .train ? "train" : "validation"): \(tree.path) (\(table.count) images)"
+      splitDescription = "\(split == .train ? "train" : "validation"): \(tree.path) (\(table.count) images"
+        + (links.map { "; \($0)" } ?? "") + ")"
     } else {
       let fraction = options.valFraction ?? 0.1
       let ignored = ["val", "validation"].map { rootURL.appendingPathComponent($0) }
@@ -110,11 +121,16 @@ public struct ImageFolder: EpochAugmentedDataset {
         + (split == .train ? "left in" : "held out of") + " \(trainTree.path) (--val-fraction \(fraction), "
         + "by a hash of each file name with split seed \(options.splitSeed))"
         + (ignored.map { "; \($0.path) is not used because --val-fraction is given" } ?? "")
+        + (links.map { "; in \(trainTree.path): \($0)" } ?? "")
     }
+    linkCounts = walk.counts
   }
 
-  /// How this split was made (its folder, or the held-out share of train/ and the seed).
+  /// How this split was made (its folder, or the held-out share of train/ and the seed), and the
+  /// symbolic links its tree held.
   public let splitDescription: String?
+  /// The symbolic links the listing of this split's tree followed and skipped.
+  public let linkCounts: LinkCounts
 
   /// Reads sample `index`'s file and checks its header, end and declared size (no decoding).
   public func checkSample(_ index: Int) throws {
@@ -222,18 +238,12 @@ public struct ImageFolder: EpochAugmentedDataset {
     }
   }
 
-  /// Image files below `url` (any depth), as paths prefixed by `relative`, in byte order.
-  static func imageFiles(_ url: URL, relative: String) throws -> [String] {
-    var found: [String] = []
-    for name in try listDirectory(url) where !name.hasPrefix(".") {
-      // Image names are taken as files without a stat (1.28 million of them in ImageNet).
-      if extensions.contains((name as NSString).pathExtension.lowercased()) {
-        found.append(relative + "/" + name)
-      } else if isDirectory(url.appendingPathComponent(name).path) {
-        found += try imageFiles(url.appendingPathComponent(name), relative: relative + "/" + name)
-      }
-    }
-    return found
+  /// Image files below `tree/folder` (any depth, links followed as FolderWalk.swift says), as
+  /// paths below `tree`, in walk order.
+  static func imageFiles(in tree: URL, folder: String) throws -> [String] {
+    let walk = try FolderWalk(tree: tree, extensions: extensions)
+    let found = try walk.files(below: folder)
+    return zip(found, walk.distinct(found)).filter(\.1).map(\.0.path)
   }
 }
 

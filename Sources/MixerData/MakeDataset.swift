@@ -23,6 +23,24 @@ public enum DataKind: String, Sendable, CaseIterable, Codable {
   case segfolder
   case wds
 
+  /// The kind and what it reads, for `--help` (a new kind cannot be added without one).
+  public var help: String {
+    switch self {
+    case .shapes: return "shapes (embedded, the default)"
+    case .folder: return "folder (class subfolders of JPEG/PNG images)"
+    case .cifar10: return "cifar10"
+    case .cifar100: return "cifar100"
+    case .mnist: return "mnist"
+    case .fashionMNIST: return "fashion-mnist"
+    case .segshapes: return "segshapes (embedded; the default of --task segmentation)"
+    case .segfolder: return "segfolder (images/ + masks/ PNGs, for --task segmentation)"
+    case .wds: return "wds (WebDataset .tar shards: a folder of train-NNNNNN.tar, or TRAIN_PATTERN[,VAL_PATTERN])"
+    }
+  }
+
+  /// Every kind with what it reads, comma-separated, for `--help`.
+  public static var helpList: String { allCases.map(\.help).joined(separator: ", ") }
+
   /// Kinds that need no path.
   public var isEmbedded: Bool { self == .shapes || self == .segshapes }
   /// Kinds with a class per pixel.
@@ -51,6 +69,27 @@ public func parseDataSpec(_ spec: String) throws -> (kind: DataKind, path: Strin
   return (try inferDataKind(directory: spec), spec)
 }
 
+/// `spec` with its path made absolute against the current directory, so a run's record reads the
+/// same data from anywhere: `folder:digits` → `folder:/home/me/digits`, a bare `digits` →
+/// `/home/me/digits` (its kind still inferred when used), each pattern of
+/// `wds:TRAIN,VAL`; embedded kinds and absolute paths are returned as they are.
+public func absoluteDataSpec(_ spec: String) -> String {
+  func absolute(_ path: String) -> String {
+    guard !path.isEmpty, !path.hasPrefix("/") else { return path }
+    let relative = path.hasPrefix("./") ? String(path.dropFirst(2)) : path
+    let directory = FileManager.default.currentDirectoryPath
+    return relative == "." ? directory : (directory as NSString).appendingPathComponent(relative)
+  }
+  if let colon = spec.firstIndex(of: ":"), let kind = DataKind(rawValue: String(spec[..<colon]).lowercased()) {
+    let path = String(spec[spec.index(after: colon)...])
+    if kind.isEmbedded { return spec }
+    let paths = kind == .wds ? splitTopLevelCommas(path).map(absolute) : [absolute(path)]
+    return spec[..<colon] + ":" + paths.joined(separator: ",")
+  }
+  if DataKind(rawValue: spec.lowercased()) != nil || spec.lowercased() == "default" { return spec }
+  return absolute(spec)
+}
+
 /// The kind of dataset a directory holds (see the top of this file).
 public func inferDataKind(directory: String) throws -> DataKind {
   let known = DataKind.allCases.map(\.rawValue).joined(separator: ", ")
@@ -77,7 +116,7 @@ public func inferDataKind(directory: String) throws -> DataKind {
   if ShardSet(directory: directory, prefix: "train") != nil { return .wds }
   if isDirectory(url.appendingPathComponent("train").path) { return .folder }
   if let folders = try? ImageFolder.classFolders(url), let first = folders.first,
-    let files = try? ImageFolder.imageFiles(url.appendingPathComponent(first), relative: first),
+    let files = try? ImageFolder.imageFiles(in: url, folder: first),
     !files.isEmpty
   {
     return .folder

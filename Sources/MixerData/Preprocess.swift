@@ -1,7 +1,7 @@
 // Preprocessing: a decoded RGB image of any size becomes one model input of a fixed size.
 //
 // Train (the paper's recipe, as timm's RandomResizedCrop): an inception crop (area 5–100% of the
-// image, aspect ratio log-uniform in [3/4, 4/3], 10 attempts, then the largest centred crop of an
+// image, aspect ratio log-uniform in [3/4, 4/3], both settable as timm's --scale and --ratio; 10 attempts, then the largest centred crop of an
 // allowed aspect), resized to the output size, flipped left-right with probability 1/2, then
 // optionally RandAugment. Evaluation: the "resize the shorter side to 256, centre-crop 224" of the
 // official code, done as one centred crop of `S / round(S / f)` of the shorter side (f = 224/256,
@@ -106,6 +106,8 @@ public struct ImagePreprocessing: Equatable, Sendable {
   public var seed: UInt64
   /// Smallest crop area as a fraction of the image (train).
   public var cropMinArea: Double = 0.05
+  /// Largest crop area as a fraction of the image (train).
+  public var cropMaxArea: Double = 1
   /// Aspect ratios (width / height) of train crops, sampled log-uniformly.
   public var cropAspect: ClosedRange<Double> = (3.0 / 4.0)...(4.0 / 3.0)
   /// Flip left-right with probability 1/2 (train).
@@ -140,7 +142,7 @@ public struct ImagePreprocessing: Equatable, Sendable {
       var rng = CounterRNG(seed: seed, ImagePreprocessing.cropTag, UInt64(epoch), UInt64(index))
       let box = inceptionCrop(
         sourceWidth: sourceWidth, sourceHeight: sourceHeight, minArea: cropMinArea,
-        aspect: cropAspect, rng: &rng)
+        maxArea: cropMaxArea, aspect: cropAspect, rng: &rng)
       let flipped = flip && rng.next() & 1 == 1
       return (box, flipped)
     }
@@ -216,6 +218,23 @@ public struct ImagePreprocessing: Equatable, Sendable {
     }
   }
 
+  /// What training with this preprocessing does to an image, for the start-up line: e.g.
+  /// "random crop (area 5-100%, ratio 0.75-1.33), flip, RandAugment 2,15", or "none".
+  public var augmentationSummary: String {
+    guard mode == .train else { return "none" }
+    func percent(_ x: Double) -> String { String(format: "%g", (x * 100 * 1000).rounded() / 1000) }
+    func ratio(_ x: Double) -> String { String(format: "%.3g", x) }
+    var parts = [
+      "random crop (area \(percent(cropMinArea))-\(percent(cropMaxArea))%, ratio "
+        + "\(ratio(cropAspect.lowerBound))-\(ratio(cropAspect.upperBound)))"
+    ]
+    if flip { parts.append("flip") }
+    if let randAugment, randAugment.layers > 0 {
+      parts.append("RandAugment \(randAugment.layers),\(randAugment.magnitude)")
+    }
+    return parts.joined(separator: ", ")
+  }
+
   /// Crops, flips, augments and normalises a decoded image for sample `index` of `epoch`.
   public func process(
     image: RGBImage, epoch: Int, index: Int, into pixels: UnsafeMutablePointer<Float>
@@ -227,17 +246,17 @@ public struct ImagePreprocessing: Equatable, Sendable {
 }
 
 /// The inception crop (timm's RandomResizedCrop): up to 10 tries of an area uniform in
-/// [minArea, 1]·(W·H) and an aspect ratio log-uniform in `aspect`, rounded to whole pixels and kept
+/// [minArea, maxArea]·(W·H) and an aspect ratio log-uniform in `aspect`, rounded to whole pixels and kept
 /// when it fits, at a uniform position; otherwise the largest centred crop with an aspect in range.
 public func inceptionCrop(
-  sourceWidth: Int, sourceHeight: Int, minArea: Double, aspect: ClosedRange<Double>,
-  rng: inout CounterRNG
+  sourceWidth: Int, sourceHeight: Int, minArea: Double, maxArea: Double = 1,
+  aspect: ClosedRange<Double>, rng: inout CounterRNG
 ) -> CropBox {
   let area = Double(sourceWidth * sourceHeight)
   let logLow = log(aspect.lowerBound)
   let logHigh = log(aspect.upperBound)
   for _ in 0..<10 {
-    let targetArea = area * (minArea + (1 - minArea) * rng.uniformDouble())
+    let targetArea = area * (minArea + (maxArea - minArea) * rng.uniformDouble())
     let ratio = exp(logLow + (logHigh - logLow) * rng.uniformDouble())
     let width = Int((targetArea * ratio).squareRoot().rounded())
     let height = Int((targetArea / ratio).squareRoot().rounded())

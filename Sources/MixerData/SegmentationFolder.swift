@@ -71,7 +71,8 @@ public struct SegmentationFolder: SegmentationDataset {
       root: rootURL, declaredCount: options.segmentationClasses)
     let (_, tree, keep) = ImageFolder.splitTrees(root: rootURL, split: split, options: options)
 
-    let pairs = try SegmentationFolder.pairs(in: tree).filter { keep?($0.image) ?? true }
+    let (listed, links) = try SegmentationFolder.pairs(in: tree)
+    let pairs = listed.filter { keep?($0.image) ?? true }
     guard !pairs.isEmpty else {
       let fraction = options.valFraction ?? 0.1
       throw DataError.invalidConfiguration(
@@ -85,7 +86,16 @@ public struct SegmentationFolder: SegmentationDataset {
     preprocessing = options.preprocessing(
       kind: .folder, split: split, height: imageHeight, width: imageWidth, seed: seed)
     jpegDecodeScaling = options.jpegDecodeScaling
+    linkCounts = links
+    splitDescription = links.summary.map {
+      "\(split == .train ? "train" : "validation"): \(pairs.count) images in \(tree.path); \($0)"
+    }
   }
+
+  /// The symbolic links below this split's `images/` and `masks/`, when there were any.
+  public let splitDescription: String?
+  /// The symbolic links the listing of this split's tree followed and skipped.
+  public let linkCounts: LinkCounts
 
   /// The image file of sample `index`.
   public func path(of index: Int) -> String {
@@ -199,7 +209,7 @@ public struct SegmentationFolder: SegmentationDataset {
   /// The images below `tree/images` and their masks below `tree/masks`, as relative paths in
   /// byte order of the image paths. Throws when either folder is missing, there are no images,
   /// or an image has no mask.
-  static func pairs(in tree: URL) throws -> [(image: String, mask: String)] {
+  static func pairs(in tree: URL) throws -> (pairs: [(image: String, mask: String)], links: LinkCounts) {
     let imagesURL = tree.appendingPathComponent("images")
     let masksURL = tree.appendingPathComponent("masks")
     guard isDirectory(imagesURL.path) else {
@@ -211,19 +221,25 @@ public struct SegmentationFolder: SegmentationDataset {
       throw DataError.invalidConfiguration(
         "no masks folder \(masksURL.path) next to \(imagesURL.path)")
     }
-    let images = try files(below: imagesURL, extensions: ImageFolder.extensions)
+    // links are followed as FolderWalk.swift says; an image reached twice counts once
+    let imageWalk = try FolderWalk(tree: tree, extensions: ImageFolder.extensions)
+    let found = try imageWalk.files(below: "images")
+    let images = zip(found, imageWalk.distinct(found)).filter(\.1)
+      .map { String($0.0.path.dropFirst("images/".count)) }
       .sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
     guard !images.isEmpty else {
       throw DataError.invalidConfiguration(
-        "\(imagesURL.path) holds no .jpg, .jpeg or .png images")
+        "\(imagesURL.path) holds no .jpg, .jpeg or .png images"
+          + (imageWalk.counts.summary.map { " of its own (\($0))" } ?? ""))
     }
     // Masks by their path without the extension (the first in byte order when two differ in case).
+    let maskWalk = try FolderWalk(tree: tree, extensions: ["png"])
     var maskOf: [String: String] = [:]
-    for mask in try files(below: masksURL, extensions: ["png"]) {
+    for mask in try maskWalk.files(below: "masks").map({ String($0.path.dropFirst("masks/".count)) }) {
       let stem = (mask as NSString).deletingPathExtension
       if maskOf[stem] == nil { maskOf[stem] = mask }
     }
-    return try images.map { image in
+    let pairs = try images.map { image in
       let stem = (image as NSString).deletingPathExtension
       guard let mask = maskOf[stem] else {
         throw DataError.invalidConfiguration(
@@ -231,24 +247,7 @@ public struct SegmentationFolder: SegmentationDataset {
       }
       return (image, mask)
     }
-  }
-
-  /// Files below `url` (any depth, names not starting with ".") whose lowercased extension is in
-  /// `extensions`, as paths relative to `url`.
-  static func files(below url: URL, extensions: Set<String>, prefix: String = "") throws
-    -> [String]
-  {
-    var found: [String] = []
-    for name in try listDirectory(url) where !name.hasPrefix(".") {
-      if extensions.contains((name as NSString).pathExtension.lowercased()) {
-        found.append(prefix + name)
-      } else if isDirectory(url.appendingPathComponent(name).path) {
-        found += try files(
-          below: url.appendingPathComponent(name), extensions: extensions,
-          prefix: prefix + name + "/")
-      }
-    }
-    return found
+    return (pairs, imageWalk.counts + maskWalk.counts)
   }
 }
 

@@ -164,12 +164,16 @@ extension TrainConfig {
   /// lower resolution with the same patch, D_S widened by K² as the paper's Appendix C.
   /// Returns what it decided that a user should be told.
   /// `epochs`, when given, sets the steps: epochs × (training images / global batch).
-  public mutating func resolve(_ unspecified: Unspecified, epochs: Int? = nil) throws -> [String] {
+  /// `warmup`, when given, sets the warm-up once the steps are known (see `resolveWarmup`).
+  public mutating func resolve(
+    _ unspecified: Unspecified, epochs: Int? = nil, warmup: WarmupLength? = nil
+  ) throws -> [String] {
     var notes: [String] = []
     let task = model.task.training
     if unspecified.contains(.steps) { steps = task.defaultSteps }
     if unspecified.contains(.globalBatch) { globalBatch = task.defaultGlobalBatch }
     if unspecified.contains(.data) { data = task.defaultData }
+    data = absoluteDataSpec(data)  // the run's record reads the same data from any directory
     // embedded data that cannot be made at the model's size leaves the count alone: building the
     // run's datasets reports that error where it belongs; other data's errors are reported now
     let embedded = (try? parseDataSpec(data).kind.isEmbedded) ?? false
@@ -194,6 +198,7 @@ extension TrainConfig {
       steps = epochs * perEpoch
       notes.append("--epochs \(epochs): \(steps) steps of \(globalBatch) (\(perEpoch) per epoch of \(count) images)")
     }
+    if let note = try resolveWarmup(warmup) { notes.append(note) }
     // about ten evaluations per run, so the accuracy curve is a curve
     if unspecified.contains(.evalEvery) { evalEvery = max(1, steps / 10) }
     if unspecified.contains(.tokensMLP), let initFrom,

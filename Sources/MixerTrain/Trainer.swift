@@ -185,6 +185,7 @@ public final class Trainer {
     for description in [trainSet.splitDescription, validationSet.splitDescription].compactMap({ $0 }) {
       log.line("data: \(description)")
     }
+    log.line("augmentation: \(augmentationSummary(of: trainSet, mixup: config.mixup))")
     try checkEvaluationData()
     if config.zeroStage == 1 {
       log.line("ZeRO-1: optimizer state \(grouped(optimizer.stateCount)) floats per rank (1/\(comm.size) of \(grouped(optimizer.stateCount * comm.size)))")

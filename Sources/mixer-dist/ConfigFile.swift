@@ -25,7 +25,10 @@ enum ConfigFile {
           path = String(argument.dropFirst("--config=".count))
           i += 1
         }
-        fromFiles += try flags(fromFile: path, validNames: flagNames(ofSubcommand: rest.first ?? arguments.first))
+        let subcommand = rest.first ?? arguments.first
+        fromFiles += try flags(
+          fromFile: path, validNames: flagNames(ofSubcommand: subcommand),
+          valueProblem: { valueProblem(ofSubcommand: subcommand, argument: $0) })
         continue
       }
       rest.append(argument)
@@ -37,7 +40,9 @@ enum ConfigFile {
   }
 
   /// The flags one YAML file stands for: `key: value` → `--key=value`, `key: true` → `--key`.
-  static func flags(fromFile path: String, validNames: Set<String>? = nil) throws -> [String] {
+  static func flags(
+    fromFile path: String, validNames: Set<String>? = nil, valueProblem: ((String) -> String?)? = nil
+  ) throws -> [String] {
     let text: String
     do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
       throw ConfigFileError("cannot read config file \(path)")
@@ -49,11 +54,16 @@ enum ConfigFile {
     guard let mapping = loaded as? [String: Any] else {
       throw ConfigFileError("\(path) must be a mapping of flag names to values")
     }
-    return try flags(from: mapping, source: path, validNames: validNames)
+    return try flags(from: mapping, source: path, validNames: validNames, valueProblem: valueProblem)
   }
 
-  /// The flags a mapping stands for: `key: value` → `--key=value`, `key: true` → `--key`.
-  static func flags(from mapping: [String: Any], source path: String, validNames: Set<String>? = nil) throws -> [String] {
+  /// The flags a mapping stands for: `key: value` → `--key=value`, `key: true` → `--key`. Each
+  /// flag is checked alone with `valueProblem` (nil: its value parses), so a bad value is
+  /// reported with the file and the key it came from.
+  static func flags(
+    from mapping: [String: Any], source path: String, validNames: Set<String>? = nil,
+    valueProblem: ((String) -> String?)? = nil
+  ) throws -> [String] {
     var result: [String] = []
     for key in mapping.keys.sorted() {
       let value = mapping[key]!
@@ -77,8 +87,37 @@ enum ConfigFile {
       default:
         throw ConfigFileError("\(path): the value of '\(key)' must be a number, a string or true/false")
       }
+      if let flag = result.last, flag.hasPrefix("--\(key)"), let problem = valueProblem?(flag) {
+        throw ConfigFileError("\(path): key '\(key)': \(problem)")
+      }
     }
     return result
+  }
+}
+
+/// Why `argument` (one `--key=value` of a config file) does not parse for the subcommand `name`,
+/// or nil when it does (or the subcommand takes no config file). Only an error that names the
+/// flag counts, so a subcommand's other requirements are left to the real parse.
+func valueProblem(ofSubcommand name: String?, argument: String) -> String? {
+  guard let name = name == "study" ? "train" : name, flagNames(ofSubcommand: name) != nil else { return nil }
+  let command: ParsableCommand
+  do {
+    command = try MixerDistCommand.parseAsRoot([name, argument])
+  } catch {
+    let message = MixerDistCommand.message(for: error)
+    let flag = String(argument.prefix { $0 != "=" })
+    guard message.contains(flag) else { return nil }
+    return message.split(separator: "\n").first.map(String.init) ?? message
+  }
+  // values the flags' own types take as text (decay, crop ranges, warm-up, ...): every other
+  // setting is a default here, so an error is this value's
+  guard let train = command as? Train else { return nil }
+  do {
+    _ = try train.parsedConfig()
+    _ = try train.warmupLength
+    return nil
+  } catch {
+    return "\(error)"
   }
 }
 

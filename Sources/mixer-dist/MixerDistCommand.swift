@@ -11,8 +11,13 @@ struct MixerDistCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "mixer-dist",
     abstract: "Data-parallel MLP-Mixer training on OpenBLAS and OpenMPI.",
+    version: "mixer-dist \(mixerDistVersion) (commit \(buildCommit))",
     subcommands: [Train.self, Bench.self, Describe.self, VerifyReference.self, Inspect.self, Eval.self, Predict.self, Report.self, Import.self, Export.self, Study.self, Shard.self, Quantize.self], defaultSubcommand: nil)
 }
+
+/// The version this source tree calls itself; the commit it was built from is `buildCommit`
+/// (BuildInfo.swift, written before each build by tools/build-info.sh).
+let mixerDistVersion = "0.1.0"
 
 /// `--precision fp32|bf16|int8` (train, bench).
 extension Precision: ExpressibleByArgument {}

@@ -18,13 +18,15 @@ struct Train: ParsableCommand {
   @OptionGroup var model: ModelOptions
   // expanded by ConfigFile before parsing; declared so that --help documents it
   @Option(help: "A YAML file of `flag: value` settings (keys are these flag names); command-line flags override it.") var config: String?
-  @Option(help: "Data: KIND:PATH with KIND shapes (embedded, the default), folder, cifar10, cifar100, mnist, fashion-mnist; for --task segmentation segshapes (embedded, its default) or segfolder (images/ + masks/ PNGs). Inferred from a bare PATH when obvious.") var data: String?
+  @Option(help: "Data: KIND:PATH with KIND one of \(DataKind.helpList). Inferred from a bare PATH when obvious; stored in the run as an absolute path.") var data: String?
   @Option(help: "Hold out this fraction of train/ for validation (image folders).") var valFraction: Double?
   @Flag(help: "Count, log and skip corrupt or unsupported images instead of stopping.") var skipBadImages = false
   @Option(help: "RandAugment N,M (e.g. 2,15; off by default).") var randaugment: String?
   @Option(help: "Mixup alpha (0: off; the paper's B/16 recipe uses 0.5).") var mixup: Float = D.mixup
   @Option(help: "Pixel normalisation: minus-one-one (official), imagenet, or R,G,B/R,G,B mean/std.") var normalize: String = "minus-one-one"
   @Flag(help: "No training augmentation (no random crop or flip).") var noAugment = false
+  @Option(help: "Random (inception) crop area MIN,MAX as fractions of the image, timm's --scale (default 0.05,1; e.g. 0.5,1 for small images).") var cropScale: String?
+  @Option(help: "Random crop aspect ratio MIN,MAX (width/height, drawn log-uniformly), timm's --ratio (default 3/4,4/3).") var cropRatio: String?
   @Option(help: "Training images of the embedded dataset.") var trainExamples: Int = D.trainExamples
   @Option(help: "Validation images of the embedded dataset.") var valExamples: Int = D.validationExamples
   @Option(help: "Optimizer steps (default \(ClassificationTask().defaultSteps); \(SegmentationTask().defaultSteps) with --task segmentation).") var steps: Int?
@@ -32,7 +34,7 @@ struct Train: ParsableCommand {
   @Option(help: "Micro-batches per step (gradient accumulation).") var accum: Int = D.accumulation
   @Option(help: "Optimizer: adamw or sgd.") var optimizer: String = D.optimizer.kind.rawValue
   @Option(help: "Peak learning rate.") var lr: Float = D.learningRate
-  @Option(help: "Linear warm-up steps.") var warmup: Int = D.warmupSteps
+  @Option(help: "Linear warm-up: steps (an integer), or a fraction of the steps below 1 (0.1: a tenth). Must be shorter than the run (default \(D.warmupSteps) steps).") var warmup: String?
   @Option(help: "Decay after warm-up: cosine, linear or constant.") var decay: String = D.decay.rawValue
   @Option(help: "Decoupled weight decay (kernels only).") var weightDecay: Float = D.optimizer.weightDecay
   @Option(help: "SGD momentum.") var momentum: Float = D.optimizer.momentum
@@ -80,6 +82,12 @@ struct Train: ParsableCommand {
     c.dataOptions.valFraction = valFraction
     c.dataOptions.skipBadImages = skipBadImages
     c.dataOptions.augment = !noAugment
+    if let cropScale {
+      (c.dataOptions.cropMinArea, c.dataOptions.cropMaxArea) = try parseRange(cropScale, flag: "--crop-scale")
+    }
+    if let cropRatio {
+      (c.dataOptions.cropMinRatio, c.dataOptions.cropMaxRatio) = try parseRange(cropRatio, flag: "--crop-ratio")
+    }
     c.dataOptions.randAugment = try randaugment.map { try RandAugment(parsing: $0) }
     c.dataOptions.normalization = try Normalization(parsing: normalize)
     c.mixup = mixup
@@ -100,7 +108,6 @@ struct Train: ParsableCommand {
       throw ConfigError("unknown decay '\(decay)' (known: cosine, linear, constant)")
     }
     c.learningRate = lr
-    c.warmupSteps = warmup
     c.decay = decayKind
     c.clipNorm = clip
     c.labelSmoothing = labelSmoothing
@@ -141,8 +148,13 @@ struct Train: ParsableCommand {
   /// The config this command line trains with (what it leaves unspecified, resolved).
   func trainConfig() throws -> (TrainConfig, notes: [String]) {
     var (config, unspecified) = try parsedConfig()
-    let notes = try config.resolve(unspecified, epochs: epochs)
+    let notes = try config.resolve(unspecified, epochs: epochs, warmup: warmupLength)
     return (config, notes)
+  }
+
+  /// `--warmup` parsed (nil: not given).
+  var warmupLength: WarmupLength? {
+    get throws { try warmup.map(WarmupLength.init(parsing:)) }
   }
 
   var faults: FaultPlan {
@@ -164,13 +176,28 @@ struct Train: ParsableCommand {
         return
       }
       Interruption.install()  // a signal during start-up stops after the first step
+      // before MPI starts: a settings error is every rank's alike, and each rank then exits with
+      // its one line instead of aborting the job through MPI_Abort (and OpenMPI's banner)
+      let (config, notes): (TrainConfig, [String])
+      do {
+        (config, notes) = try trainConfig()
+        // the launcher's world size (mpirun, srun), so that a batch the ranks cannot share is
+        // said here too; the trainer checks again with MPI's own
+        let environment = ProcessInfo.processInfo.environment
+        let size = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].lazy.compactMap { environment[$0].flatMap(Int.init) }.first
+        try config.validate(worldSize: max(size ?? 1, 1))
+      } catch {
+        // the same line from every rank would be said N times: the first rank says it
+        let environment = ProcessInfo.processInfo.environment
+        let rank = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"].lazy.compactMap { environment[$0] }.first
+        if let rank, rank != "0" { throw ExitCode(ExitStatus.refused) }
+        throw Refusal.wrapping(error)
+      }
       let interrupted = try Job.run { comm -> Bool in
         Interruption.install()  // again after MPI's start-up, in case it set handlers of its own
         // anything refused before training is refused again by a rerun: its own exit status
-        let trainer: Trainer, notes: [String]
+        let trainer: Trainer
         do {
-          let config: TrainConfig
-          (config, notes) = try trainConfig()
           trainer = try Trainer(
             config: config, comm: comm, timeout: timeout, resume: resume, logLevel: level, faults: faults,
             overwrite: overwrite)
@@ -218,9 +245,10 @@ extension Train {
       ("skip-bad-images", "\(d.skipBadImages)"),
       ("randaugment", d.randAugment.map { text("\($0.layers),\($0.magnitude)") }),
       ("mixup", "\(config.mixup)"), ("normalize", text(normalize)), ("no-augment", "\(!d.augment)"),
+      ("crop-scale", text("\(d.cropMinArea),\(d.cropMaxArea)")), ("crop-ratio", text("\(d.cropMinRatio),\(d.cropMaxRatio)")),
       ("train-examples", "\(config.trainExamples)"), ("val-examples", "\(config.validationExamples)"),
       ("steps", "\(config.steps)"), ("batch", "\(config.globalBatch)"), ("accum", "\(config.accumulation)"),
-      ("optimizer", text(o.kind.rawValue)), ("lr", "\(config.learningRate)"), ("warmup", "\(config.warmupSteps)"),
+      ("optimizer", text(o.kind.rawValue)), ("lr", "\(config.learningRate)"), ("warmup", Train.warmupSetting(config)),
       ("decay", text(config.decay.rawValue)), ("weight-decay", "\(o.weightDecay)"), ("momentum", "\(o.momentum)"),
       ("beta1", "\(o.beta1)"), ("beta2", "\(o.beta2)"), ("clip", "\(config.clipNorm)"),
       ("label-smoothing", "\(config.labelSmoothing)"), ("stochastic-depth", "\(config.stochasticDepth)"),
@@ -236,6 +264,15 @@ extension Train {
     ]
     settings.removeAll { $0.1 == nil }
     return settings.map { "\($0.0): \($0.1!)\n" }.joined()
+  }
+}
+
+extension Train {
+  /// The `warmup:` line of `settingsYAML`: the steps, except for a default warm-up the run cannot
+  /// finish, which is left out (given, it is an error; as the default it is a warning, so reading
+  /// the file back keeps it the default).
+  static func warmupSetting(_ config: TrainConfig) -> String? {
+    config.warmupSteps >= config.steps && config.warmupSteps == D.warmupSteps ? nil : "\(config.warmupSteps)"
   }
 }
 
