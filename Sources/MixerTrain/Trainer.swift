@@ -160,6 +160,7 @@ public final class Trainer {
       log.line("data: \(description)")
     }
     try checkEvaluationData()
+    if let note = DNNL.kernelNote(config.precision) { log.line("mixer-dist: \(note)") }
     if config.zeroStage == 1 {
       log.line("ZeRO-1: optimizer state \(grouped(optimizer.stateCount)) floats per rank (1/\(comm.size) of \(grouped(optimizer.stateCount * comm.size)))")
     }
