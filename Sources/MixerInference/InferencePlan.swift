@@ -145,7 +145,6 @@ public final class InferencePlan {
     let layers = cfg.productLayers
     let used = Set(layers.map { settings[$0.name]?.precision ?? .fp32 })
     if used != [.fp32] { try cfg.checkInferencePlan() }
-    for precision in used.sorted(by: { $0.rawValue < $1.rawValue }) { try DNNL.require(precision) }
     var kernels: [any ProductKernel] = []
     for layer in layers {
       let setting = settings[layer.name] ?? LayerSetting(precision: .fp32)

@@ -55,6 +55,20 @@ public enum DNNL {
 
   /// Whether oneDNN runs this precision's products on native instructions here.
   public static func supports(_ precision: Precision) -> Bool {
+    nativeSupport(precision)
+  }
+
+  /// Off: every product takes oneDNN's kernels where the CPU has them (tests turn it on to
+  /// check the portable kernels on such CPUs too).
+  nonisolated(unsafe) static var forcePortable = false
+
+  /// Whether this precision's products run on the portable kernels (PortableLowPrecision.swift):
+  /// where oneDNN has no correct kernel for this CPU, or when tests ask for them.
+  public static func portable(_ precision: Precision) -> Bool {
+    precision != .fp32 && (forcePortable || !nativeSupport(precision))
+  }
+
+  private static func nativeSupport(_ precision: Precision) -> Bool {
     let isa = dnnl_get_effective_cpu_isa()
     switch precision {
     case .fp32: return true
@@ -63,12 +77,13 @@ public enum DNNL {
     }
   }
 
-  /// Throws a one-line error when this CPU cannot run `precision` natively (never a slow emulation).
-  public static func require(_ precision: Precision) throws {
-    guard !supports(precision), let needed = precision.requiredISA else { return }
-    throw DNNLError(
-      "--precision \(precision.rawValue) needs \(needed); oneDNN \(version) finds only \(effectiveISA) on this CPU "
-        + "(use --precision fp32)")
+  /// What a run at `precision` should tell its user about the kernels, or nil when they are
+  /// the fast ones: on a CPU without the instructions the precision needs, its products run on
+  /// the portable kernels, with the same numbers and slower than fp32.
+  public static func kernelNote(_ precision: Precision) -> String? {
+    guard portable(precision), let needed = precision.requiredISA else { return nil }
+    return "\(precision.rawValue) products run on portable kernels: this CPU lacks \(needed) "
+      + "(oneDNN \(version) finds \(effectiveISA)), so they give the same numbers but run slower than fp32"
   }
 
   /// Sets the number of OpenMP threads oneDNN's kernels use from now on.
@@ -306,6 +321,10 @@ public func matmulBF16(
   b: UnsafePointer<UInt16>, ldb: Int,
   beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
+  if DNNL.portable(.bf16) {
+    return PortableKernels.matmulBF16(
+      transA, transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+  }
   let key = MatmulKey(
     transA: transA == .transpose, transB: transB == .transpose, m: m, n: n, k: k, lda: lda, ldb: ldb,
     ldc: ldc, alpha: alpha, beta: beta)
@@ -322,6 +341,10 @@ public func matmulBF16(
   a: UnsafePointer<UInt16>, lda: Int, b: UnsafePointer<UInt16>, ldb: Int,
   bias: UnsafePointer<Float>?, biasAxis: BiasAxis, c: UnsafeMutablePointer<UInt16>, ldc: Int
 ) {
+  if DNNL.portable(.bf16) {
+    return PortableKernels.matmulBF16(
+      transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, bias: bias, biasAxis: biasAxis, c: c, ldc: ldc)
+  }
   var key = MatmulKey(
     transA: transA == .transpose, transB: transB == .transpose, m: m, n: n, k: k, lda: lda, ldb: ldb,
     ldc: ldc, alpha: 1, beta: 0)
@@ -425,11 +448,13 @@ private func runEltwise(_ key: EltwiseKey, _ handles: [UnsafeRawPointer], name: 
 
 /// `act = gelu(pre)` on `count` bf16 values (computed in fp32 by oneDNN, rounded to bf16).
 public func geluForwardBF16(pre: UnsafePointer<UInt16>, act: UnsafeMutablePointer<UInt16>, count: Int, kind: GELUKind) {
+  if DNNL.portable(.bf16) { return PortableKernels.geluForwardBF16(pre: pre, act: act, count: count, kind: kind) }
   runEltwise(EltwiseKey(count: count, kind: kind, backward: false), [UnsafeRawPointer(pre), UnsafeRawPointer(act)], name: "gelu forward bf16")
 }
 
 /// `d = d · gelu′(pre)` in place on `count` bf16 values (computed in fp32 by oneDNN).
 public func geluBackwardBF16(pre: UnsafePointer<UInt16>, gradient d: UnsafeMutablePointer<UInt16>, count: Int, kind: GELUKind) {
+  if DNNL.portable(.bf16) { return PortableKernels.geluBackwardBF16(pre: pre, gradient: d, count: count, kind: kind) }
   runEltwise(
     EltwiseKey(count: count, kind: kind, backward: true), [UnsafeRawPointer(pre), UnsafeRawPointer(d), UnsafeRawPointer(d)],
     name: "gelu backward bf16")
@@ -445,6 +470,11 @@ public func gemmU8S8S32(
   b: UnsafePointer<Int8>, ldb: Int,
   accumulate: Bool = false, c: UnsafeMutablePointer<Int32>, ldc: Int
 ) {
+  if DNNL.portable(.int8) {
+    return PortableKernels.gemmInt8(
+      transA, transB, m: m, n: n, k: k, a: a, lda: lda, aZero: Int(aZero), aValue: { Double($0) }, b: b, ldb: ldb,
+      bValue: { Double($0) }, accumulate: accumulate, c: c, ldc: ldc)
+  }
   var zero: Int32 = 0
   KernelProfile.measure(
     "int8 \(transA == .none ? "N" : "T")\(transB == .none ? "N" : "T") \(m)x\(n)x\(k)", flops: 2 * Double(m) * Double(n) * Double(k)
@@ -465,6 +495,11 @@ public func gemmS8S8S32(
   a: UnsafePointer<Int8>, lda: Int, b: UnsafePointer<Int8>, ldb: Int,
   accumulate: Bool = false, c: UnsafeMutablePointer<Int32>, ldc: Int
 ) {
+  if DNNL.portable(.int8) {
+    return PortableKernels.gemmInt8(
+      transA, transB, m: m, n: n, k: k, a: a, lda: lda, aZero: 0, aValue: { Double($0) }, b: b, ldb: ldb,
+      bValue: { Double($0) }, accumulate: accumulate, c: c, ldc: ldc)
+  }
   var zero: Int32 = 0
   KernelProfile.measure(
     "int8 \(transA == .none ? "N" : "T")\(transB == .none ? "N" : "T") \(m)x\(n)x\(k)", flops: 2 * Double(m) * Double(n) * Double(k)
@@ -619,9 +654,11 @@ final class PreparedMatmul {
 public final class Int8Matmul {
   public let m: Int, n: Int, k: Int
   public let epilogue: Int8MatmulEpilogue
-  private let matmul: PreparedMatmul
-  /// oneDNN's name for the kernel it chose, e.g. `brg:avx512_core_amx_int8`
-  public var implementation: String { matmul.implementation }
+  /// oneDNN's primitive, or the portable kernel where oneDNN has no correct one
+  private let matmul: PreparedMatmul?
+  private let portable: PortableInt8Matmul?
+  /// oneDNN's name for the kernel it chose, e.g. `brg:avx512_core_amx_int8`, or `portable`
+  public var implementation: String { matmul?.implementation ?? "portable (dgemm)" }
 
   /// `weights` `[K×N]` row-major; `scales` `[N]` (input scale · weight scale per column); `bias` `[N]`.
   public init(
@@ -630,6 +667,13 @@ public final class Int8Matmul {
   ) {
     precondition(scales.count == n && bias.count == n, "Int8Matmul: scales and bias need N values")
     (self.m, self.n, self.k, self.epilogue) = (m, n, k, epilogue)
+    if DNNL.portable(.int8) {
+      portable = PortableInt8Matmul(
+        m: m, n: n, k: k, srcZeroPoint: srcZeroPoint, weights: w, scales: scales, bias: bias, epilogue: epilogue)
+      matmul = nil
+      return
+    }
+    portable = nil
     var attr: dnnl_primitive_attr_t?
     DNNL.check(dnnl_primitive_attr_create(&attr), "primitive_attr_create")
     defer { dnnl_primitive_attr_destroy(attr) }
@@ -668,7 +712,8 @@ public final class Int8Matmul {
 
   /// Runs the product: `src` `[M×K]` u8, `dst` `[M×N]` fp32 or u8 as the epilogue says.
   public func run(src a: UnsafePointer<UInt8>, dst c: UnsafeMutableRawPointer) {
-    matmul.run(src: a, dst: c)
+    if let portable { return portable.run(src: a, dst: c) }
+    matmul!.run(src: a, dst: c)
   }
 }
 
@@ -682,13 +727,21 @@ public final class Int8Matmul {
 /// One bf16 product with its weights prepared once, for a fixed row count.
 public final class BF16Matmul {
   public let m: Int, n: Int, k: Int
-  private let matmul: PreparedMatmul
-  /// oneDNN's name for the kernel it chose, e.g. `brg:avx512_core_amx_bf16`
-  public var implementation: String { matmul.implementation }
+  /// oneDNN's primitive, or the portable kernel where oneDNN has none
+  private let matmul: PreparedMatmul?
+  private let portable: PortableBF16Matmul?
+  /// oneDNN's name for the kernel it chose, e.g. `brg:avx512_core_amx_bf16`, or `portable`
+  public var implementation: String { matmul?.implementation ?? "portable (sgemm)" }
 
   /// `weights` `[K×N]` fp32 row-major (rounded to bf16 here); `bias` `[N]`.
   public init(m: Int, n: Int, k: Int, weights w: UnsafePointer<Float>, bias: UnsafePointer<Float>) {
     (self.m, self.n, self.k) = (m, n, k)
+    if DNNL.portable(.bf16) {
+      portable = PortableBF16Matmul(m: m, n: n, k: k, weights: w, bias: bias)
+      matmul = nil
+      return
+    }
+    portable = nil
     let rounded = UnsafeMutablePointer<UInt16>.allocate(capacity: max(1, k * n))
     defer { rounded.deallocate() }
     convertToBF16(w, rounded, count: k * n)
@@ -699,6 +752,7 @@ public final class BF16Matmul {
 
   /// `dst` `[M×N]` fp32 = `src` `[M×K]` bf16 · W + bias.
   public func run(src a: UnsafePointer<UInt16>, dst c: UnsafeMutablePointer<Float>) {
-    matmul.run(src: a, dst: c)
+    if let portable { return portable.run(src: a, dst: c) }
+    matmul!.run(src: a, dst: c)
   }
 }

@@ -29,6 +29,20 @@ public func gemm(
   }
 }
 
+/// `C[M×N] = op(A)[M×K] · op(B)[K×N]` in Double, row-major (OpenBLAS `dgemm`): the portable
+/// int8 products multiply integers with it (exact below 2^53).
+public func gemmDouble(
+  _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+  a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int,
+  c: UnsafeMutablePointer<Double>, ldc: Int
+) {
+  cblas_dgemm(
+    CblasRowMajor,
+    transA == .none ? CblasNoTrans : CblasTrans,
+    transB == .none ? CblasNoTrans : CblasTrans,
+    blasint(m), blasint(n), blasint(k), 1, a, blasint(lda), b, blasint(ldb), 0, c, blasint(ldc))
+}
+
 /// The same contract as `gemm`, computed with three loops in Double: the test oracle.
 public func gemmNaive(
   _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,

@@ -173,8 +173,9 @@ extension MatrixProducts {
 }
 
 extension Precision {
-  /// The products of this precision for training. Throws a one-line error when the CPU lacks the
-  /// instructions (never an emulation) or the precision does not train (int8 is inference only).
+  /// The products of this precision for training. Throws a one-line error when the precision
+  /// does not train (int8 is inference only). On a CPU without bf16 instructions the bf16
+  /// products run on the portable kernels (`DNNL.kernelNote`).
   public func makeProducts() throws -> any MatrixProducts {
     try requireTraining()
     // the elementwise kernels run on the threads the products leave awake
@@ -189,7 +190,6 @@ extension Precision {
   /// Throws the one-line error of `makeProducts` without making them (for a config's check).
   public func requireTraining() throws {
     if self == .int8 { throw DNNLError("--precision int8 is for inference only; train with fp32 or bf16") }
-    try DNNL.require(self)
   }
 }
 

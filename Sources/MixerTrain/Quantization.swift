@@ -73,8 +73,6 @@ public func quantizeCheckpoint(
   let loaded = try loadModel(path)
   let model = loaded.model, cfg = model.config
   try cfg.checkInferencePlan()
-  try DNNL.require(.int8)
-  try DNNL.require(.bf16)
   DNNL.setThreads(BLAS.threads)
   var dataConfig = loaded.config
   if let data = options.calibrationData { dataConfig.data = data }

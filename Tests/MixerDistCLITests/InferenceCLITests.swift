@@ -2,7 +2,7 @@
 // checkpoint with the sensitivity table, `eval`/`predict`/`bench --inference` load it and `export
 // --format onnx` writes it as QDQ ONNX, fp32 and bf16 run on a plain checkpoint, and each bad input is a one-line error saying what to do (int8
 // without ranges, a quantized checkpoint given to train, a CPU without VNNI via
-// DNNL_MAX_CPU_ISA). About 15 s.
+// DNNL_MAX_CPU_ISA runs the portable kernels). About 15 s.
 
 import Foundation
 import MixerTestSupport
@@ -67,14 +67,15 @@ final class InferenceCLITests: XCTestCase {
     XCTAssertNotEqual(uncalibrated.status, 0)
     XCTAssertTrue(uncalibrated.stderr.contains("no calibrated input range") && uncalibrated.stderr.contains("mixer-dist quantize"), uncalibrated.stderr)
 
-    // oneDNN honours DNNL_MAX_CPU_ISA: a CPU without VNNI and BF16 instructions
+    // oneDNN honours DNNL_MAX_CPU_ISA: on a CPU without VNNI and BF16 instructions the products
+    // run on the portable kernels, and bench says so
     let binary = try mixerDistBinary()
     for precision in ["int8", "bf16"] {
       let old = try MixerDistCLITests.run(
         binary, ["bench", "--inference", "--preset", "tiny", "--precision", precision, "--steps", "1"],
-        environment: ["DNNL_MAX_CPU_ISA": "AVX512_CORE"])
-      XCTAssertNotEqual(old.status, 0)
-      XCTAssertTrue(old.stderr.contains("--precision \(precision) needs") && old.stderr.contains("use --precision fp32"), old.stderr)
+        environment: ["DNNL_MAX_CPU_ISA": "AVX2"])
+      XCTAssertEqual(old.status, 0, old.stderr)
+      XCTAssertTrue(old.stdout.contains("note: \(precision) products run on portable kernels"), old.stdout)
     }
   }
 

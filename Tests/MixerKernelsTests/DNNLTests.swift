@@ -3,7 +3,7 @@
 // integer loops, bf16 rounding, and the instruction-set check.
 
 import Foundation
-import MixerKernels
+@testable import MixerKernels
 import MixerTestSupport
 import XCTest
 
@@ -39,64 +39,66 @@ final class DNNLTests: XCTestCase {
   /// The inference product with prepared weights: fp32 weights rounded to bf16 and reordered
   /// once, bf16 input, bias added in the kernel; against the naive product of the rounded values.
   func testPreparedBF16MatmulMatchesNaive() throws {
-    try XCTSkipUnless(DNNL.supports(.bf16), "this CPU has no AVX512-BF16 (oneDNN: \(DNNL.effectiveISA))")
-    var random = TestRandom(seed: 5)
-    for (m, n, k) in [(1, 7, 9), (33, 47, 65), (197, 64, 196)] {
-      let w = random.floats(k * n, in: -1...1), bias = random.floats(n, in: -1...1)
-      let x = random.floats(m * k, in: -2...2)
-      let matmul = BF16Matmul(m: m, n: n, k: k, weights: w, bias: bias)
-      var out = [Float](repeating: .nan, count: m * n)
-      matmul.run(src: x.map(bf16Bits), dst: &out)
-      let wr = w.map { floatFromBF16(bf16Bits($0)) }, xr = x.map { floatFromBF16(bf16Bits($0)) }
-      var expected = [Float](repeating: 0, count: m * n)
-      gemmNaive(.none, .none, m: m, n: n, k: k, a: xr, lda: k, b: wr, ldb: n, beta: 0, c: &expected, ldc: n)
-      for i in 0..<m {
-        for j in 0..<n {
-          XCTAssertEqual(
-            out[i * n + j], expected[i * n + j] + bias[j], accuracy: 1e-4 * Float(k).squareRoot() + 1e-5,
-            "\(m)x\(n)x\(k) at (\(i), \(j)) [\(matmul.implementation)]")
+    try onEveryKernelPath(.bf16) {
+      var random = TestRandom(seed: 5)
+      for (m, n, k) in [(1, 7, 9), (33, 47, 65), (197, 64, 196)] {
+        let w = random.floats(k * n, in: -1...1), bias = random.floats(n, in: -1...1)
+        let x = random.floats(m * k, in: -2...2)
+        let matmul = BF16Matmul(m: m, n: n, k: k, weights: w, bias: bias)
+        var out = [Float](repeating: .nan, count: m * n)
+        matmul.run(src: x.map(bf16Bits), dst: &out)
+        let wr = w.map { floatFromBF16(bf16Bits($0)) }, xr = x.map { floatFromBF16(bf16Bits($0)) }
+        var expected = [Float](repeating: 0, count: m * n)
+        gemmNaive(.none, .none, m: m, n: n, k: k, a: xr, lda: k, b: wr, ldb: n, beta: 0, c: &expected, ldc: n)
+        for i in 0..<m {
+          for j in 0..<n {
+            XCTAssertEqual(
+              out[i * n + j], expected[i * n + j] + bias[j], accuracy: 1e-4 * Float(k).squareRoot() + 1e-5,
+              "\(m)x\(n)x\(k) at (\(i), \(j)) [\(matmul.implementation)]")
+          }
         }
+        // the same primitive again gives the same bytes
+        var again = [Float](repeating: 0, count: m * n)
+        matmul.run(src: x.map(bf16Bits), dst: &again)
+        XCTAssertEqual(again, out)
       }
-      // the same primitive again gives the same bytes
-      var again = [Float](repeating: 0, count: m * n)
-      matmul.run(src: x.map(bf16Bits), dst: &again)
-      XCTAssertEqual(again, out)
     }
   }
 
   func testBF16MatmulMatchesNaiveOnRoundedOperands() throws {
-    try XCTSkipUnless(DNNL.supports(.bf16), "this CPU has no AVX512-BF16 (oneDNN: \(DNNL.effectiveISA))")
-    var random = TestRandom(seed: 3)
-    for (m, n, k) in [(5, 7, 9), (33, 47, 65), (64, 16, 300)] {
-      for transA in [Transpose.none, .transpose] {
-        for transB in [Transpose.none, .transpose] {
-          for (alpha, beta): (Float, Float) in [(1, 0), (1, 1), (0.5, 1)] {
-            let (aRows, aCols) = transA == .none ? (m, k) : (k, m)
-            let (bRows, bCols) = transB == .none ? (k, n) : (n, k)
-            let lda = aCols + 3, ldb = bCols + 2, ldc = n + 5
-            let a = random.floats(aRows * lda, in: -1...1).map { floatFromBF16(bf16Bits($0)) }
-            let b = random.floats(bRows * ldb, in: -1...1).map { floatFromBF16(bf16Bits($0)) }
-            var cFast = random.floats(m * ldc, in: -1...1)
-            if beta == 0 { for i in 0..<m { for j in 0..<n { cFast[i * ldc + j] = .nan } } }
-            var cNaive = cFast
-            let before = cFast
-            if beta == 0 { for i in 0..<m { for j in 0..<n { cNaive[i * ldc + j] = 0 } } }
-            let a16 = a.map(bf16Bits), b16 = b.map(bf16Bits)
-            matmulBF16(
-              transA, transB, m: m, n: n, k: k, alpha: alpha, a: a16, lda: lda, b: b16, ldb: ldb, beta: beta,
-              c: &cFast, ldc: ldc)
-            gemmNaive(
-              transA, transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta,
-              c: &cNaive, ldc: ldc)
-            for i in 0..<m {
-              for j in 0..<n {
-                // exact products of bf16 numbers, summed in fp32: only fp32 summation order differs
-                XCTAssertEqual(
-                  cFast[i * ldc + j], cNaive[i * ldc + j], accuracy: 1e-4 * Float(k).squareRoot() + 1e-5,
-                  "\(m)x\(n)x\(k) \(transA) \(transB) alpha \(alpha) beta \(beta) at (\(i), \(j))")
+    try onEveryKernelPath(.bf16) {
+      var random = TestRandom(seed: 3)
+      for (m, n, k) in [(5, 7, 9), (33, 47, 65), (64, 16, 300)] {
+        for transA in [Transpose.none, .transpose] {
+          for transB in [Transpose.none, .transpose] {
+            for (alpha, beta): (Float, Float) in [(1, 0), (1, 1), (0.5, 1)] {
+              let (aRows, aCols) = transA == .none ? (m, k) : (k, m)
+              let (bRows, bCols) = transB == .none ? (k, n) : (n, k)
+              let lda = aCols + 3, ldb = bCols + 2, ldc = n + 5
+              let a = random.floats(aRows * lda, in: -1...1).map { floatFromBF16(bf16Bits($0)) }
+              let b = random.floats(bRows * ldb, in: -1...1).map { floatFromBF16(bf16Bits($0)) }
+              var cFast = random.floats(m * ldc, in: -1...1)
+              if beta == 0 { for i in 0..<m { for j in 0..<n { cFast[i * ldc + j] = .nan } } }
+              var cNaive = cFast
+              let before = cFast
+              if beta == 0 { for i in 0..<m { for j in 0..<n { cNaive[i * ldc + j] = 0 } } }
+              let a16 = a.map(bf16Bits), b16 = b.map(bf16Bits)
+              matmulBF16(
+                transA, transB, m: m, n: n, k: k, alpha: alpha, a: a16, lda: lda, b: b16, ldb: ldb, beta: beta,
+                c: &cFast, ldc: ldc)
+              gemmNaive(
+                transA, transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta,
+                c: &cNaive, ldc: ldc)
+              for i in 0..<m {
+                for j in 0..<n {
+                  // exact products of bf16 numbers, summed in fp32: only fp32 summation order differs
+                  XCTAssertEqual(
+                    cFast[i * ldc + j], cNaive[i * ldc + j], accuracy: 1e-4 * Float(k).squareRoot() + 1e-5,
+                    "\(m)x\(n)x\(k) \(transA) \(transB) alpha \(alpha) beta \(beta) at (\(i), \(j))")
+                }
+                // the padding past column n is not touched
+                for j in n..<ldc { XCTAssertEqual(cFast[i * ldc + j], before[i * ldc + j]) }
               }
-              // the padding past column n is not touched
-              for j in n..<ldc { XCTAssertEqual(cFast[i * ldc + j], before[i * ldc + j]) }
             }
           }
         }
@@ -108,26 +110,27 @@ final class DNNLTests: XCTestCase {
   /// column) added in the kernel, C rounded to bf16; against the naive product of the rounded
   /// operands plus the bias, rounded (one bf16 step apart at most: the two sum in other orders).
   func testBF16OutputMatmulWithBiasMatchesNaive() throws {
-    try XCTSkipUnless(DNNL.supports(.bf16), "this CPU has no AVX512-BF16 (oneDNN: \(DNNL.effectiveISA))")
-    var random = TestRandom(seed: 12)
-    let (m, n, k) = (37, 66, 45)
-    for transA in [Transpose.none, .transpose] {
-      for transB in [Transpose.none, .transpose] {
-        for axis in [BiasAxis.rows, .columns] {
-          let a = random.floats(m * k, in: -2...2).map(bf16Bits), b = random.floats(k * n, in: -1...1).map(bf16Bits)
-          let bias = random.floats(axis == .rows ? m : n, in: -1...1)
-          let (lda, ldb) = (transA == .none ? k : m, transB == .none ? n : k)
-          var c = [UInt16](repeating: 0xFFFF, count: m * n)
-          matmulBF16(transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, bias: bias, biasAxis: axis, c: &c, ldc: n)
-          var expected = [Float](repeating: 0, count: m * n)
-          gemmNaive(
-            transA, transB, m: m, n: n, k: k, a: a.map(floatFromBF16), lda: lda, b: b.map(floatFromBF16), ldb: ldb,
-            beta: 0, c: &expected, ldc: n)
-          for i in 0..<m {
-            for j in 0..<n {
-              let want = expected[i * n + j] + (axis == .rows ? bias[i] : bias[j])
-              let got = floatFromBF16(c[i * n + j])
-              XCTAssertEqual(got, want, accuracy: abs(want) * 0x1p-7 + 1e-5, "\(transA)\(transB) \(axis) at (\(i), \(j))")
+    try onEveryKernelPath(.bf16) {
+      var random = TestRandom(seed: 12)
+      let (m, n, k) = (37, 66, 45)
+      for transA in [Transpose.none, .transpose] {
+        for transB in [Transpose.none, .transpose] {
+          for axis in [BiasAxis.rows, .columns] {
+            let a = random.floats(m * k, in: -2...2).map(bf16Bits), b = random.floats(k * n, in: -1...1).map(bf16Bits)
+            let bias = random.floats(axis == .rows ? m : n, in: -1...1)
+            let (lda, ldb) = (transA == .none ? k : m, transB == .none ? n : k)
+            var c = [UInt16](repeating: 0xFFFF, count: m * n)
+            matmulBF16(transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, bias: bias, biasAxis: axis, c: &c, ldc: n)
+            var expected = [Float](repeating: 0, count: m * n)
+            gemmNaive(
+              transA, transB, m: m, n: n, k: k, a: a.map(floatFromBF16), lda: lda, b: b.map(floatFromBF16), ldb: ldb,
+              beta: 0, c: &expected, ldc: n)
+            for i in 0..<m {
+              for j in 0..<n {
+                let want = expected[i * n + j] + (axis == .rows ? bias[i] : bias[j])
+                let got = floatFromBF16(c[i * n + j])
+                XCTAssertEqual(got, want, accuracy: abs(want) * 0x1p-7 + 1e-5, "\(transA)\(transB) \(axis) at (\(i), \(j))")
+              }
             }
           }
         }
@@ -138,65 +141,67 @@ final class DNNLTests: XCTestCase {
   /// GELU and its backward on bf16 values (oneDNN's eltwise kernels, both kinds) against the
   /// Double formulas on the same bf16 inputs, within the rounding of the bf16 result.
   func testGELUOnBF16ValuesMatchesDoubleFormulas() throws {
-    try XCTSkipUnless(DNNL.supports(.bf16), "this CPU has no AVX512-BF16 (oneDNN: \(DNNL.effectiveISA))")
-    var random = TestRandom(seed: 13)
-    let count = 1000 + 13
-    let pre = random.floats(count, in: -7...7).map(bf16Bits)
-    let gradient = random.floats(count, in: -3...3).map(bf16Bits)
-    for kind in GELUKind.allCases {
-      func reference(_ x: Double) -> (Double, Double) {
-        switch kind {
-        case .tanh:
-          let c = (2 / Double.pi).squareRoot(), u = c * (x + 0.044715 * x * x * x), t = Foundation.tanh(u)
-          return (0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x))
-        case .erf:
-          let cdf = 0.5 * (1 + Foundation.erf(x / 2.0.squareRoot()))
-          return (x * cdf, cdf + x * Foundation.exp(-0.5 * x * x) / (2 * Double.pi).squareRoot())
+    try onEveryKernelPath(.bf16) {
+      var random = TestRandom(seed: 13)
+      let count = 1000 + 13
+      let pre = random.floats(count, in: -7...7).map(bf16Bits)
+      let gradient = random.floats(count, in: -3...3).map(bf16Bits)
+      for kind in GELUKind.allCases {
+        func reference(_ x: Double) -> (Double, Double) {
+          switch kind {
+          case .tanh:
+            let c = (2 / Double.pi).squareRoot(), u = c * (x + 0.044715 * x * x * x), t = Foundation.tanh(u)
+            return (0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x))
+          case .erf:
+            let cdf = 0.5 * (1 + Foundation.erf(x / 2.0.squareRoot()))
+            return (x * cdf, cdf + x * Foundation.exp(-0.5 * x * x) / (2 * Double.pi).squareRoot())
+          }
         }
-      }
-      var act = [UInt16](repeating: 0, count: count)
-      geluForwardBF16(pre: pre, act: &act, count: count, kind: kind)
-      var d = gradient
-      geluBackwardBF16(pre: pre, gradient: &d, count: count, kind: kind)
-      for i in 0..<count {
-        let x = Double(floatFromBF16(pre[i]))
-        let (y, slope) = reference(x)
-        let dx = Double(floatFromBF16(gradient[i])) * slope
-        XCTAssertEqual(Double(floatFromBF16(act[i])), y, accuracy: abs(y) * 0x1p-8 + 1e-5, "\(kind) gelu(\(x))")
-        XCTAssertEqual(Double(floatFromBF16(d[i])), dx, accuracy: abs(dx) * 0x1p-8 + 1e-5, "\(kind) gelu′(\(x))")
+        var act = [UInt16](repeating: 0, count: count)
+        geluForwardBF16(pre: pre, act: &act, count: count, kind: kind)
+        var d = gradient
+        geluBackwardBF16(pre: pre, gradient: &d, count: count, kind: kind)
+        for i in 0..<count {
+          let x = Double(floatFromBF16(pre[i]))
+          let (y, slope) = reference(x)
+          let dx = Double(floatFromBF16(gradient[i])) * slope
+          XCTAssertEqual(Double(floatFromBF16(act[i])), y, accuracy: abs(y) * 0x1p-8 + 1e-5, "\(kind) gelu(\(x))")
+          XCTAssertEqual(Double(floatFromBF16(d[i])), dx, accuracy: abs(dx) * 0x1p-8 + 1e-5, "\(kind) gelu′(\(x))")
+        }
       }
     }
   }
 
   func testIntegerGemmsAreExact() throws {
-    try XCTSkipUnless(DNNL.supports(.int8), "this CPU has no VNNI (oneDNN: \(DNNL.effectiveISA))")
-    var random = TestRandom(seed: 4)
-    for (m, n, k) in [(3, 5, 7), (31, 17, 130)] {
-      for transA in [Transpose.none, .transpose] {
-        for transB in [Transpose.none, .transpose] {
-          let (aRows, aCols) = transA == .none ? (m, k) : (k, m)
-          let (bRows, bCols) = transB == .none ? (k, n) : (n, k)
-          let lda = aCols + 1, ldb = bCols + 2, ldc = n + 3
-          let au = (0..<(aRows * lda)).map { _ in UInt8(truncatingIfNeeded: Int(random.floats(1, in: 0...255)[0])) }
-          let as8 = (0..<(aRows * lda)).map { _ in Int8(Int(random.floats(1, in: -127...127)[0])) }
-          let b = (0..<(bRows * ldb)).map { _ in Int8(Int(random.floats(1, in: -127...127)[0])) }
-          func aAt(_ i: Int, _ p: Int, _ x: [Int]) -> Int { transA == .none ? x[i * lda + p] : x[p * lda + i] }
-          func bAt(_ p: Int, _ j: Int) -> Int { Int(transB == .none ? b[p * ldb + j] : b[j * ldb + p]) }
-          let zero: UInt8 = 128
-          var cu = [Int32](repeating: 7, count: m * ldc)
-          gemmU8S8S32(transA, transB, m: m, n: n, k: k, a: au, lda: lda, aZero: zero, b: b, ldb: ldb, c: &cu, ldc: ldc)
-          var cs = [Int32](repeating: 1, count: m * ldc)
-          gemmS8S8S32(transA, transB, m: m, n: n, k: k, a: as8, lda: lda, b: b, ldb: ldb, accumulate: true, c: &cs, ldc: ldc)
-          let auInt = au.map { Int($0) }, asInt = as8.map { Int($0) }
-          for i in 0..<m {
-            for j in 0..<n {
-              var su = 0, ss = 0
-              for p in 0..<k {
-                su += (aAt(i, p, auInt) - Int(zero)) * bAt(p, j)
-                ss += aAt(i, p, asInt) * bAt(p, j)
+    try onEveryKernelPath(.int8) {
+      var random = TestRandom(seed: 4)
+      for (m, n, k) in [(3, 5, 7), (31, 17, 130)] {
+        for transA in [Transpose.none, .transpose] {
+          for transB in [Transpose.none, .transpose] {
+            let (aRows, aCols) = transA == .none ? (m, k) : (k, m)
+            let (bRows, bCols) = transB == .none ? (k, n) : (n, k)
+            let lda = aCols + 1, ldb = bCols + 2, ldc = n + 3
+            let au = (0..<(aRows * lda)).map { _ in UInt8(truncatingIfNeeded: Int(random.floats(1, in: 0...255)[0])) }
+            let as8 = (0..<(aRows * lda)).map { _ in Int8(Int(random.floats(1, in: -127...127)[0])) }
+            let b = (0..<(bRows * ldb)).map { _ in Int8(Int(random.floats(1, in: -127...127)[0])) }
+            func aAt(_ i: Int, _ p: Int, _ x: [Int]) -> Int { transA == .none ? x[i * lda + p] : x[p * lda + i] }
+            func bAt(_ p: Int, _ j: Int) -> Int { Int(transB == .none ? b[p * ldb + j] : b[j * ldb + p]) }
+            let zero: UInt8 = 128
+            var cu = [Int32](repeating: 7, count: m * ldc)
+            gemmU8S8S32(transA, transB, m: m, n: n, k: k, a: au, lda: lda, aZero: zero, b: b, ldb: ldb, c: &cu, ldc: ldc)
+            var cs = [Int32](repeating: 1, count: m * ldc)
+            gemmS8S8S32(transA, transB, m: m, n: n, k: k, a: as8, lda: lda, b: b, ldb: ldb, accumulate: true, c: &cs, ldc: ldc)
+            let auInt = au.map { Int($0) }, asInt = as8.map { Int($0) }
+            for i in 0..<m {
+              for j in 0..<n {
+                var su = 0, ss = 0
+                for p in 0..<k {
+                  su += (aAt(i, p, auInt) - Int(zero)) * bAt(p, j)
+                  ss += aAt(i, p, asInt) * bAt(p, j)
+                }
+                XCTAssertEqual(Int(cu[i * ldc + j]), su, "u8s8 \(m)x\(n)x\(k) \(transA) \(transB)")
+                XCTAssertEqual(Int(cs[i * ldc + j]), ss + 1, "s8s8 accumulate \(m)x\(n)x\(k) \(transA) \(transB)")
               }
-              XCTAssertEqual(Int(cu[i * ldc + j]), su, "u8s8 \(m)x\(n)x\(k) \(transA) \(transB)")
-              XCTAssertEqual(Int(cs[i * ldc + j]), ss + 1, "s8s8 accumulate \(m)x\(n)x\(k) \(transA) \(transB)")
             }
           }
         }
@@ -204,11 +209,46 @@ final class DNNLTests: XCTestCase {
     }
   }
 
-  func testRequireNamesTheMissingInstructionSet() throws {
-    // this machine has both; the check itself is exercised end to end with DNNL_MAX_CPU_ISA by the CLI tests
-    XCTAssertNoThrow(try DNNL.require(.fp32))
-    if DNNL.supports(.bf16) { XCTAssertNoThrow(try DNNL.require(.bf16)) } else {
-      XCTAssertThrowsError(try DNNL.require(.bf16)) { XCTAssertTrue("\($0)".contains("AVX512-BF16")) }
+  func testKernelNoteNamesTheMissingInstructionSet() throws {
+    XCTAssertNil(DNNL.kernelNote(.fp32))
+    for precision in [Precision.bf16, .int8] {
+      XCTAssertEqual(DNNL.portable(precision), !DNNL.supports(precision))
+      if DNNL.supports(precision) { XCTAssertNil(DNNL.kernelNote(precision)) }
+      DNNL.forcePortable = true
+      defer { DNNL.forcePortable = false }
+      XCTAssertTrue(DNNL.portable(precision))
+      let note = try XCTUnwrap(DNNL.kernelNote(precision))
+      XCTAssertTrue(note.contains(precision.requiredISA!) && note.contains("portable kernels"), note)
     }
+  }
+
+  /// The case the portable int8 kernel exists for: u8 values over 127 times s8 values, where
+  /// oneDNN's AVX2 kernels (no VNNI) add pairs in saturating int16 and come out wrong.
+  func testPortableInt8ProductIsExactWhereInt16PairsWouldSaturate() {
+    let (m, n, k) = (8, 8, 256)
+    var random = TestRandom(seed: 11)
+    let a = (0..<(m * k)).map { _ in UInt8(200 + Int(random.floats(1, in: 0...55.99)[0])) }
+    let b = (0..<(k * n)).map { i in Int8(i % 3 == 0 ? 127 : -128) }
+    DNNL.forcePortable = true
+    defer { DNNL.forcePortable = false }
+    var c = [Int32](repeating: 0, count: m * n)
+    gemmU8S8S32(.none, .none, m: m, n: n, k: k, a: a, lda: k, aZero: 3, b: b, ldb: n, c: &c, ldc: n)
+    for i in 0..<m {
+      for j in 0..<n {
+        var exact: Int64 = 0
+        for p in 0..<k { exact += Int64(Int(a[i * k + p]) - 3) * Int64(b[p * n + j]) }
+        XCTAssertEqual(Int64(c[i * n + j]), exact, "(\(i), \(j))")
+      }
+    }
+  }
+}
+
+/// Runs `body` on every kernel path this CPU has for `precision`: oneDNN's where the CPU has its
+/// instructions, and the portable one always.
+func onEveryKernelPath(_ precision: Precision, _ body: () throws -> Void) rethrows {
+  for portable in DNNL.supports(precision) ? [false, true] : [true] {
+    DNNL.forcePortable = portable
+    defer { DNNL.forcePortable = false }
+    try body()
   }
 }
