@@ -55,8 +55,13 @@ public struct ParameterTable: Sendable {
     builder.add("pre_head_layer_norm/scale", [c], .scale)
     builder.add("pre_head_layer_norm/bias", [c], .bias)
     config.head.addParameters(config, to: &builder)
-    self.views = builder.views
-    self.count = builder.count
+    self.init(views: builder.views)
+  }
+
+  /// The table of views laid out one after another.
+  init(views: [ParameterView]) {
+    self.views = views
+    self.count = views.last.map { $0.offset + $0.count } ?? 0
     var index: [String: Int] = [:]
     for (i, view) in views.enumerated() { index[view.name] = i }
     self.index = index

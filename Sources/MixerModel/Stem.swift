@@ -19,6 +19,8 @@ public protocol Stem: Sendable {
   func forward(_ model: MixerModel, images: UnsafePointer<Float>, acts: Activations)
   /// Parameter gradients from d/dx_0 in `acts.dStream` (they accumulate).
   func backward(_ model: MixerModel, acts: Activations)
+  /// x_0 `[S, C]` from the images, written for inference and export (NetworkDescription.swift).
+  func describe<Builder: NetworkBuilder>(_ config: MixerConfig, images: Builder.Value, into builder: Builder) -> Builder.Value
 }
 
 /// The paper's stem: non-overlapping P×P patches, one sgemm `[S·B, P²3] · [P²3, C]` + bias
@@ -38,6 +40,14 @@ public struct LinearStem: Stem {
     2 * Double(config.tokens) * Double(config.patchLength) * Double(config.hidden)
   }
   public func unneededInputGradientFLOPsPerImage(_ config: MixerConfig) -> Double { forwardFLOPsPerImage(config) }
+
+  public func describe<Builder: NetworkBuilder>(_ config: MixerConfig, images: Builder.Value, into builder: Builder) -> Builder.Value {
+    builder.dense(
+      builder.patches(images, patch: config.patch),
+      ProductLayer(
+        name: "stem", inputs: config.patchLength, outputs: config.hidden, rowsPerImage: config.tokens,
+        kernelShape: [config.patch, config.patch, 3, config.hidden]))
+  }
 
   public func forward(_ model: MixerModel, images: UnsafePointer<Float>, acts: Activations) {
     let cfg = model.config
@@ -88,6 +98,19 @@ public struct CNNStem: Stem {
     }
   }
   public func unneededInputGradientFLOPsPerImage(_ config: MixerConfig) -> Double { 0 }
+
+  public func describe<Builder: NetworkBuilder>(_ config: MixerConfig, images: Builder.Value, into builder: Builder) -> Builder.Value {
+    let layers = config.cnnStemLayers
+    var x = images
+    for (j, layer) in layers.enumerated() {
+      let product = ProductLayer(
+        name: "stem/Conv_\(j)", inputs: 9 * layer.inChannels, outputs: layer.outChannels,
+        rowsPerImage: layer.height / 2 * (layer.width / 2), kernelShape: [3, 3, layer.inChannels, layer.outChannels])
+      x = builder.convolution(x, product, kernel: 3, stride: 2, grid: nil)
+      if j < layers.count - 1 { x = builder.gelu(x, kind: config.gelu) }
+    }
+    return builder.mapToTokens(x)
+  }
 
   public func forward(_ model: MixerModel, images: UnsafePointer<Float>, acts: Activations) {
     let cfg = model.config

@@ -37,6 +37,10 @@ public protocol TokenMixer: Sendable {
   func backward(_ model: MixerModel, block: Int, offsets: [Int], saved: [UnsafeMutablePointer<Float>],
                 scratch: [UnsafeMutablePointer<Float>], acts: Activations, dBranch: UnsafeMutablePointer<Float>,
                 dropHidden: Bool, overwrite: Bool)
+  /// The branch computed from Y `[S, C]` (tokens), written for inference and export
+  /// (NetworkDescription.swift).
+  func describe<Builder: NetworkBuilder>(_ config: MixerConfig, _ y: Builder.Value, scope: String, into builder: Builder)
+    -> Builder.Value
 }
 
 extension BlockKind {
@@ -68,6 +72,16 @@ public struct TokenMLP: TokenMixer {
   }
   public func offsets(_ table: ParameterTable, scope: String) -> [Int] {
     ["Dense_0/kernel", "Dense_0/bias", "Dense_1/kernel", "Dense_1/bias"].map { table.offset("\(scope)/token_mixing/\($0)") }
+  }
+  /// transpose(W2ᵀ·gelu(W1ᵀ·Y + b1) + b2): the MLP on Yᵀ `[C, S]`, one row per channel
+  public func describe<Builder: NetworkBuilder>(
+    _ config: MixerConfig, _ y: Builder.Value, scope: String, into builder: Builder
+  ) -> Builder.Value {
+    let s = config.tokens, c = config.hidden, ds = config.tokensMLP
+    let mixed = builder.mlp(
+      builder.transpose(y), ProductLayer(name: scope + "/token_mixing/Dense_0", inputs: s, outputs: ds, rowsPerImage: c),
+      ProductLayer(name: scope + "/token_mixing/Dense_1", inputs: ds, outputs: s, rowsPerImage: c), gelu: config.gelu)
+    return builder.transpose(mixed)
   }
   public func forwardFLOPsPerImage(_ config: MixerConfig) -> Double {
     2 * 2 * Double(config.tokens) * Double(config.tokensMLP) * Double(config.hidden)
@@ -142,6 +156,15 @@ public struct SelfAttention: TokenMixer {
   public func offsets(_ table: ParameterTable, scope: String) -> [Int] {
     ["qkv/kernel", "qkv/bias", "out/kernel", "out/bias"].map { table.offset("\(scope)/MultiHeadDotProductAttention_0/\($0)") }
   }
+  /// out(attention(qkv(Y)))
+  public func describe<Builder: NetworkBuilder>(
+    _ config: MixerConfig, _ y: Builder.Value, scope: String, into builder: Builder
+  ) -> Builder.Value {
+    let s = config.tokens, c = config.hidden, p = scope + "/MultiHeadDotProductAttention_0"
+    let qkv = builder.dense(y, ProductLayer(name: p + "/qkv", inputs: c, outputs: 3 * c, rowsPerImage: s))
+    let attention = builder.attention(qkv, heads: config.heads)
+    return builder.dense(attention, ProductLayer(name: p + "/out", inputs: c, outputs: c, rowsPerImage: s))
+  }
   public func forwardFLOPsPerImage(_ config: MixerConfig) -> Double {
     let s = Double(config.tokens), c = Double(config.hidden)
     return 2 * s * c * 3 * c + 2 * 2 * s * s * c + 2 * s * c * c
@@ -205,6 +228,16 @@ public struct TokenConvolution: TokenMixer {
   }
   public func offsets(_ table: ParameterTable, scope: String) -> [Int] {
     [table.offset("\(scope)/Conv_0/kernel"), table.offset("\(scope)/Conv_0/bias")]
+  }
+  /// conv(Y) on the token grid, stride 1
+  public func describe<Builder: NetworkBuilder>(
+    _ config: MixerConfig, _ y: Builder.Value, scope: String, into builder: Builder
+  ) -> Builder.Value {
+    let k = config.kernel, c = config.hidden
+    return builder.convolution(
+      y, ProductLayer(name: scope + "/Conv_0", inputs: k * k * c, outputs: c, rowsPerImage: config.tokens, kernelShape: [k, k, c, c]),
+      kernel: k,
+      stride: 1, grid: (config.gridHeight, config.gridWidth))
   }
   public func forwardFLOPsPerImage(_ config: MixerConfig) -> Double {
     2 * Double(config.tokens) * Double(config.kernel * config.kernel) * Double(config.hidden) * Double(config.hidden)

@@ -309,7 +309,6 @@ public func benchmarkInference(
     let wanted = precision ?? .fp32
     var ranges: [String: ActivationQuantization] = [:]
     if wanted == .int8 {
-      try config.checkInferencePlan()
       try DNNL.require(.int8)
       let count = 4
       var rng = CounterRNG(seed: 5)

@@ -26,6 +26,15 @@ public struct SegmentationHead: Head {
     table.add("segmentation_head/bias", [n], .bias)
   }
 
+  public func describe<Builder: NetworkBuilder>(_ config: MixerConfig, _ y: Builder.Value, into builder: Builder) -> Builder.Value {
+    let product = ProductLayer(
+      name: "segmentation_head", inputs: config.hidden, outputs: outputsPerToken(config), rowsPerImage: config.tokens,
+      kernelRole: .headKernel)
+    return builder.tokensToPixels(builder.dense(y, product), patch: config.patch, classes: config.classes)
+  }
+  public func outputsPerImage(_ config: MixerConfig) -> Int { config.imageHeight * config.imageWidth * config.classes }
+  public func outputs(_ acts: Activations) -> UnsafeMutablePointer<Float> { acts.head(SegmentationBuffers.self).pixelLogits }
+
   public func makeBuffers(_ config: MixerConfig, batch: Int) -> any HeadBuffers {
     SegmentationBuffers(
       batch: batch, tokenOutputs: config.tokens * batch * outputsPerToken(config),
