@@ -9,8 +9,6 @@ public protocol Stem: Sendable {
   var kind: StemKind { get }
   /// Throws a one-line error when the config cannot use this stem.
   func validate(_ config: MixerConfig) throws
-  /// Appends the stem's parameter views.
-  func addParameters(_ config: MixerConfig, to table: inout ParameterTableBuilder)
   /// Forward FLOPs per image of the stem's products.
   func forwardFLOPsPerImage(_ config: MixerConfig) -> Double
   /// FLOPs per image of the input-gradient products that backward skips (the image needs none).
@@ -29,12 +27,6 @@ public struct LinearStem: Stem {
   public init() {}
   public var kind: StemKind { .linear }
   public func validate(_ config: MixerConfig) throws {}
-
-  public func addParameters(_ config: MixerConfig, to table: inout ParameterTableBuilder) {
-    let p = config.patch
-    table.add("stem/kernel", [p, p, 3, config.hidden], .kernel, fanIn: p * p * 3)  // HWIO
-    table.add("stem/bias", [config.hidden], .bias)
-  }
 
   public func forwardFLOPsPerImage(_ config: MixerConfig) -> Double {
     2 * Double(config.tokens) * Double(config.patchLength) * Double(config.hidden)
@@ -82,13 +74,6 @@ public struct CNNStem: Stem {
   public func validate(_ config: MixerConfig) throws {
     guard config.patch >= 2, config.patch & (config.patch - 1) == 0 else {
       throw ConfigError("the CNN stem needs a power-of-two patch (total stride), got \(config.patch)")
-    }
-  }
-
-  public func addParameters(_ config: MixerConfig, to table: inout ParameterTableBuilder) {
-    for (j, layer) in config.cnnStemLayers.enumerated() {
-      table.add("stem/Conv_\(j)/kernel", [3, 3, layer.inChannels, layer.outChannels], .kernel, fanIn: 9 * layer.inChannels)
-      table.add("stem/Conv_\(j)/bias", [layer.outChannels], .bias)
     }
   }
 

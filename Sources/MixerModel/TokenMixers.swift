@@ -3,8 +3,9 @@
 // computed from Y into the residual stream. A block kind is a list of mixers (registered in
 // `BlockKind.tokenMixers`): the paper's block is [TokenMLP], a ViT block [SelfAttention], the
 // study's hybrids [TokenConvolution] and [TokenMLP, SelfAttention] (summed). A mixer owns its
-// parameters (names under the block's scope), its saved activations, forward and backward; the
-// parameter table, the arena, FLOP counts and the block's forward and backward call these.
+// parameters (named in its `describe`, NetworkDescription.swift), its saved activations, forward
+// and backward; the parameter table, the arena, FLOP counts and the block's forward and backward
+// call these.
 
 import MixerKernels
 
@@ -12,10 +13,6 @@ import MixerKernels
 public protocol TokenMixer: Sendable {
   /// Throws a one-line error when the config cannot use this mixer.
   func validate(_ config: MixerConfig) throws
-  /// Appends the mixer's parameters under `scope` (e.g. `MixerBlock_3`).
-  func addParameters(_ config: MixerConfig, scope: String, to table: inout ParameterTableBuilder)
-  /// The offsets of those parameters, in the order `forward` and `backward` read them.
-  func offsets(_ table: ParameterTable, scope: String) -> [Int]
   /// Forward FLOPs per image of the mixer's products.
   func forwardFLOPsPerImage(_ config: MixerConfig) -> Double
   /// Sizes of the buffers saved per block for backward.
@@ -43,6 +40,16 @@ public protocol TokenMixer: Sendable {
     -> Builder.Value
 }
 
+extension TokenMixer {
+  /// The offsets of the mixer's parameters under `scope` (e.g. `MixerBlock_3`), in the order
+  /// `forward` and `backward` read them: each of its products' kernel and bias, as it describes them.
+  func offsets(_ config: MixerConfig, _ table: ParameterTable, scope: String) -> [Int] {
+    let products = ProductCollector()
+    _ = describe(config, products.images, scope: scope, into: products)
+    return products.layers.flatMap { [table.offset($0.name + "/kernel"), table.offset($0.name + "/bias")] }
+  }
+}
+
 extension BlockKind {
   /// The token mixers of this kind, in the order their branches are summed.
   public var tokenMixers: [any TokenMixer] {
@@ -63,16 +70,6 @@ public struct TokenMLP: TokenMixer {
   public var readsInputOnlyThroughProducts: Bool { true }
   public func validate(_ config: MixerConfig) throws {}
 
-  public func addParameters(_ config: MixerConfig, scope: String, to table: inout ParameterTableBuilder) {
-    let s = config.tokens, ds = config.tokensMLP
-    table.add("\(scope)/token_mixing/Dense_0/kernel", [s, ds], .kernel, fanIn: s)
-    table.add("\(scope)/token_mixing/Dense_0/bias", [ds], .bias)
-    table.add("\(scope)/token_mixing/Dense_1/kernel", [ds, s], .kernel, fanIn: ds)
-    table.add("\(scope)/token_mixing/Dense_1/bias", [s], .bias)
-  }
-  public func offsets(_ table: ParameterTable, scope: String) -> [Int] {
-    ["Dense_0/kernel", "Dense_0/bias", "Dense_1/kernel", "Dense_1/bias"].map { table.offset("\(scope)/token_mixing/\($0)") }
-  }
   /// transpose(W2ᵀ·gelu(W1ᵀ·Y + b1) + b2): the MLP on Yᵀ `[C, S]`, one row per channel
   public func describe<Builder: NetworkBuilder>(
     _ config: MixerConfig, _ y: Builder.Value, scope: String, into builder: Builder
@@ -146,16 +143,6 @@ public struct SelfAttention: TokenMixer {
     }
   }
 
-  public func addParameters(_ config: MixerConfig, scope: String, to table: inout ParameterTableBuilder) {
-    let c = config.hidden, p = "\(scope)/MultiHeadDotProductAttention_0"
-    table.add("\(p)/qkv/kernel", [c, 3 * c], .kernel, fanIn: c)
-    table.add("\(p)/qkv/bias", [3 * c], .bias)
-    table.add("\(p)/out/kernel", [c, c], .kernel, fanIn: c)
-    table.add("\(p)/out/bias", [c], .bias)
-  }
-  public func offsets(_ table: ParameterTable, scope: String) -> [Int] {
-    ["qkv/kernel", "qkv/bias", "out/kernel", "out/bias"].map { table.offset("\(scope)/MultiHeadDotProductAttention_0/\($0)") }
-  }
   /// out(attention(qkv(Y)))
   public func describe<Builder: NetworkBuilder>(
     _ config: MixerConfig, _ y: Builder.Value, scope: String, into builder: Builder
@@ -221,14 +208,6 @@ public struct TokenConvolution: TokenMixer {
     }
   }
 
-  public func addParameters(_ config: MixerConfig, scope: String, to table: inout ParameterTableBuilder) {
-    let k = config.kernel, c = config.hidden
-    table.add("\(scope)/Conv_0/kernel", [k, k, c, c], .kernel, fanIn: k * k * c)  // HWIO
-    table.add("\(scope)/Conv_0/bias", [c], .bias)
-  }
-  public func offsets(_ table: ParameterTable, scope: String) -> [Int] {
-    [table.offset("\(scope)/Conv_0/kernel"), table.offset("\(scope)/Conv_0/bias")]
-  }
   /// conv(Y) on the token grid, stride 1
   public func describe<Builder: NetworkBuilder>(
     _ config: MixerConfig, _ y: Builder.Value, scope: String, into builder: Builder

@@ -78,12 +78,50 @@ final class LayerKindTests: XCTestCase {
     }
   }
 
-  /// The parameters the description names are the model's table: names, shapes, roles, fan-ins,
-  /// offsets, in the same order.
+  /// The parameter table the description lays out: the official names, shapes, roles and fan-ins in
+  /// forward order, for a model with every kind at once (CNN stem, the four block kinds, the
+  /// segmentation head).
   func testDescriptionNamesEveryParameter() throws {
-    for (name, config) in layerKindConfigs() {
-      XCTAssertEqual(ParameterTable(describing: config).views, ParameterTable(config: config).views, name)
+    var config = MixerConfig(
+      imageHeight: 16, imageWidth: 16, patch: 4, hidden: 32, blocks: 4, tokensMLP: 16, channelsMLP: 64, classes: 5)
+    config.blockPattern = .list([.mixer, .attention, .conv, .mixerAttention])
+    config.attentionHeads = 4
+    config.stem = .cnn
+    config.task = .segmentation
+    var expected: [(String, [Int], ParameterRole, Int)] = []
+    func dense(_ scope: String, _ shape: [Int], role: ParameterRole = .kernel) {
+      expected.append((scope + "/kernel", shape, role, role == .kernel ? shape.dropLast().reduce(1, *) : 0))
+      expected.append((scope + "/bias", [shape.last!], .bias, 0))
     }
+    func norm(_ scope: String) {
+      expected += [(scope + "/scale", [32], .scale, 0), (scope + "/bias", [32], .bias, 0)]
+    }
+    dense("stem/Conv_0", [3, 3, 3, 16])
+    dense("stem/Conv_1", [3, 3, 16, 32])
+    for block in ["MixerBlock_0", "AttentionBlock_1", "ConvBlock_2", "MixerAttentionBlock_3"] {
+      norm(block + "/LayerNorm_0")
+      if block.hasPrefix("Mixer") {
+        dense(block + "/token_mixing/Dense_0", [16, 16])
+        dense(block + "/token_mixing/Dense_1", [16, 16])
+      }
+      if block.hasPrefix("Attention") || block.hasPrefix("MixerAttention") {
+        dense(block + "/MultiHeadDotProductAttention_0/qkv", [32, 96])
+        dense(block + "/MultiHeadDotProductAttention_0/out", [32, 32])
+      }
+      if block.hasPrefix("Conv") { dense(block + "/Conv_0", [3, 3, 32, 32]) }
+      norm(block + "/LayerNorm_1")
+      dense(block + "/channel_mixing/Dense_0", [32, 64])
+      dense(block + "/channel_mixing/Dense_1", [64, 32])
+    }
+    norm("pre_head_layer_norm")
+    dense("segmentation_head", [32, 80], role: .headKernel)
+    let table = ParameterTable(config: config)
+    XCTAssertEqual(table.views.map(\.name), expected.map(\.0))
+    XCTAssertEqual(table.views.map(\.shape), expected.map(\.1))
+    XCTAssertEqual(table.views.map(\.role), expected.map(\.2))
+    XCTAssertEqual(table.views.map(\.fanIn), expected.map(\.3))
+    XCTAssertEqual(table.count, expected.reduce(0) { $0 + $1.1.reduce(1, *) })
+    XCTAssertEqual(table.views.map(\.offset), table.views.indices.map { table.views[..<$0].reduce(0) { $0 + $1.count } })
   }
 
   /// The products the description lists are the model's kernels, each once, with their shapes.

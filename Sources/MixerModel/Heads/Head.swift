@@ -19,8 +19,6 @@ public protocol Head: Sendable {
   func parameterCount(_ config: MixerConfig) -> Int
   /// Forward FLOPs per image of the head's products.
   func forwardFLOPsPerImage(_ config: MixerConfig) -> Double
-  /// Appends the head's parameter views.
-  func addParameters(_ config: MixerConfig, to table: inout ParameterTableBuilder)
   /// The head's buffers for a micro-batch of `batch` images.
   func makeBuffers(_ config: MixerConfig, batch: Int) -> any HeadBuffers
   /// Outputs from `acts.headNormOut` (Y) into the head's buffers.
