@@ -191,8 +191,9 @@ public struct CheckpointManifest<Config: CheckpointConfig>: Codable, Equatable {
 public func checkpointName(step: Int) -> String { String(format: "step-%08d", step) }
 
 /// Reads and fully verifies one checkpoint folder: manifest, then every file's size and SHA-256.
+/// `parametersOnly`: check only `params.safetensors` (inference needs no optimizer state).
 public func verifyCheckpoint<Config: CheckpointConfig>(
-  _ folder: URL, config: Config.Type = ModelOnlyConfig.self
+  _ folder: URL, config: Config.Type = ModelOnlyConfig.self, parametersOnly: Bool = false
 ) throws -> CheckpointManifest<Config> {
   try refuseQuantizedCheckpoint(folder)
   let manifestURL = folder.appendingPathComponent("manifest.json")
@@ -200,7 +201,7 @@ public func verifyCheckpoint<Config: CheckpointConfig>(
     throw CheckpointError("\(folder.path): no manifest.json (an unfinished save is never loaded)")
   }
   let manifest = try CheckpointManifest<Config>.decode(data, source: manifestURL.path)
-  for file in manifest.files { try verifyFile(file, in: folder) }
+  for file in manifest.files where !parametersOnly || file.name == "params.safetensors" { try verifyFile(file, in: folder) }
   return manifest
 }
 
@@ -230,17 +231,20 @@ public func listCheckpoints(in directory: URL) -> [(step: Int, url: URL)] {
 
 /// Picks the checkpoint to resume from: `auto` = the newest valid one under `directory` (saying
 /// which invalid ones it skipped and why), or an explicit folder, which must be valid.
-public func selectCheckpoint(resume: String, directory: URL?, log: (String) -> Void) throws -> URL? {
+/// `parametersOnly`: a checkpoint whose parameters verify is valid (for inference).
+public func selectCheckpoint(
+  resume: String, directory: URL?, parametersOnly: Bool = false, log: (String) -> Void
+) throws -> URL? {
   if resume != "auto" {
     let url = URL(fileURLWithPath: resume)
-    _ = try verifyCheckpoint(url, config: ModelOnlyConfig.self)
+    _ = try verifyCheckpoint(url, config: ModelOnlyConfig.self, parametersOnly: parametersOnly)
     return url
   }
   guard let directory else { throw CheckpointError("--resume auto needs --checkpoint-dir") }
   let candidates = listCheckpoints(in: directory)
   for (i, (_, url)) in candidates.enumerated() {
     do {
-      _ = try verifyCheckpoint(url, config: ModelOnlyConfig.self)
+      _ = try verifyCheckpoint(url, config: ModelOnlyConfig.self, parametersOnly: parametersOnly)
       return url
     } catch {
       log("mixer-dist: skipping checkpoint \(url.lastPathComponent): \(error)"

@@ -256,11 +256,11 @@ public func readParameterFolder(
   } else {
     let manifest: CheckpointManifest<ModelOnlyConfig>, url: URL
     if fileManager.fileExists(atPath: folder.appendingPathComponent("manifest.json").path) {
-      (manifest, url) = (try verifyCheckpoint(folder), folder)
+      (manifest, url) = (try verifyCheckpoint(folder, parametersOnly: true), folder)
     } else {
-      // a run's --checkpoint-dir: its newest checkpoint that verifies
-      guard let newest = try selectCheckpoint(resume: "auto", directory: folder, log: log)
-        ?? selectCheckpoint(resume: "auto", directory: folder.appendingPathComponent("checkpoints"), log: log)
+      // a run's --checkpoint-dir: its newest checkpoint whose parameters verify (no optimizer state needed)
+      guard let newest = try selectCheckpoint(resume: "auto", directory: folder, parametersOnly: true, log: log)
+        ?? selectCheckpoint(resume: "auto", directory: folder.appendingPathComponent("checkpoints"), parametersOnly: true, log: log)
       else {
         throw CheckpointError("\(folder.path): no checkpoint or weights here (no manifest.json, model.json or valid step-N folder)")
       }

@@ -1,28 +1,33 @@
-// ONNX export of the classification Mixer (linear stem, the paper's blocks, mean-pool head), fp32,
-// written with our own protobuf encoder (Protobuf.swift): ONNX files are plain protobuf, and the
-// model needs only ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto and
-// ValueInfoProto (field numbers from onnx/onnx.proto). Opset 17 (LayerNormalization); GELU is
-// spelled out with Tanh or Erf so any runtime of that opset runs it.
+// ONNX export of any model mixer-dist trains (every stem, block kind and head), written from the
+// network's description (MixerModel/NetworkDescription.swift) by implementing its builder's
+// operations as ONNX nodes: this file knows no layer kind. The protobuf is our own encoder
+// (Protobuf.swift): ONNX files are plain protobuf, and the model needs only ModelProto,
+// GraphProto, NodeProto, AttributeProto, TensorProto and ValueInfoProto (field numbers from
+// onnx/onnx.proto). Opset 17 (LayerNormalization); GELU is spelled out with Tanh or Erf so any
+// runtime of that opset runs it.
 //
-// Graph, batch B symbolic ("batch"), input `images` [B, H, W, 3] as our NHWC pixels:
-//   patches = Reshape→Transpose→Reshape to [B, S, P·P·3] (row in patch, column, RGB: HWIO order)
-//   x = patches · stem/kernel [P²3, C] + stem/bias                          [B, S, C]
-//   per block: x += Transpose(GELU(Transpose(LN_0(x)) · W1 + b1) · W2 + b2)   token mixing on [B, C, S]
-//              x += GELU(LN_1(x) · W1 + b1) · W2 + b2                          channel mixing
-//   logits = ReduceMean_S(LN_pre(x)) · head/kernel + head/bias              [B, K]
+// Batch B symbolic ("batch"), input `images` [B, H, W, 3] as our NHWC pixels, output `logits`
+// (the head's outputs: [B, K], or [B, H, W, K] per pixel). Values are batch-major tensors:
+//   patches     Reshape→Transpose→Reshape to [B, S, P·P·3] (row in patch, column, RGB: HWIO order)
+//   dense       MatMul with the kernel as [K, N] (a stem kernel [P, P, 3, C] reshaped), Add bias
+//   convolution NHWC→NCHW Transpose, Conv (kernel HWIO transposed to OIHW, pads k/2), back to
+//               NHWC; tokens on a grid are reshaped to the map and back
+//   attention   [B, S, 3C] → [3, B, H, S, D]; softmax(Q·Kᵀ/√D)·V → [B, S, C]
+//   the rest    LayerNormalization, the GELU formula, Transpose, Add, ReduceMean, Reshape
 // Our activations are token-major [S, B, C]; the graph is batch-major, which changes nothing but
 // the order of sums inside each product.
 //
 // A quantized model (`settings` from a quantized checkpoint) is written in the QDQ form: around
 // every int8 product
 //   x_q = QuantizeLinear(x, <layer>/input_scale, <layer>/input_zero_point)     u8, scalar scale/zero
-//   W   = DequantizeLinear(<layer>/kernel (int8 [K, N]), <layer>/kernel_scale [N], zeros, axis 1)
-//   y   = MatMul(DequantizeLinear(x_q, same scale/zero), W) + bias
+//   W   = DequantizeLinear(<layer>/kernel (int8, as stored), <layer>/kernel_scale [N], zeros, last axis)
+//   y   = MatMul or Conv(DequantizeLinear(x_q, same scale/zero), W) + bias
 // so a runtime that fuses QDQ (ONNX Runtime) runs the product in integers, with our exact int8
 // weights and calibrated input ranges. QuantizeLinear rounds half to even and saturates to
-// [0, 255], as our kernels do. bf16 and fp32 layers stay fp32 in the file (a bf16 layer's kernel
-// holds its bf16-rounded values; its activations are not rounded). The fused epilogue of our plan
-// (GELU inside the product, then requantized) is GELU then QuantizeLinear here.
+// [0, 255], as our kernels do. A bf16 product is an fp32 MatMul on its input rounded to bf16 and
+// back (Cast to BFLOAT16, which ONNX Runtime rounds to nearest even as we do) and its kernel's
+// bf16 values, so it computes what our bf16 kernel does up to the order of sums. The fused
+// epilogue of our plan (GELU inside the product, then requantized) is GELU then QuantizeLinear here.
 
 import Foundation
 import MixerKernels
@@ -36,7 +41,7 @@ public struct ONNXExportError: Error, CustomStringConvertible {
 
 /// ONNX TensorProto.DataType values used here.
 enum ONNXType: Int {
-  case float = 1, uint8 = 2, int8 = 3, int64 = 7
+  case float = 1, uint8 = 2, int8 = 3, int64 = 7, bfloat16 = 16
 }
 
 /// An ONNX graph being assembled: nodes in execution order and initializers (the weights).
@@ -192,90 +197,183 @@ extension ONNXGraph {
     return node("DequantizeLinear", [quantized, scale, zero])
   }
 
-  /// The int8 kernel `[K, N]` (`<scope>/kernel`) through DequantizeLinear with one scale per
-  /// output column (`<scope>/kernel_scale`, axis 1) and zero zero points.
-  mutating func dequantizedKernel(_ scope: String, _ weights: QuantizedWeights, inputs k: Int, outputs n: Int) -> String {
+  /// The int8 kernel as stored (`<scope>/kernel`, `[K, N]` or `[k, k, C_in, C_out]`) through
+  /// DequantizeLinear with one scale per output channel (`<scope>/kernel_scale`, the last axis) and
+  /// zero zero points.
+  mutating func dequantizedKernel(_ scope: String, _ weights: QuantizedWeights, shape: [Int]) -> String {
     let kernel = scope + "/kernel", scale = scope + "/kernel_scale", zero = scope + "/kernel_zero_point"
-    initializer(kernel, type: .int8, dims: [k, n], raw: weights.values.map { UInt8(bitPattern: $0) })
+    let n = shape.last!
+    initializer(kernel, type: .int8, dims: shape, raw: weights.values.map { UInt8(bitPattern: $0) })
     weights.scales.withUnsafeBufferPointer { floats(scale, dims: [n], $0.baseAddress!, count: n) }
     initializer(zero, type: .int8, dims: [n], raw: [UInt8](repeating: 0, count: n))
-    return node("DequantizeLinear", [kernel, scale, zero], attributes: [("axis", .int(1))])
+    return node("DequantizeLinear", [kernel, scale, zero], attributes: [("axis", .int(shape.count - 1))])
   }
 
-  /// A model parameter as an initializer named by its official name (shape as stored).
-  mutating func parameter(_ model: MixerModel, _ name: String) -> String {
+  /// A model parameter as an initializer named by its official name (shape as stored), its values
+  /// rounded to bf16 when `roundedToBF16` (as a bf16 kernel runs them).
+  mutating func parameter(_ model: MixerModel, _ name: String, roundedToBF16: Bool = false) -> String {
     let view = model.table[name]!
-    floats(name, dims: view.shape, model.parameters.pointer + view.offset, count: view.count)
+    var values = model.parameters.array(view.range)
+    if roundedToBF16 { values = values.map { floatFromBF16(bf16Bits($0)) } }
+    floats(name, dims: view.shape, values, count: view.count)
     return name
   }
 }
 
-/// The ONNX model of a classification Mixer with the linear stem and the paper's blocks: fp32, or
-/// with `settings` (a quantized checkpoint's) every int8 product as QuantizeLinear/DequantizeLinear
-/// nodes around an fp32 MatMul.
+/// A tensor of the graph: its name and its shape per image (the batch is the leading axis).
+struct ONNXValue {
+  let name: String
+  let dims: [Int]
+}
+
+/// Writes the network's description as ONNX nodes (the builder's operations, once).
+final class ONNXBuilder: NetworkBuilder {
+  let model: MixerModel
+  let settings: [String: LayerSetting]
+  var graph = ONNXGraph()
+  var error: Error?
+
+  init(model: MixerModel, settings: [String: LayerSetting]) {
+    self.model = model
+    self.settings = settings
+  }
+
+  var images: ONNXValue {
+    let cfg = model.config
+    return ONNXValue(name: "images", dims: [cfg.imageHeight, cfg.imageWidth, 3])
+  }
+
+  /// `x` reshaped to `[B] + dims`.
+  private func reshape(_ x: String, _ dims: [Int]) -> String { graph.node("Reshape", [x, graph.int64s([-1] + dims)]) }
+
+  private func transpose(_ x: String, _ perm: [Int]) -> String {
+    graph.node("Transpose", [x], attributes: [("perm", .ints(perm))])
+  }
+
+  /// The product's input and its kernel as stored: QDQ and the dequantized int8 kernel when the
+  /// layer is int8; the input rounded to bf16 and back and the kernel's bf16 values when it is bf16.
+  private func operands(_ x: String, _ layer: ProductLayer) -> (input: String, kernel: String) {
+    let name = layer.name
+    if settings[name]?.precision == .bf16 {
+      let rounded = graph.node("Cast", [graph.node("Cast", [x], attributes: [("to", .int(ONNXType.bfloat16.rawValue))])],
+        attributes: [("to", .int(ONNXType.float.rawValue))])
+      return (rounded, graph.parameter(model, name + "/kernel", roundedToBF16: true))
+    }
+    guard let setting = settings[name], setting.precision == .int8 else { return (x, graph.parameter(model, name + "/kernel")) }
+    guard let quantization = setting.input else {
+      error = error ?? ONNXExportError("layer \(name) is int8 but has no calibrated input range (run mixer-dist quantize)")
+      return (x, graph.parameter(model, name + "/kernel"))
+    }
+    let shape = model.table[name + "/kernel"]!.shape
+    let weights = setting.weights ?? QuantizedWeights(
+      model.parameters.pointer + model.table.offset(name + "/kernel"), inputs: layer.inputs, outputs: layer.outputs)
+    return (graph.quantizeDequantize(x, name, quantization), graph.dequantizedKernel(name, weights, shape: shape))
+  }
+
+  func patches(_ images: ONNXValue, patch p: Int) -> ONNXValue {
+    let cfg = model.config
+    // [B, H, W, 3] → [B, gh, P, gw, P, 3] → [B, gh, gw, P, P, 3] → [B, S, P·P·3]
+    let grid = reshape(images.name, [cfg.gridHeight, p, cfg.gridWidth, p, 3])
+    let swapped = transpose(grid, [0, 1, 3, 2, 4, 5])
+    return ONNXValue(name: reshape(swapped, [cfg.tokens, cfg.patchLength]), dims: [cfg.tokens, cfg.patchLength])
+  }
+
+  func dense(_ x: ONNXValue, _ layer: ProductLayer) -> ONNXValue {
+    var (input, kernel) = operands(x.name, layer)
+    if model.table[layer.name + "/kernel"]!.shape.count != 2 {
+      kernel = graph.node("Reshape", [kernel, graph.int64s([layer.inputs, layer.outputs])])
+    }
+    let out = graph.node("Add", [graph.node("MatMul", [input, kernel]), graph.parameter(model, layer.name + "/bias")])
+    return ONNXValue(name: out, dims: Array(x.dims.dropLast()) + [layer.outputs])
+  }
+
+  func convolution(_ x: ONNXValue, _ layer: ProductLayer, kernel k: Int, stride: Int, grid: (height: Int, width: Int)?) -> ONNXValue {
+    let map = grid.map { reshape(x.name, [$0.height, $0.width, x.dims.last!]) } ?? x.name
+    let (height, width) = grid.map { ($0.height, $0.width) } ?? (x.dims[0], x.dims[1])
+    let (input, kernel) = operands(map, layer)
+    let pad = (k - 1) / 2
+    let conv = graph.node(
+      "Conv", [transpose(input, [0, 3, 1, 2]), transpose(kernel, [3, 2, 0, 1]), graph.parameter(model, layer.name + "/bias")],
+      attributes: [
+        ("kernel_shape", .ints([k, k])), ("strides", .ints([stride, stride])), ("pads", .ints([pad, pad, pad, pad])),
+      ])
+    let out = transpose(conv, [0, 2, 3, 1])
+    let dims = [height / stride, width / stride, layer.outputs]
+    if grid != nil { return ONNXValue(name: reshape(out, [dims[0] * dims[1], layer.outputs]), dims: [dims[0] * dims[1], layer.outputs]) }
+    return ONNXValue(name: out, dims: dims)
+  }
+
+  func layerNorm(_ x: ONNXValue, scope: String, epsilon: Float) -> ONNXValue {
+    let out = graph.node(
+      "LayerNormalization", [x.name, graph.parameter(model, scope + "/scale"), graph.parameter(model, scope + "/bias")],
+      attributes: [("axis", .int(-1)), ("epsilon", .float(epsilon))])
+    return ONNXValue(name: out, dims: x.dims)
+  }
+
+  func gelu(_ x: ONNXValue, kind: GELUKind) -> ONNXValue { ONNXValue(name: graph.gelu(x.name, kind: kind), dims: x.dims) }
+
+  func mlp(_ x: ONNXValue, _ first: ProductLayer, _ second: ProductLayer, gelu kind: GELUKind) -> ONNXValue {
+    dense(gelu(dense(x, first), kind: kind), second)
+  }
+
+  func transpose(_ x: ONNXValue) -> ONNXValue {
+    ONNXValue(name: transpose(x.name, [0, 2, 1]), dims: [x.dims[1], x.dims[0]])
+  }
+
+  func add(_ a: ONNXValue, _ b: ONNXValue) -> ONNXValue { ONNXValue(name: graph.node("Add", [a.name, b.name]), dims: a.dims) }
+
+  func attention(_ qkv: ONNXValue, heads h: Int) -> ONNXValue {
+    let s = qkv.dims[0], c = qkv.dims[1] / 3, d = c / h
+    // [B, S, 3C] → [B, S, 3, H, D] → [3, B, H, S, D]
+    let parts = transpose(reshape(qkv.name, [s, 3, h, d]), [2, 0, 3, 1, 4])
+    func part(_ i: Int) -> String {
+      let index = graph.name("index")
+      graph.initializer(index, type: .int64, dims: [], raw: withUnsafeBytes(of: Int64(i).littleEndian) { Array($0) })
+      return graph.node("Gather", [parts, index], attributes: [("axis", .int(0))])
+    }
+    let (q, k, v) = (part(0), part(1), part(2))
+    let scores = graph.node(
+      "Mul", [graph.node("MatMul", [q, transpose(k, [0, 1, 3, 2])]), graph.scalar(1 / Float(d).squareRoot(), "attention_scale")])
+    let weighted = graph.node("MatMul", [graph.node("Softmax", [scores], attributes: [("axis", .int(-1))]), v])
+    // [B, H, S, D] → [B, S, H, D] → [B, S, C]
+    return ONNXValue(name: reshape(transpose(weighted, [0, 2, 1, 3]), [s, c]), dims: [s, c])
+  }
+
+  func mapToTokens(_ map: ONNXValue) -> ONNXValue {
+    let dims = [map.dims[0] * map.dims[1], map.dims[2]]
+    return ONNXValue(name: reshape(map.name, dims), dims: dims)
+  }
+
+  func meanOverTokens(_ x: ONNXValue) -> ONNXValue {
+    let out = graph.node("ReduceMean", [x.name], attributes: [("axes", .ints([1])), ("keepdims", .int(0))])
+    return ONNXValue(name: out, dims: [x.dims[1]])
+  }
+
+  func tokensToPixels(_ x: ONNXValue, patch p: Int, classes k: Int) -> ONNXValue {
+    let cfg = model.config
+    // [B, S, P·P·K] → [B, gh, gw, P, P, K] → [B, gh, P, gw, P, K] → [B, H, W, K]
+    let grid = transpose(reshape(x.name, [cfg.gridHeight, cfg.gridWidth, p, p, k]), [0, 1, 3, 2, 4, 5])
+    let dims = [cfg.imageHeight, cfg.imageWidth, k]
+    return ONNXValue(name: reshape(grid, dims), dims: dims)
+  }
+}
+
+/// The ONNX model of any model: fp32, or with `settings` (a quantized checkpoint's) every int8
+/// product as QuantizeLinear/DequantizeLinear nodes around an fp32 MatMul or Conv.
 public func onnxModel(_ model: MixerModel, settings: [String: LayerSetting] = [:]) throws -> Data {
   let cfg = model.config
-  guard cfg.task == .classification else {
-    throw ONNXExportError("ONNX export covers classification models; this checkpoint is \(cfg.task.rawValue)")
-  }
-  guard cfg.stem == .linear else {
-    throw ONNXExportError("ONNX export covers the linear (paper) stem; this model uses --stem \(cfg.stem.rawValue)")
-  }
-  if let other = (0..<cfg.blocks).map(cfg.kind(ofBlock:)).first(where: { $0 != .mixer }) {
-    throw ONNXExportError("ONNX export covers the paper's mixer blocks; this model has \(other.rawValue) blocks")
-  }
-  let p = cfg.patch, s = cfg.tokens, c = cfg.hidden
-  let int8Count = cfg.productLayers.filter { settings[$0.name]?.precision == .int8 }.count
-  var g = ONNXGraph()
-
-  // stem: [B, H, W, 3] → [B, gh, P, gw, P, 3] → [B, gh, gw, P, P, 3] → [B, S, P·P·3]
-  let grid = g.node("Reshape", ["images", g.int64s([-1, cfg.gridHeight, p, cfg.gridWidth, p, 3])])
-  let swapped = g.node("Transpose", [grid], attributes: [("perm", .ints([0, 1, 3, 2, 4, 5]))])
-  let patches = g.node("Reshape", [swapped, g.int64s([-1, s, cfg.patchLength])])
-  let layers = Dictionary(uniqueKeysWithValues: cfg.productLayers.map { ($0.name, $0) })
-  /// inp · W + b for the product `scope`: fp32, or int8 in the QDQ form.
-  func dense(_ g: inout ONNXGraph, _ inp: String, _ scope: String, output: String? = nil) throws -> String {
-    let layer = layers[scope]!
-    let kernel: String, input: String
-    if let setting = settings[scope], setting.precision == .int8 {
-      guard let quantization = setting.input else {
-        throw ONNXExportError("layer \(scope) is int8 but has no calibrated input range (run mixer-dist quantize)")
-      }
-      let weights = setting.weights ?? QuantizedWeights(
-        model.parameters.pointer + model.table.offset(scope + "/kernel"), inputs: layer.inputs, outputs: layer.outputs)
-      input = g.quantizeDequantize(inp, scope, quantization)
-      kernel = g.dequantizedKernel(scope, weights, inputs: layer.inputs, outputs: layer.outputs)
-    } else {
-      input = inp
-      let stored = g.parameter(model, scope + "/kernel")
-      // the stem's kernel is stored [P, P, 3, C]
-      kernel = model.table[stored]!.shape.count == 2 ? stored : g.node("Reshape", [stored, g.int64s([layer.inputs, layer.outputs])])
-    }
-    return g.node("Add", [g.node("MatMul", [input, kernel]), g.parameter(model, scope + "/bias")], output: output)
-  }
-  var x = try dense(&g, patches, "stem", output: "stem_out")
-
-  func layerNorm(_ g: inout ONNXGraph, _ inp: String, _ scope: String) -> String {
-    g.node(
-      "LayerNormalization", [inp, g.parameter(model, scope + "/scale"), g.parameter(model, scope + "/bias")],
-      attributes: [("axis", .int(-1)), ("epsilon", .float(cfg.layerNormEpsilon))])
-  }
-  for i in 0..<cfg.blocks {
-    let block = "MixerBlock_\(i)"
-    let y = g.node("Transpose", [layerNorm(&g, x, block + "/LayerNorm_0")], attributes: [("perm", .ints([0, 2, 1]))])
-    let hidden = g.gelu(try dense(&g, y, block + "/token_mixing/Dense_0"), kind: cfg.gelu)
-    let token = g.node("Transpose", [try dense(&g, hidden, block + "/token_mixing/Dense_1")], attributes: [("perm", .ints([0, 2, 1]))])
-    x = g.node("Add", [x, token], output: "\(block)_mid")
-    let channelHidden = g.gelu(try dense(&g, layerNorm(&g, x, block + "/LayerNorm_1"), block + "/channel_mixing/Dense_0"), kind: cfg.gelu)
-    x = g.node("Add", [x, try dense(&g, channelHidden, block + "/channel_mixing/Dense_1")], output: "\(block)_out")
-  }
-  let pooled = g.node(
-    "ReduceMean", [layerNorm(&g, x, "pre_head_layer_norm")], attributes: [("axes", .ints([1])), ("keepdims", .int(0))])
-  _ = try dense(&g, pooled, "head", output: "logits")
-  return g.model(
+  let builder = ONNXBuilder(model: model, settings: settings)
+  let output = cfg.describe(into: builder)
+  if let error = builder.error { throw error }
+  builder.graph.node("Identity", [output.name], output: "logits")
+  let products = cfg.productLayers
+  let int8Count = products.filter { settings[$0.name]?.precision == .int8 }.count
+  let blockKinds = Set(cfg.blockKinds.map(\.rawValue)).sorted().joined(separator: ", ")
+  return builder.graph.model(
     inputs: [ONNXGraph.valueInfo("images", dims: [nil, cfg.imageHeight, cfg.imageWidth, 3])],
-    outputs: [ONNXGraph.valueInfo("logits", dims: [nil, cfg.classes])],
-    docString: "MLP-Mixer (\(cfg.blocks) blocks, patch \(p), C \(c), \(cfg.classes) classes, \(cfg.gelu.rawValue) GELU) "
-      + "exported by mixer-dist; input: NHWC pixels as the model was trained on them, output: logits"
-      + (int8Count > 0 ? "; \(int8Count) of \(cfg.productLayers.count) products int8 (QDQ), the others fp32" : ""))
+    outputs: [ONNXGraph.valueInfo("logits", dims: [nil] + output.dims)],
+    docString: "\(cfg.task.rawValue) model (\(cfg.stem.rawValue) stem, \(cfg.blocks) \(blockKinds) blocks, patch \(cfg.patch), "
+      + "C \(cfg.hidden), \(cfg.classes) classes, \(cfg.gelu.rawValue) GELU) exported by mixer-dist; input: NHWC pixels as the "
+      + "model was trained on them, output: logits"
+      + (int8Count > 0 ? "; \(int8Count) of \(products.count) products int8 (QDQ), the others fp32" : ""))
 }

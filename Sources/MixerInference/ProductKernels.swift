@@ -10,6 +10,7 @@
 //         with the layer's calibrated scale and zero point; a oneDNN int8 matmul primitive per
 //         row count (`Int8Matmul`: AMX or VNNI brgemm, weights reordered once, exact int32 sums):
 //         out = s_x · s_w[n] · Σ_k (q_x − z_x)·q_w + bias[n]
+//         with q_x = clamp(round(x / s_x) + z_x, 0, 255) as ONNX QuantizeLinear computes it
 //         The plan can also hand an int8 layer its input already quantized (from LayerNorm or from
 //         the previous product) and ask for its output as the next layer's u8 input, GELU applied
 //         (`runQuantized`), so an MLP's hidden activation never exists in fp32.
@@ -62,10 +63,12 @@ public struct QuantizedWeights: Sendable {
 final class KernelScratch {
   var bf16: [UInt16] = []
   var u8: [UInt8] = []
+  var floats: [Float] = []
 
   func reserve(elements inputCount: Int) {
     if bf16.count < inputCount { bf16 = [UInt16](repeating: 0, count: inputCount) }
     if u8.count < inputCount { u8 = [UInt8](repeating: 0, count: inputCount) }
+    if floats.count < inputCount { floats = [Float](repeating: 0, count: inputCount) }
   }
 }
 
@@ -209,12 +212,15 @@ final class Int8Product: ProductKernel {
   }
 }
 
-/// q[i] = clamp(round(x[i] / scale) + zeroPoint, 0, 255) (a plain loop the compiler vectorises)
+/// q[i] = clamp(round(x[i] / scale) + zeroPoint, 0, 255), rounding half to even: ONNX
+/// QuantizeLinear's formula, operation for operation (the division, not a product with the
+/// reciprocal, and the zero point added after rounding), so ONNX Runtime quantizes an fp32 value
+/// to the same byte. A plain loop the compiler vectorises.
 func quantizeU8(_ q: UnsafeMutablePointer<UInt8>, _ x: UnsafePointer<Float>, count: Int, _ p: ActivationQuantization) {
   KernelProfile.measure("quantize u8") {
-    let inverse = 1 / p.scale, zero = Float(p.zeroPoint)
+    let scale = p.scale, zero = Float(p.zeroPoint)
     for i in 0..<count {
-      let v = (x[i] * inverse + zero).rounded(.toNearestOrEven)
+      let v = (x[i] / scale).rounded(.toNearestOrEven) + zero
       q[i] = UInt8(Int32(min(255, max(0, v))))
     }
   }
@@ -226,12 +232,47 @@ func quantizeU8Transposed(
   _ q: UnsafeMutablePointer<UInt8>, _ x: UnsafePointer<Float>, rows: Int, cols: Int, _ p: ActivationQuantization
 ) {
   KernelProfile.measure("quantize u8 transposed") {
-    let inverse = 1 / p.scale, zero = Float(p.zeroPoint)
+    let scale = p.scale, zero = Float(p.zeroPoint)
     for t in 0..<cols {
       let xt = x + t * rows
       for r in 0..<rows {
-        let v = (xt[r] * inverse + zero).rounded(.toNearestOrEven)
+        let v = (xt[r] / scale).rounded(.toNearestOrEven) + zero
         q[r * cols + t] = UInt8(Int32(min(255, max(0, v))))
+      }
+    }
+  }
+}
+
+/// An int8 layer computed in fp32 on its dequantized operands: X quantized to u8 exactly as
+/// `Int8Product` quantizes it and back, (q − z)·s, times W = q_w·s_w, plus the bias. This is what
+/// the QDQ form of the ONNX export computes, and what `Int8Product`'s exact integer sums give up to
+/// fp32 rounding; tests use it as the int8 reference on a CPU without int8 instructions
+/// (`InferencePlan(model:settings:dequantizedInt8:)`).
+final class DequantizedInt8Product: ProductKernel {
+  let weights: [Float]
+  let bias: [Float]
+  let input: ActivationQuantization
+  let inputs: Int, outputs: Int
+  var precision: Precision { .int8 }
+
+  init(weights q: QuantizedWeights, bias: [Float], input: ActivationQuantization, inputs: Int, outputs: Int) {
+    weights = q.values.indices.map { Float(q.values[$0]) * q.scales[$0 % outputs] }
+    (self.bias, self.input, self.inputs, self.outputs) = (bias, input, inputs, outputs)
+  }
+
+  func run(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, transposed: Bool, rows m: Int, scratch: KernelScratch) {
+    let k = inputs, n = outputs
+    scratch.u8.withUnsafeMutableBufferPointer { q in
+      if transposed {
+        quantizeU8Transposed(q.baseAddress!, x, rows: m, cols: k, input)
+      } else {
+        quantizeU8(q.baseAddress!, x, count: m * k, input)
+      }
+      scratch.floats.withUnsafeMutableBufferPointer { xd in
+        let zero = Float(input.zeroPoint)
+        for i in 0..<(m * k) { xd[i] = (Float(q[i]) - zero) * input.scale }
+        bias.withUnsafeBufferPointer { fillRows(out, bias: $0.baseAddress!, rows: m, cols: n) }
+        gemm(.none, .none, m: m, n: n, k: k, a: xd.baseAddress!, lda: k, b: weights, ldb: n, beta: 1, c: out, ldc: n)
       }
     }
   }

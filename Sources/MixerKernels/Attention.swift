@@ -25,11 +25,7 @@ public func attentionForward(
   products: any MatrixProducts = FP32Products.shared
 ) {
   precondition(H > 0 && C % H == 0, "attention: channels \(C) must divide by heads \(H)")
-  let D = C / H
   let rows = S * B
-  let scale = 1 / Float(D).squareRoot()
-  let qkvStride = B * 3 * C  // from token s to token s + 1 at a fixed b
-  let attentionStride = B * C
 
   // qkv = inp·Wqkv + bqkv
   broadcastColumns(out: qkv, bias: qkvBias, rows: rows, cols: 3 * C)
@@ -37,6 +33,28 @@ public func attentionForward(
     .none, .none, m: rows, n: 3 * C, k: C, a: inp, lda: C, b: qkvWeight, ldb: 3 * C,
     beta: 1, c: qkv, ldc: 3 * C)
 
+  attentionCoreForward(
+    attention: attention, probabilities: probabilities, qkv: qkv, tokens: S, batch: B, channels: C, heads: H,
+    products: products)
+
+  // out = attention·Wproj + bproj
+  broadcastColumns(out: out, bias: projBias, rows: rows, cols: C)
+  products.gemm(
+    .none, .none, m: rows, n: C, k: C, a: attention, lda: C, b: projWeight, ldb: C, beta: 1,
+    c: out, ldc: C)
+}
+
+/// The attention between the two products: per (b, h), P = softmax(Q·Kᵀ / √D) and the head's
+/// output P·V. attention `[S, B, C]` and probabilities `[B, H, S, S]` are overwritten; qkv
+/// `[S, B, 3C]` is read.
+public func attentionCoreForward(
+  attention: UnsafeMutablePointer<Float>, probabilities: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
+  tokens S: Int, batch B: Int, channels C: Int, heads H: Int, products: any MatrixProducts = FP32Products.shared
+) {
+  let D = C / H
+  let scale = 1 / Float(D).squareRoot()
+  let qkvStride = B * 3 * C  // from token s to token s + 1 at a fixed b
+  let attentionStride = B * C
   for b in 0..<B {
     for h in 0..<H {
       let q = UnsafePointer(qkv + b * 3 * C + h * D)  // [S, D], row stride B·3C
@@ -54,12 +72,6 @@ public func attentionForward(
         c: attention + b * C + h * D, ldc: attentionStride)
     }
   }
-
-  // out = attention·Wproj + bproj
-  broadcastColumns(out: out, bias: projBias, rows: rows, cols: C)
-  products.gemm(
-    .none, .none, m: rows, n: C, k: C, a: attention, lda: C, b: projWeight, ldb: C, beta: 1,
-    c: out, ldc: C)
 }
 
 /// The gradient of `attentionForward`, its steps read in reverse:

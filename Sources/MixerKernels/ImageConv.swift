@@ -110,7 +110,7 @@ private func checkImageConvSizes(height: Int, width: Int, kernel: Int, stride: I
 }
 
 /// columns[(b, oy, ox), (ky, kx, :)] = inp[b, oy·s + ky − pad, ox·s + kx − pad, :], 0 outside.
-private func imageIm2col(
+public func imageIm2col(
   columns: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
   batch: Int, height: Int, width: Int, inChannels: Int, kernel: Int, stride: Int
 ) {

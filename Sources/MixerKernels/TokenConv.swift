@@ -63,7 +63,7 @@ public func tokenConvBackward(
 }
 
 /// columns[(s, b), (ky, kx, :)] = inp[neighbour (ky, kx) of s, b, :], or 0 outside the grid.
-private func tokenIm2col(
+public func tokenIm2col(
   columns: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
   gridHeight: Int, gridWidth: Int, batch: Int, inChannels: Int, kernel: Int
 ) {

@@ -13,7 +13,7 @@ func store16(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: FloatVector) {
 
 /// Σ p[i] for i in 0..<n, with 16 lanes of partial sums.
 @inline(__always)
-func vsum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+public func vsum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
   var acc = FloatVector()
   var i = 0
   while i + 16 <= n { acc += load16(p, i); i += 16 }
@@ -24,7 +24,7 @@ func vsum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
 
 /// Σ (p[i] − shift)² for i in 0..<n.
 @inline(__always)
-func vsumSquaredDeviation(_ p: UnsafePointer<Float>, _ n: Int, _ shift: Float) -> Float {
+public func vsumSquaredDeviation(_ p: UnsafePointer<Float>, _ n: Int, _ shift: Float) -> Float {
   var acc = FloatVector()
   let s = FloatVector(repeating: shift)
   var i = 0

@@ -78,7 +78,7 @@ public final class MixerModel {
     blockOffsets = (0..<config.blocks).map { BlockOffsets(table, $0, config.kind(ofBlock: $0)) }
     blockMixers = (0..<config.blocks).map { i in
       let kind = config.kind(ofBlock: i)
-      return kind.tokenMixers.map { PlacedMixer(mixer: $0, offsets: $0.offsets(table, scope: kind.scope(i))) }
+      return kind.tokenMixers.map { PlacedMixer(mixer: $0, offsets: $0.offsets(config, table, scope: kind.scope(i))) }
     }
     initialize(seed: seed)
   }

@@ -34,29 +34,15 @@ public struct ParameterTable: Sendable {
   public let count: Int
   private let index: [String: Int]
 
+  /// The parameters the network's description names (NetworkDescription.swift), in forward order.
   public init(config: MixerConfig) {
-    var builder = ParameterTableBuilder()
-    let c = config.hidden
-    let dc = config.channelsMLP
-    config.stem.stem.addParameters(config, to: &builder)
-    for i in 0..<config.blocks {
-      let kind = config.kind(ofBlock: i)
-      let block = kind.scope(i)
-      builder.add("\(block)/LayerNorm_0/scale", [c], .scale)
-      builder.add("\(block)/LayerNorm_0/bias", [c], .bias)
-      for mixer in kind.tokenMixers { mixer.addParameters(config, scope: block, to: &builder) }
-      builder.add("\(block)/LayerNorm_1/scale", [c], .scale)
-      builder.add("\(block)/LayerNorm_1/bias", [c], .bias)
-      builder.add("\(block)/channel_mixing/Dense_0/kernel", [c, dc], .kernel, fanIn: c)
-      builder.add("\(block)/channel_mixing/Dense_0/bias", [dc], .bias)
-      builder.add("\(block)/channel_mixing/Dense_1/kernel", [dc, c], .kernel, fanIn: dc)
-      builder.add("\(block)/channel_mixing/Dense_1/bias", [c], .bias)
-    }
-    builder.add("pre_head_layer_norm/scale", [c], .scale)
-    builder.add("pre_head_layer_norm/bias", [c], .bias)
-    config.head.addParameters(config, to: &builder)
-    self.views = builder.views
-    self.count = builder.count
+    self.init(describing: config)
+  }
+
+  /// The table of views laid out one after another.
+  init(views: [ParameterView]) {
+    self.views = views
+    self.count = views.last.map { $0.offset + $0.count } ?? 0
     var index: [String: Int] = [:]
     for (i, view) in views.enumerated() { index[view.name] = i }
     self.index = index

@@ -9,8 +9,6 @@ public protocol Stem: Sendable {
   var kind: StemKind { get }
   /// Throws a one-line error when the config cannot use this stem.
   func validate(_ config: MixerConfig) throws
-  /// Appends the stem's parameter views.
-  func addParameters(_ config: MixerConfig, to table: inout ParameterTableBuilder)
   /// Forward FLOPs per image of the stem's products.
   func forwardFLOPsPerImage(_ config: MixerConfig) -> Double
   /// FLOPs per image of the input-gradient products that backward skips (the image needs none).
@@ -19,6 +17,8 @@ public protocol Stem: Sendable {
   func forward(_ model: MixerModel, images: UnsafePointer<Float>, acts: Activations)
   /// Parameter gradients from d/dx_0 in `acts.dStream` (they accumulate).
   func backward(_ model: MixerModel, acts: Activations)
+  /// x_0 `[S, C]` from the images, written for inference and export (NetworkDescription.swift).
+  func describe<Builder: NetworkBuilder>(_ config: MixerConfig, images: Builder.Value, into builder: Builder) -> Builder.Value
 }
 
 /// The paper's stem: non-overlapping P×P patches, one sgemm `[S·B, P²3] · [P²3, C]` + bias
@@ -28,16 +28,18 @@ public struct LinearStem: Stem {
   public var kind: StemKind { .linear }
   public func validate(_ config: MixerConfig) throws {}
 
-  public func addParameters(_ config: MixerConfig, to table: inout ParameterTableBuilder) {
-    let p = config.patch
-    table.add("stem/kernel", [p, p, 3, config.hidden], .kernel, fanIn: p * p * 3)  // HWIO
-    table.add("stem/bias", [config.hidden], .bias)
-  }
-
   public func forwardFLOPsPerImage(_ config: MixerConfig) -> Double {
     2 * Double(config.tokens) * Double(config.patchLength) * Double(config.hidden)
   }
   public func unneededInputGradientFLOPsPerImage(_ config: MixerConfig) -> Double { forwardFLOPsPerImage(config) }
+
+  public func describe<Builder: NetworkBuilder>(_ config: MixerConfig, images: Builder.Value, into builder: Builder) -> Builder.Value {
+    builder.dense(
+      builder.patches(images, patch: config.patch),
+      ProductLayer(
+        name: "stem", inputs: config.patchLength, outputs: config.hidden, rowsPerImage: config.tokens,
+        kernelShape: [config.patch, config.patch, 3, config.hidden]))
+  }
 
   public func forward(_ model: MixerModel, images: UnsafePointer<Float>, acts: Activations) {
     let cfg = model.config
@@ -75,19 +77,25 @@ public struct CNNStem: Stem {
     }
   }
 
-  public func addParameters(_ config: MixerConfig, to table: inout ParameterTableBuilder) {
-    for (j, layer) in config.cnnStemLayers.enumerated() {
-      table.add("stem/Conv_\(j)/kernel", [3, 3, layer.inChannels, layer.outChannels], .kernel, fanIn: 9 * layer.inChannels)
-      table.add("stem/Conv_\(j)/bias", [layer.outChannels], .bias)
-    }
-  }
-
   public func forwardFLOPsPerImage(_ config: MixerConfig) -> Double {
     config.cnnStemLayers.reduce(0.0) { total, layer in
       total + 2 * Double(layer.height / 2 * (layer.width / 2)) * 9 * Double(layer.inChannels * layer.outChannels)
     }
   }
   public func unneededInputGradientFLOPsPerImage(_ config: MixerConfig) -> Double { 0 }
+
+  public func describe<Builder: NetworkBuilder>(_ config: MixerConfig, images: Builder.Value, into builder: Builder) -> Builder.Value {
+    let layers = config.cnnStemLayers
+    var x = images
+    for (j, layer) in layers.enumerated() {
+      let product = ProductLayer(
+        name: "stem/Conv_\(j)", inputs: 9 * layer.inChannels, outputs: layer.outChannels,
+        rowsPerImage: layer.height / 2 * (layer.width / 2), kernelShape: [3, 3, layer.inChannels, layer.outChannels])
+      x = builder.convolution(x, product, kernel: 3, stride: 2, grid: nil)
+      if j < layers.count - 1 { x = builder.gelu(x, kind: config.gelu) }
+    }
+    return builder.mapToTokens(x)
+  }
 
   public func forward(_ model: MixerModel, images: UnsafePointer<Float>, acts: Activations) {
     let cfg = model.config

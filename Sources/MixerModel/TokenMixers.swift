@@ -3,8 +3,9 @@
 // computed from Y into the residual stream. A block kind is a list of mixers (registered in
 // `BlockKind.tokenMixers`): the paper's block is [TokenMLP], a ViT block [SelfAttention], the
 // study's hybrids [TokenConvolution] and [TokenMLP, SelfAttention] (summed). A mixer owns its
-// parameters (names under the block's scope), its saved activations, forward and backward; the
-// parameter table, the arena, FLOP counts and the block's forward and backward call these.
+// parameters (named in its `describe`, NetworkDescription.swift), its saved activations, forward
+// and backward; the parameter table, the arena, FLOP counts and the block's forward and backward
+// call these.
 
 import MixerKernels
 
@@ -12,10 +13,6 @@ import MixerKernels
 public protocol TokenMixer: Sendable {
   /// Throws a one-line error when the config cannot use this mixer.
   func validate(_ config: MixerConfig) throws
-  /// Appends the mixer's parameters under `scope` (e.g. `MixerBlock_3`).
-  func addParameters(_ config: MixerConfig, scope: String, to table: inout ParameterTableBuilder)
-  /// The offsets of those parameters, in the order `forward` and `backward` read them.
-  func offsets(_ table: ParameterTable, scope: String) -> [Int]
   /// Forward FLOPs per image of the mixer's products.
   func forwardFLOPsPerImage(_ config: MixerConfig) -> Double
   /// Sizes of the buffers saved per block for backward.
@@ -37,6 +34,20 @@ public protocol TokenMixer: Sendable {
   func backward(_ model: MixerModel, block: Int, offsets: [Int], saved: [UnsafeMutablePointer<Float>],
                 scratch: [UnsafeMutablePointer<Float>], acts: Activations, dBranch: UnsafeMutablePointer<Float>,
                 dropHidden: Bool, overwrite: Bool)
+  /// The branch computed from Y `[S, C]` (tokens), written for inference and export
+  /// (NetworkDescription.swift).
+  func describe<Builder: NetworkBuilder>(_ config: MixerConfig, _ y: Builder.Value, scope: String, into builder: Builder)
+    -> Builder.Value
+}
+
+extension TokenMixer {
+  /// The offsets of the mixer's parameters under `scope` (e.g. `MixerBlock_3`), in the order
+  /// `forward` and `backward` read them: each of its products' kernel and bias, as it describes them.
+  func offsets(_ config: MixerConfig, _ table: ParameterTable, scope: String) -> [Int] {
+    let products = ProductCollector()
+    _ = describe(config, products.images, scope: scope, into: products)
+    return products.layers.flatMap { [table.offset($0.name + "/kernel"), table.offset($0.name + "/bias")] }
+  }
 }
 
 extension BlockKind {
@@ -59,15 +70,15 @@ public struct TokenMLP: TokenMixer {
   public var readsInputOnlyThroughProducts: Bool { true }
   public func validate(_ config: MixerConfig) throws {}
 
-  public func addParameters(_ config: MixerConfig, scope: String, to table: inout ParameterTableBuilder) {
-    let s = config.tokens, ds = config.tokensMLP
-    table.add("\(scope)/token_mixing/Dense_0/kernel", [s, ds], .kernel, fanIn: s)
-    table.add("\(scope)/token_mixing/Dense_0/bias", [ds], .bias)
-    table.add("\(scope)/token_mixing/Dense_1/kernel", [ds, s], .kernel, fanIn: ds)
-    table.add("\(scope)/token_mixing/Dense_1/bias", [s], .bias)
-  }
-  public func offsets(_ table: ParameterTable, scope: String) -> [Int] {
-    ["Dense_0/kernel", "Dense_0/bias", "Dense_1/kernel", "Dense_1/bias"].map { table.offset("\(scope)/token_mixing/\($0)") }
+  /// transpose(W2ᵀ·gelu(W1ᵀ·Y + b1) + b2): the MLP on Yᵀ `[C, S]`, one row per channel
+  public func describe<Builder: NetworkBuilder>(
+    _ config: MixerConfig, _ y: Builder.Value, scope: String, into builder: Builder
+  ) -> Builder.Value {
+    let s = config.tokens, c = config.hidden, ds = config.tokensMLP
+    let mixed = builder.mlp(
+      builder.transpose(y), ProductLayer(name: scope + "/token_mixing/Dense_0", inputs: s, outputs: ds, rowsPerImage: c),
+      ProductLayer(name: scope + "/token_mixing/Dense_1", inputs: ds, outputs: s, rowsPerImage: c), gelu: config.gelu)
+    return builder.transpose(mixed)
   }
   public func forwardFLOPsPerImage(_ config: MixerConfig) -> Double {
     2 * 2 * Double(config.tokens) * Double(config.tokensMLP) * Double(config.hidden)
@@ -132,15 +143,14 @@ public struct SelfAttention: TokenMixer {
     }
   }
 
-  public func addParameters(_ config: MixerConfig, scope: String, to table: inout ParameterTableBuilder) {
-    let c = config.hidden, p = "\(scope)/MultiHeadDotProductAttention_0"
-    table.add("\(p)/qkv/kernel", [c, 3 * c], .kernel, fanIn: c)
-    table.add("\(p)/qkv/bias", [3 * c], .bias)
-    table.add("\(p)/out/kernel", [c, c], .kernel, fanIn: c)
-    table.add("\(p)/out/bias", [c], .bias)
-  }
-  public func offsets(_ table: ParameterTable, scope: String) -> [Int] {
-    ["qkv/kernel", "qkv/bias", "out/kernel", "out/bias"].map { table.offset("\(scope)/MultiHeadDotProductAttention_0/\($0)") }
+  /// out(attention(qkv(Y)))
+  public func describe<Builder: NetworkBuilder>(
+    _ config: MixerConfig, _ y: Builder.Value, scope: String, into builder: Builder
+  ) -> Builder.Value {
+    let s = config.tokens, c = config.hidden, p = scope + "/MultiHeadDotProductAttention_0"
+    let qkv = builder.dense(y, ProductLayer(name: p + "/qkv", inputs: c, outputs: 3 * c, rowsPerImage: s))
+    let attention = builder.attention(qkv, heads: config.heads)
+    return builder.dense(attention, ProductLayer(name: p + "/out", inputs: c, outputs: c, rowsPerImage: s))
   }
   public func forwardFLOPsPerImage(_ config: MixerConfig) -> Double {
     let s = Double(config.tokens), c = Double(config.hidden)
@@ -198,13 +208,15 @@ public struct TokenConvolution: TokenMixer {
     }
   }
 
-  public func addParameters(_ config: MixerConfig, scope: String, to table: inout ParameterTableBuilder) {
+  /// conv(Y) on the token grid, stride 1
+  public func describe<Builder: NetworkBuilder>(
+    _ config: MixerConfig, _ y: Builder.Value, scope: String, into builder: Builder
+  ) -> Builder.Value {
     let k = config.kernel, c = config.hidden
-    table.add("\(scope)/Conv_0/kernel", [k, k, c, c], .kernel, fanIn: k * k * c)  // HWIO
-    table.add("\(scope)/Conv_0/bias", [c], .bias)
-  }
-  public func offsets(_ table: ParameterTable, scope: String) -> [Int] {
-    [table.offset("\(scope)/Conv_0/kernel"), table.offset("\(scope)/Conv_0/bias")]
+    return builder.convolution(
+      y, ProductLayer(name: scope + "/Conv_0", inputs: k * k * c, outputs: c, rowsPerImage: config.tokens, kernelShape: [k, k, c, c]),
+      kernel: k,
+      stride: 1, grid: (config.gridHeight, config.gridWidth))
   }
   public func forwardFLOPsPerImage(_ config: MixerConfig) -> Double {
     2 * Double(config.tokens) * Double(config.kernel * config.kernel) * Double(config.hidden) * Double(config.hidden)

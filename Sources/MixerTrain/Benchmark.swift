@@ -309,7 +309,6 @@ public func benchmarkInference(
     let wanted = precision ?? .fp32
     var ranges: [String: ActivationQuantization] = [:]
     if wanted == .int8 {
-      try config.checkInferencePlan()
       let count = 4
       var rng = CounterRNG(seed: 5)
       let images = (0..<(count * config.imageHeight * config.imageWidth * 3)).map { _ in rng.uniform() * 2 - 1 }

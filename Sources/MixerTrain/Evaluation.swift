@@ -104,19 +104,24 @@ public func loadModel(_ path: String) throws -> LoadedModel {
     train.data = ""
     return LoadedModel(model: model, config: train, step: nil, folder: url)
   }
+  // inference reads the manifest and the parameters only: a missing or damaged optimizer file is no obstacle
   let folder: URL
+  var skipped: [String] = []
+  let note: (String) -> Void = { skipped.append(String($0.dropFirst($0.hasPrefix("mixer-dist: ") ? 12 : 0))) }
   if fileManager.fileExists(atPath: url.appendingPathComponent("manifest.json").path) {
     folder = url
-  } else if let newest = try selectCheckpoint(resume: "auto", directory: url, log: { _ in })
-    ?? selectCheckpoint(resume: "auto", directory: url.appendingPathComponent("checkpoints"), log: { _ in })
+  } else if let newest = try selectCheckpoint(resume: "auto", directory: url, parametersOnly: true, log: note)
+    ?? selectCheckpoint(resume: "auto", directory: url.appendingPathComponent("checkpoints"), parametersOnly: true, log: note)
   {
     folder = newest
+  } else if let newest = skipped.first {
+    throw CheckpointError("\(path): no checkpoint here can be read: \(newest)")
   } else {
     throw CheckpointError(
       "\(path): no valid checkpoint here (a step-N folder with manifest.json, a checkpoint or run folder holding "
         + "them, or a weights folder with model.json)")
   }
-  let manifest = try verifyCheckpoint(folder, config: TrainConfig.self)
+  let manifest = try verifyCheckpoint(folder, config: TrainConfig.self, parametersOnly: true)
   let model = try MixerModel(config: manifest.config.model, seed: 0)
   let params = try SafeTensorsFile(contentsOf: folder.appendingPathComponent("params.safetensors"))
   try CheckpointStore<TrainConfig>.checkShapes(params, model: model, source: folder.path)
@@ -165,12 +170,13 @@ struct RelabelledDataset: Dataset {
 /// Evaluates a checkpoint (or any folder `loadModel` reads) on the validation split of its own
 /// data source (or `data`); every rank gets the exact totals. The data's class names must be the
 /// model's: the same names in another order are mapped by name; other names are an error unless
-/// `ignoreClassNames`. `precision` (nil: the checkpoint's own) picks the inference plan.
+/// `ignoreClassNames`. `precision` (nil: the checkpoint's own) picks the inference plan; `log`
+/// gets its notes (`loadInferenceModel`).
 public func evaluateCheckpoint(
   path: String, data: String?, comm: Communicator, batchSize: Int, ignoreClassNames: Bool = false,
-  precision: Precision? = nil
+  precision: Precision? = nil, log: (String) -> Void = { _ in }
 ) throws -> (EvaluationResult, LoadedModel) {
-  let inference = try loadInferenceModel(path, precision: precision)
+  let inference = try loadInferenceModel(path, precision: precision, log: log)
   let loaded = inference.loaded
   let model = loaded.model
   var config = loaded.config

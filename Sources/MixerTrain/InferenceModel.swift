@@ -1,8 +1,10 @@
 // What `eval`, `predict` and `bench --inference` run: a checkpoint's model with the inference
 // plan its precision asks for. An fp32 checkpoint runs the training forward (every model kind and
 // task), or with `--precision bf16|int8` the plan (int8 needs calibrated ranges: a quantized
-// checkpoint). A quantized checkpoint runs its own per-layer precisions, or every layer in the
-// one `--precision` names. `exportONNX` writes either kind as ONNX (a quantized one in QDQ form).
+// checkpoint); the plan covers every stem, block kind and head (MixerInference/InferencePlan.swift).
+// A quantized checkpoint runs its own per-layer precisions, or every layer in the one
+// `--precision` names (at fp32: its dequantized weights, which the loader says). `exportONNX`
+// writes either kind as ONNX (a quantized one in QDQ form); `exportSafeTensors` the parameters.
 
 import Foundation
 import MixerCheckpoint
@@ -25,19 +27,28 @@ public struct InferenceModel {
       loaded.model.forward(images: images, acts: acts)
       return
     }
-    let logits = plan.forward(images: images, batch: acts.batch)
-    acts.head(ClassificationBuffers.self).logits.update(from: logits, count: acts.batch * loaded.model.config.classes)
+    let outputs = plan.forward(images: images, batch: acts.batch)
+    loaded.model.config.head.outputs(acts).update(from: outputs, count: acts.batch * plan.outputsPerImage)
   }
 }
 
 /// Loads `path` (anything `loadModel` reads, or a quantized checkpoint folder) for inference in
-/// `precision` (nil: the checkpoint's own). oneDNN gets as many threads as OpenBLAS has.
-public func loadInferenceModel(_ path: String, precision: Precision?) throws -> InferenceModel {
+/// `precision` (nil: the checkpoint's own). oneDNN gets as many threads as OpenBLAS has. A
+/// quantized checkpoint run at `--precision fp32` runs its dequantized weights, not the model it
+/// was made from: `log` is told so.
+public func loadInferenceModel(
+  _ path: String, precision: Precision?, log: (String) -> Void = { _ in }
+) throws -> InferenceModel {
   let url = URL(fileURLWithPath: path)
   DNNL.setThreads(BLAS.threads)
   if isQuantizedCheckpoint(url) {
     let quantized = try readQuantizedCheckpoint(url, config: TrainConfig.self)
     var settings = quantized.settings
+    if precision == .fp32 {
+      log(
+        "note: \(path) is a quantized checkpoint: --precision fp32 runs its dequantized weights (int8 kernels times their "
+          + "scales, bf16 kernels widened), not the fp32 model it was made from (\(quantized.manifest.source))")
+    }
     if let precision {
       for (name, setting) in settings {
         settings[name] = LayerSetting(precision: precision, input: setting.input, weights: setting.weights)
@@ -67,4 +78,12 @@ public func exportONNX(_ path: String) throws -> (data: Data, config: MixerConfi
   let others = config.productLayers.count - int8
   let products = "\(int8) of \(config.productLayers.count) products int8 (QDQ)" + (others > 0 ? ", \(others) fp32" : "")
   return (try onnxModel(quantized.model, settings: quantized.settings), config, products)
+}
+
+/// Writes the parameters of `path` (a checkpoint or weights folder, as `export` to .npz reads)
+/// as float32 safetensors under their official names; returns the model's config.
+public func exportSafeTensors(_ path: String, to url: URL, log: (String) -> Void) throws -> MixerConfig {
+  let (config, parameters, _) = try readParameterFolder(URL(fileURLWithPath: path), log: log)
+  try SafeTensors.write(parameters.keys.sorted().map { ($0, parameters[$0]!) }, to: url)
+  return config
 }

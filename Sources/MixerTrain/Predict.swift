@@ -44,9 +44,10 @@ public func imageFiles(_ paths: [String]) throws -> [String] {
 /// segmentation checkpoint one mask PNG per image in `options.maskDirectory` (`photo.jpg` →
 /// `photo.png`; `-2`, `-3`... on clashes). What is written is the task's (`TaskHead.prediction`).
 public func predict(
-  checkpoint: String, files: [String], options: PredictionOptions, batchSize: Int, precision: Precision? = nil
+  checkpoint: String, files: [String], options: PredictionOptions, batchSize: Int, precision: Precision? = nil,
+  log: (String) -> Void = { _ in }
 ) throws -> [Prediction] {
-  let inference = try loadInferenceModel(checkpoint, precision: precision)
+  let inference = try loadInferenceModel(checkpoint, precision: precision, log: log)
   let loaded = inference.loaded
   let model = loaded.model, trained = loaded.config
   let config = model.config

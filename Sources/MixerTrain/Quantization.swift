@@ -1,9 +1,11 @@
 // Post-training quantization (`mixer-dist quantize`): calibrate every product's input range on
 // training images, measure how much each product alone moves the logits when it runs in int8
 // (min-max and percentile ranges) or bf16, keep the products whose int8 error is above the limit
-// in bf16, and write a quantized checkpoint (MixerInference/QuantizedCheckpoint.swift).
+// in bf16, and write a quantized checkpoint (MixerInference/QuantizedCheckpoint.swift). The
+// products are the model's `productLayers` (any stem, block kind and head).
 // The error of a setting is ‖logits − logits_fp32‖ / ‖logits_fp32‖ over held-out training images
-// (not the calibration images), with the top-1 agreement beside it.
+// (not the calibration images), with the top-1 agreement beside it (per image, or per pixel for
+// a segmentation model).
 
 import Foundation
 import MixerCheckpoint
@@ -72,7 +74,6 @@ public func quantizeCheckpoint(
 ) throws -> QuantizationReport {
   let loaded = try loadModel(path)
   let model = loaded.model, cfg = model.config
-  try cfg.checkInferencePlan()
   DNNL.setThreads(BLAS.threads)
   var dataConfig = loaded.config
   if let data = options.calibrationData { dataConfig.data = data }
@@ -96,28 +97,30 @@ public func quantizeCheckpoint(
   let percentile = statistics.quantization(.percentile, percentile: options.percentile)
   let chosenRanges = options.method == .minMax ? minMax : percentile
 
+  // the head's outputs: K logits per image, or K per pixel (agreement is then per pixel)
+  let outputs = cfg.head.outputsPerImage(cfg), k = cfg.classes
   func logits(_ plan: InferencePlan) -> [Float] {
     var out: [Float] = []
-    let perImage = cfg.imageHeight * cfg.imageWidth * 3, k = cfg.classes
+    let perImage = cfg.imageHeight * cfg.imageWidth * 3
     heldOut.withUnsafeBufferPointer { images in
       for start in stride(from: 0, to: samples, by: 32) {
         let b = min(32, samples - start)
         let l = plan.forward(images: images.baseAddress! + start * perImage, batch: b)
-        out += UnsafeBufferPointer(start: l, count: b * k)
+        out += UnsafeBufferPointer(start: l, count: b * outputs)
       }
     }
     return out
   }
   let reference = logits(try InferencePlan(model: model, precision: .fp32))
   func compare(_ plan: InferencePlan) -> (error: Double, agreement: Double) {
-    let l = logits(plan), k = cfg.classes
+    let l = logits(plan), predictions = samples * outputs / k
     var d = 0.0, n = 0.0, agree = 0
     for i in l.indices { d += Double((l[i] - reference[i]) * (l[i] - reference[i])); n += Double(reference[i] * reference[i]) }
-    for e in 0..<samples {
+    for e in 0..<predictions {
       let a = (0..<k).max { l[e * k + $0] < l[e * k + $1] }!, r = (0..<k).max { reference[e * k + $0] < reference[e * k + $1] }!
       if a == r { agree += 1 }
     }
-    return ((d / max(n, 1e-30)).squareRoot(), Double(agree) / Double(samples))
+    return ((d / max(n, 1e-30)).squareRoot(), Double(agree) / Double(predictions))
   }
   func only(_ layer: String, _ setting: LayerSetting) throws -> InferencePlan {
     try InferencePlan(model: model, settings: [layer: setting])

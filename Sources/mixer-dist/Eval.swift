@@ -26,7 +26,7 @@ struct Eval: ParsableCommand {
         Job.setBLASThreads(requested: threads, comm: comm)
         let (result, loaded) = try evaluateCheckpoint(
           path: checkpoint, data: data, comm: comm, batchSize: batch, ignoreClassNames: ignoreClassNames,
-          precision: precision)
+          precision: precision, log: { if comm.rank == 0 { FileHandle.standardError.write(Data("mixer-dist: \($0)\n".utf8)) } })
         guard comm.rank == 0 else { return }
         let task = loaded.model.config.task.training
         let step = loaded.step ?? 0

@@ -41,6 +41,9 @@ struct Inspect: ParsableCommand {
         } catch {
           invalid += 1
           print("\(folder.path): INVALID: \(error)")
+          if (try? verifyCheckpoint(folder, config: TrainConfig.self, parametersOnly: true)) != nil {
+            print("  its manifest and params.safetensors verify: eval, predict, export and quantize can use it; training cannot resume from it")
+          }
         }
       }
       if invalid > 0 { throw ExitCode(1) }

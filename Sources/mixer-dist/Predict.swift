@@ -25,7 +25,8 @@ struct Predict: ParsableCommand {
       Job.setBLASThreads(requested: threads)
       let predictions = try predict(
         checkpoint: checkpoint, files: try imageFiles(images),
-        options: PredictionOptions(topK: topK, maskDirectory: maskDir), batchSize: batch, precision: precision)
+        options: PredictionOptions(topK: topK, maskDirectory: maskDir), batchSize: batch, precision: precision,
+        log: { FileHandle.standardError.write(Data("mixer-dist: \($0)\n".utf8)) })
       let encoder = JSONEncoder()
       encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
       for p in predictions {

@@ -13,10 +13,13 @@ public struct ClassificationHead: Head {
   public func parameterCount(_ config: MixerConfig) -> Int { config.hidden * config.classes + config.classes }
   public func forwardFLOPsPerImage(_ config: MixerConfig) -> Double { 2 * Double(config.hidden) * Double(config.classes) }
 
-  public func addParameters(_ config: MixerConfig, to table: inout ParameterTableBuilder) {
-    table.add("head/kernel", [config.hidden, config.classes], .headKernel)
-    table.add("head/bias", [config.classes], .bias)
+  public func describe<Builder: NetworkBuilder>(_ config: MixerConfig, _ y: Builder.Value, into builder: Builder) -> Builder.Value {
+    builder.dense(
+      builder.meanOverTokens(y),
+      ProductLayer(name: "head", inputs: config.hidden, outputs: config.classes, rowsPerImage: 1, kernelRole: .headKernel))
   }
+  public func outputsPerImage(_ config: MixerConfig) -> Int { config.classes }
+  public func outputs(_ acts: Activations) -> UnsafeMutablePointer<Float> { acts.head(ClassificationBuffers.self).logits }
 
   public func makeBuffers(_ config: MixerConfig, batch: Int) -> any HeadBuffers {
     ClassificationBuffers(batch: batch, channels: config.hidden, classes: config.classes)

@@ -19,8 +19,6 @@ public protocol Head: Sendable {
   func parameterCount(_ config: MixerConfig) -> Int
   /// Forward FLOPs per image of the head's products.
   func forwardFLOPsPerImage(_ config: MixerConfig) -> Double
-  /// Appends the head's parameter views.
-  func addParameters(_ config: MixerConfig, to table: inout ParameterTableBuilder)
   /// The head's buffers for a micro-batch of `batch` images.
   func makeBuffers(_ config: MixerConfig, batch: Int) -> any HeadBuffers
   /// Outputs from `acts.headNormOut` (Y) into the head's buffers.
@@ -30,6 +28,12 @@ public protocol Head: Sendable {
   /// Backpropagates `lossScale · Σ_b loss_b` through the head: parameter gradients accumulate,
   /// dL/dY is left in `acts.dNorm` `[S, B, C]`.
   func backward(_ model: MixerModel, acts: Activations, lossScale: Float)
+  /// The outputs from Y `[S, C]`, written for inference and export (NetworkDescription.swift).
+  func describe<Builder: NetworkBuilder>(_ config: MixerConfig, _ y: Builder.Value, into builder: Builder) -> Builder.Value
+  /// Outputs per image (K logits, or H·W·K per-pixel logits), `classes` of them per prediction.
+  func outputsPerImage(_ config: MixerConfig) -> Int
+  /// Where the forward leaves the outputs in `acts` (`[B, outputsPerImage]`).
+  func outputs(_ acts: Activations) -> UnsafeMutablePointer<Float>
 }
 
 /// A head's outputs, targets and scratch for one micro-batch.

@@ -19,12 +19,14 @@ public struct SegmentationHead: Head {
     2 * Double(config.tokens) * Double(config.hidden) * Double(outputsPerToken(config))
   }
 
-  public func addParameters(_ config: MixerConfig, to table: inout ParameterTableBuilder) {
-    // a Dense from each token to its patch of per-pixel logits, (row, column, class) order
-    let n = outputsPerToken(config)
-    table.add("segmentation_head/kernel", [config.hidden, n], .headKernel)
-    table.add("segmentation_head/bias", [n], .bias)
+  public func describe<Builder: NetworkBuilder>(_ config: MixerConfig, _ y: Builder.Value, into builder: Builder) -> Builder.Value {
+    let product = ProductLayer(
+      name: "segmentation_head", inputs: config.hidden, outputs: outputsPerToken(config), rowsPerImage: config.tokens,
+      kernelRole: .headKernel)
+    return builder.tokensToPixels(builder.dense(y, product), patch: config.patch, classes: config.classes)
   }
+  public func outputsPerImage(_ config: MixerConfig) -> Int { config.imageHeight * config.imageWidth * config.classes }
+  public func outputs(_ acts: Activations) -> UnsafeMutablePointer<Float> { acts.head(SegmentationBuffers.self).pixelLogits }
 
   public func makeBuffers(_ config: MixerConfig, batch: Int) -> any HeadBuffers {
     SegmentationBuffers(
