@@ -55,10 +55,14 @@ public func loadInferenceModel(
       }
     }
     let loaded = LoadedModel(model: quantized.model, config: quantized.manifest.config, step: quantized.manifest.step, folder: url)
+    for used in Set(settings.values.map(\.precision)).sorted(by: { $0.rawValue < $1.rawValue }) {
+      if let note = DNNL.kernelNote(used) { log("note: \(note)") }
+    }
     return InferenceModel(loaded: loaded, plan: try InferencePlan(model: quantized.model, settings: settings))
   }
   let loaded = try loadModel(path)
   guard let precision, precision != .fp32 else { return InferenceModel(loaded: loaded, plan: nil) }
+  if let note = DNNL.kernelNote(precision) { log("note: \(note)") }
   return InferenceModel(loaded: loaded, plan: try InferencePlan(model: loaded.model, precision: precision))
 }
 

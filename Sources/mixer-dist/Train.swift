@@ -55,7 +55,7 @@ struct Train: ParsableCommand {
   @Option(help: "ZeRO stage: 0 (all-reduce) or 1 (sharded optimizer).") var zero: Int = D.zeroStage
   @Option(help: "Gradient communication format: fp32, or bf16 (half the bytes; for links slower than about 10 Gbit/s).") var gradComm: String = D.gradientCommunication.rawValue
   @Flag(help: "Reduce the gradients after backward instead of overlapping it (for comparison).") var noOverlap = false
-  @Option(help: "Matrix products: fp32 (OpenBLAS), or bf16 mixed precision (oneDNN; fp32 parameters, gradients and optimizer state, so checkpoints are the same; needs AVX512-BF16).") var precision: Precision = D.precision
+  @Option(help: "Matrix products: fp32 (OpenBLAS), or bf16 mixed precision (oneDNN; fp32 parameters, gradients and optimizer state, so checkpoints are the same; fast with AVX512-BF16 or AMX, portable and slower than fp32 elsewhere).") var precision: Precision = D.precision
   @Option(help: "Run folder for metrics.jsonl, config.json and the final parameters.") var runDir: String = D.runDirectory
   @Option(help: "Abort the job if a step or collective takes longer (seconds).") var timeout: Double = 600
   // fault injection for the launch tests (hidden): fail, or stall, at a step on --fail-rank
