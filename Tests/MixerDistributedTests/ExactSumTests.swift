@@ -38,7 +38,8 @@ final class ExactSumTests: XCTestCase {
       XCTAssertEqual(floatFromExactFixedPoint(exactFixedPoint(x, overflow: &overflow)), x, "\(x)")
     }
     XCTAssertFalse(overflow)
-    XCTAssertEqual(exactFixedPoint(0x1p-97, overflow: &overflow), 0)  // below half a quantum
+    XCTAssertEqual(exactFixedPoint(0x1.fffffep-98, overflow: &overflow), 0)  // below half a quantum
+    XCTAssertEqual(exactFixedPoint(0x1p-97, overflow: &overflow), 1)  // half a quantum: away from zero
     XCTAssertEqual(exactFixedPoint(0x1p-96, overflow: &overflow), 1)
     XCTAssertEqual(exactFixedPoint(-0x1.8p-96, overflow: &overflow), -2)  // a tie, away from zero
     XCTAssertFalse(overflow)

@@ -38,7 +38,7 @@ final class ExactTrainingTests: XCTestCase {
 
   func assertSameBits(_ a: [Float], _ b: [Float], _ label: String, file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(a.count, b.count, label, file: file, line: line)
-    let first = zip(a, b).firstIndex { $0.bitPattern != $1.bitPattern }
+    let first = a.indices.first { $0 < b.count && a[$0].bitPattern != b[$0].bitPattern }
     XCTAssertNil(first, "\(label): first differing parameter \(first ?? -1): "
       + (first.map { "\(a[$0]) vs \(b[$0])" } ?? ""), file: file, line: line)
   }
