@@ -9,8 +9,8 @@
 //     smaller ones round to the nearest multiple of 2^-96 ≈ 1.3e-29 (ties away from zero);
 //   * |x| < 2^31 per element and micro-batch; larger values, infinities and NaN are counted as
 //     overflows (the caller stops the run with an error, as it does for a non-finite loss);
-//   * the float result is the exact sum rounded once (through Double, then to Float): the sum of
-//     the float32 terms as if computed in infinite precision, within 1 ulp of fp32.
+//   * the float result is a fixed function of the exact sum, within one fp32 rounding of it (the
+//     magnitude's two 64-bit halves added in Double, then rounded to Float).
 // Scalars (the loss, the squared gradient norm) use the same integers with their own quantum.
 //
 // The arithmetic lives here; the communicators add the integers (MPICommunicator with a
@@ -25,24 +25,33 @@ public let exactScalarFractionBits = 64
 /// |x| >= 2^31 or x is not finite (the result is then 0).
 @inline(__always)
 public func exactFixedPoint(_ x: Float, overflow: inout Bool) -> Int128 {
-  let bits = x.bitPattern
-  let exponent = Int((bits >> 23) & 0xFF)
-  if exponent == 0 { return 0 }  // zero and subnormals: below 2^-126, far below the quantum
-  if exponent >= 127 + 31 {
+  guard x.magnitude < 0x1p31 else {  // also NaN
     overflow = true
     return 0
   }
-  let significand = Int128((bits & 0x7F_FFFF) | 0x80_0000)  // x = ±significand · 2^(exponent - 150)
-  let shift = exponent - 150 + exactGradientFractionBits
-  let magnitude = shift >= 0
-    ? significand << shift : (significand + (Int128(1) << (-shift - 1))) >> -shift
-  return bits >> 31 == 0 ? magnitude : -magnitude
+  // x · 2^96 is exact in Double (24 significant bits, below 2^127); only |x| < 2^-73 rounds
+  return fixedPoint(ofScaled: (Double(x) * 0x1p96).rounded(.toNearestOrAwayFromZero))
 }
 
-/// The float nearest to `n · 2^-96` (rounded to Double, then to Float).
+/// The integer `d` (an integral Double below 2^127 in magnitude) as an Int128, through two
+/// exact 64-bit halves (faster than the generic conversion).
+@inline(__always)
+func fixedPoint(ofScaled d: Double) -> Int128 {
+  let magnitude = d.magnitude
+  let high = (magnitude * 0x1p-64).rounded(.down)
+  let low = magnitude - high * 0x1p64  // in [0, 2^64), exact: it holds the low bits of d
+  let result = Int128(UInt64(high)) << 64 | Int128(UInt64(low))
+  return d < 0 ? -result : result
+}
+
+/// The float nearest to `n · 2^-96` (its magnitude's two 64-bit halves added in Double, then
+/// rounded to Float: a fixed function of `n`, within one fp32 rounding of the exact value).
 @inline(__always)
 public func floatFromExactFixedPoint(_ n: Int128) -> Float {
-  Float(doubleFromFixedPoint(n, fractionBits: exactGradientFractionBits))
+  let magnitude = n.magnitude
+  let value = Double(UInt64(truncatingIfNeeded: magnitude >> 64)) * 0x1p-32
+    + Double(UInt64(truncatingIfNeeded: magnitude)) * 0x1p-96
+  return Float(n < 0 ? -value : value)
 }
 
 /// `n · 2^-fractionBits` as the nearest Double (ties to even).
@@ -71,16 +80,15 @@ public func doubleFromFixedPoint(_ n: Int128, fractionBits: Int) -> Double {
   return n < 0 ? -scaled : scaled
 }
 
-/// The fixed-point integer of a Double scalar, `round(x · 2^64)` (ties away from zero); `overflow` is set when |x| >= 2^62 or x is not finite.
+/// The fixed-point integer of a Double scalar, `round(x · 2^64)` (ties away from zero);
+/// `overflow` is set when |x| >= 2^62 or x is not finite.
 @inline(__always)
 public func exactScalarFixedPoint(_ x: Double, overflow: inout Bool) -> Int128 {
-  guard x.isFinite, x.magnitude < 0x1p62 else {
+  guard x.magnitude < 0x1p62 else {  // also NaN
     overflow = true
     return 0
   }
-  let scaled = (x.magnitude * 0x1p64).rounded(.toNearestOrAwayFromZero)  // exact scaling by 2^64
-  let magnitude = Int128(scaled)  // an integer below 2^126: exact
-  return x < 0 ? -magnitude : magnitude
+  return fixedPoint(ofScaled: (x * 0x1p64).rounded(.toNearestOrAwayFromZero))  // exact scaling
 }
 
 /// The fixed-point accumulator of a flat gradient buffer: one 128-bit integer per float.

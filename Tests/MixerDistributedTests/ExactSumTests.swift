@@ -61,6 +61,13 @@ final class ExactSumTests: XCTestCase {
     XCTAssertEqual(doubleFromFixedPoint(big + (Int128(1) << 47), fractionBits: 0), 0x1p100)
     XCTAssertEqual(doubleFromFixedPoint(big + (Int128(1) << 47) + 1, fractionBits: 0), 0x1p100 + 0x1p48)
     XCTAssertEqual(doubleFromFixedPoint(-(big + (Int128(3) << 47)), fractionBits: 96), -(0x1p4 + 0x1p-47))
+    var overflow = false
+    XCTAssertEqual(exactScalarFixedPoint(-1.5, overflow: &overflow), -(Int128(3) << 63))
+    XCTAssertEqual(exactScalarFixedPoint(-0x1p-65, overflow: &overflow), -1)  // a tie, away from zero
+    XCTAssertEqual(doubleFromFixedPoint(exactScalarFixedPoint(-123.456, overflow: &overflow), fractionBits: 64), -123.456)
+    XCTAssertFalse(overflow)
+    _ = exactScalarFixedPoint(.nan, overflow: &overflow)
+    XCTAssertTrue(overflow)
   }
 
   /// The same terms summed in two orders and two groupings: the integers agree bit for bit,
