@@ -44,6 +44,11 @@ public protocol Communicator: AnyObject {
   func allReduceSumBFloat16(_ buffer: UnsafeMutablePointer<UInt16>, count: Int) throws
   /// `reduceScatterSum` of bfloat16 values, each addition in fp32 and rounded once.
   func reduceScatterSumBFloat16(_ buffer: UnsafeMutablePointer<UInt16>, counts: [Int]) throws
+  /// Sums `count` 128-bit fixed-point integers (`ExactSum`) over all ranks, in place, wrapping.
+  /// Integer addition does not depend on the order, so every algorithm gives the same bits.
+  func allReduceSum(_ buffer: UnsafeMutablePointer<Int128>, count: Int) throws
+  /// `reduceScatterSum` of 128-bit fixed-point integers (`ExactSum`): exact, order-free.
+  func reduceScatterSum(_ buffer: UnsafeMutablePointer<Int128>, counts: [Int]) throws
   /// Gathers in place: each rank contributes its own block `rank` of `buffer`; on return every
   /// rank's buffer holds every block.
   func allGather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws
@@ -179,6 +184,12 @@ extension Communicator {
 
   /// Sums an array of floats over all ranks, in place.
   public func allReduceSum(_ values: inout [Float]) throws {
+    let count = values.count
+    try values.withUnsafeMutableBufferPointer { try allReduceSum($0.baseAddress!, count: count) }
+  }
+
+  /// Sums an array of 128-bit fixed-point integers over all ranks, in place.
+  public func allReduceSum(_ values: inout [Int128]) throws {
     let count = values.count
     try values.withUnsafeMutableBufferPointer { try allReduceSum($0.baseAddress!, count: count) }
   }

@@ -16,6 +16,10 @@
 // buffer of one bucket, reduced in bf16 (half the bytes on the wire; see GradientPrecision) and
 // widened back in place; `.fp32` reduces the floats themselves.
 //
+// Exact (`--exact`, see ExactSum): the caller has moved the gradients into an `ExactGradients`
+// accumulator of 128-bit fixed-point integers; each bucket's integers are summed over the ranks
+// (order-free) and rounded back into the float buffer (under ZeRO-1, this rank's block only).
+//
 // Without overlap (`overlap: false`), `finish()` reduces the same buckets in the same order on
 // the calling thread: identical results, nothing hidden. Use it when a rank has a single core
 // (mpirun binds each of up to 2 ranks to one core): MPI's blocking collectives busy-poll, so a
@@ -61,6 +65,8 @@ public final class GradientBucketer {
   public let mode: Mode
   /// The format the buckets travel in.
   public let precision: GradientPrecision
+  /// The fixed-point accumulator whose integers are reduced instead of the floats (`--exact`).
+  public let exact: ExactGradients?
   /// The buckets in the order they are reduced: the end of the buffer first.
   public let buckets: [Range<Int>]
   /// This rank's shard of the buffer (all of it in `.allReduce` mode).
@@ -77,17 +83,22 @@ public final class GradientBucketer {
 
   /// True when buckets are reduced on a communication thread during backward.
   public let overlap: Bool
+  private let buffer: UnsafeMutablePointer<Float>
 
   /// A bucketer over `buffer[0..<count]`. With `overlap`, a communication thread reduces buckets
   /// as they complete; without, `finish()` reduces them all. `watchdog`, when given, watches
-  /// every bucket's collective (named with its index and range).
+  /// every bucket's collective (named with its index and range). With `exact`, the buckets of
+  /// its integers are reduced and rounded into `buffer` (`precision` must then be fp32).
   public init(
     communicator: Communicator, buffer: UnsafeMutablePointer<Float>, count: Int, bucketSize: Int,
     mode: Mode = .allReduce, overlap: Bool = true, precision: GradientPrecision = .fp32,
-    watchdog: Watchdog? = nil
+    exact: ExactGradients? = nil, watchdog: Watchdog? = nil
   ) {
     precondition(
       count >= 0 && bucketSize >= 1, "GradientBucketer(count: \(count), bucketSize: \(bucketSize))")
+    precondition(exact == nil || (exact!.count == count && precision == .fp32), "GradientBucketer: exact sums need fp32 and \(count) elements")
+    self.exact = exact
+    self.buffer = buffer
     self.count = count
     self.bucketSize = bucketSize
     self.mode = mode
@@ -112,7 +123,7 @@ public final class GradientBucketer {
       let worker = BucketWorker(
         communicator: communicator, buffer: buffer, buckets: buckets,
         blockCounts: mode == .reduceScatter ? blockCounts : nil, precision: precision,
-        rank: communicator.rank, watchdog: watchdog)
+        exact: exact, rank: communicator.rank, watchdog: watchdog)
       if overlap {
         let thread = Thread { [worker] in worker.loop() }
         thread.name = "mixer-dist gradient communication"
@@ -147,6 +158,7 @@ public final class GradientBucketer {
     nextBucket = 0
     startedDuringBackward = 0
     guard let worker else {
+      exact?.round(into: buffer, range: 0..<count)  // one rank: the sum is its own
       let timings = Timings(
         communicationSeconds: 0, exposedSeconds: 0, buckets: buckets.count,
         bucketsDoneBeforeFinish: buckets.count)
@@ -175,6 +187,7 @@ private final class BucketWorker {
   private let blockCounts: [[Int]]?
   private let watchdog: Watchdog?
   private let precision: GradientPrecision
+  private let exact: ExactGradients?
   private let rank: Int
   /// bf16 only: one bucket of bfloat16 values, the buffer MPI sends and receives.
   private let scratch: UnsafeMutablePointer<UInt16>?
@@ -187,8 +200,10 @@ private final class BucketWorker {
 
   init(
     communicator: Communicator, buffer: UnsafeMutablePointer<Float>, buckets: [Range<Int>],
-    blockCounts: [[Int]]?, precision: GradientPrecision, rank: Int, watchdog: Watchdog?
+    blockCounts: [[Int]]?, precision: GradientPrecision, exact: ExactGradients?, rank: Int,
+    watchdog: Watchdog?
   ) {
+    self.exact = exact
     self.communicator = communicator
     self.buffer = buffer
     self.buckets = buckets
@@ -283,11 +298,17 @@ private final class BucketWorker {
     let start = buffer + bucket.lowerBound
     let operation: () throws -> Void
     let name: String
-    let format = precision == .bf16 ? " (bf16)" : ""
+    let format = exact != nil ? " (exact)" : precision == .bf16 ? " (bf16)" : ""
     if let blockCounts {
       name =
         "reduce-scatter of gradient bucket \(index + 1)/\(buckets.count) [\(bucket.lowerBound)..<\(bucket.upperBound)]\(format)"
-      if let scratch {
+      if let exact {
+        operation = {
+          try self.communicator.reduceScatterSum(exact.sum + bucket.lowerBound, counts: blockCounts[index])
+          let block = blockRange(counts: blockCounts[index], rank: self.rank)
+          exact.round(into: self.buffer, range: (bucket.lowerBound + block.lowerBound)..<(bucket.lowerBound + block.upperBound))
+        }
+      } else if let scratch {
         operation = {
           convertToBFloat16(scratch, start, count: bucket.count)
           try self.communicator.reduceScatterSumBFloat16(scratch, counts: blockCounts[index])
@@ -300,7 +321,12 @@ private final class BucketWorker {
     } else {
       name =
         "all-reduce of gradient bucket \(index + 1)/\(buckets.count) [\(bucket.lowerBound)..<\(bucket.upperBound)]\(format)"
-      if let scratch {
+      if let exact {
+        operation = {
+          try self.communicator.allReduceSum(exact.sum + bucket.lowerBound, count: bucket.count)
+          exact.round(into: self.buffer, range: bucket)
+        }
+      } else if let scratch {
         operation = {
           convertToBFloat16(scratch, start, count: bucket.count)
           try self.communicator.allReduceSumBFloat16(scratch, count: bucket.count)

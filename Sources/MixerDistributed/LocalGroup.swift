@@ -117,15 +117,15 @@ public final class LocalCommunicator: Communicator {
   }
 
   public func reduceScatterSum(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {
-    let operation = "reduceScatterSum"
-    try checkNotFinalized()
-    _ = try validatedTotal(counts: counts, size: size, operation: operation)
-    let calls = try exchange(operation, buffer, counts: counts)
-    let sources = calls.map { $0.address!.assumingMemoryBound(to: Float.self) }
-    let block = blockRange(counts: counts, rank: rank)
-    let partial = sum(sources, range: block, combine: +)
-    try state.synchronize()  // B: every rank has read its block of every buffer.
-    (buffer + block.lowerBound).update(from: partial, count: partial.count)
+    try reduceScatter(buffer, counts: counts, operation: "reduceScatterSum", combine: +)
+  }
+
+  public func allReduceSum(_ buffer: UnsafeMutablePointer<Int128>, count: Int) throws {
+    try allReduce(buffer, count: count, operation: "allReduceSum(Int128)", combine: &+)
+  }
+
+  public func reduceScatterSum(_ buffer: UnsafeMutablePointer<Int128>, counts: [Int]) throws {
+    try reduceScatter(buffer, counts: counts, operation: "reduceScatterSum(Int128)", combine: &+)
   }
 
   public func allGather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {
@@ -201,6 +201,19 @@ public final class LocalCommunicator: Communicator {
       (target + mine.lowerBound).update(from: partial, count: partial.count)
     }
     try state.synchronize()  // C: every rank has written its share into every buffer.
+  }
+
+  private func reduceScatter<T>(
+    _ buffer: UnsafeMutablePointer<T>, counts: [Int], operation: String, combine: (T, T) -> T
+  ) throws {
+    try checkNotFinalized()
+    _ = try validatedTotal(counts: counts, size: size, operation: operation)
+    let calls = try exchange(operation, UnsafeMutableRawPointer(buffer), counts: counts)
+    let sources = calls.map { $0.address!.assumingMemoryBound(to: T.self) }
+    let block = blockRange(counts: counts, rank: rank)
+    let partial = sum(sources, range: block, combine: combine)
+    try state.synchronize()  // B: every rank has read its block of every buffer.
+    (buffer + block.lowerBound).update(from: partial, count: partial.count)
   }
 
   /// `range` of the element-wise reduction of `buffers`, in rank order.

@@ -102,6 +102,9 @@ public final class MPICommunicator: Communicator {
   private var finalized = false
   /// The bf16 sum (`addBFloat16`) as a user-defined MPI operation, made at the first use.
   private var bfloat16Sum: MPI_Op?
+  /// The 128-bit integer (`ExactSum`) as an MPI datatype of two int64 words and its wrapping sum
+  /// as a user-defined operation, made at the first use.
+  private var exactType: (type: MPI_Datatype?, sum: MPI_Op?)?
 
   /// Largest element count passed to one MPI call; longer buffers go in several calls.
   private static let maximumChunk = 1 << 30
@@ -238,6 +241,43 @@ public final class MPICommunicator: Communicator {
     }
   }
 
+  /// Exact sums on the wire: MPI_Allreduce of 16-byte elements with a user-defined operation
+  /// adding 128-bit integers (associative, so every algorithm MPI picks gives the same bits).
+  public func allReduceSum(_ buffer: UnsafeMutablePointer<Int128>, count: Int) throws {
+    try validate(count: count, size: size, operation: "allReduceSum(Int128)")
+    try withLock {
+      try checkNotFinalized()
+      let (type, op) = try exactSumOperation()
+      var start = 0
+      while start < count {
+        let length = min(count - start, Self.maximumChunk)
+        try mpiCheck("MPI_Allreduce") {
+          MPI_Allreduce(cmpi_in_place(), buffer + start, Int32(length), type, op, world)
+        }
+        start += length
+      }
+    }
+  }
+
+  /// Exact sums on the wire: MPI_Reduce_scatter of 128-bit integers, the block then moved to its
+  /// offset.
+  public func reduceScatterSum(_ buffer: UnsafeMutablePointer<Int128>, counts: [Int]) throws {
+    let total = try validatedTotal(counts: counts, size: size, operation: "reduceScatterSum(Int128)")
+    let blockCounts = try int32Counts(counts, total: total, operation: "reduceScatterSum(Int128)")
+    guard total > 0 else { return try withLock { try checkNotFinalized() } }
+    try withLock {
+      try checkNotFinalized()
+      let (type, op) = try exactSumOperation()
+      try mpiCheck("MPI_Reduce_scatter") {
+        MPI_Reduce_scatter(cmpi_in_place(), buffer, blockCounts, type, op, world)
+      }
+    }
+    let offset = counts[..<rank].reduce(0, +)
+    if offset > 0 && counts[rank] > 0 {
+      memmove(buffer + offset, buffer, counts[rank] * MemoryLayout<Int128>.stride)
+    }
+  }
+
   public func allGather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {
     let total = try validatedTotal(counts: counts, size: size, operation: "allGather")
     let blockCounts = try int32Counts(counts, total: total, operation: "allGather")
@@ -324,6 +364,19 @@ public final class MPICommunicator: Communicator {
     return op
   }
 
+  /// The 16-byte datatype and the 128-bit integer sum, created once (call with the lock held).
+  private func exactSumOperation() throws -> (MPI_Datatype?, MPI_Op?) {
+    if let exactType { return exactType }
+    var type: MPI_Datatype? = cmpi_byte()
+    try mpiCheck("MPI_Type_contiguous") { MPI_Type_contiguous(2, cmpi_int64(), &type) }
+    try mpiCheck("MPI_Type_commit") { MPI_Type_commit(&type) }
+    var op: MPI_Op? = cmpi_op_null()
+    // commutative (1): integer addition is, and associative, so any order gives the same bits
+    try mpiCheck("MPI_Op_create") { MPI_Op_create(exactSumFunction, 1, &op) }
+    exactType = (type, op)
+    return (type, op)
+  }
+
   private func withLock<T>(_ body: () throws -> T) rethrows -> T {
     lock.lock()
     defer { lock.unlock() }
@@ -388,4 +441,17 @@ private let bfloat16SumFunction: @convention(c) (
   addBFloat16(
     accumulator.assumingMemoryBound(to: UInt16.self), input.assumingMemoryBound(to: UInt16.self),
     count: Int(length.pointee))
+}
+
+/// MPI's callback for the exact sum: `inout[i] &+= in[i]` over 128-bit integers.
+private let exactSumFunction: @convention(c) (
+  UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<MPI_Datatype?>?
+) -> Void = { input, accumulator, length, _ in
+  guard let input, let accumulator, let length else { return }
+  // MPI's own buffers need not be 16-byte aligned: unaligned loads and stores
+  for offset in stride(from: 0, to: Int(length.pointee) * 16, by: 16) {
+    let sum = accumulator.loadUnaligned(fromByteOffset: offset, as: Int128.self)
+      &+ input.loadUnaligned(fromByteOffset: offset, as: Int128.self)
+    accumulator.storeBytes(of: sum, toByteOffset: offset, as: Int128.self)
+  }
 }

@@ -34,6 +34,15 @@ public final class SingleProcessCommunicator: Communicator {
     _ = try validatedTotal(counts: counts, size: size, operation: "reduceScatterSum")
   }
 
+  public func allReduceSum(_ buffer: UnsafeMutablePointer<Int128>, count: Int) throws {
+    try check(count: count, operation: "allReduceSum")
+  }
+
+  public func reduceScatterSum(_ buffer: UnsafeMutablePointer<Int128>, counts: [Int]) throws {
+    try check(count: 0, operation: "reduceScatterSum")
+    _ = try validatedTotal(counts: counts, size: size, operation: "reduceScatterSum")
+  }
+
   public func allGather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {
     try check(count: 0, operation: "allGather")
     _ = try validatedTotal(counts: counts, size: size, operation: "allGather")

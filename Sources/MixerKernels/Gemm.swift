@@ -3,6 +3,7 @@
 // the tests hold the fast path to.
 
 import CBLAS
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,11 +12,73 @@ import Glibc
 public enum Transpose { case none, transpose }
 
 /// `C[M×N] = alpha · op(A)[M×K] · op(B)[K×N] + beta · C`, all row-major (OpenBLAS `sgemm`).
-/// `beta = 0` overwrites C; `beta = 1` accumulates into it.
+/// `beta = 0` overwrites C; `beta = 1` accumulates into it. With `KernelThreads.fixedChunks` set
+/// (`train --exact`), see `fixedChunkGemm`.
 @inline(__always)
 public func gemm(
   _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
   alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+  b: UnsafePointer<Float>, ldb: Int,
+  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+  if let chunks = KernelThreads.fixedChunks {
+    return fixedChunkGemm(
+      transA, transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc,
+      chunks: chunks)
+  }
+  gemmCall(transA, transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+}
+
+/// Products below this many flops are one call under `fixedChunkGemm`.
+let fixedChunkGemmThreshold = 1 << 21
+
+/// `gemm` with the same bits on any thread count. OpenBLAS's one-thread and threaded drivers give
+/// different bits for the same product (measured here on shapes from 128x10x16 to 1024x512x128),
+/// so OpenBLAS runs on one thread (`BLAS.setThreads`) and C is cut into `chunks` fixed blocks of
+/// rows (or of columns, when there are more), one single-threaded call each, which the kernel
+/// threads run in turn. The blocks depend on the shape alone, never on the thread count.
+func fixedChunkGemm(
+  _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+  alpha: Float, a: UnsafePointer<Float>, lda: Int,
+  b: UnsafePointer<Float>, ldb: Int,
+  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, chunks: Int
+) {
+  let splitRows = m >= n
+  let extent = splitRows ? m : n
+  let parts = 2 * m * n * k < fixedChunkGemmThreshold ? 1 : min(chunks, extent)
+  let run = { (part: Int) in
+    let block = chunkRange(part, of: parts, rows: extent)
+    if block.isEmpty { return }
+    let start = block.lowerBound
+    if splitRows {
+      gemmCall(
+        transA, transB, m: block.count, n: n, k: k, alpha: alpha,
+        a: transA == .none ? a + start * lda : a + start, lda: lda, b: b, ldb: ldb,
+        beta: beta, c: c + start * ldc, ldc: ldc)
+    } else {
+      gemmCall(
+        transA, transB, m: m, n: block.count, k: k, alpha: alpha, a: a, lda: lda,
+        b: transB == .none ? b + start : b + start * ldb, ldb: ldb,
+        beta: beta, c: c + start, ldc: ldc)
+    }
+  }
+  let workers = min(KernelThreads.count, parts)
+  if workers <= 1 {
+    for part in 0..<parts { run(part) }
+    return
+  }
+  withoutActuallyEscaping(run) { run in
+    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+      for part in stride(from: worker, to: parts, by: workers) { run(part) }
+    }
+  }
+}
+
+/// One `cblas_sgemm` call of `gemm`'s contract.
+@inline(__always)
+func gemmCall(
+  _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+  alpha: Float, a: UnsafePointer<Float>, lda: Int,
   b: UnsafePointer<Float>, ldb: Int,
   beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
@@ -69,8 +132,17 @@ public enum BLAS {
   /// Sets the number of threads OpenBLAS (and the elementwise kernels) use for every later call.
   public static func setThreads(_ count: Int) {
     if count > 1 { shortenIdleSpin() }
-    openblas_set_num_threads(Int32(max(1, count)))
+    openblas_set_num_threads(Int32(KernelThreads.fixedChunks == nil ? max(1, count) : 1))
     KernelThreads.count = max(1, count)
+  }
+
+  /// Fixes (`chunks`) or frees (nil) how products and elementwise kernels are split (`train
+  /// --exact`): fixed, OpenBLAS runs on one thread and the kernel threads run a fixed number of
+  /// chunks (`fixedChunkGemm`, `parallelRows`), so the bits do not depend on the thread count.
+  public static func setFixedChunks(_ chunks: Int?) {
+    guard KernelThreads.fixedChunks != chunks else { return }
+    KernelThreads.fixedChunks = chunks
+    openblas_set_num_threads(Int32(chunks == nil ? KernelThreads.count : 1))
   }
 
   /// The idle-thread timeout, as log2 of cycles, that `setThreads` gives OpenBLAS's threads

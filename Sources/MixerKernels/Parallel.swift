@@ -11,6 +11,10 @@ public enum KernelThreads {
   public nonisolated(unsafe) static var count = 1
   /// The threads that run the chunks: the products' own pool is the one that is awake.
   public nonisolated(unsafe) static var team = Team.dispatch
+  /// When set (`train --exact`), split work is cut into this many chunks whatever the thread
+  /// count, and the threads run the chunks in turn: per-chunk partial sums (LayerNorm's and the
+  /// bias gradients') are then the same bits on 1, 2 or 8 threads. nil: one chunk per thread.
+  public nonisolated(unsafe) static var fixedChunks: Int?
 
   public enum Team: Sendable {
     /// Dispatch's pool, beside OpenBLAS's threads (fp32: OpenBLAS's idle threads yield the core).
@@ -24,25 +28,30 @@ public enum KernelThreads {
 /// Work below this many elements runs on the calling thread.
 let parallelThreshold = 1 << 16
 
-/// Calls `body(chunk, rows)` for `threads` contiguous chunks of `0..<rows`, concurrently when the
-/// work (`rows · elementsPerRow`) is large enough; `chunk` is 0..<chunkCount.
+/// Calls `body(chunk, rows)` for `parallelChunks(rows, elementsPerRow:)` contiguous chunks of
+/// `0..<rows` (one per thread, or `KernelThreads.fixedChunks`), concurrently when the work
+/// (`rows · elementsPerRow`) is large enough; `chunk` is 0..<chunkCount.
 @inline(__always)
 func parallelRows(_ rows: Int, elementsPerRow: Int, _ body: (Int, Range<Int>) -> Void) {
-  let threads = min(KernelThreads.count, rows)
-  if threads <= 1 || rows * elementsPerRow < parallelThreshold {
+  let chunks = parallelChunks(rows, elementsPerRow: elementsPerRow)
+  let workers = min(KernelThreads.count, chunks)
+  if chunks <= 1 {
     body(0, 0..<rows)
     return
   }
   withoutActuallyEscaping(body) { body in
+    // worker w runs chunks w, w + workers, ... (just chunk w when there is one chunk per thread)
+    let run = { (worker: Int) in
+      for chunk in stride(from: worker, to: chunks, by: workers) {
+        body(chunk, chunkRange(chunk, of: chunks, rows: rows))
+      }
+    }
+    if workers <= 1 { return run(0) }
     switch KernelThreads.team {
     case .dispatch:
-      DispatchQueue.concurrentPerform(iterations: threads) { chunk in
-        body(chunk, chunkRange(chunk, of: threads, rows: rows))
-      }
+      DispatchQueue.concurrentPerform(iterations: workers, execute: run)
     case .openMP:
-      DNNL.parallel(threads: threads) { chunk in
-        body(chunk, chunkRange(chunk, of: threads, rows: rows))
-      }
+      DNNL.parallel(threads: workers, run)
     }
   }
 }
@@ -50,8 +59,10 @@ func parallelRows(_ rows: Int, elementsPerRow: Int, _ body: (Int, Range<Int>) ->
 /// The chunk count `parallelRows` will use for this work (1 when it runs inline).
 @inline(__always)
 func parallelChunks(_ rows: Int, elementsPerRow: Int) -> Int {
+  if rows * elementsPerRow < parallelThreshold { return 1 }
+  if let fixed = KernelThreads.fixedChunks { return min(fixed, rows) }
   let threads = min(KernelThreads.count, rows)
-  return threads <= 1 || rows * elementsPerRow < parallelThreshold ? 1 : threads
+  return threads <= 1 ? 1 : threads
 }
 
 @inline(__always)

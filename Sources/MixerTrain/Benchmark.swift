@@ -164,11 +164,17 @@ public struct BenchmarkReduction: Sendable {
   public var zeroStage = 0
   public var overlap = true
   public var precision = GradientPrecision.fp32
-  public init(bucketFloats: Int? = nil, zeroStage: Int = 0, overlap: Bool = true, precision: GradientPrecision = .fp32) {
+  /// `--exact` with micro-batches of this many images (nil: today's reduction)
+  public var exactMicroBatch: Int?
+  public init(
+    bucketFloats: Int? = nil, zeroStage: Int = 0, overlap: Bool = true, precision: GradientPrecision = .fp32,
+    exactMicroBatch: Int? = nil
+  ) {
     self.bucketFloats = bucketFloats
     self.zeroStage = zeroStage
     self.overlap = overlap
     self.precision = precision
+    self.exactMicroBatch = exactMicroBatch
   }
 }
 
@@ -180,6 +186,10 @@ func benchmarkTrainConfig(_ config: MixerConfig, batch: Int, ranks: Int, reducti
   train.zeroStage = reduction.zeroStage
   train.overlap = reduction.overlap
   train.gradientCommunication = reduction.precision
+  if let microBatch = reduction.exactMicroBatch {
+    train.exact = true
+    train.exactMicroBatch = microBatch
+  }
   return train
 }
 

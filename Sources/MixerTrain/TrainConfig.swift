@@ -73,6 +73,12 @@ public struct TrainConfig: CheckpointConfig {
   /// when `saveEvery` is 0: save a checkpoint after the step that ends each such period of
   /// training time (rank 0's clock; 0: off), so a crash loses at most about this much
   public var saveEveryMinutes: Double = 30
+  /// exact at any scale: micro-batches of `exactMicroBatch` images whatever the world size, and
+  /// gradients, loss and norm summed as 128-bit fixed-point integers (order-free); the same seed
+  /// then gives the same bits on any number of ranks and threads
+  public var exact: Bool = false
+  /// images per micro-batch under `exact` (the global batch must be a multiple of it times the ranks)
+  public var exactMicroBatch: Int = 16
   /// also keep the checkpoint with the best value of this evaluation metric (e.g. `val_top1`;
   /// lower is better for `val_loss`), named in `best.json` of the checkpoint folder
   public var keepBest: String?
@@ -122,6 +128,15 @@ public struct TrainConfig: CheckpointConfig {
       "global batch \(globalBatch) does not divide by \(worldSize) ranks; choose a multiple of \(worldSize)")
     try check((globalBatch / worldSize) % accumulation == 0,
       "local batch \(globalBatch / worldSize) does not divide into \(accumulation) micro-batches")
+    if exact {
+      try check(exactMicroBatch >= 1, "--micro-batch must be positive, got \(exactMicroBatch)")
+      try check(accumulation == 1, "--exact cuts the batch into micro-batches of --micro-batch images; drop --accum")
+      try check(gradientCommunication == .fp32,
+        "--exact needs --grad-comm fp32 (bf16 rounds each rank's partial sum, which depends on the world size)")
+      try check(globalBatch % (exactMicroBatch * worldSize) == 0,
+        "--exact: the global batch \(globalBatch) does not split into micro-batches of \(exactMicroBatch) shared evenly "
+          + "by \(worldSize) ranks; choose --batch a multiple of \(exactMicroBatch * worldSize) or another --micro-batch")
+    }
     try check(logEvery > 0, "--log-every must be positive")
     try check(evalEvery >= 0, "--eval-every must be non-negative")
     try check(evalBatch > 0, "--eval-batch must be positive")

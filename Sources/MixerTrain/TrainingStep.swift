@@ -6,6 +6,17 @@
 //   clip        to the global gradient norm
 //   update      the optimizer on this rank's range; under ZeRO-1 the all-gather of parameters
 // The trainer and `bench` both call `run`, so the benchmark times exactly what training runs.
+//
+// Exact (`--exact`, ExactSum): the global batch is cut into micro-batches of `exactMicroBatch`
+// images whatever the world size (the sampler gives rank r the contiguous slice r of the global
+// batch, so rank r owns micro-batches r·k ..< (r+1)·k, k per rank). Each micro-batch's gradient is
+// computed alone (a zeroed float buffer) and moved into 128-bit fixed-point integers; the integers
+// of the micro-batches and of the ranks add up in any order to the same bits, and are rounded back
+// to floats once. The loss sum and (under ZeRO-1) the squared norm are fixed-point sums as well.
+// A micro-batch's gradient must be the same bits on any thread count, and OpenBLAS's one-thread
+// and threaded drivers differ, as do the kernels' per-chunk partial sums (LayerNorm and bias
+// gradients) with the chunk count: `BLAS.setFixedChunks` cuts products and kernels into a fixed
+// number of chunks, each product chunk one single-threaded OpenBLAS call, run by the threads.
 
 import MixerData
 import MixerDistributed
@@ -44,8 +55,19 @@ public final class TrainingStep {
   let task: any TaskHead
   let config: TrainConfig
   let acts: Activations
+  /// `--exact`: the fixed-point sum of the micro-batches' gradients (nil otherwise)
+  let exact: ExactGradients?
+  /// micro-batches of this rank per step
+  let microBatches: Int
+  /// `exact`: this step's loss sum as a fixed-point integer, and whether it overflowed
+  private var lossFixedPoint: Int128 = 0
+  private var lossOverflowed = false
 
-  /// `localBatch` images per rank and step, in `config.accumulation` micro-batches.
+  /// Under `exact`, the chunks split kernel work is cut into, whatever the thread count.
+  static let exactChunks = 4
+
+  /// `localBatch` images per rank and step, in `config.accumulation` micro-batches (under `exact`,
+  /// in micro-batches of `config.exactMicroBatch` images).
   public init(
     model: MixerModel, config: TrainConfig, comm: Communicator, localBatch: Int, watchdog: Watchdog? = nil
   ) {
@@ -56,11 +78,14 @@ public final class TrainingStep {
     let shard = config.zeroStage == 1
       ? shardRanges(total: model.table.count, parts: comm.size)[comm.rank] : 0..<model.table.count
     optimizer = Optimizer(config: config.optimizer, table: model.table, range: shard)
+    exact = config.exact ? ExactGradients(count: model.table.count) : nil
+    BLAS.setFixedChunks(config.exact ? Self.exactChunks : nil)
+    microBatches = config.exact ? localBatch / config.exactMicroBatch : config.accumulation
     bucketer = GradientBucketer(
       communicator: comm, buffer: model.gradients.pointer, count: model.table.count,
       bucketSize: config.gradientBucketFloats(worldSize: comm.size), mode: config.zeroStage == 1 ? .reduceScatter : .allReduce,
-      overlap: config.overlap, precision: config.gradientCommunication, watchdog: watchdog)
-    acts = Activations(config: model.config, batch: localBatch / config.accumulation)
+      overlap: config.overlap, precision: config.gradientCommunication, exact: exact, watchdog: watchdog)
+    acts = Activations(config: model.config, batch: localBatch / microBatches)
   }
 
   /// Runs step `step` (0-based) on this rank's `batch`.
@@ -78,13 +103,16 @@ public final class TrainingStep {
   }
 
   /// Forward and backward over the micro-batches of one step's batch, gradients accumulating;
-  /// returns the summed per-example loss and the seconds spent in forward and loss.
+  /// returns the summed per-example loss and the seconds spent in forward and loss. Under `exact`
+  /// the loss sum is a fixed-point integer (`n · 2^-64`) carried in `lossFixedPoint`.
   func accumulateGradients(batch: Batch, regularization: Regularization?) -> (Double, Double) {
     let microBatch = acts.batch
     let pixelsPerImage = batch.pixels.count / max(batch.size, 1)
     model.zeroGradients()
+    exact?.clearOverflow()
+    lossFixedPoint = 0
     var lossSum = 0.0, forwardSeconds = 0.0
-    for micro in 0..<config.accumulation {
+    for micro in 0..<microBatches {
       let offset = micro * microBatch
       let t0 = monotonicSeconds()
       batch.pixels.withUnsafeBufferPointer { pixels in
@@ -93,12 +121,26 @@ public final class TrainingStep {
           regularization: regularization, sampleIDs: Array(batch.indices[offset..<(offset + microBatch)]))
       }
       task.setTargets(acts: acts, batch: batch, offset: offset, classes: model.config.classes, smoothing: config.labelSmoothing)
-      lossSum += model.loss(acts: acts)
+      let microLoss = model.loss(acts: acts)
+      lossSum += microLoss
+      if exact != nil { lossFixedPoint &+= exactScalarFixedPoint(microLoss, overflow: &lossOverflowed) }
       forwardSeconds += monotonicSeconds() - t0
-      let last = micro == config.accumulation - 1
+      let last = micro == microBatches - 1
+      var onReady: ((Int) -> Void)? = last ? { [bucketer] in bucketer.markReady(upTo: $0) } : nil
+      if let exact {
+        // each micro-batch's gradient alone, moved into the integers as backward finishes it
+        // (the float buffer is left zeroed for the next micro-batch)
+        let gradients = model.gradients.pointer, count = model.table.count
+        var finished = count
+        onReady = { [bucketer] lowerBound in
+          guard lowerBound < finished else { return }
+          exact.add(moving: gradients, range: lowerBound..<finished, replace: micro == 0)
+          finished = lowerBound
+          if last { bucketer.markReady(upTo: lowerBound) }
+        }
+      }
       model.backward(
-        acts: acts, lossScale: 1 / Float(config.globalBatch), regularization: regularization,
-        onReady: last ? { [bucketer] in bucketer.markReady(upTo: $0) } : nil)
+        acts: acts, lossScale: 1 / Float(config.globalBatch), regularization: regularization, onReady: onReady)
     }
     return (lossSum, forwardSeconds)
   }
@@ -109,14 +151,12 @@ public final class TrainingStep {
   func update(step: Int, lossSum: Double) throws -> (loss: Double, norm: Double, lr: Float, stop: Bool, allGatherSeconds: Double) {
     let total = model.table.count
     let shard = bucketer.shard  // everything, unless ZeRO-1
-    let squares = sumOfSquares(model.gradients.pointer, range: shard)
-    var scalars = [lossSum, config.zeroStage == 1 ? squares : 0, Interruption.requested ? 1 : 0]
-    try comm.allReduceSum(&scalars)
-    let loss = scalars[0] / Double(config.globalBatch)
+    let (loss, squares, stop) = exact != nil
+      ? try exactScalars(shard: shard) : try scalars(shard: shard, lossSum: lossSum)
     guard loss.isFinite else {
       throw NonFiniteLossError(loss: loss, step: step)
     }
-    let norm = (config.zeroStage == 1 ? scalars[1] : squares).squareRoot()
+    let norm = squares.squareRoot()
     clipByGlobalNorm(model.gradients.pointer, range: shard, norm: norm, maxNorm: Double(config.clipNorm))
     let lr = config.schedule.learningRate(step: step)
     optimizer.update(parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: lr, step: step + 1)
@@ -126,6 +166,32 @@ public final class TrainingStep {
       try comm.allGather(model.parameters.pointer, counts: comm.shardCounts(ofTotal: total))
       allGatherSeconds = monotonicSeconds() - start
     }
-    return (loss, norm, lr, scalars[2] > 0, allGatherSeconds)
+    return (loss, norm, lr, stop, allGatherSeconds)
+  }
+
+  /// The mean loss, the global squared gradient norm and the stop request, from one all-reduce
+  /// of doubles (the squares summed over the ranks under ZeRO-1 only).
+  private func scalars(shard: Range<Int>, lossSum: Double) throws -> (Double, Double, Bool) {
+    let squares = sumOfSquares(model.gradients.pointer, range: shard)
+    var scalars = [lossSum, config.zeroStage == 1 ? squares : 0, Interruption.requested ? 1 : 0]
+    try comm.allReduceSum(&scalars)
+    return (scalars[0] / Double(config.globalBatch), config.zeroStage == 1 ? scalars[1] : squares, scalars[2] > 0)
+  }
+
+  /// `scalars` under `exact`: the same sums as fixed-point integers, so they do not depend on
+  /// the world size either; a gradient or loss beyond the fixed point's range (or not finite)
+  /// on any rank gives a NaN loss, which stops the run.
+  private func exactScalars(shard: Range<Int>) throws -> (Double, Double, Bool) {
+    var overflow = lossOverflowed || exact!.overflowed
+    let squares = exactSumOfSquares(model.gradients.pointer, range: shard, overflow: &overflow)
+    var words: [Int128] = [
+      lossFixedPoint, config.zeroStage == 1 ? squares : 0, Interruption.requested ? 1 : 0, overflow ? 1 : 0,
+    ]
+    try comm.allReduceSum(&words)
+    lossOverflowed = false
+    let loss = words[3] != 0
+      ? Double.nan : doubleFromFixedPoint(words[0], fractionBits: exactScalarFractionBits) / Double(config.globalBatch)
+    let sumOfSquares = doubleFromFixedPoint(config.zeroStage == 1 ? words[1] : squares, fractionBits: exactScalarFractionBits)
+    return (loss, sumOfSquares, words[2] != 0)
   }
 }

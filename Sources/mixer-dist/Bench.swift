@@ -23,6 +23,7 @@ struct Bench: ParsableCommand {
   @Option(help: "ZeRO stage: 0 (all-reduce) or 1 (sharded optimizer).") var zero: Int = 0
   @Option(help: "Gradient communication format: fp32 or bf16.") var gradComm: String = "fp32"
   @Flag(help: "Reduce the gradients after backward instead of overlapping it.") var noOverlap = false
+  @Option(help: "Time `train --exact` with micro-batches of this many images (--batch, per rank, must be a multiple of it).") var exactMicroBatch: Int?
   @Option(help: "Matrix products: fp32, or bf16 (training: mixed precision on oneDNN, mfu then over the measured bf16 matmul rate); with --inference also int8 (default: fp32, or the --checkpoint's own).") var precision: Precision?
   @Option(help: "With --inference: time this checkpoint (fp32 or quantized) instead of a fresh --preset model.") var checkpoint: String?
 
@@ -67,7 +68,8 @@ struct Bench: ParsableCommand {
         throw ValidationError("unknown --grad-comm '\(gradComm)' (known: fp32, bf16)")
       }
       let reduction = BenchmarkReduction(
-        bucketFloats: bucketSize, zeroStage: zero, overlap: !noOverlap, precision: gradientPrecision)
+        bucketFloats: bucketSize, zeroStage: zero, overlap: !noOverlap, precision: gradientPrecision,
+        exactMicroBatch: exactMicroBatch)
       let (r, rank) = try Job.run { comm in
         Job.setBLASThreads(requested: threads, comm: comm)
         let r = try benchmarkTraining(

@@ -55,6 +55,8 @@ struct Train: ParsableCommand {
   @Option(help: "ZeRO stage: 0 (all-reduce) or 1 (sharded optimizer).") var zero: Int = D.zeroStage
   @Option(help: "Gradient communication format: fp32, or bf16 (half the bytes; for links slower than about 10 Gbit/s).") var gradComm: String = D.gradientCommunication.rawValue
   @Flag(help: "Reduce the gradients after backward instead of overlapping it (for comparison).") var noOverlap = false
+  @Flag(help: "Exact at any scale: the same seed gives the same bits on any number of ranks and threads (micro-batches of --micro-batch images, gradients summed as exact fixed-point integers).") var exact = false
+  @Option(help: "Images per micro-batch under --exact; the global batch must be a multiple of it times the ranks.") var microBatch: Int = D.exactMicroBatch
   @Option(help: "Matrix products: fp32 (OpenBLAS), or bf16 mixed precision (oneDNN; fp32 parameters, gradients and optimizer state, so checkpoints are the same; fast with AVX512-BF16 or AMX, portable and slower than fp32 elsewhere).") var precision: Precision = D.precision
   @Option(help: "Run folder for metrics.jsonl, config.json and the final parameters.") var runDir: String = D.runDirectory
   @Option(help: "Abort the job if a step or collective takes longer (seconds).") var timeout: Double = 600
@@ -126,6 +128,8 @@ struct Train: ParsableCommand {
     }
     c.gradientCommunication = gradientPrecision
     c.overlap = !noOverlap
+    c.exact = exact
+    c.exactMicroBatch = microBatch
     c.precision = precision
     c.runDirectory = runDir
     c.checkpointDirectory = checkpointDir
@@ -261,6 +265,7 @@ extension Train {
       ("checkpoint-dir", config.checkpointDirectory.map(text)), ("save-every", "\(config.saveEvery)"),
       ("save-every-minutes", "\(config.saveEveryMinutes)"),
       ("keep", "\(config.keep)"), ("keep-best", config.keepBest.map(text)), ("init-from", config.initFrom.map(text)),
+      ("exact", "\(config.exact)"), ("micro-batch", "\(config.exactMicroBatch)"),
     ]
     settings.removeAll { $0.1 == nil }
     return settings.map { "\($0.0): \($0.1!)\n" }.joined()

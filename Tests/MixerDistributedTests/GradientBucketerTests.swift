@@ -178,6 +178,10 @@ private final class FailingCommunicator: Communicator {
   func allReduceMax(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {}
   func allReduceMin(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {}
   func reduceScatterSum(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {}
+  func allReduceSum(_ buffer: UnsafeMutablePointer<Int128>, count: Int) throws {
+    throw CommunicatorError.invalidArgument("injected")
+  }
+  func reduceScatterSum(_ buffer: UnsafeMutablePointer<Int128>, counts: [Int]) throws {}
   func allGather(_ buffer: UnsafeMutablePointer<Float>, counts: [Int]) throws {}
   func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {}
   func broadcast(_ bytes: UnsafeMutableRawPointer, byteCount: Int, root: Int) throws {}
