@@ -75,7 +75,7 @@ final class WarmupCLITests: XCTestCase {
   func testWarmupLongerThanTheRunIsAnErrorWithTheFix() throws {
     let dir = try makeTemporaryDirectory(self)
     let given = try mixerDist(["train"] + tinyModelFlags + ["--steps", "10", "--warmup", "20", "--run-dir", dir.path])
-    XCTAssertEqual(given.status, 1)
+    XCTAssertEqual(given.status, 78)  // refused before training
     XCTAssertTrue(given.stderr.contains("at least as long as the run (--steps 10)"), given.stderr)
     XCTAssertTrue(given.stderr.contains("--warmup 0.1"), given.stderr)
     XCTAssertEqual(given.stderr.split(separator: "\n").count, 1, given.stderr)
@@ -97,7 +97,7 @@ final class WarmupCLITests: XCTestCase {
     XCTAssertEqual(plain.status, 0, plain.stderr)
     XCTAssertTrue(plain.stdout.contains("warning: the default warm-up of 60 steps is at least as long as the run"), plain.stdout)
     let bad = try mixerDist(["train", "--warmup", "1.5"])
-    XCTAssertEqual(bad.status, 1)
+    XCTAssertEqual(bad.status, 78)
     XCTAssertTrue(bad.stderr.contains("below 1"), bad.stderr)
   }
 }
@@ -120,7 +120,7 @@ final class CropFlagsCLITests: XCTestCase {
     XCTAssertTrue(none.stdout.contains("augmentation: none"), none.stdout)
     for (flag, value) in [("--crop-scale", "0.8,0.5"), ("--crop-scale", "0,1"), ("--crop-ratio", "4/3"), ("--crop-ratio", "a,b")] {
       let bad = try mixerDist(base + [flag, value, "--run-dir", dir.appendingPathComponent("d").path])
-      XCTAssertEqual(bad.status, 1, "\(flag) \(value)")
+      XCTAssertEqual(bad.status, 78, "\(flag) \(value)")
       XCTAssertTrue(bad.stderr.contains(flag), bad.stderr)
       XCTAssertEqual(bad.stderr.split(separator: "\n").count, 1, bad.stderr)
     }
@@ -266,7 +266,7 @@ final class MPIErrorBannerCLITests: XCTestCase {
       (["--batch", "15"], "global batch 15 does not divide by 2 ranks"),
     ] {
       let result = try mpirunMixerDist(ranks: 2, ["train", "--steps", "10", "--run-dir", dir.path] + extra, timeout: 60)
-      XCTAssertEqual(result.status, 1, result.stderr)
+      XCTAssertEqual(result.status, 78, result.stderr)
       XCTAssertEqual(result.stderr.components(separatedBy: "mixer-dist: error: ").count, 2, result.stderr)
       XCTAssertTrue(result.stderr.contains(message), result.stderr)
       XCTAssertFalse(result.stderr.contains("MPI_ABORT"), result.stderr)
