@@ -276,7 +276,8 @@ final class ClusterTests: XCTestCase {
     XCTAssertEqual(b["count"], 67, spread.stdout)
     XCTAssertEqual(a["top1"], b["top1"])
     XCTAssertEqual(a["top5"], b["top5"])
-    XCTAssertEqual(a["loss"] ?? -1, b["loss"] ?? 1, accuracy: 1e-9)
+    // equal to fp32 rounding of the logits (OpenBLAS's bits depend on the batch rows and threads)
+    XCTAssertEqual(a["loss"] ?? -1, b["loss"] ?? 1, accuracy: 1e-6 * (a["loss"] ?? 1))
   }
 }
 

@@ -29,12 +29,14 @@ final class EvalTests: XCTestCase {
     XCTAssertEqual(b["count"], 67)
     XCTAssertEqual(a["top1"], b["top1"])
     XCTAssertEqual(a["top5"], b["top5"])
-    XCTAssertEqual(a["loss"]!, b["loss"]!, accuracy: 1e-9)
+    // the loss sums per-image losses of logits that are the same only to fp32 rounding: OpenBLAS's
+    // blocking (so its bits) depends on the batch's row count and the thread count
+    XCTAssertEqual(a["loss"]!, b["loss"]!, accuracy: 1e-6 * a["loss"]!)
     // the run's own final evaluation agrees
     let metrics = try String(contentsOf: dir.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
     let evalRecord = try JSONSerialization.jsonObject(with: Data(metrics.split(separator: "\n").last!.utf8)) as! [String: Any]
     XCTAssertEqual(evalRecord["val_top1"] as? Double ?? -1, a["top1"]!, accuracy: 1e-12)
-    XCTAssertEqual(evalRecord["val_loss"] as? Double ?? -1, a["loss"]!, accuracy: 1e-9)
+    XCTAssertEqual(evalRecord["val_loss"] as? Double ?? -1, a["loss"]!, accuracy: 1e-6 * a["loss"]!)
   }
 
   func testEvalErrors() throws {

@@ -64,7 +64,8 @@ final class SegmentationTests: XCTestCase {
         XCTAssertEqual(result.pixels, single.pixels)
         XCTAssertEqual(result.top1, single.top1, "\(ranks) ranks")
         XCTAssertEqual(result.meanIoU!, single.meanIoU!, accuracy: 1e-12, "\(ranks) ranks")
-        XCTAssertEqual(result.loss, single.loss, accuracy: 1e-9)
+        // the logits agree to fp32 rounding only: OpenBLAS's bits depend on the batch's rows
+        XCTAssertEqual(result.loss, single.loss, accuracy: 1e-6 * single.loss)
       }
     }
     // a model with a zero head and a large background bias predicts background everywhere
