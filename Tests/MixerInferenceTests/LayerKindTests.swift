@@ -266,12 +266,7 @@ final class LayerKindTests: XCTestCase {
     var settings: [String: LayerSetting] = [:]
     for layer in config.productLayers { settings[layer.name] = LayerSetting(precision: .int8, input: ranges[layer.name]) }
     settings["head"] = LayerSetting(precision: .fp32)
-    guard DNNL.supports(.int8) else {
-      XCTAssertThrowsError(try InferencePlan(model: model, settings: settings)) { error in
-        XCTAssertTrue("\(error)".contains("--precision int8 needs"), "\(error)")
-      }
-      return
-    }
+    // int8 runs on every CPU (oneDNN where it is exact, else the portable kernels)
     let plan = try InferencePlan(model: model, settings: settings)
     XCTAssertEqual(plan.precisionSummary, "int8 (1 of 6 products fp32; attention scores and softmax fp32)")
   }

@@ -61,7 +61,11 @@ final class ONNXExportTests: XCTestCase {
     try NPY.write(NDArray(shape: [batch, 16, 16, 3], data: images), to: inputs)
     try NPY.write(NDArray(shape: [batch, model.config.classes], data: ours), to: expected)
     let script = repositoryRoot.appendingPathComponent("tools/onnx_compare.py").path
-    let run = try runPython([script, "check", onnx.path, inputs.path, expected.path, "--rms-tolerance", "\(tolerance)"])
+    // --unoptimized: ONNX Runtime's graph optimizations fuse QDQ pairs into its own integer
+    // kernels, which on AVX2 hosts saturate 16-bit pair sums; the graph as written is what we compare
+    let run = try runPython([
+      script, "check", onnx.path, inputs.path, expected.path, "--rms-tolerance", "\(tolerance)", "--unoptimized",
+    ])
     XCTAssertEqual(run.status, 0, "int8 QDQ (tolerance \(tolerance), our int8 error \(int8Error)): \(run.output) \(run.errors)")
     XCTAssertTrue(run.output.contains("\"ok\": true"), run.output)
     print("int8 QDQ in ONNX Runtime against our int8 plan: \(run.output) (our int8 against fp32: \(int8Error))")
