@@ -3,7 +3,8 @@
 // user runs on a real cluster runs one rank per host, over TCP on those links. Checked: OpenMPI
 // counts each namespace as its own node; the per-host link carries at least the ring all-reduce
 // volume; 2 and 4 hosts give the 1-rank parameters; ZeRO-1 across hosts; a checkpoint of 4 hosts
-// resumes on 2; eval across hosts equals 1 rank.
+// resumes on 2; eval across hosts equals 1 rank; `--exact` on 2 hosts x 2 ranks, and through an
+// elastic shrink from 4 hosts to 3, gives the bytes of one plain process.
 //
 // Needs root (ip netns, veth, tc): skipped otherwise. Every cluster has a unique name and is
 // removed by a teardown block, also when the test fails.
@@ -224,6 +225,23 @@ final class ClusterTests: XCTestCase {
     let links = try MixerDistCLITests.run(which("ip") ?? "/usr/sbin/ip", ["-o", "link", "show"], timeout: 30).stdout
     XCTAssertFalse(links.contains("-\(cluster.name)"), links)
     XCTAssertFalse(FileManager.default.fileExists(atPath: URL(fileURLWithPath: cluster.hostfile).deletingLastPathComponent().path))
+  }
+
+  /// `--exact` on 2 hosts x 2 ranks (TCP between the hosts, shared memory within each): the
+  /// final parameters are the bytes of one plain process (ExactMPITests' run).
+  func testExactOnTwoHostsOfTwoRanksGivesOneProcessBits() throws {
+    let cluster = try LocalCluster(self, hosts: 2, rate: "none", slots: 2)
+    let plain = try makeTemporaryDirectory(self), spread = try makeTemporaryDirectory(self)
+    let arguments = ExactMPITests.arguments + ["--threads", "1"]
+    let one = try mixerDist(arguments + ["--run-dir", plain.path], timeout: 180)
+    XCTAssertEqual(one.status, 0, one.stderr)
+    let four = try cluster.mpirun(ranks: 4, arguments + ["--run-dir", spread.path])
+    XCTAssertEqual(four.status, 0, four.stdout + four.stderr)
+    XCTAssertTrue(four.stderr.contains("4 rank(s) on 2 node(s), 2 per node"), four.stderr)
+    XCTAssertEqual(
+      try Data(contentsOf: spread.appendingPathComponent("final-parameters.f32")),
+      try Data(contentsOf: plain.appendingPathComponent("final-parameters.f32")),
+      "--exact: 2 hosts x 2 ranks differ from one process")
   }
 
   func testZeroOneAcrossFourHosts() throws {
@@ -466,5 +484,33 @@ final class LostNodeTests: XCTestCase {
       try Data(contentsOf: dir.appendingPathComponent("run/final-parameters.f32")),
       try Data(contentsOf: dir.appendingPathComponent("ref/final-parameters.f32")),
       "the elastic continuation differs from a 3-rank run resumed from \(checkpoint)")
+  }
+
+  /// `--exact` through an elastic shrink: host 3's link goes down for good at step 25, the job
+  /// goes on with 3 hosts from its newest checkpoint, and its final parameters are the bytes of
+  /// one plain process that trained the same 80 steps without a fault (global batch 24 in
+  /// micro-batches of 2 on 4 ranks, then on 3).
+  func testExactElasticShrinkEndsWithTheUninterruptedBits() throws {
+    let cluster = try LocalCluster(self, hosts: 4)
+    let dir = try makeTemporaryDirectory(self)
+    let binary = try mixerDistBinary()
+    let exact = ["--exact", "--micro-batch", "2"]
+    let job = try Background(
+      resilient,
+      ["--elastic", "--elastic-wait", "5", "--max-restarts", "2", "--", wrapper, "-n", "4", "--hostfile", cluster.hostfile, "--"]
+        + arguments(dir, steps: 80, batch: 24, timeout: 8) + exact,
+      environment: ["MIXER_DIST_BIN": binary, "MIXER_ABORT_GRACE": "8"], folder: dir)
+    XCTAssertTrue(waitForStep(25, run: dir.appendingPathComponent("run"), while: job), "never reached step 25: \(job.errors)")
+    XCTAssertEqual(try MixerDistCLITests.run(LocalCluster.script, ["link", cluster.name, "3", "down"], timeout: 30).status, 0)
+    XCTAssertTrue(job.wait(seconds: 150), "the elastic job did not end: \(job.errors)")
+    XCTAssertEqual(job.process.terminationStatus, 0, job.errors)
+    XCTAssertTrue(job.errors.contains("continuing on 3 host(s)"), job.errors)
+    XCTAssertTrue(job.output.contains("resumed from"), job.output)
+    let plain = try mixerDist(arguments(dir, steps: 80, batch: 24, timeout: 8, run: "plain", ck: "plain-ck") + exact, timeout: 180)
+    XCTAssertEqual(plain.status, 0, plain.stderr)
+    XCTAssertEqual(
+      try Data(contentsOf: dir.appendingPathComponent("run/final-parameters.f32")),
+      try Data(contentsOf: dir.appendingPathComponent("plain/final-parameters.f32")),
+      "--exact: the run that shrank from 4 hosts to 3 differs from the uninterrupted one")
   }
 }
