@@ -1,6 +1,7 @@
 // Rank 0's side effects for a run: `metrics.jsonl` (one JSON object per log step and per
-// evaluation) and the live progress line (rewritten in place on a terminal, plain periodic lines
-// otherwise). Every other rank gets a `RunLog` that writes nothing.
+// evaluation), TensorBoard events, MLflow (when tracked) and the live progress line (rewritten
+// in place on a terminal, plain periodic lines otherwise). Every other rank gets a `RunLog` that
+// writes nothing.
 
 import Foundation
 
@@ -46,6 +47,8 @@ public final class RunLog {
   var metrics: FileHandle?
   /// TensorBoard event file in the run folder (scalars: train/*, eval/*)
   var tensorBoard: TensorBoardWriter?
+  /// MLflow tracking (`--mlflow`): every record is also queued for the tracking server
+  public var tracker: MLflowTracker?
   /// the run every record belongs to (`"run"` in metrics.jsonl)
   public private(set) var runID: String?
   let isTerminal: Bool
@@ -78,12 +81,16 @@ public final class RunLog {
     tensorBoard = try TensorBoardWriter(directory: directory)
   }
 
-  /// Appends one record to metrics.jsonl.
+  /// Appends one record to metrics.jsonl (and queues it for MLflow).
   public func record(_ record: MetricRecord) {
     guard active, let metrics else { return }
     var record = record
     record.run = record.run ?? runID
     metrics.write(Data((record.json + "\n").utf8))
+    if let tracker {
+      tracker.log(record)
+      for warning in tracker.takeWarnings() { line(warning) }
+    }
     guard let tensorBoard else { return }
     for (key, value) in record.values where key != "epoch" && key != "seconds" && key != "val_count" {
       let name = key.hasPrefix("val_") ? String(key.dropFirst(4)) : key

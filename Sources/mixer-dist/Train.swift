@@ -75,6 +75,8 @@ struct Train: ParsableCommand {
   @Option(help: "Fine-tune from weights: an official .npz, a folder from `mixer-dist import`, or a checkpoint. Another class count re-initialises the head; a larger --image-size (same patch, K times the side) widens token mixing as the paper's Appendix C.") var initFrom: String?
   @Option(help: .hidden) var killInSaveAtStep: Int?
   @Option(help: "Console log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+  @Option(help: "Track the run in MLflow: the tracking server's URI, http://HOST:PORT (default: $MLFLOW_TRACKING_URI when it is one; 'off': not tracked).") var mlflow: String?
+  @Option(help: "MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else mixer-dist).") var mlflowExperiment: String?
 
   /// The flags as a config, with what they leave unspecified still to be resolved by the library.
   func parsedConfig() throws -> (TrainConfig, Unspecified) {
@@ -183,6 +185,7 @@ struct Train: ParsableCommand {
       // before MPI starts: a settings error is every rank's alike, and each rank then exits with
       // its one line instead of aborting the job through MPI_Abort (and OpenMPI's banner)
       let (config, notes): (TrainConfig, [String])
+      var tracking: URL?
       do {
         (config, notes) = try trainConfig()
         // the launcher's world size (mpirun, srun), so that a batch the ranks cannot share is
@@ -190,6 +193,7 @@ struct Train: ParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let size = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].lazy.compactMap { environment[$0].flatMap(Int.init) }.first
         try config.validate(worldSize: max(size ?? 1, 1))
+        tracking = try trackingURI()
       } catch {
         // the same line from every rank would be said N times: the first rank says it
         let environment = ProcessInfo.processInfo.environment
@@ -209,14 +213,26 @@ struct Train: ParsableCommand {
           throw Refusal.wrapping(error)
         }
         for note in notes { trainer.log.line("mixer-dist: \(note)") }
-        let summary = try trainer.run()
-        guard summary.interrupted == nil else { return true }
+        let tracker = comm.rank == 0 ? tracking.map { startTracking($0, config: config, worldSize: comm.size, log: trainer.log) } : nil
+        trainer.log.tracker = tracker
+        let summary: TrainSummary
+        do {
+          summary = try trainer.run()
+        } catch {
+          finishTracking(tracker, .failed, config: config, log: trainer.log)
+          throw error
+        }
+        guard summary.interrupted == nil else {
+          finishTracking(tracker, .killed, config: config, log: trainer.log)
+          return true
+        }
         if summary.seconds > 0 {
           trainer.log.line(String(
             format: "done: %d steps in %@, %.0f img/s, final loss %.4f, %@",
             summary.steps, formatDuration(summary.totalSeconds), summary.imagesPerSecond, summary.finalLoss,
             summary.evaluation?.headline ?? "no evaluation"))
         }
+        finishTracking(tracker, .finished, config: config, log: trainer.log)
         return false
       }
       // stopped by a signal after saving: the status launch/resilient reads as "resume me"
@@ -226,9 +242,71 @@ struct Train: ParsableCommand {
 }
 
 extension Train {
+  /// The MLflow tracking server: `--mlflow`, else $MLFLOW_TRACKING_URI when it is an http(s) URI
+  /// (MLflow's other stores, such as `file:`, need its Python client); nil: not tracked.
+  func trackingURI() throws -> URL? {
+    if let mlflow { return mlflow == "off" ? nil : try MLflowSettings.trackingURI(mlflow) }
+    guard let value = ProcessInfo.processInfo.environment["MLFLOW_TRACKING_URI"], !value.isEmpty else { return nil }
+    return try? MLflowSettings.trackingURI(value)
+  }
+
+  /// Rank 0: tracks the run at `uri`, continuing the MLflow run named in the run folder's
+  /// mlflow.json when this run resumes.
+  func startTracking(_ uri: URL, config: TrainConfig, worldSize: Int, log: RunLog) -> MLflowTracker {
+    let environment = ProcessInfo.processInfo.environment
+    let runFolder = URL(fileURLWithPath: config.runDirectory).standardizedFileURL
+    let record = runFolder.appendingPathComponent("mlflow.json")
+    var continued: String?
+    if resume != nil, let data = try? Data(contentsOf: record),
+      let object = try? JSONSerialization.jsonObject(with: data) as? [String: String],
+      object["tracking_uri"] == uri.absoluteString
+    {
+      continued = object["run_id"]
+    }
+    let params = Train.settings(config).map { key, value -> (String, String) in
+      // quoted YAML strings as their text
+      let text = value.hasPrefix("\"") ? (try? JSONDecoder().decode(String.self, from: Data(value.utf8))) ?? value : value
+      return (key, text)
+    }
+    let settings = MLflowSettings(
+      uri: uri, experiment: mlflowExperiment ?? environment["MLFLOW_EXPERIMENT_NAME"] ?? "mixer-dist",
+      runName: runFolder.lastPathComponent, runID: continued, params: params,
+      tags: [
+        ("mlflow.source.name", "mixer-dist train"), ("mlflow.source.git.commit", buildCommit),
+        ("mixer.version", mixerDistVersion), ("mixer.world_size", "\(worldSize)"),
+        ("mixer.host", ProcessInfo.processInfo.hostName), ("mixer.run_dir", runFolder.path),
+        ("mixer.checkpoint_dir", URL(fileURLWithPath: config.checkpointFolder).standardizedFileURL.path),
+      ])
+    log.line("mlflow: tracking the run at \(uri.absoluteString), experiment '\(settings.experiment)'"
+      + (continued.map { ", continuing run \($0)" } ?? ""))
+    return MLflowTracker(settings) { id in
+      // which MLflow run this folder logs to, for a resumed run
+      let object = ["tracking_uri": uri.absoluteString, "run_id": id]
+      try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]).write(to: record, options: .atomic)
+    }
+  }
+
+  /// Ends the tracked run: the run folder's small files as artifacts, the status, and any
+  /// warning about what the server did not take.
+  func finishTracking(_ tracker: MLflowTracker?, _ status: MLflowRunStatus, config: TrainConfig, log: RunLog) {
+    guard let tracker else { return }
+    let folder = URL(fileURLWithPath: config.runDirectory)
+    for name in ["config.json", "confusion.json", "metrics.jsonl", "best.json"] {
+      let file = folder.appendingPathComponent(name)
+      if FileManager.default.fileExists(atPath: file.path) { tracker.artifact(name, file: file) }
+    }
+    for line in tracker.finish(status) { log.line(line) }
+    if let id = tracker.currentRunID { log.line("mlflow: run \(id) \(status.rawValue.lowercased())") }
+  }
+
   /// Every training flag with the value `config` gives it, as `flag: value` YAML lines that
   /// `--config` reads back to the same config (strings quoted; unset options left out).
   static func settingsYAML(_ config: TrainConfig) -> String {
+    settings(config).map { "\($0.0): \($0.1)\n" }.joined()
+  }
+
+  /// `settingsYAML`'s pairs: flag name and YAML value (strings quoted).
+  static func settings(_ config: TrainConfig) -> [(String, String)] {
     let m = config.model, d = config.dataOptions, o = config.optimizer
     func text(_ value: String) -> String {
       String(decoding: (try? JSONEncoder().encode(value)) ?? Data("\"\"".utf8), as: UTF8.self)
@@ -239,7 +317,7 @@ extension Train {
       normalize = d.normalization.mean.map { "\($0)" }.joined(separator: ",") + "/"
         + d.normalization.std.map { "\($0)" }.joined(separator: ",")
     }
-    var settings: [(String, String?)] = [
+    let settings: [(String, String?)] = [
       ("preset", text(config.preset)), ("image-height", "\(m.imageHeight)"), ("image-width", "\(m.imageWidth)"),
       ("patch", "\(m.patch)"), ("hidden", "\(m.hidden)"), ("blocks", "\(m.blocks)"), ("tokens-mlp", "\(m.tokensMLP)"),
       ("channels-mlp", "\(m.channelsMLP)"), ("classes", "\(m.classes)"), ("gelu", text(m.gelu.rawValue)),
@@ -267,8 +345,7 @@ extension Train {
       ("keep", "\(config.keep)"), ("keep-best", config.keepBest.map(text)), ("init-from", config.initFrom.map(text)),
       ("exact", "\(config.exact)"), ("micro-batch", "\(config.exactMicroBatch)"),
     ]
-    settings.removeAll { $0.1 == nil }
-    return settings.map { "\($0.0): \($0.1!)\n" }.joined()
+    return settings.compactMap { key, value in value.map { (key, $0) } }
   }
 }
 
