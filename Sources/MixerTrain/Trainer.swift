@@ -45,16 +45,21 @@ public struct FaultPlan: Sendable {
   public var killInSaveAtStep: Int?
   /// stop (as a preempted job would) after this many steps, without the final evaluation
   public var stopAfterStep: Int?
+  /// this rank sleeps `slowSeconds` inside every step's compute (a straggler)
+  public var slowRank: Int?
+  public var slowSeconds = 0.0
 
   public init(
     failAtStep: Int? = nil, rank: Int = 0, stall: Bool = false, killInSaveAtStep: Int? = nil,
-    stopAfterStep: Int? = nil
+    stopAfterStep: Int? = nil, slowRank: Int? = nil, slowSeconds: Double = 0
   ) {
     self.failAtStep = failAtStep
     self.rank = rank
     self.stall = stall
     self.killInSaveAtStep = killInSaveAtStep
     self.stopAfterStep = stopAfterStep
+    self.slowRank = slowRank
+    self.slowSeconds = slowSeconds
   }
 }
 
@@ -76,6 +81,8 @@ public final class Trainer {
   let overwrite: Bool
   /// the checkpoint the run resumed from
   var resumedFrom: String?
+  /// rank 0 of several: the ranks' compute and loader times by window, naming a slow rank
+  var stragglers: StragglerWatch?
   /// where checkpoints go: rank 0's `config.checkpointFolder` (one folder for every rank)
   let checkpointFolder: String
   /// the best evaluation so far under --keep-best (from best.json when resuming)
@@ -175,6 +182,14 @@ public final class Trainer {
       rank: comm.rank, seed: config.seed)
     step = TrainingStep(
       model: model, config: config, comm: comm, localBatch: config.globalBatch / comm.size, watchdog: watchdog)
+    if faults.slowRank == comm.rank { step.extraComputeSeconds = faults.slowSeconds }
+    if comm.size > 1 {
+      // every rank's host, for naming a slow rank (each rank broadcasts its own)
+      let host = ProcessInfo.processInfo.hostName
+      var hosts: [String] = []
+      for root in 0..<comm.size { hosts.append(try comm.broadcast(host, root: root)) }
+      if comm.rank == 0 { stragglers = StragglerWatch(hosts: hosts) }
+    }
 
     log = RunLog(directory: config.runDirectory, active: comm.rank == 0)
     checkpointFolder = try comm.broadcast(config.checkpointFolder, root: 0)
@@ -262,6 +277,7 @@ public final class Trainer {
           throw TrainError("injected fault at step \(stepIndex) (--fail-at-step \(stepIndex) --fail-rank \(faults.rank))")
         }
         let batch: Batch, waited: Bool
+        let waitBefore = loader.waitSeconds
         do {
           (batch, waited) = try loader.next()
         } catch {
@@ -269,7 +285,8 @@ public final class Trainer {
           throw FileSystemError.from(error) ?? DataFailure(underlying: error, step: stepIndex)
         }
         if waited { dataWaits += 1 }
-        let result = try step.run(batch: batch, step: stepIndex)
+        let result = try step.run(batch: batch, step: stepIndex, loaderWaitSeconds: loader.waitSeconds - waitBefore)
+        stragglers?.add(compute: result.rankComputeSeconds, loader: result.rankLoaderSeconds)
         loader.recycle(batch)
         let timings = result.communication
         exposed += timings.exposedSeconds
@@ -294,6 +311,7 @@ public final class Trainer {
           log.progress(String(
             format: "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f img/s  ETA %@", done, cfg.steps,
             Double(done) / Double(sampler.batchesPerEpoch), meanLoss, result.learningRate, rate, formatDuration(eta)))
+          for warning in stragglers?.endWindow() ?? [] { log.line(warning) }
           windowStart = now; windowImages = 0; windowLoss = 0; windowSteps = 0
         }
         // (every rank evaluates the same terms, so the clock's broadcast is skipped on all alike)

@@ -2,7 +2,8 @@
 //   accumulate  forward, loss and backward over the micro-batches of this rank's batch; the last
 //               micro-batch hands finished gradient buckets to the communication thread
 //   reduce      wait for the buckets (all-reduce, or reduce-scatter under ZeRO-1); one small
-//               all-reduce of the loss (and, under ZeRO-1, the squared gradient norm)
+//               all-reduce of the loss (under ZeRO-1 also the squared gradient norm) that also
+//               carries every rank's compute and loader-wait seconds (Stragglers.swift)
 //   clip        to the global gradient norm
 //   update      the optimizer on this rank's range; under ZeRO-1 the all-gather of parameters
 // The trainer and `bench` both call `run`, so the benchmark times exactly what training runs.
@@ -18,6 +19,7 @@
 // gradients) with the chunk count: `BLAS.setFixedChunks` cuts products and kernels into a fixed
 // number of chunks, each product chunk one single-threaded OpenBLAS call, run by the threads.
 
+import Foundation
 import MixerData
 import MixerDistributed
 import MixerKernels
@@ -43,6 +45,10 @@ public struct StepResult {
   /// some rank received SIGINT, SIGTERM or SIGUSR1 before this step's reduction: every rank
   /// learns it from the same all-reduce, so all stop after the same step
   public var stopRequested: Bool
+  /// every rank's seconds in forward and backward this step, and in waiting for its loader
+  /// (from the same all-reduce; `Stragglers.swift`)
+  public var rankComputeSeconds: [Double] = []
+  public var rankLoaderSeconds: [Double] = []
 }
 
 /// The step of one rank: the model, its optimizer (on this rank's range), the bucketed
@@ -66,6 +72,9 @@ public final class TrainingStep {
   /// Under `exact`, the chunks split kernel work is cut into, whatever the thread count.
   static let exactChunks = 4
 
+  /// seconds slept inside every step's compute (the launch tests' slowed rank)
+  var extraComputeSeconds = 0.0
+
   /// `localBatch` images per rank and step, in `config.accumulation` micro-batches (under `exact`,
   /// in micro-batches of `config.exactMicroBatch` images).
   public init(
@@ -88,18 +97,24 @@ public final class TrainingStep {
     acts = Activations(config: model.config, batch: localBatch / microBatches)
   }
 
-  /// Runs step `step` (0-based) on this rank's `batch`.
-  public func run(batch: Batch, step: Int) throws -> StepResult {
+  /// Runs step `step` (0-based) on this rank's `batch`; `loaderWaitSeconds` is how long the
+  /// step waited for it (shared with the other ranks in the scalar all-reduce).
+  public func run(batch: Batch, step: Int, loaderWaitSeconds: Double = 0) throws -> StepResult {
     let t0 = monotonicSeconds()
     let (lossSum, forwardSeconds) = accumulateGradients(batch: batch, regularization: config.regularization(step: step))
+    if extraComputeSeconds > 0 { Thread.sleep(forTimeInterval: extraComputeSeconds) }
+    var times = RankTimes(compute: monotonicSeconds() - t0, loaderWait: loaderWaitSeconds)
     let communication = try bucketer.finish()
     let t1 = monotonicSeconds()
-    let (loss, norm, lr, stop, allGatherSeconds) = try update(step: step, lossSum: lossSum)
+    let (loss, norm, lr, stop, allGatherSeconds) = try update(step: step, lossSum: lossSum, times: &times)
     let t2 = monotonicSeconds()
-    return StepResult(
+    var result = StepResult(
       loss: loss, gradientNorm: norm, learningRate: lr, forwardSeconds: forwardSeconds,
       backwardSeconds: t1 - t0 - forwardSeconds, updateSeconds: t2 - t1, communication: communication,
       allGatherSeconds: allGatherSeconds, stopRequested: stop)
+    result.rankComputeSeconds = times.computeByRank
+    result.rankLoaderSeconds = times.loaderWaitByRank
+    return result
   }
 
   /// Forward and backward over the micro-batches of one step's batch, gradients accumulating;
@@ -148,11 +163,13 @@ public final class TrainingStep {
   /// After the gradients are reduced: the global loss, gradient norm and stop requests (one
   /// small all-reduce), clipping, the optimizer update of this rank's range, and under ZeRO-1 the
   /// all-gather.
-  func update(step: Int, lossSum: Double) throws -> (loss: Double, norm: Double, lr: Float, stop: Bool, allGatherSeconds: Double) {
+  func update(step: Int, lossSum: Double, times: inout RankTimes) throws
+    -> (loss: Double, norm: Double, lr: Float, stop: Bool, allGatherSeconds: Double)
+  {
     let total = model.table.count
     let shard = bucketer.shard  // everything, unless ZeRO-1
     let (loss, squares, stop) = exact != nil
-      ? try exactScalars(shard: shard) : try scalars(shard: shard, lossSum: lossSum)
+      ? try exactScalars(shard: shard, times: &times) : try scalars(shard: shard, lossSum: lossSum, times: &times)
     guard loss.isFinite else {
       throw NonFiniteLossError(loss: loss, step: step)
     }
@@ -170,28 +187,58 @@ public final class TrainingStep {
   }
 
   /// The mean loss, the global squared gradient norm and the stop request, from one all-reduce
-  /// of doubles (the squares summed over the ranks under ZeRO-1 only).
-  private func scalars(shard: Range<Int>, lossSum: Double) throws -> (Double, Double, Bool) {
+  /// of doubles (the squares summed over the ranks under ZeRO-1 only); every rank's times ride
+  /// along in their own slots.
+  private func scalars(shard: Range<Int>, lossSum: Double, times: inout RankTimes) throws -> (Double, Double, Bool) {
     let squares = sumOfSquares(model.gradients.pointer, range: shard)
     var scalars = [lossSum, config.zeroStage == 1 ? squares : 0, Interruption.requested ? 1 : 0]
+    let n = comm.size
+    if n > 1 {
+      scalars += Array(repeating: 0, count: 2 * n)
+      scalars[3 + comm.rank] = times.compute
+      scalars[3 + n + comm.rank] = times.loaderWait
+    }
     try comm.allReduceSum(&scalars)
+    if n > 1 {
+      times.computeByRank = Array(scalars[3..<(3 + n)])
+      times.loaderWaitByRank = Array(scalars[(3 + n)...])
+    }
     return (scalars[0] / Double(config.globalBatch), config.zeroStage == 1 ? scalars[1] : squares, scalars[2] > 0)
   }
 
   /// `scalars` under `exact`: the same sums as fixed-point integers, so they do not depend on
   /// the world size either; a gradient or loss beyond the fixed point's range (or not finite)
   /// on any rank gives a NaN loss, which stops the run.
-  private func exactScalars(shard: Range<Int>) throws -> (Double, Double, Bool) {
+  private func exactScalars(shard: Range<Int>, times: inout RankTimes) throws -> (Double, Double, Bool) {
     var overflow = lossOverflowed || exact!.overflowed
     let squares = exactSumOfSquares(model.gradients.pointer, range: shard, overflow: &overflow)
     var words: [Int128] = [
       lossFixedPoint, config.zeroStage == 1 ? squares : 0, Interruption.requested ? 1 : 0, overflow ? 1 : 0,
     ]
+    // the times in microseconds, each rank in its own slot
+    let n = comm.size
+    if n > 1 {
+      words += Array(repeating: 0, count: 2 * n)
+      words[4 + comm.rank] = Int128(times.compute * 1e6)
+      words[4 + n + comm.rank] = Int128(times.loaderWait * 1e6)
+    }
     try comm.allReduceSum(&words)
+    if n > 1 {
+      times.computeByRank = words[4..<(4 + n)].map { Double($0) * 1e-6 }
+      times.loaderWaitByRank = words[(4 + n)...].map { Double($0) * 1e-6 }
+    }
     lossOverflowed = false
     let loss = words[3] != 0
       ? Double.nan : doubleFromFixedPoint(words[0], fractionBits: exactScalarFractionBits) / Double(config.globalBatch)
     let sumOfSquares = doubleFromFixedPoint(config.zeroStage == 1 ? words[1] : squares, fractionBits: exactScalarFractionBits)
     return (loss, sumOfSquares, words[2] != 0)
   }
+}
+
+/// One rank's compute and loader-wait seconds of a step, and every rank's after the all-reduce.
+struct RankTimes {
+  var compute: Double
+  var loaderWait: Double
+  var computeByRank: [Double] = []
+  var loaderWaitByRank: [Double] = []
 }

@@ -64,6 +64,9 @@ struct Train: ParsableCommand {
   @Option(help: .hidden) var failAtStep: Int?
   @Option(help: .hidden) var failRank: Int = 0
   @Option(help: .hidden) var stallAtStep: Int?
+  // a straggler for the launch tests (hidden): --slow-rank R sleeps --slow-ms M in every step's compute
+  @Option(help: .hidden) var slowRank: Int?
+  @Option(help: .hidden) var slowMs: Double = 0
   @Flag(help: "Print the effective settings as a --config YAML file (flag names as keys), checked (the data source too), and exit without training.") var printConfig = false
   @Option(help: "Folder for checkpoints (one step-N folder per save; shared by all ranks; default: checkpoints/ in the run folder).") var checkpointDir: String?
   @Option(help: "Save a checkpoint every N steps (and always at the end).") var saveEvery: Int = D.saveEvery
@@ -166,7 +169,7 @@ struct Train: ParsableCommand {
   var faults: FaultPlan {
     FaultPlan(
       failAtStep: stallAtStep ?? failAtStep, rank: failRank, stall: stallAtStep != nil,
-      killInSaveAtStep: killInSaveAtStep)
+      killInSaveAtStep: killInSaveAtStep, slowRank: slowRank, slowSeconds: slowMs / 1000)
   }
 
   func run() throws {
