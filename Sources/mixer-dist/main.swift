@@ -5,6 +5,11 @@ BLASStartup.prepare(arguments: Array(CommandLine.arguments.dropFirst()))
 do {
   MixerDistCommand.main(try ConfigFile.expand(Array(CommandLine.arguments.dropFirst())))
 } catch {
-  FileHandle.standardError.write(Data("mixer-dist: error: \(error)\n".utf8))
-  exit(1)
+  // a --config file that cannot be read or names a bad flag or value: a usage error, as the flag
+  // itself would be (sysexits' EX_USAGE, which launch/resilient does not retry); every rank of an
+  // mpirun job meets it alike, so the first says it
+  let environment = ProcessInfo.processInfo.environment
+  let rank = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"].lazy.compactMap { environment[$0] }.first
+  if rank == nil || rank == "0" { FileHandle.standardError.write(Data("mixer-dist: error: \(error)\n".utf8)) }
+  exit(64)
 }

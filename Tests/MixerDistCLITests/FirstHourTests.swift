@@ -135,7 +135,7 @@ final class ConfigValueCLITests: XCTestCase {
       let yaml = dir.appendingPathComponent("\(key).yaml")
       try "lr: 0.001\n\(key): \(value)\n".write(to: yaml, atomically: true, encoding: .utf8)
       let result = try mixerDist(["train", "--config", yaml.path, "--run-dir", dir.path])
-      XCTAssertEqual(result.status, 1)
+      XCTAssertEqual(result.status, 64, "a usage error, as the flag itself")
       XCTAssertTrue(result.stderr.contains("\(yaml.path): key '\(key)'"), result.stderr)
       XCTAssertTrue(result.stderr.contains(value), result.stderr)
       XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
@@ -272,5 +272,12 @@ final class MPIErrorBannerCLITests: XCTestCase {
       XCTAssertFalse(result.stderr.contains("MPI_ABORT"), result.stderr)
       XCTAssertFalse(result.stderr.contains("ORTE_ERROR_LOG"), result.stderr)
     }
+    // a bad --config file: a usage error (64), said by the first rank only
+    let yaml = dir.appendingPathComponent("bad.yaml")
+    try "steps: many\n".write(to: yaml, atomically: true, encoding: .utf8)
+    let config = try mpirunMixerDist(ranks: 2, ["train", "--config", yaml.path, "--run-dir", dir.path], timeout: 60)
+    XCTAssertEqual(config.status, 64, config.stderr)
+    XCTAssertEqual(config.stderr.components(separatedBy: "mixer-dist: error: ").count, 2, config.stderr)
+    XCTAssertTrue(config.stderr.contains("\(yaml.path): key 'steps'"), config.stderr)
   }
 }
