@@ -258,13 +258,6 @@ public final class MLflowTracker {
     condition.unlock()
   }
 
-  public func tag(_ key: String, _ value: String) {
-    condition.lock()
-    tags.append((key, value))
-    condition.signal()
-    condition.unlock()
-  }
-
   /// Uploads `file` as artifact `name` when the server proxies artifacts (else it is named in a tag).
   public func artifact(_ name: String, file: URL) {
     condition.lock()
