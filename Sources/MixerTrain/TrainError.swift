@@ -66,6 +66,25 @@ public struct DataFailure: ExitStatusError, CustomStringConvertible {
   public var description: String { "at step \(step): \(describeError(underlying))" }
 }
 
+/// Why a rank could not make its batch, as the step's scalar all-reduce carries it.
+public enum BatchFailureKind: Int, Sendable {
+  case none = 0
+  /// the data itself (an unreadable image, a bad record): `DataFailure`
+  case data = 1
+  /// anything else (a failing disk or network)
+  case other = 2
+}
+
+/// Another rank could not make its batch of `step` (it says why on its own line): every rank
+/// stops before the step's update, so all save the last completed step together.
+public struct PeerBatchFailure: ExitStatusError, CustomStringConvertible {
+  public let rank: Int
+  public let kind: BatchFailureKind
+  public let step: Int
+  public var exitStatus: Int32 { kind == .data ? ExitStatus.dataError : ExitStatus.failure }
+  public var description: String { "rank \(rank) could not make its batch of step \(step) (its own line says why)" }
+}
+
 /// A run that failed after training part of its steps: the cause, and the checkpoint it leaves
 /// (saved just now for the last completed step, or the newest earlier one), in one line that
 /// says how to continue.

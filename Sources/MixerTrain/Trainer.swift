@@ -265,6 +265,8 @@ public final class Trainer {
     // the last step whose update is applied, and the last one saved (a resumed run's start)
     var completed = startStep
     var lastSaved: Int? = resumedFrom != nil ? startStep : nil
+    // this rank's batch failed and every rank learnt it in the step's reductions
+    var batchFailureShared = false
     do {
       for stepIndex in startStep..<cfg.steps {
         watchdog?.step = stepIndex
@@ -282,7 +284,14 @@ public final class Trainer {
           (batch, waited) = try loader.next()
         } catch {
           // an unreadable file is the data's; a failing disk or network may pass
-          throw FileSystemError.from(error) ?? DataFailure(underlying: error, step: stepIndex)
+          let failure: Error = FileSystemError.from(error) ?? DataFailure(underlying: error, step: stepIndex)
+          if comm.size > 1 {
+            // the other ranks learn it in this step's reductions and stop with this rank
+            do { try step.runWithoutBatch(step: stepIndex, failure: failure is DataFailure ? .data : .other) } catch {
+              batchFailureShared = error is PeerBatchFailure  // (else the reductions failed: no rank saves)
+            }
+          }
+          throw failure
         }
         if waited { dataWaits += 1 }
         let result = try step.run(batch: batch, step: stepIndex, loaderWaitSeconds: loader.waitSeconds - waitBefore)
@@ -349,7 +358,8 @@ public final class Trainer {
         }
       }
     } catch {
-      throw saveAfter(error, completed: completed, lastSaved: lastSaved, store: store)
+      throw saveAfter(
+        error, completed: completed, lastSaved: lastSaved, store: store, batchFailureShared: batchFailureShared)
     }
     let evaluationToken = watchdog?.begin("final evaluation")
     evaluation = try evaluateAndLog(step: cfg.steps)
@@ -371,12 +381,15 @@ public final class Trainer {
   }
 
   /// After an error in the steps: saves the last completed step as a normal checkpoint when
-  /// every rank meets the error at the same point (one process; a non-finite loss; a failed save
-  /// is not tried again) and the step is not saved yet; returns the error to end the run with,
+  /// every rank meets the error at the same point (one process; a non-finite loss; a batch that
+  /// some rank could not make, shared in the step's reductions; a failed save is not tried again) and the step is not saved yet; returns the error to end the run with,
   /// which names the cause and the checkpoint to continue from.
-  func saveAfter(_ error: Error, completed: Int, lastSaved: Int?, store: CheckpointStore<TrainConfig>) -> Error {
+  func saveAfter(
+    _ error: Error, completed: Int, lastSaved: Int?, store: CheckpointStore<TrainConfig>, batchFailureShared: Bool
+  ) -> Error {
     if error is InterruptedRun { return error }
-    let everyRank = comm.size == 1 || error is NonFiniteLossError
+    // (a rank whose batch failed took part in the step's reductions: every rank knows)
+    let everyRank = comm.size == 1 || error is NonFiniteLossError || error is PeerBatchFailure || batchFailureShared
     var savedNow: URL?
     var saveProblem: String?
     if everyRank, !(error is CheckpointSaveError), completed > startStep, completed != lastSaved {

@@ -3,7 +3,9 @@
 //               micro-batch hands finished gradient buckets to the communication thread
 //   reduce      wait for the buckets (all-reduce, or reduce-scatter under ZeRO-1); one small
 //               all-reduce of the loss (under ZeRO-1 also the squared gradient norm) that also
-//               carries every rank's compute and loader-wait seconds (Stragglers.swift)
+//               carries every rank's compute and loader-wait seconds (Stragglers.swift) and
+//               whether its batch could be made (`runWithoutBatch`: every rank stops before the
+//               update of a step some rank could not load)
 //   clip        to the global gradient norm
 //   update      the optimizer on this rank's range; under ZeRO-1 the all-gather of parameters
 // The trainer and `bench` both call `run`, so the benchmark times exactly what training runs.
@@ -117,6 +119,22 @@ public final class TrainingStep {
     return result
   }
 
+  /// Step `step` on a rank whose batch could not be made (`failure`): takes part in the step's
+  /// collectives with a zero gradient and the failure in the scalar all-reduce, so that every rank
+  /// learns of it at the same point and none applies the update. Always throws: `PeerBatchFailure`
+  /// on every rank (the caller of the failed rank throws its own error instead).
+  public func runWithoutBatch(step: Int, failure: BatchFailureKind) throws -> Never {
+    model.zeroGradients()
+    exact?.clearOverflow()
+    lossFixedPoint = 0
+    lossOverflowed = false
+    exact?.add(moving: model.gradients.pointer, range: 0..<model.table.count, replace: true)
+    _ = try bucketer.finish()  // hands over every bucket
+    var times = RankTimes(compute: 0, loaderWait: 0, failure: failure)
+    _ = try update(step: step, lossSum: 0, times: &times)
+    fatalError("update(step:) went on after a rank's batch failure")
+  }
+
   /// Forward and backward over the micro-batches of one step's batch, gradients accumulating;
   /// returns the summed per-example loss and the seconds spent in forward and loss. Under `exact`
   /// the loss sum is a fixed-point integer (`n · 2^-64`) carried in `lossFixedPoint`.
@@ -170,6 +188,9 @@ public final class TrainingStep {
     let shard = bucketer.shard  // everything, unless ZeRO-1
     let (loss, squares, stop) = exact != nil
       ? try exactScalars(shard: shard, times: &times) : try scalars(shard: shard, lossSum: lossSum, times: &times)
+    if let failed = times.failureByRank.firstIndex(where: { $0 != .none }) {
+      throw PeerBatchFailure(rank: failed, kind: times.failureByRank[failed], step: step)
+    }
     guard loss.isFinite else {
       throw NonFiniteLossError(loss: loss, step: step)
     }
@@ -194,14 +215,16 @@ public final class TrainingStep {
     var scalars = [lossSum, config.zeroStage == 1 ? squares : 0, Interruption.requested ? 1 : 0]
     let n = comm.size
     if n > 1 {
-      scalars += Array(repeating: 0, count: 2 * n)
+      scalars += Array(repeating: 0, count: 3 * n)
       scalars[3 + comm.rank] = times.compute
       scalars[3 + n + comm.rank] = times.loaderWait
+      scalars[3 + 2 * n + comm.rank] = Double(times.failure.rawValue)
     }
     try comm.allReduceSum(&scalars)
     if n > 1 {
       times.computeByRank = Array(scalars[3..<(3 + n)])
-      times.loaderWaitByRank = Array(scalars[(3 + n)...])
+      times.loaderWaitByRank = Array(scalars[(3 + n)..<(3 + 2 * n)])
+      times.failureByRank = scalars[(3 + 2 * n)...].map { BatchFailureKind(rawValue: Int($0)) ?? .other }
     }
     return (scalars[0] / Double(config.globalBatch), config.zeroStage == 1 ? scalars[1] : squares, scalars[2] > 0)
   }
@@ -218,14 +241,16 @@ public final class TrainingStep {
     // the times in microseconds, each rank in its own slot
     let n = comm.size
     if n > 1 {
-      words += Array(repeating: 0, count: 2 * n)
+      words += Array(repeating: 0, count: 3 * n)
       words[4 + comm.rank] = Int128(times.compute * 1e6)
       words[4 + n + comm.rank] = Int128(times.loaderWait * 1e6)
+      words[4 + 2 * n + comm.rank] = Int128(times.failure.rawValue)
     }
     try comm.allReduceSum(&words)
     if n > 1 {
       times.computeByRank = words[4..<(4 + n)].map { Double($0) * 1e-6 }
-      times.loaderWaitByRank = words[(4 + n)...].map { Double($0) * 1e-6 }
+      times.loaderWaitByRank = words[(4 + n)..<(4 + 2 * n)].map { Double($0) * 1e-6 }
+      times.failureByRank = words[(4 + 2 * n)...].map { BatchFailureKind(rawValue: Int($0)) ?? .other }
     }
     lossOverflowed = false
     let loss = words[3] != 0
@@ -235,10 +260,13 @@ public final class TrainingStep {
   }
 }
 
-/// One rank's compute and loader-wait seconds of a step, and every rank's after the all-reduce.
+/// One rank's compute and loader-wait seconds of a step and whether its batch failed, and every
+/// rank's after the all-reduce.
 struct RankTimes {
   var compute: Double
   var loaderWait: Double
+  var failure: BatchFailureKind = .none
   var computeByRank: [Double] = []
   var loaderWaitByRank: [Double] = []
+  var failureByRank: [BatchFailureKind] = []
 }

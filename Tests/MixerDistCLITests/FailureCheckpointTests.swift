@@ -207,6 +207,47 @@ final class CorruptJPEGTests: XCTestCase {
   }
 }
 
+extension CorruptJPEGTests {
+  /// Under mpirun the corrupt JPEG is met by one rank only: it still takes part in the step's
+  /// reductions and marks its batch failed, so every rank stops before that step's update and all
+  /// save the last completed step together (a complete 2-rank checkpoint, plain and `--exact`);
+  /// the failing rank names the file, the others name the rank; status 65. Without the bad file
+  /// the run resumes from that checkpoint to the end.
+  func testCorruptJPEGOnOneRankSavesOnEveryRank() throws {
+    let dir = try makeTemporaryDirectory(self)
+    let data = dir.appendingPathComponent("photos")
+    try writeBenchmarkJPEGs(folder: data.appendingPathComponent("train"), count: 48, width: 32, height: 32)
+    try writeBenchmarkJPEGs(folder: data.appendingPathComponent("val"), count: 8, width: 32, height: 32)
+    let bad = data.appendingPathComponent("train/a/broken.jpg")
+    for (name, extra) in [("plain", [String]()), ("exact", ["--exact", "--micro-batch", "2"])] {
+      try Data([0xFF, 0xD8, 0xFF, 0xE0] + [UInt8](repeating: 0x5A, count: 300)).write(to: bad)
+      let ck = dir.appendingPathComponent("ck-\(name)")
+      let args = ["train"] + Array(failureTestModel.prefix(10)) + [
+        "--data", "folder:\(data.path)", "--classes", "2", "--batch", "8", "--steps", "24", "--threads", "1",
+        "--eval-every", "0", "--seed", "3", "--timeout", "60", "--run-dir", dir.appendingPathComponent("run-\(name)").path,
+        "--checkpoint-dir", ck.path,
+      ] + extra
+      let failed = try mpirunMixerDist(ranks: 2, args)
+      let output = failed.stdout + failed.stderr
+      XCTAssertEqual(failed.status, 65, "\(name): \(output)")
+      let saved = try XCTUnwrap(checkpointContents(ck).last, "\(name): a checkpoint was left: \(output)")
+      XCTAssertEqual(checkpointContents(ck), [saved], name)
+      let step = try XCTUnwrap(Int(saved.dropFirst("step-".count)))
+      XCTAssertGreaterThan(step, 0, name)
+      XCTAssertTrue(output.contains("broken.jpg"), "\(name): \(output)")
+      XCTAssertTrue(output.contains("could not make its batch of step \(step)"), "\(name): \(output)")
+      XCTAssertTrue(output.contains("saved the last completed step \(step) as \(ck.path)/\(saved)"), "\(name): \(output)")
+      let inspect = try mixerDist(["inspect", ck.appendingPathComponent(saved).path])
+      XCTAssertTrue(inspect.stdout.contains("saved by 2 rank(s)"), "\(name): \(inspect.stdout)")
+
+      try FileManager.default.removeItem(at: bad)
+      let resumed = try mpirunMixerDist(ranks: 2, args + ["--resume", "auto"])
+      XCTAssertEqual(resumed.status, 0, "\(name): \(resumed.stdout + resumed.stderr)")
+      XCTAssertTrue(resumed.stdout.contains("resumed from \(ck.path)/\(saved) (step \(step)"), "\(name): \(resumed.stdout)")
+    }
+  }
+}
+
 final class NonFiniteLossTests: XCTestCase {
   /// A learning rate that blows the parameters up: the loss turns non-finite at step 1, the
   /// parameters of the last completed step are saved as a normal checkpoint, and one line says so.
