@@ -69,6 +69,8 @@ public struct CheckpointSaveError: Error, CustomStringConvertible {
   public let cause: String
   /// the newest checkpoint left in `directory` (nil: none)
   public let kept: URL?
+  /// the save was written in the background (`BackgroundSave`) and failed steps after it began
+  public var inBackground = false
 
   public init(step: Int, directory: URL, cause: String) {
     self.step = step
@@ -78,7 +80,7 @@ public struct CheckpointSaveError: Error, CustomStringConvertible {
   }
 
   public var description: String {
-    "the checkpoint of step \(step) was not saved: \(cause); "
+    "the checkpoint of step \(step) was not saved\(inBackground ? " (written in the background)" : ""): \(cause); "
       + (kept.map { "the previous checkpoint \($0.path) is kept" } ?? "there is no earlier checkpoint")
   }
 }

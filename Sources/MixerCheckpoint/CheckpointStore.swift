@@ -254,6 +254,31 @@ public func selectCheckpoint(
   return nil
 }
 
+/// One rank's part of a checkpoint, copied out of the training state at a step boundary: what a
+/// save writes (a background save writes it while training goes on).
+public struct CheckpointSnapshot<Config: CheckpointConfig> {
+  public let step: Int
+  /// this rank's range of the flat buffer (its optimizer file)
+  let shard: Range<Int>
+  let moments: [(name: String, array: NDArray)]
+  /// the parameters under their official names (rank 0; empty elsewhere)
+  let parameters: [(name: String, array: NDArray)]
+  /// what the whole save writes over all ranks (the free-space check)
+  let estimatedBytes: Int
+  // what the manifest records (rank 0 writes it)
+  let config: Config
+  let zeroStage: Int
+  let optimizerKind: String
+  let parameterCount: Int
+  let cursor: DataCursor
+  let trainingSeconds: Double?
+
+  /// The bytes this rank holds for the save (the copy an asynchronous save adds to memory).
+  public var bytes: Int {
+    (moments + parameters).reduce(0) { $0 + $1.array.data.count * MemoryLayout<Float>.size }
+  }
+}
+
 /// Saves and restores the training state of one rank.
 public struct CheckpointStore<Config: CheckpointConfig> {
   public let directory: URL
@@ -280,55 +305,100 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     cursor: DataCursor, keep: Int, protecting: Set<Int> = [], trainingSeconds: Double? = nil,
     beforeCommit: (() -> Void)? = nil
   ) throws -> URL {
-    let final = directory.appendingPathComponent(checkpointName(step: step))
-    let partial = directory.appendingPathComponent("." + "partial-" + checkpointName(step: step))
-    let fileManager = FileManager.default
-    func failure(_ cause: String) -> CheckpointSaveError {
-      CheckpointSaveError(step: step, directory: directory, cause: cause)
+    let snapshot = try self.snapshot(
+      step: step, model: model, optimizer: optimizer, config: config, zeroStage: zeroStage, cursor: cursor,
+      trainingSeconds: trainingSeconds)
+    try begin(snapshot)
+    let written = Result { try write(snapshot) }
+    if case .success = written { beforeCommit?() }
+    try agreeWritten(written, step: step)
+    var problem = ""
+    if comm.rank == 0 {
+      do { try commitWritten(snapshot, keep: keep, protecting: protecting) } catch { problem = describeError(error) }
     }
-    // rank 0 prepares the folder (and checks the space); every rank learns its verdict
+    problem = try comm.broadcast(problem, root: 0)
+    if !problem.isEmpty { throw saveFailure(step: step, problem) }
+    return folder(step: step)
+  }
+
+  /// The committed folder of `step`.
+  public func folder(step: Int) -> URL { directory.appendingPathComponent(checkpointName(step: step)) }
+
+  /// The folder a save of `step` writes into before its commit.
+  func partialFolder(step: Int) -> URL {
+    directory.appendingPathComponent("." + "partial-" + checkpointName(step: step))
+  }
+
+  func saveFailure(step: Int, _ cause: String) -> CheckpointSaveError {
+    CheckpointSaveError(step: step, directory: directory, cause: cause)
+  }
+
+  /// This rank's part of a save of `step`, copied out of the model and optimizer (the training
+  /// may change them as soon as this returns): its range of the optimizer moments, and on rank 0
+  /// the parameters and what the manifest needs.
+  public func snapshot(
+    step: Int, model: MixerModel, optimizer: some ShardedOptimizerState, config: Config, zeroStage: Int,
+    cursor: DataCursor, trainingSeconds: Double?
+  ) throws -> CheckpointSnapshot<Config> {
+    let total = model.table.count
+    let range = shardRanges(total: total, parts: comm.size)[comm.rank]
+    let local = range.lowerBound - optimizer.range.lowerBound
+    guard local >= 0, range.upperBound <= optimizer.range.upperBound else {
+      throw CheckpointError("rank \(comm.rank): optimizer range \(optimizer.range) does not cover its shard \(range)")
+    }
+    let moments = optimizer.moments.filter { $0.buffer.count > 0 }.map {
+      ($0.name, NDArray(shape: [range.count], data: $0.buffer.array(local..<(local + range.count))))
+    }
+    let parameters = comm.rank == 0
+      ? model.table.views.map { ($0.name, NDArray(shape: $0.shape, data: model.parameters.array($0.range))) } : []
+    let headers = 64 * model.table.views.count + 4096 * (comm.size + 2)
+    return CheckpointSnapshot(
+      step: step, shard: range, moments: moments, parameters: parameters,
+      estimatedBytes: MemoryLayout<Float>.size * total * (1 + moments.count) + headers, config: config,
+      zeroStage: zeroStage, optimizerKind: optimizer.kindName, parameterCount: total, cursor: cursor,
+      trainingSeconds: trainingSeconds)
+  }
+
+  /// Every rank, at the start of a save: rank 0 prepares the `.partial` folder (and checks the
+  /// space); every rank learns its verdict, and all throw together when it failed.
+  public func begin(_ snapshot: CheckpointSnapshot<Config>) throws {
+    let partial = partialFolder(step: snapshot.step)
     var problem = ""
     if comm.rank == 0 {
       do {
-        try prepare(partial: partial, bytes: estimatedBytes(model: model, optimizer: optimizer), step: step)
+        try prepare(partial: partial, bytes: snapshot.estimatedBytes, step: snapshot.step)
       } catch {
         problem = describeError(error)
-        try? fileManager.removeItem(at: partial)
+        try? FileManager.default.removeItem(at: partial)
       }
     }
     problem = try comm.broadcast(problem, root: 0)
-    if !problem.isEmpty { throw failure(problem) }
+    if !problem.isEmpty { throw saveFailure(step: snapshot.step, problem) }
+  }
 
-    // every rank writes its files; all learn whether every rank succeeded
-    var written: Result<Void, Error> = .success(())
-    do {
-      try writeFiles(step: step, model: model, optimizer: optimizer, into: partial)
-    } catch {
-      written = .failure(error)
-    }
-    if case .success = written { beforeCommit?() }
+  /// Every rank, once its files are written (or failed): all learn whether every rank succeeded,
+  /// and all throw together (rank 0 removing the `.partial` folder) when one did not.
+  func agreeWritten(_ written: Result<Void, Error>, step: Int) throws {
     let agreement = try comm.allAgree({ if case .success = written { return true } else { return false } }())
     if !agreement.allSucceeded {
-      if comm.rank == 0 { try? fileManager.removeItem(at: partial) }
-      if case .failure(let error) = written { throw failure(describeError(error)) }
-      throw failure("rank(s) \(agreement.failedRanks.map(String.init).joined(separator: ", ")) could not write their part")
+      if comm.rank == 0 { try? FileManager.default.removeItem(at: partialFolder(step: step)) }
+      if case .failure(let error) = written { throw saveFailure(step: step, describeError(error)) }
+      throw saveFailure(
+        step: step, "rank(s) \(agreement.failedRanks.map(String.init).joined(separator: ", ")) could not write their part")
     }
+  }
 
-    problem = ""
-    if comm.rank == 0 {
-      do {
-        try commit(
-          step: step, partial: partial, final: final, config: config, zeroStage: zeroStage, optimizer: optimizer,
-          parameterCount: model.table.count, cursor: cursor, trainingSeconds: trainingSeconds)
-        if keep > 0 { prune(keep: keep, saved: step, protecting: protecting) }
-      } catch {
-        problem = describeError(error)
-        try? fileManager.removeItem(at: partial)
-      }
+  /// Rank 0, once every rank's files are written: the manifest, the rename and the pruning; on a
+  /// failure the `.partial` folder is removed. No collective: a background save calls it too.
+  func commitWritten(_ snapshot: CheckpointSnapshot<Config>, keep: Int, protecting: Set<Int>) throws {
+    let partial = partialFolder(step: snapshot.step)
+    do {
+      try commit(step: snapshot.step, partial: partial, final: folder(step: snapshot.step), snapshot: snapshot)
+      if keep > 0 { prune(keep: keep, saved: snapshot.step, protecting: protecting) }
+    } catch {
+      try? FileManager.default.removeItem(at: partial)
+      throw error
     }
-    problem = try comm.broadcast(problem, root: 0)
-    if !problem.isEmpty { throw failure(problem) }
-    return final
   }
 
   /// Rank 0, before a save: removes unfinished saves, puts back a folder a crashed replacement
@@ -359,34 +429,26 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     }
   }
 
-  /// Every rank: its slice of the optimizer moments (flat ranges of the full layout), rank 0 also
-  /// the parameters, then its file list with checksums for rank 0 to collect.
-  private func writeFiles(step: Int, model: MixerModel, optimizer: some ShardedOptimizerState, into partial: URL) throws {
+  /// Every rank: writes its snapshot into the `.partial` folder (its slice of the optimizer
+  /// moments, rank 0 also the parameters), then its file list with checksums for rank 0 to
+  /// collect. No collective: a background save runs it on its own thread.
+  public func write(_ snapshot: CheckpointSnapshot<Config>) throws {
     let fileManager = FileManager.default
-    let total = model.table.count
-    let range = shardRanges(total: total, parts: comm.size)[comm.rank]
+    let partial = partialFolder(step: snapshot.step)
+    let range = snapshot.shard
     let optimizerFile = String(format: "optimizer-rank-%05d.safetensors", comm.rank)
-    var momentTensors: [(name: String, array: NDArray)] = []
-    let local = range.lowerBound - optimizer.range.lowerBound
-    guard local >= 0, range.upperBound <= optimizer.range.upperBound else {
-      throw CheckpointError("rank \(comm.rank): optimizer range \(optimizer.range) does not cover its shard \(range)")
-    }
-    for (name, buffer) in optimizer.moments where buffer.count > 0 {
-      momentTensors.append((name, NDArray(shape: [range.count], data: buffer.array(local..<(local + range.count)))))
-    }
     let optimizerURL = partial.appendingPathComponent(optimizerFile)
     try FileSystemError.mapping(path: optimizerURL.path, operation: "write") {
       try SafeTensors.write(
-        momentTensors,
-        metadata: ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(comm.rank)", "step": "\(step)"],
+        snapshot.moments,
+        metadata: ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(comm.rank)", "step": "\(snapshot.step)"],
         to: optimizerURL)
     }
     var mine = [optimizerFile]
     if comm.rank == 0 {
-      let tensors = model.table.views.map { ($0.name, NDArray(shape: $0.shape, data: model.parameters.array($0.range))) }
       let paramsURL = partial.appendingPathComponent("params.safetensors")
       try FileSystemError.mapping(path: paramsURL.path, operation: "write") {
-        try SafeTensors.write(tensors, metadata: ["step": "\(step)", "format": "mixer-dist"], to: paramsURL)
+        try SafeTensors.write(snapshot.parameters, metadata: ["step": "\(snapshot.step)", "format": "mixer-dist"], to: paramsURL)
       }
       mine.append("params.safetensors")
     }
@@ -405,10 +467,8 @@ public struct CheckpointStore<Config: CheckpointConfig> {
 
   /// Rank 0, once every rank wrote its files: the manifest, then the rename of `.partial-step-N`
   /// to `step-N` (moving an older folder of the same step aside until the new one is in).
-  private func commit(
-    step: Int, partial: URL, final: URL, config: Config, zeroStage: Int, optimizer: some ShardedOptimizerState,
-    parameterCount total: Int, cursor: DataCursor, trainingSeconds: Double?
-  ) throws {
+  private func commit(step: Int, partial: URL, final: URL, snapshot: CheckpointSnapshot<Config>) throws {
+    let total = snapshot.parameterCount
     let fileManager = FileManager.default
     let replaced = directory.appendingPathComponent("." + "replaced-" + checkpointName(step: step))
     var files: [CheckpointFile] = []
@@ -425,9 +485,9 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     }
     var manifest = CheckpointManifest(
       format: CheckpointManifest<Config>.formatName, version: CheckpointManifest<Config>.currentVersion, step: step,
-      config: config, worldSize: comm.size, zeroStage: zeroStage, optimizer: optimizer.kindName,
-      parameterCount: total, cursor: cursor, shards: shards, files: files.sorted { $0.name < $1.name })
-    manifest.trainingSeconds = trainingSeconds
+      config: snapshot.config, worldSize: comm.size, zeroStage: snapshot.zeroStage, optimizer: snapshot.optimizerKind,
+      parameterCount: total, cursor: snapshot.cursor, shards: shards, files: files.sorted { $0.name < $1.name })
+    manifest.trainingSeconds = snapshot.trainingSeconds
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     let manifestURL = partial.appendingPathComponent("manifest.json")
@@ -445,14 +505,6 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     }
     try AtomicFile.syncDirectory(at: directory)
     if replacing { try? fileManager.removeItem(at: replaced) }
-  }
-
-  /// What a save of this model and optimizer writes, in bytes, over all ranks: the parameters,
-  /// every moment buffer over the whole layout, and room for the headers and the manifest.
-  func estimatedBytes(model: MixerModel, optimizer: some ShardedOptimizerState) -> Int {
-    let moments = optimizer.moments.filter { $0.buffer.count > 0 }.count
-    let headers = 64 * model.table.views.count + 4096 * (comm.size + 2)
-    return MemoryLayout<Float>.size * model.table.count * (1 + moments) + headers
   }
 
   /// Removes the checkpoint folders that `keep` does not keep. The folder of step `saved` (just

@@ -73,6 +73,10 @@ public struct TrainConfig: CheckpointConfig {
   /// when `saveEvery` is 0: save a checkpoint after the step that ends each such period of
   /// training time (rank 0's clock; 0: off), so a crash loses at most about this much
   public var saveEveryMinutes: Double = 30
+  /// how periodic checkpoints are written: `async` copies the state at the step and writes it
+  /// in the background while training goes on (BackgroundSave); `sync` stops every rank until the
+  /// save is committed. The last step's save and a signal's are always waited for.
+  public var saveMode: SaveMode = .async
   /// exact at any scale: micro-batches of `exactMicroBatch` images whatever the world size, and
   /// gradients, loss and norm summed as 128-bit fixed-point integers (order-free); the same seed
   /// then gives the same bits on any number of ranks and threads
@@ -286,4 +290,12 @@ func configDifferences<T: Encodable>(_ old: T, _ new: T, ignoring: Set<String> =
     guard !ignoring.contains(key), !ignoring.contains(where: { key.hasPrefix($0 + ".") }), a[key] != b[key] else { return nil }
     return "\(key) \(a[key] ?? "(none)") → \(b[key] ?? "(none)")"
   }
+}
+
+/// How periodic checkpoints are written (`--save-mode`).
+public enum SaveMode: String, Codable, CaseIterable, Sendable {
+  /// copied at the step, written in the background while training goes on
+  case async
+  /// every rank waits until the save is committed
+  case sync
 }

@@ -41,8 +41,11 @@ public struct FaultPlan: Sendable {
   public var failAtStep: Int?
   public var rank: Int = 0
   public var stall = false
-  /// SIGKILL this process in the middle of the checkpoint save at this step
+  /// SIGKILL this process in the middle of the checkpoint save at this step (in a background
+  /// save: on its thread, once this rank's files are written)
   public var killInSaveAtStep: Int?
+  /// a background save of this step fails on this rank after its write, as a full disk would
+  public var failInSaveAtStep: Int?
   /// stop (as a preempted job would) after this many steps, without the final evaluation
   public var stopAfterStep: Int?
   /// this rank sleeps `slowSeconds` inside every step's compute (a straggler)
@@ -51,12 +54,13 @@ public struct FaultPlan: Sendable {
 
   public init(
     failAtStep: Int? = nil, rank: Int = 0, stall: Bool = false, killInSaveAtStep: Int? = nil,
-    stopAfterStep: Int? = nil, slowRank: Int? = nil, slowSeconds: Double = 0
+    failInSaveAtStep: Int? = nil, stopAfterStep: Int? = nil, slowRank: Int? = nil, slowSeconds: Double = 0
   ) {
     self.failAtStep = failAtStep
     self.rank = rank
     self.stall = stall
     self.killInSaveAtStep = killInSaveAtStep
+    self.failInSaveAtStep = failInSaveAtStep
     self.stopAfterStep = stopAfterStep
     self.slowRank = slowRank
     self.slowSeconds = slowSeconds
@@ -265,6 +269,14 @@ public final class Trainer {
     // the last step whose update is applied, and the last one saved (a resumed run's start)
     var completed = startStep
     var lastSaved: Int? = resumedFrom != nil ? startStep : nil
+    // a periodic save being written in the background (--save-mode async)
+    var pending: BackgroundSave<TrainConfig>?
+    func finishPendingSave() throws {
+      guard let save = pending else { return }
+      pending = nil
+      log.line("checkpoint \(try save.finish().path)")
+      lastSaved = save.step
+    }
     // this rank's batch failed and every rank learnt it in the step's reductions
     var batchFailureShared = false
     do {
@@ -307,6 +319,11 @@ public final class Trainer {
         windowImages += cfg.globalBatch
         let done = stepIndex + 1
         completed = done
+        if let save = pending, let folder = try save.poll() {  // (a collective while a save is pending)
+          pending = nil
+          log.line("checkpoint \(folder.path)")
+          lastSaved = save.step
+        }
         if done % cfg.logEvery == 0 || done == cfg.steps {
           let now = monotonicSeconds()
           let rate = Double(windowImages) / max(now - windowStart, 1e-9)
@@ -326,11 +343,17 @@ public final class Trainer {
         // (every rank evaluates the same terms, so the clock's broadcast is skipped on all alike)
         let saved = try (cfg.saveEvery > 0 && done % cfg.saveEvery == 0) || done == cfg.steps || saveClock.due()
         if saved {
-          try saveCheckpoint(store, done: done)
-          lastSaved = done
+          try finishPendingSave()  // a second save waits for the first
+          if cfg.saveMode == .async, done < cfg.steps, !result.stopRequested {
+            pending = try startBackgroundSave(store, done: done)
+          } else {
+            try saveCheckpoint(store, done: done)
+            lastSaved = done
+          }
           saveClock.restart()
         }
         if result.stopRequested, done < cfg.steps {
+          try finishPendingSave()
           let folder = saved
             ? checkpointName(step: done)
             : try saveCheckpoint(store, done: done).lastPathComponent
@@ -347,19 +370,22 @@ public final class Trainer {
           return summary
         }
         if let stop = faults.stopAfterStep, done >= stop {
+          try finishPendingSave()
           log.close()
           return TrainSummary(
             steps: done, finalLoss: lastLoss, evaluation: nil, seconds: monotonicSeconds() - start,
             imagesPerSecond: 0, exposedCommunicationShare: 0, optimizerStateFloats: optimizer.stateCount)
         }
         if cfg.evalEvery > 0 && done % cfg.evalEvery == 0 && done != cfg.steps {
+          if cfg.keepBest != nil { try finishPendingSave() }  // best.json names only committed folders
           evaluation = try evaluateAndLog(step: done)
           try keepIfBest(evaluation!, step: done, saved: saved, store: store)
         }
       }
     } catch {
       throw saveAfter(
-        error, completed: completed, lastSaved: lastSaved, store: store, batchFailureShared: batchFailureShared)
+        error, completed: completed, lastSaved: lastSaved, store: store, batchFailureShared: batchFailureShared,
+        pending: pending)
     }
     let evaluationToken = watchdog?.begin("final evaluation")
     evaluation = try evaluateAndLog(step: cfg.steps)
@@ -385,20 +411,32 @@ public final class Trainer {
   /// some rank could not make, shared in the step's reductions; a failed save is not tried again) and the step is not saved yet; returns the error to end the run with,
   /// which names the cause and the checkpoint to continue from.
   func saveAfter(
-    _ error: Error, completed: Int, lastSaved: Int?, store: CheckpointStore<TrainConfig>, batchFailureShared: Bool
+    _ error: Error, completed: Int, lastSaved: Int?, store: CheckpointStore<TrainConfig>, batchFailureShared: Bool,
+    pending: BackgroundSave<TrainConfig>?
   ) -> Error {
     if error is InterruptedRun { return error }
-    // (a rank whose batch failed took part in the step's reductions: every rank knows)
+    // (a rank whose batch failed took part in the step's reductions: every rank knows; a
+    // background save's failure is learnt by every rank at the same step)
+    let failedSave = error as? CheckpointSaveError
     let everyRank = comm.size == 1 || error is NonFiniteLossError || error is PeerBatchFailure || batchFailureShared
+      || failedSave?.inBackground == true
     var savedNow: URL?
     var saveProblem: String?
-    if everyRank, !(error is CheckpointSaveError), completed > startStep, completed != lastSaved {
+    // (a synchronous save that failed is not tried again: it would fail the same way)
+    if everyRank, failedSave == nil || failedSave!.inBackground, completed > startStep {
       let token = watchdog?.begin("saving step \(completed) after an error")
       defer { if let token { watchdog?.end(token) } }
-      do {
-        savedNow = try saveCheckpoint(store, done: completed)
-      } catch {
-        saveProblem = describeError(error)
+      var lastSaved = lastSaved
+      if let pending, let folder = try? pending.finish() {  // the save under way first
+        log.line("checkpoint \(folder.path)")
+        lastSaved = pending.step
+      }
+      if completed != lastSaved {
+        do {
+          savedNow = try saveCheckpoint(store, done: completed)
+        } catch {
+          saveProblem = describeError(error)
+        }
       }
     }
     log.close()
@@ -407,14 +445,38 @@ public final class Trainer {
       newest: listCheckpoints(in: URL(fileURLWithPath: checkpointFolder)).first, saveProblem: saveProblem)
   }
 
+  /// Where the data stream stands after `done` steps.
+  func cursor(after done: Int) -> DataCursor {
+    DataCursor(
+      step: done, epoch: done / sampler.batchesPerEpoch, batchInEpoch: done % sampler.batchesPerEpoch,
+      samplesSeen: done * config.globalBatch)
+  }
+
+  /// Every rank starts a background save of the state after `done` steps (`--save-mode async`):
+  /// copies its part now; the write and the commit go on while training does.
+  func startBackgroundSave(_ store: CheckpointStore<TrainConfig>, done: Int) throws -> BackgroundSave<TrainConfig> {
+    let snapshot = try store.snapshot(
+      step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage,
+      cursor: cursor(after: done), trainingSeconds: trainingSeconds)
+    var afterWrite: (() throws -> Void)?
+    if faults.killInSaveAtStep == done { afterWrite = { kill(getpid(), SIGKILL) } }
+    if faults.failInSaveAtStep == done, faults.rank == comm.rank {
+      afterWrite = { [directory = store.directory] in
+        // what a disk that filled up during the write reports, from the write
+        throw FileSystemError(path: directory.path, operation: "write", cause: .init(errno: ENOSPC))
+      }
+    }
+    return try BackgroundSave(
+      store: store, snapshot: snapshot, keep: config.keep, protecting: best.map { [$0.step] } ?? [],
+      afterWrite: afterWrite)
+  }
+
   /// Every rank saves its part of the checkpoint after `done` steps.
   @discardableResult
   func saveCheckpoint(_ store: CheckpointStore<TrainConfig>, done: Int) throws -> URL {
-    let cursor = DataCursor(
-      step: done, epoch: done / sampler.batchesPerEpoch, batchInEpoch: done % sampler.batchesPerEpoch,
-      samplesSeen: done * config.globalBatch)
     let folder = try store.save(
-      step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage, cursor: cursor, keep: config.keep,
+      step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage,
+      cursor: cursor(after: done), keep: config.keep,
       protecting: best.map { [$0.step] } ?? [], trainingSeconds: trainingSeconds,
       beforeCommit: faults.killInSaveAtStep == done ? { kill(getpid(), SIGKILL) } : nil)
     log.line("checkpoint \(folder.path)")

@@ -21,6 +21,7 @@ let mixerDistVersion = "0.1.0"
 
 /// `--precision fp32|bf16|int8` (train, bench).
 extension Precision: ExpressibleByArgument {}
+extension SaveMode: ExpressibleByArgument {}
 
 /// Runs `body`; any error becomes one line on stderr and exit code 1.
 func runReportingErrors(_ body: () throws -> Void) throws {

@@ -71,12 +71,15 @@ struct Train: ParsableCommand {
   @Option(help: "Folder for checkpoints (one step-N folder per save; shared by all ranks; default: checkpoints/ in the run folder).") var checkpointDir: String?
   @Option(help: "Save a checkpoint every N steps (and always at the end).") var saveEvery: Int = D.saveEvery
   @Option(help: "Without --save-every: save a checkpoint after the step that ends every M minutes of training (0: off), so a crash loses at most about M minutes.") var saveEveryMinutes: Double = D.saveEveryMinutes
+  @Option(help: "How periodic checkpoints are written: async (copied at the step, one more copy of the parameters and optimizer state in memory, written in the background while training goes on) or sync (every rank waits for the write).") var saveMode: SaveMode = D.saveMode
   @Option(help: "Keep only the newest K checkpoints (0: all).") var keep: Int = D.keep
   @Option(help: "Also keep the checkpoint with the best value of this evaluation metric (val_top1, val_top5, val_loss; val_miou, val_pixel_accuracy for segmentation; lower is better for val_loss), named in best.json.") var keepBest: String?
   @Option(help: "Resume: 'auto' (newest valid checkpoint in the checkpoint folder) or a checkpoint folder.") var resume: String?
   @Flag(help: "Start a new run in a run or checkpoint folder that holds another run's records and checkpoints, removing them.") var overwrite = false
   @Option(help: "Fine-tune from weights: an official .npz, a folder from `mixer-dist import`, or a checkpoint. Another class count re-initialises the head; a larger --image-size (same patch, K times the side) widens token mixing as the paper's Appendix C.") var initFrom: String?
   @Option(help: .hidden) var killInSaveAtStep: Int?
+  // a background save's write that fails (as a full disk would) at this step (hidden)
+  @Option(help: .hidden) var failInSaveAtStep: Int?
   @Option(help: "Console log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
   @Option(help: "Track the run in MLflow: the tracking server's URI, http://HOST:PORT (default: $MLFLOW_TRACKING_URI when it is one; 'off': not tracked).") var mlflow: String?
   @Option(help: "MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else mixer-dist).") var mlflowExperiment: String?
@@ -141,6 +144,7 @@ struct Train: ParsableCommand {
     c.initFrom = initFrom
     c.saveEvery = saveEvery
     c.saveEveryMinutes = saveEveryMinutes
+    c.saveMode = saveMode
     c.keep = keep
     c.keepBest = keepBest
     if timeout <= 0 { throw ConfigError("--timeout must be positive, got \(timeout)") }
@@ -169,7 +173,7 @@ struct Train: ParsableCommand {
   var faults: FaultPlan {
     FaultPlan(
       failAtStep: stallAtStep ?? failAtStep, rank: failRank, stall: stallAtStep != nil,
-      killInSaveAtStep: killInSaveAtStep, slowRank: slowRank, slowSeconds: slowMs / 1000)
+      killInSaveAtStep: killInSaveAtStep, failInSaveAtStep: failInSaveAtStep, slowRank: slowRank, slowSeconds: slowMs / 1000)
   }
 
   func run() throws {
@@ -344,7 +348,7 @@ extension Train {
       ("grad-comm", text(config.gradientCommunication.rawValue)), ("no-overlap", "\(!config.overlap)"),
       ("precision", text(config.precision.rawValue)), ("run-dir", text(config.runDirectory)),
       ("checkpoint-dir", config.checkpointDirectory.map(text)), ("save-every", "\(config.saveEvery)"),
-      ("save-every-minutes", "\(config.saveEveryMinutes)"),
+      ("save-every-minutes", "\(config.saveEveryMinutes)"), ("save-mode", text(config.saveMode.rawValue)),
       ("keep", "\(config.keep)"), ("keep-best", config.keepBest.map(text)), ("init-from", config.initFrom.map(text)),
       ("exact", "\(config.exact)"), ("micro-batch", "\(config.exactMicroBatch)"),
     ]
