@@ -114,9 +114,9 @@ class Tour:
                 message = "stdout: " + first_line(result["stdout"])
         self.rows.append({
             "failure": failure,
-            "command": cmd if isinstance(cmd, str) else self.short(cmd),
+            "command": (cmd if isinstance(cmd, str) else self.short(cmd)).replace(str(self.T), "$T"),
             "status": status if status is not None else (result["status"] if result else ""),
-            "message": trim(message.replace(str(self.T), "$T")),
+            "message": trim(message.replace(str(self.T), "$T")) or "(stderr empty)",
             "checkpoint": checkpoint.replace(str(self.T), "$T") if checkpoint else "none",
             "ok": ok,
             "verdict": ("yes" if ok else "no") + (": " + reason.replace(str(self.T), "$T") if reason else ""),
