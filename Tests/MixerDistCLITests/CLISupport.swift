@@ -35,10 +35,12 @@ struct RunResult {
 }
 
 /// Runs `executable arguments` with extra environment, killing it after `timeout` seconds.
-/// `signals` are sent to the process at the given seconds after its start.
+/// `signals` are sent to the process at the given seconds after its start (with `toGroup`, to its
+/// process group, as a terminal's Ctrl-C is: Foundation's Process starts the child as the leader
+/// of a session and group of its own).
 func run(
   _ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double = 120,
-  signals: [(seconds: Double, number: Int32)] = []
+  signals: [(seconds: Double, number: Int32)] = [], toGroup: Bool = false
 ) throws -> RunResult {
   let process = Process()
   process.executableURL = URL(fileURLWithPath: executable)
@@ -60,7 +62,7 @@ func run(
   var pending = signals.sorted { $0.seconds < $1.seconds }
   while process.isRunning {
     if let next = pending.first, Date().timeIntervalSince(start) >= next.seconds {
-      kill(process.processIdentifier, next.number)
+      kill(toGroup ? -process.processIdentifier : process.processIdentifier, next.number)
       pending.removeFirst()
     }
     if Date().timeIntervalSince(start) > timeout {

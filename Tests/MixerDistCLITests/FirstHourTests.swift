@@ -196,6 +196,17 @@ final class HelpDataKindsTests: XCTestCase {
 final class MPIStopCLITests: XCTestCase {
   /// `mpirun ... train` stopped with Ctrl-C printed "(exit status 75)" but exited 1.
   func testCtrlCUnderLaunchMpirunSavesAndExits75() throws {
+    try stopUnderLaunchMpirun(toGroup: false)
+  }
+
+  /// A terminal's Ctrl-C reaches the whole foreground process group: it also ended the script's
+  /// `sleep` between its checks of mpirun, and `set -e` made the script exit 130 at once, while
+  /// mpirun was still saving.
+  func testCtrlCToTheProcessGroupUnderLaunchMpirunSavesAndExits75() throws {
+    try stopUnderLaunchMpirun(toGroup: true)
+  }
+
+  func stopUnderLaunchMpirun(toGroup: Bool, file: StaticString = #filePath, line: UInt = #line) throws {
     let dir = try makeTemporaryDirectory(self)
     let runFolder = dir.appendingPathComponent("run")
     let arguments = ["-n", "2", "--", "train"] + tinyModelFlags + [
@@ -204,12 +215,12 @@ final class MPIStopCLITests: XCTestCase {
     ]
     let result = try MixerDistCLITests.run(
       packageRoot.appendingPathComponent("launch/mpirun").path, arguments,
-      environment: ["MIXER_DIST_BIN": try mixerDistBinary()], timeout: 120, signals: [(6, SIGINT)])
-    XCTAssertFalse(result.timedOut)
-    XCTAssertEqual(result.status, 75, result.stdout + result.stderr)
-    XCTAssertTrue(result.stdout.contains("SIGUSR1: stopped after step"), result.stdout)
+      environment: ["MIXER_DIST_BIN": try mixerDistBinary()], timeout: 120, signals: [(6, SIGINT)], toGroup: toGroup)
+    XCTAssertFalse(result.timedOut, file: file, line: line)
+    XCTAssertEqual(result.status, 75, result.stdout + result.stderr, file: file, line: line)
+    XCTAssertTrue(result.stdout.contains("SIGUSR1: stopped after step"), result.stdout, file: file, line: line)
     let checkpoints = try FileManager.default.contentsOfDirectory(atPath: runFolder.appendingPathComponent("checkpoints").path)
-    XCTAssertEqual(checkpoints.filter { $0.hasPrefix("step-") }.count, 1, "\(checkpoints)")
+    XCTAssertEqual(checkpoints.filter { $0.hasPrefix("step-") }.count, 1, "\(checkpoints)", file: file, line: line)
   }
 }
 
