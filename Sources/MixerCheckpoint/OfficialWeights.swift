@@ -259,11 +259,15 @@ public func readParameterFolder(
       (manifest, url) = (try verifyCheckpoint(folder, parametersOnly: true), folder)
     } else {
       // a run's --checkpoint-dir: its newest checkpoint whose parameters verify (no optimizer state needed)
-      guard let newest = try selectCheckpoint(resume: "auto", directory: folder, parametersOnly: true, log: log)
-        ?? selectCheckpoint(resume: "auto", directory: folder.appendingPathComponent("checkpoints"), parametersOnly: true, log: log)
+      var skipped: [String] = []
+      let note: (String) -> Void = { skipped.append(String($0.dropFirst($0.hasPrefix("mixer-dist: ") ? 12 : 0))) }
+      guard let newest = try selectCheckpoint(resume: "auto", directory: folder, parametersOnly: true, log: note)
+        ?? selectCheckpoint(resume: "auto", directory: folder.appendingPathComponent("checkpoints"), parametersOnly: true, log: note)
       else {
+        if let first = skipped.first { throw CheckpointError("\(folder.path): no checkpoint here can be read: \(first)") }
         throw CheckpointError("\(folder.path): no checkpoint or weights here (no manifest.json, model.json or valid step-N folder)")
       }
+      skipped.forEach(log)  // the newer ones that did not verify
       let manifestURL = newest.appendingPathComponent("manifest.json")
       (manifest, url) = (try CheckpointManifest<ModelOnlyConfig>.decode(Data(contentsOf: manifestURL), source: manifestURL.path), newest)
     }

@@ -32,10 +32,15 @@ final class InferenceInputsTests: XCTestCase {
     // without its parameters nothing can be read, and the message names the file
     try FileManager.default.removeItem(at: step.appendingPathComponent("params.safetensors"))
     for target in [ck, step] {
-      let eval = try mixerDist(["eval", target.path])
-      XCTAssertNotEqual(eval.status, 0)
-      XCTAssertTrue(eval.stderr.contains("params.safetensors: missing"), eval.stderr)
-      XCTAssertEqual(eval.stderr.split(separator: "\n").count, 1, eval.stderr)
+      let exports = ["m.onnx", "m.npz", "m.safetensors"].map { ["export", target.path, "--output", dir.appendingPathComponent($0).path] }
+      for command in [["eval", target.path]] + exports {
+        let result = try mixerDist(command)
+        XCTAssertNotEqual(result.status, 0, "\(command)")
+        XCTAssertTrue(result.stderr.contains("params.safetensors: missing"), "\(command): \(result.stderr)")
+        // (export .npz printed the skip with a doubled prefix, then a second line)
+        XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, "\(command): \(result.stderr)")
+        XCTAssertFalse(result.stderr.contains("mixer-dist: mixer-dist:"), "\(command): \(result.stderr)")
+      }
     }
   }
 
