@@ -25,6 +25,7 @@ struct Train: ParsableCommand {
   @Option(help: "Mixup alpha (0: off; the paper's B/16 recipe uses 0.5).") var mixup: Float = D.mixup
   @Option(help: "Pixel normalisation: minus-one-one (official), imagenet, or R,G,B/R,G,B mean/std.") var normalize: String = "minus-one-one"
   @Flag(help: "No training augmentation (no random crop or flip).") var noAugment = false
+  @Flag(help: "No random left-right flips (digits, text and other images that a mirror changes; MNIST is never flipped).") var noFlip = false
   @Option(help: "Random (inception) crop area MIN,MAX as fractions of the image, timm's --scale (default 0.05,1; e.g. 0.5,1 for small images).") var cropScale: String?
   @Option(help: "Random crop aspect ratio MIN,MAX (width/height, drawn log-uniformly), timm's --ratio (default 3/4,4/3).") var cropRatio: String?
   @Option(help: "Training images of the embedded dataset.") var trainExamples: Int = D.trainExamples
@@ -92,6 +93,7 @@ struct Train: ParsableCommand {
     c.dataOptions.valFraction = valFraction
     c.dataOptions.skipBadImages = skipBadImages
     c.dataOptions.augment = !noAugment
+    if noFlip { c.dataOptions.flip = false }
     if let cropScale {
       (c.dataOptions.cropMinArea, c.dataOptions.cropMaxArea) = try parseRange(cropScale, flag: "--crop-scale")
     }
@@ -333,7 +335,7 @@ extension Train {
       ("data", text(config.data)), ("val-fraction", d.valFraction.map { "\($0)" }),
       ("skip-bad-images", "\(d.skipBadImages)"),
       ("randaugment", d.randAugment.map { text("\($0.layers),\($0.magnitude)") }),
-      ("mixup", "\(config.mixup)"), ("normalize", text(normalize)), ("no-augment", "\(!d.augment)"),
+      ("mixup", "\(config.mixup)"), ("normalize", text(normalize)), ("no-augment", "\(!d.augment)"), ("no-flip", "\(d.flip == false)"),
       ("crop-scale", text("\(d.cropMinArea),\(d.cropMaxArea)")), ("crop-ratio", text("\(d.cropMinRatio),\(d.cropMaxRatio)")),
       ("train-examples", "\(config.trainExamples)"), ("val-examples", "\(config.validationExamples)"),
       ("steps", "\(config.steps)"), ("batch", "\(config.globalBatch)"), ("accum", "\(config.accumulation)"),

@@ -116,6 +116,8 @@ final class CropFlagsCLITests: XCTestCase {
       base + ["--crop-scale", "0.5,1", "--crop-ratio", "1,1", "--mixup", "0.2", "--run-dir", dir.appendingPathComponent("b").path])
     XCTAssertEqual(set.status, 0, set.stderr)
     XCTAssertTrue(set.stdout.contains("augmentation: random crop (area 50-100%, ratio 1-1), flip, mixup 0.2"), set.stdout)
+    let noFlip = try mixerDist(base + ["--no-flip", "--run-dir", dir.appendingPathComponent("e").path])
+    XCTAssertTrue(noFlip.stdout.contains("augmentation: random crop (area 5-100%, ratio 0.75-1.33)\n"), noFlip.stdout)
     let none = try mixerDist(base + ["--no-augment", "--run-dir", dir.appendingPathComponent("c").path])
     XCTAssertTrue(none.stdout.contains("augmentation: none"), none.stdout)
     for (flag, value) in [("--crop-scale", "0.8,0.5"), ("--crop-scale", "0,1"), ("--crop-ratio", "4/3"), ("--crop-ratio", "a,b")] {
