@@ -433,31 +433,27 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   /// moments, rank 0 also the parameters), then its file list with checksums for rank 0 to
   /// collect. No collective: a background save runs it on its own thread.
   public func write(_ snapshot: CheckpointSnapshot<Config>) throws {
-    let fileManager = FileManager.default
     let partial = partialFolder(step: snapshot.step)
     let range = snapshot.shard
     let optimizerFile = String(format: "optimizer-rank-%05d.safetensors", comm.rank)
-    let optimizerURL = partial.appendingPathComponent(optimizerFile)
-    try FileSystemError.mapping(path: optimizerURL.path, operation: "write") {
-      try SafeTensors.write(
-        snapshot.moments,
-        metadata: ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(comm.rank)", "step": "\(snapshot.step)"],
-        to: optimizerURL)
-    }
-    var mine = [optimizerFile]
-    if comm.rank == 0 {
-      let paramsURL = partial.appendingPathComponent("params.safetensors")
-      try FileSystemError.mapping(path: paramsURL.path, operation: "write") {
-        try SafeTensors.write(snapshot.parameters, metadata: ["step": "\(snapshot.step)", "format": "mixer-dist"], to: paramsURL)
-      }
-      mine.append("params.safetensors")
-    }
-    let entries = try mine.map { name -> CheckpointFile in
+    // (each file hashed as it is written)
+    func written(_ name: String, _ tensors: [(name: String, array: NDArray)], _ metadata: [String: String]) throws
+      -> CheckpointFile
+    {
       let url = partial.appendingPathComponent(name)
-      return try FileSystemError.mapping(path: url.path, operation: "read") {
-        let size = (try fileManager.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.intValue ?? -1
-        return .init(name: name, bytes: size, sha256: try SHA256.hex(ofFileAt: url))
+      let (bytes, sha256) = try FileSystemError.mapping(path: url.path, operation: "write") {
+        try SafeTensors.write(tensors, metadata: metadata, to: url)
       }
+      return CheckpointFile(name: name, bytes: bytes, sha256: sha256)
+    }
+    var entries = [
+      try written(
+        optimizerFile, snapshot.moments,
+        ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(comm.rank)", "step": "\(snapshot.step)"]),
+    ]
+    if comm.rank == 0 {
+      entries.append(
+        try written("params.safetensors", snapshot.parameters, ["step": "\(snapshot.step)", "format": "mixer-dist"]))
     }
     let listURL = partial.appendingPathComponent(".files-rank-\(comm.rank).json")
     try FileSystemError.mapping(path: listURL.path, operation: "write") {

@@ -285,27 +285,38 @@ public enum SafeTensors {
   }
 
   /// Writes float32 tensors to `url` atomically, streaming each tensor's data to disk.
+  /// Returns the file's size and the lowercase hex SHA-256 of its bytes, hashed as they are
+  /// written (a checkpoint's manifest records both without reading the file back).
+  @discardableResult
   public static func write(
     _ tensors: [(name: String, array: NDArray)], metadata: [String: String] = [:], to url: URL
-  ) throws {
+  ) throws -> (bytes: Int, sha256: String) {
     let header = try header(tensors, metadata: metadata)
+    var hasher = SHA256()
+    var size = 0
     try AtomicFile.create(url) { temporary in
       guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
         throw CheckpointIOError(path: temporary.path, operation: "create", code: errno)
       }
       let handle = try FileHandle(forWritingTo: temporary)
       defer { try? handle.close() }
-      try handle.write(contentsOf: header)
+      func put(_ bytes: UnsafeRawBufferPointer) throws {
+        hasher.update(bytes)
+        size += bytes.count
+        try handle.write(contentsOf: bytes)
+      }
+      try header.withUnsafeBytes(put)
       for (_, array) in tensors {
         #if _endian(little)
-          try array.data.withUnsafeBytes { try handle.write(contentsOf: $0) }
+          try array.data.withUnsafeBytes(put)
         #else
           var bytes = Data()
           appendLittleEndian(array.data, to: &bytes)
-          try handle.write(contentsOf: bytes)
+          try bytes.withUnsafeBytes(put)
         #endif
       }
     }
+    return (size, hasher.finalize().map { String(format: "%02x", $0) }.joined())
   }
 
   /// The 8-byte length and the JSON header, padded with spaces to a multiple of 8 bytes so the
