@@ -41,13 +41,15 @@ let package = Package(
     .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
     .target(name: "MixerKernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: optimize),
-    .target(name: "MixerModel", dependencies: ["MixerKernels"], swiftSettings: optimize),
-    .target(name: "MixerDistributed", dependencies: ["CMPI"], swiftSettings: optimize),
+    // the per-rank timeline of `train --trace` (no dependencies: every layer may record spans)
+    .target(name: "MixerTrace", swiftSettings: optimize),
+    .target(name: "MixerModel", dependencies: ["MixerKernels", "MixerTrace"], swiftSettings: optimize),
+    .target(name: "MixerDistributed", dependencies: ["CMPI", "MixerTrace"], swiftSettings: optimize),
     .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG", "CMixerZlib", "CArchive"], swiftSettings: optimize),
     .target(
       name: "MixerCheckpoint",
       dependencies: [
-        "MixerModel", "MixerDistributed", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        "MixerModel", "MixerDistributed", "MixerTrace", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         .product(name: "Crypto", package: "swift-crypto"),
       ],
       swiftSettings: optimize),
@@ -64,14 +66,14 @@ let package = Package(
       name: "MixerTrain",
       dependencies: [
         "MixerKernels", "MixerModel", "MixerDistributed", "MixerData", "MixerCheckpoint", "MixerTelemetry", "MixerInference",
-        .product(name: "Logging", package: "swift-log"),
+        "MixerTrace", .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: optimize),
     .executableTarget(
       name: "mixer-dist",
       dependencies: [
         "MixerTrain", "MixerCheckpoint", "MixerData", "MixerDistributed", "MixerKernels", "MixerModel", "MixerInference",
-        "MixerTelemetry", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "MixerTelemetry", "MixerTrace", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: optimize,

@@ -18,6 +18,7 @@
 
 import Foundation
 import MixerDistributed
+import MixerTrace
 
 /// One checkpoint being written in the background.
 public final class BackgroundSave<Config: CheckpointConfig> {
@@ -52,7 +53,13 @@ public final class BackgroundSave<Config: CheckpointConfig> {
     self.protecting = protecting
     try store.begin(snapshot)
     let thread = Thread { [self] in
-      settle(Result { try store.write(snapshot); try afterWrite?() }, next: .written)
+      let written = Result {
+        try Timeline.span("checkpoint write (step \(snapshot.step))", .checkpoint, thread: .checkpoint) {
+          try store.write(snapshot)
+        }
+        try afterWrite?()
+      }
+      settle(written, next: .written)
     }
     thread.name = "mixer-dist checkpoint writer"
     thread.start()
@@ -119,7 +126,12 @@ public final class BackgroundSave<Config: CheckpointConfig> {
     state = .committing
     condition.unlock()
     let thread = Thread { [self] in
-      settle(Result { try store.commitWritten(snapshot, keep: keep, protecting: protecting) }, next: .committed)
+      settle(
+        Result {
+          try Timeline.span("checkpoint commit (step \(step))", .checkpoint, thread: .checkpoint) {
+            try store.commitWritten(snapshot, keep: keep, protecting: protecting)
+          }
+        }, next: .committed)
     }
     thread.name = "mixer-dist checkpoint commit"
     thread.start()

@@ -31,6 +31,7 @@
 // its own in that window (MPICommunicator's lock keeps the calls serialized either way).
 
 import Foundation
+import MixerTrace
 
 /// Reduces a flat gradient buffer over the ranks in buckets, overlapped with backward.
 public final class GradientBucketer {
@@ -166,7 +167,9 @@ public final class GradientBucketer {
       totals.bucketsDoneBeforeFinish += timings.bucketsDoneBeforeFinish
       return timings
     }
+    let waitStart = Timeline.begin()
     var (timings, error) = overlap ? worker.waitAndReset() : worker.reduceAll()
+    Timeline.end(waitStart, overlap ? "wait for the gradient buckets" : "gradient reduction", overlap ? .wait : .communication)
     timings.bucketsStartedBeforeFinish = started
     totals.bucketsStartedBeforeFinish += started
     totals.communicationSeconds += timings.communicationSeconds
@@ -280,7 +283,11 @@ private final class BucketWorker {
       let start = monotonicSeconds()
       var failure: Error?
       if !failedBefore {  // After a failure the step is lost: skip the remaining buckets.
-        do { try reduce(bucket: index) } catch { failure = error }
+        do {
+          try Timeline.span("bucket \(index + 1)/\(buckets.count)", .communication, thread: .communication) {
+            try reduce(bucket: index)
+          }
+        } catch { failure = error }
       }
       let seconds = monotonicSeconds() - start
 

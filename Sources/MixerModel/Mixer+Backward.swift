@@ -5,13 +5,14 @@
 // is what the all-reduce bucketer needs to overlap communication with the rest of backward.
 
 import MixerKernels
+import MixerTrace
 
 extension MixerModel {
   /// Loss of the micro-batch in `acts` against the targets the caller put in the head's buffers;
   /// returns the sum of per-example losses (the caller divides by the global batch).
   @discardableResult
   public func loss(acts: Activations) -> Double {
-    config.head.loss(self, acts: acts)
+    Timeline.span("loss", .loss) { config.head.loss(self, acts: acts) }
   }
 
   /// Backpropagates `lossScale · Σ_b loss_b` (lossScale = 1/global batch for a mean) after
@@ -24,6 +25,7 @@ extension MixerModel {
     let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b
     let w = parameters.pointer, g = gradients.pointer
 
+    let headStart = Timeline.begin()
     cfg.head.backward(self, acts: acts, lossScale: lossScale)
     let scale = table.offset("pre_head_layer_norm/scale")
     acts.dStream.update(repeating: 0, count: sb * c)
@@ -31,14 +33,15 @@ extension MixerModel {
       dinp: acts.dStream, dweight: g + scale, dbias: g + table.offset("pre_head_layer_norm/bias"),
       dout: acts.dNorm, inp: acts.stream[cfg.blocks], weight: w + scale, mean: acts.headMean,
       rstd: acts.headRstd, rows: sb, channels: c)
+    Timeline.end(headStart, "head backward", .backward)
     onReady?(scale)
 
     for i in stride(from: cfg.blocks - 1, through: 0, by: -1) {
-      blockBackward(i, acts: acts, training: regularization)
+      Timeline.span("block \(i) backward", .backward) { blockBackward(i, acts: acts, training: regularization) }
       onReady?(blockOffsets[i].ln0Scale)
     }
 
-    cfg.stem.stem.backward(self, acts: acts)
+    Timeline.span("stem backward", .backward) { cfg.stem.stem.backward(self, acts: acts) }
     onReady?(0)
   }
 

@@ -7,6 +7,7 @@
 // Every product goes through `products` (MatrixProducts.swift): fp32 sgemm, or bf16 on oneDNN.
 
 import MixerKernels
+import MixerTrace
 
 extension MixerModel {
   /// Runs the network on `images` (`[B, H, W, 3]`, B = `acts.batch`) and leaves the head's
@@ -20,15 +21,19 @@ extension MixerModel {
     let b = acts.batch, s = cfg.tokens, c = cfg.hidden, sb = s * b
     let w = parameters.pointer
 
+    let stemStart = Timeline.begin()  // (spans of `train --trace`; nothing when it is off)
     products.prepare(weights: w, count: parameters.count)
     cfg.stem.stem.forward(self, images: images, acts: acts)
 
     let ids = sampleIDs ?? Array(0..<b)
     if let reg = regularization { prepareMasks(acts: acts, regularization: reg, sampleIDs: ids) }
+    Timeline.end(stemStart, "stem forward", .forward)
     for i in 0..<cfg.blocks {
-      blockForward(i, acts: acts, training: regularization)
+      Timeline.span("block \(i) forward", .forward) { blockForward(i, acts: acts, training: regularization) }
     }
 
+    let headStart = Timeline.begin()
+    defer { Timeline.end(headStart, "head forward", .forward) }
     let last = acts.stream[cfg.blocks]
     layerNormForward(
       out: acts.headNormOut, mean: acts.headMean, rstd: acts.headRstd, inp: last,

@@ -2,6 +2,7 @@
 // the report shows.
 
 import Foundation
+import MixerTrace
 import MixerCheckpoint
 import MixerTelemetry
 
@@ -51,7 +52,9 @@ extension Trainer {
 
   /// Evaluates on the validation set and records the task's metrics.
   func evaluateAndLog(step: Int) throws -> EvaluationResult {
-    let result = try evaluate(model: model, dataset: validationSet, comm: comm, batchSize: config.evalBatch)
+    let result = try Timeline.span("evaluation (step \(step))", .evaluation) {
+      try evaluate(model: model, dataset: validationSet, comm: comm, batchSize: config.evalBatch)
+    }
     let (values, lines) = config.model.task.training.evaluationRecord(result, classNames: config.classNames)
     log.record(MetricRecord(kind: "eval", step: step, values: values))
     log.line("eval step \(step): val \(lines[0])  (\(result.count) images)")

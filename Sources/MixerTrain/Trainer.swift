@@ -12,6 +12,7 @@ import MixerData
 import MixerDistributed
 import MixerKernels
 import MixerModel
+import MixerTrace
 
 /// What a finished run reports.
 public struct TrainSummary {
@@ -286,6 +287,8 @@ public final class Trainer {
         // --timeout, or the watchdog aborts the job naming this step: a stalled peer never hangs it
         let stepToken = watchdog?.begin("training step \(stepIndex)")
         defer { if let stepToken { watchdog?.end(stepToken) } }
+        let traceStart = Timeline.begin()
+        defer { Timeline.end(traceStart, "step \(stepIndex + 1)", .step) }
         if faults.failAtStep == stepIndex, faults.rank == comm.rank, stepIndex > startStep || startStep == 0 {
           if faults.stall { sleep(3600) }
           throw TrainError("injected fault at step \(stepIndex) (--fail-at-step \(stepIndex) --fail-rank \(faults.rank))")
@@ -293,7 +296,7 @@ public final class Trainer {
         let batch: Batch, waited: Bool
         let waitBefore = loader.waitSeconds
         do {
-          (batch, waited) = try loader.next()
+          (batch, waited) = try Timeline.span("wait for the batch", .loader) { try loader.next() }
         } catch {
           // an unreadable file is the data's; a failing disk or network may pass
           let failure: Error = FileSystemError.from(error) ?? DataFailure(underlying: error, step: stepIndex)
@@ -455,9 +458,11 @@ public final class Trainer {
   /// Every rank starts a background save of the state after `done` steps (`--save-mode async`):
   /// copies its part now; the write and the commit go on while training does.
   func startBackgroundSave(_ store: CheckpointStore<TrainConfig>, done: Int) throws -> BackgroundSave<TrainConfig> {
-    let snapshot = try store.snapshot(
-      step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage,
-      cursor: cursor(after: done), trainingSeconds: trainingSeconds)
+    let snapshot = try Timeline.span("checkpoint copy (step \(done))", .checkpoint) {
+      try store.snapshot(
+        step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage,
+        cursor: cursor(after: done), trainingSeconds: trainingSeconds)
+    }
     var afterWrite: (() throws -> Void)?
     if faults.killInSaveAtStep == done { afterWrite = { kill(getpid(), SIGKILL) } }
     if faults.failInSaveAtStep == done, faults.rank == comm.rank {
@@ -474,11 +479,13 @@ public final class Trainer {
   /// Every rank saves its part of the checkpoint after `done` steps.
   @discardableResult
   func saveCheckpoint(_ store: CheckpointStore<TrainConfig>, done: Int) throws -> URL {
-    let folder = try store.save(
-      step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage,
-      cursor: cursor(after: done), keep: config.keep,
-      protecting: best.map { [$0.step] } ?? [], trainingSeconds: trainingSeconds,
-      beforeCommit: faults.killInSaveAtStep == done ? { kill(getpid(), SIGKILL) } : nil)
+    let folder = try Timeline.span("checkpoint save (step \(done))", .checkpoint) {
+      try store.save(
+        step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage,
+        cursor: cursor(after: done), keep: config.keep,
+        protecting: best.map { [$0.step] } ?? [], trainingSeconds: trainingSeconds,
+        beforeCommit: faults.killInSaveAtStep == done ? { kill(getpid(), SIGKILL) } : nil)
+    }
     log.line("checkpoint \(folder.path)")
     return folder
   }

@@ -26,6 +26,7 @@ import MixerData
 import MixerDistributed
 import MixerKernels
 import MixerModel
+import MixerTrace
 
 /// What one step did.
 public struct StepResult {
@@ -104,7 +105,9 @@ public final class TrainingStep {
   public func run(batch: Batch, step: Int, loaderWaitSeconds: Double = 0) throws -> StepResult {
     let t0 = monotonicSeconds()
     let (lossSum, forwardSeconds) = accumulateGradients(batch: batch, regularization: config.regularization(step: step))
-    if extraComputeSeconds > 0 { Thread.sleep(forTimeInterval: extraComputeSeconds) }
+    if extraComputeSeconds > 0 {  // (the slowed rank's extra work, as a trace shows compute)
+      Timeline.span("slowed on purpose (--slow-ms)", .backward) { Thread.sleep(forTimeInterval: extraComputeSeconds) }
+    }
     var times = RankTimes(compute: monotonicSeconds() - t0, loaderWait: loaderWaitSeconds)
     let communication = try bucketer.finish()
     let t1 = monotonicSeconds()
@@ -186,8 +189,11 @@ public final class TrainingStep {
   {
     let total = model.table.count
     let shard = bucketer.shard  // everything, unless ZeRO-1
-    let (loss, squares, stop) = exact != nil
-      ? try exactScalars(shard: shard, times: &times) : try scalars(shard: shard, lossSum: lossSum, times: &times)
+    // (a slower rank makes the others wait here: the span is a wait)
+    let (loss, squares, stop) = try Timeline.span("loss, norm and stop all-reduce", .wait) {
+      exact != nil
+        ? try exactScalars(shard: shard, times: &times) : try scalars(shard: shard, lossSum: lossSum, times: &times)
+    }
     if let failed = times.failureByRank.firstIndex(where: { $0 != .none }) {
       throw PeerBatchFailure(rank: failed, kind: times.failureByRank[failed], step: step)
     }
@@ -195,13 +201,17 @@ public final class TrainingStep {
       throw NonFiniteLossError(loss: loss, step: step)
     }
     let norm = squares.squareRoot()
-    clipByGlobalNorm(model.gradients.pointer, range: shard, norm: norm, maxNorm: Double(config.clipNorm))
     let lr = config.schedule.learningRate(step: step)
-    optimizer.update(parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: lr, step: step + 1)
+    Timeline.span("clip and optimizer", .optimizer) {
+      clipByGlobalNorm(model.gradients.pointer, range: shard, norm: norm, maxNorm: Double(config.clipNorm))
+      optimizer.update(parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: lr, step: step + 1)
+    }
     var allGatherSeconds = 0.0
     if config.zeroStage == 1 {
       let start = monotonicSeconds()
-      try comm.allGather(model.parameters.pointer, counts: comm.shardCounts(ofTotal: total))
+      try Timeline.span("parameter all-gather", .communication) {
+        try comm.allGather(model.parameters.pointer, counts: comm.shardCounts(ofTotal: total))
+      }
       allGatherSeconds = monotonicSeconds() - start
     }
     return (loss, norm, lr, stop, allGatherSeconds)

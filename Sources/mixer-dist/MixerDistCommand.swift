@@ -12,7 +12,7 @@ struct MixerDistCommand: ParsableCommand {
     commandName: "mixer-dist",
     abstract: "Data-parallel MLP-Mixer training on OpenBLAS and OpenMPI.",
     version: "mixer-dist \(mixerDistVersion) (commit \(buildCommit))",
-    subcommands: [Train.self, Bench.self, Describe.self, VerifyReference.self, Inspect.self, Eval.self, Predict.self, Report.self, Import.self, Export.self, Study.self, Shard.self, Quantize.self], defaultSubcommand: nil)
+    subcommands: [Train.self, Bench.self, Describe.self, VerifyReference.self, Inspect.self, Eval.self, Predict.self, Report.self, Import.self, Export.self, Study.self, Shard.self, Quantize.self, Trace.self], defaultSubcommand: nil)
 }
 
 /// The version this source tree calls itself; the commit it was built from is `buildCommit`

@@ -4,6 +4,8 @@
 import ArgumentParser
 import Foundation
 import MixerTelemetry
+import MixerTrace
+import MixerCheckpoint
 import Logging
 import MixerData
 import MixerDistributed
@@ -81,6 +83,7 @@ struct Train: ParsableCommand {
   @Option(help: .hidden) var killInSaveAtStep: Int?
   // a background save's write that fails (as a full disk would) at this step (hidden)
   @Option(help: .hidden) var failInSaveAtStep: Int?
+  @Option(help: "Record a timeline of every rank into this folder (rank-R.json each, merged into trace.json at the end: Chrome trace-event JSON for Perfetto or chrome://tracing); `mixer-dist trace summary` names the slow ranks.") var trace: String?
   @Option(help: "Console log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
   @Option(help: "Track the run in MLflow: the tracking server's URI, http://HOST:PORT (default: $MLFLOW_TRACKING_URI when it is one; 'off': not tracked).") var mlflow: String?
   @Option(help: "MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else mixer-dist).") var mlflowExperiment: String?
@@ -210,6 +213,7 @@ struct Train: ParsableCommand {
         if let rank, rank != "0" { throw ExitCode(ExitStatus.refused) }
         throw Refusal.wrapping(error)
       }
+      if trace != nil { Timeline.current = Timeline() }
       let interrupted = try Job.run { comm -> Bool in
         Interruption.install()  // again after MPI's start-up, in case it set handlers of its own
         // anything refused before training is refused again by a rerun: its own exit status
@@ -229,8 +233,10 @@ struct Train: ParsableCommand {
           summary = try trainer.run()
         } catch {
           finishTracking(tracker, .failed, config: config, log: trainer.log)
+          writeTrace(comm: comm, merge: false, log: trainer.log)
           throw error
         }
+        writeTrace(comm: comm, merge: true, log: trainer.log)
         guard summary.interrupted == nil else {
           finishTracking(tracker, .killed, config: config, log: trainer.log)
           return true
@@ -251,6 +257,27 @@ struct Train: ParsableCommand {
 }
 
 extension Train {
+  /// `--trace DIR`: every rank writes its timeline; after a run that ended on every rank alike
+  /// (`merge`), rank 0 merges them into DIR/trace.json once all are written. A failure to write
+  /// the trace is said and does not fail the run.
+  func writeTrace(comm: Communicator, merge: Bool, log: RunLog) {
+    guard let trace, let timeline = Timeline.current else { return }
+    let folder = URL(fileURLWithPath: trace)
+    do {
+      _ = try timeline.write(into: folder, rank: comm.rank, host: ProcessInfo.processInfo.hostName)
+      guard merge else { return }
+      try comm.barrier()
+      if comm.rank == 0 {
+        let merged = try TraceFile(contentsOf: folder)
+        let url = folder.appendingPathComponent("trace.json")
+        try merged.write(to: url)
+        log.line("trace: \(url.path) (\(comm.size) rank(s); `mixer-dist trace summary \(url.path)`)")
+      }
+    } catch {
+      log.line("mixer-dist: warning: the trace was not written: \(describeError(error))")
+    }
+  }
+
   /// The MLflow tracking server: `--mlflow`, else $MLFLOW_TRACKING_URI when it is an http(s) URI
   /// (MLflow's other stores, such as `file:`, need its Python client); nil: not tracked.
   func trackingURI() throws -> URL? {
