@@ -406,11 +406,12 @@ public final class MLflowTracker {
       _ = try client.ok("POST", "api/2.0/mlflow/runs/update", json: ["run_id": id, "status": "RUNNING"])
       created = (id, known.artifactURI)
       // params cannot change in MLflow: the ones logged stay; a setting the resumed run changed
-      // (--steps, say) is logged as the tag `mixer.resumed.KEY`
+      // (--steps, say) is logged as the tag `mixer.resumed.KEY`; tags are set again (the world
+      // size and hosts of this segment)
       condition.lock()
       let changed = params.filter { key, value in known.params[mlflowKey(key)].map { $0 != value } ?? false }
       params.removeAll { key, _ in known.params[mlflowKey(key)] != nil }
-      tags += changed.map { ("mixer.resumed.\($0.0)", $0.1) }
+      tags += settings.tags + changed.map { ("mixer.resumed.\($0.0)", $0.1) }
       condition.unlock()
     }
     if created == nil {

@@ -88,6 +88,8 @@ public final class Trainer {
   var resumedFrom: String?
   /// rank 0 of several: the ranks' compute and loader times by window, naming a slow rank
   var stragglers: StragglerWatch?
+  /// every rank's host name, by rank
+  public private(set) var rankHosts: [String] = []
   /// where checkpoints go: rank 0's `config.checkpointFolder` (one folder for every rank)
   let checkpointFolder: String
   /// the best evaluation so far under --keep-best (from best.json when resuming)
@@ -188,11 +190,13 @@ public final class Trainer {
     step = TrainingStep(
       model: model, config: config, comm: comm, localBatch: config.globalBatch / comm.size, watchdog: watchdog)
     if faults.slowRank == comm.rank { step.extraComputeSeconds = faults.slowSeconds }
+    rankHosts = [ProcessInfo.processInfo.hostName]
     if comm.size > 1 {
       // every rank's host, for naming a slow rank (each rank broadcasts its own)
       let host = ProcessInfo.processInfo.hostName
       var hosts: [String] = []
       for root in 0..<comm.size { hosts.append(try comm.broadcast(host, root: root)) }
+      rankHosts = hosts
       if comm.rank == 0 { stragglers = StragglerWatch(hosts: hosts) }
     }
 

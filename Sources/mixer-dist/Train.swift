@@ -226,7 +226,7 @@ struct Train: ParsableCommand {
           throw Refusal.wrapping(error)
         }
         for note in notes { trainer.log.line("mixer-dist: \(note)") }
-        let tracker = comm.rank == 0 ? tracking.map { startTracking($0, config: config, worldSize: comm.size, log: trainer.log) } : nil
+        let tracker = comm.rank == 0 ? tracking.map { startTracking($0, config: config, hosts: trainer.rankHosts, log: trainer.log) } : nil
         trainer.log.tracker = tracker
         let summary: TrainSummary
         do {
@@ -286,9 +286,21 @@ extension Train {
     return try? MLflowSettings.trackingURI(value)
   }
 
+  /// Every rank's host, as the tag `mixer.hosts` gives them: each host once, in rank order, with
+  /// its rank count (`node1 (2), node2 (2)`).
+  static func hostsTag(_ hosts: [String]) -> String {
+    var order: [String] = []
+    var counts: [String: Int] = [:]
+    for host in hosts {
+      if counts[host] == nil { order.append(host) }
+      counts[host, default: 0] += 1
+    }
+    return order.map { "\($0) (\(counts[$0]!))" }.joined(separator: ", ")
+  }
+
   /// Rank 0: tracks the run at `uri`, continuing the MLflow run named in the run folder's
   /// mlflow.json when this run resumes.
-  func startTracking(_ uri: URL, config: TrainConfig, worldSize: Int, log: RunLog) -> MLflowTracker {
+  func startTracking(_ uri: URL, config: TrainConfig, hosts: [String], log: RunLog) -> MLflowTracker {
     let environment = ProcessInfo.processInfo.environment
     let runFolder = URL(fileURLWithPath: config.runDirectory).standardizedFileURL
     let record = runFolder.appendingPathComponent("mlflow.json")
@@ -309,8 +321,8 @@ extension Train {
       runName: runFolder.lastPathComponent, runID: continued, params: params,
       tags: [
         ("mlflow.source.name", "mixer-dist train"), ("mlflow.source.git.commit", buildCommit),
-        ("mixer.version", mixerDistVersion), ("mixer.world_size", "\(worldSize)"),
-        ("mixer.host", ProcessInfo.processInfo.hostName), ("mixer.run_dir", runFolder.path),
+        ("mixer.version", mixerDistVersion), ("mixer.world_size", "\(hosts.count)"),
+        ("mixer.host", ProcessInfo.processInfo.hostName), ("mixer.hosts", Train.hostsTag(hosts)), ("mixer.run_dir", runFolder.path),
         ("mixer.checkpoint_dir", URL(fileURLWithPath: config.checkpointFolder).standardizedFileURL.path),
       ])
     log.line("mlflow: tracking the run at \(uri.absoluteString), experiment '\(settings.experiment)'"

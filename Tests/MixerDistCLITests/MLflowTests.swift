@@ -138,6 +138,7 @@ final class MLflowTests: XCTestCase {
     XCTAssertEqual(params["run-dir"], run.path)
     let tags = logged["tags"] as? [String: String] ?? [:]
     XCTAssertEqual(tags["mixer.world_size"], "1")
+    XCTAssertEqual(tags["mixer.hosts"], "\(ProcessInfo.processInfo.hostName) (1)")
     XCTAssertEqual(tags["mlflow.source.git.commit"]?.isEmpty, false, "\(tags)")
     XCTAssertEqual(tags["mixer.run_dir"], run.path)
     // every train record of metrics.jsonl, with its step and value (MLflow stores doubles)
@@ -152,12 +153,15 @@ final class MLflowTests: XCTestCase {
     let id = logged["id"] as? String ?? "?"
     XCTAssertTrue(first.stdout.contains("mlflow: run \(id) finished"), first.stdout)
 
-    // resumed to 40 steps: the same MLflow run, its history continued
-    let second = try mixerDist(args + ["--steps", "40", "--resume", "auto"], timeout: 180)
+    // resumed to 40 steps on 2 ranks: the same MLflow run, its history continued, every rank's host
+    let second = try mpirunMixerDist(ranks: 2, args + ["--steps", "40", "--resume", "auto"], timeout: 180)
     XCTAssertEqual(second.status, 0, second.stdout + second.stderr)
     XCTAssertTrue(second.stdout.contains("continuing run \(id)"), second.stdout)
     runs = try server.runs(experiment: "mixer-test")
     XCTAssertEqual(runs.count, 1, "a resumed run is the same MLflow run")
+    let resumedTags = runs.first?["tags"] as? [String: String] ?? [:]
+    XCTAssertEqual(resumedTags["mixer.world_size"], "2")
+    XCTAssertEqual(resumedTags["mixer.hosts"], "\(ProcessInfo.processInfo.hostName) (2)")
     let resumed = runs.first?["metrics"] as? [String: [[Double]]] ?? [:]
     XCTAssertEqual(resumed["loss"]?.map { Int($0[0]) }, [5, 10, 15, 20, 25, 30, 35, 40])
     XCTAssertEqual(runs.first?["status"] as? String, "FINISHED")
