@@ -5,7 +5,9 @@
 //               the bulk keeps its resolution (Zhao, Dong & Keutzer 2022 on Mixer's token-mixing
 //               inputs, whose range is dominated by a few huge values)
 // Values are kept as a strided sample (at most `sampleCap` per layer) for the percentiles; the
-// minimum and maximum are exact.
+// minimum and maximum are exact. Either way the grid avoids one on which many sampled inputs sit
+// exactly on a rounding boundary (`ActivationQuantization(low:high:avoidingTiesIn:)`: 8-bit pixels
+// in [−1, 1] would otherwise all be halves, and quantize by the last bit of their fp32 value).
 
 import MixerKernels
 import MixerModel
@@ -51,12 +53,13 @@ public final class ActivationStatistics {
     for (i, layer) in layers.enumerated() {
       switch method {
       case .minMax:
-        result[layer.name] = ActivationQuantization(low: minimum[i], high: maximum[i])
+        result[layer.name] = ActivationQuantization(low: minimum[i], high: maximum[i], avoidingTiesIn: samples[i])
       case .percentile:
         let sorted = samples[i].sorted()
         guard !sorted.isEmpty else { continue }
         func at(_ q: Double) -> Float { sorted[min(sorted.count - 1, max(0, Int((q * Double(sorted.count - 1)).rounded())))] }
-        result[layer.name] = ActivationQuantization(low: at(1 - percentile / 100), high: at(percentile / 100))
+        result[layer.name] = ActivationQuantization(
+          low: at(1 - percentile / 100), high: at(percentile / 100), avoidingTiesIn: samples[i])
       }
     }
     return result

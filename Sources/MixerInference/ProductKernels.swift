@@ -27,12 +27,43 @@ public struct ActivationQuantization: Codable, Equatable, Sendable {
     self.zeroPoint = zeroPoint
   }
 
-  /// The u8 quantization covering [low, high] (widened to include 0, so zero is exact).
-  public init(low: Float, high: Float) {
+  /// The u8 quantization covering [low, high] (widened to include 0, so zero is exact) in `steps`
+  /// steps (255: the whole u8 range).
+  public init(low: Float, high: Float, steps: Int = 255) {
     let lo = min(low, 0), hi = max(high, 0)
-    let scale = max(hi - lo, 1e-8) / 255
+    let scale = max(hi - lo, 1e-8) / Float(steps)
     self.scale = scale
     self.zeroPoint = Int(min(255, max(0, (-lo / scale).rounded())))
+  }
+
+  /// The u8 quantization covering [low, high] on a grid where the values of `samples` do not sit
+  /// on rounding boundaries. Inputs that take a few exact values do: 8-bit pixels normalised as
+  /// (p − 127.5) / 127.5 with the range [−1, 1] give x / scale = p − 127.5, a half for every
+  /// pixel, so each quantized pixel depends on the last bit of x and a normalisation rounded
+  /// differently by one ulp (numpy's `x / 127.5 - 1` before an ONNX runtime) moves every pixel by a
+  /// step. When more than 1% of the samples lie within 1/1000 of a step of a half, the range is
+  /// spread over 254 steps (253, … at most 8 tries) instead of 255: for those pixels x / scale =
+  /// (2p − 255)·127/255, never nearer a half than 1/510 of a step.
+  public init(low: Float, high: Float, avoidingTiesIn samples: [Float]) {
+    self.init(low: low, high: high)
+    guard !samples.isEmpty else { return }
+    for steps in stride(from: 255, through: 248, by: -1) {
+      let candidate = ActivationQuantization(low: low, high: high, steps: steps)
+      if candidate.tieFraction(samples) <= 0.01 {
+        self = candidate
+        return
+      }
+    }
+  }
+
+  /// The fraction of `samples` whose quotient by the scale lies within 1/1000 of a half.
+  func tieFraction(_ samples: [Float]) -> Double {
+    var near = 0
+    for x in samples {
+      let t = x / scale
+      if abs(t - t.rounded(.down) - 0.5) < 1e-3 { near += 1 }
+    }
+    return Double(near) / Double(max(1, samples.count))
   }
 }
 

@@ -56,6 +56,25 @@ final class InferencePlanTests: XCTestCase {
     }
   }
 
+  /// 8-bit pixels normalised to [−1, 1] all sit on a rounding half of the 255-step grid of [−1, 1]
+  /// (x / (2/255) = p − 127.5): calibration spreads such a range over 254 steps instead, where no
+  /// pixel is nearer a half than 1/510 of a step; inputs that are not on such a lattice keep 255.
+  func testCalibrationAvoidsGridsWithInputsOnRoundingHalves() {
+    let pixels = (0..<256).map { (Float($0) - 127.5) / 127.5 }
+    XCTAssertGreaterThan(ActivationQuantization(low: -1, high: 1).tieFraction(pixels), 0.99)
+    let q = ActivationQuantization(low: -1, high: 1, avoidingTiesIn: pixels)
+    XCTAssertEqual(q, ActivationQuantization(low: -1, high: 1, steps: 254))
+    XCTAssertEqual(q.zeroPoint, 127)
+    XCTAssertEqual(q.tieFraction(pixels), 0)
+    for x in pixels {
+      let t = x / q.scale
+      XCTAssertGreaterThan(abs(t - t.rounded(.down) - 0.5), 1.9e-3, "pixel \(x)")
+    }
+    var rng = CounterRNG(seed: 5)
+    let smooth = (0..<10_000).map { _ in rng.uniform() * 2 - 1 }
+    XCTAssertEqual(ActivationQuantization(low: -1, high: 1, avoidingTiesIn: smooth), ActivationQuantization(low: -1, high: 1))
+  }
+
   func testBF16AndInt8PlansStayCloseToFP32() throws {
     let (model, images) = try smallModel()
     let expected = trainingLogits(model, images, batch: 6)
