@@ -6,13 +6,16 @@
 
 Runs the same short training job under launch/mpirun three ways, interleaved (`--repeats` rounds
 of none, sync, async, so a drifting machine hits all alike): without periodic saves, with
-`--save-every N --save-mode sync` and with `--save-mode async`. Every step is logged
-(`--log-every 1`); a step's wall time is the difference of consecutive `seconds` records in
-metrics.jsonl, which includes a save made after the previous step. The extra time of the saves
-is the sum of the step times from the first save on, minus the same sum of the unsaved run of the
-same round; it is printed per save and as a fraction of the median step of the unsaved run. Peak
-memory is each rank's maximum resident set (/usr/bin/time), whose difference between async and
-sync is the copy an asynchronous save holds.
+`--save-every N --save-mode sync` and with `--save-mode async`, each with `--trace`. Two measures:
+- the stall: the time rank 0's training thread spends in checkpoint spans during the steps (the
+  whole save when synchronous; the copy, the folder's preparation and any wait for an unfinished
+  save when asynchronous; not the last step's save, which both modes wait for), per save and as
+  a fraction of the unsaved run's median step;
+- the extra time of the steps: every step's wall time (consecutive `seconds` records of
+  metrics.jsonl, `--log-every 1`) from the first save on, summed, minus the same sum of the
+  unsaved run of that round; it also holds what the background write takes from the compute
+  (the same cores), and the machine's drift between runs.
+Peak memory is each rank's maximum resident set (/usr/bin/time).
 
 The data is a folder of 224 px PNGs this script writes (two classes, random pixels: the content
 does not matter for timing). The output names the machine, the OpenBLAS kernel and the date.
@@ -85,7 +88,7 @@ def run_job(args, mode, work, binary, folder):
     command = [os.path.join(ROOT, "launch", "mpirun"), "-n", str(args.ranks), "--", "train", "--preset", args.preset,
                "--data", f"folder:{folder}", "--batch", str(args.batch), "--steps", str(args.steps), "--log-every", "1",
                "--eval-every", "0", "--save-every-minutes", "0", "--warmup", "1", "--threads", "1", "--run-dir", run,
-               "--loader-workers", "1", "--timeout", "1200"] + save
+               "--loader-workers", "1", "--timeout", "1200", "--trace", os.path.join(run, "trace")] + save
     env = dict(os.environ, MIXER_DIST_BIN=wrapper, TIMED_DIR=work, OMPI_ALLOW_RUN_AS_ROOT="1",
                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     for r in range(args.ranks):
@@ -113,9 +116,16 @@ def run_job(args, mode, work, binary, folder):
     for name in sorted(x for x in os.listdir(ck) if x.startswith("step-")):
         folder_path = os.path.join(ck, name)
         bytes_saved = sum(os.path.getsize(os.path.join(folder_path, x)) for x in os.listdir(folder_path))
+    with open(os.path.join(run, "trace", "trace.json")) as f:
+        events = json.load(f)["traceEvents"]
+    steps_x = [e for e in events if e.get("cat") == "step" and e["pid"] == 0]
+    end_of_steps = max(e["ts"] + e["dur"] for e in steps_x)
+    # (not the last step's save, which is always waited for)
+    stall = sum(e["dur"] for e in events if e.get("cat") == "checkpoint" and e["pid"] == 0 and e["tid"] == 0
+                and e["ts"] + e["dur"] <= end_of_steps + 1 and f"(step {args.steps})" not in e["name"]) / 1e6
     shutil.rmtree(run, ignore_errors=True)
     core = re.search(r"OpenBLAS thread\(s\) per rank \(([^)]*)\)", result.stdout)
-    return times, rss, bytes_saved, core.group(1) if core else "?"
+    return times, rss, bytes_saved, core.group(1) if core else "?", stall
 
 
 def main():
@@ -140,23 +150,23 @@ def main():
             runs = {mode: run_job(args, mode, work, binary, folder) for mode in ("none", "sync", "async")}
             base_times = runs["none"][0]
             median = statistics.median(base_times.values())
-            span = [s for s in base_times if s >= first_save]
+            span = [s for s in base_times if s >= first_save]  # (the last step's save comes after its record)
             saves = len([s for s in range(args.save_every, args.steps, args.save_every)])
             for mode in ("sync", "async"):
-                times, rss, size, core = runs[mode]
+                times, rss, size, core, stall = runs[mode]
                 extra = sum(times[s] for s in span) - sum(base_times[s] for s in span)
-                rows.append((round_index + 1, mode, median, saves, extra, extra / saves / median, max(rss),
-                             max(runs["none"][1]), size))
+                rows.append((round_index + 1, mode, median, saves, stall / saves, stall / saves / median, extra,
+                             extra / saves / median, max(rss), max(runs["none"][1]), size))
         print(f"save_stall: {args.preset}, {args.ranks} ranks x 1 thread, global batch {args.batch}, "
               f"{args.steps} steps, a save every {args.save_every}")
         print(f"machine: {machine()}; OpenBLAS kernel {core}")
         print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; binary {binary}")
         print()
-        print("| round | save mode | median step (s) | saves | extra time, all saves (s) | per save, of one step | peak RSS per rank (MiB) | unsaved run (MiB) | checkpoint (MB) |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-        for r, mode, median, saves, extra, share, rss, base_rss, size in rows:
-            print(f"| {r} | {mode} | {median:.2f} | {saves} | {extra:+.2f} | {100 * share:+.1f}% | {rss:.0f} | "
-                  f"{base_rss:.0f} | {size / 1e6:.0f} |")
+        print("| round | save mode | median step (s) | saves | stall per save (s) | of one step | extra step time, all saves (s) | per save, of one step | peak RSS per rank (MiB) | unsaved run (MiB) | checkpoint (MB) |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r, mode, median, saves, stall, stall_share, extra, share, rss, base_rss, size in rows:
+            print(f"| {r} | {mode} | {median:.2f} | {saves} | {stall:.3f} | {100 * stall_share:.1f}% | {extra:+.2f} | "
+                  f"{100 * share:+.1f}% | {rss:.0f} | {base_rss:.0f} | {size / 1e6:.0f} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

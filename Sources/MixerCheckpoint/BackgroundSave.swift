@@ -26,6 +26,9 @@ public final class BackgroundSave<Config: CheckpointConfig> {
   public var step: Int { snapshot.step }
   /// The bytes this rank copied for it (the memory an asynchronous save adds).
   public var snapshotBytes: Int { snapshot.bytes }
+  /// What this rank wrote, for the next save to reuse its buffers once this one is done (and
+  /// this object released: the buffers then have one owner and are overwritten in place).
+  public var spareSnapshot: CheckpointSnapshot<Config> { snapshot }
 
   private enum State: Int {
     case writing = 1, written, committing, committed, failed
@@ -51,11 +54,11 @@ public final class BackgroundSave<Config: CheckpointConfig> {
     self.snapshot = snapshot
     self.keep = keep
     self.protecting = protecting
-    try store.begin(snapshot)
-    let thread = Thread { [self] in
+    try Timeline.span("checkpoint prepare (step \(snapshot.step))", .checkpoint) { try store.begin(snapshot) }
+    let thread = Thread { [self] in  // (self.snapshot: the closure holds no copy of its own)
       let written = Result {
-        try Timeline.span("checkpoint write (step \(snapshot.step))", .checkpoint, thread: .checkpoint) {
-          try store.write(snapshot)
+        try Timeline.span("checkpoint write (step \(self.snapshot.step))", .checkpoint, thread: .checkpoint) {
+          try store.write(self.snapshot)
         }
         try afterWrite?()
       }

@@ -305,9 +305,10 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     cursor: DataCursor, keep: Int, protecting: Set<Int> = [], trainingSeconds: Double? = nil,
     beforeCommit: (() -> Void)? = nil
   ) throws -> URL {
+    var none: CheckpointSnapshot<Config>?
     let snapshot = try self.snapshot(
       step: step, model: model, optimizer: optimizer, config: config, zeroStage: zeroStage, cursor: cursor,
-      trainingSeconds: trainingSeconds)
+      trainingSeconds: trainingSeconds, reusing: &none)
     try begin(snapshot)
     let written = Result { try write(snapshot) }
     if case .success = written { beforeCommit?() }
@@ -335,10 +336,12 @@ public struct CheckpointStore<Config: CheckpointConfig> {
 
   /// This rank's part of a save of `step`, copied out of the model and optimizer (the training
   /// may change them as soon as this returns): its range of the optimizer moments, and on rank 0
-  /// the parameters and what the manifest needs.
+  /// the parameters and what the manifest needs. `reusing` (taken: left nil) is an earlier
+  /// snapshot of the same shapes whose buffers are overwritten instead of allocated (fresh memory
+  /// costs its page faults on every save).
   public func snapshot(
     step: Int, model: MixerModel, optimizer: some ShardedOptimizerState, config: Config, zeroStage: Int,
-    cursor: DataCursor, trainingSeconds: Double?
+    cursor: DataCursor, trainingSeconds: Double?, reusing spare: inout CheckpointSnapshot<Config>?
   ) throws -> CheckpointSnapshot<Config> {
     let total = model.table.count
     let range = shardRanges(total: total, parts: comm.size)[comm.rank]
@@ -346,11 +349,30 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     guard local >= 0, range.upperBound <= optimizer.range.upperBound else {
       throw CheckpointError("rank \(comm.rank): optimizer range \(optimizer.range) does not cover its shard \(range)")
     }
-    let moments = optimizer.moments.filter { $0.buffer.count > 0 }.map {
-      ($0.name, NDArray(shape: [range.count], data: $0.buffer.array(local..<(local + range.count))))
+    let momentSources = optimizer.moments.filter { $0.buffer.count > 0 }.map { ($0.name, $0.buffer.pointer + local, range.count) }
+    let parameterSources = comm.rank == 0
+      ? model.table.views.map { ($0.name, model.parameters.pointer + $0.range.lowerBound, $0.range.count) } : []
+    // moved out of the spare so that each buffer has one owner and is overwritten in place
+    var previous = spare.take()
+    var reusedMoments = previous?.moments, reusedParameters = previous?.parameters
+    previous = nil
+    func copies(
+      _ sources: [(String, UnsafeMutablePointer<Float>, Int)], shapes: [[Int]],
+      into reused: inout [(name: String, array: NDArray)]?
+    ) -> [(name: String, array: NDArray)] {
+      if var arrays = reused.take(), arrays.count == sources.count,
+        zip(arrays, sources).allSatisfy({ $0.name == $1.0 && $0.array.data.count == $1.2 })
+      {
+        for i in arrays.indices {
+          arrays[i].array.data.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: sources[i].1, count: sources[i].2) }
+        }
+        return arrays
+      }
+      return zip(sources, shapes).map { ($0.0, NDArray(shape: $1, data: Array(UnsafeBufferPointer(start: $0.1, count: $0.2)))) }
     }
-    let parameters = comm.rank == 0
-      ? model.table.views.map { ($0.name, NDArray(shape: $0.shape, data: model.parameters.array($0.range))) } : []
+    let moments = copies(momentSources, shapes: momentSources.map { [$0.2] }, into: &reusedMoments)
+    let parameters = copies(
+      parameterSources, shapes: comm.rank == 0 ? model.table.views.map(\.shape) : [], into: &reusedParameters)
     let headers = 64 * model.table.views.count + 4096 * (comm.size + 2)
     return CheckpointSnapshot(
       step: step, shard: range, moments: moments, parameters: parameters,

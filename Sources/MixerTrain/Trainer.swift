@@ -90,6 +90,8 @@ public final class Trainer {
   var stragglers: StragglerWatch?
   /// every rank's host name, by rank
   public private(set) var rankHosts: [String] = []
+  /// the buffers of the last background save, reused by the next (`--save-mode async`)
+  var spareSnapshot: CheckpointSnapshot<TrainConfig>?
   /// where checkpoints go: rank 0's `config.checkpointFolder` (one folder for every rank)
   let checkpointFolder: String
   /// the best evaluation so far under --keep-best (from best.json when resuming)
@@ -279,8 +281,10 @@ public final class Trainer {
     func finishPendingSave() throws {
       guard let save = pending else { return }
       pending = nil
-      log.line("checkpoint \(try save.finish().path)")
+      let folder = try Timeline.span("checkpoint wait (step \(save.step))", .checkpoint) { try save.finish() }
+      log.line("checkpoint \(folder.path)")
       lastSaved = save.step
+      spareSnapshot = save.spareSnapshot
     }
     // this rank's batch failed and every rank learnt it in the step's reductions
     var batchFailureShared = false
@@ -330,6 +334,7 @@ public final class Trainer {
           pending = nil
           log.line("checkpoint \(folder.path)")
           lastSaved = save.step
+          spareSnapshot = save.spareSnapshot
         }
         if done % cfg.logEvery == 0 || done == cfg.steps {
           let now = monotonicSeconds()
@@ -465,7 +470,7 @@ public final class Trainer {
     let snapshot = try Timeline.span("checkpoint copy (step \(done))", .checkpoint) {
       try store.snapshot(
         step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage,
-        cursor: cursor(after: done), trainingSeconds: trainingSeconds)
+        cursor: cursor(after: done), trainingSeconds: trainingSeconds, reusing: &spareSnapshot)
     }
     var afterWrite: (() throws -> Void)?
     if faults.killInSaveAtStep == done { afterWrite = { kill(getpid(), SIGKILL) } }

@@ -39,6 +39,25 @@ final class BackgroundSaveTests: XCTestCase {
     XCTAssertEqual(final, try synchronousParameters())
   }
 
+  /// Every checkpoint of an async run holds the bytes of the sync run's (the later saves reuse
+  /// the first one's buffers, overwritten in place).
+  func testAsyncAndSyncSavesWriteTheSameFiles() throws {
+    var folders: [URL] = []
+    for mode in ["async", "sync"] {
+      let dir = try makeTemporaryDirectory(self, mode)
+      let result = try mixerDist(args + ["--run-dir", dir.path, "--save-mode", mode])
+      XCTAssertEqual(result.status, 0, result.stdout + result.stderr)
+      folders.append(dir.appendingPathComponent("checkpoints"))
+    }
+    for step in ["step-00000005", "step-00000010", "step-00000015", "step-00000020"] {
+      for file in ["params.safetensors", "optimizer-rank-00000.safetensors"] {
+        let a = try Data(contentsOf: folders[0].appendingPathComponent("\(step)/\(file)"))
+        let b = try Data(contentsOf: folders[1].appendingPathComponent("\(step)/\(file)"))
+        XCTAssertEqual(a, b, "\(step)/\(file)")
+      }
+    }
+  }
+
   /// Two ranks with ZeRO-1 (each writes its own optimizer shard in the background): killed in
   /// step 10's background write, resumed, the same bytes as the synchronous 2-rank run.
   func testTwoRanksResumeFromABackgroundCheckpoint() throws {
