@@ -170,18 +170,24 @@ final class KilledBeforeFirstSaveTests: XCTestCase {
   }
 }
 
+/// A folder of 48 + 8 JPEGs in two classes, and `train/a/broken.jpg`: a JPEG start marker and then
+/// nothing a decoder can read.
+func writeFolderWithABrokenJPEG(_ dir: URL) throws -> (folder: URL, bad: URL) {
+  let data = dir.appendingPathComponent("photos")
+  try writeBenchmarkJPEGs(folder: data.appendingPathComponent("train"), count: 48, width: 32, height: 32)
+  try writeBenchmarkJPEGs(folder: data.appendingPathComponent("val"), count: 8, width: 32, height: 32)
+  let bad = data.appendingPathComponent("train/a/broken.jpg")
+  try Data([0xFF, 0xD8, 0xFF, 0xE0] + [UInt8](repeating: 0x5A, count: 300)).write(to: bad)
+  return (data, bad)
+}
+
 final class CorruptJPEGTests: XCTestCase {
   /// Real JPEG class folders with one corrupt file met part-way: the run saves the last completed
   /// step, says which file and how to continue, and exits 65 (a rerun would meet the same file).
   /// With the file removed, `--resume auto` continues from that checkpoint to the end.
   func testCorruptJPEGMetPartWaySavesTheLastStep() throws {
     let dir = try makeTemporaryDirectory(self)
-    let data = dir.appendingPathComponent("photos")
-    try writeBenchmarkJPEGs(folder: data.appendingPathComponent("train"), count: 48, width: 32, height: 32)
-    try writeBenchmarkJPEGs(folder: data.appendingPathComponent("val"), count: 8, width: 32, height: 32)
-    // a JPEG start marker and then nothing a decoder can read
-    let bad = data.appendingPathComponent("train/a/broken.jpg")
-    try Data([0xFF, 0xD8, 0xFF, 0xE0] + [UInt8](repeating: 0x5A, count: 300)).write(to: bad)
+    let (data, bad) = try writeFolderWithABrokenJPEG(dir)
     let ck = dir.appendingPathComponent("ck")
     let args = ["train"] + Array(failureTestModel.prefix(10)) + [
       "--data", "folder:\(data.path)", "--classes", "2", "--batch", "8", "--steps", "24", "--threads", "1", "--eval-every", "0",
@@ -215,12 +221,9 @@ extension CorruptJPEGTests {
   /// the run resumes from that checkpoint to the end.
   func testCorruptJPEGOnOneRankSavesOnEveryRank() throws {
     let dir = try makeTemporaryDirectory(self)
-    let data = dir.appendingPathComponent("photos")
-    try writeBenchmarkJPEGs(folder: data.appendingPathComponent("train"), count: 48, width: 32, height: 32)
-    try writeBenchmarkJPEGs(folder: data.appendingPathComponent("val"), count: 8, width: 32, height: 32)
-    let bad = data.appendingPathComponent("train/a/broken.jpg")
+    var (data, bad) = try writeFolderWithABrokenJPEG(dir)
     for (name, extra) in [("plain", [String]()), ("exact", ["--exact", "--micro-batch", "2"])] {
-      try Data([0xFF, 0xD8, 0xFF, 0xE0] + [UInt8](repeating: 0x5A, count: 300)).write(to: bad)
+      if name != "plain" { (data, bad) = try writeFolderWithABrokenJPEG(dir) }
       let ck = dir.appendingPathComponent("ck-\(name)")
       let args = ["train"] + Array(failureTestModel.prefix(10)) + [
         "--data", "folder:\(data.path)", "--classes", "2", "--batch", "8", "--steps", "24", "--threads", "1",
