@@ -24,8 +24,6 @@ import MixerTrace
 public final class BackgroundSave<Config: CheckpointConfig> {
   /// The step the checkpoint holds.
   public var step: Int { snapshot.step }
-  /// The bytes this rank copied for it (the memory an asynchronous save adds).
-  public var snapshotBytes: Int { snapshot.bytes }
   /// What this rank wrote, for the next save to reuse its buffers once this one is done (and
   /// this object released: the buffers then have one owner and are overwritten in place).
   public var spareSnapshot: CheckpointSnapshot<Config> { snapshot }

@@ -272,11 +272,6 @@ public struct CheckpointSnapshot<Config: CheckpointConfig> {
   let parameterCount: Int
   let cursor: DataCursor
   let trainingSeconds: Double?
-
-  /// The bytes this rank holds for the save (the copy an asynchronous save adds to memory).
-  public var bytes: Int {
-    (moments + parameters).reduce(0) { $0 + $1.array.data.count * MemoryLayout<Float>.size }
-  }
 }
 
 /// Saves and restores the training state of one rank.

@@ -278,13 +278,15 @@ public final class Trainer {
     var lastSaved: Int? = resumedFrom != nil ? startStep : nil
     // a periodic save being written in the background (--save-mode async)
     var pending: BackgroundSave<TrainConfig>?
-    func finishPendingSave() throws {
-      guard let save = pending else { return }
+    func committed(_ save: BackgroundSave<TrainConfig>, as folder: URL) {
       pending = nil
-      let folder = try Timeline.span("checkpoint wait (step \(save.step))", .checkpoint) { try save.finish() }
       log.line("checkpoint \(folder.path)")
       lastSaved = save.step
       spareSnapshot = save.spareSnapshot
+    }
+    func finishPendingSave() throws {
+      guard let save = pending else { return }
+      committed(save, as: try Timeline.span("checkpoint wait (step \(save.step))", .checkpoint) { try save.finish() })
     }
     // this rank's batch failed and every rank learnt it in the step's reductions
     var batchFailureShared = false
@@ -330,12 +332,7 @@ public final class Trainer {
         windowImages += cfg.globalBatch
         let done = stepIndex + 1
         completed = done
-        if let save = pending, let folder = try save.poll() {  // (a collective while a save is pending)
-          pending = nil
-          log.line("checkpoint \(folder.path)")
-          lastSaved = save.step
-          spareSnapshot = save.spareSnapshot
-        }
+        if let save = pending, let folder = try save.poll() { committed(save, as: folder) }  // (a collective while pending)
         if done % cfg.logEvery == 0 || done == cfg.steps {
           let now = monotonicSeconds()
           let rate = Double(windowImages) / max(now - windowStart, 1e-9)
