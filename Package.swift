@@ -40,12 +40,15 @@ let package = Package(
     .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
     .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
-    .target(name: "MixerKernels", dependencies: ["CBLAS", "CDNNL"], swiftSettings: optimize),
+    // numbers without C: bf16 rounding, the counter RNG, the SIMD vector type (for the data layer
+    // and the gradient wire format, which need no BLAS)
+    .target(name: "MixerNumerics", swiftSettings: optimize),
+    .target(name: "MixerKernels", dependencies: ["CBLAS", "CDNNL", "MixerNumerics"], swiftSettings: optimize),
     // the per-rank timeline of `train --trace` (no dependencies: every layer may record spans)
     .target(name: "MixerTrace", swiftSettings: optimize),
     .target(name: "MixerModel", dependencies: ["MixerKernels", "MixerTrace"], swiftSettings: optimize),
-    .target(name: "MixerDistributed", dependencies: ["CMPI", "MixerTrace"], swiftSettings: optimize),
-    .target(name: "MixerData", dependencies: ["MixerKernels", "CTurboJPEG", "CPNG", "CMixerZlib", "CArchive"], swiftSettings: optimize),
+    .target(name: "MixerDistributed", dependencies: ["CMPI", "MixerNumerics", "MixerTrace"], swiftSettings: optimize),
+    .target(name: "MixerData", dependencies: ["MixerNumerics", "CTurboJPEG", "CPNG", "CMixerZlib", "CArchive"], swiftSettings: optimize),
     .target(
       name: "MixerCheckpoint",
       dependencies: [
@@ -88,7 +91,7 @@ let package = Package(
     .target(name: "MixerTestSupport", dependencies: ["CMixerZlib"], path: "Tests/MixerTestSupport"),
     .testTarget(name: "MixerKernelsTests", dependencies: ["MixerKernels", "MixerTestSupport"]),
     .testTarget(name: "MixerModelTests", dependencies: ["MixerModel", "MixerTestSupport"]),
-    .testTarget(name: "MixerDataTests", dependencies: ["MixerData", "MixerTestSupport"]),
+    .testTarget(name: "MixerDataTests", dependencies: ["MixerData", "MixerNumerics", "MixerTestSupport"]),
     .testTarget(name: "MixerCheckpointTests", dependencies: ["MixerCheckpoint", "MixerTestSupport"]),
     .testTarget(name: "MixerDistributedTests", dependencies: ["MixerDistributed", "MixerTestSupport"]),
     .testTarget(name: "MixerInferenceTests", dependencies: ["MixerInference", "MixerCheckpoint", "MixerTestSupport"]),

@@ -23,7 +23,7 @@
 // run. Up to 100 consecutive bad files are skipped before the load fails.
 
 import Foundation
-import MixerKernels
+import MixerNumerics
 
 /// Labelled JPEG/PNG images in one folder per class, preprocessed to a fixed size.
 public struct ImageFolder: EpochAugmentedDataset {

@@ -4,7 +4,7 @@
 // typical size) into a temporary folder of two classes, removed afterwards.
 
 import Foundation
-import MixerKernels
+import MixerNumerics
 
 /// What `measureLoaderThroughput` measured.
 public struct LoaderThroughput: Sendable, Codable, CustomStringConvertible {

@@ -10,7 +10,7 @@
 // The weight is drawn from `CounterRNG(seed:, mixupTag, step)`: no state to save for a resume.
 
 import Foundation
-import MixerKernels
+import MixerNumerics
 
 /// Mixup with Beta(α, α) weights, one per global step.
 public struct Mixup: Equatable, Sendable, Codable {

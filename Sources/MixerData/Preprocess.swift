@@ -19,7 +19,7 @@
 // the same pixels for the same (seed, epoch, index), and the crop is known before decoding.
 
 import Foundation
-import MixerKernels
+import MixerNumerics
 
 /// A rectangle in source pixel coordinates (may be fractional).
 public struct CropBox: Equatable, Sendable, CustomStringConvertible {

@@ -14,7 +14,7 @@
 // one bit (TensorFlow blanks the image below M = 2.5).
 
 import Foundation
-import MixerKernels
+import MixerNumerics
 
 /// RandAugment(N, M) on 8-bit RGB images.
 public struct RandAugment: Equatable, Sendable, Codable {

@@ -11,7 +11,7 @@
 // every sample is counted exactly once whatever N is.
 
 import Foundation
-import MixerKernels
+import MixerNumerics
 
 /// Global permutation per epoch, global batches, and this rank's slice of each.
 public final class ShardedSampler: @unchecked Sendable {

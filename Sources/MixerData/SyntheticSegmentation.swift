@@ -13,7 +13,7 @@
 // mixing must learn.
 
 import Foundation
-import MixerKernels
+import MixerNumerics
 
 /// Procedural 32×32 segmentation scenes; a pure function of (seed, split, index).
 public struct SyntheticSegmentation: SegmentationDataset {

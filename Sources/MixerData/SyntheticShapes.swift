@@ -12,7 +12,7 @@
 // shape only. Shapes span 11–26 px and stay within about a pixel of the frame.
 
 import Foundation
-import MixerKernels
+import MixerNumerics
 
 /// Procedural 32×32 images of ten shapes and patterns; a pure function of (seed, split, index).
 public struct SyntheticShapes: Dataset {

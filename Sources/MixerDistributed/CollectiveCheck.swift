@@ -6,6 +6,7 @@
 // `mixer-comm-check` under mpirun and by the tests on a LocalGroup.
 
 import Foundation
+import MixerNumerics
 
 /// Checks the collectives of a communicator; every rank must call `run`.
 public struct CollectiveCheck: Sendable {
@@ -173,14 +174,14 @@ public struct CollectiveCheck: Sendable {
   /// Rank `rank`'s bf16 input at `index`: positive (so partial sums never cancel), with a full
   /// 8-bit significand, between 0.37 and 378.
   public static func bfloat16Input(rank: Int, index: Int) -> UInt16 {
-    bfloat16Bits(Float(1 + (index &* 7 &+ rank &* 13) % 1021) * 0.37)
+    bf16Bits(Float(1 + (index &* 7 &+ rank &* 13) % 1021) * 0.37)
   }
 
   /// The reference of the bf16 sum: the exact sum of the ranks' bf16 inputs, rounded once.
   public static func expectedBFloat16Sum(ranks: Int, index: Int) -> Float {
     var sum = 0.0
-    for rank in 0..<ranks { sum += Double(floatFromBFloat16(bfloat16Input(rank: rank, index: index))) }
-    return floatFromBFloat16(bfloat16Bits(Float(sum)))
+    for rank in 0..<ranks { sum += Double(floatFromBF16(bfloat16Input(rank: rank, index: index))) }
+    return floatFromBF16(bf16Bits(Float(sum)))
   }
 
   /// The tolerance of the bf16 sum in ulps of the result: MPI rounds once per addition, N − 1
@@ -202,7 +203,7 @@ public struct CollectiveCheck: Sendable {
         try bits.withUnsafeMutableBufferPointer { try communicator.allReduceSumBFloat16($0.baseAddress!, count: count) }
       }
       failures += compareWithin(
-        bits.prefix(count).map(floatFromBFloat16), ulps: tolerance, "allReduceSumBFloat16(\(count))"
+        bits.prefix(count).map(floatFromBF16), ulps: tolerance, "allReduceSumBFloat16(\(count))"
       ) { Self.expectedBFloat16Sum(ranks: ranks, index: $0) }
 
       bits = (0..<max(count, 1)).map { Self.bfloat16Input(rank: rank, index: $0) }
@@ -213,7 +214,7 @@ public struct CollectiveCheck: Sendable {
       }
       let shard = communicator.shard(ofTotal: count)
       failures += compareWithin(
-        bits[shard].map(floatFromBFloat16), ulps: tolerance, "reduceScatterSumBFloat16(\(count)), shard \(shard)"
+        bits[shard].map(floatFromBF16), ulps: tolerance, "reduceScatterSumBFloat16(\(count)), shard \(shard)"
       ) { Self.expectedBFloat16Sum(ranks: ranks, index: shard.lowerBound + $0) }
     }
     for mode in [GradientBucketer.Mode.allReduce, .reduceScatter] {
@@ -223,7 +224,7 @@ public struct CollectiveCheck: Sendable {
       let bucketer = GradientBucketer(
         communicator: communicator, buffer: buffer, count: count, bucketSize: 1000, mode: mode,
         precision: .bf16)
-      for index in 0..<count { buffer[index] = floatFromBFloat16(Self.bfloat16Input(rank: rank, index: index)) }
+      for index in 0..<count { buffer[index] = floatFromBF16(Self.bfloat16Input(rank: rank, index: index)) }
       for bound in stride(from: count - 1500, to: 0, by: -1500) { bucketer.markReady(upTo: bound) }
       try watched("GradientBucketer bf16 \(mode)") { try bucketer.finish() }
       let result = Array(UnsafeBufferPointer(start: buffer + bucketer.shard.lowerBound, count: bucketer.shard.count))

@@ -5,6 +5,7 @@
 // shard ranges, scalar/array reductions for metrics and the collective error check `allAgree`.
 
 import Foundation
+import MixerNumerics
 
 /// The collectives of one group of ranks.
 ///
@@ -138,9 +139,9 @@ extension Communicator {
     var values = [Float](repeating: 0, count: max(count, 1))
     try values.withUnsafeMutableBufferPointer { floats in
       let base = floats.baseAddress!
-      convertFromBFloat16(base, buffer, count: count)
+      convertFromBF16(buffer, base, count: count)
       try allReduceSum(base, count: count)
-      convertToBFloat16(buffer, base, count: count)
+      convertToBF16(base, buffer, count: count)
     }
   }
 
@@ -151,10 +152,10 @@ extension Communicator {
     var values = [Float](repeating: 0, count: max(total, 1))
     try values.withUnsafeMutableBufferPointer { floats in
       let base = floats.baseAddress!
-      convertFromBFloat16(base, buffer, count: total)
+      convertFromBF16(buffer, base, count: total)
       try reduceScatterSum(base, counts: counts)
       let block = blockRange(counts: counts, rank: rank)
-      convertToBFloat16(buffer + block.lowerBound, base + block.lowerBound, count: block.count)
+      convertToBF16(base + block.lowerBound, buffer + block.lowerBound, count: block.count)
     }
   }
 

@@ -32,6 +32,7 @@
 
 import Foundation
 import MixerTrace
+import MixerNumerics
 
 /// Reduces a flat gradient buffer over the ranks in buckets, overlapped with backward.
 public final class GradientBucketer {
@@ -317,10 +318,10 @@ private final class BucketWorker {
         }
       } else if let scratch {
         operation = {
-          convertToBFloat16(scratch, start, count: bucket.count)
+          convertToBF16(start, scratch, count: bucket.count)
           try self.communicator.reduceScatterSumBFloat16(scratch, counts: blockCounts[index])
           let block = blockRange(counts: blockCounts[index], rank: self.rank)
-          convertFromBFloat16(start + block.lowerBound, scratch + block.lowerBound, count: block.count)
+          convertFromBF16(scratch + block.lowerBound, start + block.lowerBound, count: block.count)
         }
       } else {
         operation = { try self.communicator.reduceScatterSum(start, counts: blockCounts[index]) }
@@ -335,9 +336,9 @@ private final class BucketWorker {
         }
       } else if let scratch {
         operation = {
-          convertToBFloat16(scratch, start, count: bucket.count)
+          convertToBF16(start, scratch, count: bucket.count)
           try self.communicator.allReduceSumBFloat16(scratch, count: bucket.count)
-          convertFromBFloat16(start, scratch, count: bucket.count)
+          convertFromBF16(scratch, start, count: bucket.count)
         }
       } else {
         operation = { try self.communicator.allReduceSum(start, count: bucket.count) }

@@ -2,8 +2,6 @@
 // range reduction to [-ln2/2, ln2/2] and a degree-7 Taylor polynomial, relative error < 2e-7);
 // tanh is built from it. Tests compare against Foundation over a dense grid.
 
-public typealias FloatVector = SIMD16<Float>
-
 /// e^x for each lane; inputs are clamped to [-87, 88] (results stay finite and normal).
 /// Rounding to the nearest integer uses the 1.5·2²³ trick (adding it leaves round(x) in the low
 /// mantissa bits), so every step is plain vector arithmetic and integer bit work.

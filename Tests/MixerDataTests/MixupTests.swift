@@ -2,7 +2,7 @@
 // 2 and 4 ranks, each sample mixes with its global predecessor, the Beta weights behave, soft
 // targets sum to one, and the loader benchmark runs.
 
-import MixerKernels
+import MixerNumerics
 import MixerTestSupport
 import XCTest
 

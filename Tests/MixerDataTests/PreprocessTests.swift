@@ -1,7 +1,7 @@
 // Tests of preprocessing: inception-crop statistics, crop geometry recovered from a gradient image,
 // flips, the eval centre crop, identity at the source size, normalisation, and RandAugment ops.
 
-import MixerKernels
+import MixerNumerics
 import MixerTestSupport
 import XCTest
 

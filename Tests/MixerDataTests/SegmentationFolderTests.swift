@@ -9,7 +9,7 @@
 
 import Foundation
 import MixerTestSupport
-import MixerKernels
+import MixerNumerics
 import XCTest
 
 @testable import MixerData

@@ -3,7 +3,7 @@
 // gives the same global batch, out-of-range classes are caught by sample, mixup is refused); the
 // `--data` spelling.
 
-import MixerKernels
+import MixerNumerics
 import XCTest
 
 @testable import MixerData

@@ -5,7 +5,7 @@ import Foundation
 import XCTest
 
 @testable import MixerData
-@testable import MixerKernels
+import MixerNumerics
 
 final class SyntheticShapesTests: XCTestCase {
   private func image(_ dataset: SyntheticShapes, _ index: Int) throws -> (pixels: [Float], label: Int) {

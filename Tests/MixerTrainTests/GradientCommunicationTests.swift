@@ -5,6 +5,7 @@
 // real MPI by CollectiveCheck (mixer-comm-check under mpirun, MPIRunTests).
 
 import MixerDistributed
+import MixerNumerics
 import MixerModel
 import MixerTestSupport
 import XCTest
@@ -85,16 +86,16 @@ final class GradientCommunicationTests: XCTestCase {
 
   /// Rounding to bf16: to nearest, ties to even, specials kept.
   func testBFloat16Rounding() {
-    XCTAssertEqual(bfloat16Bits(1), 0x3F80)
-    XCTAssertEqual(bfloat16Bits(1 + 0x1p-8), 0x3F80)  // tie: down to even
-    XCTAssertEqual(bfloat16Bits(1 + 0x1p-7 + 0x1p-8), 0x3F82)  // tie: up to even
-    XCTAssertEqual(bfloat16Bits(1 + 0x1p-8 + 0x1p-20), 0x3F81)  // above the tie: up
-    XCTAssertEqual(bfloat16Bits(-2.5), 0xC020)
-    XCTAssertEqual(bfloat16Bits(.infinity), 0x7F80)
-    XCTAssertEqual(bfloat16Bits(.greatestFiniteMagnitude), 0x7F80)  // rounds up to infinity
-    XCTAssertTrue(floatFromBFloat16(bfloat16Bits(.nan)).isNaN)
-    XCTAssertEqual(floatFromBFloat16(0x3F81), 1 + 0x1p-7)
-    var sum: [UInt16] = [bfloat16Bits(1)], one: [UInt16] = [bfloat16Bits(0x1p-8)]
+    XCTAssertEqual(bf16Bits(1), 0x3F80)
+    XCTAssertEqual(bf16Bits(1 + 0x1p-8), 0x3F80)  // tie: down to even
+    XCTAssertEqual(bf16Bits(1 + 0x1p-7 + 0x1p-8), 0x3F82)  // tie: up to even
+    XCTAssertEqual(bf16Bits(1 + 0x1p-8 + 0x1p-20), 0x3F81)  // above the tie: up
+    XCTAssertEqual(bf16Bits(-2.5), 0xC020)
+    XCTAssertEqual(bf16Bits(.infinity), 0x7F80)
+    XCTAssertEqual(bf16Bits(.greatestFiniteMagnitude), 0x7F80)  // rounds up to infinity
+    XCTAssertTrue(floatFromBF16(bf16Bits(.nan)).isNaN)
+    XCTAssertEqual(floatFromBF16(0x3F81), 1 + 0x1p-7)
+    var sum: [UInt16] = [bf16Bits(1)], one: [UInt16] = [bf16Bits(0x1p-8)]
     addBFloat16(&sum, &one, count: 1)  // 1 + 2^-8 is a tie: rounds once, to 1
     XCTAssertEqual(sum, [0x3F80])
   }
