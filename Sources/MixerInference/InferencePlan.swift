@@ -29,20 +29,6 @@ public struct InferenceError: Error, CustomStringConvertible {
   public init(_ description: String) { self.description = description }
 }
 
-/// What the plan runs each layer with: a precision, and for int8 the input's quantization and,
-/// when they come from a quantized checkpoint, the int8 weights.
-public struct LayerSetting: Sendable {
-  public var precision: Precision
-  public var input: ActivationQuantization?
-  public var weights: QuantizedWeights?
-
-  public init(precision: Precision, input: ActivationQuantization? = nil, weights: QuantizedWeights? = nil) {
-    self.precision = precision
-    self.input = input
-    self.weights = weights
-  }
-}
-
 /// Where a value's elements lie (see the header).
 enum ValueLayout: Equatable {
   case batchMajor, tokenMajor, transposedBatch, transposedToken
@@ -166,25 +152,14 @@ final class PlanBuilder: NetworkBuilder {
     let w = model.parameters.pointer + model.table.offset(layer.name + "/kernel")
     let biasView = model.table[layer.name + "/bias"]!
     let (k, n) = (layer.inputs, layer.outputs)
-    switch setting.precision {
-    case .fp32:
+    do {
+      kernels.append(
+        try setting.precision.makeKernel(
+          weight: w, bias: model.parameters.pointer + biasView.offset, inputs: k, outputs: n, setting: setting,
+          dequantized: dequantizedInt8))
+    } catch {
+      self.error = self.error ?? InferenceError("layer \(layer.name) \(error)")
       kernels.append(FP32Product(weight: w, bias: model.parameters.pointer + biasView.offset, inputs: k, outputs: n))
-    case .bf16:
-      kernels.append(BF16Product(weight: w, bias: model.parameters.array(biasView.range), inputs: k, outputs: n))
-    case .int8:
-      if let input = setting.input {
-        let weights = setting.weights ?? QuantizedWeights(w, inputs: k, outputs: n)
-        let bias = model.parameters.array(biasView.range)
-        kernels.append(
-          dequantizedInt8
-            ? DequantizedInt8Product(weights: weights, bias: bias, input: input, inputs: k, outputs: n)
-            : Int8Product(weights: weights, bias: bias, input: input, inputs: k, outputs: n))
-      } else {
-        error = error ?? InferenceError(
-          "layer \(layer.name) is int8 but has no calibrated input range: run `mixer-dist quantize CHECKPOINT "
-            + "--calibration DATA --output DIR` and use DIR")
-        kernels.append(FP32Product(weight: w, bias: model.parameters.pointer + biasView.offset, inputs: k, outputs: n))
-      }
     }
     layers.append(layer)
     return kernels.count - 1
@@ -351,7 +326,7 @@ public final class InferencePlan {
   /// Builds the kernels: fp32 on the model's parameters, bf16 weights rounded once, int8 weights
   /// quantized per output channel (or taken from `settings`). Throws a one-line error for an int8
   /// layer without a calibrated input range. (A CPU without the instructions a precision needs
-  /// runs its portable kernels: `DNNL.kernelNote`.)
+  /// runs its portable kernels: `Precision.kernelNote`.)
   public convenience init(model: MixerModel, settings: [String: LayerSetting]) throws {
     try self.init(model: model, settings: settings, dequantizedInt8: false)
   }

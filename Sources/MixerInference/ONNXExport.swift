@@ -254,20 +254,24 @@ final class ONNXBuilder: NetworkBuilder {
   /// layer is int8; the input rounded to bf16 and back and the kernel's bf16 values when it is bf16.
   private func operands(_ x: String, _ layer: ProductLayer) -> (input: String, kernel: String) {
     let name = layer.name
-    if settings[name]?.precision == .bf16 {
+    let setting = settings[name] ?? LayerSetting(precision: .fp32)
+    switch setting.precision.format.operandRounding {
+    case .none:
+      return (x, graph.parameter(model, name + "/kernel"))
+    case .bfloat16:
       let rounded = graph.node("Cast", [graph.node("Cast", [x], attributes: [("to", .int(ONNXType.bfloat16.rawValue))])],
         attributes: [("to", .int(ONNXType.float.rawValue))])
       return (rounded, graph.parameter(model, name + "/kernel", roundedToBF16: true))
+    case .affineU8:
+      guard let quantization = setting.input else {
+        error = error ?? ONNXExportError("layer \(name) is \(setting.precision.rawValue) but has no calibrated input range (run mixer-dist quantize)")
+        return (x, graph.parameter(model, name + "/kernel"))
+      }
+      let shape = model.table[name + "/kernel"]!.shape
+      let weights = setting.weights ?? QuantizedWeights(
+        model.parameters.pointer + model.table.offset(name + "/kernel"), inputs: layer.inputs, outputs: layer.outputs)
+      return (graph.quantizeDequantize(x, name, quantization), graph.dequantizedKernel(name, weights, shape: shape))
     }
-    guard let setting = settings[name], setting.precision == .int8 else { return (x, graph.parameter(model, name + "/kernel")) }
-    guard let quantization = setting.input else {
-      error = error ?? ONNXExportError("layer \(name) is int8 but has no calibrated input range (run mixer-dist quantize)")
-      return (x, graph.parameter(model, name + "/kernel"))
-    }
-    let shape = model.table[name + "/kernel"]!.shape
-    let weights = setting.weights ?? QuantizedWeights(
-      model.parameters.pointer + model.table.offset(name + "/kernel"), inputs: layer.inputs, outputs: layer.outputs)
-    return (graph.quantizeDequantize(x, name, quantization), graph.dequantizedKernel(name, weights, shape: shape))
   }
 
   func patches(_ images: ONNXValue, patch p: Int) -> ONNXValue {
@@ -367,7 +371,6 @@ public func onnxModel(_ model: MixerModel, settings: [String: LayerSetting] = [:
   if let error = builder.error { throw error }
   builder.graph.node("Identity", [output.name], output: "logits")
   let products = cfg.productLayers
-  let int8Count = products.filter { settings[$0.name]?.precision == .int8 }.count
   let blockKinds = Set(cfg.blockKinds.map(\.rawValue)).sorted().joined(separator: ", ")
   return builder.graph.model(
     inputs: [ONNXGraph.valueInfo("images", dims: [nil, cfg.imageHeight, cfg.imageWidth, 3])],
@@ -375,5 +378,23 @@ public func onnxModel(_ model: MixerModel, settings: [String: LayerSetting] = [:
     docString: "\(cfg.task.rawValue) model (\(cfg.stem.rawValue) stem, \(cfg.blocks) \(blockKinds) blocks, patch \(cfg.patch), "
       + "C \(cfg.hidden), \(cfg.classes) classes, \(cfg.gelu.rawValue) GELU) exported by mixer-dist; input: NHWC pixels as the "
       + "model was trained on them, output: logits"
-      + (int8Count > 0 ? "; \(int8Count) of \(products.count) products int8 (QDQ), the others fp32" : ""))
+      + "; products: " + onnxProductSummary(products, settings: settings))
+}
+
+/// How the exported file computes the products, as one line: "fp32", or e.g. "16 of 18 products
+/// int8 (QDQ), 2 fp32" (bf16 products: "(Cast)", their input rounded to bf16 and back).
+public func onnxProductSummary(_ products: [ProductLayer], settings: [String: LayerSetting]) -> String {
+  let counts = Dictionary(grouping: products) { settings[$0.name]?.precision ?? .fp32 }.mapValues(\.count)
+  func form(_ precision: Precision) -> String {
+    switch precision.format.operandRounding {
+    case .none: return precision.rawValue
+    case .bfloat16: return "\(precision.rawValue) (Cast)"
+    case .affineU8: return "\(precision.rawValue) (QDQ)"
+    }
+  }
+  // the most reduced precision first (the registry's order reversed), fp32 last
+  let present = Precision.allCases.reversed().filter { counts[$0] != nil }
+  guard let first = present.first, present != [.fp32] else { return "fp32" }
+  return (["\(counts[first]!) of \(products.count) products \(form(first))"]
+    + present.dropFirst().map { "\(counts[$0]!) \(form($0))" }).joined(separator: ", ")
 }

@@ -1,6 +1,8 @@
 // oneDNN: the one place that calls `dnnl_`. The low-precision matrix products (bfloat16 operands
 // with fp32 accumulation and output; 8-bit integer GEMM with 32-bit accumulation) behind Swift
-// types, with the same row-major, transpose-flag contract as `gemm` in Gemm.swift.
+// functions, with the same row-major, transpose-flag contract as `gemm` in Gemm.swift. The
+// precisions built on them (what each needs of the CPU, its training products, its inference
+// kernels) are in Precision.swift, the kernels in MatrixProducts.swift and InferenceKernels.swift.
 //
 // A bf16 product is a oneDNN matmul primitive; creating one costs far more than running it on our
 // shapes, so each (shape, transposes, leading dimensions, alpha, beta) is created once and cached,
@@ -9,20 +11,6 @@
 
 import CDNNL
 import Foundation
-
-/// The number format of the matrix products: fp32 on OpenBLAS; bf16 and int8 on oneDNN.
-public enum Precision: String, CaseIterable, Codable, Sendable {
-  case fp32, bf16, int8
-
-  /// The instruction set this precision needs to run at its speed, as oneDNN names it.
-  public var requiredISA: String? {
-    switch self {
-    case .fp32: return nil
-    case .bf16: return "AVX512-BF16 (oneDNN avx512_core_bf16)"
-    case .int8: return "AVX512-VNNI or AVX-VNNI (oneDNN avx512_core_vnni / avx2_vnni)"
-    }
-  }
-}
 
 /// A oneDNN call that failed, or a CPU that lacks the instructions a precision needs.
 public struct DNNLError: Error, CustomStringConvertible {
@@ -53,38 +41,26 @@ public enum DNNL {
     isa.rawValue & needed.rawValue == needed.rawValue
   }
 
-  /// Whether oneDNN runs this precision's products on native instructions here.
-  public static func supports(_ precision: Precision) -> Bool {
-    nativeSupport(precision)
+  /// The instruction sets precisions ask for (`PrecisionFormat.hasNativeKernels`), as oneDNN
+  /// names them.
+  public enum ISA: Sendable {
+    case avx512CoreBF16, avx512CoreVNNI, avx2VNNI
+  }
+
+  /// Whether oneDNN dispatches to `needed` (or a superset) on this CPU.
+  public static func cpuHas(_ needed: ISA) -> Bool {
+    let flag: dnnl_cpu_isa_t
+    switch needed {
+    case .avx512CoreBF16: flag = dnnl_cpu_isa_avx512_core_bf16
+    case .avx512CoreVNNI: flag = dnnl_cpu_isa_avx512_core_vnni
+    case .avx2VNNI: flag = dnnl_cpu_isa_avx2_vnni
+    }
+    return has(dnnl_get_effective_cpu_isa(), flag)
   }
 
   /// Off: every product takes oneDNN's kernels where the CPU has them (tests turn it on to
   /// check the portable kernels on such CPUs too).
-  nonisolated(unsafe) static var forcePortable = false
-
-  /// Whether this precision's products run on the portable kernels (PortableLowPrecision.swift):
-  /// where oneDNN has no correct kernel for this CPU, or when tests ask for them.
-  public static func portable(_ precision: Precision) -> Bool {
-    precision != .fp32 && (forcePortable || !nativeSupport(precision))
-  }
-
-  private static func nativeSupport(_ precision: Precision) -> Bool {
-    let isa = dnnl_get_effective_cpu_isa()
-    switch precision {
-    case .fp32: return true
-    case .bf16: return has(isa, dnnl_cpu_isa_avx512_core_bf16)
-    case .int8: return has(isa, dnnl_cpu_isa_avx512_core_vnni) || has(isa, dnnl_cpu_isa_avx2_vnni)
-    }
-  }
-
-  /// What a run at `precision` should tell its user about the kernels, or nil when they are
-  /// the fast ones: on a CPU without the instructions the precision needs, its products run on
-  /// the portable kernels, with the same numbers and slower than fp32.
-  public static func kernelNote(_ precision: Precision) -> String? {
-    guard portable(precision), let needed = precision.requiredISA else { return nil }
-    return "\(precision.rawValue) products run on portable kernels: this CPU lacks \(needed) "
-      + "(oneDNN \(version) finds \(effectiveISA)), so they give the same numbers but run slower than fp32"
-  }
+  nonisolated(unsafe) public static var forcePortable = false
 
   /// Sets the number of OpenMP threads oneDNN's kernels use from now on.
   public static func setThreads(_ count: Int) { omp_set_num_threads(Int32(max(1, count))) }
@@ -256,7 +232,7 @@ public func matmulBF16(
   b: UnsafePointer<UInt16>, ldb: Int,
   beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
-  if DNNL.portable(.bf16) {
+  if Precision.bf16.usesPortableKernels {
     return PortableKernels.matmulBF16(
       transA, transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
   }
@@ -276,7 +252,7 @@ public func matmulBF16(
   a: UnsafePointer<UInt16>, lda: Int, b: UnsafePointer<UInt16>, ldb: Int,
   bias: UnsafePointer<Float>?, biasAxis: BiasAxis, c: UnsafeMutablePointer<UInt16>, ldc: Int
 ) {
-  if DNNL.portable(.bf16) {
+  if Precision.bf16.usesPortableKernels {
     return PortableKernels.matmulBF16(
       transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, bias: bias, biasAxis: biasAxis, c: c, ldc: ldc)
   }
@@ -383,13 +359,13 @@ private func runEltwise(_ key: EltwiseKey, _ handles: [UnsafeRawPointer], name: 
 
 /// `act = gelu(pre)` on `count` bf16 values (computed in fp32 by oneDNN, rounded to bf16).
 public func geluForwardBF16(pre: UnsafePointer<UInt16>, act: UnsafeMutablePointer<UInt16>, count: Int, kind: GELUKind) {
-  if DNNL.portable(.bf16) { return PortableKernels.geluForwardBF16(pre: pre, act: act, count: count, kind: kind) }
+  if Precision.bf16.usesPortableKernels { return PortableKernels.geluForwardBF16(pre: pre, act: act, count: count, kind: kind) }
   runEltwise(EltwiseKey(count: count, kind: kind, backward: false), [UnsafeRawPointer(pre), UnsafeRawPointer(act)], name: "gelu forward bf16")
 }
 
 /// `d = d · gelu′(pre)` in place on `count` bf16 values (computed in fp32 by oneDNN).
 public func geluBackwardBF16(pre: UnsafePointer<UInt16>, gradient d: UnsafeMutablePointer<UInt16>, count: Int, kind: GELUKind) {
-  if DNNL.portable(.bf16) { return PortableKernels.geluBackwardBF16(pre: pre, gradient: d, count: count, kind: kind) }
+  if Precision.bf16.usesPortableKernels { return PortableKernels.geluBackwardBF16(pre: pre, gradient: d, count: count, kind: kind) }
   runEltwise(
     EltwiseKey(count: count, kind: kind, backward: true), [UnsafeRawPointer(pre), UnsafeRawPointer(d), UnsafeRawPointer(d)],
     name: "gelu backward bf16")
@@ -405,7 +381,7 @@ public func gemmU8S8S32(
   b: UnsafePointer<Int8>, ldb: Int,
   accumulate: Bool = false, c: UnsafeMutablePointer<Int32>, ldc: Int
 ) {
-  if DNNL.portable(.int8) {
+  if Precision.int8.usesPortableKernels {
     return PortableKernels.gemmInt8(
       transA, transB, m: m, n: n, k: k, a: a, lda: lda, aZero: Int(aZero), aValue: { Double($0) }, b: b, ldb: ldb,
       bValue: { Double($0) }, accumulate: accumulate, c: c, ldc: ldc)
@@ -430,7 +406,7 @@ public func gemmS8S8S32(
   a: UnsafePointer<Int8>, lda: Int, b: UnsafePointer<Int8>, ldb: Int,
   accumulate: Bool = false, c: UnsafeMutablePointer<Int32>, ldc: Int
 ) {
-  if DNNL.portable(.int8) {
+  if Precision.int8.usesPortableKernels {
     return PortableKernels.gemmInt8(
       transA, transB, m: m, n: n, k: k, a: a, lda: lda, aZero: 0, aValue: { Double($0) }, b: b, ldb: ldb,
       bValue: { Double($0) }, accumulate: accumulate, c: c, ldc: ldc)
@@ -602,7 +578,7 @@ public final class Int8Matmul {
   ) {
     precondition(scales.count == n && bias.count == n, "Int8Matmul: scales and bias need N values")
     (self.m, self.n, self.k, self.epilogue) = (m, n, k, epilogue)
-    if DNNL.portable(.int8) {
+    if Precision.int8.usesPortableKernels {
       portable = PortableInt8Matmul(
         m: m, n: n, k: k, srcZeroPoint: srcZeroPoint, weights: w, scales: scales, bias: bias, epilogue: epilogue)
       matmul = nil
@@ -671,7 +647,7 @@ public final class BF16Matmul {
   /// `weights` `[K×N]` fp32 row-major (rounded to bf16 here); `bias` `[N]`.
   public init(m: Int, n: Int, k: Int, weights w: UnsafePointer<Float>, bias: UnsafePointer<Float>) {
     (self.m, self.n, self.k) = (m, n, k)
-    if DNNL.portable(.bf16) {
+    if Precision.bf16.usesPortableKernels {
       portable = PortableBF16Matmul(m: m, n: n, k: k, weights: w, bias: bias)
       matmul = nil
       return

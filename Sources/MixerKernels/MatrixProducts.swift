@@ -20,6 +20,33 @@
 // `prepare`; a gradient read by two products lives for the scope of `withOperand`. The fp32
 // buffer is then never written, so its pages are never touched. A bf16 product is the same
 // whether its operand was rounded by the kernel that wrote it or here, bit for bit.
+/// Storage standing for an fp32 operand in a precision's own number format (`operandStorage`).
+public struct OperandStorage {
+  public let bytes: UnsafeMutableRawPointer
+  public let rounding: OperandRounding
+
+  public init(bytes: UnsafeMutableRawPointer, rounding: OperandRounding) {
+    (self.bytes, self.rounding) = (bytes, rounding)
+  }
+
+  init(bfloat16 bits: UnsafeMutablePointer<UInt16>) { self.init(bytes: UnsafeMutableRawPointer(bits), rounding: .bfloat16) }
+
+  /// The storage as bfloat16 bit patterns, for the kernels that write bf16 operands directly.
+  public var bfloat16: UnsafeMutablePointer<UInt16> {
+    precondition(rounding == .bfloat16, "operand storage is not bfloat16")
+    return bytes.assumingMemoryBound(to: UInt16.self)
+  }
+
+  /// Writes `x[0..<count]` rounded into the storage.
+  public func store(_ x: UnsafePointer<Float>, count: Int) {
+    switch rounding {
+    case .none: bytes.assumingMemoryBound(to: Float.self).update(from: x, count: count)
+    case .bfloat16: convertToBF16Parallel(x, bfloat16, count: count)
+    case .affineU8: preconditionFailure("u8 operands are quantized with a calibrated scale, not stored by training")
+    }
+  }
+}
+
 /// Matrix products in one precision, with the contract of `gemm`.
 public protocol MatrixProducts: AnyObject {
   /// The number format of the operands.
@@ -32,11 +59,12 @@ public protocol MatrixProducts: AnyObject {
     _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int, alpha: Float,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
     beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int)
-  /// bf16 storage that stands for `x[0..<count]` in every product reading x until the next
-  /// `prepare` (or, when `scoped`, until `releaseOperand(x)`): the caller writes x's values
-  /// rounded to bf16 there instead of writing x, and nothing but products reads x. nil means
+  /// Storage in this precision's operand format that stands for `x[0..<count]` in every product
+  /// reading x until the next `prepare` (or, when `scoped`, until `releaseOperand(x)`): the
+  /// caller writes x's values rounded into it (`OperandStorage.store`, or a kernel that writes
+  /// that format directly) instead of writing x, and nothing but products reads x. nil means
   /// this precision reads fp32: write x as usual.
-  func operandStorage(for x: UnsafeMutablePointer<Float>, count: Int, scoped: Bool) -> UnsafeMutablePointer<UInt16>?
+  func operandStorage(for x: UnsafeMutablePointer<Float>, count: Int, scoped: Bool) -> OperandStorage?
   /// Ends the scoped storage of x.
   func releaseOperand(_ x: UnsafeMutablePointer<Float>)
 
@@ -99,7 +127,7 @@ extension MatrixProducts {
     let count = m * n
     gemm(transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: 0, c: pre, ldc: n)
     biasGELUForwardKeepingDerivative(
-      act: act, actBF16: dropMask == nil ? operandStorage(for: act, count: count, scoped: false) : nil,
+      act: act, actBF16: dropMask == nil ? operandStorage(for: act, count: count, scoped: false)?.bfloat16 : nil,
       pre: pre, bias: bias, rows: m, cols: n, axis: axis, kind: kind)
     if let dropMask {
       multiplyElementwise(act, by: dropMask, count: count)
@@ -118,9 +146,9 @@ extension MatrixProducts {
     let count = m * n
     gemm(transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: 0, c: gradient, ldc: n)
     if let dropMask { multiplyElementwise(gradient, by: dropMask, count: count) }
-    withOperand(gradient, count: count) { gradientBF16 in
+    withOperand(gradient, count: count) { storage in
       geluBackwardFromDerivative(
-        dinp: gradient, dinpBF16: gradientBF16, dbias: dbias, dout: gradient, derivative: pre,
+        dinp: gradient, dinpBF16: storage?.bfloat16, dbias: dbias, dout: gradient, derivative: pre,
         rows: m, cols: n, axis: axis)
       body()
     }
@@ -136,14 +164,12 @@ extension MatrixProducts {
   /// Rounds `x` (already written, and not written again until the next `prepare`) once for
   /// every product that reads it from now on; x itself stays for the kernels that read fp32.
   public func shareOperand(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    if let storage = operandStorage(for: x, count: count, scoped: false) {
-      convertToBF16Parallel(x, storage, count: count)
-    }
+    operandStorage(for: x, count: count, scoped: false)?.store(x, count: count)
   }
 
   /// Runs `body` with scoped operand storage for x (nil in fp32), released after it.
   public func withOperand<R>(
-    _ x: UnsafeMutablePointer<Float>, count: Int, _ body: (UnsafeMutablePointer<UInt16>?) -> R
+    _ x: UnsafeMutablePointer<Float>, count: Int, _ body: (OperandStorage?) -> R
   ) -> R {
     let storage = operandStorage(for: x, count: count, scoped: true)
     defer { if storage != nil { releaseOperand(x) } }
@@ -153,7 +179,7 @@ extension MatrixProducts {
   /// `withOperand` for an x already written in fp32 (rounded once, for the products in body).
   public func sharingOperand<R>(_ x: UnsafeMutablePointer<Float>, count: Int, _ body: () -> R) -> R {
     withOperand(x, count: count) { storage in
-      if let storage { convertToBF16Parallel(x, storage, count: count) }
+      storage?.store(x, count: count)
       return body()
     }
   }
@@ -172,27 +198,6 @@ extension MatrixProducts {
   }
 }
 
-extension Precision {
-  /// The products of this precision for training. Throws a one-line error when the precision
-  /// does not train (int8 is inference only). On a CPU without bf16 instructions the bf16
-  /// products run on the portable kernels (`DNNL.kernelNote`).
-  public func makeProducts() throws -> any MatrixProducts {
-    try requireTraining()
-    // the elementwise kernels run on the threads the products leave awake
-    KernelThreads.team = self == .bf16 ? .openMP : .dispatch
-    switch self {
-    case .fp32: return FP32Products.shared
-    case .bf16: return BF16Products()
-    case .int8: fatalError("unreachable: requireTraining throws for int8")
-    }
-  }
-
-  /// Throws the one-line error of `makeProducts` without making them (for a config's check).
-  public func requireTraining() throws {
-    if self == .int8 { throw DNNLError("--precision int8 is for inference only; train with fp32 or bf16") }
-  }
-}
-
 /// fp32 products on OpenBLAS: `gemm` itself.
 public final class FP32Products: MatrixProducts, @unchecked Sendable {
   /// One instance serves every model (it holds no state).
@@ -200,7 +205,7 @@ public final class FP32Products: MatrixProducts, @unchecked Sendable {
   public init() {}
   public var precision: Precision { .fp32 }
   public func prepare(weights: UnsafePointer<Float>, count: Int) {}
-  public func operandStorage(for x: UnsafeMutablePointer<Float>, count: Int, scoped: Bool) -> UnsafeMutablePointer<UInt16>? { nil }
+  public func operandStorage(for x: UnsafeMutablePointer<Float>, count: Int, scoped: Bool) -> OperandStorage? { nil }
   public func releaseOperand(_ x: UnsafeMutablePointer<Float>) {}
 
   @inline(__always)
@@ -230,13 +235,18 @@ public final class BF16Products: MatrixProducts, @unchecked Sendable {
   private var savedBuffers: [GrowableBF16] = [], scopedBuffers: [GrowableBF16] = []
   private var savedInUse = 0
   /// Off: every product rounds its own operands (for tests: the results must not change).
-  public var storesOperands: Bool
+  var storesOperands: Bool
   /// On (with `storesOperands`): an MLP's hidden layer without dropout keeps its pre-activation
   /// in bf16, written by the product with the bias added, and runs GELU and its backward on bf16
   /// values through oneDNN (`hiddenForward`). Off: the fp32 pre-activation and GELU kernels.
-  public var keepsHiddenLayersInBF16: Bool
+  var keepsHiddenLayersInBF16: Bool
 
-  public init(storesOperands: Bool = true, keepsHiddenLayersInBF16: Bool = true) {
+  /// The products training runs (`Precision.bf16.makeProducts()`).
+  public convenience init() { self.init(storesOperands: true, keepsHiddenLayersInBF16: true) }
+
+  /// For tests (`@testable`): products that round every operand themselves, or keep the hidden
+  /// layers in fp32; the results must not change.
+  init(storesOperands: Bool, keepsHiddenLayersInBF16: Bool) {
     self.storesOperands = storesOperands
     self.keepsHiddenLayersInBF16 = keepsHiddenLayersInBF16
   }
@@ -250,7 +260,11 @@ public final class BF16Products: MatrixProducts, @unchecked Sendable {
     savedInUse = 0
   }
 
-  public func operandStorage(for x: UnsafeMutablePointer<Float>, count: Int, scoped: Bool) -> UnsafeMutablePointer<UInt16>? {
+  public func operandStorage(for x: UnsafeMutablePointer<Float>, count: Int, scoped: Bool) -> OperandStorage? {
+    bfloat16Storage(for: x, count: count, scoped: scoped).map { OperandStorage(bfloat16: $0) }
+  }
+
+  private func bfloat16Storage(for x: UnsafeMutablePointer<Float>, count: Int, scoped: Bool) -> UnsafeMutablePointer<UInt16>? {
     guard storesOperands else { return nil }
     let buffer: GrowableBF16
     if scoped {
@@ -303,8 +317,8 @@ public final class BF16Products: MatrixProducts, @unchecked Sendable {
     pre: UnsafeMutablePointer<Float>, act: UnsafeMutablePointer<Float>, dropMask: UnsafePointer<Float>?
   ) {
     guard storesOperands, keepsHiddenLayersInBF16, dropMask == nil,
-      let preBits = operandStorage(for: pre, count: m * n, scoped: false),
-      let actBits = operandStorage(for: act, count: m * n, scoped: false)
+      let preBits = bfloat16Storage(for: pre, count: m * n, scoped: false),
+      let actBits = bfloat16Storage(for: act, count: m * n, scoped: false)
     else {
       return hiddenForwardInFP32(
         transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, bias: bias, axis: axis, kind: kind,
@@ -336,8 +350,8 @@ public final class BF16Products: MatrixProducts, @unchecked Sendable {
     }
     let (aBits, aLead) = operand(a, rows: transA == .none ? m : k, cols: transA == .none ? k : m, ld: lda, into: scratchA)
     let (bBits, bLead) = operand(b, rows: transB == .none ? k : n, cols: transB == .none ? n : k, ld: ldb, into: scratchB)
-    withOperand(gradient, count: m * n) { gradientBits in
-      let gradientBits = gradientBits!
+    withOperand(gradient, count: m * n) { storage in
+      let gradientBits = storage!.bfloat16
       matmulBF16(
         transA, transB, m: m, n: n, k: k, a: aBits, lda: aLead, b: bBits, ldb: bLead, bias: nil, biasAxis: axis,
         c: gradientBits, ldc: n)

@@ -12,7 +12,7 @@
 // The elementwise parts (bias, GELU, output scales and zero points, rounding to nearest even,
 // saturation) follow oneDNN's definitions. These kernels are slower than fp32: they exist so that
 // a bf16 run or an int8 model gives the same numbers on any CPU; the start-up line says when they
-// are used (`Precision.kernelNote`). `DNNL.portable(precision)` chooses them.
+// are used (`Precision.kernelNote`). `precision.usesPortableKernels` chooses them.
 
 import Foundation
 

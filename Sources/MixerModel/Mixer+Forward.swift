@@ -63,7 +63,7 @@ extension MixerModel {
     let productsOnly = mixers.allSatisfy { $0.mixer.readsInputOnlyThroughProducts }
     layerNormForward(
       out: acts.ln0Out[i],
-      outBF16: productsOnly ? products.operandStorage(for: acts.ln0Out[i], count: sb * c, scoped: false) : nil,
+      outBF16: productsOnly ? products.operandStorage(for: acts.ln0Out[i], count: sb * c, scoped: false)?.bfloat16 : nil,
       mean: acts.ln0Mean[i], rstd: acts.ln0Rstd[i], inp: xIn,
       weight: w + o.ln0Scale, bias: w + o.ln0Bias, rows: sb, channels: c,
       epsilon: cfg.layerNormEpsilon)
@@ -85,7 +85,7 @@ extension MixerModel {
     // channel mixing: Y = LN_1(x) [S·B, C]; H = Y·W1 + b1 [S·B, D_C]; branch = gelu(H)·W2 + b2
     // (Y and gelu(H) are read only by products: stored in their operand format)
     layerNormForward(
-      out: acts.ln1Out[i], outBF16: products.operandStorage(for: acts.ln1Out[i], count: sb * c, scoped: false),
+      out: acts.ln1Out[i], outBF16: products.operandStorage(for: acts.ln1Out[i], count: sb * c, scoped: false)?.bfloat16,
       mean: acts.ln1Mean[i], rstd: acts.ln1Rstd[i], inp: xMid,
       weight: w + o.ln1Scale, bias: w + o.ln1Bias, rows: sb, channels: c,
       epsilon: cfg.layerNormEpsilon)

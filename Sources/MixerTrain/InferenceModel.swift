@@ -56,20 +56,20 @@ public func loadInferenceModel(
     }
     let loaded = LoadedModel(model: quantized.model, config: quantized.manifest.config, step: quantized.manifest.step, folder: url)
     for used in Set(settings.values.map(\.precision)).sorted(by: { $0.rawValue < $1.rawValue }) {
-      if let note = DNNL.kernelNote(used) { log("note: \(note)") }
+      if let note = used.kernelNote { log("note: \(note)") }
     }
     return InferenceModel(loaded: loaded, plan: try InferencePlan(model: quantized.model, settings: settings))
   }
   let loaded = try loadModel(path)
   guard let precision, precision != .fp32 else { return InferenceModel(loaded: loaded, plan: nil) }
-  if let note = DNNL.kernelNote(precision) { log("note: \(note)") }
+  if let note = precision.kernelNote { log("note: \(note)") }
   return InferenceModel(loaded: loaded, plan: try InferencePlan(model: loaded.model, precision: precision))
 }
 
 /// The ONNX model of `path` (anything `loadModel` reads, or a quantized checkpoint folder): fp32,
 /// or for a quantized checkpoint its int8 products as QuantizeLinear/DequantizeLinear nodes and
 /// its other products fp32. Returns the file's bytes, the model's config and a one-line summary of
-/// the products ("fp32", "16 of 18 products int8 (QDQ), 2 fp32").
+/// the products (`onnxProductSummary`: "fp32", "16 of 18 products int8 (QDQ), 2 fp32").
 public func exportONNX(_ path: String) throws -> (data: Data, config: MixerConfig, products: String) {
   let url = URL(fileURLWithPath: path)
   guard isQuantizedCheckpoint(url) else {
@@ -78,9 +78,7 @@ public func exportONNX(_ path: String) throws -> (data: Data, config: MixerConfi
   }
   let quantized = try readQuantizedCheckpoint(url, config: TrainConfig.self)
   let config = quantized.model.config
-  let int8 = config.productLayers.filter { quantized.settings[$0.name]?.precision == .int8 }.count
-  let others = config.productLayers.count - int8
-  let products = "\(int8) of \(config.productLayers.count) products int8 (QDQ)" + (others > 0 ? ", \(others) fp32" : "")
+  let products = onnxProductSummary(config.productLayers, settings: quantized.settings)
   return (try onnxModel(quantized.model, settings: quantized.settings), config, products)
 }
 

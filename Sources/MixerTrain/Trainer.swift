@@ -213,7 +213,7 @@ public final class Trainer {
     }
     log.line("augmentation: \(augmentationSummary(of: trainSet, mixup: config.mixup))")
     try checkEvaluationData()
-    if let note = DNNL.kernelNote(config.precision) { log.line("mixer-dist: \(note)") }
+    if let note = config.precision.kernelNote { log.line("mixer-dist: \(note)") }
     if config.zeroStage == 1 {
       log.line("ZeRO-1: optimizer state \(grouped(optimizer.stateCount)) floats per rank (1/\(comm.size) of \(grouped(optimizer.stateCount * comm.size)))")
     }

@@ -55,7 +55,7 @@ struct Bench: ParsableCommand {
           config: config, preset: model.preset, batch: batch, repeats: max(steps, 8), precision: precision, checkpoint: checkpoint,
           profile: profile)
         print("\(checkpoint == nil ? "preset " : "")\(r.preset)  threads \(r.threads)  inference, products \(r.precision)")
-        for precision in Precision.allCases { if let note = DNNL.kernelNote(precision), r.precision.contains(precision.rawValue) { print("note: \(note)") } }
+        for precision in Precision.allCases { if let note = precision.kernelNote, r.precision.contains(precision.rawValue) { print("note: \(note)") } }
         print(String(format: "batch-1 latency      %8.2f ms", r.latencySeconds * 1e3))
         print(String(format: "batch-%d throughput  %8.1f images/s", r.throughputBatch, r.imagesPerSecond))
         if profile { printKernelProfile(forwards: r.profiledForwards) }
@@ -79,7 +79,7 @@ struct Bench: ParsableCommand {
       }
       guard rank == 0 else { return }
       print("preset \(r.preset)  batch \(r.batch) per rank  ranks \(r.ranks)  threads \(r.threads)  OpenBLAS core \(BLAS.coreSummary)  precision \(r.precision.rawValue)")
-      if let note = DNNL.kernelNote(r.precision) { print("note: \(note)") }
+      if let note = r.precision.kernelNote { print("note: \(note)") }
       print(String(format: "step          %8.1f ms", r.secondsPerStep * 1e3))
       print(String(format: "  forward     %8.1f ms", r.forwardSeconds * 1e3))
       print(String(format: "  backward    %8.1f ms", r.backwardSeconds * 1e3))

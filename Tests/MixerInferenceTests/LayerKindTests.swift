@@ -205,7 +205,7 @@ final class LayerKindTests: XCTestCase {
   /// On a CPU with int8 instructions (VNNI) this is our oneDNN int8 plan; elsewhere the int8
   /// products run on their dequantized operands (the same numbers up to fp32 rounding).
   func testInt8KeepsTheTop1OfATrainedModelForEveryKind() throws {
-    let native = DNNL.supports(.int8)
+    let native = Precision.int8.runsNatively
     for (name, config) in layerKindConfigs() {
       let model = try MixerModel(config: config, seed: 7)
       var rng = CounterRNG(seed: 21)

@@ -225,7 +225,7 @@ final class ONNXExportTests: XCTestCase {
     let near = try runPython([script, "check", onnx.path, inputs.path, expected.path, "--rms-tolerance", "2e-2"])
     XCTAssertEqual(near.status, 0, "bf16 export against fp32: \(near.output) \(near.errors)")
     XCTAssertFalse(near.output.contains("\"relative_rms\": 0.0,"), "the export should round: \(near.output)")
-    guard DNNL.supports(.bf16) else { return }
+    guard Precision.bf16.runsNatively else { return }
     let ours = planLogits(try InferencePlan(model: model, settings: settings), images, batch: batch)
     try NPY.write(NDArray(shape: [batch, model.config.classes], data: ours), to: expected)
     let same = try runPython([script, "check", onnx.path, inputs.path, expected.path, "--tolerance", "1e-4"])

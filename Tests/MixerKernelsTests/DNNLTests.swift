@@ -210,14 +210,14 @@ final class DNNLTests: XCTestCase {
   }
 
   func testKernelNoteNamesTheMissingInstructionSet() throws {
-    XCTAssertNil(DNNL.kernelNote(.fp32))
+    XCTAssertNil(Precision.fp32.kernelNote)
     for precision in [Precision.bf16, .int8] {
-      XCTAssertEqual(DNNL.portable(precision), !DNNL.supports(precision))
-      if DNNL.supports(precision) { XCTAssertNil(DNNL.kernelNote(precision)) }
+      XCTAssertEqual(precision.usesPortableKernels, !precision.runsNatively)
+      if precision.runsNatively { XCTAssertNil(precision.kernelNote) }
       DNNL.forcePortable = true
       defer { DNNL.forcePortable = false }
-      XCTAssertTrue(DNNL.portable(precision))
-      let note = try XCTUnwrap(DNNL.kernelNote(precision))
+      XCTAssertTrue(precision.usesPortableKernels)
+      let note = try XCTUnwrap(precision.kernelNote)
       XCTAssertTrue(note.contains(precision.requiredISA!) && note.contains("portable kernels"), note)
     }
   }
@@ -246,7 +246,7 @@ final class DNNLTests: XCTestCase {
 /// Runs `body` on every kernel path this CPU has for `precision`: oneDNN's where the CPU has its
 /// instructions, and the portable one always.
 func onEveryKernelPath(_ precision: Precision, _ body: () throws -> Void) rethrows {
-  for portable in DNNL.supports(precision) ? [false, true] : [true] {
+  for portable in precision.runsNatively ? [false, true] : [true] {
     DNNL.forcePortable = portable
     defer { DNNL.forcePortable = false }
     try body()

@@ -6,7 +6,7 @@
 // layer). Each check also asserts the bf16 run differs from fp32, so a silent fp32 fall-back fails.
 
 import XCTest
-import MixerKernels
+@testable import MixerKernels
 import MixerTestSupport
 @testable import MixerModel
 

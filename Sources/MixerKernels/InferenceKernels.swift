@@ -15,7 +15,6 @@
 //         the previous product) and ask for its output as the next layer's u8 input, GELU applied
 //         (`runQuantized`), so an MLP's hidden activation never exists in fp32.
 
-import MixerKernels
 
 /// The affine u8 quantization of one layer's input: q = clamp(round(x / scale) + zeroPoint, 0, 255).
 public struct ActivationQuantization: Codable, Equatable, Sendable {
@@ -57,7 +56,7 @@ public struct ActivationQuantization: Codable, Equatable, Sendable {
   }
 
   /// The fraction of `samples` whose quotient by the scale lies within 1/1000 of a half.
-  func tieFraction(_ samples: [Float]) -> Double {
+  public func tieFraction(_ samples: [Float]) -> Double {
     var near = 0
     for x in samples {
       let t = x / scale
@@ -90,13 +89,29 @@ public struct QuantizedWeights: Sendable {
   }
 }
 
-/// Scratch the kernels share within one plan (grown to the largest layer and batch).
-final class KernelScratch {
-  var bf16: [UInt16] = []
-  var u8: [UInt8] = []
-  var floats: [Float] = []
+/// The precision of one product layer in inference, with its int8 calibration when int8: the
+/// input's quantization and, from a quantized checkpoint, the weights as stored.
+public struct LayerSetting: Sendable {
+  public var precision: Precision
+  public var input: ActivationQuantization?
+  public var weights: QuantizedWeights?
 
-  func reserve(elements inputCount: Int) {
+  public init(precision: Precision, input: ActivationQuantization? = nil, weights: QuantizedWeights? = nil) {
+    self.precision = precision
+    self.input = input
+    self.weights = weights
+  }
+}
+
+/// Scratch the kernels share within one plan (grown to the largest layer and batch).
+public final class KernelScratch {
+  public var bf16: [UInt16] = []
+  public var u8: [UInt8] = []
+  public var floats: [Float] = []
+
+  public init() {}
+
+  public func reserve(elements inputCount: Int) {
     if bf16.count < inputCount { bf16 = [UInt16](repeating: 0, count: inputCount) }
     if u8.count < inputCount { u8 = [UInt8](repeating: 0, count: inputCount) }
     if floats.count < inputCount { floats = [Float](repeating: 0, count: inputCount) }
@@ -104,7 +119,7 @@ final class KernelScratch {
 }
 
 /// One matrix product of the network in one precision.
-protocol ProductKernel: AnyObject {
+public protocol ProductKernel: AnyObject {
   var precision: Precision { get }
   /// K, N
   var inputs: Int { get }
@@ -115,21 +130,21 @@ protocol ProductKernel: AnyObject {
 
 /// out[m, :] = bias for every row.
 @inline(__always)
-func fillRows(_ out: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int) {
+public func fillRows(_ out: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int) {
   for r in 0..<rows { (out + r * cols).update(from: bias, count: cols) }
 }
 
 /// sgemm on the model's fp32 weights.
-final class FP32Product: ProductKernel {
-  let weight: UnsafePointer<Float>, bias: UnsafePointer<Float>
-  let inputs: Int, outputs: Int
-  var precision: Precision { .fp32 }
+public final class FP32Product: ProductKernel {
+  public let weight: UnsafePointer<Float>, bias: UnsafePointer<Float>
+  public let inputs: Int, outputs: Int
+  public var precision: Precision { .fp32 }
 
-  init(weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, inputs: Int, outputs: Int) {
+  public init(weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, inputs: Int, outputs: Int) {
     (self.weight, self.bias, self.inputs, self.outputs) = (weight, bias, inputs, outputs)
   }
 
-  func run(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, transposed: Bool, rows m: Int, scratch: KernelScratch) {
+  public func run(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, transposed: Bool, rows m: Int, scratch: KernelScratch) {
     fillRows(out, bias: bias, rows: m, cols: outputs)
     gemm(
       transposed ? .transpose : .none, .none, m: m, n: outputs, k: inputs, a: x, lda: transposed ? m : inputs,
@@ -140,19 +155,19 @@ final class FP32Product: ProductKernel {
 /// oneDNN bf16 matmul: weights rounded and reordered once per row count (`BF16Matmul`), the
 /// activations rounded per call (and transposed in the same pass when stored `[K×M]`, since a
 /// transposed source sends oneDNN to a slower kernel), fp32 accumulation, the bias in the kernel.
-final class BF16Product: ProductKernel {
-  let weight: UnsafePointer<Float>
-  let bias: [Float]
-  let inputs: Int, outputs: Int
-  var precision: Precision { .bf16 }
+public final class BF16Product: ProductKernel {
+  public let weight: UnsafePointer<Float>
+  public let bias: [Float]
+  public let inputs: Int, outputs: Int
+  public var precision: Precision { .bf16 }
   /// one primitive per row count (batch sizes differ between calls), made on first use
   private var matmuls: [Int: BF16Matmul] = [:]
 
-  init(weight: UnsafePointer<Float>, bias: [Float], inputs: Int, outputs: Int) {
+  public init(weight: UnsafePointer<Float>, bias: [Float], inputs: Int, outputs: Int) {
     (self.weight, self.bias, self.inputs, self.outputs) = (weight, bias, inputs, outputs)
   }
 
-  func run(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, transposed: Bool, rows m: Int, scratch: KernelScratch) {
+  public func run(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, transposed: Bool, rows m: Int, scratch: KernelScratch) {
     let matmul: BF16Matmul
     if let cached = matmuls[m] {
       matmul = cached
@@ -187,12 +202,12 @@ final class BF16Product: ProductKernel {
 
 /// An int8 product: per-output-channel weight scales, a calibrated input range, oneDNN int8
 /// matmul primitives (one per row count and epilogue, made on first use).
-final class Int8Product: ProductKernel {
-  let weights: QuantizedWeights
-  let bias: [Float]
-  let input: ActivationQuantization
-  let inputs: Int, outputs: Int
-  var precision: Precision { .int8 }
+public final class Int8Product: ProductKernel {
+  public let weights: QuantizedWeights
+  public let bias: [Float]
+  public let input: ActivationQuantization
+  public let inputs: Int, outputs: Int
+  public var precision: Precision { .int8 }
   /// s_x · s_w[n]
   private let scales: [Float]
   private struct Key: Hashable {
@@ -201,14 +216,14 @@ final class Int8Product: ProductKernel {
   }
   private var matmuls: [Key: Int8Matmul] = [:]
 
-  init(weights: QuantizedWeights, bias: [Float], input: ActivationQuantization, inputs: Int, outputs: Int) {
+  public init(weights: QuantizedWeights, bias: [Float], input: ActivationQuantization, inputs: Int, outputs: Int) {
     (self.weights, self.bias, self.input) = (weights, bias, input)
     (self.inputs, self.outputs) = (inputs, outputs)
     scales = weights.scales.map { $0 * input.scale }
   }
 
   /// The primitive for `rows` rows and this epilogue (created once).
-  func matmul(rows m: Int, _ epilogue: Int8MatmulEpilogue) -> Int8Matmul {
+  public func matmul(rows m: Int, _ epilogue: Int8MatmulEpilogue) -> Int8Matmul {
     let key = Key(rows: m, epilogue: epilogue)
     if let cached = matmuls[key] { return cached }
     let made = weights.values.withUnsafeBufferPointer {
@@ -220,7 +235,7 @@ final class Int8Product: ProductKernel {
     return made
   }
 
-  func run(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, transposed: Bool, rows m: Int, scratch: KernelScratch) {
+  public func run(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, transposed: Bool, rows m: Int, scratch: KernelScratch) {
     scratch.u8.withUnsafeMutableBufferPointer { q in
       if transposed {
         quantizeU8Transposed(q.baseAddress!, x, rows: m, cols: inputs, input)
@@ -233,12 +248,12 @@ final class Int8Product: ProductKernel {
 
   /// The product on an input already quantized with `input` (`q` `[M×K]` u8), writing what
   /// `epilogue` says into `dst` (`[M×N]`, fp32 or u8).
-  func runQuantized(dst: UnsafeMutableRawPointer, q: UnsafePointer<UInt8>, rows m: Int, epilogue: Int8MatmulEpilogue) {
+  public func runQuantized(dst: UnsafeMutableRawPointer, q: UnsafePointer<UInt8>, rows m: Int, epilogue: Int8MatmulEpilogue) {
     matmul(rows: m, epilogue).run(src: q, dst: dst)
   }
 
   /// The epilogue that writes this layer's quantized input from the previous product, GELU applied.
-  func inputEpilogue(gelu: GELUKind) -> Int8MatmulEpilogue {
+  public func inputEpilogue(gelu: GELUKind) -> Int8MatmulEpilogue {
     .u8(scale: input.scale, zeroPoint: input.zeroPoint, gelu: gelu)
   }
 }
@@ -247,7 +262,7 @@ final class Int8Product: ProductKernel {
 /// QuantizeLinear's formula, operation for operation (the division, not a product with the
 /// reciprocal, and the zero point added after rounding), so ONNX Runtime quantizes an fp32 value
 /// to the same byte. A plain loop the compiler vectorises.
-func quantizeU8(_ q: UnsafeMutablePointer<UInt8>, _ x: UnsafePointer<Float>, count: Int, _ p: ActivationQuantization) {
+public func quantizeU8(_ q: UnsafeMutablePointer<UInt8>, _ x: UnsafePointer<Float>, count: Int, _ p: ActivationQuantization) {
   KernelProfile.measure("quantize u8") {
     let scale = p.scale, zero = Float(p.zeroPoint)
     for i in 0..<count {
@@ -259,7 +274,7 @@ func quantizeU8(_ q: UnsafeMutablePointer<UInt8>, _ x: UnsafePointer<Float>, cou
 
 /// q[r, t] = quantized x[t, r]: x stored `[cols, rows]`, q `[rows, cols]` (the token-mixing input
 /// read transposed).
-func quantizeU8Transposed(
+public func quantizeU8Transposed(
   _ q: UnsafeMutablePointer<UInt8>, _ x: UnsafePointer<Float>, rows: Int, cols: Int, _ p: ActivationQuantization
 ) {
   KernelProfile.measure("quantize u8 transposed") {
@@ -279,19 +294,19 @@ func quantizeU8Transposed(
 /// the QDQ form of the ONNX export computes, and what `Int8Product`'s exact integer sums give up to
 /// fp32 rounding; tests use it as the int8 reference on a CPU without int8 instructions
 /// (`InferencePlan(model:settings:dequantizedInt8:)`).
-final class DequantizedInt8Product: ProductKernel {
-  let weights: [Float]
-  let bias: [Float]
-  let input: ActivationQuantization
-  let inputs: Int, outputs: Int
-  var precision: Precision { .int8 }
+public final class DequantizedInt8Product: ProductKernel {
+  public let weights: [Float]
+  public let bias: [Float]
+  public let input: ActivationQuantization
+  public let inputs: Int, outputs: Int
+  public var precision: Precision { .int8 }
 
-  init(weights q: QuantizedWeights, bias: [Float], input: ActivationQuantization, inputs: Int, outputs: Int) {
+  public init(weights q: QuantizedWeights, bias: [Float], input: ActivationQuantization, inputs: Int, outputs: Int) {
     weights = q.values.indices.map { Float(q.values[$0]) * q.scales[$0 % outputs] }
     (self.bias, self.input, self.inputs, self.outputs) = (bias, input, inputs, outputs)
   }
 
-  func run(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, transposed: Bool, rows m: Int, scratch: KernelScratch) {
+  public func run(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, transposed: Bool, rows m: Int, scratch: KernelScratch) {
     let k = inputs, n = outputs
     scratch.u8.withUnsafeMutableBufferPointer { q in
       if transposed {
