@@ -85,7 +85,8 @@ let package = Package(
     .plugin(name: "BuildInfo", capability: .buildTool()),
 
     .executableTarget(
-      name: "mixer-comm-check", dependencies: ["MixerDistributed"], swiftSettings: optimize),
+      name: "mixer-comm-check",
+      dependencies: ["MixerDistributed", "MixerTrain", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: optimize),
 
     // Helpers every test target shares (temporary folders, float checks, PNG chunks, python3).
     .target(name: "MixerTestSupport", dependencies: ["CMixerZlib"], path: "Tests/MixerTestSupport"),

@@ -8,95 +8,70 @@
 //
 //   mpirun --oversubscribe -n 4 .build/release/mixer-comm-check --sizes 1K,64K,1M,4M
 
+import ArgumentParser
 import Foundation
 import MixerDistributed
+import MixerTrain
 
-let usage = """
-  usage: mixer-comm-check [options]     (under mpirun, or alone as one rank)
-    --sizes LIST        buffer sizes in floats for the bandwidth table, K/M suffixes allowed
-                        (default 1K,64K,1M,4M)
-    --iterations N      timed calls per size and operation (default 20)
-    --overlap-ms MS     simulated backward per step for the overlap measurement (default 20;
-                        0 skips it); the gradient is the largest size, in buckets of 1/8
-    --no-bench          only check results, no bandwidth table
-    --no-check          only the bandwidth table
-    --timeout S         watchdog timeout per collective, seconds (default 60)
-    --fail-rank R       rank R fails before its first collective (the job must abort)
-    --stall-rank R      rank R sleeps before its first collective (the watchdog must abort)
-    --stall-seconds S   how long the stalled rank sleeps (default 10 × timeout)
-    --help
-  """
+/// A buffer size in floats: "1000", "1K" (1024), "4M" (4 << 20).
+struct Size: ExpressibleByArgument {
+  let floats: Int
 
-struct Options {
-  var sizes = [1 << 10, 64 << 10, 1 << 20, 4 << 20]
-  var iterations = 20
+  init?(argument text: String) {
+    let multipliers: [Character: Int] = ["K": 1 << 10, "k": 1 << 10, "M": 1 << 20, "m": 1 << 20]
+    var digits = Substring(text), multiplier = 1
+    if let last = text.last, let m = multipliers[last] { (digits, multiplier) = (text.dropLast(), m) }
+    guard let value = Int(digits), value >= 0 else { return nil }
+    floats = value * multiplier
+  }
+}
+
+struct CommCheck: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "mixer-comm-check",
+    abstract: "Check and time the collectives across the ranks of a job (under mpirun, or alone as one rank).")
+
+  @Option(help: "Buffer sizes in floats for the bandwidth table, comma-separated, K/M suffixes allowed.")
+  var sizes = "1K,64K,1M,4M"
+  @Option(help: "Timed calls per size and operation.") var iterations = 20
+  @Option(name: .customLong("overlap-ms"), help: "Simulated backward per step for the overlap measurement, ms (0 skips it); the gradient is the largest size, in buckets of 1/8.")
   var overlapMilliseconds = 20.0
-  var bench = true
-  var check = true
-  var timeout = 60.0
-  var failRank: Int?
-  var stallRank: Int?
-  var stallSeconds: Double?
-}
+  @Flag(name: .customLong("no-bench"), help: "Only check results, no bandwidth table.") var noBench = false
+  @Flag(name: .customLong("no-check"), help: "Only the bandwidth table.") var noCheck = false
+  @Option(help: "Watchdog timeout per collective, seconds.") var timeout = 60.0
+  @Option(help: "Rank R fails before its first collective (the job must abort).") var failRank: Int?
+  @Option(help: "Rank R sleeps before its first collective (the watchdog must abort).") var stallRank: Int?
+  @Option(help: "How long the stalled rank sleeps (default 10 × timeout).") var stallSeconds: Double?
 
-struct UsageError: Error, CustomStringConvertible {
-  var description: String
-}
+  var bench: Bool { !noBench }
+  var check: Bool { !noCheck }
+  /// The sizes in floats.
+  var floats: [Int] { sizes.split(separator: ",").compactMap { Size(argument: String($0))?.floats } }
 
-/// "1K" = 1024, "4M" = 4 << 20, "1000" = 1000.
-func parseSize(_ text: String) -> Int? {
-  let multipliers: [Character: Int] = ["K": 1 << 10, "k": 1 << 10, "M": 1 << 20, "m": 1 << 20]
-  if let last = text.last, let multiplier = multipliers[last] {
-    return Int(text.dropLast()).map { $0 * multiplier }
-  }
-  return Int(text)
-}
-
-func parseOptions(_ arguments: [String]) throws -> Options {
-  var options = Options()
-  var remaining = arguments[...]
-  func value(_ flag: String) throws -> String {
-    guard let next = remaining.popFirst() else { throw UsageError(description: "\(flag) needs a value") }
-    return next
-  }
-  func number<T: LosslessStringConvertible>(_ flag: String) throws -> T {
-    let text = try value(flag)
-    guard let parsed = T(text) else { throw UsageError(description: "\(flag): '\(text)' is not a number") }
-    return parsed
-  }
-  while let flag = remaining.popFirst() {
-    switch flag {
-    case "--sizes":
-      let list = try value(flag)
-      options.sizes = try list.split(separator: ",").map {
-        guard let size = parseSize(String($0)), size >= 0 else {
-          throw UsageError(description: "--sizes: '\($0)' is not a size")
-        }
-        return size
-      }
-    case "--iterations": options.iterations = try number(flag)
-    case "--overlap-ms": options.overlapMilliseconds = try number(flag)
-    case "--no-bench": options.bench = false
-    case "--no-check": options.check = false
-    case "--timeout": options.timeout = try number(flag)
-    case "--fail-rank": options.failRank = try number(flag)
-    case "--stall-rank": options.stallRank = try number(flag)
-    case "--stall-seconds": options.stallSeconds = try number(flag)
-    case "--help", "-h":
-      print(usage)
-      exit(0)
-    default: throw UsageError(description: "unknown option '\(flag)'")
+  func validate() throws {
+    guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+    for text in sizes.split(separator: ",") where Size(argument: String(text)) == nil {
+      throw ValidationError("--sizes: '\(text)' is not a size")
     }
   }
-  guard options.timeout > 0 else { throw UsageError(description: "--timeout must be positive") }
-  return options
+
+  func run() throws {
+    let status = try Job.run { communicator in
+      let watchdog = Watchdog(communicator: communicator, timeout: timeout)
+      defer { watchdog.stop() }
+      let status = try runChecks(self, communicator, watchdog)
+      fflush(stdout)
+      return status
+    }
+    if status != 0 { throw ExitCode(status) }
+  }
 }
 
 struct InjectedFailure: Error, CustomStringConvertible {
   var description: String
 }
 
-func run(_ options: Options, _ communicator: Communicator, _ watchdog: Watchdog) throws -> Int32 {
+func runChecks(_ options: CommCheck, _ communicator: Communicator, _ watchdog: Watchdog) throws -> Int32 {
   let rank = communicator.rank
   if rank == 0 {
     let level = (communicator as? MPICommunicator).map { "\($0.threadLevel)" } ?? "none (single process)"
@@ -137,11 +112,11 @@ func run(_ options: Options, _ communicator: Communicator, _ watchdog: Watchdog)
     if rank == 0 { print("mixer-comm-check: collectives and gradient bucketer exact, bf16 within \(CollectiveCheck.bfloat16Tolerance(ranks: communicator.size)) ulp (\(seconds) s)") }
   }
 
-  if options.bench && !options.sizes.isEmpty {
+  if options.bench && !options.floats.isEmpty {
     let rows = try CollectiveBenchmark.run(
-      on: communicator, sizes: options.sizes, iterations: options.iterations, watchdog: watchdog)
+      on: communicator, sizes: options.floats, iterations: options.iterations, watchdog: watchdog)
     if rank == 0 { print(CollectiveBenchmark.table(rows)) }
-    let floats = options.sizes.max()!
+    let floats = options.floats.max()!
     if options.overlapMilliseconds > 0 && floats > 0 {
       let bucketSize = max(1, floats / 8)
       let overlap = try CollectiveBenchmark.overlap(
@@ -164,28 +139,4 @@ func run(_ options: Options, _ communicator: Communicator, _ watchdog: Watchdog)
   return 0
 }
 
-let options: Options
-do {
-  options = try parseOptions(Array(CommandLine.arguments.dropFirst()))
-} catch {
-  fputs("mixer-comm-check: \(error)\n\(usage)\n", stderr)
-  exit(2)
-}
-let communicator: Communicator
-do {
-  communicator = try MPICommunicator.makeDefault()
-} catch {
-  fputs("mixer-comm-check: cannot start MPI: \(error)\n", stderr)
-  exit(1)
-}
-let watchdog = Watchdog(communicator: communicator, timeout: options.timeout)
-do {
-  let status = try run(options, communicator, watchdog)
-  fflush(stdout)
-  watchdog.stop()
-  try communicator.finalize()
-  exit(status)
-} catch {
-  fflush(stdout)
-  communicator.abort(message: "mixer-comm-check: \(error)", code: 1)
-}
+CommCheck.main()

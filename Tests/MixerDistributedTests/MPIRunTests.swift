@@ -108,7 +108,7 @@ final class MPIRunTests: XCTestCase {
     XCTAssertNotEqual(run.status, 0, run.output)
     XCTAssertLessThan(run.seconds, 10, "the job must abort at once, not wait")
     XCTAssertTrue(
-      run.output.contains("mixer-dist: rank 1: mixer-comm-check: injected failure (--fail-rank 1)"),
+      run.output.contains("mixer-dist: rank 1: injected failure (--fail-rank 1)"),
       run.output)
   }
 
