@@ -1,5 +1,5 @@
 // Calibration: the range of every product's input over a set of images, run through the fp32
-// plan. Two ways to turn it into a u8 quantization (ProductKernels.swift):
+// plan. Two ways to turn it into a u8 quantization (MixerKernels/InferenceKernels.swift):
 //   minmax      [min, max] of everything seen: one outlier stretches the scale for every value
 //   percentile  [P_(100−p), P_p] of the values seen (default p = 99.99): the outliers saturate,
 //               the bulk keeps its resolution (Zhao, Dong & Keutzer 2022 on Mixer's token-mixing

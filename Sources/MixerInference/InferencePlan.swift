@@ -1,6 +1,6 @@
 // The inference plan: the network's description (MixerModel/NetworkDescription.swift) compiled
 // into a list of steps over preallocated buffers, every matrix product a per-layer kernel chosen
-// by precision (ProductKernels.swift). Everything but the products (LayerNorm, GELU, the adds,
+// by precision (MixerKernels/InferenceKernels.swift). Everything but the products (LayerNorm, GELU, the adds,
 // the attention between its two products, im2col, the token mean) stays fp32. This file knows
 // the builder's operations, never a layer kind: any stem, block kind and head that describes
 // itself runs here at every precision.
