@@ -16,7 +16,7 @@ public enum NPZ {
   public static let defaultMaxEntryBytes = 1 << 31
 
   /// Decodes an `.npz` held in memory into its arrays, in archive order. Entry names lose their
-  /// `.npy` suffix (`MixerBlock_0/token_mixing/Dense_0/kernel`). An entry whose declared
+  /// `.npy` suffix (the parameter names of OfficialNames.swift). An entry whose declared
   /// uncompressed size exceeds `maxEntryBytes` is an error.
   public static func decode(
     _ bytes: Data, source: String = "archive.npz", maxEntryBytes: Int = defaultMaxEntryBytes

@@ -12,10 +12,10 @@
 // grid. Instead of permuting activations, the widened weights are permuted: full-grid token
 // t = (gy, gx) lies in sub-image k = (gy / gh)·K + gx / gw at position s = (gy % gh)·gw + gx % gw
 // of that sub-image's own row-major grid, and
-//   Dense_0 kernel [S', K²·D_S]:  W'[t, k·D_S + d] = W[s, d]   (0 outside sub-image k)
-//   Dense_0 bias   [K²·D_S]:      b'[k·D_S + d]    = b[d]
-//   Dense_1 kernel [K²·D_S, S']:  W'[k·D_S + d, t] = W[d, s]   (0 outside sub-image k)
-//   Dense_1 bias   [S']:          b'[t]            = b[s]
+//   first kernel  [S', K²·D_S]:  W'[t, k·D_S + d] = W[s, d]   (0 outside sub-image k)
+//   first bias    [K²·D_S]:      b'[k·D_S + d]    = b[d]
+//   second kernel [K²·D_S, S']:  W'[k·D_S + d, t] = W[d, s]   (0 outside sub-image k)
+//   second bias   [S']:          b'[t]            = b[s]
 // so on an image made of K×K tiles every token-mixing layer gives exactly the per-tile outputs
 // of the original layer; every other layer is per token and is copied unchanged.
 //
@@ -30,7 +30,7 @@ import MixerModel
 
 /// The config whose parameter table has exactly `shapes`, and the name of the preset with the
 /// same architecture (patch, C, blocks, D_S, D_C; any image size and number of classes), if any.
-/// S (the rows of the token-mixing Dense_0 kernel) fixes the image size: `imageSize` when given,
+/// S (the rows of the token-mixing MLP's first kernel) fixes the image size: `imageSize` when given,
 /// else a square grid of side √S patches. GELU and the LayerNorm epsilon are not stored in the
 /// weights: they are the official tanh and 1e-6.
 public func inferConfig(
@@ -43,17 +43,18 @@ public func inferConfig(
     }
     return shape
   }
-  let stem = try shape("stem/kernel", rank: 4)  // [P, P, 3, C]
+  let stem = try shape(OfficialName.kernel(OfficialName.stem), rank: 4)  // [P, P, 3, C]
   guard stem[0] == stem[1], stem[2] == 3 else {
-    throw ConfigError("'stem/kernel' has shape \(stem), expected [P, P, 3, C] (HWIO)")
+    throw ConfigError("'\(OfficialName.kernel(OfficialName.stem))' has shape \(stem), expected [P, P, 3, C] (HWIO)")
   }
   let patch = stem[0], hidden = stem[3]
   var blocks = 0
-  while shapes["MixerBlock_\(blocks)/token_mixing/Dense_0/kernel"] != nil { blocks += 1 }
-  guard blocks > 0 else { throw ConfigError("no tensor 'MixerBlock_0/token_mixing/Dense_0/kernel' (not Mixer weights?)") }
-  let token = try shape("MixerBlock_0/token_mixing/Dense_0/kernel", rank: 2)  // [S, D_S]
-  let channel = try shape("MixerBlock_0/channel_mixing/Dense_0/kernel", rank: 2)  // [C, D_C]
-  let head = try shape("head/kernel", rank: 2)  // [C, K]
+  while shapes[OfficialName.kernel(OfficialName.join(OfficialName.mixerBlock(blocks), OfficialName.join(OfficialName.tokenMixing, OfficialName.dense0)))] != nil { blocks += 1 }
+  let firstTokenKernel = OfficialName.kernel(OfficialName.join(OfficialName.mixerBlock(0), OfficialName.join(OfficialName.tokenMixing, OfficialName.dense0)))
+  guard blocks > 0 else { throw ConfigError("no tensor '\(firstTokenKernel)' (not Mixer weights?)") }
+  let token = try shape(firstTokenKernel, rank: 2)  // [S, D_S]
+  let channel = try shape(OfficialName.kernel(OfficialName.join(OfficialName.mixerBlock(0), OfficialName.channelMixing, OfficialName.dense0)), rank: 2)  // [C, D_C]
+  let head = try shape(OfficialName.kernel(OfficialName.head), rank: 2)  // [C, K]
   let tokens = token[0]
 
   let height: Int, width: Int
@@ -353,25 +354,25 @@ struct TokenTiling {
   func widen(_ name: String, _ array: NDArray) -> NDArray? {
     let s = tokens, d = hidden, wide = k * k * hidden, all = subImage.count
     var out: [Float]
-    if name.hasSuffix("token_mixing/Dense_0/kernel"), array.shape == [s, d] {  // [S, D_S] → [S', K²·D_S]
+    if name.hasSuffix(OfficialName.kernel(OfficialName.join(OfficialName.tokenMixing, OfficialName.dense0))), array.shape == [s, d] {  // [S, D_S] → [S', K²·D_S]
       out = [Float](repeating: 0, count: all * wide)
       for t in 0..<all {
         for j in 0..<d { out[t * wide + subImage[t] * d + j] = array.data[position[t] * d + j] }
       }
       return NDArray(shape: [all, wide], data: out)
     }
-    if name.hasSuffix("token_mixing/Dense_0/bias"), array.shape == [d] {  // [D_S] → [K²·D_S]
+    if name.hasSuffix(OfficialName.bias(OfficialName.join(OfficialName.tokenMixing, OfficialName.dense0))), array.shape == [d] {  // [D_S] → [K²·D_S]
       out = (0..<(k * k)).flatMap { _ in array.data }
       return NDArray(shape: [wide], data: out)
     }
-    if name.hasSuffix("token_mixing/Dense_1/kernel"), array.shape == [d, s] {  // [D_S, S] → [K²·D_S, S']
+    if name.hasSuffix(OfficialName.kernel(OfficialName.join(OfficialName.tokenMixing, OfficialName.dense1))), array.shape == [d, s] {  // [D_S, S] → [K²·D_S, S']
       out = [Float](repeating: 0, count: wide * all)
       for t in 0..<all {
         for j in 0..<d { out[(subImage[t] * d + j) * all + t] = array.data[j * s + position[t]] }
       }
       return NDArray(shape: [wide, all], data: out)
     }
-    if name.hasSuffix("token_mixing/Dense_1/bias"), array.shape == [s] {  // [S] → [S']
+    if name.hasSuffix(OfficialName.bias(OfficialName.join(OfficialName.tokenMixing, OfficialName.dense1))), array.shape == [s] {  // [S] → [S']
       return NDArray(shape: [all], data: position.map { array.data[$0] })
     }
     return nil
@@ -432,7 +433,7 @@ public func initializeModel(
   // another resolution: the token count of the first block decides
   var tiling: TokenTiling?
   var tilingProblem: String?
-  if let kernel = parameters["MixerBlock_0/token_mixing/Dense_0/kernel"], kernel.shape.count == 2,
+  if let kernel = parameters[OfficialName.kernel(OfficialName.join(OfficialName.mixerBlock(0), OfficialName.join(OfficialName.tokenMixing, OfficialName.dense0)))], kernel.shape.count == 2,
     kernel.shape[0] != config.tokens
   {
     do {
@@ -460,7 +461,7 @@ public func initializeModel(
     guard let array = parameters[view.name] else { problems.append("\(view.name) missing"); continue }
     if array.shape == view.shape {
       values.append((view, array.data))
-    } else if view.name.contains("/token_mixing/"), let wide = tiling?.widen(view.name, array), wide.shape == view.shape {
+    } else if view.name.contains("/\(OfficialName.tokenMixing)/"), let wide = tiling?.widen(view.name, array), wide.shape == view.shape {
       values.append((view, wide.data))
       widened += 1
     } else {
@@ -472,7 +473,7 @@ public func initializeModel(
   problems += extra.sorted().map { "\($0) not in the model" }
   guard problems.isEmpty else {
     var hints: [String] = []
-    if let stem = parameters["stem/kernel"]?.shape, stem.count == 4, stem != [config.patch, config.patch, 3, config.hidden] {
+    if let stem = parameters[OfficialName.kernel(OfficialName.stem)]?.shape, stem.count == 4, stem != [config.patch, config.patch, 3, config.hidden] {
       hints.append("checkpoint patch \(stem[0]), C \(stem[3]); model patch \(config.patch), C \(config.hidden)")
     }
     if let tilingProblem { hints.append(tilingProblem) }

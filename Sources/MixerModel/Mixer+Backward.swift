@@ -27,10 +27,10 @@ extension MixerModel {
 
     let headStart = Timeline.begin()
     cfg.head.backward(self, acts: acts, lossScale: lossScale)
-    let scale = table.offset("pre_head_layer_norm/scale")
+    let scale = table.offset(OfficialName.scale(OfficialName.preHeadLayerNorm))
     acts.dStream.update(repeating: 0, count: sb * c)
     layerNormBackward(
-      dinp: acts.dStream, dweight: g + scale, dbias: g + table.offset("pre_head_layer_norm/bias"),
+      dinp: acts.dStream, dweight: g + scale, dbias: g + table.offset(OfficialName.bias(OfficialName.preHeadLayerNorm)),
       dout: acts.dNorm, inp: acts.stream[cfg.blocks], weight: w + scale, mean: acts.headMean,
       rstd: acts.headRstd, rows: sb, channels: c)
     Timeline.end(headStart, "head backward", .backward)

@@ -37,8 +37,8 @@ extension MixerModel {
     let last = acts.stream[cfg.blocks]
     layerNormForward(
       out: acts.headNormOut, mean: acts.headMean, rstd: acts.headRstd, inp: last,
-      weight: w + table.offset("pre_head_layer_norm/scale"),
-      bias: w + table.offset("pre_head_layer_norm/bias"), rows: sb, channels: c,
+      weight: w + table.offset(OfficialName.scale(OfficialName.preHeadLayerNorm)),
+      bias: w + table.offset(OfficialName.bias(OfficialName.preHeadLayerNorm)), rows: sb, channels: c,
       epsilon: cfg.layerNormEpsilon)
     cfg.head.forward(self, acts: acts)
   }

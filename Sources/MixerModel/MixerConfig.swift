@@ -27,7 +27,7 @@ public enum BlockKind: String, Codable, Sendable, CaseIterable {
   /// Parameter-name prefix of block i.
   func scope(_ i: Int) -> String {
     switch self {
-    case .mixer: return "MixerBlock_\(i)"
+    case .mixer: return OfficialName.mixerBlock(i)
     case .attention: return "AttentionBlock_\(i)"
     case .conv: return "ConvBlock_\(i)"
     case .mixerAttention: return "MixerAttentionBlock_\(i)"

@@ -13,14 +13,15 @@ struct BlockOffsets {
   init(_ table: ParameterTable, _ i: Int, _ kind: BlockKind) {
     let p = kind.scope(i) + "/"
     func at(_ name: String) -> Int { table.offset(p + name) }
-    ln0Scale = at("LayerNorm_0/scale")
-    ln0Bias = at("LayerNorm_0/bias")
-    ln1Scale = at("LayerNorm_1/scale")
-    ln1Bias = at("LayerNorm_1/bias")
-    chW1 = at("channel_mixing/Dense_0/kernel")
-    chB1 = at("channel_mixing/Dense_0/bias")
-    chW2 = at("channel_mixing/Dense_1/kernel")
-    chB2 = at("channel_mixing/Dense_1/bias")
+    typealias N = OfficialName
+    ln0Scale = at(N.scale(N.layerNorm0))
+    ln0Bias = at(N.bias(N.layerNorm0))
+    ln1Scale = at(N.scale(N.layerNorm1))
+    ln1Bias = at(N.bias(N.layerNorm1))
+    chW1 = at(N.kernel(N.join(N.channelMixing, N.dense0)))
+    chB1 = at(N.bias(N.join(N.channelMixing, N.dense0)))
+    chW2 = at(N.kernel(N.join(N.channelMixing, N.dense1)))
+    chB2 = at(N.bias(N.join(N.channelMixing, N.dense1)))
   }
 }
 

@@ -14,7 +14,7 @@ import MixerKernels
 
 /// A matrix product of the network, by its parameter scope.
 public struct ProductLayer: Sendable, Equatable {
-  /// the scope of its `kernel` and `bias` (`stem`, `MixerBlock_0/token_mixing/Dense_0`, `head`)
+  /// the scope of its `kernel` and `bias` (official names: OfficialNames.swift)
   public let name: String
   /// K and N of `out[M×N] = X[M×K] · W[K×N]`
   public let inputs: Int
@@ -78,7 +78,7 @@ extension MixerConfig {
     for i in 0..<blocks {
       let blockKind = kind(ofBlock: i), scope = blockKind.scope(i)
       // token mixing: every mixer of the kind reads Y = LN_0(x); their branches are summed
-      let y = builder.layerNorm(x, scope: scope + "/LayerNorm_0", epsilon: layerNormEpsilon)
+      let y = builder.layerNorm(x, scope: OfficialName.join(scope, OfficialName.layerNorm0), epsilon: layerNormEpsilon)
       var branch: Builder.Value?
       for mixer in blockKind.tokenMixers {
         let t = mixer.describe(self, y, scope: scope, into: builder)
@@ -87,7 +87,7 @@ extension MixerConfig {
       x = builder.add(x, branch!)
       x = builder.add(x, ChannelMLP().describe(self, x, scope: scope, into: builder))
     }
-    let y = builder.layerNorm(x, scope: "pre_head_layer_norm", epsilon: layerNormEpsilon)
+    let y = builder.layerNorm(x, scope: OfficialName.preHeadLayerNorm, epsilon: layerNormEpsilon)
     return head.describe(self, y, into: builder)
   }
 
@@ -106,10 +106,11 @@ public struct ChannelMLP: Sendable {
     _ config: MixerConfig, _ x: Builder.Value, scope: String, into builder: Builder
   ) -> Builder.Value {
     let s = config.tokens, c = config.hidden, dc = config.channelsMLP
-    let y = builder.layerNorm(x, scope: scope + "/LayerNorm_1", epsilon: config.layerNormEpsilon)
+    typealias N = OfficialName
+    let y = builder.layerNorm(x, scope: N.join(scope, N.layerNorm1), epsilon: config.layerNormEpsilon)
     return builder.mlp(
-      y, ProductLayer(name: scope + "/channel_mixing/Dense_0", inputs: c, outputs: dc, rowsPerImage: s),
-      ProductLayer(name: scope + "/channel_mixing/Dense_1", inputs: dc, outputs: c, rowsPerImage: s), gelu: config.gelu)
+      y, ProductLayer(name: N.join(scope, N.channelMixing, N.dense0), inputs: c, outputs: dc, rowsPerImage: s),
+      ProductLayer(name: N.join(scope, N.channelMixing, N.dense1), inputs: dc, outputs: c, rowsPerImage: s), gelu: config.gelu)
   }
 }
 
@@ -148,8 +149,8 @@ final class ParameterCollector: NetworkBuilder {
   init(_ config: MixerConfig) { self.config = config }
 
   private func product(_ layer: ProductLayer) {
-    builder.add(layer.name + "/kernel", layer.kernelShape, layer.kernelRole, fanIn: layer.kernelRole == .kernel ? layer.inputs : 0)
-    builder.add(layer.name + "/bias", [layer.outputs], .bias)
+    builder.add(OfficialName.kernel(layer.name), layer.kernelShape, layer.kernelRole, fanIn: layer.kernelRole == .kernel ? layer.inputs : 0)
+    builder.add(OfficialName.bias(layer.name), [layer.outputs], .bias)
   }
 
   var images: [Int] { [config.imageHeight, config.imageWidth, 3] }
@@ -163,8 +164,8 @@ final class ParameterCollector: NetworkBuilder {
     return grid == nil ? [x[0] / stride, x[1] / stride, layer.outputs] : [x[0], layer.outputs]
   }
   func layerNorm(_ x: [Int], scope: String, epsilon: Float) -> [Int] {
-    builder.add(scope + "/scale", [x.last!], .scale)
-    builder.add(scope + "/bias", [x.last!], .bias)
+    builder.add(OfficialName.scale(scope), [x.last!], .scale)
+    builder.add(OfficialName.bias(scope), [x.last!], .bias)
     return x
   }
   func gelu(_ x: [Int], kind: GELUKind) -> [Int] { x }

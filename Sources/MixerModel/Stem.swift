@@ -37,7 +37,7 @@ public struct LinearStem: Stem {
     builder.dense(
       builder.patches(images, patch: config.patch),
       ProductLayer(
-        name: "stem", inputs: config.patchLength, outputs: config.hidden, rowsPerImage: config.tokens,
+        name: OfficialName.stem, inputs: config.patchLength, outputs: config.hidden, rowsPerImage: config.tokens,
         kernelShape: [config.patch, config.patch, 3, config.hidden]))
   }
 
@@ -48,20 +48,20 @@ public struct LinearStem: Stem {
     patchifyForward(
       patches: acts.patches, images: images, batch: acts.batch, height: cfg.imageHeight,
       width: cfg.imageWidth, patch: cfg.patch)
-    broadcastColumns(out: acts.stream[0], bias: w + model.table.offset("stem/bias"), rows: sb, cols: c)
+    broadcastColumns(out: acts.stream[0], bias: w + model.table.offset(OfficialName.bias(OfficialName.stem)), rows: sb, cols: c)
     model.products.gemm(
       .none, .none, m: sb, n: c, k: cfg.patchLength, a: acts.patches, lda: cfg.patchLength,
-      b: w + model.table.offset("stem/kernel"), ldb: c, beta: 1, c: acts.stream[0], ldc: c)
+      b: w + model.table.offset(OfficialName.kernel(OfficialName.stem)), ldb: c, beta: 1, c: acts.stream[0], ldc: c)
   }
 
   public func backward(_ model: MixerModel, acts: Activations) {
     let cfg = model.config
     let sb = cfg.tokens * acts.batch, c = cfg.hidden
     let g = model.gradients.pointer
-    biasBackwardColumns(dbias: g + model.table.offset("stem/bias"), dout: acts.dStream, rows: sb, cols: c)
+    biasBackwardColumns(dbias: g + model.table.offset(OfficialName.bias(OfficialName.stem)), dout: acts.dStream, rows: sb, cols: c)
     model.products.gemm(
       .transpose, .none, m: cfg.patchLength, n: c, k: sb, a: acts.patches, lda: cfg.patchLength,
-      b: acts.dStream, ldb: c, beta: 1, c: g + model.table.offset("stem/kernel"), ldc: c)
+      b: acts.dStream, ldb: c, beta: 1, c: g + model.table.offset(OfficialName.kernel(OfficialName.stem)), ldc: c)
   }
 }
 
@@ -89,7 +89,7 @@ public struct CNNStem: Stem {
     var x = images
     for (j, layer) in layers.enumerated() {
       let product = ProductLayer(
-        name: "stem/Conv_\(j)", inputs: 9 * layer.inChannels, outputs: layer.outChannels,
+        name: OfficialName.join(OfficialName.stem, "Conv_\(j)"), inputs: 9 * layer.inChannels, outputs: layer.outChannels,
         rowsPerImage: layer.height / 2 * (layer.width / 2), kernelShape: [3, 3, layer.inChannels, layer.outChannels])
       x = builder.convolution(x, product, kernel: 3, stride: 2, grid: nil)
       if j < layers.count - 1 { x = builder.gelu(x, kind: config.gelu) }
@@ -106,7 +106,7 @@ public struct CNNStem: Stem {
       let n = acts.batch * (layer.height / 2) * (layer.width / 2) * layer.outChannels
       imageConvForward(
         out: acts.stemPre[j], columns: acts.stemColumns[j], inp: input,
-        weight: w + model.table.offset("stem/Conv_\(j)/kernel"), bias: w + model.table.offset("stem/Conv_\(j)/bias"),
+        weight: w + model.table.offset(OfficialName.kernel(OfficialName.join(OfficialName.stem, "Conv_\(j)"))), bias: w + model.table.offset(OfficialName.bias(OfficialName.join(OfficialName.stem, "Conv_\(j)"))),
         batch: acts.batch, height: layer.height, width: layer.width, inChannels: layer.inChannels,
         outChannels: layer.outChannels, kernel: 3, stride: 2, products: model.products)
       if j < layers.count - 1 {
@@ -136,9 +136,9 @@ public struct CNNStem: Stem {
       // the image's own gradient is not needed: layer 0 writes it to scratch
       let dinp = j > 0 ? acts.stemGrad[j - 1] : acts.stemScratch
       dinp.update(repeating: 0, count: acts.batch * layer.height * layer.width * layer.inChannels)
-      let kernel = model.table.offset("stem/Conv_\(j)/kernel")
+      let kernel = model.table.offset(OfficialName.kernel(OfficialName.join(OfficialName.stem, "Conv_\(j)")))
       imageConvBackward(
-        dinp: dinp, dweight: g + kernel, dbias: g + model.table.offset("stem/Conv_\(j)/bias"),
+        dinp: dinp, dweight: g + kernel, dbias: g + model.table.offset(OfficialName.bias(OfficialName.join(OfficialName.stem, "Conv_\(j)"))),
         dout: acts.stemGrad[j], columns: acts.stemColumns[j], weight: w + kernel,
         scratch: j == 0 ? acts.stemColumns[0] : acts.stemScratch, batch: acts.batch,
         height: layer.height, width: layer.width, inChannels: layer.inChannels,

@@ -41,12 +41,12 @@ public protocol TokenMixer: Sendable {
 }
 
 extension TokenMixer {
-  /// The offsets of the mixer's parameters under `scope` (e.g. `MixerBlock_3`), in the order
+  /// The offsets of the mixer's parameters under `scope` (e.g. block 3's), in the order
   /// `forward` and `backward` read them: each of its products' kernel and bias, as it describes them.
   func offsets(_ config: MixerConfig, _ table: ParameterTable, scope: String) -> [Int] {
     let products = ProductCollector()
     _ = describe(config, products.images, scope: scope, into: products)
-    return products.layers.flatMap { [table.offset($0.name + "/kernel"), table.offset($0.name + "/bias")] }
+    return products.layers.flatMap { [table.offset(OfficialName.kernel($0.name)), table.offset(OfficialName.bias($0.name))] }
   }
 }
 
@@ -76,8 +76,10 @@ public struct TokenMLP: TokenMixer {
   ) -> Builder.Value {
     let s = config.tokens, c = config.hidden, ds = config.tokensMLP
     let mixed = builder.mlp(
-      builder.transpose(y), ProductLayer(name: scope + "/token_mixing/Dense_0", inputs: s, outputs: ds, rowsPerImage: c),
-      ProductLayer(name: scope + "/token_mixing/Dense_1", inputs: ds, outputs: s, rowsPerImage: c), gelu: config.gelu)
+      builder.transpose(y),
+      ProductLayer(name: OfficialName.join(scope, OfficialName.tokenMixing, OfficialName.dense0), inputs: s, outputs: ds, rowsPerImage: c),
+      ProductLayer(name: OfficialName.join(scope, OfficialName.tokenMixing, OfficialName.dense1), inputs: ds, outputs: s, rowsPerImage: c),
+      gelu: config.gelu)
     return builder.transpose(mixed)
   }
   public func forwardFLOPsPerImage(_ config: MixerConfig) -> Double {

@@ -7,7 +7,7 @@ import MixerKernels
 public struct ClassificationHead: Head {
   public init() {}
   public var task: MixerTask { .classification }
-  public var scope: String { "head" }
+  public var scope: String { OfficialName.head }
 
   public func outputsPerToken(_ config: MixerConfig) -> Int { config.classes }
   public func parameterCount(_ config: MixerConfig) -> Int { config.hidden * config.classes + config.classes }
@@ -16,7 +16,7 @@ public struct ClassificationHead: Head {
   public func describe<Builder: NetworkBuilder>(_ config: MixerConfig, _ y: Builder.Value, into builder: Builder) -> Builder.Value {
     builder.dense(
       builder.meanOverTokens(y),
-      ProductLayer(name: "head", inputs: config.hidden, outputs: config.classes, rowsPerImage: 1, kernelRole: .headKernel))
+      ProductLayer(name: OfficialName.head, inputs: config.hidden, outputs: config.classes, rowsPerImage: 1, kernelRole: .headKernel))
   }
   public func outputsPerImage(_ config: MixerConfig) -> Int { config.classes }
   public func outputs(_ acts: Activations) -> UnsafeMutablePointer<Float> { acts.head(ClassificationBuffers.self).logits }
@@ -30,9 +30,9 @@ public struct ClassificationHead: Head {
     let w = model.parameters.pointer
     let b = acts.batch, c = cfg.hidden, k = cfg.classes
     tokenMeanForward(out: out.pooled, inp: acts.headNormOut, tokens: cfg.tokens, batch: b, channels: c)
-    broadcastColumns(out: out.logits, bias: w + model.table.offset("head/bias"), rows: b, cols: k)
+    broadcastColumns(out: out.logits, bias: w + model.table.offset(OfficialName.bias(OfficialName.head)), rows: b, cols: k)
     model.products.gemm(
-      .none, .none, m: b, n: k, k: c, a: out.pooled, lda: c, b: w + model.table.offset("head/kernel"),
+      .none, .none, m: b, n: k, k: c, a: out.pooled, lda: c, b: w + model.table.offset(OfficialName.kernel(OfficialName.head)),
       ldb: k, beta: 1, c: out.logits, ldc: k)
   }
 
@@ -54,7 +54,7 @@ public struct ClassificationHead: Head {
     softmaxCrossEntropyBackward(
       dlogits: out.dLogits, probs: out.probabilities, targets: out.targets, batch: b,
       classes: k, scale: lossScale)
-    let headKernel = model.table.offset("head/kernel"), headBias = model.table.offset("head/bias")
+    let headKernel = model.table.offset(OfficialName.kernel(OfficialName.head)), headBias = model.table.offset(OfficialName.bias(OfficialName.head))
     biasBackwardColumns(dbias: g + headBias, dout: out.dLogits, rows: b, cols: k)
     model.products.gemm(
       .transpose, .none, m: c, n: k, k: b, a: out.pooled, lda: c, b: out.dLogits, ldb: k,

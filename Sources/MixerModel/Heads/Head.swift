@@ -1,5 +1,5 @@
 // The head abstraction: what the network predicts from the pre-head-normalised tokens
-// Y = LN_pre(x_L) `[S, B, C]`. A head owns its parameters (appended after `pre_head_layer_norm`),
+// Y = LN_pre(x_L) `[S, B, C]`. A head owns its parameters (appended after the pre-head LayerNorm),
 // its buffers in the activation arena, its forward, loss and backward. Model, arena and parameter
 // table call these and never ask which task they serve; the training side of a task (targets,
 // evaluation, predict) is in MixerTrain's `TaskHead`. A new task is one type here, one there, and
