@@ -304,7 +304,7 @@ public final class InferencePlan {
   public let outputsPerImage: Int
   /// parts of the forward that run fp32 whatever the products' precision, for `precisionSummary`
   public let fp32Parts: [String]
-  let kernels: [any ProductKernel]
+  private(set) var kernels: [any ProductKernel]
   let values: [PlanValue]
   let steps: [PlanStep]
   /// for each value, its buffer slot (nil: the images, or never stored)
@@ -318,7 +318,7 @@ public final class InferencePlan {
   let normRows: Int, normChannels: Int, mlpHidden: Int, quantizedInputs: Int, attentionProbabilities: Int
   let output: Int
   let scratch = KernelScratch()
-  private var buffers: [Int: PlanBuffers] = [:]
+  private var buffersByBatch: [Int: PlanBuffers] = [:]
   /// Called with each product's input before it runs (calibration): layer index, X, its count.
   /// A fused int8 MLP's products are not observed (their inputs never exist in fp32).
   var observer: ((Int, UnsafePointer<Float>, Int) -> Void)?
@@ -465,9 +465,62 @@ public final class InferencePlan {
   /// (valid until the next call with the same B).
   @discardableResult
   public func forward(images: UnsafePointer<Float>, batch b: Int) -> UnsafeMutablePointer<Float> {
+    run(steps: steps.indices, images: images, batch: b)
+  }
+
+  /// The buffers of batch size b (made on first use).
+  private func buffers(_ b: Int) -> PlanBuffers {
+    if let made = buffersByBatch[b] { return made }
+    let made = PlanBuffers(plan: self, batch: b)
+    buffersByBatch[b] = made
+    return made
+  }
+
+  // MARK: Partial forwards (quantize's sensitivity pass)
+
+  /// The number of steps of the forward.
+  public var stepCount: Int { steps.count }
+
+  /// The step that runs product `kernel` (an MLP step runs two).
+  public func step(ofKernel kernel: Int) -> Int {
+    steps.firstIndex { step in
+      switch step {
+      case .product(_, _, let k): return k == kernel
+      case .mlp(_, _, let first, let second, _): return first == kernel || second == kernel
+      default: return false
+      }
+    }!
+  }
+
+  /// Copies of batch b's value buffers: what the steps run so far left for the ones after.
+  public func savedValues(batch b: Int) -> [[Float]] {
+    let buffers = buffers(b)
+    return slotSizes.indices.map { Array(UnsafeBufferPointer(start: buffers.slots[$0], count: slotSizes[$0] * b)) }
+  }
+
+  /// Puts back what `savedValues` copied.
+  public func restoreValues(_ saved: [[Float]], batch b: Int) {
+    let buffers = buffers(b)
+    for (slot, values) in saved.enumerated() { buffers.slots[slot].update(from: values, count: values.count) }
+  }
+
+  /// Runs `body` with product `k` computed by `kernel` instead of its own (in a plan without
+  /// fused int8 MLPs, whose fusion was decided for the kernels it was built with).
+  public func replacingKernel<R>(_ k: Int, with kernel: any ProductKernel, _ body: () throws -> R) rethrows -> R {
+    precondition(fusedNorms.isEmpty && kernel.inputs == kernels[k].inputs && kernel.outputs == kernels[k].outputs)
+    let own = kernels[k]
+    kernels[k] = kernel
+    defer { kernels[k] = own }
+    return try body()
+  }
+
+  /// Runs the steps in `range` of the forward on batch b's buffers, which hold what the steps
+  /// before `range` left (from a previous call, or `restoreValues`); returns the output buffer
+  /// (meaningful when the range ends at the last step).
+  @discardableResult
+  public func run(steps range: Range<Int>, images: UnsafePointer<Float>, batch b: Int) -> UnsafeMutablePointer<Float> {
     let cfg = model.config
-    let buffers = self.buffers[b] ?? PlanBuffers(plan: self, batch: b)
-    self.buffers[b] = buffers
+    let buffers = buffers(b)
     scratch.reserve(elements: b * kernels.indices.map { layers[$0].rowsPerImage * layers[$0].inputs }.max()!)
     let w = model.parameters.pointer
     func at(_ value: Int) -> UnsafeMutablePointer<Float> {
@@ -480,8 +533,8 @@ public final class InferencePlan {
       observer?(kernel, xp, m * kernels[kernel].inputs)
       kernels[kernel].run(out: out, x: xp, transposed: v.layout == .transposedToken, rows: m, scratch: scratch)
     }
-    for (t, step) in steps.enumerated() where !skippedSteps.contains(t) {
-      let out = at(step.output)
+    for t in range where !skippedSteps.contains(t) {
+      let step = steps[t], out = at(step.output)
       switch step {
       case .patches(_, let patch):
         patchifyForward(patches: out, images: images, batch: b, height: cfg.imageHeight, width: cfg.imageWidth, patch: patch)

@@ -5,7 +5,8 @@
 // products are the model's `productLayers` (any stem, block kind and head).
 // The error of a setting is ‖logits − logits_fp32‖ / ‖logits_fp32‖ over held-out training images
 // (not the calibration images), with the top-1 agreement beside it (per image, or per pixel for
-// a segmentation model).
+// a segmentation model): the summaries on `evaluationSamples` images, each product's sensitivity
+// on the first `sensitivitySamples` of them.
 
 import Foundation
 import MixerCheckpoint
@@ -18,7 +19,12 @@ import MixerModel
 public struct QuantizationOptions: Sendable {
   /// data spec of the calibration images (its training split); nil: the checkpoint's data
   public var calibrationData: String?
+  /// calibration images
   public var samples: Int = 512
+  /// held-out images the summaries (every setting against fp32) are measured on
+  public var evaluationSamples: Int = 64
+  /// held-out images each product's sensitivity is measured on (fewer: 3 variants per product)
+  public var sensitivitySamples: Int = 8
   public var method: CalibrationMethod = .percentile
   public var percentile: Double = 99.99
   /// a product whose int8 error alone is above this stays bf16 (0: every product bf16; ≥ 1: all int8)
@@ -52,6 +58,8 @@ public struct QuantizationReport: Codable, Sendable {
   public var summaries: [QuantizationSummary]
   public var calibrationImages: Int
   public var heldOutImages: Int
+  /// the held-out images the per-product sensitivities were measured on (the first of them)
+  public var sensitivityImages: Int?
   public var bytes: Int
 }
 
@@ -85,10 +93,15 @@ public func quantizeCheckpoint(
     throw TrainError("the calibration data is \(train.height)x\(train.width) px, the model expects \(cfg.imageHeight)x\(cfg.imageWidth)")
   }
   let samples = min(options.samples, train.count / 2)
-  guard samples > 0 else { throw TrainError("--samples must be positive and the calibration data must hold images") }
-  log("calibrating on \(samples) training images of \(dataConfig.data), measuring on \(samples) others")
+  let evaluationCount = min(options.evaluationSamples, train.count / 2)
+  let sensitivityCount = min(options.sensitivitySamples, evaluationCount)
+  guard samples > 0, evaluationCount > 0, sensitivityCount > 0 else {
+    throw TrainError("--samples, --eval-samples and --sensitivity-samples must be positive and the calibration data must hold images")
+  }
+  log("calibrating on \(samples) training images of \(dataConfig.data), measuring on \(evaluationCount) others "
+    + "(each product's sensitivity on \(sensitivityCount) of them)")
   let calibration = try evenlySpacedImages(train, count: samples, phase: 0)
-  let heldOut = try evenlySpacedImages(train, count: samples, phase: 0.5)
+  let heldOut = try evenlySpacedImages(train, count: evaluationCount, phase: 0.5)
 
   let statistics = try calibration.withUnsafeBufferPointer {
     try collectActivationStatistics(model: model, images: $0.baseAddress!, count: samples)
@@ -99,21 +112,21 @@ public func quantizeCheckpoint(
 
   // the head's outputs: K logits per image, or K per pixel (agreement is then per pixel)
   let outputs = cfg.head.outputsPerImage(cfg), k = cfg.classes
+  let perImage = cfg.imageHeight * cfg.imageWidth * 3
   func logits(_ plan: InferencePlan) -> [Float] {
     var out: [Float] = []
-    let perImage = cfg.imageHeight * cfg.imageWidth * 3
     heldOut.withUnsafeBufferPointer { images in
-      for start in stride(from: 0, to: samples, by: 32) {
-        let b = min(32, samples - start)
+      for start in stride(from: 0, to: evaluationCount, by: 32) {
+        let b = min(32, evaluationCount - start)
         let l = plan.forward(images: images.baseAddress! + start * perImage, batch: b)
         out += UnsafeBufferPointer(start: l, count: b * outputs)
       }
     }
     return out
   }
-  let reference = logits(try InferencePlan(model: model, precision: .fp32))
-  func compare(_ plan: InferencePlan) -> (error: Double, agreement: Double) {
-    let l = logits(plan), predictions = samples * outputs / k
+  /// Relative RMS difference of `l` from `reference` and their top-1 agreement.
+  func compare(_ l: [Float], _ reference: ArraySlice<Float>) -> (error: Double, agreement: Double) {
+    let reference = Array(reference), predictions = l.count / k
     var d = 0.0, n = 0.0, agree = 0
     for i in l.indices { d += Double((l[i] - reference[i]) * (l[i] - reference[i])); n += Double(reference[i] * reference[i]) }
     for e in 0..<predictions {
@@ -122,23 +135,45 @@ public func quantizeCheckpoint(
     }
     return ((d / max(n, 1e-30)).squareRoot(), Double(agree) / Double(predictions))
   }
-  func only(_ layer: String, _ setting: LayerSetting) throws -> InferencePlan {
-    try InferencePlan(model: model, settings: [layer: setting])
-  }
+  let fp32 = try InferencePlan(model: model, precision: .fp32)
+  let reference = logits(fp32)
 
+  // Sensitivity: each product alone in int8 (min-max and percentile ranges) or bf16, on the first
+  // `sensitivityCount` held-out images in one batch. The fp32 forward runs once, step by step; at
+  // each product the buffers are saved, and each variant reruns only the steps from that product
+  // on (and the buffers are put back), so a product costs three partial forwards, not three whole
+  // ones with a new plan each.
   let totalMACs = Double(cfg.productLayers.reduce(0) { $0 + $1.macsPerImage })
   var rows: [LayerSensitivity] = []
   var settings: [String: LayerSetting] = [:]
-  for layer in cfg.productLayers {
-    let errMinMax = compare(try only(layer.name, LayerSetting(precision: .int8, input: minMax[layer.name]))).error
-    let errPercentile = compare(try only(layer.name, LayerSetting(precision: .int8, input: percentile[layer.name]))).error
-    let errBF16 = compare(try only(layer.name, LayerSetting(precision: .bf16))).error
-    let chosenError = options.method == .minMax ? errMinMax : errPercentile
-    let chosen: Precision = chosenError > options.maxLayerError ? .bf16 : .int8
-    settings[layer.name] = LayerSetting(precision: chosen, input: chosenRanges[layer.name])
-    rows.append(LayerSensitivity(
-      layer: layer.name, inputs: layer.inputs, outputs: layer.outputs, macShare: Double(layer.macsPerImage) / totalMACs,
-      int8MinMax: errMinMax, int8Percentile: errPercentile, bf16: errBF16, chosen: chosen))
+  try heldOut.withUnsafeBufferPointer { images in
+    let x = images.baseAddress!, b = sensitivityCount, stepCount = fp32.stepCount
+    var position = 0
+    for (j, layer) in fp32.layers.enumerated() {
+      let t = fp32.step(ofKernel: j)
+      fp32.run(steps: position..<t, images: x, batch: b)
+      position = t
+      let saved = fp32.savedValues(batch: b)
+      func error(_ setting: LayerSetting) throws -> Double {
+        let kernel = try setting.precision.makeKernel(
+          weight: model.parameters.pointer + model.table.offset(OfficialName.kernel(layer.name)),
+          bias: model.parameters.pointer + model.table.offset(OfficialName.bias(layer.name)),
+          inputs: layer.inputs, outputs: layer.outputs, setting: setting)
+        let out = fp32.replacingKernel(j, with: kernel) { fp32.run(steps: t..<stepCount, images: x, batch: b) }
+        let l = Array(UnsafeBufferPointer(start: out, count: b * outputs))
+        fp32.restoreValues(saved, batch: b)
+        return compare(l, reference[0..<(b * outputs)]).error
+      }
+      let errMinMax = try error(LayerSetting(precision: .int8, input: minMax[layer.name]))
+      let errPercentile = try error(LayerSetting(precision: .int8, input: percentile[layer.name]))
+      let errBF16 = try error(LayerSetting(precision: .bf16))
+      let chosenError = options.method == .minMax ? errMinMax : errPercentile
+      let chosen: Precision = chosenError > options.maxLayerError ? .bf16 : .int8
+      settings[layer.name] = LayerSetting(precision: chosen, input: chosenRanges[layer.name])
+      rows.append(LayerSensitivity(
+        layer: layer.name, inputs: layer.inputs, outputs: layer.outputs, macShare: Double(layer.macsPerImage) / totalMACs,
+        int8MinMax: errMinMax, int8Percentile: errPercentile, bf16: errBF16, chosen: chosen))
+    }
   }
 
   var summaries: [QuantizationSummary] = []
@@ -148,7 +183,7 @@ public func quantizeCheckpoint(
     ("int8 percentile \(options.percentile)", try InferencePlan(model: model, precision: .int8, inputs: percentile)),
     ("chosen (written)", try InferencePlan(model: model, settings: settings)),
   ] {
-    let (error, agreement) = compare(plan)
+    let (error, agreement) = compare(logits(plan), reference[...])
     summaries.append(QuantizationSummary(setting: name, relativeError: error, top1Agreement: agreement))
   }
 
@@ -159,5 +194,7 @@ public func quantizeCheckpoint(
       data: dataConfig.data),
     to: output)
   let bytes = (try? FileManager.default.attributesOfItem(atPath: output.appendingPathComponent("params.safetensors").path)[.size] as? NSNumber)?.intValue ?? 0
-  return QuantizationReport(layers: rows, summaries: summaries, calibrationImages: samples, heldOutImages: samples, bytes: bytes)
+  return QuantizationReport(
+    layers: rows, summaries: summaries, calibrationImages: samples, heldOutImages: evaluationCount,
+    sensitivityImages: sensitivityCount, bytes: bytes)
 }

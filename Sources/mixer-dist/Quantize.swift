@@ -16,7 +16,10 @@ struct Quantize: ParsableCommand {
 
   @Argument(help: "An fp32 checkpoint (step-N folder, checkpoint directory or run folder).") var checkpoint: String
   @Option(help: "Calibration images: a --data spec, its training split (default: the checkpoint's data).") var calibration: String?
-  @Option(help: "Calibration images (and as many other training images to measure the error on).") var samples: Int = 512
+  @Option(help: "Calibration images.") var samples: Int = 512
+  @Option(help: "Other training images the whole model's error against fp32 is measured on.") var evalSamples: Int = 64
+  @Option(help: "Of those, the images each product's sensitivity is measured on (three partial forwards per product).")
+  var sensitivitySamples: Int = 8
   @Option(help: "Activation ranges: percentile (clip the outliers) or minmax.") var method: CalibrationMethod = .percentile
   @Option(help: "Percentile of the range (with --method percentile).") var percentile: Double = 99.99
   @Option(help: "A product whose int8 logit error alone (relative RMS) is above this stays bf16.") var maxLayerError: Double = 0.02
@@ -26,12 +29,16 @@ struct Quantize: ParsableCommand {
 
   func run() throws {
     try runReportingErrors {
-      guard samples > 0 else { throw ValidationError("--samples must be positive") }
+      guard samples > 0, evalSamples > 0, sensitivitySamples > 0 else {
+        throw ValidationError("--samples, --eval-samples and --sensitivity-samples must be positive")
+      }
       guard percentile > 50, percentile <= 100 else { throw ValidationError("--percentile must be in (50, 100]") }
       Job.setBLASThreads(requested: threads)
       var options = QuantizationOptions()
       options.calibrationData = calibration
       options.samples = samples
+      options.evaluationSamples = evalSamples
+      options.sensitivitySamples = sensitivitySamples
       options.method = method
       options.percentile = percentile
       options.maxLayerError = maxLayerError
@@ -43,7 +50,7 @@ struct Quantize: ParsableCommand {
         print(String(decoding: try encoder.encode(report), as: UTF8.self))
         return
       }
-      print("per-layer sensitivity: relative logit error with only this product quantized (\(report.heldOutImages) held-out images)")
+      print("per-layer sensitivity: relative logit error with only this product quantized (\(report.sensitivityImages ?? report.heldOutImages) held-out images)")
       print("| layer | K×N | MACs | int8 min-max | int8 percentile | bf16 | kept as |")
       print("|---|---|---|---|---|---|---|")
       for r in report.layers {
@@ -51,7 +58,7 @@ struct Quantize: ParsableCommand {
           format: "| %@ | %d×%d | %.1f%% | %.4f | %.4f | %.4f | %@ |", r.layer, r.inputs, r.outputs, r.macShare * 100,
           r.int8MinMax, r.int8Percentile, r.bf16, r.chosen.rawValue))
       }
-      print("whole model against fp32:")
+      print("whole model against fp32 (\(report.heldOutImages) held-out images):")
       for s in report.summaries {
         print(String(format: "  %-28@ logit error %.4f  top-1 agreement %.2f%%", s.setting, s.relativeError, s.top1Agreement * 100))
       }
