@@ -84,8 +84,9 @@ let package = Package(
     .executableTarget(
       name: "mixer-comm-check", dependencies: ["MixerDistributed"], swiftSettings: optimize),
 
-    // Helpers every test target shares (temporary folders, float checks, PNG chunks, python3).
-    .target(name: "MixerTestSupport", dependencies: ["CMixerZlib"], path: "Tests/MixerTestSupport"),
+    // Helpers every test target shares (temporary folders, float checks, finite differences,
+    // format-error checks, PNG chunks, python3).
+    .target(name: "MixerTestSupport", dependencies: ["CMixerZlib", "MixerCheckpoint"], path: "Tests/MixerTestSupport"),
     .testTarget(name: "MixerKernelsTests", dependencies: ["MixerKernels", "MixerTestSupport"]),
     .testTarget(name: "MixerModelTests", dependencies: ["MixerModel", "MixerTestSupport"]),
     .testTarget(name: "MixerDataTests", dependencies: ["MixerData", "MixerTestSupport"]),
