@@ -49,7 +49,7 @@ let package = Package(
     .target(
       name: "MixerCheckpoint",
       dependencies: [
-        "MixerModel", "MixerDistributed", "MixerTrace", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        "MixerModel", "MixerTrace", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         .product(name: "Crypto", package: "swift-crypto"),
       ],
       swiftSettings: optimize),
@@ -96,6 +96,6 @@ let package = Package(
     .testTarget(name: "MixerTrainTests", dependencies: ["MixerTrain", "MixerTestSupport"]),
     .testTarget(name: "MixerTelemetryTests", dependencies: ["MixerTelemetry", "MixerTestSupport"]),
     // End-to-end: runs the mixer-dist binary (alone and under real mpirun) as a user would.
-    .testTarget(name: "MixerDistCLITests", dependencies: ["MixerCheckpoint", "MixerTestSupport", "MixerData"]),
+    .testTarget(name: "MixerDistCLITests", dependencies: ["MixerCheckpoint", "MixerDistributed", "MixerTestSupport", "MixerData"]),
   ]
 )

@@ -13,7 +13,6 @@
 // The directory must be visible to every rank (a shared filesystem on several nodes).
 
 import Foundation
-import MixerDistributed
 import MixerKernels
 import MixerModel
 
@@ -277,11 +276,12 @@ public struct CheckpointSnapshot<Config: CheckpointConfig> {
 /// Saves and restores the training state of one rank.
 public struct CheckpointStore<Config: CheckpointConfig> {
   public let directory: URL
-  public let comm: Communicator
+  /// the ranks that save together (their collectives; `SingleRankGroup` when alone)
+  public let group: CheckpointGroup
 
-  public init(directory: URL, comm: Communicator) {
+  public init(directory: URL, group: CheckpointGroup = SingleRankGroup()) {
     self.directory = directory
-    self.comm = comm
+    self.group = group
   }
 
   /// Every rank calls this after step `step` (the number of steps done); returns the committed
@@ -309,10 +309,10 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     if case .success = written { beforeCommit?() }
     try agreeWritten(written, step: step)
     var problem = ""
-    if comm.rank == 0 {
+    if group.rank == 0 {
       do { try commitWritten(snapshot, keep: keep, protecting: protecting) } catch { problem = describeError(error) }
     }
-    problem = try comm.broadcast(problem, root: 0)
+    problem = try group.broadcast(problem, root: 0)
     if !problem.isEmpty { throw saveFailure(step: step, problem) }
     return folder(step: step)
   }
@@ -339,13 +339,13 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     cursor: DataCursor, trainingSeconds: Double?, reusing spare: inout CheckpointSnapshot<Config>?
   ) throws -> CheckpointSnapshot<Config> {
     let total = model.table.count
-    let range = shardRanges(total: total, parts: comm.size)[comm.rank]
+    let range = group.shardRanges(total: total)[group.rank]
     let local = range.lowerBound - optimizer.range.lowerBound
     guard local >= 0, range.upperBound <= optimizer.range.upperBound else {
-      throw CheckpointError("rank \(comm.rank): optimizer range \(optimizer.range) does not cover its shard \(range)")
+      throw CheckpointError("rank \(group.rank): optimizer range \(optimizer.range) does not cover its shard \(range)")
     }
     let momentSources = optimizer.moments.filter { $0.buffer.count > 0 }.map { ($0.name, $0.buffer.pointer + local, range.count) }
-    let parameterSources = comm.rank == 0
+    let parameterSources = group.rank == 0
       ? model.table.views.map { ($0.name, model.parameters.pointer + $0.range.lowerBound, $0.range.count) } : []
     // moved out of the spare so that each buffer has one owner and is overwritten in place
     var previous = spare.take()
@@ -367,8 +367,8 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     }
     let moments = copies(momentSources, shapes: momentSources.map { [$0.2] }, into: &reusedMoments)
     let parameters = copies(
-      parameterSources, shapes: comm.rank == 0 ? model.table.views.map(\.shape) : [], into: &reusedParameters)
-    let headers = 64 * model.table.views.count + 4096 * (comm.size + 2)
+      parameterSources, shapes: group.rank == 0 ? model.table.views.map(\.shape) : [], into: &reusedParameters)
+    let headers = 64 * model.table.views.count + 4096 * (group.size + 2)
     return CheckpointSnapshot(
       step: step, shard: range, moments: moments, parameters: parameters,
       estimatedBytes: MemoryLayout<Float>.size * total * (1 + moments.count) + headers, config: config,
@@ -381,7 +381,7 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   public func begin(_ snapshot: CheckpointSnapshot<Config>) throws {
     let partial = partialFolder(step: snapshot.step)
     var problem = ""
-    if comm.rank == 0 {
+    if group.rank == 0 {
       do {
         try prepare(partial: partial, bytes: snapshot.estimatedBytes, step: snapshot.step)
       } catch {
@@ -389,19 +389,19 @@ public struct CheckpointStore<Config: CheckpointConfig> {
         try? FileManager.default.removeItem(at: partial)
       }
     }
-    problem = try comm.broadcast(problem, root: 0)
+    problem = try group.broadcast(problem, root: 0)
     if !problem.isEmpty { throw saveFailure(step: snapshot.step, problem) }
   }
 
   /// Every rank, once its files are written (or failed): all learn whether every rank succeeded,
   /// and all throw together (rank 0 removing the `.partial` folder) when one did not.
   func agreeWritten(_ written: Result<Void, Error>, step: Int) throws {
-    let agreement = try comm.allAgree({ if case .success = written { return true } else { return false } }())
-    if !agreement.allSucceeded {
-      if comm.rank == 0 { try? FileManager.default.removeItem(at: partialFolder(step: step)) }
+    let failedRanks = try group.failedRanks({ if case .success = written { return true } else { return false } }())
+    if !failedRanks.isEmpty {
+      if group.rank == 0 { try? FileManager.default.removeItem(at: partialFolder(step: step)) }
       if case .failure(let error) = written { throw saveFailure(step: step, describeError(error)) }
       throw saveFailure(
-        step: step, "rank(s) \(agreement.failedRanks.map(String.init).joined(separator: ", ")) could not write their part")
+        step: step, "rank(s) \(failedRanks.map(String.init).joined(separator: ", ")) could not write their part")
     }
   }
 
@@ -452,7 +452,7 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   public func write(_ snapshot: CheckpointSnapshot<Config>) throws {
     let partial = partialFolder(step: snapshot.step)
     let range = snapshot.shard
-    let optimizerFile = String(format: "optimizer-rank-%05d.safetensors", comm.rank)
+    let optimizerFile = String(format: "optimizer-rank-%05d.safetensors", group.rank)
     // (each file hashed as it is written)
     func written(_ name: String, _ tensors: [(name: String, array: NDArray)], _ metadata: [String: String]) throws
       -> CheckpointFile
@@ -466,13 +466,13 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     var entries = [
       try written(
         optimizerFile, snapshot.moments,
-        ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(comm.rank)", "step": "\(snapshot.step)"]),
+        ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(group.rank)", "step": "\(snapshot.step)"]),
     ]
-    if comm.rank == 0 {
+    if group.rank == 0 {
       entries.append(
         try written("params.safetensors", snapshot.parameters, ["step": "\(snapshot.step)", "format": "mixer-dist"]))
     }
-    let listURL = partial.appendingPathComponent(".files-rank-\(comm.rank).json")
+    let listURL = partial.appendingPathComponent(".files-rank-\(group.rank).json")
     try FileSystemError.mapping(path: listURL.path, operation: "write") {
       try AtomicFile.write(try JSONEncoder().encode(entries), to: listURL)
     }
@@ -485,20 +485,20 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     let fileManager = FileManager.default
     let replaced = directory.appendingPathComponent("." + "replaced-" + checkpointName(step: step))
     var files: [CheckpointFile] = []
-    for r in 0..<comm.size {
+    for r in 0..<group.size {
       let url = partial.appendingPathComponent(".files-rank-\(r).json")
       try FileSystemError.mapping(path: url.path, operation: "read") {
         files += try JSONDecoder().decode([CheckpointFile].self, from: Data(contentsOf: url))
         try fileManager.removeItem(at: url)
       }
     }
-    let shards = shardRanges(total: total, parts: comm.size).enumerated().map {
+    let shards = group.shardRanges(total: total).enumerated().map {
       OptimizerShard(rank: $0.offset, start: $0.element.lowerBound, end: $0.element.upperBound,
                                file: String(format: "optimizer-rank-%05d.safetensors", $0.offset))
     }
     var manifest = CheckpointManifest(
       format: CheckpointManifest<Config>.formatName, version: CheckpointManifest<Config>.currentVersion, step: step,
-      config: snapshot.config, worldSize: comm.size, zeroStage: snapshot.zeroStage, optimizer: snapshot.optimizerKind,
+      config: snapshot.config, worldSize: group.size, zeroStage: snapshot.zeroStage, optimizer: snapshot.optimizerKind,
       parameterCount: total, cursor: snapshot.cursor, shards: shards, files: files.sorted { $0.name < $1.name })
     manifest.trainingSeconds = snapshot.trainingSeconds
     let encoder = JSONEncoder()
