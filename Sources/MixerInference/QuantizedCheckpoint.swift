@@ -64,49 +64,33 @@ public func writeQuantizedCheckpoint<Config: CheckpointConfig>(
 ) throws {
   let fileManager = FileManager.default
   try fileManager.createDirectory(at: folder, withIntermediateDirectories: true)
-  var tensors: [(name: String, type: String, shape: [Int], bytes: [UInt8])] = []
-  func append<T>(_ name: String, _ type: String, _ shape: [Int], _ values: [T]) {
-    let bytes = values.withUnsafeBytes { Array($0) }  // little-endian hosts (x86-64, arm64)
-    tensors.append((name, type, shape, bytes))
+  var tensors: [(name: String, array: TypedArray)] = []
+  func append<T>(_ name: String, _ type: ElementType, _ shape: [Int], _ values: [T]) {
+    tensors.append((name, TypedArray(type, shape: shape, values: values)))
   }
   for view in model.table.views {
     let values = model.parameters.array(view.range)
     guard view.name.hasSuffix("/kernel") else {
-      append(view.name, "F32", view.shape, values)
+      append(view.name, .float32, view.shape, values)
       continue
     }
     let layer = String(view.name.dropLast("/kernel".count))
     switch settings[layer]?.precision ?? .fp32 {
     case .fp32:
-      append(view.name, "F32", view.shape, values)
+      append(view.name, .float32, view.shape, values)
     case .bf16:
-      append(view.name, "BF16", view.shape, values.map(bf16Bits))
+      append(view.name, .bfloat16, view.shape, values.map(bf16Bits))
     case .int8:
       let k = view.shape.dropLast().reduce(1, *), n = view.shape.last!
       let weights = settings[layer]?.weights ?? values.withUnsafeBufferPointer {
         QuantizedWeights($0.baseAddress!, inputs: k, outputs: n)
       }
-      append(view.name, "I8", view.shape, weights.values)
-      append(view.name + "_scale", "F32", [n], weights.scales)
+      append(view.name, .int8, view.shape, weights.values)
+      append(view.name + "_scale", .float32, [n], weights.scales)
     }
   }
-  // safetensors: 8-byte header length, JSON header (padded to 8 bytes), the data
-  var fields: [String] = ["\"__metadata__\":{\"format\":\"mixer-dist-quantized\"}"]
-  var offset = 0
-  for t in tensors {
-    fields.append(
-      "\"\(t.name)\":{\"dtype\":\"\(t.type)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],"
-        + "\"data_offsets\":[\(offset),\(offset + t.bytes.count)]}")
-    offset += t.bytes.count
-  }
-  var json = Array(("{" + fields.joined(separator: ",") + "}").utf8)
-  json += [UInt8](repeating: 0x20, count: (8 - json.count % 8) % 8)
-  var data = Data()
-  withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
-  data.append(contentsOf: json)
-  for t in tensors { data.append(contentsOf: t.bytes) }
   let params = folder.appendingPathComponent("params.safetensors")
-  try data.write(to: params, options: .atomic)
+  let (bytes, sha256) = try SafeTensors.write(tensors, metadata: ["format": QuantizedManifest<Config>.formatName], to: params)
 
   let layers = model.config.productLayers.map {
     QuantizedLayer(name: $0.name, precision: settings[$0.name]?.precision ?? .fp32, input: settings[$0.name]?.input)
@@ -114,7 +98,7 @@ public func writeQuantizedCheckpoint<Config: CheckpointConfig>(
   let manifest = QuantizedManifest(
     format: QuantizedManifest<Config>.formatName, version: 1, source: source, step: step, config: config,
     calibration: calibration, layers: layers,
-    files: [CheckpointFile(name: "params.safetensors", bytes: data.count, sha256: SHA256.hex(of: data))])
+    files: [CheckpointFile(name: "params.safetensors", bytes: bytes, sha256: sha256)])
   let encoder = JSONEncoder()
   encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
   try encoder.encode(manifest).write(to: folder.appendingPathComponent(quantizedManifestName), options: .atomic)
