@@ -36,8 +36,11 @@ public struct CalibrationRecord: Codable, Equatable, Sendable {
 }
 
 /// `quantized.json`.
-public struct QuantizedManifest<Config: CheckpointConfig>: Codable {
+public struct QuantizedManifest<Config: CheckpointConfig>: FolderManifest {
+  public static var fileName: String { quantizedManifestName }
   public static var formatName: String { "mixer-dist-quantized" }
+  public static var currentVersion: Int { 1 }
+  public static var folderKind: String { "mixer-dist quantized checkpoint" }
   public var format: String
   public var version: Int
   /// the fp32 checkpoint it was made from
@@ -47,6 +50,9 @@ public struct QuantizedManifest<Config: CheckpointConfig>: Codable {
   public var calibration: CalibrationRecord
   public var layers: [QuantizedLayer]
   public var files: [CheckpointFile]
+
+  /// Settings added since the manifest was written are read as `Config.decodingDefaults`.
+  public static func migrating(_ data: Data) -> Data { Config.migrating(data, at: "config") }
 }
 
 /// A model read back from a quantized checkpoint: fp32 parameters (int8 kernels dequantized,
@@ -96,12 +102,10 @@ public func writeQuantizedCheckpoint<Config: CheckpointConfig>(
     QuantizedLayer(name: $0.name, precision: settings[$0.name]?.precision ?? .fp32, input: settings[$0.name]?.input)
   }
   let manifest = QuantizedManifest(
-    format: QuantizedManifest<Config>.formatName, version: 1, source: source, step: step, config: config,
+    format: QuantizedManifest<Config>.formatName, version: QuantizedManifest<Config>.currentVersion, source: source, step: step, config: config,
     calibration: calibration, layers: layers,
     files: [CheckpointFile(name: "params.safetensors", bytes: bytes, sha256: sha256)])
-  let encoder = JSONEncoder()
-  encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-  try encoder.encode(manifest).write(to: folder.appendingPathComponent(quantizedManifestName), options: .atomic)
+  try manifest.write(in: folder)
 }
 
 /// True when `folder` holds a quantized checkpoint.
@@ -113,26 +117,7 @@ public func isQuantizedCheckpoint(_ folder: URL) -> Bool {
 public func readQuantizedCheckpoint<Config: CheckpointConfig>(
   _ folder: URL, config: Config.Type
 ) throws -> QuantizedModel<Config> {
-  let manifestURL = folder.appendingPathComponent(quantizedManifestName)
-  guard let data = FileManager.default.contents(atPath: manifestURL.path) else {
-    throw CheckpointError("\(folder.path): no \(quantizedManifestName)")
-  }
-  let manifest: QuantizedManifest<Config>
-  do {
-    manifest = try JSONDecoder().decode(QuantizedManifest<Config>.self, from: data)
-  } catch {
-    throw CheckpointError("\(manifestURL.path): malformed quantized manifest")
-  }
-  guard manifest.format == QuantizedManifest<Config>.formatName, manifest.version == 1 else {
-    throw CheckpointError("\(manifestURL.path): format '\(manifest.format)' version \(manifest.version); this mixer-dist reads mixer-dist-quantized version 1")
-  }
-  for file in manifest.files {
-    let url = folder.appendingPathComponent(file.name)
-    guard let bytes = FileManager.default.contents(atPath: url.path) else { throw CheckpointError("\(url.path): missing") }
-    guard bytes.count == file.bytes, SHA256.hex(of: bytes) == file.sha256 else {
-      throw CheckpointError("\(url.path): size or SHA-256 does not match \(quantizedManifestName) (the file is corrupt)")
-    }
-  }
+  let manifest = try QuantizedManifest<Config>.read(from: folder)
   let model = try MixerModel(config: manifest.config.model, seed: 0)
   let params = try SafeTensorsFile(contentsOf: folder.appendingPathComponent("params.safetensors"))
   let byName = Dictionary(uniqueKeysWithValues: manifest.layers.map { ($0.name, $0) })
