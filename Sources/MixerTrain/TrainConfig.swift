@@ -250,16 +250,10 @@ func classCount(of config: TrainConfig) throws -> Int {
   return try makeDataset(spec: config.data, split: .train, imageSize: size, seed: config.seed, options: options).numClasses
 }
 
-extension KeyedDecodingContainer {
-  /// A precision absent from a config (written before the field existed) is fp32: the synthesised
-  /// decoder of `TrainConfig` calls this overload.
-  func decode(_ type: Precision.Type, forKey key: Key) throws -> Precision {
-    try decodeIfPresent(type, forKey: key) ?? .fp32
-  }
-}
-
 extension TrainConfig {
-  /// Settings a manifest written before they existed lacks are read as today's defaults.
+  /// Settings a config written before they existed lacks (a precision absent is fp32, ...) are
+  /// read as today's defaults: `CheckpointConfig.migrating`, the one migration path of manifests
+  /// and config files.
   public static var decodingDefaults: TrainConfig? { .defaults }
 }
 
