@@ -52,7 +52,7 @@ let package = Package(
     .target(
       name: "MixerCheckpoint",
       dependencies: [
-        "MixerModel", "MixerDistributed", "MixerTrace", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        "MixerModel", "MixerTrace", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         .product(name: "Crypto", package: "swift-crypto"),
       ],
       swiftSettings: optimize),
@@ -88,8 +88,9 @@ let package = Package(
       name: "mixer-comm-check",
       dependencies: ["MixerDistributed", "MixerTrain", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: optimize),
 
-    // Helpers every test target shares (temporary folders, float checks, PNG chunks, python3).
-    .target(name: "MixerTestSupport", dependencies: ["CMixerZlib"], path: "Tests/MixerTestSupport"),
+    // Helpers every test target shares (temporary folders, float checks, finite differences,
+    // format-error checks, PNG chunks, python3).
+    .target(name: "MixerTestSupport", dependencies: ["CMixerZlib", "MixerCheckpoint"], path: "Tests/MixerTestSupport"),
     .testTarget(name: "MixerKernelsTests", dependencies: ["MixerKernels", "MixerTestSupport"]),
     .testTarget(name: "MixerModelTests", dependencies: ["MixerModel", "MixerTestSupport"]),
     .testTarget(name: "MixerDataTests", dependencies: ["MixerData", "MixerNumerics", "MixerTestSupport"]),
@@ -99,6 +100,6 @@ let package = Package(
     .testTarget(name: "MixerTrainTests", dependencies: ["MixerTrain", "MixerTestSupport"]),
     .testTarget(name: "MixerTelemetryTests", dependencies: ["MixerTelemetry", "MixerTestSupport"]),
     // End-to-end: runs the mixer-dist binary (alone and under real mpirun) as a user would.
-    .testTarget(name: "MixerDistCLITests", dependencies: ["MixerCheckpoint", "MixerTestSupport", "MixerData"]),
+    .testTarget(name: "MixerDistCLITests", dependencies: ["MixerCheckpoint", "MixerDistributed", "MixerTestSupport", "MixerData"]),
   ]
 )

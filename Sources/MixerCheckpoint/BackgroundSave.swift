@@ -17,7 +17,6 @@
 // `.partial-*` folder, never a checkpoint that verifies; the previous one stays the newest.
 
 import Foundation
-import MixerDistributed
 import MixerTrace
 
 /// One checkpoint being written in the background.
@@ -74,7 +73,7 @@ public final class BackgroundSave<Config: CheckpointConfig> {
     let states = try exchange()
     if let failure = try failureIfAny(states) { throw failure }
     if states[0] == .committed { return store.folder(step: step) }
-    if store.comm.rank == 0, states.allSatisfy({ $0 == .written }) { startCommit() }
+    if store.group.rank == 0, states.allSatisfy({ $0 == .written }) { startCommit() }
     return nil
   }
 
@@ -85,14 +84,14 @@ public final class BackgroundSave<Config: CheckpointConfig> {
     let states = try exchange()
     if let failure = try failureIfAny(states) { throw failure }
     var verdict = ""
-    if store.comm.rank == 0 {
+    if store.group.rank == 0 {
       if current == .written {
         settle(Result { try store.commitWritten(snapshot, keep: keep, protecting: protecting) }, next: .committed)
       }
       waitWhile { $0 == .committing }
       verdict = current == .committed ? "" : problem
     }
-    verdict = try store.comm.broadcast(verdict, root: 0)
+    verdict = try store.group.broadcast(verdict, root: 0)
     if !verdict.isEmpty { throw failure(verdict) }
     return store.folder(step: step)
   }
@@ -140,10 +139,10 @@ public final class BackgroundSave<Config: CheckpointConfig> {
 
   /// Every rank's state, from one all-reduce (each rank in its own slot).
   private func exchange() throws -> [State] {
-    let comm = store.comm
-    var slots = [Double](repeating: 0, count: comm.size)
-    slots[comm.rank] = Double(current.rawValue)
-    try comm.allReduceSum(&slots)
+    let group = store.group
+    var slots = [Double](repeating: 0, count: group.size)
+    slots[group.rank] = Double(current.rawValue)
+    try group.allReduceSum(&slots)
     return slots.map { State(rawValue: Int($0)) ?? .failed }
   }
 
@@ -152,8 +151,8 @@ public final class BackgroundSave<Config: CheckpointConfig> {
   private func failureIfAny(_ states: [State]) throws -> CheckpointSaveError? {
     guard let failed = states.firstIndex(of: .failed) else { return nil }
     waitWhile { $0 == .writing || $0 == .committing }
-    if store.comm.rank == 0 { try? FileManager.default.removeItem(at: store.partialFolder(step: step)) }
-    if failed == store.comm.rank || current == .failed { return failure(problem) }
+    if store.group.rank == 0 { try? FileManager.default.removeItem(at: store.partialFolder(step: step)) }
+    if failed == store.group.rank || current == .failed { return failure(problem) }
     return failure(failed == 0 && states.dropFirst().allSatisfy { $0 == .written }
       ? "rank 0 could not commit it" : "rank \(failed) could not write its part")
   }

@@ -13,7 +13,6 @@
 // The directory must be visible to every rank (a shared filesystem on several nodes).
 
 import Foundation
-import MixerDistributed
 import MixerKernels
 import MixerModel
 
@@ -21,13 +20,45 @@ import MixerModel
 /// layer's config conforms; the store writes and reads it whole.
 public protocol CheckpointConfig: Codable, Equatable, Sendable {
   var model: MixerConfig { get }
-  /// The values a manifest written before a setting existed is read with (nil: every key must be
+  /// The values a config written before a setting existed is read with (nil: every key must be
   /// present). The model's keys are the model's own decoder's business and are not filled.
   static var decodingDefaults: Self? { get }
 }
 
 extension CheckpointConfig {
   public static var decodingDefaults: Self? { nil }
+
+  /// The one migration of configs written by older versions: the JSON `data`, with every run
+  /// setting the config (the member `key` of the object, or the whole object when nil) lacks
+  /// taken from `decodingDefaults`, nested settings key by key; the model's keys are left alone.
+  public static func migrating(_ data: Data, at key: String?) -> Data {
+    guard let defaults = decodingDefaults,
+      var object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+      let config = (key == nil ? object : object[key!]) as? [String: Any],
+      let encoded = try? JSONEncoder().encode(defaults),
+      let fallback = (try? JSONSerialization.jsonObject(with: encoded)) as? [String: Any]
+    else { return data }
+    func filled(_ value: [String: Any], from fallback: [String: Any]) -> [String: Any] {
+      var out = value
+      for (key, defaultValue) in fallback where key != "model" {
+        if let present = value[key] {
+          if let nested = present as? [String: Any], let nestedDefault = defaultValue as? [String: Any] {
+            out[key] = filled(nested, from: nestedDefault)
+          }
+        } else {
+          out[key] = defaultValue
+        }
+      }
+      return out
+    }
+    if let key { object[key] = filled(config, from: fallback) } else { object = filled(config, from: fallback) }
+    return (try? JSONSerialization.data(withJSONObject: object)) ?? data
+  }
+
+  /// Decodes a config on its own (a run's `config.json`), migrated as the manifests' are.
+  public static func decode(migrating data: Data) throws -> Self {
+    try JSONDecoder().decode(Self.self, from: migrating(data, at: nil))
+  }
 }
 
 /// Any run's config, read for its model alone (the other keys are left unread).
@@ -81,9 +112,12 @@ public protocol ShardedOptimizerState: AnyObject {
 }
 
 /// The manifest of one checkpoint (`manifest.json`).
-public struct CheckpointManifest<Config: CheckpointConfig>: Codable, Equatable {
+public struct CheckpointManifest<Config: CheckpointConfig>: FolderManifest, Equatable {
+  public static var fileName: String { "manifest.json" }
   public static var formatName: String { "mixer-dist-checkpoint" }
   public static var currentVersion: Int { 1 }
+  public static var folderKind: String { "mixer-dist checkpoint" }
+  public static var absenceNote: String? { "an unfinished save is never loaded" }
 
   public var format: String
   public var version: Int
@@ -101,14 +135,10 @@ public struct CheckpointManifest<Config: CheckpointConfig>: Codable, Equatable {
   /// was recorded)
   public var trainingSeconds: Double?
 
-  /// Throws unless the manifest describes a loadable checkpoint: known format and version,
+  /// Throws unless the manifest describes a loadable checkpoint (after its format and version):
   /// sane counts, and moment shards that tile the flat buffer exactly.
-  public func validate(source: String) throws {
+  public func validateContents(source: String) throws {
     func fail(_ message: String) -> Error { CheckpointFormatError(source, message) }
-    guard format == Self.formatName else { throw fail("not a mixer-dist checkpoint (format '\(format)')") }
-    guard version == Self.currentVersion else {
-      throw fail("checkpoint format version \(version); this mixer-dist reads version \(Self.currentVersion)")
-    }
     guard step >= 0, worldSize >= 1, zeroStage == 0 || zeroStage == 1 else {
       throw fail("invalid step \(step), world size \(worldSize) or ZeRO stage \(zeroStage)")
     }
@@ -128,63 +158,12 @@ public struct CheckpointManifest<Config: CheckpointConfig>: Codable, Equatable {
       next = shard.end
     }
     guard next == parameterCount else { throw fail("optimizer shards end at \(next), expected \(parameterCount)") }
-    for file in files {
-      guard !file.name.isEmpty, !file.name.contains("/"), !file.name.hasPrefix("."), file.bytes >= 0 else {
-        throw fail("invalid file entry '\(file.name)'")
-      }
-    }
     guard files.contains(where: { $0.name == "params.safetensors" }) else { throw fail("no params.safetensors") }
   }
 
-  /// Decodes and validates a manifest; every malformed input is a thrown one-line error.
-  public static func decode(_ data: Data, source: String) throws -> CheckpointManifest {
-    let manifest: CheckpointManifest
-    do {
-      manifest = try JSONDecoder().decode(CheckpointManifest.self, from: fillingMissingSettings(data))
-    } catch let error as DecodingError {
-      throw CheckpointFormatError(source, "malformed manifest: \(describe(error))")
-    } catch {
-      throw CheckpointFormatError(source, "malformed manifest")
-    }
-    try manifest.validate(source: source)
-    return manifest
-  }
-
-  /// The manifest with every run setting it lacks (written by an older version) taken from
-  /// `Config.decodingDefaults`, so a checkpoint stays resumable after a setting is added.
-  static func fillingMissingSettings(_ data: Data) -> Data {
-    guard let defaults = Config.decodingDefaults,
-      var object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-      let config = object["config"] as? [String: Any],
-      let encoded = try? JSONEncoder().encode(defaults),
-      let fallback = (try? JSONSerialization.jsonObject(with: encoded)) as? [String: Any]
-    else { return data }
-    func filled(_ value: [String: Any], from fallback: [String: Any]) -> [String: Any] {
-      var out = value
-      for (key, defaultValue) in fallback where key != "model" {
-        if let present = value[key] {
-          if let nested = present as? [String: Any], let nestedDefault = defaultValue as? [String: Any] {
-            out[key] = filled(nested, from: nestedDefault)
-          }
-        } else {
-          out[key] = defaultValue
-        }
-      }
-      return out
-    }
-    object["config"] = filled(config, from: fallback)
-    return (try? JSONSerialization.data(withJSONObject: object)) ?? data
-  }
-
-  static func describe(_ error: DecodingError) -> String {
-    switch error {
-    case .keyNotFound(let key, _): return "missing '\(key.stringValue)'"
-    case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
-      let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-      return path.isEmpty ? "not a JSON object" : "bad value at '\(path)'"
-    @unknown default: return "undecodable"
-    }
-  }
+  /// Settings added since the manifest was written are read as `Config.decodingDefaults`, so a
+  /// checkpoint stays resumable after a setting is added.
+  public static func migrating(_ data: Data) -> Data { Config.migrating(data, at: "config") }
 }
 
 /// Checkpoint folder names: `step-00000040`.
@@ -196,28 +175,7 @@ public func verifyCheckpoint<Config: CheckpointConfig>(
   _ folder: URL, config: Config.Type = ModelOnlyConfig.self, parametersOnly: Bool = false
 ) throws -> CheckpointManifest<Config> {
   try refuseQuantizedCheckpoint(folder)
-  let manifestURL = folder.appendingPathComponent("manifest.json")
-  guard let data = FileManager.default.contents(atPath: manifestURL.path) else {
-    throw CheckpointError("\(folder.path): no manifest.json (an unfinished save is never loaded)")
-  }
-  let manifest = try CheckpointManifest<Config>.decode(data, source: manifestURL.path)
-  for file in manifest.files where !parametersOnly || file.name == "params.safetensors" { try verifyFile(file, in: folder) }
-  return manifest
-}
-
-/// Checks one file of a checkpoint against its manifest entry: present, its size, its SHA-256.
-func verifyFile(_ file: CheckpointFile, in folder: URL) throws {
-  let url = folder.appendingPathComponent(file.name)
-  let attributes = try? FileManager.default.attributesOfItem(atPath: url.path)
-  guard let size = (attributes?[.size] as? NSNumber)?.intValue else {
-    throw CheckpointError("\(url.path): missing")
-  }
-  guard size == file.bytes else {
-    throw CheckpointError("\(url.path): \(size) bytes, the manifest says \(file.bytes) (truncated or overwritten)")
-  }
-  guard try SHA256.hex(ofFileAt: url) == file.sha256 else {
-    throw CheckpointError("\(url.path): SHA-256 mismatch (the file is corrupt)")
-  }
+  return try CheckpointManifest<Config>.read(from: folder) { !parametersOnly || $0.name == "params.safetensors" }
 }
 
 /// The committed checkpoint folders under `directory`, newest step first.
@@ -277,11 +235,12 @@ public struct CheckpointSnapshot<Config: CheckpointConfig> {
 /// Saves and restores the training state of one rank.
 public struct CheckpointStore<Config: CheckpointConfig> {
   public let directory: URL
-  public let comm: Communicator
+  /// the ranks that save together (their collectives; `SingleRankGroup` when alone)
+  public let group: CheckpointGroup
 
-  public init(directory: URL, comm: Communicator) {
+  public init(directory: URL, group: CheckpointGroup = SingleRankGroup()) {
     self.directory = directory
-    self.comm = comm
+    self.group = group
   }
 
   /// Every rank calls this after step `step` (the number of steps done); returns the committed
@@ -309,10 +268,10 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     if case .success = written { beforeCommit?() }
     try agreeWritten(written, step: step)
     var problem = ""
-    if comm.rank == 0 {
+    if group.rank == 0 {
       do { try commitWritten(snapshot, keep: keep, protecting: protecting) } catch { problem = describeError(error) }
     }
-    problem = try comm.broadcast(problem, root: 0)
+    problem = try group.broadcast(problem, root: 0)
     if !problem.isEmpty { throw saveFailure(step: step, problem) }
     return folder(step: step)
   }
@@ -339,13 +298,13 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     cursor: DataCursor, trainingSeconds: Double?, reusing spare: inout CheckpointSnapshot<Config>?
   ) throws -> CheckpointSnapshot<Config> {
     let total = model.table.count
-    let range = shardRanges(total: total, parts: comm.size)[comm.rank]
+    let range = group.shardRanges(total: total)[group.rank]
     let local = range.lowerBound - optimizer.range.lowerBound
     guard local >= 0, range.upperBound <= optimizer.range.upperBound else {
-      throw CheckpointError("rank \(comm.rank): optimizer range \(optimizer.range) does not cover its shard \(range)")
+      throw CheckpointError("rank \(group.rank): optimizer range \(optimizer.range) does not cover its shard \(range)")
     }
     let momentSources = optimizer.moments.filter { $0.buffer.count > 0 }.map { ($0.name, $0.buffer.pointer + local, range.count) }
-    let parameterSources = comm.rank == 0
+    let parameterSources = group.rank == 0
       ? model.table.views.map { ($0.name, model.parameters.pointer + $0.range.lowerBound, $0.range.count) } : []
     // moved out of the spare so that each buffer has one owner and is overwritten in place
     var previous = spare.take()
@@ -367,8 +326,8 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     }
     let moments = copies(momentSources, shapes: momentSources.map { [$0.2] }, into: &reusedMoments)
     let parameters = copies(
-      parameterSources, shapes: comm.rank == 0 ? model.table.views.map(\.shape) : [], into: &reusedParameters)
-    let headers = 64 * model.table.views.count + 4096 * (comm.size + 2)
+      parameterSources, shapes: group.rank == 0 ? model.table.views.map(\.shape) : [], into: &reusedParameters)
+    let headers = 64 * model.table.views.count + 4096 * (group.size + 2)
     return CheckpointSnapshot(
       step: step, shard: range, moments: moments, parameters: parameters,
       estimatedBytes: MemoryLayout<Float>.size * total * (1 + moments.count) + headers, config: config,
@@ -381,7 +340,7 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   public func begin(_ snapshot: CheckpointSnapshot<Config>) throws {
     let partial = partialFolder(step: snapshot.step)
     var problem = ""
-    if comm.rank == 0 {
+    if group.rank == 0 {
       do {
         try prepare(partial: partial, bytes: snapshot.estimatedBytes, step: snapshot.step)
       } catch {
@@ -389,19 +348,19 @@ public struct CheckpointStore<Config: CheckpointConfig> {
         try? FileManager.default.removeItem(at: partial)
       }
     }
-    problem = try comm.broadcast(problem, root: 0)
+    problem = try group.broadcast(problem, root: 0)
     if !problem.isEmpty { throw saveFailure(step: snapshot.step, problem) }
   }
 
   /// Every rank, once its files are written (or failed): all learn whether every rank succeeded,
   /// and all throw together (rank 0 removing the `.partial` folder) when one did not.
   func agreeWritten(_ written: Result<Void, Error>, step: Int) throws {
-    let agreement = try comm.allAgree({ if case .success = written { return true } else { return false } }())
-    if !agreement.allSucceeded {
-      if comm.rank == 0 { try? FileManager.default.removeItem(at: partialFolder(step: step)) }
+    let failedRanks = try group.failedRanks({ if case .success = written { return true } else { return false } }())
+    if !failedRanks.isEmpty {
+      if group.rank == 0 { try? FileManager.default.removeItem(at: partialFolder(step: step)) }
       if case .failure(let error) = written { throw saveFailure(step: step, describeError(error)) }
       throw saveFailure(
-        step: step, "rank(s) \(agreement.failedRanks.map(String.init).joined(separator: ", ")) could not write their part")
+        step: step, "rank(s) \(failedRanks.map(String.init).joined(separator: ", ")) could not write their part")
     }
   }
 
@@ -452,7 +411,7 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   public func write(_ snapshot: CheckpointSnapshot<Config>) throws {
     let partial = partialFolder(step: snapshot.step)
     let range = snapshot.shard
-    let optimizerFile = String(format: "optimizer-rank-%05d.safetensors", comm.rank)
+    let optimizerFile = String(format: "optimizer-rank-%05d.safetensors", group.rank)
     // (each file hashed as it is written)
     func written(_ name: String, _ tensors: [(name: String, array: NDArray)], _ metadata: [String: String]) throws
       -> CheckpointFile
@@ -466,13 +425,13 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     var entries = [
       try written(
         optimizerFile, snapshot.moments,
-        ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(comm.rank)", "step": "\(snapshot.step)"]),
+        ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(group.rank)", "step": "\(snapshot.step)"]),
     ]
-    if comm.rank == 0 {
+    if group.rank == 0 {
       entries.append(
         try written("params.safetensors", snapshot.parameters, ["step": "\(snapshot.step)", "format": "mixer-dist"]))
     }
-    let listURL = partial.appendingPathComponent(".files-rank-\(comm.rank).json")
+    let listURL = partial.appendingPathComponent(".files-rank-\(group.rank).json")
     try FileSystemError.mapping(path: listURL.path, operation: "write") {
       try AtomicFile.write(try JSONEncoder().encode(entries), to: listURL)
     }
@@ -485,27 +444,25 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     let fileManager = FileManager.default
     let replaced = directory.appendingPathComponent("." + "replaced-" + checkpointName(step: step))
     var files: [CheckpointFile] = []
-    for r in 0..<comm.size {
+    for r in 0..<group.size {
       let url = partial.appendingPathComponent(".files-rank-\(r).json")
       try FileSystemError.mapping(path: url.path, operation: "read") {
         files += try JSONDecoder().decode([CheckpointFile].self, from: Data(contentsOf: url))
         try fileManager.removeItem(at: url)
       }
     }
-    let shards = shardRanges(total: total, parts: comm.size).enumerated().map {
+    let shards = group.shardRanges(total: total).enumerated().map {
       OptimizerShard(rank: $0.offset, start: $0.element.lowerBound, end: $0.element.upperBound,
                                file: String(format: "optimizer-rank-%05d.safetensors", $0.offset))
     }
     var manifest = CheckpointManifest(
       format: CheckpointManifest<Config>.formatName, version: CheckpointManifest<Config>.currentVersion, step: step,
-      config: snapshot.config, worldSize: comm.size, zeroStage: snapshot.zeroStage, optimizer: snapshot.optimizerKind,
+      config: snapshot.config, worldSize: group.size, zeroStage: snapshot.zeroStage, optimizer: snapshot.optimizerKind,
       parameterCount: total, cursor: snapshot.cursor, shards: shards, files: files.sorted { $0.name < $1.name })
     manifest.trainingSeconds = snapshot.trainingSeconds
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    let manifestURL = partial.appendingPathComponent("manifest.json")
+    let manifestURL = partial.appendingPathComponent(CheckpointManifest<Config>.fileName)
     try FileSystemError.mapping(path: manifestURL.path, operation: "write") {
-      try AtomicFile.write(try encoder.encode(manifest), to: manifestURL)
+      try manifest.write(in: partial)
       try AtomicFile.syncDirectory(at: partial)
     }
     let replacing = fileManager.fileExists(atPath: final.path)
@@ -548,11 +505,7 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   public static func load(
     _ folder: URL, into model: MixerModel, optimizer: some ShardedOptimizerState
   ) throws -> CheckpointManifest<Config> {
-    let manifestURL = folder.appendingPathComponent("manifest.json")
-    guard let data = FileManager.default.contents(atPath: manifestURL.path) else {
-      throw CheckpointError("\(folder.path): no manifest.json")
-    }
-    let manifest = try CheckpointManifest<Config>.decode(data, source: manifestURL.path)
+    let manifest = try CheckpointManifest<Config>.read(from: folder, verifying: { _ in false })
     // every rank checks what it reads itself (a shared filesystem can serve one node a stale or
     // damaged copy): the parameters and the moment shards that overlap its range
     let entries = Dictionary(manifest.files.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -561,7 +514,7 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     }.map(\.file)
     for name in reads {
       guard let entry = entries[name] else { throw CheckpointError("\(folder.path): \(name) is not in the manifest") }
-      try verifyFile(entry, in: folder)
+      try verifyFile(entry, in: folder, manifest: CheckpointManifest<Config>.fileName)
     }
     let params = try SafeTensorsFile(contentsOf: folder.appendingPathComponent("params.safetensors"))
     try checkShapes(params, model: model, source: folder.appendingPathComponent("params.safetensors").path)

@@ -176,9 +176,11 @@ public func parameterArrays(of model: MixerModel) -> [String: NDArray] {
 // MARK: - Weights folders
 
 /// `model.json` of a weights folder written by `mixer-dist import`.
-public struct WeightsManifest: Codable, Equatable {
+public struct WeightsManifest: FolderManifest, Equatable {
+  public static let fileName = "model.json"
   public static let formatName = "mixer-dist-weights"
   public static let currentVersion = 1
+  public static let folderKind = "mixer-dist weights folder"
 
   public var format: String
   public var version: Int
@@ -189,6 +191,14 @@ public struct WeightsManifest: Codable, Equatable {
   public var source: String
   /// `params.safetensors` with its size and SHA-256
   public var files: [CheckpointFile]
+
+  /// A model that can be built, and its parameters file listed.
+  public func validateContents(source: String) throws {
+    try checkBuildable(config)
+    guard files.contains(where: { $0.name == "params.safetensors" }) else {
+      throw CheckpointFormatError(source, "no params.safetensors")
+    }
+  }
 }
 
 /// Writes a weights folder: `params.safetensors` (official names, table order) and `model.json`.
@@ -203,17 +213,13 @@ public func writeWeightsFolder(
     throw CheckpointError("\(folder.path) holds a training checkpoint; choose another output folder")
   }
   try fileManager.createDirectory(at: folder, withIntermediateDirectories: true)
-  let paramsURL = folder.appendingPathComponent("params.safetensors")
-  try SafeTensors.write(
+  let (bytes, sha256) = try SafeTensors.write(
     table.views.map { ($0.name, parameters[$0.name]!) }, metadata: ["format": "mixer-dist", "source": source],
-    to: paramsURL)
-  let bytes = (try fileManager.attributesOfItem(atPath: paramsURL.path)[.size] as? NSNumber)?.intValue ?? -1
+    to: folder.appendingPathComponent("params.safetensors"))
   let manifest = WeightsManifest(
     format: WeightsManifest.formatName, version: WeightsManifest.currentVersion, config: config, preset: preset,
-    source: source, files: [.init(name: "params.safetensors", bytes: bytes, sha256: try SHA256.hex(ofFileAt: paramsURL))])
-  let encoder = JSONEncoder()
-  encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-  try AtomicFile.write(try encoder.encode(manifest), to: folder.appendingPathComponent("model.json"))
+    source: source, files: [.init(name: "params.safetensors", bytes: bytes, sha256: sha256)])
+  try manifest.write(in: folder)
 }
 
 /// Reads the parameters of a folder, verifying every checksum: a checkpoint (`manifest.json`),
@@ -226,33 +232,8 @@ public func readParameterFolder(
   let fileManager = FileManager.default
   try refuseQuantizedCheckpoint(folder)
   let config: MixerConfig, description: String, checkpoint: URL
-  if fileManager.fileExists(atPath: folder.appendingPathComponent("model.json").path) {
-    let manifestURL = folder.appendingPathComponent("model.json")
-    let manifest: WeightsManifest
-    do {
-      manifest = try JSONDecoder().decode(WeightsManifest.self, from: Data(contentsOf: manifestURL))
-    } catch {
-      throw CheckpointFormatError(manifestURL.path, "malformed weights manifest")
-    }
-    guard manifest.format == WeightsManifest.formatName, manifest.version == WeightsManifest.currentVersion else {
-      throw CheckpointFormatError(
-        manifestURL.path,
-        "format '\(manifest.format)' version \(manifest.version); this mixer-dist reads \(WeightsManifest.formatName) version \(WeightsManifest.currentVersion)")
-    }
-    try checkBuildable(manifest.config)
-    guard manifest.files.contains(where: { $0.name == "params.safetensors" }) else {
-      throw CheckpointFormatError(manifestURL.path, "no params.safetensors")
-    }
-    for file in manifest.files {
-      guard !file.name.contains("/"), !file.name.hasPrefix(".") else {
-        throw CheckpointFormatError(manifestURL.path, "invalid file entry '\(file.name)'")
-      }
-      let url = folder.appendingPathComponent(file.name)
-      let size = ((try? fileManager.attributesOfItem(atPath: url.path))?[.size] as? NSNumber)?.intValue
-      guard size == file.bytes, try SHA256.hex(ofFileAt: url) == file.sha256 else {
-        throw CheckpointError("\(url.path): missing, truncated or corrupt (size or SHA-256 differs from model.json)")
-      }
-    }
+  if fileManager.fileExists(atPath: folder.appendingPathComponent(WeightsManifest.fileName).path) {
+    let manifest = try WeightsManifest.read(from: folder)
     (config, description, checkpoint) = (manifest.config, "weights imported from \(manifest.source)", folder)
   } else {
     let manifest: CheckpointManifest<ModelOnlyConfig>, url: URL

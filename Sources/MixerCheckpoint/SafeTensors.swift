@@ -1,9 +1,9 @@
 // SafeTensors.swift: the safetensors format (huggingface/safetensors): a strict reader that can
-// fetch one tensor, or a slice of one, without loading the rest of the file, and a float32
-// writer that streams tensors to disk.
+// fetch one tensor, or a slice of one, without loading the rest of the file, and the writer of
+// every safetensors file the project saves (float32 streamed to disk, or any element type).
 //
 // Layout: N as UInt64 little-endian, N bytes of UTF-8 JSON (possibly padded with spaces)
-// `{"__metadata__": {str: str}, NAME: {"dtype": "F32", "shape": [..], "data_offsets": [b, e]}}`,
+// `{"__metadata__": {str: str}, NAME: {"dtype": "F32" (or "I8", "BF16", ...), "shape": [..], "data_offsets": [b, e]}}`,
 // then the byte buffer. Offsets are relative to the buffer; the tensors tile it exactly, without
 // gaps or overlaps, and each span is product(shape) × itemsize bytes.
 
@@ -268,7 +268,9 @@ public struct SafeTensorsFile: Sendable {
   }
 }
 
-/// Writing safetensors files.
+/// Writing safetensors files: the one writer of the project, for float32 parameters (streamed
+/// from `NDArray`s) and for tensors of any element type (`TypedArray`: a quantized checkpoint's
+/// I8, BF16 and F32 tensors). Names and metadata are escaped in the JSON header.
 public enum SafeTensors {
   /// The longest header accepted (the reference implementation's limit).
   public static let maxHeaderBytes = 100_000_000
@@ -277,10 +279,19 @@ public enum SafeTensors {
   public static func encode(
     _ tensors: [(name: String, array: NDArray)], metadata: [String: String] = [:]
   ) throws -> Data {
-    var result = try header(tensors, metadata: metadata)
+    var result = try header(tensors.map { ($0.name, .float32, $0.array.shape, $0.array.data.count) }, metadata: metadata)
     for (_, array) in tensors {
       appendLittleEndian(array.data, to: &result)
     }
+    return result
+  }
+
+  /// Encodes tensors of any element type, in the given order, with optional string metadata.
+  public static func encode(
+    _ tensors: [(name: String, array: TypedArray)], metadata: [String: String] = [:]
+  ) throws -> Data {
+    var result = try header(tensors.map { ($0.name, $0.array.elementType, $0.array.shape, $0.array.count) }, metadata: metadata)
+    for (_, array) in tensors { result.append(array.payload) }
     return result
   }
 
@@ -291,7 +302,37 @@ public enum SafeTensors {
   public static func write(
     _ tensors: [(name: String, array: NDArray)], metadata: [String: String] = [:], to url: URL
   ) throws -> (bytes: Int, sha256: String) {
-    let header = try header(tensors, metadata: metadata)
+    let header = try header(tensors.map { ($0.name, .float32, $0.array.shape, $0.array.data.count) }, metadata: metadata)
+    return try write(header: header, to: url) { put in
+      for (_, array) in tensors {
+        #if _endian(little)
+          try array.data.withUnsafeBytes(put)
+        #else
+          var bytes = Data()
+          appendLittleEndian(array.data, to: &bytes)
+          try bytes.withUnsafeBytes(put)
+        #endif
+      }
+    }
+  }
+
+  /// Writes tensors of any element type to `url` atomically; returns the file's size and SHA-256
+  /// as the float32 `write` does.
+  @discardableResult
+  public static func write(
+    _ tensors: [(name: String, array: TypedArray)], metadata: [String: String] = [:], to url: URL
+  ) throws -> (bytes: Int, sha256: String) {
+    let header = try header(tensors.map { ($0.name, $0.array.elementType, $0.array.shape, $0.array.count) }, metadata: metadata)
+    return try write(header: header, to: url) { put in
+      for (_, array) in tensors { try array.payload.withUnsafeBytes(put) }
+    }
+  }
+
+  /// Creates `url` atomically from `header` and what `body` passes to `put`, hashing the bytes
+  /// as they go to disk.
+  private static func write(
+    header: Data, to url: URL, body: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void
+  ) throws -> (bytes: Int, sha256: String) {
     var hasher = SHA256()
     var size = 0
     try AtomicFile.create(url) { temporary in
@@ -306,22 +347,17 @@ public enum SafeTensors {
         try handle.write(contentsOf: bytes)
       }
       try header.withUnsafeBytes(put)
-      for (_, array) in tensors {
-        #if _endian(little)
-          try array.data.withUnsafeBytes(put)
-        #else
-          var bytes = Data()
-          appendLittleEndian(array.data, to: &bytes)
-          try bytes.withUnsafeBytes(put)
-        #endif
-      }
+      try body(put)
     }
     return (size, hasher.finalize().map { String(format: "%02x", $0) }.joined())
   }
 
   /// The 8-byte length and the JSON header, padded with spaces to a multiple of 8 bytes so the
-  /// data buffer is 8-byte aligned.
-  static func header(_ tensors: [(name: String, array: NDArray)], metadata: [String: String]) throws -> Data {
+  /// data buffer is 8-byte aligned. Each entry is a tensor's name, element type, shape and
+  /// element count, in the order of the data.
+  static func header(
+    _ tensors: [(name: String, elementType: ElementType, shape: [Int], count: Int)], metadata: [String: String]
+  ) throws -> Data {
     var fields: [String] = []
     if !metadata.isEmpty {
       let pairs = metadata.sorted { $0.key < $1.key }.map { jsonQuoted($0.key) + ":" + jsonQuoted($0.value) }
@@ -329,19 +365,19 @@ public enum SafeTensors {
     }
     var names = Set<String>()
     var offset = 0
-    for (name, array) in tensors {
+    for (name, elementType, shape, count) in tensors {
       guard name != "__metadata__", names.insert(name).inserted else {
         throw CheckpointFormatError("safetensors writer", "tensor name '\(name)' is reserved or repeated")
       }
-      guard let count = elementCount(array.shape), count == array.data.count else {
+      guard elementCount(shape) == count else {
         throw CheckpointFormatError(
           "safetensors writer",
-          "tensor '\(name)': shape \(array.shape) does not hold \(array.data.count) elements")
+          "tensor '\(name)': shape \(shape) does not hold \(count) elements")
       }
-      let end = offset + 4 * count
-      let shape = array.shape.map(String.init).joined(separator: ",")
+      let end = offset + elementType.byteCount * count
+      let dimensions = shape.map(String.init).joined(separator: ",")
       fields.append(
-        jsonQuoted(name) + ":{\"dtype\":\"F32\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
+        jsonQuoted(name) + ":{\"dtype\":\"\(elementType.safetensorsName)\",\"shape\":[\(dimensions)],\"data_offsets\":[\(offset),\(end)]}")
       offset = end
     }
     var json = Array(("{" + fields.joined(separator: ",") + "}").utf8)

@@ -101,6 +101,20 @@ public struct TypedArray: Sendable {
     self.source = source
   }
 
+  /// An array to write: `values` stored as `elementType`, whose width must be `T`'s (`Int8` as
+  /// `.int8`, bf16 bit patterns `UInt16` as `.bfloat16`, `Float` as `.float32`, ...).
+  public init<T>(_ elementType: ElementType, shape: [Int], values: [T], source: String = "tensor") {
+    precondition(
+      MemoryLayout<T>.size == elementType.byteCount && elementCount(shape) == values.count,
+      "TypedArray: \(values.count) values of \(T.self) as \(elementType) \(shape)")
+    #if _endian(little)
+      let payload = values.withUnsafeBytes { Data($0) }
+    #else
+      #error("TypedArray(_:shape:values:) stores the host's bytes: little-endian hosts only")
+    #endif
+    self.init(elementType: elementType, shape: shape, payload: payload, source: source)
+  }
+
   /// Number of elements (the product of `shape`).
   public var count: Int { payload.count / elementType.byteCount }
 

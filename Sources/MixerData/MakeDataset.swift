@@ -47,47 +47,89 @@ public enum DataKind: String, Sendable, CaseIterable, Codable {
   public var hasMasks: Bool { self == .segshapes || self == .segfolder }
 }
 
-/// Splits `KIND:PATH` (or infers the kind of a bare `PATH`); `shapes` needs no path.
-public func parseDataSpec(_ spec: String) throws -> (kind: DataKind, path: String) {
-  if let colon = spec.firstIndex(of: ":"),
-    let kind = DataKind(rawValue: String(spec[..<colon]).lowercased())
-  {
-    let path = String(spec[spec.index(after: colon)...])
-    guard kind.isEmbedded || !path.isEmpty else {
-      throw DataError.invalidConfiguration(
-        "--data \(spec): give the path after '\(kind.rawValue):'")
-    }
-    return (kind, path)
+/// `--data` parsed once: `KIND:PATH`, a `KIND` alone (the embedded kinds, and `default` for
+/// shapes) or a bare `PATH` whose kind is inferred from what the directory holds when the data
+/// is opened (`resolved()`). The text is kept as given: a run records it (made absolute).
+public struct DataSpec: Equatable, Sendable, CustomStringConvertible {
+  private enum Form: Equatable, Sendable {
+    /// `KIND:PATH`, KIND spelled as given (any case)
+    case prefixed(DataKind, spelling: String, path: String)
+    /// `KIND` alone, or `default` (shapes)
+    case alone(DataKind)
+    /// a bare `PATH`
+    case path(String)
   }
-  if let kind = DataKind(rawValue: spec.lowercased()) {
-    guard kind.isEmbedded else {
-      throw DataError.invalidConfiguration("--data \(spec) needs a path: \(kind.rawValue):PATH")
-    }
-    return (kind, "")
-  }
-  if spec.lowercased() == "default" { return (.shapes, "") }
-  return (try inferDataKind(directory: spec), spec)
-}
 
-/// `spec` with its path made absolute against the current directory, so a run's record reads the
-/// same data from anywhere: `folder:digits` → `folder:/home/me/digits`, a bare `digits` →
-/// `/home/me/digits` (its kind still inferred when used), each pattern of
-/// `wds:TRAIN,VAL`; embedded kinds and absolute paths are returned as they are.
-public func absoluteDataSpec(_ spec: String) -> String {
-  func absolute(_ path: String) -> String {
-    guard !path.isEmpty, !path.hasPrefix("/") else { return path }
-    let relative = path.hasPrefix("./") ? String(path.dropFirst(2)) : path
-    let directory = FileManager.default.currentDirectoryPath
-    return relative == "." ? directory : (directory as NSString).appendingPathComponent(relative)
+  /// The text as given.
+  public let text: String
+  private let form: Form
+
+  /// Reads `text`; errors (a missing path, a folder of unknown data) come from `resolved()`.
+  public init(_ text: String) {
+    self.text = text
+    if let colon = text.firstIndex(of: ":"), let kind = DataKind(rawValue: String(text[..<colon]).lowercased()) {
+      form = .prefixed(kind, spelling: String(text[..<colon]), path: String(text[text.index(after: colon)...]))
+    } else if let kind = DataKind(rawValue: text.lowercased()) {
+      form = .alone(kind)
+    } else if text.lowercased() == "default" {
+      form = .alone(.shapes)
+    } else {
+      form = .path(text)
+    }
   }
-  if let colon = spec.firstIndex(of: ":"), let kind = DataKind(rawValue: String(spec[..<colon]).lowercased()) {
-    let path = String(spec[spec.index(after: colon)...])
-    if kind.isEmbedded { return spec }
-    let paths = kind == .wds ? splitTopLevelCommas(path).map(absolute) : [absolute(path)]
-    return spec[..<colon] + ":" + paths.joined(separator: ",")
+
+  public var description: String { text }
+
+  /// The kind the text names (nil for a bare path, whose kind `resolved()` infers).
+  public var kind: DataKind? {
+    switch form {
+    case .prefixed(let kind, _, _), .alone(let kind): return kind
+    case .path: return nil
+    }
   }
-  if DataKind(rawValue: spec.lowercased()) != nil || spec.lowercased() == "default" { return spec }
-  return absolute(spec)
+
+  /// True for the embedded kinds (generated in memory: no path, nothing to find on disk).
+  public var isEmbedded: Bool { kind?.isEmbedded ?? false }
+
+  /// The kind and the path it reads: a bare path's kind inferred from what the directory holds;
+  /// throws when a kind that reads files has no path.
+  public func resolved() throws -> (kind: DataKind, path: String) {
+    switch form {
+    case .prefixed(let kind, _, let path):
+      guard kind.isEmbedded || !path.isEmpty else {
+        throw DataError.invalidConfiguration("--data \(text): give the path after '\(kind.rawValue):'")
+      }
+      return (kind, path)
+    case .alone(let kind):
+      guard kind.isEmbedded else {
+        throw DataError.invalidConfiguration("--data \(text) needs a path: \(kind.rawValue):PATH")
+      }
+      return (kind, "")
+    case .path(let path):
+      return (try inferDataKind(directory: path), path)
+    }
+  }
+
+  /// The spec with its path made absolute against the current directory, so a run's record reads
+  /// the same data from anywhere: `folder:digits` → `folder:/home/me/digits`, a bare `digits` →
+  /// `/home/me/digits` (its kind still inferred when used), each pattern of `wds:TRAIN,VAL`;
+  /// embedded kinds and absolute paths are kept as they are.
+  public var absolute: DataSpec {
+    func absolute(_ path: String) -> String {
+      guard !path.isEmpty, !path.hasPrefix("/") else { return path }
+      let relative = path.hasPrefix("./") ? String(path.dropFirst(2)) : path
+      let directory = FileManager.default.currentDirectoryPath
+      return relative == "." ? directory : (directory as NSString).appendingPathComponent(relative)
+    }
+    switch form {
+    case .prefixed(let kind, let spelling, let path):
+      if kind.isEmbedded { return self }
+      let paths = kind == .wds ? splitTopLevelCommas(path).map(absolute) : [absolute(path)]
+      return DataSpec(spelling + ":" + paths.joined(separator: ","))
+    case .alone: return self
+    case .path(let path): return DataSpec(absolute(path))
+    }
+  }
 }
 
 /// The kind of dataset a directory holds (see the top of this file).
@@ -125,14 +167,14 @@ public func inferDataKind(directory: String) throws -> DataKind {
     "cannot tell what kind of data \(directory) holds: say KIND:PATH with KIND one of \(known)")
 }
 
-/// The dataset `spec` (`KIND:PATH` or `PATH`, see `parseDataSpec`) names, for `split`, producing
+/// The dataset `spec` (`KIND:PATH` or `PATH`, see `DataSpec`) names, for `split`, producing
 /// `imageSize` images (the model's), with augmentation randomness from `seed` (the training seed).
 public func makeDataset(
   spec: String, split: DataSplit, imageSize: (height: Int, width: Int), seed: UInt64,
   options: DataOptions = DataOptions()
 ) throws -> any Dataset {
   try options.validate()
-  let (kind, path) = try parseDataSpec(spec)
+  let (kind, path) = try DataSpec(spec).resolved()
   let (height, width) = imageSize
   switch kind {
   case .shapes:

@@ -36,8 +36,11 @@ public struct CalibrationRecord: Codable, Equatable, Sendable {
 }
 
 /// `quantized.json`.
-public struct QuantizedManifest<Config: CheckpointConfig>: Codable {
+public struct QuantizedManifest<Config: CheckpointConfig>: FolderManifest {
+  public static var fileName: String { quantizedManifestName }
   public static var formatName: String { "mixer-dist-quantized" }
+  public static var currentVersion: Int { 1 }
+  public static var folderKind: String { "mixer-dist quantized checkpoint" }
   public var format: String
   public var version: Int
   /// the fp32 checkpoint it was made from
@@ -47,6 +50,9 @@ public struct QuantizedManifest<Config: CheckpointConfig>: Codable {
   public var calibration: CalibrationRecord
   public var layers: [QuantizedLayer]
   public var files: [CheckpointFile]
+
+  /// Settings added since the manifest was written are read as `Config.decodingDefaults`.
+  public static func migrating(_ data: Data) -> Data { Config.migrating(data, at: "config") }
 }
 
 /// A model read back from a quantized checkpoint: fp32 parameters (int8 kernels dequantized,
@@ -64,60 +70,42 @@ public func writeQuantizedCheckpoint<Config: CheckpointConfig>(
 ) throws {
   let fileManager = FileManager.default
   try fileManager.createDirectory(at: folder, withIntermediateDirectories: true)
-  var tensors: [(name: String, type: String, shape: [Int], bytes: [UInt8])] = []
-  func append<T>(_ name: String, _ type: String, _ shape: [Int], _ values: [T]) {
-    let bytes = values.withUnsafeBytes { Array($0) }  // little-endian hosts (x86-64, arm64)
-    tensors.append((name, type, shape, bytes))
+  var tensors: [(name: String, array: TypedArray)] = []
+  func append<T>(_ name: String, _ type: ElementType, _ shape: [Int], _ values: [T]) {
+    tensors.append((name, TypedArray(type, shape: shape, values: values)))
   }
   for view in model.table.views {
     let values = model.parameters.array(view.range)
     guard view.name.hasSuffix("/kernel") else {
-      append(view.name, "F32", view.shape, values)
+      append(view.name, .float32, view.shape, values)
       continue
     }
     let layer = String(view.name.dropLast("/kernel".count))
     switch settings[layer]?.precision ?? .fp32 {
     case .fp32:
-      append(view.name, "F32", view.shape, values)
+      append(view.name, .float32, view.shape, values)
     case .bf16:
-      append(view.name, "BF16", view.shape, values.map(bf16Bits))
+      append(view.name, .bfloat16, view.shape, values.map(bf16Bits))
     case .int8:
       let k = view.shape.dropLast().reduce(1, *), n = view.shape.last!
       let weights = settings[layer]?.weights ?? values.withUnsafeBufferPointer {
         QuantizedWeights($0.baseAddress!, inputs: k, outputs: n)
       }
-      append(view.name, "I8", view.shape, weights.values)
-      append(view.name + "_scale", "F32", [n], weights.scales)
+      append(view.name, .int8, view.shape, weights.values)
+      append(view.name + "_scale", .float32, [n], weights.scales)
     }
   }
-  // safetensors: 8-byte header length, JSON header (padded to 8 bytes), the data
-  var fields: [String] = ["\"__metadata__\":{\"format\":\"mixer-dist-quantized\"}"]
-  var offset = 0
-  for t in tensors {
-    fields.append(
-      "\"\(t.name)\":{\"dtype\":\"\(t.type)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],"
-        + "\"data_offsets\":[\(offset),\(offset + t.bytes.count)]}")
-    offset += t.bytes.count
-  }
-  var json = Array(("{" + fields.joined(separator: ",") + "}").utf8)
-  json += [UInt8](repeating: 0x20, count: (8 - json.count % 8) % 8)
-  var data = Data()
-  withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
-  data.append(contentsOf: json)
-  for t in tensors { data.append(contentsOf: t.bytes) }
   let params = folder.appendingPathComponent("params.safetensors")
-  try data.write(to: params, options: .atomic)
+  let (bytes, sha256) = try SafeTensors.write(tensors, metadata: ["format": QuantizedManifest<Config>.formatName], to: params)
 
   let layers = model.config.productLayers.map {
     QuantizedLayer(name: $0.name, precision: settings[$0.name]?.precision ?? .fp32, input: settings[$0.name]?.input)
   }
   let manifest = QuantizedManifest(
-    format: QuantizedManifest<Config>.formatName, version: 1, source: source, step: step, config: config,
+    format: QuantizedManifest<Config>.formatName, version: QuantizedManifest<Config>.currentVersion, source: source, step: step, config: config,
     calibration: calibration, layers: layers,
-    files: [CheckpointFile(name: "params.safetensors", bytes: data.count, sha256: SHA256.hex(of: data))])
-  let encoder = JSONEncoder()
-  encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-  try encoder.encode(manifest).write(to: folder.appendingPathComponent(quantizedManifestName), options: .atomic)
+    files: [CheckpointFile(name: "params.safetensors", bytes: bytes, sha256: sha256)])
+  try manifest.write(in: folder)
 }
 
 /// True when `folder` holds a quantized checkpoint.
@@ -129,26 +117,7 @@ public func isQuantizedCheckpoint(_ folder: URL) -> Bool {
 public func readQuantizedCheckpoint<Config: CheckpointConfig>(
   _ folder: URL, config: Config.Type
 ) throws -> QuantizedModel<Config> {
-  let manifestURL = folder.appendingPathComponent(quantizedManifestName)
-  guard let data = FileManager.default.contents(atPath: manifestURL.path) else {
-    throw CheckpointError("\(folder.path): no \(quantizedManifestName)")
-  }
-  let manifest: QuantizedManifest<Config>
-  do {
-    manifest = try JSONDecoder().decode(QuantizedManifest<Config>.self, from: data)
-  } catch {
-    throw CheckpointError("\(manifestURL.path): malformed quantized manifest")
-  }
-  guard manifest.format == QuantizedManifest<Config>.formatName, manifest.version == 1 else {
-    throw CheckpointError("\(manifestURL.path): format '\(manifest.format)' version \(manifest.version); this mixer-dist reads mixer-dist-quantized version 1")
-  }
-  for file in manifest.files {
-    let url = folder.appendingPathComponent(file.name)
-    guard let bytes = FileManager.default.contents(atPath: url.path) else { throw CheckpointError("\(url.path): missing") }
-    guard bytes.count == file.bytes, SHA256.hex(of: bytes) == file.sha256 else {
-      throw CheckpointError("\(url.path): size or SHA-256 does not match \(quantizedManifestName) (the file is corrupt)")
-    }
-  }
+  let manifest = try QuantizedManifest<Config>.read(from: folder)
   let model = try MixerModel(config: manifest.config.model, seed: 0)
   let params = try SafeTensorsFile(contentsOf: folder.appendingPathComponent("params.safetensors"))
   let byName = Dictionary(uniqueKeysWithValues: manifest.layers.map { ($0.name, $0) })

@@ -15,12 +15,12 @@ public struct ModelOverrides: Sendable {
   public var tokensMLP: Int?
   public var channelsMLP: Int?
   public var classes: Int?
-  public var gelu: String?
+  public var gelu: GELUKind?
   public var blockPattern: String?
   public var heads: Int?
   public var convKernel: Int?
   public var task: String?
-  public var stem: String?
+  public var stem: StemKind?
 
   public init() {}
 
@@ -36,18 +36,10 @@ public struct ModelOverrides: Sendable {
     if let v = tokensMLP { c.tokensMLP = v }
     if let v = channelsMLP { c.channelsMLP = v }
     if let v = classes { c.classes = v }
-    if let v = gelu {
-      guard let kind = GELUKind(rawValue: v) else { throw ConfigError("unknown GELU '\(v)' (known: tanh, erf)") }
-      c.gelu = kind
-    }
+    if let v = gelu { c.gelu = v }
     c.attentionHeads = heads ?? MixerConfig.defaultHeads(hidden: c.hidden)
     if let v = convKernel { c.convKernel = v }
-    if let v = stem {
-      guard let kind = StemKind(rawValue: v) else {
-        throw ConfigError("unknown stem '\(v)' (known: \(StemKind.allCases.map(\.rawValue).joined(separator: ", ")))")
-      }
-      c.stem = kind
-    }
+    if let v = stem { c.stem = v }
     if let v = task {
       guard let kind = MixerTask(rawValue: v) else {
         throw ConfigError("unknown task '\(v)' (known: \(MixerTask.allCases.map(\.rawValue).joined(separator: ", ")))")

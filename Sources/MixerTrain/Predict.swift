@@ -59,7 +59,7 @@ public func predict(
     mode: .eval, outputHeight: config.imageHeight, outputWidth: config.imageWidth, seed: 0)
   preprocessing.normalization = trained.dataOptions.normalization
   preprocessing.evalCropFraction = trained.dataOptions.evalCropFraction
-    ?? (trained.data.hasPrefix("folder") ? 224.0 / 256.0 : 1)
+    ?? (DataSpec(trained.data).kind == .folder ? 224.0 / 256.0 : 1)
   let perImage = config.imageHeight * config.imageWidth * 3
   var predictions: [Prediction] = []
   var arenas: [Int: Activations] = [:]

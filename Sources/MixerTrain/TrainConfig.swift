@@ -192,10 +192,10 @@ extension TrainConfig {
     if unspecified.contains(.steps) { steps = task.defaultSteps }
     if unspecified.contains(.globalBatch) { globalBatch = task.defaultGlobalBatch }
     if unspecified.contains(.data) { data = task.defaultData }
-    data = absoluteDataSpec(data)  // the run's record reads the same data from any directory
+    data = DataSpec(data).absolute.text  // the run's record reads the same data from any directory
     // embedded data that cannot be made at the model's size leaves the count alone: building the
     // run's datasets reports that error where it belongs; other data's errors are reported now
-    let embedded = (try? parseDataSpec(data).kind.isEmbedded) ?? false
+    let embedded = DataSpec(data).isEmbedded
     if unspecified.contains(.classes), let counted = embedded ? try? classCount(of: self) : try classCount(of: self) {
       if counted != model.classes {
         notes.append("the data has \(counted) classes: the model predicts \(counted) (pass --classes to choose)")
@@ -235,7 +235,7 @@ extension TrainConfig {
 extension TrainConfig {
   /// Throws the data source's own error when it cannot be opened (a missing folder, a wrong kind).
   public func checkDataSource() throws {
-    if try parseDataSpec(data).kind.isEmbedded { return }  // generated here: nothing to find
+    if try DataSpec(data).resolved().kind.isEmbedded { return }  // generated here: nothing to find
     _ = try classCount(of: self)
   }
 }
@@ -250,16 +250,10 @@ func classCount(of config: TrainConfig) throws -> Int {
   return try makeDataset(spec: config.data, split: .train, imageSize: size, seed: config.seed, options: options).numClasses
 }
 
-extension KeyedDecodingContainer {
-  /// A precision absent from a config (written before the field existed) is fp32: the synthesised
-  /// decoder of `TrainConfig` calls this overload.
-  func decode(_ type: Precision.Type, forKey key: Key) throws -> Precision {
-    try decodeIfPresent(type, forKey: key) ?? .fp32
-  }
-}
-
 extension TrainConfig {
-  /// Settings a manifest written before they existed lacks are read as today's defaults.
+  /// Settings a config written before they existed lacks (a precision absent is fp32, ...) are
+  /// read as today's defaults: `CheckpointConfig.migrating`, the one migration path of manifests
+  /// and config files.
   public static var decodingDefaults: TrainConfig? { .defaults }
 }
 

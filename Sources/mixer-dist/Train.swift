@@ -35,7 +35,7 @@ struct Train: ParsableCommand {
   @Option(help: "Optimizer steps (default \(ClassificationTask().defaultSteps); \(SegmentationTask().defaultSteps) with --task segmentation).") var steps: Int?
   @Option(help: "Global batch size over all ranks (default \(ClassificationTask().defaultGlobalBatch); \(SegmentationTask().defaultGlobalBatch) with --task segmentation).") var batch: Int?
   @Option(help: "Micro-batches per step (gradient accumulation).") var accum: Int = D.accumulation
-  @Option(help: "Optimizer: adamw or sgd.") var optimizer: String = D.optimizer.kind.rawValue
+  @Option(help: "Optimizer: adamw or sgd.") var optimizer: OptimizerKind = D.optimizer.kind
   @Option(help: "Peak learning rate.") var lr: Float = D.learningRate
   @Option(help: "Linear warm-up: steps (an integer), or a fraction of the steps below 1 (0.1: a tenth). Must be shorter than the run (default \(D.warmupSteps) steps).") var warmup: String?
   @Option(help: "Decay after warm-up: cosine, linear or constant.") var decay: String = D.decay.rawValue
@@ -111,10 +111,7 @@ struct Train: ParsableCommand {
     c.steps = steps ?? c.steps
     c.globalBatch = batch ?? c.globalBatch
     c.accumulation = accum
-    guard let kind = OptimizerKind(rawValue: optimizer) else {
-      throw ConfigError("unknown optimizer '\(optimizer)' (known: adamw, sgd)")
-    }
-    c.optimizer.kind = kind
+    c.optimizer.kind = optimizer
     c.optimizer.weightDecay = weightDecay
     c.optimizer.momentum = momentum
     c.optimizer.beta1 = beta1

@@ -71,6 +71,35 @@ final class SafeTensorsTests: XCTestCase {
     assertFormatError("does not hold 2 elements") { _ = try SafeTensors.encode([("a", broken)]) }
   }
 
+  /// The one writer for every dtype (a quantized checkpoint's I8, BF16 and F32 tensors): names
+  /// are escaped in the header, each tensor reads back as written, and float32 written as a
+  /// `TypedArray` gives the same bytes as float32 from an `NDArray`.
+  func testTypedTensorsRoundTripWithEscapedNames() throws {
+    let typed: [(name: String, array: TypedArray)] = [
+      ("block \"0\"\\kernel\n", TypedArray(.int8, shape: [2, 3], values: [Int8](arrayLiteral: -128, -1, 0, 1, 2, 127))),
+      ("kernel_scale", TypedArray(.float32, shape: [3], values: [Float](arrayLiteral: 0.5, 0.25, 2))),
+      ("bf16", TypedArray(.bfloat16, shape: [2], values: [UInt16](arrayLiteral: 0x3F80, 0xC000))),
+      ("bytes", TypedArray(.uint8, shape: [2], values: [UInt8](arrayLiteral: 0, 255))),
+      ("counts", TypedArray(.int32, shape: [1], values: [Int32](arrayLiteral: -7))),
+    ]
+    let url = try makeTemporaryDirectory(self).appendingPathComponent("typed.safetensors")
+    let (bytes, sha256) = try SafeTensors.write(typed, metadata: ["format": "mixer-dist-quantized"], to: url)
+    let data = try Data(contentsOf: url)
+    XCTAssertEqual(data, try SafeTensors.encode(typed, metadata: ["format": "mixer-dist-quantized"]))
+    XCTAssertEqual(bytes, data.count)
+    XCTAssertEqual(sha256, SHA256.hex(of: data))
+    let file = try SafeTensorsFile(contentsOf: url)
+    XCTAssertEqual(file.tensors.map(\.name), typed.map(\.name))
+    XCTAssertEqual(file.tensors.map(\.elementType), [.int8, .float32, .bfloat16, .uint8, .int32])
+    XCTAssertEqual(try file.tensor(typed[0].name).ints(), [-128, -1, 0, 1, 2, 127])
+    XCTAssertEqual(try file.floats("kernel_scale"), [0.5, 0.25, 2])
+    XCTAssertEqual(try file.floats("bf16"), [1, -2])
+    XCTAssertEqual(try file.tensor("bytes").ints(), [0, 255])
+    XCTAssertEqual(try file.tensor("counts").ints(), [-7])
+    let floats = tensors.map { ($0.name, TypedArray(.float32, shape: $0.array.shape, values: $0.array.data)) }
+    XCTAssertEqual(try SafeTensors.encode(floats, metadata: ["step": "7"]), try SafeTensors.encode(tensors, metadata: ["step": "7"]))
+  }
+
   func testOtherDtypesConvert() throws {
     let header = """
       {"b":{"dtype":"I32","shape":[2],"data_offsets":[8,16]},"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]},\

@@ -243,9 +243,9 @@ final class CIFARMNISTTests: XCTestCase {
     XCTAssertEqual(try inferDataKind(directory: mnist.path), .mnist)
     XCTAssertEqual(try inferDataKind(directory: folder.path), .folder)
     XCTAssertEqual(try inferDataKind(directory: tree.path), .folder)
-    XCTAssertEqual(try parseDataSpec("fashion-mnist:" + mnist.path).kind, .fashionMNIST)
-    XCTAssertEqual(try parseDataSpec("shapes").kind, .shapes)
-    XCTAssertEqual(try parseDataSpec(cifar100.path).kind, .cifar100)
+    XCTAssertEqual(try DataSpec("fashion-mnist:" + mnist.path).resolved().kind, .fashionMNIST)
+    XCTAssertEqual(try DataSpec("shapes").resolved().kind, .shapes)
+    XCTAssertEqual(try DataSpec(cifar100.path).resolved().kind, .cifar100)
 
     let size = (height: 32, width: 32)
     XCTAssertEqual(

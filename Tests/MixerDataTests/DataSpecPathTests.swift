@@ -1,4 +1,4 @@
-// `absoluteDataSpec`: a run records its data with absolute paths, keeping KIND:PATH as given.
+// `DataSpec.absolute`: a run records its data with absolute paths, keeping KIND:PATH as given.
 
 import Foundation
 import XCTest
@@ -8,15 +8,15 @@ import XCTest
 final class DataSpecPathTests: XCTestCase {
   func testPathsBecomeAbsoluteAndKindsStay() {
     let here = FileManager.default.currentDirectoryPath
-    XCTAssertEqual(absoluteDataSpec("folder:digits"), "folder:\(here)/digits")
-    XCTAssertEqual(absoluteDataSpec("FOLDER:./digits"), "FOLDER:\(here)/digits")
-    XCTAssertEqual(absoluteDataSpec("digits"), "\(here)/digits")
-    XCTAssertEqual(absoluteDataSpec("cifar10:/data/cifar"), "cifar10:/data/cifar")
-    XCTAssertEqual(absoluteDataSpec("shapes"), "shapes")
-    XCTAssertEqual(absoluteDataSpec("segshapes"), "segshapes")
-    XCTAssertEqual(absoluteDataSpec("default"), "default")
+    XCTAssertEqual(DataSpec("folder:digits").absolute.text, "folder:\(here)/digits")
+    XCTAssertEqual(DataSpec("FOLDER:./digits").absolute.text, "FOLDER:\(here)/digits")
+    XCTAssertEqual(DataSpec("digits").absolute.text, "\(here)/digits")
+    XCTAssertEqual(DataSpec("cifar10:/data/cifar").absolute.text, "cifar10:/data/cifar")
+    XCTAssertEqual(DataSpec("shapes").absolute.text, "shapes")
+    XCTAssertEqual(DataSpec("segshapes").absolute.text, "segshapes")
+    XCTAssertEqual(DataSpec("default").absolute.text, "default")
     XCTAssertEqual(
-      absoluteDataSpec("wds:shards/train-{000000..000009}.tar,/v/val-{000000..000001}.tar"),
+      DataSpec("wds:shards/train-{000000..000009}.tar,/v/val-{000000..000001}.tar").absolute.text,
       "wds:\(here)/shards/train-{000000..000009}.tar,/v/val-{000000..000001}.tar")
   }
 }

@@ -127,8 +127,8 @@ final class SyntheticSegmentationTests: XCTestCase {
   }
 
   func testDataSpecNamesTheEmbeddedSegmentationSet() throws {
-    XCTAssertEqual(try parseDataSpec("segshapes").kind, .segshapes)
-    XCTAssertEqual(try parseDataSpec("segshapes:").kind, .segshapes)
+    XCTAssertEqual(try DataSpec("segshapes").resolved().kind, .segshapes)
+    XCTAssertEqual(try DataSpec("segshapes:").resolved().kind, .segshapes)
     XCTAssertTrue(DataKind.segshapes.hasMasks)
     XCTAssertFalse(DataKind.shapes.hasMasks)
     var options = DataOptions()

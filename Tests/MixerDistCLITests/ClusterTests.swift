@@ -81,19 +81,6 @@ final class LocalCluster {
   }
 }
 
-/// Per tensor of MPITrainTests' model: max |a − b| / max(max |a|, max |b|, 1e-3), the measure the
-/// single-host tests compare with.
-func relativeDifferences(_ a: [Float], _ b: [Float], skipping skip: (String) -> Bool = { _ in false }) -> [(String, Double)] {
-  MPITrainTests.layout().filter { !skip($0.name) }.map { name, range in
-    var diff = 0.0, scale = 1e-3
-    for i in range {
-      diff = max(diff, abs(Double(a[i]) - Double(b[i])))
-      scale = max(scale, abs(Double(a[i])), abs(Double(b[i])))
-    }
-    return (name, diff / scale)
-  }
-}
-
 func readFloats(_ url: URL) throws -> [Float] {
   let data = try Data(contentsOf: url)
   return data.withUnsafeBytes { raw in
@@ -104,19 +91,6 @@ func readFloats(_ url: URL) throws -> [Float] {
 final class ClusterTests: XCTestCase {
   /// 16,298 float parameters: the gradient all-reduced every step.
   static let gradientBytes = 16_298 * 4
-
-  func assertClose(
-    _ a: [Float], _ b: [Float], tolerance: Double, adam: Bool = true, _ what: String,
-    file: StaticString = #filePath, line: UInt = #line
-  ) {
-    XCTAssertEqual(a.count, 16_298, what, file: file, line: line)
-    XCTAssertEqual(b.count, 16_298, what, file: file, line: line)
-    guard a.count == 16_298, b.count == 16_298 else { return }
-    let skip: (String) -> Bool = adam ? MPITrainTests.isZeroGradientTensor : { _ in false }
-    for (name, relative) in relativeDifferences(a, b, skipping: skip) {
-      XCTAssertLessThanOrEqual(relative, tolerance, "\(what): \(name)", file: file, line: line)
-    }
-  }
 
   /// Trains MPITrainTests' small run (20 steps, global batch 16) with `extra` arguments: on the
   /// cluster with `ranks` ranks, or as one plain process; returns the final parameters.
@@ -189,8 +163,8 @@ final class ClusterTests: XCTestCase {
     let before = try cluster.bytes()
     let four = try train(cluster, ranks: 4)
     let after = try cluster.bytes()
-    assertClose(one, two, tolerance: 1e-5, "AdamW 1 rank vs 2 hosts")
-    assertClose(one, four, tolerance: 1e-5, "AdamW 1 rank vs 4 hosts")
+    assertTensorsClose(one, two, layout: MPITrainTests.layout(), tolerance: 1e-5, skipping: MPITrainTests.isZeroGradientTensor, "AdamW 1 rank vs 2 hosts")
+    assertTensorsClose(one, four, layout: MPITrainTests.layout(), tolerance: 1e-5, skipping: MPITrainTests.isZeroGradientTensor, "AdamW 1 rank vs 4 hosts")
     let steps = 20
     let ring = Double(2 * (4 - 1)) / 4 * Double(Self.gradientBytes) * Double(steps)
     for host in 0..<4 {
@@ -201,7 +175,7 @@ final class ClusterTests: XCTestCase {
     // SGD: scale-sensitive, every tensor compared
     let oneSGD = try train(nil, MPITrainTests.sgd)
     let fourSGD = try train(cluster, ranks: 4, MPITrainTests.sgd)
-    assertClose(oneSGD, fourSGD, tolerance: 1e-5, adam: false, "SGD 1 rank vs 4 hosts")
+    assertTensorsClose(oneSGD, fourSGD, layout: MPITrainTests.layout(), tolerance: 1e-5, "SGD 1 rank vs 4 hosts")
   }
 
   /// 2 hosts of 2 slots, 4 ranks: shared memory inside a host, TCP between them; SGD as 1 rank.
@@ -215,9 +189,9 @@ final class ClusterTests: XCTestCase {
     XCTAssertTrue(result.stderr.contains("4 rank(s) on 2 node(s), 2 per node"), result.stderr)
     let after = try cluster.bytes()
     XCTAssertGreaterThan(after[0].sent - before[0].sent, 20 * Self.gradientBytes / 2, "hosts must exchange gradients over the link")
-    assertClose(
-      try train(nil, MPITrainTests.sgd), try readFloats(dir.appendingPathComponent("final-parameters.f32")), tolerance: 1e-5,
-      adam: false, "SGD 1 rank vs 2 hosts x 2 ranks")
+    assertTensorsClose(
+      try train(nil, MPITrainTests.sgd), try readFloats(dir.appendingPathComponent("final-parameters.f32")), layout: MPITrainTests.layout(), tolerance: 1e-5,
+      "SGD 1 rank vs 2 hosts x 2 ranks")
     let down = try MixerDistCLITests.run(LocalCluster.script, ["down", cluster.name], timeout: 60)
     XCTAssertEqual(down.status, 0, down.stderr)
     let namespaces = try MixerDistCLITests.run(which("ip") ?? "/usr/sbin/ip", ["netns", "list"], timeout: 30).stdout
@@ -248,10 +222,10 @@ final class ClusterTests: XCTestCase {
     let cluster = try LocalCluster(self, hosts: 4)
     let one = try train(nil)
     let sharded = try train(cluster, ranks: 4, ["--zero", "1"])
-    assertClose(one, sharded, tolerance: 1e-5, "AdamW 1 rank vs 4 hosts --zero 1")
+    assertTensorsClose(one, sharded, layout: MPITrainTests.layout(), tolerance: 1e-5, skipping: MPITrainTests.isZeroGradientTensor, "AdamW 1 rank vs 4 hosts --zero 1")
     let oneSGD = try train(nil, MPITrainTests.sgd)
     let shardedSGD = try train(cluster, ranks: 4, MPITrainTests.sgd + ["--zero", "1"])
-    assertClose(oneSGD, shardedSGD, tolerance: 1e-5, adam: false, "SGD 1 rank vs 4 hosts --zero 1")
+    assertTensorsClose(oneSGD, shardedSGD, layout: MPITrainTests.layout(), tolerance: 1e-5, "SGD 1 rank vs 4 hosts --zero 1")
   }
 
   /// Saved by 4 hosts under ZeRO-1 at step 10, resumed on 2 hosts to step 20: the parameters of
@@ -270,7 +244,7 @@ final class ClusterTests: XCTestCase {
     XCTAssertEqual(result.status, 0, result.stdout + result.stderr)
     XCTAssertTrue(result.stdout.contains("(step 10, saved by 4 rank(s))"), result.stdout)
     let resumed = try readFloats(resumedDir.appendingPathComponent("final-parameters.f32"))
-    assertClose(try train(nil), resumed, tolerance: 1e-5, "AdamW: 4 hosts to step 10, 2 hosts to 20, vs 1 rank")
+    assertTensorsClose(try train(nil), resumed, layout: MPITrainTests.layout(), tolerance: 1e-5, skipping: MPITrainTests.isZeroGradientTensor, "AdamW: 4 hosts to step 10, 2 hosts to 20, vs 1 rank")
   }
 
   /// `eval` over 3 hosts counts every validation image once and gives the 1-rank figures.

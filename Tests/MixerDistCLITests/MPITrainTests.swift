@@ -88,40 +88,9 @@ final class MPITrainTests: XCTestCase {
     }
   }
 
-  /// Per tensor: max |a − b| ≤ tolerance · max(max |a|, max |b|, 1e-3). The 1e-3 floor makes the
-  /// check absolute (1e-8 at tolerance 1e-5) for tensors that are themselves rounding noise (the
-  /// zero-gradient biases under SGD stay around 1e-9).
-  func assertClose(
-    _ a: [Float], _ b: [Float], tolerance: Double, skipping skip: (String) -> Bool = { _ in false }, _ what: String,
-    file: StaticString = #filePath, line: UInt = #line
-  ) {
-    XCTAssertEqual(a.count, b.count, what, file: file, line: line)
-    guard a.count == b.count else { return }
-    var compared = 0
-    for (name, range) in Self.layout() where !skip(name) {
-      var diff = 0.0, scale = 1e-3
-      for i in range {
-        diff = max(diff, abs(Double(a[i]) - Double(b[i])))
-        scale = max(scale, abs(Double(a[i])), abs(Double(b[i])))
-      }
-      XCTAssert(
-        diff <= tolerance * scale, "\(what): \(name) differs by \(diff) (relative \(diff / scale) > \(tolerance))",
-        file: file, line: line)
-      compared += range.count
-    }
-    XCTAssertGreaterThan(compared, a.count * 9 / 10, what, file: file, line: line)
-  }
-
-  /// The largest per-tensor relative difference (same measure as `assertClose`).
+  /// The largest per-tensor relative difference (`tensorDifferences`).
   func largestRelativeDifference(_ a: [Float], _ b: [Float]) -> Double {
-    Self.layout().map { _, range in
-      var diff = 0.0, scale = 1e-3
-      for i in range {
-        diff = max(diff, abs(Double(a[i]) - Double(b[i])))
-        scale = max(scale, abs(Double(a[i])), abs(Double(b[i])))
-      }
-      return diff / scale
-    }.max() ?? 0
+    tensorDifferences(a, b, layout: Self.layout()).map(\.relative).max() ?? 0
   }
 
   // MARK: - the same global batch on any number of ranks
@@ -136,8 +105,8 @@ final class MPITrainTests: XCTestCase {
     let one = try train(ranks: nil)
     let two = try train(ranks: 2)
     let four = try train(ranks: 4)
-    assertClose(one, two, tolerance: 1e-5, skipping: Self.isZeroGradientTensor, "AdamW 1 vs 2 ranks")
-    assertClose(one, four, tolerance: 1e-5, skipping: Self.isZeroGradientTensor, "AdamW 1 vs 4 ranks")
+    assertTensorsClose(one, two, layout: Self.layout(), tolerance: 1e-5, skipping: Self.isZeroGradientTensor, "AdamW 1 vs 2 ranks")
+    assertTensorsClose(one, four, layout: Self.layout(), tolerance: 1e-5, skipping: Self.isZeroGradientTensor, "AdamW 1 vs 4 ranks")
     // the tolerance is meaningful: one optimizer step fewer is far outside it
     let shorter = try train(ranks: nil, ["--steps", "19"])
     XCTAssertGreaterThan(largestRelativeDifference(one, shorter), 1e-3, "19 vs 20 steps must differ clearly")
@@ -149,8 +118,8 @@ final class MPITrainTests: XCTestCase {
     let one = try train(ranks: nil, Self.sgd)
     let two = try train(ranks: 2, Self.sgd)
     let four = try train(ranks: 4, Self.sgd)
-    assertClose(one, two, tolerance: 1e-5, "SGD 1 vs 2 ranks")
-    assertClose(one, four, tolerance: 1e-5, "SGD 1 vs 4 ranks")
+    assertTensorsClose(one, two, layout: Self.layout(), tolerance: 1e-5, "SGD 1 vs 2 ranks")
+    assertTensorsClose(one, four, layout: Self.layout(), tolerance: 1e-5, "SGD 1 vs 4 ranks")
     let shorter = try train(ranks: nil, Self.sgd + ["--steps", "19"])
     XCTAssertGreaterThan(largestRelativeDifference(one, shorter), 1e-3, "19 vs 20 steps must differ clearly")
   }
@@ -158,19 +127,19 @@ final class MPITrainTests: XCTestCase {
   func testZeroOneMatchesAllReduceOn2Ranks() throws {
     let plain = try train(ranks: 2)
     let sharded = try train(ranks: 2, ["--zero", "1"])
-    assertClose(plain, sharded, tolerance: 1e-6, skipping: Self.isZeroGradientTensor, "AdamW 2 ranks: --zero 1 vs 0")
+    assertTensorsClose(plain, sharded, layout: Self.layout(), tolerance: 1e-6, skipping: Self.isZeroGradientTensor, "AdamW 2 ranks: --zero 1 vs 0")
     let plainSGD = try train(ranks: 2, Self.sgd)
     let shardedSGD = try train(ranks: 2, Self.sgd + ["--zero", "1"])
-    assertClose(plainSGD, shardedSGD, tolerance: 1e-6, "SGD 2 ranks: --zero 1 vs 0")
+    assertTensorsClose(plainSGD, shardedSGD, layout: Self.layout(), tolerance: 1e-6, "SGD 2 ranks: --zero 1 vs 0")
   }
 
   func testGradientAccumulationOn2Ranks() throws {
     let plain = try train(ranks: 2)
     let accumulated = try train(ranks: 2, ["--accum", "2"])
-    assertClose(plain, accumulated, tolerance: 1e-5, skipping: Self.isZeroGradientTensor, "AdamW 2 ranks: --accum 2 vs 1")
+    assertTensorsClose(plain, accumulated, layout: Self.layout(), tolerance: 1e-5, skipping: Self.isZeroGradientTensor, "AdamW 2 ranks: --accum 2 vs 1")
     let bothSGD = try train(ranks: 2, Self.sgd + ["--accum", "2", "--zero", "1"])
     let oneSGD = try train(ranks: nil, Self.sgd)
-    assertClose(oneSGD, bothSGD, tolerance: 1e-5, "SGD: 2 ranks --accum 2 --zero 1 vs 1 rank")
+    assertTensorsClose(oneSGD, bothSGD, layout: Self.layout(), tolerance: 1e-5, "SGD: 2 ranks --accum 2 --zero 1 vs 1 rank")
   }
 
   // MARK: - failures take the whole job down, quickly
@@ -232,7 +201,7 @@ final class MPITrainTests: XCTestCase {
     XCTAssertTrue(result.stderr.contains("launch/mpirun: 2 rank(s) on 1 node(s)"), result.stderr)
     XCTAssertTrue(result.stdout.contains("2 rank(s)"), result.stdout)
     let viaWrapper = try readParameters(dir.appendingPathComponent("final-parameters.f32"))
-    assertClose(try train(ranks: nil, Self.sgd), viaWrapper, tolerance: 1e-5, "SGD: launch/mpirun 2 ranks vs 1 rank")
+    assertTensorsClose(try train(ranks: nil, Self.sgd), viaWrapper, layout: Self.layout(), tolerance: 1e-5, "SGD: launch/mpirun 2 ranks vs 1 rank")
   }
 
   /// The mpirun line the wrapper builds for this node (nothing is started).

@@ -76,3 +76,11 @@ public func requirePython(_ modules: [String]) throws {
 final class ReadBuffer: @unchecked Sendable {
   var data = Data()
 }
+
+/// Reference folders produced by the official Flax model (copies of shared/reference, plus the
+/// extra shapes made by tools/make_reference.py).
+public var referenceFolders: [URL] {
+  let root = fixturesDirectory.appendingPathComponent("reference")
+  let names = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
+  return names.sorted().map { root.appendingPathComponent($0) }
+}

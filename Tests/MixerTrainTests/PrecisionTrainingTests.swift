@@ -8,6 +8,7 @@
 import Foundation
 import MixerTestSupport
 import XCTest
+import MixerCheckpoint
 import MixerDistributed
 import MixerKernels
 import MixerModel
@@ -121,10 +122,10 @@ final class PrecisionTrainingTests: XCTestCase {
     var object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(c)) as! [String: Any]
     XCTAssertEqual(object["precision"] as? String, "bf16")
     object["precision"] = nil
-    let old = try JSONDecoder().decode(TrainConfig.self, from: JSONSerialization.data(withJSONObject: object))
+    let old = try TrainConfig.decode(migrating: JSONSerialization.data(withJSONObject: object))
     XCTAssertEqual(old.precision, .fp32)
     object["precision"] = "fp16"
-    XCTAssertThrowsError(try JSONDecoder().decode(TrainConfig.self, from: JSONSerialization.data(withJSONObject: object)))
+    XCTAssertThrowsError(try TrainConfig.decode(migrating: JSONSerialization.data(withJSONObject: object)))
   }
 
   func testInt8DoesNotTrain() throws {

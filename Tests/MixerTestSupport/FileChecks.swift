@@ -1,13 +1,13 @@
-// TestSupport.swift: helpers of the MixerCheckpoint tests: an error assertion, sample floats and
-// bit flips (temporary folders and float comparisons are in MixerTestSupport).
+// FileChecks.swift: what the file-format tests share: the one-line format error assertion,
+// deterministic sample floats and bit flips (a damaged file).
 
 import Foundation
+import MixerCheckpoint
 import XCTest
 
-@testable import MixerCheckpoint
-
-/// Asserts that `body` throws a `CheckpointFormatError` whose description contains `fragment`.
-func assertFormatError(
+/// Asserts that `body` throws a `CheckpointFormatError` whose description contains `fragment`
+/// and is one line.
+public func assertFormatError(
   _ fragment: String, file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void
 ) {
   do {
@@ -26,7 +26,7 @@ func assertFormatError(
 }
 
 /// A deterministic array of `count` floats in [-1, 1).
-func sampleFloats(_ count: Int, seed: UInt64 = 1) -> [Float] {
+public func sampleFloats(_ count: Int, seed: UInt64 = 1) -> [Float] {
   var state = seed
   return (0..<count).map { _ in
     state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
@@ -35,7 +35,7 @@ func sampleFloats(_ count: Int, seed: UInt64 = 1) -> [Float] {
 }
 
 /// `data` with bit `bit` flipped.
-func flipping(_ data: Data, bit: Int) -> Data {
+public func flipping(_ data: Data, bit: Int) -> Data {
   var copy = data
   copy[copy.startIndex + bit / 8] ^= UInt8(1 << (bit % 8))
   return copy

@@ -1,12 +1,11 @@
-// Helpers of the kernel tests: a finiteness check, central finite differences in Double, and a
-// seeded generator that does not depend on the kernels under test (`assertClose` is in
-// MixerTestSupport).
+// FiniteDifferences.swift: what the gradient tests share: a finiteness check, central finite
+// differences in Double, the dot product of the random functional L = Σ w·out, and a seeded
+// generator that does not depend on the kernels under test.
 
-import MixerTestSupport
 import XCTest
 
 /// Asserts every value is finite; a failure reports the first bad index.
-func assertFinite(
+public func assertFinite(
   _ values: [Float], _ label: String, file: StaticString = #filePath, line: UInt = #line
 ) {
   if let i = values.firstIndex(where: { !$0.isFinite }) {
@@ -15,7 +14,7 @@ func assertFinite(
 }
 
 /// ∂f/∂x[i] for every i by central differences, (f(x + h·eᵢ) − f(x − h·eᵢ)) / 2h, in Double.
-func centralDifferences(at point: [Double], step h: Double = 1e-6, of f: ([Double]) -> Double)
+public func centralDifferences(at point: [Double], step h: Double = 1e-6, of f: ([Double]) -> Double)
   -> [Double]
 {
   var x = point
@@ -33,7 +32,7 @@ func centralDifferences(at point: [Double], step h: Double = 1e-6, of f: ([Doubl
 }
 
 /// Σ a[i]·b[i] in Double: the backward tests differentiate the random functional L = Σ w·out.
-func dot(_ a: [Double], _ b: [Double]) -> Double {
+public func dot(_ a: [Double], _ b: [Double]) -> Double {
   precondition(a.count == b.count)
   var sum = 0.0
   for i in a.indices { sum += a[i] * b[i] }
@@ -41,18 +40,18 @@ func dot(_ a: [Double], _ b: [Double]) -> Double {
 }
 
 /// Elementwise a + b in Double (expected values of accumulating gradients).
-func add(_ a: [Float], _ b: [Double]) -> [Double] {
+public func add(_ a: [Float], _ b: [Double]) -> [Double] {
   precondition(a.count == b.count)
   return a.indices.map { Double(a[$0]) + b[$0] }
 }
 
 /// SplitMix64: a seeded generator for test data, independent of `CounterRNG`.
-struct TestRandom: RandomNumberGenerator {
-  var state: UInt64
+public struct TestRandom: RandomNumberGenerator {
+  public var state: UInt64
 
-  init(seed: UInt64) { state = seed }
+  public init(seed: UInt64) { state = seed }
 
-  mutating func next() -> UInt64 {
+  public mutating func next() -> UInt64 {
     state &+= 0x9E37_79B9_7F4A_7C15
     var z = state
     z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -61,12 +60,12 @@ struct TestRandom: RandomNumberGenerator {
   }
 
   /// `count` uniform floats in `range`.
-  mutating func floats(_ count: Int, in range: ClosedRange<Float>) -> [Float] {
+  public mutating func floats(_ count: Int, in range: ClosedRange<Float>) -> [Float] {
     (0..<count).map { _ in Float.random(in: range, using: &self) }
   }
 }
 
 extension Array where Element == Float {
   /// The values widened to Double (the point a Double reference is evaluated at).
-  var doubles: [Double] { map(Double.init) }
+  public var doubles: [Double] { map(Double.init) }
 }
