@@ -81,12 +81,13 @@ public func writeQuantizedCheckpoint<Config: CheckpointConfig>(
       continue
     }
     let layer = String(view.name.dropLast("/kernel".count))
-    switch settings[layer]?.precision ?? .fp32 {
-    case .fp32:
+    // a kernel is stored as its precision rounds it (the registry's `OperandRounding`)
+    switch (settings[layer]?.precision ?? .fp32).format.operandRounding {
+    case .none:
       append(view.name, .float32, view.shape, values)
-    case .bf16:
+    case .bfloat16:
       append(view.name, .bfloat16, view.shape, values.map(bf16Bits))
-    case .int8:
+    case .affineU8:
       let k = view.shape.dropLast().reduce(1, *), n = view.shape.last!
       let weights = settings[layer]?.weights ?? values.withUnsafeBufferPointer {
         QuantizedWeights($0.baseAddress!, inputs: k, outputs: n)
@@ -135,7 +136,7 @@ public func readQuantizedCheckpoint<Config: CheckpointConfig>(
       for i in values.indices { values[i] *= scales[i % n] }
       let layer = String(view.name.dropLast("/kernel".count))
       settings[layer] = LayerSetting(
-        precision: .int8, input: byName[layer]?.input, weights: QuantizedWeights(values: q, scales: scales))
+        precision: byName[layer]?.precision ?? .int8, input: byName[layer]?.input, weights: QuantizedWeights(values: q, scales: scales))
     }
     model.parameters.copy(from: values, at: view.offset)
   }

@@ -20,9 +20,9 @@ public struct QuantizationOptions: Sendable {
   /// data spec of the calibration images (its training split); nil: the checkpoint's data
   public var calibrationData: String?
   /// calibration images
-  public var samples: Int = 512
+  public var samples: Int = 256
   /// held-out images the summaries (every setting against fp32) are measured on
-  public var evaluationSamples: Int = 64
+  public var evaluationSamples: Int = 32
   /// held-out images each product's sensitivity is measured on (fewer: 3 variants per product)
   public var sensitivitySamples: Int = 8
   public var method: CalibrationMethod = .percentile
@@ -103,12 +103,15 @@ public func quantizeCheckpoint(
   let calibration = try evenlySpacedImages(train, count: samples, phase: 0)
   let heldOut = try evenlySpacedImages(train, count: evaluationCount, phase: 0.5)
 
+  let started = Date()
+  func seconds(since start: Date) -> String { String(format: "%.0f s", Date().timeIntervalSince(start)) }
   let statistics = try calibration.withUnsafeBufferPointer {
     try collectActivationStatistics(model: model, images: $0.baseAddress!, count: samples)
   }
   let minMax = statistics.quantization(.minMax)
   let percentile = statistics.quantization(.percentile, percentile: options.percentile)
   let chosenRanges = options.method == .minMax ? minMax : percentile
+  log("calibrated in \(seconds(since: started))")
 
   // the head's outputs: K logits per image, or K per pixel (agreement is then per pixel)
   let outputs = cfg.head.outputsPerImage(cfg), k = cfg.classes
@@ -143,6 +146,7 @@ public func quantizeCheckpoint(
   // each product the buffers are saved, and each variant reruns only the steps from that product
   // on (and the buffers are put back), so a product costs three partial forwards, not three whole
   // ones with a new plan each.
+  let sensitivityStart = Date()
   let totalMACs = Double(cfg.productLayers.reduce(0) { $0 + $1.macsPerImage })
   var rows: [LayerSensitivity] = []
   var settings: [String: LayerSetting] = [:]
@@ -176,6 +180,8 @@ public func quantizeCheckpoint(
     }
   }
 
+  log("measured the sensitivity of \(rows.count) products in \(seconds(since: sensitivityStart))")
+  let summaryStart = Date()
   var summaries: [QuantizationSummary] = []
   for (name, plan) in [
     ("bf16", try InferencePlan(model: model, precision: .bf16)),
@@ -187,6 +193,7 @@ public func quantizeCheckpoint(
     summaries.append(QuantizationSummary(setting: name, relativeError: error, top1Agreement: agreement))
   }
 
+  log("compared the whole model in 4 settings in \(seconds(since: summaryStart))")
   try writeQuantizedCheckpoint(
     model: model, settings: settings, config: loaded.config, source: loaded.folder.path, step: loaded.step,
     calibration: CalibrationRecord(

@@ -16,8 +16,8 @@ struct Quantize: ParsableCommand {
 
   @Argument(help: "An fp32 checkpoint (step-N folder, checkpoint directory or run folder).") var checkpoint: String
   @Option(help: "Calibration images: a --data spec, its training split (default: the checkpoint's data).") var calibration: String?
-  @Option(help: "Calibration images.") var samples: Int = 512
-  @Option(help: "Other training images the whole model's error against fp32 is measured on.") var evalSamples: Int = 64
+  @Option(help: "Calibration images.") var samples: Int = 256
+  @Option(help: "Other training images the whole model's error against fp32 is measured on.") var evalSamples: Int = 32
   @Option(help: "Of those, the images each product's sensitivity is measured on (three partial forwards per product).")
   var sensitivitySamples: Int = 8
   @Option(help: "Activation ranges: percentile (clip the outliers) or minmax.") var method: CalibrationMethod = .percentile
