@@ -259,8 +259,8 @@ public final class Trainer {
     Interruption.install()
     if resumedFrom != nil { best = readBest() }
     let loader = try BatchLoader(
-      dataset: trainSet, sampler: sampler, startStep: startStep, endStep: cfg.steps,
-      workers: cfg.loaderWorkers, depth: 3,
+      dataset: trainSet, targets: cfg.model.task.training.batchTargets, sampler: sampler, startStep: startStep,
+      endStep: cfg.steps, workers: cfg.loaderWorkers, depth: 3,
       mixup: cfg.mixup > 0 ? Mixup(alpha: Double(cfg.mixup), seed: cfg.seed) : nil)
     defer { loader.stop() }
     let start = monotonicSeconds()

@@ -15,6 +15,7 @@ public struct ClassificationTask: TaskHead {
   public var defaultData: String { "shapes" }
   public var metricNames: [String] { ["val_top1", "val_top5", "val_loss"] }
 
+  public var batchTargets: BatchTargets { .labels }
   public func accepts(_ dataset: any Dataset) -> Bool { !(dataset is any SegmentationDataset) }
   public func dataRequirement(spec: String) -> String {
     "--data \(spec) holds segmentation masks: pass --task segmentation"

@@ -18,6 +18,7 @@ public struct SegmentationTask: TaskHead {
   public var defaultData: String { "segshapes" }
   public var metricNames: [String] { ["val_miou", "val_pixel_accuracy", "val_loss"] }
 
+  public var batchTargets: BatchTargets { .masks }
   public func accepts(_ dataset: any Dataset) -> Bool { dataset is any SegmentationDataset }
   public func dataRequirement(spec: String) -> String {
     "--task segmentation needs data with a class per pixel: --data segshapes (embedded) or segfolder:PATH, not \(spec)"
@@ -49,7 +50,7 @@ public struct SegmentationTask: TaskHead {
   }
 
   public func fillEvaluationBatch(_ batch: inout Batch, dataset: any Dataset, indices: [Int]) throws {
-    guard let dataset = dataset as? any SegmentationDataset else {
+    guard accepts(dataset) else {
       throw TrainError("a segmentation model needs data with masks (segshapes, segfolder:PATH)")
     }
     try batch.fill(segmentation: dataset, indices: indices, epoch: 0)

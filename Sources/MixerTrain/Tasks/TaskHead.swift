@@ -21,6 +21,8 @@ public protocol TaskHead: Sendable {
   /// The evaluation metrics --keep-best may name (metrics.jsonl keys).
   var metricNames: [String] { get }
 
+  /// The targets a training batch of this task carries (the loader fills them).
+  var batchTargets: BatchTargets { get }
   /// True when `dataset` holds the targets this task learns from.
   func accepts(_ dataset: any Dataset) -> Bool
   /// A one-line explanation of what data the task needs, for an error naming `spec`.
