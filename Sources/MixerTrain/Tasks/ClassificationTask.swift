@@ -46,6 +46,10 @@ public struct ClassificationTask: TaskHead {
     return Batch(indices: Array(0..<size), pixels: syntheticImages(config, size: size), labels: labels)
   }
 
+  public func relabelled(_ dataset: any Dataset, permutation: [Int], classNames: [String]) -> (any Dataset)? {
+    RelabelledDataset(base: dataset, permutation: permutation, classNames: classNames)
+  }
+
   public func fillEvaluationBatch(_ batch: inout Batch, dataset: any Dataset, indices: [Int]) throws {
     try batch.fill(dataset: dataset, indices: indices)
   }
@@ -79,6 +83,8 @@ public struct ClassificationTask: TaskHead {
     }
     return result
   }
+
+  public func headline(_ result: EvaluationResult) -> String { String(format: "val top-1 %.2f%%", result.top1 * 100) }
 
   public func evaluationRecord(_ result: EvaluationResult, classNames: [String]) -> (values: [(String, Double)], lines: [String]) {
     var values: [(String, Double)] = [

@@ -49,6 +49,9 @@ public struct SegmentationTask: TaskHead {
     return batch
   }
 
+  /// nil: a mask's pixels are class indices of the data's own order (masks cannot be mapped)
+  public func relabelled(_ dataset: any Dataset, permutation: [Int], classNames: [String]) -> (any Dataset)? { nil }
+
   public func fillEvaluationBatch(_ batch: inout Batch, dataset: any Dataset, indices: [Int]) throws {
     guard accepts(dataset) else {
       throw TrainError("a segmentation model needs data with masks (segshapes, segfolder:PATH)")
@@ -87,6 +90,10 @@ public struct SegmentationTask: TaskHead {
     result.classIoU = iou.perClass
     result.pixels = Int(totals[4])
     return result
+  }
+
+  public func headline(_ result: EvaluationResult) -> String {
+    String(format: "val mIoU %.2f%%", (result.meanIoU ?? .nan) * 100)
   }
 
   public func evaluationRecord(_ result: EvaluationResult, classNames: [String]) -> (values: [(String, Double)], lines: [String]) {
