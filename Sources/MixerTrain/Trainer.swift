@@ -534,7 +534,7 @@ func makeDatasets(_ config: TrainConfig) throws -> (any Dataset, any Dataset) {
   var options = config.dataOptions
   options.trainExamples = config.trainExamples
   options.validationExamples = config.validationExamples
-  options.segmentationClasses = config.model.classes
+  options.declaredClasses = config.model.classes
   let size = (config.model.imageHeight, config.model.imageWidth)
   return (
     try makeDataset(spec: config.data, split: .train, imageSize: size, seed: config.seed, options: options),
