@@ -5,6 +5,7 @@ import Foundation
 import MixerData
 import MixerKernels
 import MixerModel
+import MixerTelemetry
 
 /// One class per image.
 public struct ClassificationTask: TaskHead {
@@ -14,6 +15,9 @@ public struct ClassificationTask: TaskHead {
   public var defaultGlobalBatch: Int { 128 }
   public var defaultData: String { "shapes" }
   public var metricNames: [String] { ["val_top1", "val_top5", "val_loss"] }
+  public var reportedMetrics: [ReportedMetric] {
+    [ReportedMetric("val_top1", name: "top-1"), ReportedMetric("val_top5", name: "top-5")]
+  }
 
   public var batchTargets: BatchTargets { .labels }
   public func accepts(_ dataset: any Dataset) -> Bool { !(dataset is any SegmentationDataset) }

@@ -5,6 +5,7 @@
 import Foundation
 import MixerData
 import MixerModel
+import MixerTelemetry
 
 /// One class per pixel.
 public struct SegmentationTask: TaskHead {
@@ -17,6 +18,9 @@ public struct SegmentationTask: TaskHead {
   public var defaultGlobalBatch: Int { 32 }
   public var defaultData: String { "segshapes" }
   public var metricNames: [String] { ["val_miou", "val_pixel_accuracy", "val_loss"] }
+  public var reportedMetrics: [ReportedMetric] {
+    [ReportedMetric("val_miou", name: "mIoU"), ReportedMetric("val_pixel_accuracy", name: "pixel accuracy")]
+  }
 
   public var batchTargets: BatchTargets { .masks }
   public func accepts(_ dataset: any Dataset) -> Bool { dataset is any SegmentationDataset }

@@ -7,6 +7,7 @@
 import Foundation
 import MixerData
 import MixerModel
+import MixerTelemetry
 
 /// The training, evaluation and prediction side of a task.
 public protocol TaskHead: Sendable {
@@ -20,6 +21,9 @@ public protocol TaskHead: Sendable {
 
   /// The evaluation metrics --keep-best may name (metrics.jsonl keys).
   var metricNames: [String] { get }
+  /// The evaluation accuracies a run report draws, with their names, the first ranking the
+  /// evaluations (recorded in config.json).
+  var reportedMetrics: [ReportedMetric] { get }
 
   /// The targets a training batch of this task carries (the loader fills them).
   var batchTargets: BatchTargets { get }
