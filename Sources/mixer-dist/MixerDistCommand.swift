@@ -22,6 +22,8 @@ let mixerDistVersion = "0.1.0"
 /// `--precision fp32|bf16|int8` (train, bench).
 extension Precision: ExpressibleByArgument {}
 extension SaveMode: ExpressibleByArgument {}
+/// `--task classification|segmentation` (train, bench, describe).
+extension MixerTask: ExpressibleByArgument {}
 
 /// Runs `body`; any error becomes one line on stderr and exit code 1.
 func runReportingErrors(_ body: () throws -> Void) throws {
@@ -52,7 +54,7 @@ struct ModelOptions: ParsableArguments {
   @Option(help: "Block kinds: mixer (the paper's), attention, conv, mixer+attention; one kind, a list per block, alternate:K1,K2 or every:K:KIND.") var blockPattern: String?
   @Option(help: "Attention heads of attention blocks (default C/64).") var heads: Int?
   @Option(help: "Kernel size of conv blocks (odd; default 3).") var convKernel: Int?
-  @Option(help: "Task: classification (a class per image, the paper's head) or segmentation (a class per pixel: each token projected to its PxPxK patch of logits).") var task: String?
+  @Option(help: "Task: classification (a class per image, the paper's head) or segmentation (a class per pixel: each token projected to its PxPxK patch of logits).") var task: MixerTask?
   @Option(help: "Stem: linear (the paper's patch projection) or cnn (stride-2 3x3 convolutions up to C channels; total stride = --patch).") var stem: String?
 
   /// The model these flags describe.
