@@ -2,6 +2,15 @@
 // of dataset indices. `assembleBatch` writes through raw pointers, so several threads may fill
 // disjoint slices of one batch; it overwrites its outputs. A failing sample is reported by index.
 
+/// What a batch carries besides its images: the targets its task learns from (the task says
+/// which, `TaskHead.batchTargets`; the data layer never asks what the data is).
+public enum BatchTargets: Sendable {
+  /// a class per image (`labels`), mixed by mixup when asked
+  case labels
+  /// a class per pixel (`masks`, `[B, H, W]`); `labels` are all 0 and mixup does not apply
+  case masks
+}
+
 /// One batch of samples: the unit the loader hands to training.
 public struct Batch: Sendable {
   /// The global step this batch belongs to (-1 when not made by a sampler).

@@ -22,9 +22,10 @@ public final class BatchLoader: @unchecked Sendable {
   public var workerCount: Int { state.workerCount }
 
   /// Starts `workers` threads loading steps `startStep..<endStep` (unbounded when `endStep` is
-  /// nil) of `sampler` for its rank, at most `depth` steps ahead of the consumer.
+  /// nil) of `sampler` for its rank, with the `targets` the task learns from, at most `depth`
+  /// steps ahead of the consumer.
   public init(
-    dataset: any Dataset, sampler: ShardedSampler, startStep: Int = 0, endStep: Int? = nil,
+    dataset: any Dataset, targets: BatchTargets, sampler: ShardedSampler, startStep: Int = 0, endStep: Int? = nil,
     workers: Int = 2, depth: Int = 3, mixup: Mixup? = nil
   ) throws {
     guard workers >= 1 else {
@@ -38,7 +39,7 @@ public final class BatchLoader: @unchecked Sendable {
         "loader steps \(startStep)..<\(endStep.map(String.init) ?? "∞") are not a valid range")
     }
     state = LoaderState(
-      dataset: dataset, sampler: sampler, startStep: startStep, endStep: endStep,
+      dataset: dataset, targets: targets, sampler: sampler, startStep: startStep, endStep: endStep,
       workerCount: workers, depth: depth, mixup: mixup)
     for worker in 0..<workers {
       let state = self.state
@@ -73,6 +74,7 @@ public final class BatchLoader: @unchecked Sendable {
 /// loader, so dropping the loader stops them.
 final class LoaderState: @unchecked Sendable {
   let dataset: any Dataset
+  let targets: BatchTargets
   let sampler: ShardedSampler
   let endStep: Int?
   let workerCount: Int
@@ -95,11 +97,12 @@ final class LoaderState: @unchecked Sendable {
   var waitSeconds = 0.0
 
   init(
-    dataset: any Dataset, sampler: ShardedSampler, startStep: Int, endStep: Int?,
+    dataset: any Dataset, targets: BatchTargets, sampler: ShardedSampler, startStep: Int, endStep: Int?,
     workerCount: Int, depth: Int, mixup: Mixup?
   ) {
     self.mixup = mixup
     self.dataset = dataset
+    self.targets = targets
     self.sampler = sampler
     self.endStep = endStep
     self.workerCount = workerCount
@@ -130,7 +133,8 @@ final class LoaderState: @unchecked Sendable {
 
       var error: Error?
       do {
-        batch.mixup = try fillTrainingBatch(&batch, dataset: dataset, sampler: sampler, step: step, mixup: mixup)
+        batch.mixup = try fillTrainingBatch(
+          &batch, dataset: dataset, targets: targets, sampler: sampler, step: step, mixup: mixup)
       } catch let caught {
         error = caught
       }

@@ -45,8 +45,10 @@ public struct DataOptions: Equatable, Sendable, Codable {
   /// The synthetic `shapes` data: number of images per split (nil: 50,000 / 5,000).
   public var trainExamples: Int?
   public var validationExamples: Int?
-  /// Segmentation folders without a `classes.txt`: the number of classes (the model's `--classes`).
-  public var segmentationClasses: Int?
+  /// The model's number of classes K, for data whose files may not name their classes: a mask
+  /// folder without `classes.txt` calls them "class 0" ... "class K−1" (with one, the counts must
+  /// agree). nil: not known.
+  public var declaredClasses: Int?
 
   public init() {}
 

@@ -27,6 +27,13 @@ public protocol Dataset: Sendable {
   func checkSample(_ index: Int) throws
   /// How this split was made, for the log (e.g. the held-out share of train/), if worth saying.
   var splitDescription: String? { get }
+
+  /// Writes sample `index` as seen in `epoch` into `pixels` and its mask (`[height, width]` class
+  /// indices, `SegmentationMask.ignore` for unlabelled pixels) into `mask`: data with a class per
+  /// pixel (`SegmentationDataset`); other data has no masks and throws (Segmentation.swift).
+  func load(
+    _ index: Int, epoch: Int, into pixels: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Int32>
+  ) throws
 }
 
 extension Dataset {

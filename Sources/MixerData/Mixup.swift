@@ -132,24 +132,26 @@ public func epochView(of dataset: any Dataset, epoch: Int) -> any Dataset {
 }
 
 /// Fills `batch` with this rank's slice of global step `step` (the sampler's indices, augmented
-/// for the step's epoch) and, when `mixup` is given with α > 0, mixes it with the partners along
-/// the global batch; returns the partner labels and weight then (nil without mixup).
+/// for the step's epoch) with the `targets` the task learns from and, when `mixup` is given with
+/// α > 0, mixes it with the partners along the global batch; returns the partner labels and
+/// weight then (nil without mixup).
 public func fillTrainingBatch(
-  _ batch: inout Batch, dataset: any Dataset, sampler: ShardedSampler, step: Int,
+  _ batch: inout Batch, dataset: any Dataset, targets: BatchTargets, sampler: ShardedSampler, step: Int,
   mixup: Mixup? = nil
 ) throws -> MixupLabels? {
   try fillTrainingBatch(
-    &batch, dataset: dataset, globalIndices: sampler.globalIndices(step: step), rank: sampler.rank,
-    worldSize: sampler.worldSize, epoch: sampler.epoch(ofStep: step), step: step, mixup: mixup)
+    &batch, dataset: dataset, targets: targets, globalIndices: sampler.globalIndices(step: step),
+    rank: sampler.rank, worldSize: sampler.worldSize, epoch: sampler.epoch(ofStep: step), step: step, mixup: mixup)
 }
 
 /// Fills `batch` with rank `rank`'s contiguous slice (G / N samples) of the global batch
-/// `globalIndices` (dataset indices, G divisible by N), loaded with `dataset`'s augmentation for
-/// `epoch`, and mixed as described at the top of this file when `mixup` has α > 0. A failing
-/// sample (own or partner) throws `DataError.sampleFailed` naming it and `step`.
+/// `globalIndices` (dataset indices, G divisible by N) and their `targets`, loaded with
+/// `dataset`'s augmentation for `epoch`, and mixed as described at the top of this file when
+/// `mixup` has α > 0 (labels only: masks cannot be mixed). A failing sample (own or partner)
+/// throws `DataError.sampleFailed` naming it and `step`.
 public func fillTrainingBatch(
-  _ batch: inout Batch, dataset: any Dataset, globalIndices: [Int], rank: Int, worldSize: Int,
-  epoch: Int, step: Int, mixup: Mixup? = nil
+  _ batch: inout Batch, dataset: any Dataset, targets: BatchTargets, globalIndices: [Int], rank: Int,
+  worldSize: Int, epoch: Int, step: Int, mixup: Mixup? = nil
 ) throws -> MixupLabels? {
   let globalBatch = globalIndices.count
   guard worldSize >= 1, rank >= 0, rank < worldSize, globalBatch % worldSize == 0, globalBatch > 0
@@ -160,12 +162,12 @@ public func fillTrainingBatch(
   }
   let local = globalBatch / worldSize
   let start = rank * local
-  if let segmentation = dataset as? any SegmentationDataset {
+  if targets == .masks {
     if let mixup, mixup.alpha > 0 {
       throw DataError.invalidConfiguration("mixup does not apply to segmentation data (masks cannot be mixed)")
     }
     try batch.fill(
-      segmentation: segmentation, indices: Array(globalIndices[start..<start + local]), epoch: epoch, step: step)
+      segmentation: dataset, indices: Array(globalIndices[start..<start + local]), epoch: epoch, step: step)
     return nil
   }
   let source = epochView(of: dataset, epoch: epoch)

@@ -11,20 +11,24 @@ public enum SegmentationMask {
   public static let pngIgnoreValue = 255
 }
 
-/// Images with per-pixel labels. `load(index, epoch:, into:, mask:)` writes the image (as
-/// `Dataset.load` does) and its mask, augmented for `epoch` on the training split. Safe to call
-/// concurrently.
-public protocol SegmentationDataset: Dataset {
-  func load(
-    _ index: Int, epoch: Int, into pixels: UnsafeMutablePointer<Float>,
-    mask: UnsafeMutablePointer<Int32>
-  ) throws
-}
+/// Images with per-pixel labels: `load(index, epoch:, into:, mask:)` (a `Dataset` requirement
+/// that other data leaves unmet) writes the image (as `Dataset.load` does) and its mask,
+/// augmented for `epoch` on the training split. Safe to call concurrently.
+public protocol SegmentationDataset: Dataset {}
 
-extension SegmentationDataset {
+extension Dataset {
   /// Pixels in one mask: `height · width`.
   public var pixelsPerMask: Int { height * width }
 
+  /// Data without masks: throws (the task that asks for masks checked the data beforehand).
+  public func load(
+    _ index: Int, epoch: Int, into pixels: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Int32>
+  ) throws {
+    throw DataError.invalidConfiguration("this data has no masks (a class per pixel): \(Self.self)")
+  }
+}
+
+extension SegmentationDataset {
   /// The image alone (epoch 0); segmentation samples have no image-level label, so this returns 0.
   public func load(_ index: Int, into pixels: UnsafeMutablePointer<Float>) throws -> Int {
     var mask = [Int32](repeating: 0, count: pixelsPerMask)
@@ -34,11 +38,12 @@ extension SegmentationDataset {
 }
 
 extension Batch {
-  /// Refills this batch with images and masks of `indices` as seen in `epoch`, reusing its
-  /// buffers; `labels` are all 0. A failing sample throws `DataError.sampleFailed` naming it, and a
-  /// mask pixel outside `0..<numClasses` (other than `ignore`) is an error naming the sample.
+  /// Refills this batch with images and masks of `indices` as seen in `epoch` (`BatchTargets.masks`),
+  /// reusing its buffers; `labels` are all 0. A failing sample throws `DataError.sampleFailed`
+  /// naming it, and a mask pixel outside `0..<numClasses` (other than `ignore`) is an error naming
+  /// the sample.
   public mutating func fill(
-    segmentation dataset: any SegmentationDataset, indices: [Int], epoch: Int, step: Int = -1
+    segmentation dataset: any Dataset, indices: [Int], epoch: Int, step: Int = -1
   ) throws {
     let pixelCount = indices.count * dataset.pixelsPerImage
     let maskCount = indices.count * dataset.pixelsPerMask

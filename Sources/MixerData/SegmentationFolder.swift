@@ -8,7 +8,7 @@
 // (images/street/1.jpg → masks/street/1.png) and holds one class index per pixel: 8- or 16-bit
 // gray levels or palette indices, as Pascal VOC's SegmentationClass PNGs; 255 (65535 in 16 bits)
 // is `SegmentationMask.ignore` (LabelPNG.swift). Masks without an image are ignored; an image
-// without a mask is an error at construction. Without classes.txt, `segmentationClasses` (the
+// without a mask is an error at construction. Without classes.txt, `declaredClasses` (the
 // model's --classes K) names them "class 0" ... "class K−1".
 //
 // Images are listed in byte order of their paths below `images/`, so index i is the same file on
@@ -51,7 +51,7 @@ public struct SegmentationFolder: SegmentationDataset {
   /// Lists the image and mask pairs of `split` under `root`. Throws
   /// `DataError.invalidConfiguration` when the folder is missing or has no `images/` and
   /// `masks/`, no images, an image without its mask, no class names (no classes.txt and no
-  /// `segmentationClasses`), RandAugment is asked for, or the split is empty.
+  /// `declaredClasses`), RandAugment is asked for, or the split is empty.
   public init(
     root: String, split: DataSplit, imageHeight: Int, imageWidth: Int, seed: UInt64,
     options: DataOptions = DataOptions()
@@ -68,7 +68,7 @@ public struct SegmentationFolder: SegmentationDataset {
         "segmentation folder \(root) does not exist or is not a directory")
     }
     let names = try SegmentationFolder.classNames(
-      root: rootURL, declaredCount: options.segmentationClasses)
+      root: rootURL, declaredCount: options.declaredClasses)
     let (_, tree, keep) = ImageFolder.splitTrees(root: rootURL, split: split, options: options)
 
     let (listed, links) = try SegmentationFolder.pairs(in: tree)

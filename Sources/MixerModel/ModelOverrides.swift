@@ -19,7 +19,7 @@ public struct ModelOverrides: Sendable {
   public var blockPattern: String?
   public var heads: Int?
   public var convKernel: Int?
-  public var task: String?
+  public var task: MixerTask?
   public var stem: StemKind?
 
   public init() {}
@@ -40,12 +40,7 @@ public struct ModelOverrides: Sendable {
     c.attentionHeads = heads ?? MixerConfig.defaultHeads(hidden: c.hidden)
     if let v = convKernel { c.convKernel = v }
     if let v = stem { c.stem = v }
-    if let v = task {
-      guard let kind = MixerTask(rawValue: v) else {
-        throw ConfigError("unknown task '\(v)' (known: \(MixerTask.allCases.map(\.rawValue).joined(separator: ", ")))")
-      }
-      c.task = kind
-    }
+    if let v = task { c.task = v }
     if let spec = blockPattern {
       let pattern = try BlockPattern(parsing: spec)
       if case .list(let kinds) = pattern, kinds.count != c.blocks {

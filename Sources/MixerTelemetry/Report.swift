@@ -1,10 +1,11 @@
 // The run report: one self-contained HTML page (inline CSS and SVG, no scripts, no external
 // files) made from a run folder's `metrics.jsonl` and `config.json`. It holds a summary (steps,
-// final loss, best and last validation accuracy — mIoU and pixel accuracy for a segmentation run —
-// total time), line plots over steps of the train loss, the learning rate, the validation
-// accuracy and the throughput, and the configuration as
-// a table with nested keys flattened (`model.hidden`). A `null` in the metrics (a non-finite
-// number) is a gap in its line.
+// final loss, best and last validation accuracy, total time), line plots over steps of the train
+// loss, the learning rate, the validation accuracy and the throughput, and the configuration as
+// a table with nested keys flattened (`model.hidden`). The validation accuracies are the metrics
+// the run's head recorded with their names in config.json (`ReportedMetric`: top-1 and top-5,
+// mIoU and pixel accuracy, ...). A `null` in the metrics (a non-finite number) is a gap in its
+// line.
 
 import Foundation
 
@@ -29,8 +30,10 @@ public func writeReport(runDirectory: String, to output: String? = nil) throws -
     throw ReportError("no run folder at \(folder.path)")
   }
   let records = try readMetricRecords(path: folder.appendingPathComponent("metrics.jsonl").path)
-  let config = try readFlatConfig(path: folder.appendingPathComponent("config.json").path)
-  let html = renderReport(runDirectory: folder.path, records: records, config: config)
+  let configPath = folder.appendingPathComponent("config.json").path
+  let config = try readFlatConfig(path: configPath)
+  let metrics = ValidationKeys(recorded: readReportedMetrics(path: configPath), records: records)
+  let html = renderReport(runDirectory: folder.path, records: records, config: config, metrics: metrics)
   let outputPath = output ?? folder.appendingPathComponent("report.html").path
   do {
     try Data(html.utf8).write(to: URL(fileURLWithPath: outputPath), options: .atomic)
@@ -149,8 +152,18 @@ func readFlatConfig(path: String) throws -> [(key: String, value: String)]? {
     throw ReportError("\(path) is not a JSON object")
   }
   var rows = [(key: String, value: String)]()
-  flattenConfig(members, prefix: "", into: &rows)
+  flattenConfig(members.filter { $0.key != ReportedMetric.configKey }, prefix: "", into: &rows)
   return rows
+}
+
+/// The evaluation metrics config.json records (`RunSettings`), nil when it records none (no file,
+/// or a run written before they were recorded).
+func readReportedMetrics(path: String) -> [ReportedMetric]? {
+  struct Recorded: Decodable { var evaluationMetrics: [ReportedMetric]? }
+  guard let data = FileManager.default.contents(atPath: path),
+    let metrics = (try? JSONDecoder().decode(Recorded.self, from: data))?.evaluationMetrics, !metrics.isEmpty
+  else { return nil }
+  return metrics
 }
 
 /// Appends `prefix.key` rows for every leaf of `members`, nested objects flattened.
@@ -187,28 +200,38 @@ func metricSeries(_ records: [ReportRecord], kind: String, key: String) -> [Plot
     .map(\.element)
 }
 
-/// Which validation metrics a run has: top-1/top-5, or mIoU/pixel accuracy for segmentation.
+/// The validation accuracies a report shows: the metrics the run recorded (the first ranks the
+/// evaluations), or for a run written before runs recorded them, the two its head then wrote.
 struct ValidationKeys {
-  let primary, secondary, primaryName, secondaryName: String
-  init(_ records: [ReportRecord]) {
+  let primary: ReportedMetric
+  let others: [ReportedMetric]
+
+  init(recorded: [ReportedMetric]?, records: [ReportRecord]) {
+    let metrics = recorded ?? ValidationKeys.writtenBeforeRecording(records)
+    primary = metrics[0]
+    others = Array(metrics.dropFirst())
+  }
+
+  /// Runs without `evaluationMetrics` in config.json: the segmentation head's when the records
+  /// hold `val_miou`, else the classification head's.
+  static func writtenBeforeRecording(_ records: [ReportRecord]) -> [ReportedMetric] {
     if records.contains(where: { $0.values["val_miou"] != nil }) {
-      (primary, secondary, primaryName, secondaryName) = ("val_miou", "val_pixel_accuracy", "mIoU", "pixel accuracy")
-    } else {
-      (primary, secondary, primaryName, secondaryName) = ("val_top1", "val_top5", "top-1", "top-5")
+      return [ReportedMetric("val_miou", name: "mIoU"), ReportedMetric("val_pixel_accuracy", name: "pixel accuracy")]
     }
+    return [ReportedMetric("val_top1", name: "top-1"), ReportedMetric("val_top5", name: "top-5")]
   }
 }
 
+/// Line colours of the validation accuracies, in the order the run recorded them.
+let accuracyColors = ["#d62728", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
+
 /// The whole HTML document.
 func renderReport(
-  runDirectory: String, records: [ReportRecord], config: [(key: String, value: String)]?
+  runDirectory: String, records: [ReportRecord], config: [(key: String, value: String)]?, metrics keys: ValidationKeys
 ) -> String {
   let loss = metricSeries(records, kind: "train", key: "loss")
   let learningRate = metricSeries(records, kind: "train", key: "lr")
   let throughput = metricSeries(records, kind: "train", key: "images_per_second")
-  let keys = ValidationKeys(records)
-  let top1 = metricSeries(records, kind: "eval", key: keys.primary)
-  let top5 = metricSeries(records, kind: "eval", key: keys.secondary)
   let validationLoss = metricSeries(records, kind: "eval", key: "val_loss")
   let hasTrain = records.contains { $0.kind == "train" }
   let hasEval = records.contains { $0.kind == "eval" }
@@ -229,10 +252,11 @@ func renderReport(
       includesZero: true, emptyMessage: noTrain),
     LinePlot(
       title: "Validation accuracy", yLabel: "accuracy",
-      series: [
-        PlotLine(name: keys.primaryName, color: "#d62728", points: top1),
-        PlotLine(name: keys.secondaryName, color: "#ff7f0e", points: top5),
-      ],
+      series: ([keys.primary] + keys.others).enumerated().map { i, metric in
+        PlotLine(
+          name: metric.name, color: accuracyColors[i % accuracyColors.count],
+          points: metricSeries(records, kind: "eval", key: metric.key))
+      },
       fixedRange: 0...1, percent: true, emptyMessage: "no evaluations"),
     LinePlot(
       title: "Throughput", yLabel: "images / s",
@@ -256,7 +280,7 @@ func renderReport(
 
     """
   html += "<h2>Summary</h2>\n"
-  html += renderSummary(records: records, config: config, hasTrain: hasTrain, hasEval: hasEval)
+  html += renderSummary(records: records, config: config, metrics: keys, hasTrain: hasTrain, hasEval: hasEval)
   html += "<h2>Curves</h2>\n<div class=\"plots\">\n"
   for plot in plots {
     html += "<figure>" + plot.svg(steps: 0...max(maximumStep, 1)) + "</figure>\n"
@@ -272,7 +296,8 @@ func renderReport(
 
 /// The summary table: steps, final loss, validation accuracy, time, throughput, record counts.
 func renderSummary(
-  records: [ReportRecord], config: [(key: String, value: String)]?, hasTrain: Bool, hasEval: Bool
+  records: [ReportRecord], config: [(key: String, value: String)]?, metrics keys: ValidationKeys, hasTrain: Bool,
+  hasEval: Bool
 ) -> String {
   let train = records.filter { $0.kind == "train" }.sorted { $0.step < $1.step }
   let evaluations = records.filter { $0.kind == "eval" }.sorted { $0.step < $1.step }
@@ -294,17 +319,18 @@ func renderSummary(
   if nonFinite > 0 {
     rows.append(("Non-finite losses", "\(nonFinite) (gaps in the loss curve)"))
   }
-  let keys = ValidationKeys(records)
-  let top1 = evaluations.compactMap { record -> (step: Int, value: Double)? in
-    guard let value = record.values[keys.primary] ?? nil else { return nil }
+  let primary = evaluations.compactMap { record -> (step: Int, value: Double)? in
+    guard let value = record.values[keys.primary.key] ?? nil else { return nil }
     return (record.step, value)
   }
-  if let best = top1.max(by: { $0.value < $1.value }), let last = top1.last {
-    rows.append(("Best validation \(keys.primaryName)", "\(formatPercent(best.value)) (step \(best.step))"))
+  if let best = primary.max(by: { $0.value < $1.value }), let last = primary.last {
+    rows.append(("Best validation \(keys.primary.name)", "\(formatPercent(best.value)) (step \(best.step))"))
     var lastText = "\(formatPercent(last.value)) (step \(last.step))"
     if let lastRecord = evaluations.last(where: { $0.step == last.step }) {
-      if let top5 = lastRecord.values[keys.secondary] ?? nil {
-        lastText += ", \(keys.secondaryName) \(formatPercent(top5))"
+      for metric in keys.others {
+        if let value = lastRecord.values[metric.key] ?? nil {
+          lastText += ", \(metric.name) \(formatPercent(value))"
+        }
       }
       if let loss = lastRecord.values["val_loss"] ?? nil {
         lastText += ", loss \(formatNumber(loss, digits: 4))"
@@ -313,9 +339,9 @@ func renderSummary(
         lastText += ", \(formatNumber(count)) images"
       }
     }
-    rows.append(("Last validation \(keys.primaryName)", lastText))
+    rows.append(("Last validation \(keys.primary.name)", lastText))
   } else {
-    rows.append(("Validation", hasEval ? "no finite \(keys.primaryName)" : "no evaluations"))
+    rows.append(("Validation", hasEval ? "no finite \(keys.primary.name)" : "no evaluations"))
   }
   if let seconds = train.compactMap({ $0.values["seconds"] ?? nil }).last {
     let exact = String(format: "%.1f s", seconds)

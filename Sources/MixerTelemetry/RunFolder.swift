@@ -2,7 +2,8 @@
 // checkpoint folder while it runs (the file says which host and process): a second run into
 // either stops at once naming the holder, and the lock goes with the process however it ends.
 // The records of a run folder (metrics.jsonl) carry a run id, so a new run does not append to
-// another run's curves unless it resumes that run.
+// another run's curves unless it resumes that run. config.json holds the run's settings and the
+// evaluation metrics its head reports (`RunSettings`), which the report draws.
 
 import Foundation
 
@@ -98,4 +99,46 @@ public struct RunRecords {
 public func newRunID() -> String {
   var generator = SystemRandomNumberGenerator()
   return String(format: "%08x", UInt32.random(in: 0...UInt32.max, using: &generator))
+}
+
+/// An evaluation metric as a run reports it: the key of its values in `eval` records of
+/// metrics.jsonl (a fraction, shown as a percentage) and the name a report gives it. The run's
+/// head names them (`TaskHead.reportedMetrics`).
+public struct ReportedMetric: Codable, Equatable, Sendable {
+  public var key: String
+  public var name: String
+  /// Where config.json holds a run's metrics.
+  public static let configKey = "evaluationMetrics"
+
+  public init(_ key: String, name: String) {
+    self.key = key
+    self.name = name
+  }
+}
+
+/// What config.json holds: the run's settings, and beside them (`evaluationMetrics`) the
+/// evaluation metrics its head reports, the first the one that ranks evaluations; the report
+/// draws those.
+public struct RunSettings<Config: Encodable>: Encodable {
+  public let config: Config
+  public let metrics: [ReportedMetric]
+
+  public init(config: Config, metrics: [ReportedMetric]) {
+    self.config = config
+    self.metrics = metrics
+  }
+
+  struct Key: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+  }
+
+  /// The settings' own keys, then `evaluationMetrics` in the same object.
+  public func encode(to encoder: Encoder) throws {
+    try config.encode(to: encoder)
+    var container = encoder.container(keyedBy: Key.self)
+    try container.encode(metrics, forKey: Key(stringValue: ReportedMetric.configKey))
+  }
 }

@@ -386,7 +386,8 @@ public func benchmarkFedSteps(
     comm: SingleProcessCommunicator(), localBatch: batch)
   let sampler = try ShardedSampler(datasetCount: dataset.count, globalBatch: batch, seed: 0)
   let loader = try BatchLoader(
-    dataset: dataset, sampler: sampler, startStep: 0, endStep: warmup + steps, workers: workers, depth: 3)
+    dataset: dataset, targets: model.task.training.batchTargets, sampler: sampler, startStep: 0,
+    endStep: warmup + steps, workers: workers, depth: 3)
   defer { loader.stop() }
   var waited = 0, waitSeconds = 0.0, start = 0.0
   for index in 0..<(warmup + steps) {

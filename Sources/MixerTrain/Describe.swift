@@ -7,13 +7,14 @@ import MixerModel
 public func describeModel(_ config: MixerConfig, name: String) -> String {
   let table = ParameterTable(config: config)
   var lines: [String] = []
+  let headNote = config.head.note.map { " — \($0)" } ?? ""
   lines.append(
     "\(name): \(config.imageHeight)x\(config.imageWidth) px, patch \(config.patch), S \(config.tokens), "
       + "C \(config.hidden), D_S \(config.tokensMLP), D_C \(config.channelsMLP), "
       + "\(config.blocks) blocks, \(config.classes) classes, GELU \(config.gelu.rawValue)"
       + (config.blockPattern == .uniform(.mixer) ? "" : " — blocks: " + config.blockKinds.map(\.rawValue).joined(separator: ", "))
       + (config.stem == .linear ? "" : " — \(config.stem.rawValue.uppercased()) stem")
-      + (config.task == .classification ? "" : " — \(config.task.rawValue) head"))
+      + headNote)
   let width = table.views.map(\.name.count).max() ?? 10
   for view in table.views {
     let shape = "[" + view.shape.map(String.init).joined(separator: ", ") + "]"

@@ -43,10 +43,7 @@ public struct EvaluationResult: Equatable {
   }
 
   /// The task's main metric, e.g. "val top-1 98.30%" or "val mIoU 64.79%".
-  public var headline: String {
-    if let meanIoU { return String(format: "val mIoU %.2f%%", meanIoU * 100) }
-    return String(format: "val top-1 %.2f%%", top1 * 100)
-  }
+  public var headline: String { task.training.headline(self) }
 }
 
 /// Evaluates `model` on all of `dataset`, this rank taking its range; every rank gets the totals.
@@ -192,22 +189,23 @@ public func evaluateCheckpoint(
   if validation.height != model.config.imageHeight || validation.width != model.config.imageWidth {
     throw TrainError("the data is \(validation.height)x\(validation.width) px, the checkpoint's model expects \(model.config.imageHeight)x\(model.config.imageWidth)")
   }
-  switch ClassMatch(model: loaded.config.classNames, data: validation.classNames) {
-  case .same: break
-  case .reordered(let permutation) where !(validation is any SegmentationDataset):
-    validation = RelabelledDataset(base: validation, permutation: permutation, classNames: loaded.config.classNames)
-  case .reordered, .different:
-    if !ignoreClassNames {
-      let detail: String
-      if case .different(let text) = ClassMatch(model: loaded.config.classNames, data: validation.classNames) {
-        detail = text
-      } else {
-        detail = "the same names in another order, which masks cannot be mapped by"
-      }
-      throw TrainError(
-        "the data's classes are not the checkpoint's (\(detail)): evaluate on data with the checkpoint's classes, "
-          + "or pass --ignore-class-names to evaluate by class index anyway")
+  let match = ClassMatch(model: loaded.config.classNames, data: validation.classNames)
+  // the data's task says whether its targets can be renumbered (labels can, masks cannot)
+  if case .reordered(let permutation) = match,
+    let relabelled = MixerTask.learning(from: validation).training.relabelled(
+      validation, permutation: permutation, classNames: loaded.config.classNames)
+  {
+    validation = relabelled
+  } else if match != .same, !ignoreClassNames {
+    let detail: String
+    if case .different(let text) = match {
+      detail = text
+    } else {
+      detail = "the same names in another order, which masks cannot be mapped by"
     }
+    throw TrainError(
+      "the data's classes are not the checkpoint's (\(detail)): evaluate on data with the checkpoint's classes, "
+        + "or pass --ignore-class-names to evaluate by class index anyway")
   }
   return (try evaluate(model: model, dataset: validation, comm: comm, batchSize: batchSize, inference: inference), loaded)
 }

@@ -245,7 +245,7 @@ func classCount(of config: TrainConfig) throws -> Int {
   var options = config.dataOptions
   options.trainExamples = 1
   options.validationExamples = 1
-  options.segmentationClasses = nil
+  options.declaredClasses = nil
   let size = (config.model.imageHeight, config.model.imageWidth)
   return try makeDataset(spec: config.data, split: .train, imageSize: size, seed: config.seed, options: options).numClasses
 }

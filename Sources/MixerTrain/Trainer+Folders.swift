@@ -132,7 +132,8 @@ extension Trainer {
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     let configURL = URL(fileURLWithPath: runFolder).appendingPathComponent("config.json")
     try FileSystemError.mapping(path: configURL.path, operation: "write") {
-      try encoder.encode(config).write(to: configURL)
+      let settings = RunSettings(config: config, metrics: config.model.task.training.reportedMetrics)
+      try encoder.encode(settings).write(to: configURL)
     }
     try log.open(runID: runID)
     return locks

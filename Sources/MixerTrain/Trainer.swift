@@ -31,29 +31,33 @@ public struct TrainSummary {
   public var interrupted: InterruptedRun?
 }
 
-/// Injected failures, for tests of the failure paths (and the hidden `--fail-at-step` family of
-/// flags): passed into a `Trainer`, never set on it afterwards. Not part of the public API: the
-/// CLI reaches it as `@_spi(FaultInjection)`, the library's tests through `@testable import`.
-@_spi(FaultInjection)
-public struct FaultPlan: Sendable {
+/// Injected failures, for tests of the failure paths: read from `MIXER_DIST_FAULTS`, which only
+/// tests set (directly, or through the hidden `--fail-at-step` family of `train` flags), and passed
+/// into a `Trainer`, never set on it afterwards. Internal: the library's tests pass one through
+/// `@testable import`.
+struct FaultPlan: Sendable {
+  /// The environment variable: space-separated `name=value` faults named as the `train` flags,
+  /// e.g. `fail-at-step=5 fail-rank=1`.
+  static let environmentVariable = "MIXER_DIST_FAULTS"
+
   /// rank `rank` throws at this step (or, with `stall`, sleeps there for an hour: a stuck disk, a
   /// hung peer, so the others' watchdog fires). It fires in a run that trained up to the step, not
   /// in one resumed at it: a job restarted from the checkpoint its failure left goes on.
-  public var failAtStep: Int?
-  public var rank: Int = 0
-  public var stall = false
+  var failAtStep: Int?
+  var rank: Int = 0
+  var stall = false
   /// SIGKILL this process in the middle of the checkpoint save at this step (in a background
   /// save: on its thread, once this rank's files are written)
-  public var killInSaveAtStep: Int?
+  var killInSaveAtStep: Int?
   /// a background save of this step fails on this rank after its write, as a full disk would
-  public var failInSaveAtStep: Int?
+  var failInSaveAtStep: Int?
   /// stop (as a preempted job would) after this many steps, without the final evaluation
-  public var stopAfterStep: Int?
+  var stopAfterStep: Int?
   /// this rank sleeps `slowSeconds` inside every step's compute (a straggler)
-  public var slowRank: Int?
-  public var slowSeconds = 0.0
+  var slowRank: Int?
+  var slowSeconds = 0.0
 
-  public init(
+  init(
     failAtStep: Int? = nil, rank: Int = 0, stall: Bool = false, killInSaveAtStep: Int? = nil,
     failInSaveAtStep: Int? = nil, stopAfterStep: Int? = nil, slowRank: Int? = nil, slowSeconds: Double = 0
   ) {
@@ -65,6 +69,32 @@ public struct FaultPlan: Sendable {
     self.stopAfterStep = stopAfterStep
     self.slowRank = slowRank
     self.slowSeconds = slowSeconds
+  }
+
+  /// The faults `environment` names in `MIXER_DIST_FAULTS` (none when it is unset):
+  /// `fail-at-step=N`, `fail-rank=R`, `stall-at-step=N` (a fail that sleeps), `kill-in-save-at-step=N`,
+  /// `fail-in-save-at-step=N`, `stop-after-step=N`, `slow-rank=R`, `slow-ms=M`.
+  init(environment: [String: String]) throws {
+    self.init()
+    guard let text = environment[Self.environmentVariable] else { return }
+    for item in text.split(separator: " ") {
+      let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+      guard parts.count == 2, let value = Double(parts[1]) else {
+        throw TrainError("\(Self.environmentVariable): '\(item)' is not name=number")
+      }
+      let integer = Int(exactly: value)
+      switch (parts[0], integer) {
+      case ("fail-at-step", let n?): failAtStep = n
+      case ("fail-rank", let n?): rank = n
+      case ("stall-at-step", let n?): (failAtStep, stall) = (n, true)
+      case ("kill-in-save-at-step", let n?): killInSaveAtStep = n
+      case ("fail-in-save-at-step", let n?): failInSaveAtStep = n
+      case ("stop-after-step", let n?): stopAfterStep = n
+      case ("slow-rank", let n?): slowRank = n
+      case ("slow-ms", _): slowSeconds = value / 1000
+      default: throw TrainError("\(Self.environmentVariable): '\(item)' is not a known fault with an integer value")
+      }
+    }
   }
 }
 
@@ -107,21 +137,21 @@ public final class Trainer {
   /// the run's training time so far, over all its segments
   var trainingSeconds: Double { secondsBefore + monotonicSeconds() - segmentStart }
 
-  /// Builds the model (rank 0's initialisation broadcast to all), optimizer, data and logging.
   public let logger: Logger
 
+  /// Builds the model (rank 0's initialisation broadcast to all), optimizer, data and logging;
+  /// failures injected by tests come from `MIXER_DIST_FAULTS` (`FaultPlan`).
   public convenience init(
     config: TrainConfig, comm: Communicator, timeout: Double? = nil, resume: String? = nil,
     logLevel: Logger.Level = .info, overwrite: Bool = false
   ) throws {
     try self.init(
-      config: config, comm: comm, timeout: timeout, resume: resume, logLevel: logLevel, faults: FaultPlan(),
-      overwrite: overwrite)
+      config: config, comm: comm, timeout: timeout, resume: resume, logLevel: logLevel,
+      faults: try FaultPlan(environment: ProcessInfo.processInfo.environment), overwrite: overwrite)
   }
 
   /// The same, with injected failures (tests).
-  @_spi(FaultInjection)
-  public init(
+  init(
     config: TrainConfig, comm: Communicator, timeout: Double? = nil, resume: String? = nil,
     logLevel: Logger.Level = .info, faults: FaultPlan, overwrite: Bool = false
   ) throws {
@@ -259,8 +289,8 @@ public final class Trainer {
     Interruption.install()
     if resumedFrom != nil { best = readBest() }
     let loader = try BatchLoader(
-      dataset: trainSet, sampler: sampler, startStep: startStep, endStep: cfg.steps,
-      workers: cfg.loaderWorkers, depth: 3,
+      dataset: trainSet, targets: cfg.model.task.training.batchTargets, sampler: sampler, startStep: startStep,
+      endStep: cfg.steps, workers: cfg.loaderWorkers, depth: 3,
       mixup: cfg.mixup > 0 ? Mixup(alpha: Double(cfg.mixup), seed: cfg.seed) : nil)
     defer { loader.stop() }
     let start = monotonicSeconds()
@@ -534,7 +564,7 @@ func makeDatasets(_ config: TrainConfig) throws -> (any Dataset, any Dataset) {
   var options = config.dataOptions
   options.trainExamples = config.trainExamples
   options.validationExamples = config.validationExamples
-  options.segmentationClasses = config.model.classes
+  options.declaredClasses = config.model.classes
   let size = (config.model.imageHeight, config.model.imageWidth)
   return (
     try makeDataset(spec: config.data, split: .train, imageSize: size, seed: config.seed, options: options),

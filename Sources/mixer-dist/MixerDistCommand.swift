@@ -22,11 +22,12 @@ let mixerDistVersion = "0.1.0"
 /// `--precision fp32|bf16|int8` (train, bench).
 extension Precision: ExpressibleByArgument {}
 extension SaveMode: ExpressibleByArgument {}
-/// `--gelu tanh|erf`, `--stem linear|cnn`, `--optimizer adamw|sgd`: parsed by their raw values,
-/// the spelling config.json and the manifests keep.
+/// `--gelu tanh|erf`, `--stem linear|cnn`, `--optimizer adamw|sgd`, `--task classification|segmentation`:
+/// parsed by their raw values, the spelling config.json and the manifests keep.
 extension GELUKind: ExpressibleByArgument {}
 extension StemKind: ExpressibleByArgument {}
 extension OptimizerKind: ExpressibleByArgument {}
+extension MixerTask: ExpressibleByArgument {}
 
 /// Runs `body`; any error becomes one line on stderr and exit code 1.
 func runReportingErrors(_ body: () throws -> Void) throws {
@@ -57,7 +58,7 @@ struct ModelOptions: ParsableArguments {
   @Option(help: "Block kinds: mixer (the paper's), attention, conv, mixer+attention; one kind, a list per block, alternate:K1,K2 or every:K:KIND.") var blockPattern: String?
   @Option(help: "Attention heads of attention blocks (default C/64).") var heads: Int?
   @Option(help: "Kernel size of conv blocks (odd; default 3).") var convKernel: Int?
-  @Option(help: "Task: classification (a class per image, the paper's head) or segmentation (a class per pixel: each token projected to its PxPxK patch of logits).") var task: String?
+  @Option(help: "Task: classification (a class per image, the paper's head) or segmentation (a class per pixel: each token projected to its PxPxK patch of logits).") var task: MixerTask?
   @Option(help: "Stem: linear (the paper's patch projection) or cnn (stride-2 3x3 convolutions up to C channels; total stride = --patch).") var stem: StemKind?
 
   /// The model these flags describe.

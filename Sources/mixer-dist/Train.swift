@@ -11,7 +11,7 @@ import MixerData
 import MixerDistributed
 import MixerKernels
 import MixerModel
-@_spi(FaultInjection) import MixerTrain
+import MixerTrain
 
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(
@@ -172,10 +172,17 @@ struct Train: ParsableCommand {
     get throws { try warmup.map(WarmupLength.init(parsing:)) }
   }
 
-  var faults: FaultPlan {
-    FaultPlan(
-      failAtStep: stallAtStep ?? failAtStep, rank: failRank, stall: stallAtStep != nil,
-      killInSaveAtStep: killInSaveAtStep, failInSaveAtStep: failInSaveAtStep, slowRank: slowRank, slowSeconds: slowMs / 1000)
+  /// The hidden fault flags as the trainer reads them, `MIXER_DIST_FAULTS` (MixerTrain's
+  /// `FaultPlan`); nil when none is given.
+  var faults: String? {
+    let given: [(String, String?)] = [
+      ("fail-at-step", failAtStep.map { "\($0)" }), ("fail-rank", failRank != 0 ? "\(failRank)" : nil),
+      ("stall-at-step", stallAtStep.map { "\($0)" }), ("kill-in-save-at-step", killInSaveAtStep.map { "\($0)" }),
+      ("fail-in-save-at-step", failInSaveAtStep.map { "\($0)" }), ("slow-rank", slowRank.map { "\($0)" }),
+      ("slow-ms", slowMs != 0 ? "\(slowMs)" : nil),
+    ]
+    let items = given.compactMap { name, value in value.map { "\(name)=\($0)" } }
+    return items.isEmpty ? nil : items.joined(separator: " ")
   }
 
   func run() throws {
@@ -210,6 +217,7 @@ struct Train: ParsableCommand {
         if let rank, rank != "0" { throw ExitCode(ExitStatus.refused) }
         throw Refusal.wrapping(error)
       }
+      if let faults { setenv("MIXER_DIST_FAULTS", faults, 1) }  // the launch tests' hidden flags
       if trace != nil { Timeline.current = Timeline() }
       let interrupted = try Job.run { comm -> Bool in
         Interruption.install()  // again after MPI's start-up, in case it set handlers of its own
@@ -217,8 +225,7 @@ struct Train: ParsableCommand {
         let trainer: Trainer
         do {
           trainer = try Trainer(
-            config: config, comm: comm, timeout: timeout, resume: resume, logLevel: level, faults: faults,
-            overwrite: overwrite)
+            config: config, comm: comm, timeout: timeout, resume: resume, logLevel: level, overwrite: overwrite)
         } catch {
           throw Refusal.wrapping(error)
         }

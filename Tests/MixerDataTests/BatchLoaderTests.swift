@@ -59,7 +59,7 @@ final class BatchLoaderTests: XCTestCase {
     // Steps 3..<23 cross an epoch boundary (12 batches per epoch).
     let expected = try (3..<23).map { try Batch(dataset: dataset, indices: sampler.indices(step: $0), step: $0) }
     for workers in [1, 3] {
-      let loader = try BatchLoader(dataset: dataset, sampler: sampler, startStep: 3, workers: workers, depth: 2)
+      let loader = try BatchLoader(dataset: dataset, targets: .labels, sampler: sampler, startStep: 3, workers: workers, depth: 2)
       for (offset, want) in expected.enumerated() {
         XCTAssertEqual(loader.nextStep, 3 + offset)
         let (batch, _) = try loader.next()
@@ -75,7 +75,7 @@ final class BatchLoaderTests: XCTestCase {
 
   func testLoaderStopsAtEndStep() throws {
     let sampler = try ShardedSampler(datasetCount: 200, globalBatch: 8, seed: 4)
-    let loader = try BatchLoader(dataset: dataset, sampler: sampler, startStep: 5, endStep: 7, workers: 2)
+    let loader = try BatchLoader(dataset: dataset, targets: .labels, sampler: sampler, startStep: 5, endStep: 7, workers: 2)
     XCTAssertEqual(try loader.next().batch.step, 5)
     XCTAssertEqual(try loader.next().batch.step, 6)
     XCTAssertThrowsError(try loader.next()) { XCTAssertEqual($0 as? DataError, .endOfData(step: 7)) }
@@ -87,7 +87,7 @@ final class BatchLoaderTests: XCTestCase {
     let badStep = 4
     let badIndex = sampler.indices(step: badStep)[5]
     let failing = FailingDataset(badIndex: badIndex)
-    let loader = try BatchLoader(dataset: failing, sampler: sampler, workers: 3, depth: 3)
+    let loader = try BatchLoader(dataset: failing, targets: .labels, sampler: sampler, workers: 3, depth: 3)
     for step in 0..<badStep {
       XCTAssertEqual(try loader.next().batch.step, step)
     }
@@ -103,7 +103,7 @@ final class BatchLoaderTests: XCTestCase {
 
   func testStopReturnsWhileWorkersWaitOnAFullQueue() throws {
     let sampler = try ShardedSampler(datasetCount: 200, globalBatch: 8, seed: 4)
-    let loader = try BatchLoader(dataset: dataset, sampler: sampler, workers: 3, depth: 2)
+    let loader = try BatchLoader(dataset: dataset, targets: .labels, sampler: sampler, workers: 3, depth: 2)
     _ = try loader.next()
     Thread.sleep(forTimeInterval: 0.05)  // the queue fills and every worker waits
     let start = Date()
@@ -116,7 +116,7 @@ final class BatchLoaderTests: XCTestCase {
   func testStopWakesAConsumerWaitingInNext() throws {
     let sampler = try ShardedSampler(datasetCount: 200, globalBatch: 8, seed: 4)
     let slow = FailingDataset(badIndex: -1, delay: 0.02)  // 0.16 s per batch
-    let loader = try BatchLoader(dataset: slow, sampler: sampler, workers: 1, depth: 2)
+    let loader = try BatchLoader(dataset: slow, targets: .labels, sampler: sampler, workers: 1, depth: 2)
     let (first, waited) = try loader.next()
     XCTAssertEqual(first.step, 0)
     XCTAssertTrue(waited, "the first batch of a slow dataset cannot be ready at once")
@@ -140,8 +140,8 @@ final class BatchLoaderTests: XCTestCase {
 
   func testInvalidLoaderSettingsThrow() throws {
     let sampler = try ShardedSampler(datasetCount: 200, globalBatch: 8, seed: 4)
-    XCTAssertThrowsError(try BatchLoader(dataset: dataset, sampler: sampler, workers: 0))
-    XCTAssertThrowsError(try BatchLoader(dataset: dataset, sampler: sampler, depth: 0))
-    XCTAssertThrowsError(try BatchLoader(dataset: dataset, sampler: sampler, startStep: 5, endStep: 4))
+    XCTAssertThrowsError(try BatchLoader(dataset: dataset, targets: .labels, sampler: sampler, workers: 0))
+    XCTAssertThrowsError(try BatchLoader(dataset: dataset, targets: .labels, sampler: sampler, depth: 0))
+    XCTAssertThrowsError(try BatchLoader(dataset: dataset, targets: .labels, sampler: sampler, startStep: 5, endStep: 4))
   }
 }

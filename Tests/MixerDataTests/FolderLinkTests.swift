@@ -150,7 +150,7 @@ final class FolderLinkTests: XCTestCase {
     try link(root, "images/a/loop", to: "..")
     try link(root, "masks/a/loop", to: "../..")
     var options = DataOptions()
-    options.segmentationClasses = 2
+    options.declaredClasses = 2
     options.valFraction = 0.01
     let data = try SegmentationFolder(
       root: root.path, split: .train, imageHeight: side, imageWidth: side, seed: 0, options: options)

@@ -42,7 +42,7 @@ final class MixupTests: XCTestCase {
           var batch = Batch()
           let mixed = try XCTUnwrap(
             try fillTrainingBatch(
-              &batch, dataset: dataset, sampler: sampler, step: step, mixup: mixup))
+              &batch, dataset: dataset, targets: .labels, sampler: sampler, step: step, mixup: mixup))
           XCTAssertEqual(batch.indices, sampler.indices(step: step))
           pixels += batch.pixels
           labels += batch.labels
@@ -79,7 +79,7 @@ final class MixupTests: XCTestCase {
       var batch = Batch()
       let mixed = try XCTUnwrap(
         try fillTrainingBatch(
-          &batch, dataset: dataset, globalIndices: globalIndices, rank: rank, worldSize: 4,
+          &batch, dataset: dataset, targets: .labels, globalIndices: globalIndices, rank: rank, worldSize: 4,
           epoch: epoch,
           step: step, mixup: mixup))
       XCTAssertEqual(mixed.weight, a)
@@ -98,7 +98,7 @@ final class MixupTests: XCTestCase {
     var plain = Batch()
     XCTAssertNil(
       try fillTrainingBatch(
-        &plain, dataset: dataset, globalIndices: globalIndices, rank: 1, worldSize: 2, epoch: epoch,
+        &plain, dataset: dataset, targets: .labels, globalIndices: globalIndices, rank: 1, worldSize: 2, epoch: epoch,
         step: step))
     XCTAssertEqual(plain.pixels, unmixed[4..<8].flatMap { $0.1 })
   }

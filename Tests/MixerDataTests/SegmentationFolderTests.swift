@@ -165,7 +165,7 @@ private func loadPair(_ data: SegmentationFolder, _ index: Int, epoch: Int = 0) 
 
 private func segmentationOptions(classes: Int? = 4) -> DataOptions {
   var options = DataOptions()
-  options.segmentationClasses = classes
+  options.declaredClasses = classes
   return options
 }
 

@@ -78,7 +78,7 @@ final class SyntheticSegmentationTests: XCTestCase {
       for rank in 0..<worldSize {
         let sampler = try ShardedSampler(datasetCount: dataset.count, globalBatch: 8, worldSize: worldSize, rank: rank, seed: 3)
         var batch = Batch()
-        XCTAssertNil(try fillTrainingBatch(&batch, dataset: dataset, sampler: sampler, step: 9))
+        XCTAssertNil(try fillTrainingBatch(&batch, dataset: dataset, targets: .masks, sampler: sampler, step: 9))
         XCTAssertEqual(batch.masks.count, batch.size * side * side)
         pixels += batch.pixels
         masks += batch.masks
@@ -93,7 +93,7 @@ final class SyntheticSegmentationTests: XCTestCase {
     let sampler = try ShardedSampler(datasetCount: dataset.count, globalBatch: 8, worldSize: 1, rank: 0, seed: 3)
     var batch = Batch()
     XCTAssertThrowsError(
-      try fillTrainingBatch(&batch, dataset: dataset, sampler: sampler, step: 0, mixup: Mixup(alpha: 0.5, seed: 0))
+      try fillTrainingBatch(&batch, dataset: dataset, targets: .masks, sampler: sampler, step: 0, mixup: Mixup(alpha: 0.5, seed: 0))
     ) { error in
       XCTAssertTrue("\(error)".contains("mixup does not apply to segmentation"), "\(error)")
     }

@@ -334,7 +334,10 @@ final class ResilientRestartTests: XCTestCase {
   func testFaultFlagsAreHidden() throws {
     let help = try mixerDist(["train", "--help"])
     XCTAssertEqual(help.status, 0)
-    for flag in ["--fail-at-step", "--fail-rank", "--stall-at-step"] {
+    for flag in [
+      "--fail-at-step", "--fail-rank", "--stall-at-step", "--kill-in-save-at-step", "--fail-in-save-at-step", "--slow-rank",
+      "--slow-ms",
+    ] {
       XCTAssertFalse(help.stdout.contains(flag), "\(flag) is in train --help")
     }
     XCTAssertTrue(help.stdout.contains("--save-every-minutes"), help.stdout)

@@ -57,6 +57,26 @@ final class ReportTests: XCTestCase {
     XCTAssertTrue(html.contains(">mIoU<") || html.contains("mIoU</text>"), "plot legend")
   }
 
+  /// A run that recorded its head's metrics in config.json: the report names them as recorded,
+  /// whatever the keys, and leaves them out of the configuration table.
+  func testRecordedMetricsAreDrawnByTheirNames() throws {
+    let run = try makeRun(
+      metrics: """
+        {"kind":"train","step":50,"loss":0.9,"lr":0.001,"images_per_second":400,"seconds":10}
+        {"kind":"eval","step":50,"val_a":0.31,"val_b":0.87,"val_loss":0.5,"val_count":100}
+        {"kind":"eval","step":100,"val_a":0.42,"val_b":0.9,"val_loss":0.3,"val_count":100}
+        """,
+      config: """
+        {"steps" : 100, "evaluationMetrics" : [{"key" : "val_a", "name" : "alpha"}, {"key" : "val_b", "name" : "beta"}]}
+        """)
+    let html = try String(contentsOfFile: try writeReport(runDirectory: run.path), encoding: .utf8)
+    XCTAssertTrue(html.contains("Best validation alpha"), html)
+    XCTAssertTrue(html.contains("42.00% (step 100), beta 90.00%"), html)
+    XCTAssertTrue(html.contains(">beta<") || html.contains("beta</text>"), "plot legend")
+    XCTAssertFalse(html.contains("top-1"), html)
+    XCTAssertFalse(html.contains("evaluationMetrics"), "not a setting: " + html)
+  }
+
   func testReportHasPlotsSummaryAndConfig() throws {
     let run = try makeRun(metrics: Self.fullMetrics)
     let path = try writeReport(runDirectory: run.path)

@@ -7,7 +7,7 @@ import XCTest
 import MixerCheckpoint
 import MixerDistributed
 import MixerModel
-@_spi(FaultInjection) @testable import MixerTrain
+@testable import MixerTrain
 
 final class CheckpointTests: XCTestCase {
   func config(_ dir: URL, steps: Int) -> TrainConfig {

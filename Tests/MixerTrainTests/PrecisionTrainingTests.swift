@@ -12,7 +12,7 @@ import MixerCheckpoint
 import MixerDistributed
 import MixerKernels
 import MixerModel
-@_spi(FaultInjection) @testable import MixerTrain
+@testable import MixerTrain
 
 final class PrecisionTrainingTests: XCTestCase {
   func config(_ dir: URL, steps: Int = 8, precision: Precision = .bf16) -> TrainConfig {

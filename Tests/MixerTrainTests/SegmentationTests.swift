@@ -9,7 +9,7 @@ import XCTest
 import MixerData
 import MixerDistributed
 import MixerModel
-@_spi(FaultInjection) @testable import MixerTrain
+@testable import MixerTrain
 
 final class SegmentationTests: XCTestCase {
   /// A small segmentation model on the embedded scenes (6 classes, 32 px, patch 8).

@@ -70,6 +70,30 @@ final class TrainerTests: XCTestCase {
     XCTAssertEqual(saved, Data(trainer.model.parameters.bytes))
     let config = try JSONDecoder().decode(TrainConfig.self, from: Data(contentsOf: dir.appendingPathComponent("config.json")))
     XCTAssertEqual(config, trainer.config)
+    // beside the settings, the metrics the head reports, which the run report draws by name
+    let object = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("config.json"))) as! [String: Any]
+    let metrics = try XCTUnwrap(object["evaluationMetrics"] as? [[String: String]])
+    XCTAssertEqual(metrics, [["key": "val_top1", "name": "top-1"], ["key": "val_top5", "name": "top-5"]])
+  }
+
+  /// The hidden fault flags reach the trainer as MIXER_DIST_FAULTS, named as the flags.
+  func testFaultPlanFromTheEnvironment() throws {
+    let none = try FaultPlan(environment: [:])
+    XCTAssertNil(none.failAtStep)
+    XCTAssertFalse(none.stall)
+    let plan = try FaultPlan(environment: [
+      "MIXER_DIST_FAULTS": "fail-at-step=3 fail-rank=1 stall-at-step=5 kill-in-save-at-step=7 fail-in-save-at-step=8 slow-rank=1 slow-ms=250",
+    ])
+    XCTAssertEqual(plan.failAtStep, 5, "a stall wins over a fail, as the flags did")
+    XCTAssertTrue(plan.stall)
+    XCTAssertEqual(plan.rank, 1)
+    XCTAssertEqual(plan.killInSaveAtStep, 7)
+    XCTAssertEqual(plan.failInSaveAtStep, 8)
+    XCTAssertEqual(plan.slowRank, 1)
+    XCTAssertEqual(plan.slowSeconds, 0.25)
+    for bad in ["fail-at-step", "fail-at-step=x", "explode=1", "fail-at-step=1.5"] {
+      XCTAssertThrowsError(try FaultPlan(environment: ["MIXER_DIST_FAULTS": bad]), bad)
+    }
   }
 
   func testLossGoesDown() throws {

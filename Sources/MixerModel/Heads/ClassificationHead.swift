@@ -8,6 +8,7 @@ public struct ClassificationHead: Head {
   public init() {}
   public var task: MixerTask { .classification }
   public var scope: String { OfficialName.head }
+  public var note: String? { nil }
 
   public func outputsPerToken(_ config: MixerConfig) -> Int { config.classes }
   public func parameterCount(_ config: MixerConfig) -> Int { config.hidden * config.classes + config.classes }

@@ -13,6 +13,8 @@ public protocol Head: Sendable {
   var task: MixerTask { get }
   /// Parameter-name scope of the head's tensors (`head`, `segmentation_head`).
   var scope: String { get }
+  /// What `describe` says of the head after the model's shape; nil for the paper's head.
+  var note: String? { get }
   /// Outputs per token of the head's Dense (K, or P·P·K).
   func outputsPerToken(_ config: MixerConfig) -> Int
   /// Parameters of the head.

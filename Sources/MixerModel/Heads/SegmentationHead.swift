@@ -9,6 +9,7 @@ public struct SegmentationHead: Head {
   public init() {}
   public var task: MixerTask { .segmentation }
   public var scope: String { "segmentation_head" }
+  public var note: String? { "segmentation head" }
 
   public func outputsPerToken(_ config: MixerConfig) -> Int { config.patch * config.patch * config.classes }
   public func parameterCount(_ config: MixerConfig) -> Int {

@@ -5,6 +5,7 @@ import Foundation
 import MixerData
 import MixerKernels
 import MixerModel
+import MixerTelemetry
 
 /// One class per image.
 public struct ClassificationTask: TaskHead {
@@ -14,7 +15,11 @@ public struct ClassificationTask: TaskHead {
   public var defaultGlobalBatch: Int { 128 }
   public var defaultData: String { "shapes" }
   public var metricNames: [String] { ["val_top1", "val_top5", "val_loss"] }
+  public var reportedMetrics: [ReportedMetric] {
+    [ReportedMetric("val_top1", name: "top-1"), ReportedMetric("val_top5", name: "top-5")]
+  }
 
+  public var batchTargets: BatchTargets { .labels }
   public func accepts(_ dataset: any Dataset) -> Bool { !(dataset is any SegmentationDataset) }
   public func dataRequirement(spec: String) -> String {
     "--data \(spec) holds segmentation masks: pass --task segmentation"
@@ -43,6 +48,10 @@ public struct ClassificationTask: TaskHead {
   public func syntheticBatch(_ config: MixerConfig, size: Int) -> Batch {
     let labels = (0..<size).map { Int32($0 % config.classes) }
     return Batch(indices: Array(0..<size), pixels: syntheticImages(config, size: size), labels: labels)
+  }
+
+  public func relabelled(_ dataset: any Dataset, permutation: [Int], classNames: [String]) -> (any Dataset)? {
+    RelabelledDataset(base: dataset, permutation: permutation, classNames: classNames)
   }
 
   public func fillEvaluationBatch(_ batch: inout Batch, dataset: any Dataset, indices: [Int]) throws {
@@ -78,6 +87,8 @@ public struct ClassificationTask: TaskHead {
     }
     return result
   }
+
+  public func headline(_ result: EvaluationResult) -> String { String(format: "val top-1 %.2f%%", result.top1 * 100) }
 
   public func evaluationRecord(_ result: EvaluationResult, classNames: [String]) -> (values: [(String, Double)], lines: [String]) {
     var values: [(String, Double)] = [

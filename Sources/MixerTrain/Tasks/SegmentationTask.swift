@@ -5,6 +5,7 @@
 import Foundation
 import MixerData
 import MixerModel
+import MixerTelemetry
 
 /// One class per pixel.
 public struct SegmentationTask: TaskHead {
@@ -17,7 +18,11 @@ public struct SegmentationTask: TaskHead {
   public var defaultGlobalBatch: Int { 32 }
   public var defaultData: String { "segshapes" }
   public var metricNames: [String] { ["val_miou", "val_pixel_accuracy", "val_loss"] }
+  public var reportedMetrics: [ReportedMetric] {
+    [ReportedMetric("val_miou", name: "mIoU"), ReportedMetric("val_pixel_accuracy", name: "pixel accuracy")]
+  }
 
+  public var batchTargets: BatchTargets { .masks }
   public func accepts(_ dataset: any Dataset) -> Bool { dataset is any SegmentationDataset }
   public func dataRequirement(spec: String) -> String {
     "--task segmentation needs data with a class per pixel: --data segshapes (embedded) or segfolder:PATH, not \(spec)"
@@ -48,8 +53,11 @@ public struct SegmentationTask: TaskHead {
     return batch
   }
 
+  /// nil: a mask's pixels are class indices of the data's own order (masks cannot be mapped)
+  public func relabelled(_ dataset: any Dataset, permutation: [Int], classNames: [String]) -> (any Dataset)? { nil }
+
   public func fillEvaluationBatch(_ batch: inout Batch, dataset: any Dataset, indices: [Int]) throws {
-    guard let dataset = dataset as? any SegmentationDataset else {
+    guard accepts(dataset) else {
       throw TrainError("a segmentation model needs data with masks (segshapes, segfolder:PATH)")
     }
     try batch.fill(segmentation: dataset, indices: indices, epoch: 0)
@@ -86,6 +94,10 @@ public struct SegmentationTask: TaskHead {
     result.classIoU = iou.perClass
     result.pixels = Int(totals[4])
     return result
+  }
+
+  public func headline(_ result: EvaluationResult) -> String {
+    String(format: "val mIoU %.2f%%", (result.meanIoU ?? .nan) * 100)
   }
 
   public func evaluationRecord(_ result: EvaluationResult, classNames: [String]) -> (values: [(String, Double)], lines: [String]) {

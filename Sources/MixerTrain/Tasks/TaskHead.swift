@@ -7,6 +7,7 @@
 import Foundation
 import MixerData
 import MixerModel
+import MixerTelemetry
 
 /// The training, evaluation and prediction side of a task.
 public protocol TaskHead: Sendable {
@@ -20,7 +21,12 @@ public protocol TaskHead: Sendable {
 
   /// The evaluation metrics --keep-best may name (metrics.jsonl keys).
   var metricNames: [String] { get }
+  /// The evaluation accuracies a run report draws, with their names, the first ranking the
+  /// evaluations (recorded in config.json).
+  var reportedMetrics: [ReportedMetric] { get }
 
+  /// The targets a training batch of this task carries (the loader fills them).
+  var batchTargets: BatchTargets { get }
   /// True when `dataset` holds the targets this task learns from.
   func accepts(_ dataset: any Dataset) -> Bool
   /// A one-line explanation of what data the task needs, for an error naming `spec`.
@@ -34,6 +40,10 @@ public protocol TaskHead: Sendable {
   /// Synthetic inputs and targets of `size` images for benchmarks (deterministic).
   func syntheticBatch(_ config: MixerConfig, size: Int) -> Batch
 
+  /// `dataset` (this task's data) with its classes renumbered, `label → permutation[label]` and
+  /// named `classNames` (a checkpoint's classes in another order), or nil when its targets cannot
+  /// be renumbered.
+  func relabelled(_ dataset: any Dataset, permutation: [Int], classNames: [String]) -> (any Dataset)?
   /// Refills `batch` with samples `indices` of `dataset` for evaluation.
   func fillEvaluationBatch(_ batch: inout Batch, dataset: any Dataset, indices: [Int]) throws
   /// Length of the evaluation totals vector.
@@ -45,6 +55,8 @@ public protocol TaskHead: Sendable {
   /// metrics.jsonl values and console lines of one evaluation: the first line is the summary
   /// ("top-1 …  top-5 …  loss …"), the caller adds where and on how many images.
   func evaluationRecord(_ result: EvaluationResult, classNames: [String]) -> (values: [(String, Double)], lines: [String])
+  /// The main metric in a few words ("val top-1 98.30%").
+  func headline(_ result: EvaluationResult) -> String
   /// The evaluation as one JSON object (`eval --json`).
   func evaluationJSON(_ result: EvaluationResult, step: Int) -> any Encodable
 
