@@ -237,7 +237,7 @@ public func benchmarkTraining(
       let sgemm = max(
         measureSgemm(m: sb, n: config.channelsMLP, k: config.hidden, repeats: 2),
         measureSgemm(m: 2048, n: 2048, k: 2048, repeats: 1))
-      let bf16 = precision == .bf16
+      let bf16 = precision.format.operandRounding == .bfloat16
         ? max(
           measureBF16Matmul(m: sb, n: config.channelsMLP, k: config.hidden, repeats: 2),
           measureBF16Matmul(m: 2048, n: 2048, k: 2048, repeats: 1)) : nil
@@ -252,7 +252,7 @@ public func benchmarkTraining(
   let perStep = (forward + backward + update) / Double(steps)
   let flops = config.trainingFLOPsPerImage * Double(batch) / perStep / 1e9
   let peak = median(sgemmRates)
-  let bf16Peak = precision == .bf16 ? median(bf16Rates) : nil
+  let bf16Peak = bf16Rates.isEmpty ? nil : median(bf16Rates)
   var result = BenchResult(
     preset: preset, batch: batch, ranks: comm.size, threads: BLAS.threads, blasCore: BLAS.coreName, steps: steps,
     secondsPerStep: perStep, forwardSeconds: forward / Double(steps),
@@ -263,7 +263,7 @@ public func benchmarkTraining(
   result.mfuRange = [ratios.min() ?? 0, ratios.max() ?? 0]
   result.ceilingShape = [sb, config.channelsMLP, config.hidden]
   result.ceilingRuns = measureProductSpread(
-    m: sb, n: config.channelsMLP, k: config.hidden, runs: ceilingRuns, bf16: precision == .bf16)
+    m: sb, n: config.channelsMLP, k: config.hidden, runs: ceilingRuns, bf16: precision.format.operandRounding == .bfloat16)
   result.bucketFloats = train.gradientBucketFloats(worldSize: comm.size)
   result.buckets = step.bucketer.buckets.count
   result.zeroStage = train.zeroStage
@@ -318,7 +318,7 @@ public func benchmarkInference(
     let model = try MixerModel(config: config, seed: 0)
     let wanted = precision ?? .fp32
     var ranges: [String: ActivationQuantization] = [:]
-    if wanted == .int8 {
+    if wanted.format.operandRounding == .affineU8 {  // a calibrated input range per layer
       let count = 4
       var rng = CounterRNG(seed: 5)
       let images = (0..<(count * config.imageHeight * config.imageWidth * 3)).map { _ in rng.uniform() * 2 - 1 }

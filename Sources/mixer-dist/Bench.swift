@@ -92,7 +92,7 @@ struct Bench: ParsableCommand {
         + (r.mfuRange.count == 2 ? String(format: "  (steps %.3f-%.3f, each over the rate measured after it)", r.mfuRange[0], r.mfuRange[1]) : ""))
       if let spread = r.ceilingSpread, r.ceilingShape.count == 3 {
         print(String(format: "ceiling spread %d back-to-back runs of %@ %dx%dx%d: median %.2f, slowest %.2f of the fastest",
-                     r.ceilingRuns.count, r.precision == .bf16 ? "bf16 matmul" : "sgemm",
+                     r.ceilingRuns.count, r.bf16Gflops != nil ? "bf16 matmul" : "sgemm",
                      r.ceilingShape[0], r.ceilingShape[1], r.ceilingShape[2], spread.median, spread.slowest))
       }
       if r.ranks > 1 {
