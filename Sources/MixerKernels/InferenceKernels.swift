@@ -15,7 +15,6 @@
 //         the previous product) and ask for its output as the next layer's u8 input, GELU applied
 //         (`runQuantized`), so an MLP's hidden activation never exists in fp32.
 
-
 /// The affine u8 quantization of one layer's input: q = clamp(round(x / scale) + zeroPoint, 0, 255).
 public struct ActivationQuantization: Codable, Equatable, Sendable {
   public var scale: Float
