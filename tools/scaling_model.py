@@ -208,6 +208,21 @@ def b16_table(model, per_image_seconds, label, alpha, buckets=None):
     return "\n".join(lines), curves
 
 
+def cost_table(curves, images, recipe, label):
+    """Markdown: wall-clock hours and node-hours of `images` training images on each node count,
+    at the images/s `b16_table` predicted (`curves`: link Gbit/s -> [(nodes, images/s)])."""
+    lines = [f"Cost of {recipe} ({images:,.0f} training images), Mixer-B/16, {label}: hours of wall clock "
+             "(node-hours)", "", "| nodes | 10 Gbit/s | 25 Gbit/s | 100 Gbit/s |", "|---:|---:|---:|---:|"]
+    by_nodes = {}
+    for gbit in (10, 25, 100):
+        for nodes, rate in curves[gbit]:
+            hours = images / rate / 3600
+            by_nodes.setdefault(nodes, []).append(f"{hours:,.1f} ({hours * nodes:,.0f})")
+    for nodes, cells in by_nodes.items():
+        lines.append(f"| {nodes} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def svg(points, curves, label):
     """Two panels: measured vs predicted images/s per rank; B/16 images/s against nodes."""
     w, h, pad = 420, 320, 50
@@ -264,6 +279,10 @@ def main():
                         help="assumed B/16 training images/s of one node for the second table (default 1000)")
     parser.add_argument("--b16-alpha", type=float,
                         help="per-message latency (s) for the B/16 tables (default: the fitted alpha_2, at least 10 us)")
+    parser.add_argument("--recipe-images", type=float,
+                        help="training images of a recipe (e.g. 300 epochs x 1,268,355 = 380.5e6 for big_vision's "
+                             "Mixer-B/16 ImageNet-1k config): also print its cost, hours and node-hours, per node count")
+    parser.add_argument("--recipe-label", default="the recipe", help="the recipe's name in the cost table")
     parser.add_argument("--svg", help="write the plot here")
     parser.add_argument("--json", action="store_true", help="print the fitted parameters and predictions as JSON only")
     args = parser.parse_args()
@@ -309,10 +328,15 @@ def main():
     tables.append((1 / args.b16_images_per_second, f"a node at {args.b16_images_per_second:,.0f} images/s (assumed)"))
     curves = None
     alpha = args.b16_alpha if args.b16_alpha is not None else max(model["alpha"], 10e-6)
+    curves_by_label = {}
     for per_image, label in tables:
         text, curves_here = b16_table(model, per_image, label, alpha)
         print(text + "\n")
         curves, curve_label = curves_here, label
+        curves_by_label[label] = curves_here
+    if args.recipe_images:
+        for per_image, label in tables:
+            print(cost_table(curves_by_label[label], args.recipe_images, args.recipe_label, label) + "\n")
     # the same fast nodes with the old fixed default (131,072 floats: 457 buckets) for comparison
     text, _ = b16_table(model, tables[-1][0], tables[-1][1], alpha, buckets=OLD_DEFAULT_BUCKETS)
     print(text.replace(f"{OLD_DEFAULT_BUCKETS} buckets", f"{OLD_DEFAULT_BUCKETS} buckets (the old default "

@@ -124,6 +124,48 @@ final class ScalingModelTests: XCTestCase {
     }
   }
 
+  /// `--recipe-images N`: a recipe's hours are N over the images/s the B/16 table predicts on
+  /// that many nodes, and its node-hours those hours times the nodes.
+  func testRecipeCostIsItsImagesOverThePredictedRate() throws {
+    let python = try XCTUnwrap(which("python3"), "python3 is needed (launch/test installs numpy)")
+    var runs: [[String: Any]] = []
+    for hosts in [1, 2, 4] {
+      for overlap in [true, false] {
+        runs.append(syntheticRun(
+          hosts: hosts, rate: "1gbit", overlap: overlap, zero: 0, buckets: 5, gradientBytes: 2_279_976,
+          alpha: 1e-5, eta: 0.65, unshapedBits: 4e9, hidden: 0.2))
+      }
+    }
+    let file = try makeTemporaryDirectory(self).appendingPathComponent("runs.jsonl")
+    try write(runs, to: file)
+    let images = 380.5e6
+    let report = try MixerDistCLITests.run(
+      python, [script, file.path, "--recipe-images", "380.5e6", "--recipe-label", "the 300-epoch run"], timeout: 60)
+    XCTAssertEqual(report.status, 0, report.stderr)
+    func rows(after heading: String) -> [[String]] {
+      report.stdout.components(separatedBy: heading).dropFirst().first.map { text in
+        text.split(separator: "\n").filter { $0.hasPrefix("| ") && !$0.hasPrefix("| nodes") }.prefix(7)
+          .map { $0.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) } }
+      } ?? []
+    }
+    let number = { (cell: Substring) in Double(cell.replacingOccurrences(of: ",", with: ""))! }
+    let rates = rows(after: "a node at 1,000 images/s (assumed), the default rule's buckets")
+    let costs = rows(after: "Cost of the 300-epoch run (380,500,000 training images)")
+    XCTAssertEqual(rates.count, 7, report.stdout)
+    XCTAssertEqual(costs.count, 7, report.stdout)
+    for (rate, cost) in zip(rates, costs) {
+      let nodes = Double(rate[0])!
+      XCTAssertEqual(cost[0], rate[0])
+      for column in 1...3 {
+        let cell = cost[column].split(separator: " ")
+        let hours = number(cell[0]), nodeHours = number(cell[1].dropFirst().dropLast())
+        let perSecond = number(rate[column + 2].split(separator: " ")[0])
+        XCTAssertEqual(hours, images / perSecond / 3600, accuracy: 0.06 + hours * 0.005, "\(rate) \(cost)")
+        XCTAssertEqual(nodeHours, hours * nodes, accuracy: 0.5 + nodes * 0.05 + nodeHours * 0.005, "\(rate) \(cost)")
+      }
+    }
+  }
+
   func testRunsWithoutAPlainRunAreRefusedInOneLine() throws {
     let python = try XCTUnwrap(which("python3"))
     let file = try makeTemporaryDirectory(self).appendingPathComponent("runs.jsonl")
