@@ -36,7 +36,7 @@ struct Train: ParsableCommand {
   @Option(help: "Global batch size over all ranks (default \(ClassificationTask().defaultGlobalBatch); \(SegmentationTask().defaultGlobalBatch) with --task segmentation).") var batch: Int?
   @Option(help: "Micro-batches per step (gradient accumulation).") var accum: Int = D.accumulation
   @Option(help: "Loss of the head: softmax (cross-entropy over the classes) or sigmoid (a binary cross-entropy per class, summed; big_vision's sigmoid_xent; classification only).") var loss: HeadLoss = D.model.loss
-  @Option(help: "Initial value of every head bias (big_vision's init_head_bias, e.g. -6.9 with --loss sigmoid on 1000 classes; not applied to --init-from weights).") var headBiasInit: Float = D.headBiasInit
+  @Option(parsing: .unconditional, help: "Initial value of every head bias (big_vision's init_head_bias, e.g. -6.9 with --loss sigmoid on 1000 classes; not applied to --init-from weights).") var headBiasInit: Float = D.headBiasInit
   @Option(help: "Optimizer: adamw (p -= lr_t*(adam + wd*p)), adam (big_vision's chain: p -= s_t*(lr*adam + wd*p), the decay scaled by the schedule s_t but not by lr) or sgd.") var optimizer: OptimizerKind = D.optimizer.kind
   @Option(help: "Peak learning rate.") var lr: Float = D.learningRate
   @Option(help: "Linear warm-up: steps (an integer), or a fraction of the steps below 1 (0.1: a tenth). Must be shorter than the run (default \(D.warmupSteps) steps).") var warmup: String?

@@ -46,6 +46,18 @@ final class RecipeTests: XCTestCase {
     XCTAssertEqual(loaded.model.config.loss, .sigmoid)
   }
 
+  /// predict reports the probabilities of the loss the model trained with: each logit's sigmoid
+  /// (independent classes), or the softmax of the row.
+  func testPredictionProbabilitiesFollowTheLoss() {
+    let sigmoid = HeadLoss.sigmoid.probabilities([0, -6.9, 2])
+    XCTAssertEqual(sigmoid[0], 0.5, accuracy: 1e-12)
+    XCTAssertEqual(sigmoid[1], 1 / (1 + Foundation.exp(6.9)), accuracy: 1e-12)
+    XCTAssertEqual(sigmoid[2], 1 / (1 + Foundation.exp(-2)), accuracy: 1e-12)
+    let softmax = HeadLoss.softmax.probabilities([0, -6.9, 2])
+    XCTAssertEqual(softmax.reduce(0, +), 1, accuracy: 1e-12)
+    XCTAssertEqual(softmax[2] / softmax[0], Foundation.exp(2), accuracy: 1e-9)
+  }
+
   /// The default is today's run: the softmax loss and a zero head bias.
   func testDefaultsAreSoftmaxAndZeroBias() throws {
     XCTAssertEqual(TrainConfig.defaults.model.loss, .softmax)
