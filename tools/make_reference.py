@@ -16,11 +16,18 @@ Usage:
       recompute logits/loss/grads/activations from that folder's params+batch and compare
   python3 tools/make_reference.py --generate [--out Tests/Fixtures/reference]
       write the fixture folders listed in FIXTURES (deterministic: fixed seeds)
+  python3 tools/make_reference.py --optax-trajectory [--trajectory-out Tests/Fixtures/optax-trajectory]
+      20 steps of big_vision's optax chain (clip → scale_by_adam → scale(lr) →
+      add_decayed_weights(wd) on kernels → scale_by_schedule → scale(-1)) on the official model,
+      small config, fixed batches: writes batches.npz and, per loss (softmax, sigmoid with head
+      bias -6.9), a folder with config.json (settings, per-step loss, gradient norm and schedule
+      factor) and trajectory.npz (every parameter after every step, leading axis = step 0..20,
+      0 = the initial values)
   python3 tools/make_reference.py --bench [--batch 128] [--steps 10]
       jitted train step (fwd+bwd+Adam) on the `cifar` shape; prints images/s.
       Thread control: run under `taskset -c 0` (1 thread) or `taskset -c 0,1` (2 threads).
 
-Needs: jax, flax (optax optional: plain SGD otherwise). CPU, float32, highest matmul precision.
+Needs: jax, flax (optax optional: plain SGD otherwise; --optax-trajectory needs it). CPU, float32, highest matmul precision.
 """
 import argparse
 import json
@@ -268,6 +275,127 @@ def generate(spec, out_root):
     return folder
 
 
+# ---------------------------------------------------------------- --optax-trajectory
+# big_vision's Mixer recipe (configs/mlp_mixer_i1k.py with big_vision/optax.py `make` and
+# utils.py `create_learning_rate_schedule`, `sigmoid_xent`), written out here from the optax
+# primitives on a model small enough that 21 copies of its parameters stay in a few hundred KB.
+TRAJECTORY_MODEL = dict(image_height=8, image_width=8, patch=4, hidden_dim=8, num_blocks=2,
+                        tokens_mlp_dim=8, channels_mlp_dim=16, num_classes=5, gelu="tanh")
+TRAJECTORY = dict(steps=20, batch=4, seed=5, lr=1e-3, wd=1e-4, grad_clip_norm=1.0,
+                  warmup_steps=3, linear_end=0.2, b1=0.9, b2=0.999, eps=1e-8)
+TRAJECTORY_CASES = [dict(name="sigmoid", loss="sigmoid", head_bias_init=-6.9),
+                    dict(name="softmax", loss="softmax", head_bias_init=0.0)]
+
+
+def schedule_factor(step, total, warmup, linear_end):
+    """big_vision's learning-rate schedule with base 1 (its optax chain multiplies the updates by
+    it): linear decay from 1 to linear_end over the steps after the warm-up, times min(1, t/W)."""
+    progress = jnp.clip((step - warmup) / float(total - warmup), 0.0, 1.0)
+    value = linear_end + (1.0 - linear_end) * (1.0 - progress)
+    if warmup:
+        value = value * jnp.minimum(1.0, step / warmup)
+    return jnp.asarray(value, jnp.float32)
+
+
+def sigmoid_cross_entropy(logits, labels):
+    """Σ_k −(y log σ(z) + (1 − y) log σ(−z)), averaged over the batch (big_vision's sigmoid_xent)."""
+    per_class = labels * jax.nn.log_sigmoid(logits) + (1.0 - labels) * jax.nn.log_sigmoid(-logits)
+    return jnp.mean(-jnp.sum(per_class, axis=-1))
+
+
+def softmax_cross_entropy(logits, labels):
+    """−Σ_k y log softmax(z), averaged over the batch (big_vision's softmax_xent)."""
+    return jnp.mean(-jnp.sum(labels * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+
+
+def big_vision_chain(h, total_steps):
+    """The update big_vision builds for optax_name='scale_by_adam', grad_clip_norm, lr, wd and a
+    linear schedule: the decay is added after the lr scaling, so only the schedule scales it."""
+    import optax
+    kernels = lambda params: traverse_util.unflatten_dict(  # noqa: E731  wd_mults '.*/kernel$'
+        {k: k[-1] == "kernel" for k in traverse_util.flatten_dict(params)})
+    return optax.chain(
+        optax.clip_by_global_norm(h["grad_clip_norm"]),
+        optax.scale_by_adam(b1=h["b1"], b2=h["b2"], eps=h["eps"]),
+        optax.scale(h["lr"]),
+        optax.add_decayed_weights(h["wd"], kernels),
+        optax.scale_by_schedule(
+            lambda count: schedule_factor(count, total_steps, h["warmup_steps"], h["linear_end"])),
+        optax.scale(-1.0))
+
+
+def trajectory_batches(cfg, h):
+    rng = np.random.default_rng(h["seed"])
+    n, b = h["steps"], h["batch"]
+    images = rng.uniform(-1.0, 1.0, size=(n, b, cfg["image_height"], cfg["image_width"], 3)).astype(np.float32)
+    labels = rng.integers(0, cfg["num_classes"], size=(n, b)).astype(np.int32)
+    return images, labels
+
+
+def run_trajectory(case, cfg, h, images, labels):
+    """Parameters after each of the steps (index 0: the initial ones), losses, gradient norms and
+    schedule factors."""
+    import optax
+    model = model_from_config(cfg)
+    x = jnp.zeros((1, cfg["image_height"], cfg["image_width"], 3), jnp.float32)
+    flat = tree_to_flat(model.init(jax.random.PRNGKey(h["seed"]), x)["params"])  # official init
+    flat["head/bias"] = np.full_like(flat["head/bias"], case["head_bias_init"])  # init_head_bias
+    params = flat_to_tree(flat)
+    loss_of = sigmoid_cross_entropy if case["loss"] == "sigmoid" else softmax_cross_entropy
+    tx = big_vision_chain(h, h["steps"])
+    state = tx.init(params)
+
+    def loss_fn(p, xb, yb):
+        logits = model.apply({"params": p}, xb)
+        return loss_of(logits, jax.nn.one_hot(yb, cfg["num_classes"], dtype=jnp.float32))
+
+    @jax.jit
+    def step(p, s, xb, yb):
+        loss, g = jax.value_and_grad(loss_fn)(p, xb, yb)
+        updates, s = tx.update(g, s, p)
+        return optax.apply_updates(p, updates), s, loss, optax.global_norm(g)
+
+    history = [tree_to_flat(params)]
+    losses, norms, factors = [], [], []
+    with jax.default_matmul_precision("highest"):
+        for t in range(h["steps"]):
+            params, state, loss, norm = step(params, state, jnp.asarray(images[t]), jnp.asarray(labels[t]))
+            history.append(tree_to_flat(params))
+            losses.append(float(loss))
+            norms.append(float(norm))
+            factors.append(float(schedule_factor(t, h["steps"], h["warmup_steps"], h["linear_end"])))
+    names = sorted(history[0])
+    stacked = {k: np.stack([hst[k] for hst in history]).astype(np.float32) for k in names}
+    return stacked, losses, norms, factors
+
+
+def optax_trajectory(out_root):
+    cfg = dict(TRAJECTORY_MODEL)
+    h = dict(TRAJECTORY)
+    os.makedirs(out_root, exist_ok=True)
+    images, labels = trajectory_batches(cfg, h)
+    np.savez(os.path.join(out_root, "batches.npz"), images=images, labels=labels)
+    import optax
+    for case in TRAJECTORY_CASES:
+        stacked, losses, norms, factors = run_trajectory(case, cfg, h, images, labels)
+        folder = os.path.join(out_root, case["name"])
+        os.makedirs(folder, exist_ok=True)
+        record = dict(cfg, layernorm_epsilon=LN_EPS, **h, loss=case["loss"],
+                      head_bias_init=case["head_bias_init"], optax=optax.__version__,
+                      jax=jax.__version__, losses=losses, gradient_norms=norms,
+                      schedule_factors=factors)
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            json.dump(record, f, indent=1)
+        np.savez(os.path.join(folder, "trajectory.npz"), **stacked)
+        clipped = sum(n > h["grad_clip_norm"] for n in norms)
+        moved = {k: float(np.max(np.abs(v[-1] - v[0]))) for k, v in stacked.items()}
+        print(f"{case['name']}: loss {losses[0]:.4f} -> {losses[-1]:.4f}, gradient norm "
+              f"{min(norms):.3f}..{max(norms):.3f} ({clipped} of {len(norms)} steps clipped), "
+              f"least moved tensor {min(moved, key=moved.get)} by {min(moved.values()):.2e}")
+    size = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(out_root) for f in fs)
+    print(f"wrote {out_root}: {size / 1024:.1f} KiB")
+
+
 # ---------------------------------------------------------------- --bench
 CIFAR = dict(image_height=32, image_width=32, patch=4, hidden_dim=256, num_blocks=8,
              tokens_mlp_dim=128, channels_mlp_dim=1024, num_classes=10, seed=0, gelu="tanh")
@@ -342,13 +470,16 @@ def main():
     ap.add_argument("--generate", action="store_true")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "..", "Tests", "Fixtures", "reference"))
+    ap.add_argument("--optax-trajectory", action="store_true")
+    ap.add_argument("--trajectory-out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                             "..", "Tests", "Fixtures", "optax-trajectory"))
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
-    if not (a.check or a.generate or a.bench):
+    if not (a.check or a.generate or a.bench or a.optax_trajectory):
         ap.print_help()
         return 2
     ok = True
@@ -360,6 +491,8 @@ def main():
         for spec in FIXTURES:
             folder = generate(spec, out)
             ok &= check(folder)  # self-consistency: reload and recompute
+    if a.optax_trajectory:
+        optax_trajectory(os.path.normpath(a.trajectory_out))
     if a.bench:
         bench(a.batch, a.steps, a.warmup)
     return 0 if ok else 1

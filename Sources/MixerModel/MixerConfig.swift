@@ -4,6 +4,7 @@
 // C channels (hidden_dim), D_S token-mixing hidden width (tokens_mlp_dim), D_C channel-mixing
 // hidden width (channels_mlp_dim), L blocks, K classes.
 
+import Foundation
 import MixerKernels
 
 /// A configuration error, printed as one line.
@@ -48,6 +49,30 @@ public enum MixerTask: String, Codable, Sendable, CaseIterable {
     switch self {
     case .classification: return ClassificationHead()
     case .segmentation: return SegmentationHead()
+    }
+  }
+}
+
+/// The loss the head trains with (and evaluation reports), against the same `[B, K]` targets
+/// (one-hot, label-smoothed or mixed by mixup).
+public enum HeadLoss: String, Codable, Sendable, CaseIterable {
+  /// softmax cross-entropy: one distribution over the K classes (the default)
+  case softmax
+  /// sigmoid cross-entropy summed over the K classes, each its own binary problem, averaged over
+  /// the batch: big_vision's `sigmoid_xent`, the loss of its Mixer ImageNet recipe
+  case sigmoid
+
+  /// The probability of each class from its logit, `[K]`: the softmax of the row, or each
+  /// logit's sigmoid (which need not sum to 1).
+  public func probabilities(_ logits: [Double]) -> [Double] {
+    switch self {
+    case .softmax:
+      let top = logits.max() ?? 0
+      let exps = logits.map { Foundation.exp($0 - top) }
+      let total = exps.reduce(0, +)
+      return exps.map { $0 / total }
+    case .sigmoid:
+      return logits.map { 1 / (1 + Foundation.exp(-$0)) }
     }
   }
 }
@@ -167,6 +192,8 @@ public struct MixerConfig: Codable, Equatable, Sendable {
   public var stem: StemKind = .linear
   /// what the network predicts
   public var task: MixerTask = .classification
+  /// the head's loss (absent in older manifests: softmax)
+  public var loss: HeadLoss = .softmax
 
   /// The head of this config's task.
   public var head: any Head { task.head }
@@ -222,12 +249,12 @@ public struct MixerConfig: Codable, Equatable, Sendable {
 
   enum CodingKeys: String, CodingKey {
     case imageHeight, imageWidth, patch, hidden, blocks, tokensMLP, channelsMLP, classes, gelu
-    case layerNormEpsilon, blockPattern, attentionHeads, convKernel, stem, task
+    case layerNormEpsilon, blockPattern, attentionHeads, convKernel, stem, task, loss
     case blockKinds  // the name of the pattern in manifests written before it had a type
   }
 
-  /// Decodes this and earlier manifests, where a missing block pattern, heads, kernel, stem or
-  /// task meant the default.
+  /// Decodes this and earlier manifests, where a missing block pattern, heads, kernel, stem,
+  /// task or loss meant the default.
   public init(from decoder: Decoder) throws {
     let c = try decoder.container(keyedBy: CodingKeys.self)
     self.init(
@@ -243,6 +270,7 @@ public struct MixerConfig: Codable, Equatable, Sendable {
     convKernel = try c.decodeIfPresent(Int.self, forKey: .convKernel) ?? 3
     stem = try c.decodeIfPresent(StemKind.self, forKey: .stem) ?? .linear
     task = try c.decodeIfPresent(MixerTask.self, forKey: .task) ?? .classification
+    loss = try c.decodeIfPresent(HeadLoss.self, forKey: .loss) ?? .softmax
   }
 
   public func encode(to encoder: Encoder) throws {
@@ -262,6 +290,7 @@ public struct MixerConfig: Codable, Equatable, Sendable {
     try c.encode(convKernel, forKey: .convKernel)
     try c.encode(stem, forKey: .stem)
     try c.encode(task, forKey: .task)
+    try c.encode(loss, forKey: .loss)
   }
 
   public var gridHeight: Int { imageHeight / patch }
@@ -300,6 +329,11 @@ public struct MixerConfig: Codable, Equatable, Sendable {
       for mixer in kind.tokenMixers { try mixer.validate(self) }
     }
     try stem.stem.validate(self)
+    if !head.losses.contains(loss) {
+      throw ConfigError(
+        "--loss \(loss.rawValue) is not available for --task \(task.rawValue) (its head trains with: "
+          + head.losses.map(\.rawValue).joined(separator: ", ") + ")")
+    }
     if !(layerNormEpsilon > 0) {
       throw ConfigError("LayerNorm epsilon must be positive, got \(layerNormEpsilon)")
     }

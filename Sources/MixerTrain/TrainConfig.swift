@@ -36,6 +36,14 @@ public struct TrainConfig: CheckpointConfig {
   public var learningRate: Float = 2e-3
   public var warmupSteps: Int = 60
   public var decay: DecayKind = .cosine
+  /// the learning rate the decay ends at (`--lr-end`; big_vision's `linear_end` × `--lr`)
+  public var endLearningRate: Float = 0
+  /// warm-up counted as big_vision does: step t (0-based) at t/W of the rate, the first at 0
+  public var warmupFromZero = false
+  /// every value of the head's bias at initialisation (big_vision's `init_head_bias`; -6.9 ≈
+  /// log(1/1000) with `--loss sigmoid` on 1000 classes); applies to a model initialised from the
+  /// seed, not to weights loaded by `--init-from`
+  public var headBiasInit: Float = 0
   /// clip the global gradient norm to this (0 = off); the paper uses 1.0
   public var clipNorm: Float = 1
   public var labelSmoothing: Float = 0
@@ -103,7 +111,9 @@ public struct TrainConfig: CheckpointConfig {
 
   /// The schedule these settings describe.
   public var schedule: Schedule {
-    Schedule(baseLR: learningRate, warmupSteps: warmupSteps, totalSteps: steps, decay: decay)
+    Schedule(
+      baseLR: learningRate, warmupSteps: warmupSteps, totalSteps: steps, decay: decay, endLR: endLearningRate,
+      warmupFromZero: warmupFromZero)
   }
 
   /// The regularisers at `step` (nil when none is on: plain evaluation-mode forward).
@@ -122,6 +132,9 @@ public struct TrainConfig: CheckpointConfig {
     try check(globalBatch > 0, "--batch must be positive, got \(globalBatch)")
     try check(learningRate >= 0 && learningRate.isFinite, "learning rate must be non-negative, got \(learningRate)")
     try check(warmupSteps >= 0, "--warmup must be non-negative, got \(warmupSteps)")
+    try check(endLearningRate >= 0 && endLearningRate.isFinite, "--lr-end must be non-negative, got \(endLearningRate)")
+    try check(endLearningRate == 0 || decay != .constant, "--lr-end is where the decay ends: pass --decay linear or cosine")
+    try check(headBiasInit.isFinite, "--head-bias-init must be finite, got \(headBiasInit)")
     try check(optimizer.weightDecay >= 0, "--weight-decay must be non-negative, got \(optimizer.weightDecay)")
     try check(clipNorm >= 0, "--clip must be non-negative, got \(clipNorm)")
     try check(labelSmoothing >= 0 && labelSmoothing < 1, "--label-smoothing must be in [0, 1), got \(labelSmoothing)")

@@ -198,6 +198,9 @@ public final class Trainer {
     }
     model = try MixerModel(config: config.model, seed: config.seed)
     model.products = try config.precision.makeProducts()
+    if config.headBiasInit != 0, config.initFrom == nil, let bias = model.table[config.model.head.scope + "/bias"] {
+      model.parameters.copy(from: [Float](repeating: config.headBiasInit, count: bias.count), at: bias.offset)
+    }
     if let initFrom = config.initFrom, resume == nil {
       // rank 0 reads and adapts the weights; the broadcast below gives them to every rank
       var problem = ""

@@ -201,10 +201,13 @@ public final class TrainingStep {
       throw NonFiniteLossError(loss: loss, step: step)
     }
     let norm = squares.squareRoot()
-    let lr = config.schedule.learningRate(step: step)
+    let schedule = config.schedule
+    let lr = schedule.learningRate(step: step)
     Timeline.span("clip and optimizer", .optimizer) {
       clipByGlobalNorm(model.gradients.pointer, range: shard, norm: norm, maxNorm: Double(config.clipNorm))
-      optimizer.update(parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: lr, step: step + 1)
+      optimizer.update(
+        parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: lr, step: step + 1,
+        scheduleFactor: Float(schedule.factor(step: step)))
     }
     var allGatherSeconds = 0.0
     if config.zeroStage == 1 {

@@ -28,6 +28,7 @@ extension GELUKind: ExpressibleByArgument {}
 extension StemKind: ExpressibleByArgument {}
 extension OptimizerKind: ExpressibleByArgument {}
 extension MixerTask: ExpressibleByArgument {}
+extension HeadLoss: ExpressibleByArgument {}
 
 /// Runs `body`; any error becomes one line on stderr and exit code 1.
 func runReportingErrors(_ body: () throws -> Void) throws {

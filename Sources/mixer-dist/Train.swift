@@ -35,11 +35,15 @@ struct Train: ParsableCommand {
   @Option(help: "Optimizer steps (default \(ClassificationTask().defaultSteps); \(SegmentationTask().defaultSteps) with --task segmentation).") var steps: Int?
   @Option(help: "Global batch size over all ranks (default \(ClassificationTask().defaultGlobalBatch); \(SegmentationTask().defaultGlobalBatch) with --task segmentation).") var batch: Int?
   @Option(help: "Micro-batches per step (gradient accumulation).") var accum: Int = D.accumulation
-  @Option(help: "Optimizer: adamw or sgd.") var optimizer: OptimizerKind = D.optimizer.kind
+  @Option(help: "Loss of the head: softmax (cross-entropy over the classes) or sigmoid (a binary cross-entropy per class, summed; big_vision's sigmoid_xent; classification only).") var loss: HeadLoss = D.model.loss
+  @Option(parsing: .unconditional, help: "Initial value of every head bias (big_vision's init_head_bias, e.g. -6.9 with --loss sigmoid on 1000 classes; not applied to --init-from weights).") var headBiasInit: Float = D.headBiasInit
+  @Option(help: "Optimizer: adamw (p -= lr_t*(adam + wd*p)), adam (big_vision's chain: p -= s_t*(lr*adam + wd*p), the decay scaled by the schedule s_t but not by lr) or sgd.") var optimizer: OptimizerKind = D.optimizer.kind
   @Option(help: "Peak learning rate.") var lr: Float = D.learningRate
   @Option(help: "Linear warm-up: steps (an integer), or a fraction of the steps below 1 (0.1: a tenth). Must be shorter than the run (default \(D.warmupSteps) steps).") var warmup: String?
+  @Flag(help: "Count the warm-up as big_vision does: step t (from 0) at t/W of the learning rate, so the first update has rate 0 (default: (t+1)/W).") var warmupFromZero = false
   @Option(help: "Decay after warm-up: cosine, linear or constant.") var decay: String = D.decay.rawValue
-  @Option(help: "Decoupled weight decay (kernels only).") var weightDecay: Float = D.optimizer.weightDecay
+  @Option(help: "Learning rate the decay ends at (default 0; big_vision's linear_end is a fraction of its lr: --lr-end = lr x linear_end).") var lrEnd: Float = D.endLearningRate
+  @Option(help: "Weight decay, kernels only: decoupled and scaled by the learning rate with adamw and sgd, scaled by the schedule only with adam (adamw's wd = adam's wd / lr).") var weightDecay: Float = D.optimizer.weightDecay
   @Option(help: "SGD momentum.") var momentum: Float = D.optimizer.momentum
   @Option(help: "Adam beta1.") var beta1: Float = D.optimizer.beta1
   @Option(help: "Adam beta2.") var beta2: Float = D.optimizer.beta2
@@ -121,6 +125,10 @@ struct Train: ParsableCommand {
     }
     c.learningRate = lr
     c.decay = decayKind
+    c.endLearningRate = lrEnd
+    c.warmupFromZero = warmupFromZero
+    c.model.loss = loss
+    c.headBiasInit = headBiasInit
     c.clipNorm = clip
     c.labelSmoothing = labelSmoothing
     c.stochasticDepth = stochasticDepth
@@ -383,7 +391,9 @@ extension Train {
       ("train-examples", "\(config.trainExamples)"), ("val-examples", "\(config.validationExamples)"),
       ("steps", "\(config.steps)"), ("batch", "\(config.globalBatch)"), ("accum", "\(config.accumulation)"),
       ("optimizer", text(o.kind.rawValue)), ("lr", "\(config.learningRate)"), ("warmup", Train.warmupSetting(config)),
-      ("decay", text(config.decay.rawValue)), ("weight-decay", "\(o.weightDecay)"), ("momentum", "\(o.momentum)"),
+      ("warmup-from-zero", "\(config.warmupFromZero)"), ("decay", text(config.decay.rawValue)),
+      ("lr-end", "\(config.endLearningRate)"), ("loss", text(m.loss.rawValue)), ("head-bias-init", "\(config.headBiasInit)"),
+      ("weight-decay", "\(o.weightDecay)"), ("momentum", "\(o.momentum)"),
       ("beta1", "\(o.beta1)"), ("beta2", "\(o.beta2)"), ("clip", "\(config.clipNorm)"),
       ("label-smoothing", "\(config.labelSmoothing)"), ("stochastic-depth", "\(config.stochasticDepth)"),
       ("dropout", "\(config.dropout)"), ("seed", "\(config.seed)"), ("log-every", "\(config.logEvery)"),

@@ -78,7 +78,8 @@ final class ConfigFileTests: XCTestCase {
     let first = try mixerDist([
       "train", "--block-pattern", "alternate:mixer,attention", "--lr", "0.0007", "--randaugment", "2,9",
       "--normalize", "imagenet", "--stochastic-depth", "0.1", "--run-dir", dir.appendingPathComponent("r").path,
-      "--print-config",
+      "--loss", "sigmoid", "--head-bias-init", "-6.9", "--optimizer", "adam", "--weight-decay", "0.0001",
+      "--decay", "linear", "--lr-end", "1e-08", "--warmup-from-zero", "--print-config",
     ])
     XCTAssertEqual(first.status, 0, first.stderr)
     let file = dir.appendingPathComponent("printed.yaml")
@@ -88,6 +89,9 @@ final class ConfigFileTests: XCTestCase {
     XCTAssertEqual(second.stdout, first.stdout)
     XCTAssertTrue(first.stdout.contains("block-pattern: \"alternate:mixer,attention\"\n"), first.stdout)
     XCTAssertTrue(first.stdout.contains("lr: 0.0007\n"), first.stdout)
+    for line in ["loss: \"sigmoid\"", "head-bias-init: -6.9", "optimizer: \"adam\"", "lr-end: 1e-08", "warmup-from-zero: true"] {
+      XCTAssertTrue(first.stdout.contains(line + "\n"), "\(line) missing from:\n\(first.stdout)")
+    }
   }
 
   /// --print-config checks that the data exists; a YAML typo names the file, the key and the

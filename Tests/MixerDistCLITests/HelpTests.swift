@@ -15,9 +15,14 @@ final class HelpTests: XCTestCase {
     let result = try mixerDist(["train", "--help"])
     XCTAssertEqual(result.status, 0)
     for flag in ["--preset", "--config", "--data", "--steps", "--batch", "--accum", "--lr", "--zero", "--checkpoint-dir",
-                 "--resume", "--init-from", "--randaugment", "--mixup", "--timeout", "--log-level", "--print-config"] {
+                 "--resume", "--init-from", "--randaugment", "--mixup", "--timeout", "--log-level", "--print-config",
+                 "--loss", "--head-bias-init", "--optimizer", "--lr-end", "--warmup-from-zero", "--weight-decay"] {
       XCTAssertTrue(result.stdout.contains(flag), "\(flag) missing from train --help")
     }
     XCTAssertFalse(result.stdout.contains("--kill-in-save-at-step"), "test-only flags stay hidden")
+    // the recipe's choices are named where the flags are
+    for text in ["softmax", "sigmoid", "adamw", "big_vision"] {
+      XCTAssertTrue(result.stdout.contains(text), "'\(text)' missing from train --help")
+    }
   }
 }

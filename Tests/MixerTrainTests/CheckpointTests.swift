@@ -67,6 +67,48 @@ final class CheckpointTests: XCTestCase {
     }
   }
 
+  /// The big_vision recipe resumes bit for bit as well: `adam` (its moments saved and re-read as
+  /// adamw's, under the name adam), the sigmoid loss with mixup and label smoothing on its
+  /// targets, the head bias, a linear end and the warm-up from zero; 1 rank, and 2 under ZeRO-1.
+  func testResumeWithTheBigVisionRecipeIsBitIdentical() throws {
+    func recipe(_ c: inout TrainConfig) {
+      c.optimizer.kind = .adam
+      c.optimizer.weightDecay = 1e-3
+      c.model.loss = .sigmoid
+      c.headBiasInit = -2.3
+      c.decay = .linear
+      c.endLearningRate = 3e-4
+      c.warmupFromZero = true
+      c.mixup = 0.5
+      c.labelSmoothing = 0.1
+    }
+    for (ranks, zero) in [(1, 0), (2, 1)] {
+      var straight = config(try makeTemporaryDirectory(self), steps: 10)
+      recipe(&straight)
+      straight.zeroStage = zero
+      straight.checkpointDirectory = nil
+      let reference = try train(straight, ranks: ranks)[0].model.parameters.array()
+
+      let dir = try makeTemporaryDirectory(self)
+      var first = config(dir, steps: 10)
+      recipe(&first)
+      first.zeroStage = zero
+      first.saveEvery = 5
+      _ = try LocalGroupOrSingle(ranks) { comm -> Int in
+        let trainer = try Trainer(config: first, comm: comm, faults: FaultPlan(stopAfterStep: 5), overwrite: true)
+        _ = try trainer.run()
+        return trainer.startStep
+      }
+      let saved = try XCTUnwrap(listCheckpoints(in: URL(fileURLWithPath: first.checkpointDirectory!)).first)
+      let manifest = try TrainingManifest.read(from: saved.url)
+      XCTAssertEqual(manifest.optimizer, "adam")
+      XCTAssertEqual(manifest.config.model.loss, .sigmoid)
+      let resumed = try train(first, ranks: ranks, resume: "auto")
+      XCTAssertEqual(resumed[0].startStep, 5)
+      XCTAssertEqual(resumed[0].model.parameters.array(), reference, "\(ranks) rank(s), ZeRO \(zero)")
+    }
+  }
+
   func LocalGroupOrSingle<T>(_ ranks: Int, _ body: @escaping (Communicator) throws -> T) throws -> [T] {
     ranks == 1 ? [try body(SingleProcessCommunicator())] : try LocalGroup(size: ranks).run { try body($0) }
   }

@@ -1,5 +1,6 @@
 // The paper's head: logits = mean_s(Y) · W + b, one class per image; softmax cross-entropy
-// against `[B, K]` target distributions (one-hot, label-smoothed or mixed by mixup).
+// (or, `--loss sigmoid`, sigmoid cross-entropy summed over the classes) against `[B, K]` targets
+// (one-hot, label-smoothed or mixed by mixup).
 
 import MixerKernels
 
@@ -9,6 +10,7 @@ public struct ClassificationHead: Head {
   public var task: MixerTask { .classification }
   public var scope: String { OfficialName.head }
   public var note: String? { nil }
+  public var losses: [HeadLoss] { [.softmax, .sigmoid] }
 
   public func outputsPerToken(_ config: MixerConfig) -> Int { config.classes }
   public func parameterCount(_ config: MixerConfig) -> Int { config.hidden * config.classes + config.classes }
@@ -40,9 +42,16 @@ public struct ClassificationHead: Head {
   public func loss(_ model: MixerModel, acts: Activations) -> Double {
     let out = acts.head(ClassificationBuffers.self)
     let b = acts.batch
-    softmaxCrossEntropyForward(
-      losses: out.losses, probs: out.probabilities, logits: out.logits, targets: out.targets,
-      batch: b, classes: model.config.classes)
+    switch model.config.loss {
+    case .softmax:
+      softmaxCrossEntropyForward(
+        losses: out.losses, probs: out.probabilities, logits: out.logits, targets: out.targets,
+        batch: b, classes: model.config.classes)
+    case .sigmoid:
+      sigmoidCrossEntropyForward(
+        losses: out.losses, probs: out.probabilities, logits: out.logits, targets: out.targets,
+        batch: b, classes: model.config.classes)
+    }
     var total = 0.0
     for e in 0..<b { total += Double(out.losses[e]) }
     return total
@@ -52,9 +61,16 @@ public struct ClassificationHead: Head {
     let cfg = model.config, out = acts.head(ClassificationBuffers.self)
     let b = acts.batch, s = cfg.tokens, c = cfg.hidden, k = cfg.classes
     let w = model.parameters.pointer, g = model.gradients.pointer
-    softmaxCrossEntropyBackward(
-      dlogits: out.dLogits, probs: out.probabilities, targets: out.targets, batch: b,
-      classes: k, scale: lossScale)
+    switch cfg.loss {
+    case .softmax:
+      softmaxCrossEntropyBackward(
+        dlogits: out.dLogits, probs: out.probabilities, targets: out.targets, batch: b,
+        classes: k, scale: lossScale)
+    case .sigmoid:
+      sigmoidCrossEntropyBackward(
+        dlogits: out.dLogits, probs: out.probabilities, targets: out.targets, batch: b,
+        classes: k, scale: lossScale)
+    }
     let headKernel = model.table.offset(OfficialName.kernel(OfficialName.head)), headBias = model.table.offset(OfficialName.bias(OfficialName.head))
     biasBackwardColumns(dbias: g + headBias, dout: out.dLogits, rows: b, cols: k)
     model.products.gemm(
@@ -74,7 +90,7 @@ public final class ClassificationBuffers: HeadBuffers {
   let pooled: UnsafeMutablePointer<Float>
   /// `[B, K]`
   public let logits: UnsafeMutablePointer<Float>
-  /// softmax of the logits after `loss`, `[B, K]`
+  /// softmax (or each sigmoid, `--loss sigmoid`) of the logits after `loss`, `[B, K]`
   public let probabilities: UnsafeMutablePointer<Float>
   /// target distributions, `[B, K]`: set by the caller before `loss`
   public let targets: UnsafeMutablePointer<Float>

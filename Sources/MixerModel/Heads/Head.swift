@@ -25,7 +25,10 @@ public protocol Head: Sendable {
   func makeBuffers(_ config: MixerConfig, batch: Int) -> any HeadBuffers
   /// Outputs from `acts.headNormOut` (Y) into the head's buffers.
   func forward(_ model: MixerModel, acts: Activations)
-  /// Loss against the targets in the head's buffers: the sum of per-example losses.
+  /// The losses the head can train with (`MixerConfig.loss`; the first is the default).
+  var losses: [HeadLoss] { get }
+  /// Loss (`model.config.loss`) against the targets in the head's buffers: the sum of
+  /// per-example losses.
   func loss(_ model: MixerModel, acts: Activations) -> Double
   /// Backpropagates `lossScale · Σ_b loss_b` through the head: parameter gradients accumulate,
   /// dL/dY is left in `acts.dNorm` `[S, B, C]`.

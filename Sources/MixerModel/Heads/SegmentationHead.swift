@@ -10,6 +10,9 @@ public struct SegmentationHead: Head {
   public var task: MixerTask { .segmentation }
   public var scope: String { "segmentation_head" }
   public var note: String? { "segmentation head" }
+  /// per-pixel softmax only: a per-pixel sigmoid loss is not implemented (MixerConfig.validate
+  /// refuses `--loss sigmoid` with this task)
+  public var losses: [HeadLoss] { [.softmax] }
 
   public func outputsPerToken(_ config: MixerConfig) -> Int { config.patch * config.patch * config.classes }
   public func parameterCount(_ config: MixerConfig) -> Int {

@@ -139,11 +139,10 @@ public struct ClassificationTask: TaskHead {
     let out = acts.head(ClassificationBuffers.self)
     let k = min(max(context.options.topK, 1), config.classes)
     let logits = (0..<config.classes).map { Double(out.logits[i * config.classes + $0]) }
-    let top = logits.max() ?? 0
-    let exps = logits.map { Foundation.exp($0 - top) }
-    let total = exps.reduce(0, +)
-    let order = (0..<config.classes).sorted { exps[$0] > exps[$1] }.prefix(k)
-    return Prediction(file: file, classes: order.map { className($0, classNames) }, probabilities: order.map { exps[$0] / total })
+    let probabilities = config.loss.probabilities(logits)  // the loss the model trained with
+    let order = (0..<config.classes).sorted { probabilities[$0] > probabilities[$1] }.prefix(k)
+    return Prediction(
+      file: file, classes: order.map { className($0, classNames) }, probabilities: order.map { probabilities[$0] })
   }
 }
 
