@@ -23,8 +23,8 @@ Usage:
       bias -6.9), a folder with config.json (settings, per-step loss, gradient norm and schedule
       factor) and trajectory.npz (every parameter after every step, leading axis = step 0..20,
       0 = the initial values)
-  python3 tools/make_reference.py --bench [--batch 128] [--steps 10]
-      jitted train step (fwd+bwd+Adam) on the `cifar` shape; prints images/s.
+  python3 tools/make_reference.py --bench [--bench-preset cifar|S/16] [--batch 128] [--steps 10]
+      jitted train step (fwd+bwd+Adam) on the `cifar` (or `S/16`) shape; prints images/s.
       Thread control: run under `taskset -c 0` (1 thread) or `taskset -c 0,1` (2 threads).
 
 Needs: jax, flax (optax optional: plain SGD otherwise; --optax-trajectory needs it). CPU, float32, highest matmul precision.
@@ -397,17 +397,23 @@ def optax_trajectory(out_root):
 
 
 # ---------------------------------------------------------------- --bench
-CIFAR = dict(image_height=32, image_width=32, patch=4, hidden_dim=256, num_blocks=8,
-             tokens_mlp_dim=128, channels_mlp_dim=1024, num_classes=10, seed=0, gelu="tanh")
+# the shapes `--bench-preset` names (mixer-dist's presets of the same names)
+BENCH_PRESETS = {
+    "cifar": dict(image_height=32, image_width=32, patch=4, hidden_dim=256, num_blocks=8,
+                  tokens_mlp_dim=128, channels_mlp_dim=1024, num_classes=10, seed=0, gelu="tanh"),
+    "S/16": dict(image_height=224, image_width=224, patch=16, hidden_dim=512, num_blocks=8,
+                 tokens_mlp_dim=256, channels_mlp_dim=2048, num_classes=1000, seed=0, gelu="tanh"),
+}
 
 
-def bench(batch, steps, warmup):
-    cfg = dict(CIFAR, batch=batch)
+def bench(batch, steps, warmup, preset="cifar"):
+    cfg = dict(BENCH_PRESETS[preset], batch=batch)
+    size, classes = cfg["image_height"], cfg["num_classes"]
     model = model_from_config(cfg)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3), jnp.float32))["params"]
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3), jnp.float32))["params"]
     rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.uniform(-1, 1, (batch, 32, 32, 3)).astype(np.float32))
-    labels = jnp.asarray(rng.integers(0, 10, (batch,)).astype(np.int32))
+    images = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
+    labels = jnp.asarray(rng.integers(0, classes, (batch,)).astype(np.int32))
     try:
         import optax
         tx = optax.adam(1e-3)
@@ -441,7 +447,8 @@ def bench(batch, steps, warmup):
         affinity = sorted(os.sched_getaffinity(0))
     except AttributeError:
         affinity = "?"
-    print(f"bench: cifar shape (32x32, P4, C256, 8 blocks, D_S128, D_C1024, 10 cls), "
+    print(f"bench: {preset} shape ({size}x{size}, P{cfg['patch']}, C{cfg['hidden_dim']}, {cfg['num_blocks']} blocks, "
+          f"D_S{cfg['tokens_mlp_dim']}, D_C{cfg['channels_mlp_dim']}, {classes} cls), "
           f"{nparams} params, batch {batch}, {opt_name}, matmul precision "
           f"{jax.config.jax_default_matmul_precision}")
     print(f"jax {jax.__version__}, cpu affinity {affinity}, "
@@ -474,6 +481,7 @@ def main():
     ap.add_argument("--trajectory-out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                              "..", "Tests", "Fixtures", "optax-trajectory"))
     ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--bench-preset", choices=sorted(BENCH_PRESETS), default="cifar")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
@@ -494,7 +502,7 @@ def main():
     if a.optax_trajectory:
         optax_trajectory(os.path.normpath(a.trajectory_out))
     if a.bench:
-        bench(a.batch, a.steps, a.warmup)
+        bench(a.batch, a.steps, a.warmup, a.bench_preset)
     return 0 if ok else 1
 
 

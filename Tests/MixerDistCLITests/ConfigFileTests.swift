@@ -58,7 +58,7 @@ final class ConfigFileTests: XCTestCase {
   func testShippedConfigsParse() throws {
     let dir = try makeTemporaryDirectory(self)
     let images = try smallImageFolder(dir)
-    for name in ["default", "cifar", "b16-imagenet", "b16-finetune"] {
+    for name in ["default", "cifar", "mixer-b16-i1k", "mixer-b16-i1k-60ep", "b16-finetune"] {
       let path = packageRoot.appendingPathComponent("configs/\(name).yaml").path
       var arguments = ["train", "--config", path, "--print-config"]
       if name != "default" { arguments += ["--data", "folder:\(images.path)"] }
