@@ -163,7 +163,7 @@ public struct TrainConfig: CheckpointConfig {
     try check(!emaWarmup || keepsAverage, "--ema-warmup warms up the decay of --ema: pass --ema DECAY too")
     if let keepBest {
       let names = evaluationMetricNames
-      try check(names.contains(keepBest), "--keep-best \(keepBest) is not a metric of this run (known: \(names.joined(separator: ", ")))"
+      try check(names.contains(keepBest), "--keep-best \(keepBest) is not a metric of this task (known: \(names.joined(separator: ", ")))"
         + (!keepsAverage && keepBest.hasSuffix(Self.averageSuffix) ? "; the _ema metrics need --ema DECAY" : ""))
     }
     if let t = threads { try check(t >= 1, "--threads must be at least 1, got \(t)") }

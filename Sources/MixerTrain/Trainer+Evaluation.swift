@@ -73,8 +73,8 @@ extension Trainer {
     }
     log.record(MetricRecord(kind: "eval", step: step, values: values))
     log.line("eval step \(step): val \(record.lines[0])  (\(result.count) images)")
-    if let averageLine { log.line("  EMA: \(averageLine)") }
     for line in record.lines.dropFirst() { log.line("  " + line) }
+    if let averageLine { log.line("  EMA: \(averageLine)") }
     return (result, values)
   }
 }
