@@ -9,6 +9,7 @@ import Foundation
 import MixerTestSupport
 import XCTest
 import MixerCheckpoint
+import MixerData
 import MixerDistributed
 @testable import MixerTrain
 
@@ -170,6 +171,25 @@ final class EMATrainingTests: XCTestCase {
     XCTAssertNotEqual(ema.loss, raw.loss)
     XCTAssertEqual(ema.loss, evaluations.last!["val_loss_ema"] as! Double, accuracy: 1e-6 * ema.loss)
     XCTAssertEqual(ema.top1, evaluations.last!["val_top1_ema"] as! Double)
+  }
+
+  /// Segmentation records its metrics of the average with `_ema` too (`val_miou_ema`, the
+  /// headline), and --keep-best may name it; `loadModel(weights: .ema)` reads that model's average.
+  func testSegmentationRecordsTheMeanIoUOfTheAverage() throws {
+    let dir = try makeTemporaryDirectory(self)
+    var c = config(dir, steps: 4)
+    c.model.task = .segmentation
+    c.model.classes = SyntheticSegmentation.names.count
+    c.data = "segshapes"
+    c.keepBest = "val_miou_ema"
+    let trainer = try trainers(c, ranks: 1)[0]
+    let text = try String(contentsOfFile: c.runDirectory + "/metrics.jsonl", encoding: .utf8)
+    let last = try JSONSerialization.jsonObject(with: Data(text.split(separator: "\n").last!.utf8)) as! [String: Any]
+    for name in ["val_miou_ema", "val_pixel_accuracy_ema", "val_loss_ema", "val_miou"] {
+      XCTAssertNotNil(last[name] as? Double, "\(name) in \(last)")
+    }
+    let folder = URL(fileURLWithPath: c.checkpointFolder).appendingPathComponent(checkpointName(step: 4)).path
+    XCTAssertEqual(try loadModel(folder, weights: .ema).model.parameters.array(), trainer.average!.values.array())
   }
 
   /// A checkpoint without an average and `weights: .ema` is an error that says so; bad settings.
