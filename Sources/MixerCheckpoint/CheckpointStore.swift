@@ -10,6 +10,10 @@
 // the new one is complete, renames the new one in, then deletes the old (a crash in between leaves
 // the old one aside, and the next save puts it back when no `step-N` took its place).
 // Resume re-slices the flat moment ranges, so a checkpoint saved by N ranks loads on any M.
+// A run with an exponential moving average of its parameters (`train --ema`) also writes the
+// average's flat range of each rank (`ema-rank-R.safetensors`, tensor `ema`), recorded in the
+// manifest's `ema`; it is re-sliced like the moments, and `readAveragedParameters` assembles it
+// whole for inference.
 // The directory must be visible to every rank (a shared filesystem on several nodes).
 
 import Foundation
@@ -111,6 +115,38 @@ public protocol ShardedOptimizerState: AnyObject {
   var moments: [(name: String, buffer: FlatBuffer)] { get }
 }
 
+/// A moving average of the parameters as the store saves it (`train --ema`): its values over this
+/// rank's flat range (the optimizer's range), and what the manifest says of it.
+public protocol ShardedParameterAverage: AnyObject {
+  /// the part of the flat buffer this rank holds (the optimizer's range)
+  var range: Range<Int> { get }
+  /// the average over `range`
+  var values: FlatBuffer { get }
+  var decay: Float { get }
+  /// the decay warms up (timm's `use_warmup`)
+  var warmup: Bool { get }
+  /// the step the average started from
+  var since: Int { get }
+}
+
+/// The manifest's record of a checkpoint's moving average of the parameters (`train --ema`).
+public struct ParameterAverageRecord: Codable, Equatable, Sendable {
+  public var decay: Float
+  public var warmup: Bool
+  /// the step the average started from (0: the run's start)
+  public var since: Int
+  /// the average's flat ranges, one file per rank (`ema-rank-R.safetensors`, tensor `ema`)
+  public var shards: [OptimizerShard]
+  /// The tensor name in each shard file.
+  public static let tensorName = "ema"
+}
+
+/// Which parameters of a checkpoint inference reads (`--weights`): the trained ones, or their
+/// moving average (`train --ema`).
+public enum WeightsChoice: String, Codable, CaseIterable, Sendable {
+  case raw, ema
+}
+
 /// The manifest of one checkpoint (`manifest.json`).
 public struct CheckpointManifest<Config: CheckpointConfig>: FolderManifest, Equatable {
   public static var fileName: String { "manifest.json" }
@@ -134,6 +170,8 @@ public struct CheckpointManifest<Config: CheckpointConfig>: FolderManifest, Equa
   /// the run's training time up to this step, summed over its segments (nil: saved before it
   /// was recorded)
   public var trainingSeconds: Double?
+  /// the moving average of the parameters (`train --ema`; nil: none saved)
+  public var ema: ParameterAverageRecord?
 
   /// Throws unless the manifest describes a loadable checkpoint (after its format and version):
   /// sane counts, and moment shards that tile the flat buffer exactly.
@@ -147,17 +185,19 @@ public struct CheckpointManifest<Config: CheckpointConfig>: FolderManifest, Equa
     guard parameterCount == expected else {
       throw fail("parameter count \(parameterCount) does not match its model (\(expected))")
     }
-    var next = 0
-    for shard in shards.sorted(by: { $0.start < $1.start }) {
-      guard shard.start == next, shard.end >= shard.start else {
-        throw fail("optimizer shards do not tile the parameters (at \(shard.start), expected \(next))")
+    for (kind, list) in [("optimizer", shards), ("ema", ema?.shards ?? [])] where kind == "optimizer" || ema != nil {
+      var next = 0
+      for shard in list.sorted(by: { $0.start < $1.start }) {
+        guard shard.start == next, shard.end >= shard.start else {
+          throw fail("\(kind) shards do not tile the parameters (at \(shard.start), expected \(next))")
+        }
+        guard files.contains(where: { $0.name == shard.file }) else {
+          throw fail("\(kind) shard file \(shard.file) is not in the file list")
+        }
+        next = shard.end
       }
-      guard files.contains(where: { $0.name == shard.file }) else {
-        throw fail("optimizer shard file \(shard.file) is not in the file list")
-      }
-      next = shard.end
+      guard next == parameterCount else { throw fail("\(kind) shards end at \(next), expected \(parameterCount)") }
     }
-    guard next == parameterCount else { throw fail("optimizer shards end at \(next), expected \(parameterCount)") }
     guard files.contains(where: { $0.name == "params.safetensors" }) else { throw fail("no params.safetensors") }
   }
 
@@ -219,6 +259,10 @@ public struct CheckpointSnapshot<Config: CheckpointConfig> {
   /// this rank's range of the flat buffer (its optimizer file)
   let shard: Range<Int>
   let moments: [(name: String, array: NDArray)]
+  /// this rank's range of the moving average of the parameters (`train --ema`; empty: none)
+  let average: [(name: String, array: NDArray)]
+  /// what the manifest records of the average (nil: none)
+  let averageRecord: ParameterAverageRecord?
   /// the parameters under their official names (rank 0; empty elsewhere)
   let parameters: [(name: String, array: NDArray)]
   /// what the whole save writes over all ranks (the free-space check)
@@ -255,14 +299,14 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   /// previous checkpoints are left as they were.
   @discardableResult
   public func save(
-    step: Int, model: MixerModel, optimizer: some ShardedOptimizerState, config: Config, zeroStage: Int,
-    cursor: DataCursor, keep: Int, protecting: Set<Int> = [], trainingSeconds: Double? = nil,
-    beforeCommit: (() -> Void)? = nil
+    step: Int, model: MixerModel, optimizer: some ShardedOptimizerState, average: (any ShardedParameterAverage)? = nil,
+    config: Config, zeroStage: Int, cursor: DataCursor, keep: Int, protecting: Set<Int> = [],
+    trainingSeconds: Double? = nil, beforeCommit: (() -> Void)? = nil
   ) throws -> URL {
     var none: CheckpointSnapshot<Config>?
     let snapshot = try self.snapshot(
-      step: step, model: model, optimizer: optimizer, config: config, zeroStage: zeroStage, cursor: cursor,
-      trainingSeconds: trainingSeconds, reusing: &none)
+      step: step, model: model, optimizer: optimizer, average: average, config: config, zeroStage: zeroStage,
+      cursor: cursor, trainingSeconds: trainingSeconds, reusing: &none)
     try begin(snapshot)
     let written = Result { try write(snapshot) }
     if case .success = written { beforeCommit?() }
@@ -289,13 +333,15 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   }
 
   /// This rank's part of a save of `step`, copied out of the model and optimizer (the training
-  /// may change them as soon as this returns): its range of the optimizer moments, and on rank 0
-  /// the parameters and what the manifest needs. `reusing` (taken: left nil) is an earlier
-  /// snapshot of the same shapes whose buffers are overwritten instead of allocated (fresh memory
-  /// costs its page faults on every save).
+  /// may change them as soon as this returns): its range of the optimizer moments (and of the
+  /// moving average `average`, when the run keeps one), and on rank 0 the parameters and what the
+  /// manifest needs. `reusing` (taken: left nil) is an earlier snapshot of the same shapes whose
+  /// buffers are overwritten instead of allocated (fresh memory costs its page faults on every
+  /// save).
   public func snapshot(
-    step: Int, model: MixerModel, optimizer: some ShardedOptimizerState, config: Config, zeroStage: Int,
-    cursor: DataCursor, trainingSeconds: Double?, reusing spare: inout CheckpointSnapshot<Config>?
+    step: Int, model: MixerModel, optimizer: some ShardedOptimizerState, average: (any ShardedParameterAverage)? = nil,
+    config: Config, zeroStage: Int, cursor: DataCursor, trainingSeconds: Double?,
+    reusing spare: inout CheckpointSnapshot<Config>?
   ) throws -> CheckpointSnapshot<Config> {
     let total = model.table.count
     let range = group.shardRanges(total: total)[group.rank]
@@ -304,11 +350,18 @@ public struct CheckpointStore<Config: CheckpointConfig> {
       throw CheckpointError("rank \(group.rank): optimizer range \(optimizer.range) does not cover its shard \(range)")
     }
     let momentSources = optimizer.moments.filter { $0.buffer.count > 0 }.map { ($0.name, $0.buffer.pointer + local, range.count) }
+    var averageSources: [(String, UnsafeMutablePointer<Float>, Int)] = []
+    if let average {
+      guard average.range == optimizer.range else {
+        throw CheckpointError("rank \(group.rank): the moving average covers \(average.range), the optimizer \(optimizer.range)")
+      }
+      averageSources = [(ParameterAverageRecord.tensorName, average.values.pointer + local, range.count)]
+    }
     let parameterSources = group.rank == 0
       ? model.table.views.map { ($0.name, model.parameters.pointer + $0.range.lowerBound, $0.range.count) } : []
     // moved out of the spare so that each buffer has one owner and is overwritten in place
     var previous = spare.take()
-    var reusedMoments = previous?.moments, reusedParameters = previous?.parameters
+    var reusedMoments = previous?.moments, reusedParameters = previous?.parameters, reusedAverage = previous?.average
     previous = nil
     func copies(
       _ sources: [(String, UnsafeMutablePointer<Float>, Int)], shapes: [[Int]],
@@ -325,12 +378,17 @@ public struct CheckpointStore<Config: CheckpointConfig> {
       return zip(sources, shapes).map { ($0.0, NDArray(shape: $1, data: Array(UnsafeBufferPointer(start: $0.1, count: $0.2)))) }
     }
     let moments = copies(momentSources, shapes: momentSources.map { [$0.2] }, into: &reusedMoments)
+    let averaged = copies(averageSources, shapes: averageSources.map { [$0.2] }, into: &reusedAverage)
     let parameters = copies(
       parameterSources, shapes: group.rank == 0 ? model.table.views.map(\.shape) : [], into: &reusedParameters)
-    let headers = 64 * model.table.views.count + 4096 * (group.size + 2)
+    let headers = 64 * model.table.views.count + 4096 * (group.size * (1 + averaged.count) + 2)
     return CheckpointSnapshot(
-      step: step, shard: range, moments: moments, parameters: parameters,
-      estimatedBytes: MemoryLayout<Float>.size * total * (1 + moments.count) + headers, config: config,
+      step: step, shard: range, moments: moments, average: averaged,
+      averageRecord: average.map {
+        ParameterAverageRecord(decay: $0.decay, warmup: $0.warmup, since: $0.since, shards: [])
+      },
+      parameters: parameters,
+      estimatedBytes: MemoryLayout<Float>.size * total * (1 + moments.count + averaged.count) + headers, config: config,
       zeroStage: zeroStage, optimizerKind: optimizer.kindName, parameterCount: total, cursor: cursor,
       trainingSeconds: trainingSeconds)
   }
@@ -406,8 +464,8 @@ public struct CheckpointStore<Config: CheckpointConfig> {
   }
 
   /// Every rank: writes its snapshot into the `.partial` folder (its slice of the optimizer
-  /// moments, rank 0 also the parameters), then its file list with checksums for rank 0 to
-  /// collect. No collective: a background save runs it on its own thread.
+  /// moments and of the moving average, rank 0 also the parameters), then its file list with
+  /// checksums for rank 0 to collect. No collective: a background save runs it on its own thread.
   public func write(_ snapshot: CheckpointSnapshot<Config>) throws {
     let partial = partialFolder(step: snapshot.step)
     let range = snapshot.shard
@@ -427,6 +485,12 @@ public struct CheckpointStore<Config: CheckpointConfig> {
         optimizerFile, snapshot.moments,
         ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(group.rank)", "step": "\(snapshot.step)"]),
     ]
+    if !snapshot.average.isEmpty {
+      entries.append(
+        try written(
+          Self.averageFile(rank: group.rank), snapshot.average,
+          ["start": "\(range.lowerBound)", "end": "\(range.upperBound)", "rank": "\(group.rank)", "step": "\(snapshot.step)"]))
+    }
     if group.rank == 0 {
       entries.append(
         try written("params.safetensors", snapshot.parameters, ["step": "\(snapshot.step)", "format": "mixer-dist"]))
@@ -460,6 +524,10 @@ public struct CheckpointStore<Config: CheckpointConfig> {
       config: snapshot.config, worldSize: group.size, zeroStage: snapshot.zeroStage, optimizer: snapshot.optimizerKind,
       parameterCount: total, cursor: snapshot.cursor, shards: shards, files: files.sorted { $0.name < $1.name })
     manifest.trainingSeconds = snapshot.trainingSeconds
+    if var record = snapshot.averageRecord {
+      record.shards = shards.map { OptimizerShard(rank: $0.rank, start: $0.start, end: $0.end, file: Self.averageFile(rank: $0.rank)) }
+      manifest.ema = record
+    }
     let manifestURL = partial.appendingPathComponent(CheckpointManifest<Config>.fileName)
     try FileSystemError.mapping(path: manifestURL.path, operation: "write") {
       try manifest.write(in: partial)
@@ -500,18 +568,26 @@ public struct CheckpointStore<Config: CheckpointConfig> {
     }
   }
 
+  /// The file of rank `rank`'s range of the moving average.
+  static func averageFile(rank: Int) -> String { String(format: "ema-rank-%05d.safetensors", rank) }
+
   /// Loads parameters and this rank's moment range from a checkpoint, verifying the size and
   /// SHA-256 of every file this rank reads; returns its manifest. The model shapes must match; the optimizer must be the same kind.
+  /// `average` (a run with --ema) gets this rank's range of the checkpoint's moving average when
+  /// it has one (`manifest.ema`); otherwise it is left as it is, for the caller to start.
   public static func load(
-    _ folder: URL, into model: MixerModel, optimizer: some ShardedOptimizerState
+    _ folder: URL, into model: MixerModel, optimizer: some ShardedOptimizerState,
+    average: (any ShardedParameterAverage)? = nil
   ) throws -> CheckpointManifest<Config> {
     let manifest = try CheckpointManifest<Config>.read(from: folder, verifying: { _ in false })
     // every rank checks what it reads itself (a shared filesystem can serve one node a stale or
     // damaged copy): the parameters and the moment shards that overlap its range
     let entries = Dictionary(manifest.files.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-    let reads = ["params.safetensors"] + manifest.shards.filter {
-      $0.start < optimizer.range.upperBound && optimizer.range.lowerBound < $0.end
-    }.map(\.file)
+    func overlapping(_ shards: [OptimizerShard]) -> [OptimizerShard] {
+      shards.filter { $0.start < optimizer.range.upperBound && optimizer.range.lowerBound < $0.end }
+    }
+    let averageShards = average != nil ? overlapping(manifest.ema?.shards ?? []) : []
+    let reads = ["params.safetensors"] + overlapping(manifest.shards).map(\.file) + averageShards.map(\.file)
     for name in reads {
       guard let entry = entries[name] else { throw CheckpointError("\(folder.path): \(name) is not in the manifest") }
       try verifyFile(entry, in: folder, manifest: CheckpointManifest<Config>.fileName)
@@ -536,6 +612,18 @@ public struct CheckpointStore<Config: CheckpointConfig> {
         buffer.copy(from: try file.floats(name, elements: elements), at: lo - mine.lowerBound)
       }
     }
+    if let average {
+      guard average.range == mine else {
+        throw CheckpointError("the moving average covers \(average.range), the optimizer \(mine)")
+      }
+      for shard in averageShards {
+        let lo = max(shard.start, mine.lowerBound), hi = min(shard.end, mine.upperBound)
+        let file = try SafeTensorsFile(contentsOf: folder.appendingPathComponent(shard.file))
+        average.values.copy(
+          from: try file.floats(ParameterAverageRecord.tensorName, elements: (lo - shard.start)..<(hi - shard.start)),
+          at: lo - mine.lowerBound)
+      }
+    }
     return manifest
   }
 
@@ -554,4 +642,29 @@ public struct CheckpointStore<Config: CheckpointConfig> {
           + problems.prefix(10).joined(separator: "; ") + (problems.count > 10 ? "; …" : ""))
     }
   }
+}
+
+/// The moving average of the parameters a checkpoint holds (`train --ema`), whole, in the flat
+/// layout of its model's `ParameterTable`: every rank's `ema-rank-R.safetensors` read and verified
+/// (size and SHA-256). A checkpoint without one is an error that says so.
+public func readAveragedParameters<Config: CheckpointConfig>(
+  _ folder: URL, manifest: CheckpointManifest<Config>
+) throws -> [Float] {
+  guard let record = manifest.ema else {
+    throw CheckpointError(
+      "\(folder.path) holds no EMA weights (trained without --ema): use --weights raw, or train with --ema DECAY")
+  }
+  let entries = Dictionary(manifest.files.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+  var values = [Float](repeating: 0, count: manifest.parameterCount)
+  for shard in record.shards where shard.end > shard.start {
+    guard let entry = entries[shard.file] else { throw CheckpointError("\(folder.path): \(shard.file) is not in the manifest") }
+    try verifyFile(entry, in: folder, manifest: CheckpointManifest<Config>.fileName)
+    let file = try SafeTensorsFile(contentsOf: folder.appendingPathComponent(shard.file))
+    let part = try file.floats(ParameterAverageRecord.tensorName)
+    guard part.count == shard.end - shard.start else {
+      throw CheckpointError("\(folder.path)/\(shard.file) holds \(part.count) values, its manifest says \(shard.end - shard.start)")
+    }
+    values.replaceSubrange(shard.start..<shard.end, with: part)
+  }
+  return values
 }

@@ -157,11 +157,12 @@ public func exportOfficialNPZ(model: MixerModel, to url: URL) throws {
 
 /// Writes the parameters of a checkpoint or weights folder (see `readParameterFolder`) as an
 /// official `.npz`; returns the folder's config.
+/// `weights: .ema`: the checkpoint's moving average of the parameters (`train --ema`).
 @discardableResult
 public func exportOfficialNPZ(
-  from folder: URL, to url: URL, log: (String) -> Void = { _ in }
+  from folder: URL, to url: URL, weights: WeightsChoice = .raw, log: (String) -> Void = { _ in }
 ) throws -> MixerConfig {
-  let (config, parameters, _) = try readParameterFolder(folder, log: log)
+  let (config, parameters, _) = try readParameterFolder(folder, weights: weights, log: log)
   try exportOfficialNPZ(config: config, parameters: parameters, to: url)
   return config
 }
@@ -226,14 +227,19 @@ public func writeWeightsFolder(
 /// a weights folder (`model.json`), a `--checkpoint-dir` or a run folder (its newest valid
 /// checkpoint, in `checkpoints/` for a run folder).
 /// Returns the folder's config, its parameters (exactly the config's tensors) and a description.
+/// `weights: .ema`: a checkpoint's moving average of the parameters (`train --ema`) instead; an
+/// error for a folder without one.
 public func readParameterFolder(
-  _ folder: URL, log: (String) -> Void = { _ in }
+  _ folder: URL, weights: WeightsChoice = .raw, log: (String) -> Void = { _ in }
 ) throws -> (config: MixerConfig, parameters: [String: NDArray], description: String) {
   let fileManager = FileManager.default
   try refuseQuantizedCheckpoint(folder)
   let config: MixerConfig, description: String, checkpoint: URL
   if fileManager.fileExists(atPath: folder.appendingPathComponent(WeightsManifest.fileName).path) {
     let manifest = try WeightsManifest.read(from: folder)
+    if weights == .ema {
+      throw CheckpointError("\(folder.path) is a weights folder from `mixer-dist import`: it holds no EMA weights; use --weights raw")
+    }
     (config, description, checkpoint) = (manifest.config, "weights imported from \(manifest.source)", folder)
   } else {
     let manifest: CheckpointManifest<ModelOnlyConfig>, url: URL
@@ -252,6 +258,13 @@ public func readParameterFolder(
       skipped.forEach(log)  // the newer ones that did not verify
       let manifestURL = newest.appendingPathComponent("manifest.json")
       (manifest, url) = (try CheckpointManifest<ModelOnlyConfig>.decode(Data(contentsOf: manifestURL), source: manifestURL.path), newest)
+    }
+    if weights == .ema {
+      let table = ParameterTable(config: manifest.config.model)
+      let values = try readAveragedParameters(url, manifest: manifest)
+      var parameters: [String: NDArray] = [:]
+      for view in table.views { parameters[view.name] = NDArray(shape: view.shape, data: Array(values[view.range])) }
+      return (manifest.config.model, parameters, "the EMA weights of checkpoint \(url.path) (step \(manifest.step))")
     }
     (config, description, checkpoint) = (manifest.config.model, "checkpoint \(url.path) (step \(manifest.step))", url)
   }

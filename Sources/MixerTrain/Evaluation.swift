@@ -89,12 +89,14 @@ public struct LoadedModel {
 /// Reads a model from any of: a checkpoint folder (`step-N`), a checkpoint directory or a run
 /// folder (the newest valid checkpoint, in `checkpoints/` for a run folder), or a weights folder
 /// made by `mixer-dist import` (`model.json`). Every checksum is verified.
-public func loadModel(_ path: String) throws -> LoadedModel {
+/// `weights: .ema`: a checkpoint's moving average of the parameters (`train --ema`) instead of its
+/// parameters; a folder without one is an error that says so.
+public func loadModel(_ path: String, weights: WeightsChoice = .raw) throws -> LoadedModel {
   let url = URL(fileURLWithPath: path)
   let fileManager = FileManager.default
   try refuseQuantizedCheckpoint(url)
   if fileManager.fileExists(atPath: url.appendingPathComponent("model.json").path) {
-    let (config, parameters, _) = try readParameterFolder(url)
+    let (config, parameters, _) = try readParameterFolder(url, weights: weights)
     let model = try MixerModel(config: config, seed: 0)
     try loadParameters(parameters, into: model, source: path)
     var train = TrainConfig(model: config)
@@ -120,9 +122,14 @@ public func loadModel(_ path: String) throws -> LoadedModel {
   }
   let manifest = try verifyCheckpoint(folder, config: TrainConfig.self, parametersOnly: true)
   let model = try MixerModel(config: manifest.config.model, seed: 0)
-  let params = try SafeTensorsFile(contentsOf: folder.appendingPathComponent("params.safetensors"))
-  try CheckpointStore<TrainConfig>.checkShapes(params, model: model, source: folder.path)
-  for view in model.table.views { model.parameters.copy(from: try params.floats(view.name), at: view.offset) }
+  switch weights {
+  case .raw:
+    let params = try SafeTensorsFile(contentsOf: folder.appendingPathComponent("params.safetensors"))
+    try CheckpointStore<TrainConfig>.checkShapes(params, model: model, source: folder.path)
+    for view in model.table.views { model.parameters.copy(from: try params.floats(view.name), at: view.offset) }
+  case .ema:
+    model.parameters.copy(from: try readAveragedParameters(folder, manifest: manifest))
+  }
   return LoadedModel(model: model, config: manifest.config, step: manifest.step, folder: folder)
 }
 
@@ -168,12 +175,13 @@ struct RelabelledDataset: Dataset {
 /// data source (or `data`); every rank gets the exact totals. The data's class names must be the
 /// model's: the same names in another order are mapped by name; other names are an error unless
 /// `ignoreClassNames`. `precision` (nil: the checkpoint's own) picks the inference plan; `log`
-/// gets its notes (`loadInferenceModel`).
+/// gets its notes (`loadInferenceModel`). `weights: .ema` evaluates the checkpoint's moving
+/// average of the parameters (`train --ema`).
 public func evaluateCheckpoint(
   path: String, data: String?, comm: Communicator, batchSize: Int, ignoreClassNames: Bool = false,
-  precision: Precision? = nil, log: (String) -> Void = { _ in }
+  precision: Precision? = nil, weights: WeightsChoice = .raw, log: (String) -> Void = { _ in }
 ) throws -> (EvaluationResult, LoadedModel) {
-  let inference = try loadInferenceModel(path, precision: precision, log: log)
+  let inference = try loadInferenceModel(path, precision: precision, weights: weights, log: log)
   let loaded = inference.loaded
   let model = loaded.model
   var config = loaded.config

@@ -35,13 +35,15 @@ public struct InferenceModel {
 /// Loads `path` (anything `loadModel` reads, or a quantized checkpoint folder) for inference in
 /// `precision` (nil: the checkpoint's own). oneDNN gets as many threads as OpenBLAS has. A
 /// quantized checkpoint run at `--precision fp32` runs its dequantized weights, not the model it
-/// was made from: `log` is told so.
+/// was made from: `log` is told so. `weights: .ema`: a checkpoint's moving average of the
+/// parameters (`train --ema`; a quantized checkpoint holds one set of weights: an error).
 public func loadInferenceModel(
-  _ path: String, precision: Precision?, log: (String) -> Void = { _ in }
+  _ path: String, precision: Precision?, weights: WeightsChoice = .raw, log: (String) -> Void = { _ in }
 ) throws -> InferenceModel {
   let url = URL(fileURLWithPath: path)
   DNNL.setThreads(BLAS.threads)
   if isQuantizedCheckpoint(url) {
+    try refuseAverage(of: path, weights)
     let quantized = try readQuantizedCheckpoint(url, config: TrainConfig.self)
     var settings = quantized.settings
     if precision == .fp32 {
@@ -60,7 +62,7 @@ public func loadInferenceModel(
     }
     return InferenceModel(loaded: loaded, plan: try InferencePlan(model: quantized.model, settings: settings))
   }
-  let loaded = try loadModel(path)
+  let loaded = try loadModel(path, weights: weights)
   guard let precision, precision != .fp32 else { return InferenceModel(loaded: loaded, plan: nil) }
   if let note = precision.kernelNote { log("note: \(note)") }
   return InferenceModel(loaded: loaded, plan: try InferencePlan(model: loaded.model, precision: precision))
@@ -70,12 +72,14 @@ public func loadInferenceModel(
 /// or for a quantized checkpoint its int8 products as QuantizeLinear/DequantizeLinear nodes and
 /// its other products fp32. Returns the file's bytes, the model's config and a one-line summary of
 /// the products (`onnxProductSummary`: "fp32", "16 of 18 products int8 (QDQ), 2 fp32").
-public func exportONNX(_ path: String) throws -> (data: Data, config: MixerConfig, products: String) {
+/// `weights: .ema`: a checkpoint's moving average of the parameters (`train --ema`).
+public func exportONNX(_ path: String, weights: WeightsChoice = .raw) throws -> (data: Data, config: MixerConfig, products: String) {
   let url = URL(fileURLWithPath: path)
   guard isQuantizedCheckpoint(url) else {
-    let model = try loadModel(path).model
+    let model = try loadModel(path, weights: weights).model
     return (try onnxModel(model), model.config, "fp32")
   }
+  try refuseAverage(of: path, weights)
   let quantized = try readQuantizedCheckpoint(url, config: TrainConfig.self)
   let config = quantized.model.config
   let products = onnxProductSummary(config.productLayers, settings: quantized.settings)
@@ -83,9 +87,20 @@ public func exportONNX(_ path: String) throws -> (data: Data, config: MixerConfi
 }
 
 /// Writes the parameters of `path` (a checkpoint or weights folder, as `export` to .npz reads)
-/// as float32 safetensors under their official names; returns the model's config.
-public func exportSafeTensors(_ path: String, to url: URL, log: (String) -> Void) throws -> MixerConfig {
-  let (config, parameters, _) = try readParameterFolder(URL(fileURLWithPath: path), log: log)
+/// as float32 safetensors under their official names; returns the model's config. `weights: .ema`:
+/// a checkpoint's moving average of the parameters (`train --ema`).
+public func exportSafeTensors(
+  _ path: String, to url: URL, weights: WeightsChoice = .raw, log: (String) -> Void
+) throws -> MixerConfig {
+  let (config, parameters, _) = try readParameterFolder(URL(fileURLWithPath: path), weights: weights, log: log)
   try SafeTensors.write(parameters.keys.sorted().map { ($0, parameters[$0]!) }, to: url)
   return config
+}
+
+/// A quantized checkpoint holds one set of weights: `--weights ema` on it is an error.
+func refuseAverage(of path: String, _ weights: WeightsChoice) throws {
+  guard weights == .ema else { return }
+  throw TrainError(
+    "\(path) is a quantized checkpoint: it holds one set of weights, no EMA; quantize the EMA weights with "
+      + "`mixer-dist quantize --weights ema`, or drop --weights ema")
 }

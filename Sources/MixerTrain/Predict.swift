@@ -6,6 +6,7 @@
 // saved as an 8-bit PNG of class indices, the format the training masks use.
 
 import Foundation
+import MixerCheckpoint
 import MixerData
 import MixerKernels
 import MixerModel
@@ -45,9 +46,9 @@ public func imageFiles(_ paths: [String]) throws -> [String] {
 /// `photo.png`; `-2`, `-3`... on clashes). What is written is the task's (`TaskHead.prediction`).
 public func predict(
   checkpoint: String, files: [String], options: PredictionOptions, batchSize: Int, precision: Precision? = nil,
-  log: (String) -> Void = { _ in }
+  weights: WeightsChoice = .raw, log: (String) -> Void = { _ in }
 ) throws -> [Prediction] {
-  let inference = try loadInferenceModel(checkpoint, precision: precision, log: log)
+  let inference = try loadInferenceModel(checkpoint, precision: precision, weights: weights, log: log)
   let loaded = inference.loaded
   let model = loaded.model, trained = loaded.config
   let config = model.config

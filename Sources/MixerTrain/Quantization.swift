@@ -29,6 +29,8 @@ public struct QuantizationOptions: Sendable {
   public var percentile: Double = 99.99
   /// a product whose int8 error alone is above this stays bf16 (0: every product bf16; ≥ 1: all int8)
   public var maxLayerError: Double = 0.02
+  /// the checkpoint's parameters, or their moving average (`train --ema`)
+  public var weights: WeightsChoice = .raw
   public init() {}
 }
 
@@ -80,7 +82,7 @@ func evenlySpacedImages(_ dataset: any Dataset, count: Int, phase: Double) throw
 public func quantizeCheckpoint(
   path: String, output: URL, options: QuantizationOptions, log: (String) -> Void
 ) throws -> QuantizationReport {
-  let loaded = try loadModel(path)
+  let loaded = try loadModel(path, weights: options.weights)
   let model = loaded.model, cfg = model.config
   DNNL.setThreads(BLAS.threads)
   var dataConfig = loaded.config
@@ -195,7 +197,8 @@ public func quantizeCheckpoint(
 
   log("compared the whole model in 4 settings in \(seconds(since: summaryStart))")
   try writeQuantizedCheckpoint(
-    model: model, settings: settings, config: loaded.config, source: loaded.folder.path, step: loaded.step,
+    model: model, settings: settings, config: loaded.config, source: loaded.folder.path + (options.weights == .ema ? " (EMA weights)" : ""),
+    step: loaded.step,
     calibration: CalibrationRecord(
       method: options.method, percentile: options.method == .percentile ? options.percentile : nil, samples: samples,
       data: dataConfig.data),

@@ -94,8 +94,17 @@ public struct TrainConfig: CheckpointConfig {
   /// also keep the checkpoint with the best value of this evaluation metric (e.g. `val_top1`;
   /// lower is better for `val_loss`), named in `best.json` of the checkpoint folder
   public var keepBest: String?
+  /// the decay of the exponential moving average of the parameters (0: none), kept in fp32
+  /// beside the optimizer state, evaluated beside the raw parameters and saved in checkpoints
+  /// (`ExponentialMovingAverage`)
+  public var emaDecay: Float = 0
+  /// the average's decay warms up as timm's ModelEmaV3 `use_warmup`: min(decay, 1 − (1 + t)^(−2/3))
+  public var emaWarmup: Bool = false
 
   public init(model: MixerConfig) { self.model = model }
+
+  /// The run keeps a moving average of its parameters (`--ema`).
+  public var keepsAverage: Bool { emaDecay > 0 }
 
   /// Where checkpoints go: `checkpointDirectory`, or `checkpoints` in the run folder (every run
   /// ends with a checkpoint that eval, predict, export, inspect and --init-from accept).
@@ -163,14 +172,29 @@ public struct TrainConfig: CheckpointConfig {
     try check(mixup >= 0, "--mixup must be non-negative, got \(mixup)")
     try precision.requireTraining()
     try model.task.training.validate(self)
+    try check(emaDecay >= 0 && emaDecay < 1, "--ema must be in [0, 1) (0: off; e.g. 0.9999), got \(emaDecay)")
+    try check(!emaWarmup || keepsAverage, "--ema-warmup warms up the decay of --ema: pass --ema DECAY too")
     if let keepBest {
-      let names = model.task.training.metricNames
-      try check(names.contains(keepBest), "--keep-best \(keepBest) is not a metric of this task (known: \(names.joined(separator: ", ")))")
+      let names = evaluationMetricNames
+      try check(names.contains(keepBest), "--keep-best \(keepBest) is not a metric of this task (known: \(names.joined(separator: ", ")))"
+        + (!keepsAverage && keepBest.hasSuffix(Self.averageSuffix) ? "; the _ema metrics need --ema DECAY" : ""))
     }
     if let t = threads { try check(t >= 1, "--threads must be at least 1, got \(t)") }
     try check(saveEvery >= 0, "--save-every must be non-negative")
     try check(keep >= 0, "--keep must be non-negative")
     try check(saveEveryMinutes >= 0 && saveEveryMinutes.isFinite, "--save-every-minutes must be non-negative, got \(saveEveryMinutes)")
+  }
+}
+
+extension TrainConfig {
+  /// The suffix of the metrics of the averaged parameters (`val_top1_ema`).
+  public static let averageSuffix = "_ema"
+
+  /// The evaluation metrics a run records and --keep-best may name: the task's, and under --ema
+  /// the same with `_ema` for the averaged parameters.
+  public var evaluationMetricNames: [String] {
+    let names = model.task.training.metricNames
+    return names + (keepsAverage ? names.map { $0 + Self.averageSuffix } : [])
   }
 }
 

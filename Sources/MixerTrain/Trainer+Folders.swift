@@ -69,8 +69,23 @@ extension Trainer {
     for change in configDifferences(saved, config, ignoring: ["runDirectory", "checkpointDirectory", "threads"]) {
       log.line("mixer-dist: resume changes \(change)")
     }
-    let manifest = try CheckpointStore<TrainConfig>.load(URL(fileURLWithPath: chosen), into: model, optimizer: optimizer)
+    let manifest = try CheckpointStore<TrainConfig>.load(
+      URL(fileURLWithPath: chosen), into: model, optimizer: optimizer, average: average)
     try Trainer.checkSameParameters(model.parameters, comm: comm)
+    if let average {
+      if let record = manifest.ema {
+        average.since = record.since
+      } else {
+        // (the checkpoint's run had no --ema: the average starts here, as timm's starts from the model)
+        average.reset(from: model.parameters.pointer)
+        average.since = manifest.step
+        log.line("mixer-dist: --ema: \(chosen) holds no EMA weights: the average starts from its parameters at step \(manifest.step)")
+      }
+    } else if let record = manifest.ema {
+      log.line(
+        "mixer-dist: \(chosen) holds EMA weights (--ema \(record.decay)) but this run has no --ema: they are dropped "
+          + "(its checkpoints hold none); pass --ema \(record.decay)\(record.warmup ? " --ema-warmup" : "") to continue them")
+    }
     resumedFrom = chosen
     secondsBefore = manifest.trainingSeconds ?? 0
     best = nil  // read after startStep is known (run)

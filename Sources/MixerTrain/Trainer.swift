@@ -106,6 +106,8 @@ public final class Trainer {
   /// the one step (accumulate → reduce → clip → update), shared with `bench`
   let step: TrainingStep
   public var optimizer: Optimizer { step.optimizer }
+  /// the moving average of the parameters over the optimizer's range (`--ema`; nil: off)
+  public var average: ExponentialMovingAverage? { step.average }
   public let log: RunLog
   let trainSet: any Dataset
   let validationSet: any Dataset
@@ -249,6 +251,11 @@ public final class Trainer {
     if let note = config.precision.kernelNote { log.line("mixer-dist: \(note)") }
     if config.zeroStage == 1 {
       log.line("ZeRO-1: optimizer state \(grouped(optimizer.stateCount)) floats per rank (1/\(comm.size) of \(grouped(optimizer.stateCount * comm.size)))")
+    }
+    if let average {
+      log.line(
+        "EMA: decay \(average.decay)\(average.warmup ? " with timm's warm-up" : ""), \(grouped(average.range.count)) floats "
+          + "per rank, evaluated beside the raw parameters (metrics with _ema)")
     }
     if let resume {
       startStep = try resumeFrom(resume)
@@ -420,8 +427,9 @@ public final class Trainer {
         }
         if cfg.evalEvery > 0 && done % cfg.evalEvery == 0 && done != cfg.steps {
           if cfg.keepBest != nil { try finishPendingSave() }  // best.json names only committed folders
-          evaluation = try evaluateAndLog(step: done)
-          try keepIfBest(evaluation!, step: done, saved: saved, store: store)
+          let (result, values) = try evaluateAndLog(step: done)
+          evaluation = result
+          try keepIfBest(values, step: done, saved: saved, store: store)
         }
       }
     } catch {
@@ -430,9 +438,10 @@ public final class Trainer {
         pending: pending)
     }
     let evaluationToken = watchdog?.begin("final evaluation")
-    evaluation = try evaluateAndLog(step: cfg.steps)
+    let (result, values) = try evaluateAndLog(step: cfg.steps)
+    evaluation = result
     if let evaluationToken { watchdog?.end(evaluationToken) }
-    try keepIfBest(evaluation!, step: cfg.steps, saved: true, store: store)
+    try keepIfBest(values, step: cfg.steps, saved: true, store: store)
     try writeConfusion(evaluation, step: cfg.steps)
     log.line(String(
       format: "data: the step waited for the loader %d time(s), %.2f s in all (--loader-workers %d)",
@@ -499,7 +508,7 @@ public final class Trainer {
   func startBackgroundSave(_ store: CheckpointStore<TrainConfig>, done: Int) throws -> BackgroundSave<TrainConfig> {
     let snapshot = try Timeline.span("checkpoint copy (step \(done))", .checkpoint) {
       try store.snapshot(
-        step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage,
+        step: done, model: model, optimizer: optimizer, average: average, config: config, zeroStage: config.zeroStage,
         cursor: cursor(after: done), trainingSeconds: trainingSeconds, reusing: &spareSnapshot)
     }
     var afterWrite: (() throws -> Void)?
@@ -520,7 +529,7 @@ public final class Trainer {
   func saveCheckpoint(_ store: CheckpointStore<TrainConfig>, done: Int) throws -> URL {
     let folder = try Timeline.span("checkpoint save (step \(done))", .checkpoint) {
       try store.save(
-        step: done, model: model, optimizer: optimizer, config: config, zeroStage: config.zeroStage,
+        step: done, model: model, optimizer: optimizer, average: average, config: config, zeroStage: config.zeroStage,
         cursor: cursor(after: done), keep: config.keep,
         protecting: best.map { [$0.step] } ?? [], trainingSeconds: trainingSeconds,
         beforeCommit: faults.killInSaveAtStep == done ? { kill(getpid(), SIGKILL) } : nil)

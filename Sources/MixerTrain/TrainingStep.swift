@@ -7,7 +7,8 @@
 //               whether its batch could be made (`runWithoutBatch`: every rank stops before the
 //               update of a step some rank could not load)
 //   clip        to the global gradient norm
-//   update      the optimizer on this rank's range; under ZeRO-1 the all-gather of parameters
+//   update      the optimizer on this rank's range (and, under --ema, the moving average of that
+//               range); under ZeRO-1 the all-gather of parameters
 // The trainer and `bench` both call `run`, so the benchmark times exactly what training runs.
 //
 // Exact (`--exact`, ExactSum): the global batch is cut into micro-batches of `exactMicroBatch`
@@ -59,6 +60,8 @@ public struct StepResult {
 public final class TrainingStep {
   public let model: MixerModel
   public let optimizer: Optimizer
+  /// the moving average of the parameters over the optimizer's range (`--ema`; nil: off)
+  public let average: ExponentialMovingAverage?
   let comm: Communicator
   let bucketer: GradientBucketer
   let task: any TaskHead
@@ -90,6 +93,9 @@ public final class TrainingStep {
     let shard = config.zeroStage == 1
       ? shardRanges(total: model.table.count, parts: comm.size)[comm.rank] : 0..<model.table.count
     optimizer = Optimizer(config: config.optimizer, table: model.table, range: shard)
+    average = config.keepsAverage
+      ? ExponentialMovingAverage(decay: config.emaDecay, warmup: config.emaWarmup, range: shard) : nil
+    average?.reset(from: model.parameters.pointer)
     exact = config.exact ? ExactGradients(count: model.table.count) : nil
     BLAS.setFixedChunks(config.exact ? Self.exactChunks : nil)
     microBatches = config.exact ? localBatch / config.exactMicroBatch : config.accumulation
@@ -208,6 +214,9 @@ public final class TrainingStep {
       optimizer.update(
         parameters: model.parameters.pointer, gradients: model.gradients.pointer, lr: lr, step: step + 1,
         scheduleFactor: Float(schedule.factor(step: step)))
+    }
+    if let average {
+      Timeline.span("moving average (--ema)", .optimizer) { average.update(parameters: model.parameters.pointer, update: step + 1) }
     }
     var allGatherSeconds = 0.0
     if config.zeroStage == 1 {

@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import Foundation
+import MixerCheckpoint
 import MixerKernels
 import MixerTrain
 
@@ -18,6 +19,7 @@ struct Eval: ParsableCommand {
   @Flag(help: "Print one JSON object instead of text.") var json = false
   @Flag(help: "Evaluate by class index even when the data's class names are not the checkpoint's.") var ignoreClassNames = false
   @Option(help: "Matrix products in fp32, bf16 or int8 (int8 needs a checkpoint from `mixer-dist quantize`; default: the checkpoint's own).") var precision: Precision?
+  @Option(help: "Which weights of a checkpoint: raw (the trained parameters) or ema (their moving average, saved by `train --ema`).") var weights: WeightsChoice = .raw
 
   func run() throws {
     try runReportingErrors {
@@ -26,11 +28,11 @@ struct Eval: ParsableCommand {
         Job.setBLASThreads(requested: threads, comm: comm)
         let (result, loaded) = try evaluateCheckpoint(
           path: checkpoint, data: data, comm: comm, batchSize: batch, ignoreClassNames: ignoreClassNames,
-          precision: precision, log: { if comm.rank == 0 { FileHandle.standardError.write(Data("mixer-dist: \($0)\n".utf8)) } })
+          precision: precision, weights: weights, log: { if comm.rank == 0 { FileHandle.standardError.write(Data("mixer-dist: \($0)\n".utf8)) } })
         guard comm.rank == 0 else { return }
         let task = loaded.model.config.task.training
         let step = loaded.step ?? 0
-        let source = loaded.step.map { "step \($0)" } ?? "imported weights"
+        let source = (loaded.step.map { "step \($0)" } ?? "imported weights") + (weights == .ema ? " (EMA weights)" : "")
         if json {
           let encoder = JSONEncoder()
           encoder.outputFormatting = [.sortedKeys]

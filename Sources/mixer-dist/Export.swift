@@ -29,6 +29,7 @@ struct Export: ParsableCommand {
   @Option(help: "The file to write; its extension names the format: .npz, .safetensors or .onnx.") var output: String
   @Option(help: "npz (official weights), safetensors (the same tensors) or onnx (the model: input images [B, H, W, 3], output logits; fp32, or int8 QDQ from a quantized checkpoint). Default: the output's extension; must agree with it.")
   var format: ExportFormat?
+  @Option(help: "Which weights of a checkpoint: raw (the trained parameters) or ema (their moving average, saved by `train --ema`).") var weights: WeightsChoice = .raw
 
   /// The format the output's extension names, if any.
   private var formatOfOutput: ExportFormat? { ExportFormat(rawValue: (output as NSString).pathExtension.lowercased()) }
@@ -51,16 +52,16 @@ struct Export: ParsableCommand {
       let config: MixerConfig
       switch format ?? formatOfOutput! {
       case .onnx:
-        let (data, exported, products) = try exportONNX(checkpoint)
+        let (data, exported, products) = try exportONNX(checkpoint, weights: weights)
         try data.write(to: url)
         print(
           "wrote \(output): ONNX opset 17, \(exported.blocks) blocks, patch \(exported.patch), C \(exported.hidden), "
             + "\(exported.classes) classes, \(grouped(exported.parameterCount)) parameters, \(products), \(grouped(data.count)) bytes")
         return
       case .npz:
-        config = try exportOfficialNPZ(from: URL(fileURLWithPath: checkpoint), to: url, log: log)
+        config = try exportOfficialNPZ(from: URL(fileURLWithPath: checkpoint), to: url, weights: weights, log: log)
       case .safetensors:
-        config = try exportSafeTensors(checkpoint, to: url, log: log)
+        config = try exportSafeTensors(checkpoint, to: url, weights: weights, log: log)
       }
       print(
         "wrote \(output): \(config.blocks) blocks, patch \(config.patch), C \(config.hidden), "

@@ -36,6 +36,9 @@ struct Inspect: ParsableCommand {
           print("  step \(m.step) (epoch \(m.cursor.epoch), batch \(m.cursor.batchInEpoch), \(m.cursor.samplesSeen) samples seen)")
           print("  model \(m.config.preset): \(m.config.model.imageHeight)x\(m.config.model.imageWidth) px, patch \(m.config.model.patch), C \(m.config.model.hidden), \(m.config.model.blocks) blocks, \(m.config.model.classes) classes, \(grouped(m.parameterCount)) parameters")
           print("  optimizer \(m.optimizer), saved by \(m.worldSize) rank(s), ZeRO stage \(m.zeroStage)")
+          if let ema = m.ema {
+            print("  EMA weights: decay \(ema.decay)\(ema.warmup ? " with timm's warm-up" : ""), averaged since step \(ema.since) (--weights ema)")
+          }
           print("  \(m.files.count) files, \(grouped(bytes)) bytes, every SHA-256 verified")
           for file in m.files { print("    \(file.name)  \(grouped(file.bytes)) bytes  \(file.sha256.prefix(16))…") }
         } catch {

@@ -29,6 +29,8 @@ extension StemKind: ExpressibleByArgument {}
 extension OptimizerKind: ExpressibleByArgument {}
 extension MixerTask: ExpressibleByArgument {}
 extension HeadLoss: ExpressibleByArgument {}
+/// `--weights raw|ema` (eval, predict, export, quantize).
+extension WeightsChoice: ExpressibleByArgument {}
 
 /// Runs `body`; any error becomes one line on stderr and exit code 1.
 func runReportingErrors(_ body: () throws -> Void) throws {

@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Foundation
+import MixerCheckpoint
 import MixerKernels
 import MixerTrain
 
@@ -17,6 +18,7 @@ struct Predict: ParsableCommand {
   @Option(help: "OpenBLAS threads.") var threads: Int?
   @Flag(help: "One JSON object per image instead of text.") var json = false
   @Option(help: "Matrix products in fp32, bf16 or int8 (int8 needs a checkpoint from `mixer-dist quantize`; default: the checkpoint's own).") var precision: Precision?
+  @Option(help: "Which weights of a checkpoint: raw (the trained parameters) or ema (their moving average, saved by `train --ema`).") var weights: WeightsChoice = .raw
   @Option(help: "Segmentation checkpoints: the folder for the predicted masks (8-bit PNGs of class indices, one per image, at the image's size).") var maskDir: String = "predicted-masks"
 
   func run() throws {
@@ -25,7 +27,7 @@ struct Predict: ParsableCommand {
       Job.setBLASThreads(requested: threads)
       let predictions = try predict(
         checkpoint: checkpoint, files: try imageFiles(images),
-        options: PredictionOptions(topK: topK, maskDirectory: maskDir), batchSize: batch, precision: precision,
+        options: PredictionOptions(topK: topK, maskDirectory: maskDir), batchSize: batch, precision: precision, weights: weights,
         log: { FileHandle.standardError.write(Data("mixer-dist: \($0)\n".utf8)) })
       let encoder = JSONEncoder()
       encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

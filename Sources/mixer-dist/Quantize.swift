@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import Foundation
+import MixerCheckpoint
 import MixerInference
 import MixerKernels
 import MixerTrain
@@ -25,6 +26,7 @@ struct Quantize: ParsableCommand {
   @Option(help: "A product whose int8 logit error alone (relative RMS) is above this stays bf16.") var maxLayerError: Double = 0.02
   @Option(help: "The folder to write the quantized checkpoint to.") var output: String
   @Option(help: "OpenBLAS and oneDNN threads.") var threads: Int?
+  @Option(help: "Which weights of a checkpoint: raw (the trained parameters) or ema (their moving average, saved by `train --ema`).") var weights: WeightsChoice = .raw
   @Flag(help: "Print the report as one JSON object.") var json = false
 
   func run() throws {
@@ -42,6 +44,7 @@ struct Quantize: ParsableCommand {
       options.method = method
       options.percentile = percentile
       options.maxLayerError = maxLayerError
+      options.weights = weights
       let log: (String) -> Void = { FileHandle.standardError.write(Data("mixer-dist: \($0)\n".utf8)) }
       let report = try quantizeCheckpoint(path: checkpoint, output: URL(fileURLWithPath: output), options: options, log: log)
       if json {

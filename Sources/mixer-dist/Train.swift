@@ -80,7 +80,9 @@ struct Train: ParsableCommand {
   @Option(help: "Without --save-every: save a checkpoint after the step that ends every M minutes of training (0: off), so a crash loses at most about M minutes.") var saveEveryMinutes: Double = D.saveEveryMinutes
   @Option(help: "How periodic checkpoints are written: async (copied at the step, one more copy of the parameters and optimizer state in memory, written in the background while training goes on) or sync (every rank waits for the write).") var saveMode: SaveMode = D.saveMode
   @Option(help: "Keep only the newest K checkpoints (0: all).") var keep: Int = D.keep
-  @Option(help: "Also keep the checkpoint with the best value of this evaluation metric (val_top1, val_top5, val_loss; val_miou, val_pixel_accuracy for segmentation; lower is better for val_loss), named in best.json.") var keepBest: String?
+  @Option(help: "Also keep the checkpoint with the best value of this evaluation metric (val_top1, val_top5, val_loss; val_miou, val_pixel_accuracy for segmentation; with --ema the same with _ema, e.g. val_top1_ema; lower is better for val_loss), named in best.json.") var keepBest: String?
+  @Option(help: "Keep an exponential moving average of the parameters with this decay (0: off; e.g. 0.9999): updated after every optimizer step in fp32 (sharded under --zero 1), evaluated beside the raw parameters (val_top1_ema, ...), saved in checkpoints; eval, predict, export and quantize read it with --weights ema.") var ema: Float = D.emaDecay
+  @Flag(help: "Warm up the --ema decay as timm's ModelEmaV3 (use_warmup): min(DECAY, 1 - (1 + t)^(-2/3)) at update t + 1.") var emaWarmup = false
   @Option(help: "Resume: 'auto' (newest valid checkpoint in the checkpoint folder) or a checkpoint folder.") var resume: String?
   @Flag(help: "Start a new run in a run or checkpoint folder that holds another run's records and checkpoints, removing them.") var overwrite = false
   @Option(help: "Fine-tune from weights: an official .npz, a folder from `mixer-dist import`, or a checkpoint. Another class count re-initialises the head; a larger --image-size (same patch, K times the side) widens token mixing as the paper's Appendix C.") var initFrom: String?
@@ -157,6 +159,8 @@ struct Train: ParsableCommand {
     c.saveMode = saveMode
     c.keep = keep
     c.keepBest = keepBest
+    c.emaDecay = ema
+    c.emaWarmup = emaWarmup
     if timeout <= 0 { throw ConfigError("--timeout must be positive, got \(timeout)") }
     var unspecified: Unspecified = []
     if steps == nil { unspecified.insert(.steps) }
@@ -406,6 +410,7 @@ extension Train {
       ("save-every-minutes", "\(config.saveEveryMinutes)"), ("save-mode", text(config.saveMode.rawValue)),
       ("keep", "\(config.keep)"), ("keep-best", config.keepBest.map(text)), ("init-from", config.initFrom.map(text)),
       ("exact", "\(config.exact)"), ("micro-batch", "\(config.exactMicroBatch)"),
+      ("ema", "\(config.emaDecay)"), ("ema-warmup", "\(config.emaWarmup)"),
     ]
     return settings.compactMap { key, value in value.map { (key, $0) } }
   }
