@@ -189,7 +189,8 @@ public struct ImagePreprocessing: Equatable, Sendable {
     if mode == .train, let randAugment, randAugment.layers > 0 {
       withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 2 * count) { scratch in
         let bytes = scratch.baseAddress!
-        for k in 0..<count { bytes[k] = UInt8(min(max(pixels[k] + 0.5, 0), 255)) }  // round half up
+        // truncated, as big_vision's cast of the resized crop to uint8
+        for k in 0..<count { bytes[k] = UInt8(min(max(pixels[k], 0), 255)) }
         var rng = CounterRNG(
           seed: seed, ImagePreprocessing.randAugmentTag, UInt64(epoch), UInt64(index))
         randAugment.apply(
