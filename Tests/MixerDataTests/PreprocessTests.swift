@@ -9,34 +9,35 @@ import XCTest
 
 final class PreprocessTests: XCTestCase {
   func testInceptionCropsStayInRange() {
-    var sawFallback = false
+    // The distribution itself is compared with TensorFlow's in AugmentReferenceTests.
     var areas: [Double] = []
     for n in 0..<2000 {
       var rng = CounterRNG(seed: 5, UInt64(n))
       let (w, h) = n % 2 == 0 ? (500, 375) : (64, 200)
       let box = inceptionCrop(
-        sourceWidth: w, sourceHeight: h, minArea: 0.05, aspect: 0.75...(4.0 / 3.0), rng: &rng)
+        sourceWidth: w, sourceHeight: h, minArea: 0.05, aspect: 0.75...1.33, rng: &rng)
       XCTAssertGreaterThanOrEqual(box.x, 0)
       XCTAssertGreaterThanOrEqual(box.y, 0)
       XCTAssertLessThanOrEqual(box.x + box.width, Double(w))
       XCTAssertLessThanOrEqual(box.y + box.height, Double(h))
       XCTAssertEqual(box.x, box.x.rounded())
+      XCTAssertEqual(box.width, box.width.rounded())
       let area = box.width * box.height / Double(w * h)
       let aspect = box.width / box.height
-      if w == 64 && box.width == 64 && box.height == (64 / 0.75).rounded() {
-        sawFallback = true
-        continue
-      }
-      // Whole-pixel rounding moves area and aspect a little off the sampled values.
-      XCTAssertGreaterThan(area, 0.045)
+      // Whole pixels: the area is kept in range, the width is round(h·r).
+      XCTAssertGreaterThanOrEqual(area, 0.05)
       XCTAssertLessThanOrEqual(area, 1.0)
-      XCTAssertGreaterThan(aspect, 0.75 * 0.95)
-      XCTAssertLessThan(aspect, 4.0 / 3.0 * 1.05)
+      XCTAssertGreaterThanOrEqual(aspect, 0.75 - 0.5 / box.height)
+      XCTAssertLessThanOrEqual(aspect, 1.33 + 0.5 / box.height)
       areas.append(area)
     }
-    XCTAssertTrue(sawFallback, "a tall 64x200 image sometimes needs the centred fallback")
     XCTAssertLessThan(areas.min()!, 0.1)
     XCTAssertGreaterThan(areas.max()!, 0.9)
+    // A 1×100 image has no crop of an allowed aspect and area: the whole image, as TensorFlow.
+    var rng = CounterRNG(seed: 5)
+    XCTAssertEqual(
+      inceptionCrop(sourceWidth: 1, sourceHeight: 100, minArea: 0.05, aspect: 0.75...1.33, rng: &rng),
+      CropBox(x: 0, y: 0, width: 1, height: 100))
   }
 
   /// Loads a 200×150 gradient PNG (R = x, G = y) through an image folder in train mode and recovers
@@ -90,14 +91,20 @@ final class PreprocessTests: XCTestCase {
   }
 
   func testEvalCentreCropAndIdentity() throws {
-    // Folder default: 224/256 of the short side, centred. For a 224 output of a 500×375 image:
-    // 375·224/256 = 328.125 px square at ((500 − 328.125)/2, (375 − 328.125)/2).
+    // Folder default, big_vision's resize_small(256)|central_crop(224): a 500×375 image is resized
+    // to 341×256 (round(500·256/375) = 341) and cropped at ((341 − 224) / 2, (256 − 224) / 2) =
+    // (58, 16), i.e. the source box at 58·500/341, 16·375/256 of 224·500/341 × 224·375/256.
     var eval = ImagePreprocessing(mode: .eval, outputHeight: 224, outputWidth: 224, seed: 0)
+    let resized = eval.evalResize(sourceWidth: 500, sourceHeight: 375)
+    XCTAssertEqual(resized.width, 341)
+    XCTAssertEqual(resized.height, 256)
+    XCTAssertEqual(resized.x, 58)
+    XCTAssertEqual(resized.y, 16)
     let box = eval.centreCrop(sourceWidth: 500, sourceHeight: 375)
-    XCTAssertEqual(box.width, 328.125, accuracy: 1e-9)
-    XCTAssertEqual(box.height, 328.125, accuracy: 1e-9)
-    XCTAssertEqual(box.x, (500 - 328.125) / 2, accuracy: 1e-9)
-    XCTAssertEqual(box.y, (375 - 328.125) / 2, accuracy: 1e-9)
+    XCTAssertEqual(box.width, 224 * 500 / 341, accuracy: 1e-9)
+    XCTAssertEqual(box.height, 224 * 375 / 256, accuracy: 1e-9)
+    XCTAssertEqual(box.x, 58 * 500 / 341, accuracy: 1e-9)
+    XCTAssertEqual(box.y, 16 * 375 / 256, accuracy: 1e-9)
     // 32 px output: resize to round(32·256/224) = 37, crop 32 → 32/37 of the short side.
     eval.outputHeight = 32
     eval.outputWidth = 32
