@@ -29,7 +29,9 @@ only, loaded without its package __init__, which does not import under TF 2.20):
   /tmp/tfvenv/bin/python tools/make_augment_reference.py --big-vision /tmp/big_vision
 
 The fixtures were generated with TensorFlow 2.20.0 and big_vision's
-big_vision/pp/archive/autoaugment.py at commit 3925d42d1f8b34f8209fe8edfd458307bcfa5262.
+big_vision/pp/archive/autoaugment.py at commit 3925d42d1f8b34f8209fe8edfd458307bcfa5262 (without
+network access to GitHub: from a local copy of that file's RandAugment functions, code unchanged,
+its AutoAugment policies and docstrings left out).
 """
 
 import argparse
