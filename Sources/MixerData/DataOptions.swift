@@ -27,10 +27,10 @@ public struct DataOptions: Equatable, Sendable, Codable {
   /// Smallest and largest inception-crop area, as fractions of the image (timm's --scale).
   public var cropMinArea = 0.05
   public var cropMaxArea = 1.0
-  /// Smallest and largest inception-crop aspect ratio (width / height), drawn log-uniformly
-  /// (timm's --ratio).
-  public var cropMinRatio = 3.0 / 4.0
-  public var cropMaxRatio = 4.0 / 3.0
+  /// Smallest and largest inception-crop aspect ratio (width / height), drawn uniformly as
+  /// TensorFlow's `sample_distorted_bounding_box` (big_vision's 0.75, 1.33).
+  public var cropMinRatio = 0.75
+  public var cropMaxRatio = 1.33
   /// Random left-right flips on the training split; nil: on, except for MNIST digits.
   public var flip: Bool?
   /// Fraction of the shorter side the validation centre crop keeps; nil: 224/256 for image
@@ -65,7 +65,7 @@ public struct DataOptions: Equatable, Sendable, Codable {
     guard cropMinRatio > 0 && cropMinRatio <= cropMaxRatio && cropMaxRatio.isFinite else {
       throw DataError.invalidConfiguration(
         "--crop-ratio \(cropMinRatio),\(cropMaxRatio): the crop's aspect ratios MIN,MAX must have "
-          + "0 < MIN <= MAX (default 3/4,4/3)")
+          + "0 < MIN <= MAX (default 0.75,1.33)")
     }
     if let evalCropFraction, !(evalCropFraction > 0 && evalCropFraction <= 1) {
       throw DataError.invalidConfiguration(

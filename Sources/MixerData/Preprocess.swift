@@ -1,17 +1,21 @@
-// Preprocessing: a decoded RGB image of any size becomes one model input of a fixed size.
+// Preprocessing: a decoded RGB image of any size becomes one model input of a fixed size, as
+// big_vision's Mixer recipe does it (docs/data.md, "Compared with big_vision", lists each op, what
+// differs and the test that shows it).
 //
-// Train (the paper's recipe, as timm's RandomResizedCrop): an inception crop (area 5–100% of the
-// image, aspect ratio log-uniform in [3/4, 4/3], both settable as timm's --scale and --ratio; 10 attempts, then the largest centred crop of an
-// allowed aspect), resized to the output size, flipped left-right with probability 1/2, then
-// optionally RandAugment. Evaluation: the "resize the shorter side to 256, centre-crop 224" of the
-// official code, done as one centred crop of `S / round(S / f)` of the shorter side (f = 224/256,
-// S the output side) resized to S. CIFAR and MNIST use f = 1 (the whole image, resized), and an
-// image that already has the output size is copied unchanged.
+// Train: an inception crop drawn as TensorFlow's `sample_distorted_bounding_box` draws it for
+// big_vision's `decode_jpeg_and_inception_crop` (area 5–100% of the image, aspect ratio uniform in
+// [0.75, 1.33], both settable as --crop-scale and --crop-ratio; see `inceptionCrop`), resized to the
+// output size, flipped left-right with probability 1/2, then optionally RandAugment. Evaluation:
+// big_vision's `resize_small(256)|central_crop(224)`, an area resize of the whole image to a shorter
+// side of round(S / f) (S the shorter output side, f = 224/256) and a centred S×S crop of it at
+// whole-pixel offsets (`evalResize`), computed only where the crop keeps it. CIFAR and MNIST use
+// f = 1 (the whole image, resized), and an image that already has the output size is copied unchanged.
 //
-// Resampling is bilinear with half-pixel centres (TensorFlow's `resize` without antialiasing, the
-// official pipeline), reading only pixels inside the crop. Pixels are normalised per channel as
-// `(x − 255·mean) / (255·std)`; the default mean = std = 0.5 is exactly the official
-// `(x − 127.5) / 127.5`.
+// Training crops resample bilinearly with half-pixel centres (TensorFlow's `resize` without
+// antialiasing, big_vision's choice), reading only pixels inside the crop. The resized pixels stay
+// Float (big_vision truncates them to uint8; RandAugment, which works on bytes, truncates as it
+// does). Pixels are normalised per channel as `(x − 255·mean) / (255·std)`; the default
+// mean = std = 0.5 is exactly the official `(x − 127.5) / 127.5`.
 //
 // All randomness is counter-based: the crop and flip of sample `index` in `epoch` come from
 // `CounterRNG(seed:, cropTag, epoch, index)` and its RandAugment ops from
@@ -108,12 +112,13 @@ public struct ImagePreprocessing: Equatable, Sendable {
   public var cropMinArea: Double = 0.05
   /// Largest crop area as a fraction of the image (train).
   public var cropMaxArea: Double = 1
-  /// Aspect ratios (width / height) of train crops, sampled log-uniformly.
-  public var cropAspect: ClosedRange<Double> = (3.0 / 4.0)...(4.0 / 3.0)
+  /// Aspect ratios (width / height) of train crops, sampled uniformly (big_vision's 0.75–1.33).
+  public var cropAspect: ClosedRange<Double> = 0.75...1.33
   /// Flip left-right with probability 1/2 (train).
   public var flip = true
   /// Eval: the fraction of the shorter side kept by the centre crop (224/256 officially; 1 keeps
-  /// the whole image).
+  /// the whole image). Below 1, evaluation resizes by area as big_vision's `resize_small`; at 1
+  /// (CIFAR, MNIST, segmentation) it resamples bilinearly as training does.
   public var evalCropFraction: Double = 224.0 / 256.0
   /// RandAugment after crop and flip (train), nil for none.
   public var randAugment: RandAugment?
@@ -148,30 +153,51 @@ public struct ImagePreprocessing: Equatable, Sendable {
     }
   }
 
-  /// The eval crop: the largest centred box of the output's aspect ratio, shrunk by
-  /// `S / round(S / f)` (S the shorter output side, f = evalCropFraction); the whole image when it
-  /// already has the output's size (a folder of 32 px PNGs for a 32 px model is not cropped).
+  /// The eval resize of a `sourceWidth × sourceHeight` image, as big_vision's
+  /// `resize_small(T)|central_crop(H, W)`: the image resized to `width × height` (its shorter side
+  /// T = round(S / f), S the shorter output side, f = evalCropFraction; the factor T / shorter side
+  /// and the rounded sizes computed in Float as TensorFlow does), of which the output keeps the
+  /// window at (x, y) = ((width − W) / 2, (height − H) / 2), rounded down. A non-square output that
+  /// would not fit grows the factor until it does (big_vision has none).
+  public func evalResize(sourceWidth: Int, sourceHeight: Int) -> (
+    width: Int, height: Int, x: Int, y: Int
+  ) {
+    let side = min(outputWidth, outputHeight)
+    let shorter = evalCropFraction >= 1 ? side : Int((Double(side) / evalCropFraction).rounded())
+    var factor = Float(shorter) / Float(min(sourceWidth, sourceHeight))
+    factor = max(
+      factor, Float(outputWidth) / Float(sourceWidth), Float(outputHeight) / Float(sourceHeight))
+    let width = max(outputWidth, Int((Float(sourceWidth) * factor).rounded(.toNearestOrEven)))
+    let height = max(outputHeight, Int((Float(sourceHeight) * factor).rounded(.toNearestOrEven)))
+    return (width, height, (width - outputWidth) / 2, (height - outputHeight) / 2)
+  }
+
+  /// The eval crop in source pixels: the window `evalResize` keeps, mapped back to the image; the
+  /// whole image when it already has the output's size (a folder of 32 px PNGs for a 32 px model is
+  /// not resized; big_vision would resize it to T and crop).
   public func centreCrop(sourceWidth: Int, sourceHeight: Int) -> CropBox {
     if sourceWidth == outputWidth && sourceHeight == outputHeight {
       return CropBox(x: 0, y: 0, width: Double(sourceWidth), height: Double(sourceHeight))
     }
-    let side = Double(min(outputWidth, outputHeight))
-    let fraction = evalCropFraction >= 1 ? 1 : side / (side / evalCropFraction).rounded()
-    let aspect = Double(outputWidth) / Double(outputHeight)
-    var width = min(Double(sourceWidth), Double(sourceHeight) * aspect)
-    var height = width / aspect
-    width *= fraction
-    height *= fraction
+    let resized = evalResize(sourceWidth: sourceWidth, sourceHeight: sourceHeight)
+    let sx = Double(sourceWidth) / Double(resized.width)
+    let sy = Double(sourceHeight) / Double(resized.height)
     return CropBox(
-      x: (Double(sourceWidth) - width) / 2, y: (Double(sourceHeight) - height) / 2,
-      width: width, height: height)
+      x: Double(resized.x) * sx, y: Double(resized.y) * sy, width: Double(outputWidth) * sx,
+      height: Double(outputHeight) * sy)
   }
 
   /// How far a JPEG may be DCT-scaled down before decoding for this crop: the crop must keep at
-  /// least the output's pixels along both axes.
+  /// least the output's pixels along both axes. An area-resized evaluation decodes at full size, as
+  /// big_vision does.
   func minimumDecodeScale(box: CropBox) -> Double {
-    max(Double(outputWidth) / box.width, Double(outputHeight) / box.height, 0)
+    if resizesByArea { return 1 }
+    return max(Double(outputWidth) / box.width, Double(outputHeight) / box.height, 0)
   }
+
+  /// Whether this is an evaluation that resizes by area (big_vision's `resize_small`): eval mode with
+  /// a centre crop of less than the whole image.
+  var resizesByArea: Bool { mode == .eval && evalCropFraction < 1 }
 
   /// Writes sample `index` of `epoch`, decoded as `image`, into `pixels` `[H, W, 3]` (normalised).
   /// `box` is the crop in `image`'s coordinates (from `crop(...)`, scaled if the image was
@@ -182,14 +208,21 @@ public struct ImagePreprocessing: Equatable, Sendable {
   ) {
     let count = outputWidth * outputHeight * 3
     image.pixels.withUnsafeBufferPointer { source in
-      resampleBilinear(
-        pixels, source: source.baseAddress!, width: image.width, height: image.height, box: box,
-        flip: flip, outputWidth: outputWidth, outputHeight: outputHeight)
+      if resizesByArea {
+        resampleArea(
+          pixels, source: source.baseAddress!, width: image.width, height: image.height, box: box,
+          outputWidth: outputWidth, outputHeight: outputHeight)
+      } else {
+        resampleBilinear(
+          pixels, source: source.baseAddress!, width: image.width, height: image.height, box: box,
+          flip: flip, outputWidth: outputWidth, outputHeight: outputHeight)
+      }
     }
     if mode == .train, let randAugment, randAugment.layers > 0 {
       withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 2 * count) { scratch in
         let bytes = scratch.baseAddress!
-        for k in 0..<count { bytes[k] = UInt8(min(max(pixels[k] + 0.5, 0), 255)) }  // round half up
+        // truncated, as big_vision's cast of the resized crop to uint8
+        for k in 0..<count { bytes[k] = UInt8(min(max(pixels[k], 0), 255)) }
         var rng = CounterRNG(
           seed: seed, ImagePreprocessing.randAugmentTag, UInt64(epoch), UInt64(index))
         randAugment.apply(
@@ -245,38 +278,68 @@ public struct ImagePreprocessing: Equatable, Sendable {
   }
 }
 
-/// The inception crop (timm's RandomResizedCrop): up to 10 tries of an area uniform in
-/// [minArea, maxArea]·(W·H) and an aspect ratio log-uniform in `aspect`, rounded to whole pixels and kept
-/// when it fits, at a uniform position; otherwise the largest centred crop with an aspect in range.
+/// The inception crop as TensorFlow's `sample_distorted_bounding_box` draws it for big_vision's
+/// `decode_jpeg_and_inception_crop` (no object boxes, `min_object_covered` 0): up to 100 attempts,
+/// each an aspect ratio r uniform in `aspect` and a height uniform over the whole pixel heights whose
+/// crop of width round(h·r) can have an area in [minArea, maxArea]·(W·H); the first that fits is
+/// placed at an offset uniform in 0..<(W − w) and 0..<(H − h) (as TensorFlow's, it never touches the
+/// right or bottom edge unless it spans the image); after 100 misses, the whole image. Sizes are
+/// computed in Float with round-half-even, as the op does, so the boxes follow its distribution (the
+/// random numbers are ours: `CounterRNG`).
 public func inceptionCrop(
   sourceWidth: Int, sourceHeight: Int, minArea: Double, maxArea: Double = 1,
   aspect: ClosedRange<Double>, rng: inout CounterRNG
 ) -> CropBox {
-  let area = Double(sourceWidth * sourceHeight)
-  let logLow = log(aspect.lowerBound)
-  let logHigh = log(aspect.upperBound)
-  for _ in 0..<10 {
-    let targetArea = area * (minArea + (maxArea - minArea) * rng.uniformDouble())
-    let ratio = exp(logLow + (logHigh - logLow) * rng.uniformDouble())
-    let width = Int((targetArea * ratio).squareRoot().rounded())
-    let height = Int((targetArea / ratio).squareRoot().rounded())
-    if width > 0 && width <= sourceWidth && height > 0 && height <= sourceHeight {
-      let y = rng.below(sourceHeight - height + 1)
-      let x = rng.below(sourceWidth - width + 1)
-      return CropBox(x: Double(x), y: Double(y), width: Double(width), height: Double(height))
+  let low = Float(aspect.lowerBound)
+  let high = Float(aspect.upperBound)
+  for _ in 0..<100 {
+    let ratio = rng.uniform() * (high - low) + low
+    if let box = randomCrop(
+      width: sourceWidth, height: sourceHeight, minArea: Float(minArea), maxArea: Float(maxArea),
+      ratio: ratio, rng: &rng)
+    {
+      return box
     }
   }
-  let ratio = Double(sourceWidth) / Double(sourceHeight)
-  var width = sourceWidth
-  var height = sourceHeight
-  if ratio < aspect.lowerBound {
-    height = min(sourceHeight, Int((Double(width) / aspect.lowerBound).rounded()))
-  } else if ratio > aspect.upperBound {
-    width = min(sourceWidth, Int((Double(height) * aspect.upperBound).rounded()))
+  return CropBox(x: 0, y: 0, width: Double(sourceWidth), height: Double(sourceHeight))
+}
+
+/// One attempt of `inceptionCrop` at aspect ratio `ratio`, or nil when no whole-pixel crop of that
+/// ratio has an allowed area (TensorFlow's `GenerateRandomCrop`).
+private func randomCrop(
+  width: Int, height: Int, minArea: Float, maxArea: Float, ratio: Float, rng: inout CounterRNG
+) -> CropBox? {
+  func nearest(_ x: Float) -> Int { Int(x.rounded(.toNearestOrEven)) }  // lrintf
+  let smallest = minArea * Float(width) * Float(height)
+  let largest = maxArea * Float(width) * Float(height)
+  var h = nearest((smallest / ratio).squareRoot())
+  var maxH = nearest((largest / ratio).squareRoot())
+  if nearest(Float(maxH) * ratio) > width {
+    // the tallest crop whose rounded width still fits
+    maxH = Int((Double(width) + 0.5 - Double(Float(1e-7))) / Double(ratio))
+    if nearest(Float(maxH) * ratio) > width { maxH -= 1 }
   }
-  return CropBox(
-    x: Double((sourceWidth - width) / 2), y: Double((sourceHeight - height) / 2),
-    width: Double(width), height: Double(height))
+  maxH = min(maxH, height)
+  h = min(h, maxH)
+  if h < maxH { h += rng.below(maxH - h + 1) }
+  var w = nearest(Float(h) * ratio)
+  var area = Float(w * h)
+  if area < smallest {
+    h += 1
+    w = nearest(Float(h) * ratio)
+    area = Float(w * h)
+  }
+  if area > largest {
+    h -= 1
+    w = nearest(Float(h) * ratio)
+    area = Float(w * h)
+  }
+  guard area >= smallest && area <= largest && w <= width && h <= height && w > 0 && h > 0 else {
+    return nil
+  }
+  let y = h < height ? rng.below(height - h) : 0
+  let x = w < width ? rng.below(width - w) : 0
+  return CropBox(x: Double(x), y: Double(y), width: Double(w), height: Double(h))
 }
 
 /// Bilinear resampling of `box` of an RGB8 image into `output` `[outputHeight, outputWidth, 3]`
@@ -339,4 +402,86 @@ private func taps(start: Double, length: Double, count: Int, sourceSize: Int) ->
     let above = min(below + 1, high)
     return (below, above, position - Double(below))
   }
+}
+
+/// Area resampling (TensorFlow's `resize(method: "area")`) of `box` of an RGB8 image into `output`
+/// `[outputHeight, outputWidth, 3]` (values 0–255, overwritten): output pixel (i, j) is the mean of
+/// the source over its cell of sx × sy source pixels (sx = box.width / W, sy = box.height / H), each
+/// source pixel weighted by the length it covers along each axis, indices clamped to the image.
+/// Computed in Float in the order of TensorFlow's `ResizeAreaOp` (cells at (index)·scale, the
+/// index counted from the resized image's origin when `box` starts on a cell boundary, as the eval
+/// crop does), so it equals big_vision's `resize_small` followed by `central_crop` to rounding.
+func resampleArea(
+  _ output: UnsafeMutablePointer<Float>, source: UnsafePointer<UInt8>, width: Int, height: Int,
+  box: CropBox, outputWidth: Int, outputHeight: Int
+) {
+  let columns = areaCells(start: box.x, length: box.width, count: outputWidth)
+  let rows = areaCells(start: box.y, length: box.height, count: outputHeight)
+  let scale = Float(1.0 / Double(columns.step * rows.step))
+  let bound = { (k: Int, size: Int) in min(max(k, 0), size - 1) }
+  for i in 0..<outputHeight {
+    let cellY = rows.cells[i]
+    let row = output + i * outputWidth * 3
+    for j in 0..<outputWidth {
+      let cellX = columns.cells[j]
+      var sum = SIMD3<Float>(repeating: 0)
+      for y in cellY.start..<cellY.end {
+        let line = source + bound(y, height) * width * 3
+        let pixel = { (x: Int) -> SIMD3<Float> in
+          let p = line + 3 * bound(x, width)
+          return SIMD3(Float(p[0]), Float(p[1]), Float(p[2]))
+        }
+        var sumY = pixel(cellX.start) * cellX.startScale
+        if cellX.start + 1 != cellX.end {
+          for x in cellX.start + 1..<cellX.end - 1 { sumY += pixel(x) }
+          sumY += pixel(cellX.end - 1) * cellX.endScale
+        }
+        sum += sumY * cellY.scale(of: y, step: rows.step)
+      }
+      sum *= scale
+      row[3 * j] = sum.x
+      row[3 * j + 1] = sum.y
+      row[3 * j + 2] = sum.z
+    }
+  }
+}
+
+/// One output cell of an area resize: source pixels `start..<end`, the cell `[low, high)`.
+private struct AreaCell {
+  var low: Float
+  var high: Float
+  var start: Int
+  var end: Int
+  var startScale: Float
+  var endScale: Float
+
+  init(low: Float, high: Float, step: Float) {
+    self.low = low
+    self.high = high
+    start = Int(low.rounded(.down))
+    end = Int(high.rounded(.up))
+    startScale = 0
+    endScale = 0
+    startScale = scale(of: start, step: step)
+    endScale = scale(of: end - 1, step: step)
+  }
+
+  /// The length of source pixel `k` inside the cell, as TensorFlow computes it.
+  func scale(of k: Int, step: Float) -> Float {
+    if Float(k) < low { return Float(k + 1) > high ? step : Float(k + 1) - low }
+    return Float(k + 1) > high ? high - Float(k) : 1
+  }
+}
+
+/// The cells of `count` outputs of `length / count` source pixels each from `start`: cell j is
+/// `[(o + j)·step, (o + j + 1)·step)` in Float, o = start / step.
+private func areaCells(start: Double, length: Double, count: Int) -> (cells: [AreaCell], step: Float) {
+  let exact = length / Double(count)
+  let step = Float(exact)
+  let origin = start / exact
+  let cells = (0..<count).map { j in
+    AreaCell(
+      low: Float(origin + Double(j)) * step, high: Float(origin + Double(j + 1)) * step, step: step)
+  }
+  return (cells, step)
 }

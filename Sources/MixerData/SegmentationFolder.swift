@@ -83,8 +83,10 @@ public struct SegmentationFolder: SegmentationDataset {
     classNames = names
     imageFiles = pairs.map(\.image)
     maskFiles = pairs.map(\.mask)
-    preprocessing = options.preprocessing(
+    var preprocessing = options.preprocessing(
       kind: .folder, split: split, height: imageHeight, width: imageWidth, seed: seed)
+    preprocessing.evalCropFraction = 1  // the whole image, resized bilinearly as its mask is sampled
+    self.preprocessing = preprocessing
     jpegDecodeScaling = options.jpegDecodeScaling
     linkCounts = links
     splitDescription = links.summary.map {

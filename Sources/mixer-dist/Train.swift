@@ -29,7 +29,7 @@ struct Train: ParsableCommand {
   @Flag(help: "No training augmentation (no random crop or flip).") var noAugment = false
   @Flag(help: "No random left-right flips (digits, text and other images that a mirror changes; MNIST is never flipped).") var noFlip = false
   @Option(help: "Random (inception) crop area MIN,MAX as fractions of the image, timm's --scale (default 0.05,1; e.g. 0.5,1 for small images).") var cropScale: String?
-  @Option(help: "Random crop aspect ratio MIN,MAX (width/height, drawn log-uniformly), timm's --ratio (default 3/4,4/3).") var cropRatio: String?
+  @Option(help: "Random crop aspect ratio MIN,MAX (width/height, drawn uniformly as big_vision's inception crop; default 0.75,1.33).") var cropRatio: String?
   @Option(help: "Training images of the embedded dataset.") var trainExamples: Int = D.trainExamples
   @Option(help: "Validation images of the embedded dataset.") var valExamples: Int = D.validationExamples
   @Option(help: "Optimizer steps (default \(ClassificationTask().defaultSteps); \(SegmentationTask().defaultSteps) with --task segmentation).") var steps: Int?

@@ -9,34 +9,35 @@ import XCTest
 
 final class PreprocessTests: XCTestCase {
   func testInceptionCropsStayInRange() {
-    var sawFallback = false
+    // The distribution itself is compared with TensorFlow's in AugmentReferenceTests.
     var areas: [Double] = []
     for n in 0..<2000 {
       var rng = CounterRNG(seed: 5, UInt64(n))
       let (w, h) = n % 2 == 0 ? (500, 375) : (64, 200)
       let box = inceptionCrop(
-        sourceWidth: w, sourceHeight: h, minArea: 0.05, aspect: 0.75...(4.0 / 3.0), rng: &rng)
+        sourceWidth: w, sourceHeight: h, minArea: 0.05, aspect: 0.75...1.33, rng: &rng)
       XCTAssertGreaterThanOrEqual(box.x, 0)
       XCTAssertGreaterThanOrEqual(box.y, 0)
       XCTAssertLessThanOrEqual(box.x + box.width, Double(w))
       XCTAssertLessThanOrEqual(box.y + box.height, Double(h))
       XCTAssertEqual(box.x, box.x.rounded())
+      XCTAssertEqual(box.width, box.width.rounded())
       let area = box.width * box.height / Double(w * h)
       let aspect = box.width / box.height
-      if w == 64 && box.width == 64 && box.height == (64 / 0.75).rounded() {
-        sawFallback = true
-        continue
-      }
-      // Whole-pixel rounding moves area and aspect a little off the sampled values.
-      XCTAssertGreaterThan(area, 0.045)
+      // Whole pixels: the area is kept in range, the width is round(h·r).
+      XCTAssertGreaterThanOrEqual(area, 0.05)
       XCTAssertLessThanOrEqual(area, 1.0)
-      XCTAssertGreaterThan(aspect, 0.75 * 0.95)
-      XCTAssertLessThan(aspect, 4.0 / 3.0 * 1.05)
+      XCTAssertGreaterThanOrEqual(aspect, 0.75 - 0.5 / box.height)
+      XCTAssertLessThanOrEqual(aspect, 1.33 + 0.5 / box.height)
       areas.append(area)
     }
-    XCTAssertTrue(sawFallback, "a tall 64x200 image sometimes needs the centred fallback")
     XCTAssertLessThan(areas.min()!, 0.1)
     XCTAssertGreaterThan(areas.max()!, 0.9)
+    // A 1×100 image has no crop of an allowed aspect and area: the whole image, as TensorFlow.
+    var rng = CounterRNG(seed: 5)
+    XCTAssertEqual(
+      inceptionCrop(sourceWidth: 1, sourceHeight: 100, minArea: 0.05, aspect: 0.75...1.33, rng: &rng),
+      CropBox(x: 0, y: 0, width: 1, height: 100))
   }
 
   /// Loads a 200×150 gradient PNG (R = x, G = y) through an image folder in train mode and recovers
@@ -90,14 +91,20 @@ final class PreprocessTests: XCTestCase {
   }
 
   func testEvalCentreCropAndIdentity() throws {
-    // Folder default: 224/256 of the short side, centred. For a 224 output of a 500×375 image:
-    // 375·224/256 = 328.125 px square at ((500 − 328.125)/2, (375 − 328.125)/2).
+    // Folder default, big_vision's resize_small(256)|central_crop(224): a 500×375 image is resized
+    // to 341×256 (round(500·256/375) = 341) and cropped at ((341 − 224) / 2, (256 − 224) / 2) =
+    // (58, 16), i.e. the source box at 58·500/341, 16·375/256 of 224·500/341 × 224·375/256.
     var eval = ImagePreprocessing(mode: .eval, outputHeight: 224, outputWidth: 224, seed: 0)
+    let resized = eval.evalResize(sourceWidth: 500, sourceHeight: 375)
+    XCTAssertEqual(resized.width, 341)
+    XCTAssertEqual(resized.height, 256)
+    XCTAssertEqual(resized.x, 58)
+    XCTAssertEqual(resized.y, 16)
     let box = eval.centreCrop(sourceWidth: 500, sourceHeight: 375)
-    XCTAssertEqual(box.width, 328.125, accuracy: 1e-9)
-    XCTAssertEqual(box.height, 328.125, accuracy: 1e-9)
-    XCTAssertEqual(box.x, (500 - 328.125) / 2, accuracy: 1e-9)
-    XCTAssertEqual(box.y, (375 - 328.125) / 2, accuracy: 1e-9)
+    XCTAssertEqual(box.width, 224 * 500 / 341, accuracy: 1e-9)
+    XCTAssertEqual(box.height, 224 * 375 / 256, accuracy: 1e-9)
+    XCTAssertEqual(box.x, 58 * 500 / 341, accuracy: 1e-9)
+    XCTAssertEqual(box.y, 16 * 375 / 256, accuracy: 1e-9)
     // 32 px output: resize to round(32·256/224) = 37, crop 32 → 32/37 of the short side.
     eval.outputHeight = 32
     eval.outputWidth = 32
@@ -147,13 +154,14 @@ final class PreprocessTests: XCTestCase {
     XCTAssertThrowsError(try Normalization(parsing: "0,0,0/1,0,1"))
   }
 
+  /// Properties of single ops; every op is compared with big_vision's TensorFlow output in
+  /// AugmentReferenceTests.
   func testRandAugmentOperations() throws {
     let (w, h) = (8, 6)
     let base = patternPixels(width: w, height: h, seed: 1)
     func run(
       _ op: RandAugment.Operation, _ magnitude: Double, negate: Bool = false,
-      _ input: [UInt8]? = nil,
-      size: (Int, Int)? = nil
+      _ input: [UInt8]? = nil, size: (Int, Int)? = nil, centre: (Int, Int) = (0, 0)
     ) -> [UInt8] {
       var image = input ?? base
       let (width, height) = size ?? (w, h)
@@ -162,28 +170,44 @@ final class PreprocessTests: XCTestCase {
         scratch.withUnsafeMutableBufferPointer { s in
           RandAugment.apply(
             op, magnitude: magnitude, negate: negate, image: i.baseAddress!, width: width,
-            height: height,
-            scratch: s.baseAddress!)
+            height: height, scratch: s.baseAddress!, translatePixels: 0.45 * Double(width),
+            cutoutPixels: 10, cutoutCentre: centre)
         }
       }
       return image
     }
-    XCTAssertEqual(run(.identity, 15), base)
     XCTAssertEqual(run(.rotate, 0), base, "a 0° rotation is the identity")
     XCTAssertEqual(run(.brightness, 5), base, "factor 0.1 + 1.8·0.5 = 1 changes nothing")
+    XCTAssertEqual(run(.invert, 15), base.map { 255 - $0 })
     XCTAssertEqual(run(.solarize, 5), base.map { $0 >= 128 ? 255 - $0 : $0 })
+    XCTAssertEqual(run(.solarize, 15), base.map { $0 >= 128 ? 255 - $0 : $0 }, "⌊384⌋ mod 256")
+    XCTAssertEqual(run(.solarize, 10), base.map { 255 - $0 }, "threshold 256 mod 256 = 0")
     XCTAssertEqual(run(.posterize, 5), base.map { $0 & 0xC0 }, "⌊4·0.5⌋ = 2 bits")
-    // Translate by 0.45·8·(10/10) = 3.6 → 4 px: output column x reads x + 4, grey beyond.
+    XCTAssertEqual(run(.posterize, 1), base.map { $0 & 0x80 }, "0 bits: TensorFlow clamps the shift to 7")
+    XCTAssertEqual(run(.solarizeAdd, 10), base.map { $0 < 128 ? UInt8(min(255, Int($0) + 110)) : $0 })
+    // Translate by 0.45·8·(10/10) = 3.6 px: output column x reads round(x + 3.6), grey beyond.
     let shifted = run(.translateX, 10)
     for y in 0..<h {
       for x in 0..<w {
+        let source = Int((Float(x) + 3.6).rounded())
         let expected =
-          x + 4 < w ? Array(base[(y * w + x + 4) * 3..<(y * w + x + 5) * 3]) : [128, 128, 128]
+          source < w ? Array(base[(y * w + source) * 3..<(y * w + source + 1) * 3]) : [128, 128, 128]
         XCTAssertEqual(Array(shifted[(y * w + x) * 3..<(y * w + x + 1) * 3]), expected)
       }
     }
-    // Brightness 0.1 + 1.8·0 = 0.1 darkens to a tenth.
-    XCTAssertEqual(run(.brightness, 0), base.map { UInt8((Float($0) * 0.1).rounded()) })
+    // Cutout: half-side ⌊10·0.5⌋ = 5 around (row 2, column 3): rows 0..<6 (clipped), columns 0..<8.
+    XCTAssertEqual(run(.cutout, 5, centre: (2, 3)), [UInt8](repeating: 128, count: w * h * 3))
+    // half-side ⌊10·0.1⌋ = 1 at (5, 7): rows 4..<6, columns 6..<8, the bottom-right 2×2 pixels
+    let corner = run(.cutout, 1, centre: (5, 7))
+    for y in 0..<h {
+      for x in 0..<w {
+        let pixel = Array(corner[(y * w + x) * 3..<(y * w + x + 1) * 3])
+        let inside = y >= 4 && x >= 6
+        XCTAssertEqual(pixel, inside ? [128, 128, 128] : Array(base[(y * w + x) * 3..<(y * w + x + 1) * 3]))
+      }
+    }
+    // Brightness 0.1 + 1.8·0 = 0.1 darkens to a tenth, truncated.
+    XCTAssertEqual(run(.brightness, 0), base.map { UInt8(Float($0) * Float(0.1)) })
     // Autocontrast stretches a 100–150 channel to 0–255.
     let dull = (0..<w * h * 3).map { UInt8(100 + ($0 / 3) % 51) }
     let stretched = run(.autoContrast, 0, dull)
@@ -195,11 +219,8 @@ final class PreprocessTests: XCTestCase {
     XCTAssertEqual(Set(run(.equalize, 0, twoLevels, size: (32, 32))), [0, 255])
     let small = (0..<w * h * 3).map { UInt8($0 < w * h * 3 / 2 ? 10 : 20) }
     XCTAssertEqual(run(.equalize, 0, small), small)
-    // Color at factor 0.1 moves every pixel toward gray; contrast toward the mean.
-    let grayish = run(.color, 0)
-    XCTAssertLessThan(spread(grayish), spread(base))
-    // Sharpness leaves a linear ramp alone (the smoothing kernel is symmetric) but not noise.
-    XCTAssertEqual(run(.sharpness, 15), base)
+    // Color at factor 0.1 moves every pixel toward gray.
+    XCTAssertLessThan(spread(run(.color, 0)), spread(base))
     var rng = CounterRNG(seed: 1)
     let noise = (0..<w * h * 3).map { _ in UInt8(rng.below(256)) }
     XCTAssertNotEqual(run(.sharpness, 15, noise), noise)
