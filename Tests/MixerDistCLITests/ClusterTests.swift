@@ -73,11 +73,13 @@ final class LocalCluster {
   }
 
   /// Runs `launch/mpirun -n ranks --hostfile H -- arguments`.
-  func mpirun(ranks: Int, _ arguments: [String], binary: String? = nil, timeout: Double = 180) throws -> RunResult {
+  func mpirun(
+    ranks: Int, _ arguments: [String], binary: String? = nil, environment: [String: String] = [:], timeout: Double = 180
+  ) throws -> RunResult {
     try run(
       packageRoot.appendingPathComponent("launch/mpirun").path,
       ["-n", "\(ranks)", "--hostfile", hostfile, "--"] + arguments,
-      environment: ["MIXER_DIST_BIN": try binary ?? mixerDistBinary()], timeout: timeout)
+      environment: environment.merging(["MIXER_DIST_BIN": try binary ?? mixerDistBinary()]) { $1 }, timeout: timeout)
   }
 }
 
@@ -415,6 +417,50 @@ final class LostNodeTests: XCTestCase {
     let address = try String(contentsOfFile: cluster.hostfile, encoding: .utf8).split(separator: "\n")
       .filter { !$0.hasPrefix("#") }[1].split(separator: " ")[0]
     XCTAssertTrue(result.stderr.contains("host(s) not answering (TCP port 22 within 3 s): \(address); not starting"), result.stderr)
+  }
+
+  /// A host lost after launch/mpirun's probe, before its daemon reported back (MIXER_PROBE=0
+  /// stands for the race): mpirun would wait for that daemon for good, before any rank runs, so
+  /// no watchdog can end it. launch/mpirun ends it after MIXER_STARTUP_TIMEOUT, in one line.
+  func testHostLostBeforeItsDaemonStartsEndsTheLaunch() throws {
+    let cluster = try LocalCluster(self, hosts: 2)
+    XCTAssertEqual(try MixerDistCLITests.run(LocalCluster.script, ["link", cluster.name, "2", "down"], timeout: 30).status, 0)
+    let result = try cluster.mpirun(
+      ranks: 2, ["train", "--steps", "2", "--threads", "1", "--run-dir", try makeTemporaryDirectory(self).path],
+      environment: ["MIXER_PROBE": "0", "MIXER_STARTUP_TIMEOUT": "10"], timeout: 90)
+    XCTAssertNotEqual(result.status, 0, result.stderr)
+    XCTAssertLessThan(result.seconds, 40, result.stderr)
+    XCTAssertTrue(result.stderr.contains("no rank started within 10 s (MIXER_STARTUP_TIMEOUT)"), result.stderr)
+  }
+
+  /// A warning on stderr (`mixer-dist: rank 0: warning: ...`: here, a corrupt newest checkpoint
+  /// skipped on resume) is not an abort: launch/mpirun's supervision leaves the job running (it
+  /// used to end mpirun MIXER_ABORT_GRACE seconds after any `mixer-dist: rank R:` line), and its
+  /// start-up line is not shown.
+  func testWarningsDoNotEndTheJob() throws {
+    let cluster = try LocalCluster(self, hosts: 2)
+    let dir = try makeTemporaryDirectory(self)
+    let ck = dir.appendingPathComponent("ck")
+    func train(steps: Int) throws -> RunResult {
+      try cluster.mpirun(
+        ranks: 2, ["train"] + tinyModelFlags + [
+          "--steps", "\(steps)", "--batch", "8", "--threads", "1", "--eval-every", "0", "--save-every", "5",
+          "--checkpoint-dir", ck.path, "--resume", "auto", "--run-dir", dir.appendingPathComponent("run").path,
+        ],
+        environment: ["MIXER_ABORT_GRACE": "1"], timeout: 120)
+    }
+    let first = try train(steps: 10)
+    XCTAssertEqual(first.status, 0, first.stderr)
+    let params = ck.appendingPathComponent("step-00000010/params.safetensors")
+    var bytes = try Data(contentsOf: params)
+    bytes[bytes.count / 2] ^= 0xFF
+    try bytes.write(to: params)
+    let resumed = try train(steps: 150)
+    XCTAssertEqual(resumed.status, 0, resumed.stderr)
+    XCTAssertTrue(resumed.stderr.contains("mixer-dist: rank 0: warning: mixer-dist: skipping checkpoint step-00000010"), resumed.stderr)
+    XCTAssertTrue(resumed.stdout.contains("resumed from"), resumed.stdout)
+    XCTAssertFalse(resumed.stderr.contains("after the job aborted"), resumed.stderr)
+    XCTAssertFalse(resumed.stderr.contains("mixer-dist: launch:"), resumed.stderr)
   }
 
   /// `launch/resilient --elastic`: host 3's link goes down for good at step 25; the job ends
