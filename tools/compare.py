@@ -48,18 +48,8 @@ perf_table.fail = fail  # the shared helpers' errors name this script
 
 
 def emit(text, into):
-    """Prints `text`, or puts it between the markers of the file `into`."""
-    if not into:
-        print(text)
-        return
-    with open(into) as f:
-        page = f.read()
-    start, stop = page.find(BEGIN), page.find(END)
-    if start < 0 or stop < start:
-        fail(f"{into} has no '{BEGIN}' ... '{END}' markers")
-    with open(into, "w") as f:
-        f.write(page[:start + len(BEGIN)] + "\n" + text + "\n" + page[stop:])
-    print(f"tools/compare.py: wrote the tables into {into}", file=sys.stderr)
+    """Prints `text`, or puts it between the compare-table markers of the file `into`."""
+    perf_table.emit(text, into, markers=(BEGIN, END), script="tools/compare.py")
 
 
 def affinity(threads):

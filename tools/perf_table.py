@@ -210,18 +210,20 @@ def render(records):
     return "\n".join(lines)
 
 
-def emit(text, into):
+def emit(text, into, markers=(BEGIN, END), script="tools/perf_table.py"):
+    """Prints `text`, or puts it between the `markers` of the file `into`."""
+    begin, end = markers
     if not into:
         print(text)
         return
     with open(into) as f:
         page = f.read()
-    start, stop = page.find(BEGIN), page.find(END)
+    start, stop = page.find(begin), page.find(end)
     if start < 0 or stop < start:
-        fail(f"{into} has no '{BEGIN}' ... '{END}' markers")
+        fail(f"{into} has no '{begin}' ... '{end}' markers")
     with open(into, "w") as f:
-        f.write(page[:start + len(BEGIN)] + "\n" + text + "\n" + page[stop:])
-    print(f"tools/perf_table.py: wrote the tables into {into}", file=sys.stderr)
+        f.write(page[:start + len(begin)] + "\n" + text + "\n" + page[stop:])
+    print(f"{script}: wrote the tables into {into}", file=sys.stderr)
 
 
 def main():
