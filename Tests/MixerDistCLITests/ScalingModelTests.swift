@@ -84,10 +84,9 @@ final class ScalingModelTests: XCTestCase {
     XCTAssertTrue(try String(contentsOf: svg, encoding: .utf8).hasPrefix("<svg"))
   }
 
-  /// The B/16 prediction with the default bucket rule (its bucket column the same as
-  /// BucketSizeRule's) beats the old fixed default (457 buckets) at every node count and link.
-  func testDefaultBucketRuleImprovesTheB16Prediction() throws {
-    let python = try XCTUnwrap(which("python3"), "python3 is needed (launch/test installs numpy)")
+  /// Six synthetic runs (1, 2 and 4 hosts at 1 Gbit/s, with and without overlap) of B/16's
+  /// gradient size class, written as a runs file.
+  func writeB16LikeRuns() throws -> URL {
     var runs: [[String: Any]] = []
     for hosts in [1, 2, 4] {
       for overlap in [true, false] {
@@ -98,6 +97,14 @@ final class ScalingModelTests: XCTestCase {
     }
     let file = try makeTemporaryDirectory(self).appendingPathComponent("runs.jsonl")
     try write(runs, to: file)
+    return file
+  }
+
+  /// The B/16 prediction with the default bucket rule (its bucket column the same as
+  /// BucketSizeRule's) beats the old fixed default (457 buckets) at every node count and link.
+  func testDefaultBucketRuleImprovesTheB16Prediction() throws {
+    let python = try XCTUnwrap(which("python3"), "python3 is needed (launch/test installs numpy)")
+    let file = try writeB16LikeRuns()
     let report = try MixerDistCLITests.run(python, [script, file.path], timeout: 60)
     XCTAssertEqual(report.status, 0, report.stderr)
     // the tables of the assumed 1,000 images/s node: rule first, then the old default
@@ -128,16 +135,7 @@ final class ScalingModelTests: XCTestCase {
   /// that many nodes, and its node-hours those hours times the nodes.
   func testRecipeCostIsItsImagesOverThePredictedRate() throws {
     let python = try XCTUnwrap(which("python3"), "python3 is needed (launch/test installs numpy)")
-    var runs: [[String: Any]] = []
-    for hosts in [1, 2, 4] {
-      for overlap in [true, false] {
-        runs.append(syntheticRun(
-          hosts: hosts, rate: "1gbit", overlap: overlap, zero: 0, buckets: 5, gradientBytes: 2_279_976,
-          alpha: 1e-5, eta: 0.65, unshapedBits: 4e9, hidden: 0.2))
-      }
-    }
-    let file = try makeTemporaryDirectory(self).appendingPathComponent("runs.jsonl")
-    try write(runs, to: file)
+    let file = try writeB16LikeRuns()
     let images = 380.5e6
     let report = try MixerDistCLITests.run(
       python, [script, file.path, "--recipe-images", "380.5e6", "--recipe-label", "the 300-epoch run"], timeout: 60)
