@@ -570,15 +570,25 @@ public final class Int8Matmul {
   public var implementation: String { matmul?.implementation ?? "portable (sgemm)" }
 
   /// `weights` `[K×N]` row-major; `scales` `[N]` (input scale · weight scale per column); `bias` `[N]`.
-  public init(
+  public convenience init(
     m: Int, n: Int, k: Int, srcZeroPoint: Int, weights w: UnsafePointer<Int8>, scales: [Float], bias: [Float],
     epilogue: Int8MatmulEpilogue
+  ) {
+    self.init(m: m, n: n, k: k, srcZeroPoint: srcZeroPoint, weights: w, scales: scales, bias: bias, epilogue: epilogue, widened: nil)
+  }
+
+  /// The same, with the portable kernel's fp32 copy of the weights shared with the layer's other
+  /// products (`Int8Product`: one copy for every row count), widened here when nil.
+  init(
+    m: Int, n: Int, k: Int, srcZeroPoint: Int, weights w: UnsafePointer<Int8>, scales: [Float], bias: [Float],
+    epilogue: Int8MatmulEpilogue, widened: PortableInt8Weights?
   ) {
     precondition(scales.count == n && bias.count == n, "Int8Matmul: scales and bias need N values")
     (self.m, self.n, self.k, self.epilogue) = (m, n, k, epilogue)
     if Precision.int8.usesPortableKernels {
       portable = PortableInt8Matmul(
-        m: m, n: n, k: k, srcZeroPoint: srcZeroPoint, weights: w, scales: scales, bias: bias, epilogue: epilogue)
+        m: m, n: n, k: k, srcZeroPoint: srcZeroPoint, weights: widened ?? PortableInt8Weights(k: k, n: n, weights: w),
+        scales: scales, bias: bias, epilogue: epilogue)
       matmul = nil
       return
     }

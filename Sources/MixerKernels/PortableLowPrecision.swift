@@ -185,14 +185,30 @@ enum PortableKernels {
   }
 }
 
+/// An int8 weight matrix `[K×N]` widened to fp32 once (exact), for the portable products of every
+/// row count and epilogue of one layer.
+final class PortableInt8Weights {
+  let k: Int, n: Int
+  /// `[K×N]`
+  let values: [Float]
+
+  init(k: Int, n: Int, weights w: UnsafePointer<Int8>) {
+    (self.k, self.n) = (k, n)
+    values = [Float](unsafeUninitializedCapacity: k * n) { buffer, initialized in
+      for i in 0..<(k * n) { buffer[i] = Float(w[i]) }
+      initialized = k * n
+    }
+  }
+}
+
 /// `Int8Matmul` on portable kernels: the weights widened to fp32 once; per call the u8 input
 /// widened and the exact int32 sums of `PortableKernels.gemmIntegers`, then oneDNN's epilogue,
 /// a row at a time: `v = scale[n]·(sum + bias[n]/scale[n])`, and for a u8 output
 /// `sat_u8(round(g(v)/s) + z)` (round to nearest even).
 final class PortableInt8Matmul {
   let m: Int, n: Int, k: Int
-  /// `[K×N]` the s8 weights as fp32
-  private let weights: [Float]
+  /// `[K×N]` the s8 weights as fp32, shared by the products of one layer
+  private let weights: PortableInt8Weights
   private let scales: [Float], biasOverScale: [Float]
   /// `[N]` scale[n]/s: the output scale of a u8 output without GELU
   private let outputScales: [Float]
@@ -200,15 +216,13 @@ final class PortableInt8Matmul {
   private let epilogue: Int8MatmulEpilogue
 
   init(
-    m: Int, n: Int, k: Int, srcZeroPoint: Int, weights w: UnsafePointer<Int8>, scales: [Float], bias: [Float],
+    m: Int, n: Int, k: Int, srcZeroPoint: Int, weights: PortableInt8Weights, scales: [Float], bias: [Float],
     epilogue: Int8MatmulEpilogue
   ) {
+    precondition(weights.k == k && weights.n == n, "PortableInt8Matmul: weights of another shape")
     (self.m, self.n, self.k, self.srcZeroPoint, self.epilogue) = (m, n, k, srcZeroPoint, epilogue)
     _ = PortableKernels.exactBlockLength(largestProduct: largestU8Difference(zero: srcZeroPoint) * 128)
-    weights = [Float](unsafeUninitializedCapacity: k * n) { buffer, initialized in
-      for i in 0..<(k * n) { buffer[i] = Float(w[i]) }
-      initialized = k * n
-    }
+    self.weights = weights
     self.scales = scales
     biasOverScale = (0..<n).map { bias[$0] / scales[$0] }
     if case .u8(let scale, _, _) = epilogue {
@@ -223,7 +237,7 @@ final class PortableInt8Matmul {
       let sums = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, m * n))  // [M×N]
       let x = widenedU8(a, zero: srcZeroPoint, rows: m, cols: k, ld: k)  // [M×K] u8 − z
       defer { sums.deallocate(); x.deallocate() }
-      weights.withUnsafeBufferPointer { w in
+      weights.values.withUnsafeBufferPointer { w in
         PortableKernels.gemmIntegers(
           .none, .none, m: m, n: n, k: k, a: x, lda: k, b: w.baseAddress!, ldb: n,
           largestProduct: largestU8Difference(zero: srcZeroPoint) * 128, accumulate: false, c: sums, ldc: n)
