@@ -37,10 +37,24 @@ public final class ActivationStatistics {
   }
 
   func observe(_ layer: Int, _ x: UnsafePointer<Float>, _ count: Int) {
+    // 16 lanes of running minimum and maximum (the scalar loop is a chain of dependent min/max)
+    var lo16 = SIMD16<Float>(repeating: minimum[layer]), hi16 = SIMD16<Float>(repeating: maximum[layer])
+    var i = 0
+    while i + 16 <= count {
+      let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+      lo16.replace(with: v, where: v .< lo16)
+      hi16.replace(with: v, where: hi16 .< v)
+      i += 16
+    }
     var lo = minimum[layer], hi = maximum[layer]
-    for i in 0..<count {
+    for lane in 0..<16 {
+      lo = min(lo, lo16[lane])
+      hi = max(hi, hi16[lane])
+    }
+    while i < count {
       lo = min(lo, x[i])
       hi = max(hi, x[i])
+      i += 1
     }
     (minimum[layer], maximum[layer]) = (lo, hi)
     // an odd offset so the sample does not alias with the row length
@@ -55,14 +69,50 @@ public final class ActivationStatistics {
       case .minMax:
         result[layer.name] = ActivationQuantization(low: minimum[i], high: maximum[i], avoidingTiesIn: samples[i])
       case .percentile:
-        let sorted = samples[i].sorted()
-        guard !sorted.isEmpty else { continue }
-        func at(_ q: Double) -> Float { sorted[min(sorted.count - 1, max(0, Int((q * Double(sorted.count - 1)).rounded())))] }
-        result[layer.name] = ActivationQuantization(
-          low: at(1 - percentile / 100), high: at(percentile / 100), avoidingTiesIn: samples[i])
+        guard !samples[i].isEmpty else { continue }
+        let count = samples[i].count
+        func rank(_ q: Double) -> Int { min(count - 1, max(0, Int((q * Double(count - 1)).rounded()))) }
+        let bounds = orderStatistics(samples[i], ranks: [rank(1 - percentile / 100), rank(percentile / 100)])
+        result[layer.name] = ActivationQuantization(low: bounds[0], high: bounds[1], avoidingTiesIn: samples[i])
       }
     }
     return result
+  }
+}
+
+/// The values of `values.sorted()` at `ranks`, found by selection (quickselect, Hoare partitions
+/// around a median of three) instead of a sort of the whole sample: the same values, in a few
+/// passes over it instead of log₂(count).
+func orderStatistics(_ values: [Float], ranks: [Int]) -> [Float] {
+  var work = values
+  return work.withUnsafeMutableBufferPointer { p in
+    ranks.map { k in
+      precondition(k >= 0 && k < p.count, "orderStatistics: rank \(k) of \(p.count) values")
+      var lo = 0, hi = p.count - 1
+      while lo < hi {
+        let a = p[lo], b = p[lo + (hi - lo) / 2], c = p[hi]
+        let pivot = max(min(a, b), min(max(a, b), c))
+        var i = lo, j = hi
+        while i <= j {
+          while p[i] < pivot { i += 1 }
+          while pivot < p[j] { j -= 1 }
+          if i <= j {
+            p.swapAt(i, j)
+            i += 1
+            j -= 1
+          }
+        }
+        // now p[lo...j] ≤ pivot ≤ p[i...hi], and everything between equals the pivot
+        if k <= j {
+          hi = j
+        } else if k >= i {
+          lo = i
+        } else {
+          break
+        }
+      }
+      return p[k]
+    }
   }
 }
 

@@ -383,8 +383,7 @@ public func gemmU8S8S32(
 ) {
   if Precision.int8.usesPortableKernels {
     return PortableKernels.gemmInt8(
-      transA, transB, m: m, n: n, k: k, a: a, lda: lda, aZero: Int(aZero), aValue: { Double($0) }, b: b, ldb: ldb,
-      bValue: { Double($0) }, accumulate: accumulate, c: c, ldc: ldc)
+      transA, transB, m: m, n: n, k: k, a: a, lda: lda, aZero: Int(aZero), b: b, ldb: ldb, accumulate: accumulate, c: c, ldc: ldc)
   }
   var zero: Int32 = 0
   KernelProfile.measure(
@@ -408,8 +407,7 @@ public func gemmS8S8S32(
 ) {
   if Precision.int8.usesPortableKernels {
     return PortableKernels.gemmInt8(
-      transA, transB, m: m, n: n, k: k, a: a, lda: lda, aZero: 0, aValue: { Double($0) }, b: b, ldb: ldb,
-      bValue: { Double($0) }, accumulate: accumulate, c: c, ldc: ldc)
+      transA, transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, accumulate: accumulate, c: c, ldc: ldc)
   }
   var zero: Int32 = 0
   KernelProfile.measure(
@@ -569,18 +567,28 @@ public final class Int8Matmul {
   private let matmul: PreparedMatmul?
   private let portable: PortableInt8Matmul?
   /// oneDNN's name for the kernel it chose, e.g. `brg:avx512_core_amx_int8`, or `portable`
-  public var implementation: String { matmul?.implementation ?? "portable (dgemm)" }
+  public var implementation: String { matmul?.implementation ?? "portable (sgemm)" }
 
   /// `weights` `[K×N]` row-major; `scales` `[N]` (input scale · weight scale per column); `bias` `[N]`.
-  public init(
+  public convenience init(
     m: Int, n: Int, k: Int, srcZeroPoint: Int, weights w: UnsafePointer<Int8>, scales: [Float], bias: [Float],
     epilogue: Int8MatmulEpilogue
+  ) {
+    self.init(m: m, n: n, k: k, srcZeroPoint: srcZeroPoint, weights: w, scales: scales, bias: bias, epilogue: epilogue, widened: nil)
+  }
+
+  /// The same, with the portable kernel's fp32 copy of the weights shared with the layer's other
+  /// products (`Int8Product`: one copy for every row count), widened here when nil.
+  init(
+    m: Int, n: Int, k: Int, srcZeroPoint: Int, weights w: UnsafePointer<Int8>, scales: [Float], bias: [Float],
+    epilogue: Int8MatmulEpilogue, widened: PortableInt8Weights?
   ) {
     precondition(scales.count == n && bias.count == n, "Int8Matmul: scales and bias need N values")
     (self.m, self.n, self.k, self.epilogue) = (m, n, k, epilogue)
     if Precision.int8.usesPortableKernels {
       portable = PortableInt8Matmul(
-        m: m, n: n, k: k, srcZeroPoint: srcZeroPoint, weights: w, scales: scales, bias: bias, epilogue: epilogue)
+        m: m, n: n, k: k, srcZeroPoint: srcZeroPoint, weights: widened ?? PortableInt8Weights(k: k, n: n, weights: w),
+        scales: scales, bias: bias, epilogue: epilogue)
       matmul = nil
       return
     }

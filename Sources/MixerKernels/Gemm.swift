@@ -92,14 +92,15 @@ func gemmCall(
   }
 }
 
-/// `C[M×N] = op(A)[M×K] · op(B)[K×N]` in Double, row-major (OpenBLAS `dgemm`): the portable
-/// int8 products multiply integers with it (exact below 2^53).
-public func gemmDouble(
+/// `C[M×N] = op(A)[M×K] · op(B)[K×N]` (OpenBLAS `sgemm`, C overwritten), outside the kernel
+/// profile: the portable int8 products multiply integers with it in K-blocks short enough to be
+/// exact, and time the whole product themselves.
+public func gemmUnprofiled(
   _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
-  a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int,
-  c: UnsafeMutablePointer<Double>, ldc: Int
+  a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+  c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
-  cblas_dgemm(
+  cblas_sgemm(
     CblasRowMajor,
     transA == .none ? CblasNoTrans : CblasTrans,
     transB == .none ? CblasNoTrans : CblasTrans,

@@ -214,6 +214,8 @@ public final class Int8Product: ProductKernel {
     let epilogue: Int8MatmulEpilogue
   }
   private var matmuls: [Key: Int8Matmul] = [:]
+  /// the weights as fp32 for the portable kernels, widened once for every row count
+  private var widened: PortableInt8Weights?
 
   public init(weights: QuantizedWeights, bias: [Float], input: ActivationQuantization, inputs: Int, outputs: Int) {
     (self.weights, self.bias, self.input) = (weights, bias, input)
@@ -225,10 +227,13 @@ public final class Int8Product: ProductKernel {
   public func matmul(rows m: Int, _ epilogue: Int8MatmulEpilogue) -> Int8Matmul {
     let key = Key(rows: m, epilogue: epilogue)
     if let cached = matmuls[key] { return cached }
-    let made = weights.values.withUnsafeBufferPointer {
-      Int8Matmul(
-        m: m, n: outputs, k: inputs, srcZeroPoint: input.zeroPoint, weights: $0.baseAddress!, scales: scales, bias: bias,
-        epilogue: epilogue)
+    let made = weights.values.withUnsafeBufferPointer { w in
+      if Precision.int8.usesPortableKernels && widened == nil {
+        widened = PortableInt8Weights(k: inputs, n: outputs, weights: w.baseAddress!)
+      }
+      return Int8Matmul(
+        m: m, n: outputs, k: inputs, srcZeroPoint: input.zeroPoint, weights: w.baseAddress!, scales: scales, bias: bias,
+        epilogue: epilogue, widened: Precision.int8.usesPortableKernels ? widened : nil)
     }
     matmuls[key] = made
     return made

@@ -75,6 +75,21 @@ final class InferencePlanTests: XCTestCase {
     XCTAssertEqual(ActivationQuantization(low: -1, high: 1, avoidingTiesIn: smooth), ActivationQuantization(low: -1, high: 1))
   }
 
+  /// Percentile calibration selects its two order statistics instead of sorting: the values
+  /// equal the sorted sample's at every rank asked, with many repeated values, a constant sample
+  /// and one value.
+  func testOrderStatisticsEqualTheSortedValues() {
+    var rng = CounterRNG(seed: 9)
+    let spread = (0..<5_001).map { _ in (rng.uniform() - 0.5) * 1e3 }
+    let repeated = (0..<4_096).map { _ in (rng.uniform() * 7).rounded() - 3 }
+    for values in [spread, repeated, [Float](repeating: 2, count: 300), [-1.5]] {
+      let sorted = values.sorted()
+      let ranks = Array(Set([0, 1, values.count / 3, values.count / 2, values.count - 2, values.count - 1].filter { $0 >= 0 && $0 < values.count }))
+      XCTAssertEqual(orderStatistics(values, ranks: ranks), ranks.map { sorted[$0] }, "\(values.count) values, ranks \(ranks)")
+      XCTAssertEqual(orderStatistics(values, ranks: ranks.reversed()), ranks.reversed().map { sorted[$0] })
+    }
+  }
+
   func testBF16AndInt8PlansStayCloseToFP32() throws {
     let (model, images) = try smallModel()
     let expected = trainingLogits(model, images, batch: 6)

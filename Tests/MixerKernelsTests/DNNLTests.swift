@@ -241,6 +241,122 @@ final class DNNLTests: XCTestCase {
       }
     }
   }
+
+  /// The portable int8 product sums in fp32 over K-blocks of 512 (u8·s8) or 1024 (s8·s8): past one
+  /// block, with the extreme values 255, −128 and 127 and both ends of the zero point, the int32
+  /// sums are still exact, for every transpose pair and padded leading dimensions.
+  func testPortableInt8ProductIsExactOverSeveralBlocksOfExtremeValues() {
+    XCTAssertEqual(PortableKernels.exactBlockLength(largestProduct: 255 * 128), 512)
+    XCTAssertEqual(PortableKernels.exactBlockLength(largestProduct: 128 * 128), 1024)
+    XCTAssertLessThanOrEqual(512 * 255 * 128, 1 << 24)
+    XCTAssertGreaterThan(1024 * 255 * 128, 1 << 24)
+    DNNL.forcePortable = true
+    defer { DNNL.forcePortable = false }
+    let (m, n, k) = (3, 4, 1100)
+    for (zero, aValue) in [(UInt8(0), UInt8(255)), (UInt8(255), UInt8(0))] {
+      for transA in [Transpose.none, .transpose] {
+        for transB in [Transpose.none, .transpose] {
+          let (aRows, aCols) = transA == .none ? (m, k) : (k, m)
+          let (bRows, bCols) = transB == .none ? (k, n) : (n, k)
+          let lda = aCols + 1, ldb = bCols + 2, ldc = n + 3
+          // A all at the far end from the zero point; B −128 but for a 127 every 97 elements
+          let a = [UInt8](repeating: aValue, count: aRows * lda)
+          let b = (0..<(bRows * ldb)).map { Int8($0 % 97 == 5 ? 127 : -128) }
+          func bAt(_ p: Int, _ j: Int) -> Int { Int(transB == .none ? b[p * ldb + j] : b[j * ldb + p]) }
+          var c = [Int32](repeating: 9, count: m * ldc)
+          gemmU8S8S32(transA, transB, m: m, n: n, k: k, a: a, lda: lda, aZero: zero, b: b, ldb: ldb, c: &c, ldc: ldc)
+          var s8 = [Int32](repeating: 9, count: m * ldc)
+          let as8 = [Int8](repeating: -128, count: aRows * lda)
+          gemmS8S8S32(transA, transB, m: m, n: n, k: k, a: as8, lda: lda, b: b, ldb: ldb, c: &s8, ldc: ldc)
+          for i in 0..<m {
+            for j in 0..<n {
+              var exact = 0, exactS8 = 0
+              for p in 0..<k {
+                exact += (Int(aValue) - Int(zero)) * bAt(p, j)
+                exactS8 += -128 * bAt(p, j)
+              }
+              XCTAssertGreaterThan(abs(exact), 1 << 24, "past the integers fp32 holds exactly")
+              XCTAssertEqual(Int(c[i * ldc + j]), exact, "u8s8 zero \(zero) \(transA) \(transB) (\(i), \(j))")
+              XCTAssertEqual(Int(s8[i * ldc + j]), exactS8, "s8s8 \(transA) \(transB) (\(i), \(j))")
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// The block length is the bound that matters: 1024 products of 255·(−128) and one 255·127 sum
+  /// to −33,358,335, odd and above 2^24, which no fp32 computation gives; in one block of 1024
+  /// (the length a product bound of 128·128 would allow) the sum is wrong, in blocks of 512 exact.
+  func testPortableInt8BlockLongerThanTheBoundIsNotExact() {
+    let k = 1024
+    let a = [Float](repeating: 255, count: k)  // [1×K] u8 255 − zero 0
+    let b = (0..<k).map { Float($0 == k - 1 ? 127 : -128) }  // [K×1]
+    let exact = 255 * (-128 * (k - 1) + 127)
+    XCTAssertEqual(exact, -33_358_335)
+    var sequential: Float = 0
+    for p in 0..<k { sequential += a[p] * b[p] }
+    XCTAssertNotEqual(Int(sequential), exact, "a sequential fp32 sum of one block of 1024")
+    var honest: Int32 = 0, tooLong: Int32 = 0
+    PortableKernels.gemmIntegers(
+      .none, .none, m: 1, n: 1, k: k, a: a, lda: k, b: b, ldb: 1, largestProduct: 255 * 128, accumulate: false,
+      c: &honest, ldc: 1)
+    PortableKernels.gemmIntegers(
+      .none, .none, m: 1, n: 1, k: k, a: a, lda: k, b: b, ldb: 1, largestProduct: 128 * 128, accumulate: false,
+      c: &tooLong, ldc: 1)
+    XCTAssertEqual(Int(honest), exact)
+    XCTAssertNotEqual(Int(tooLong), exact, "sgemm over one block of 1024")
+  }
+
+  /// The portable `Int8Matmul`'s row-at-a-time epilogue gives the values of oneDNN's definition
+  /// computed an element at a time (bit for bit), for every epilogue and both GELUs, with a row
+  /// length (37) that is not a multiple of GELU's vector width.
+  func testPortableInt8MatmulEpilogueMatchesElementwiseDefinition() {
+    DNNL.forcePortable = true
+    defer { DNNL.forcePortable = false }
+    let (m, n, k) = (5, 37, 70)
+    var random = TestRandom(seed: 21)
+    let a = (0..<(m * k)).map { _ in UInt8(Int(random.floats(1, in: 0...255.99)[0])) }
+    let w = (0..<(k * n)).map { _ in Int8(Int(random.floats(1, in: -127.99...127.99)[0])) }
+    let scales = random.floats(n, in: 1e-5...1e-4), bias = random.floats(n, in: -1...1)
+    let srcZero = 131
+    var sums = [Int32](repeating: 0, count: m * n)
+    for i in 0..<m {
+      for j in 0..<n {
+        for p in 0..<k { sums[i * n + j] += Int32((Int(a[i * k + p]) - srcZero) * Int(w[p * n + j])) }
+      }
+    }
+    let epilogues: [Int8MatmulEpilogue] = [
+      .float, .accumulate, .u8(scale: 0.05, zeroPoint: 7, gelu: nil), .u8(scale: 0.05, zeroPoint: 20, gelu: .tanh),
+      .u8(scale: 0.05, zeroPoint: 20, gelu: .erf),
+    ]
+    for epilogue in epilogues {
+      let matmul = Int8Matmul(m: m, n: n, k: k, srcZeroPoint: srcZero, weights: w, scales: scales, bias: bias, epilogue: epilogue)
+      XCTAssertEqual(matmul.implementation, "portable (sgemm)")
+      var floats = (0..<(m * n)).map { Float($0) * 0.25 }
+      let before = floats
+      var bytes = [UInt8](repeating: 0, count: m * n)
+      switch epilogue {
+      case .float, .accumulate: floats.withUnsafeMutableBytes { matmul.run(src: a, dst: $0.baseAddress!) }
+      case .u8: bytes.withUnsafeMutableBytes { matmul.run(src: a, dst: $0.baseAddress!) }
+      }
+      for i in 0..<(m * n) {
+        let j = i % n
+        let sum = Float(sums[i]) + bias[j] / scales[j]
+        let v = sum * scales[j]
+        switch epilogue {
+        case .float: XCTAssertEqual(floats[i], v, "float \(i)")
+        case .accumulate: XCTAssertEqual(floats[i], before[i] + v, "accumulate \(i)")
+        case .u8(let scale, let zeroPoint, let gelu):
+          var g = v
+          if let gelu { geluForward(out: &g, inp: [v], count: 1, kind: gelu) }
+          let scaled = gelu == nil ? sum * (scales[j] / scale) : g * (1 / scale)
+          let q = scaled.rounded(.toNearestOrEven) + Float(zeroPoint)
+          XCTAssertEqual(bytes[i], UInt8(min(max(q, 0), 255)), "\(epilogue) \(i)")
+        }
+      }
+    }
+  }
 }
 
 /// Runs `body` on every kernel path this CPU has for `precision`: oneDNN's where the CPU has its
