@@ -163,14 +163,10 @@ public final class MPICommunicator: Communicator {
   ) throws -> any Communicator {
     if isLaunchedByMPI(environment: environment) {
       // MIXER_MPI_THREAD_LEVEL=serialized: ask MPI for SERIALIZED only (tests abort at that level)
-      let serialized = environment["MIXER_MPI_THREAD_LEVEL"]?.lowercased() == "serialized"
-      let comm = try serialized ? MPICommunicator(requested: .serialized) : MPICommunicator()
-      // launch/mpirun's start-up deadline: past MPI_Init every daemon has reported and every rank runs
-      if environment["MIXER_LAUNCH_MARKER"] == "1" && comm.rank == 0 {
-        fputs("mixer-dist: launch: \(comm.size) ranks started\n", stderr)
-        fflush(stderr)
+      if environment["MIXER_MPI_THREAD_LEVEL"]?.lowercased() == "serialized" {
+        return try MPICommunicator(requested: .serialized)
       }
-      return comm
+      return try MPICommunicator()
     }
     return SingleProcessCommunicator()
   }

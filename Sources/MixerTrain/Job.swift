@@ -26,6 +26,17 @@ public enum Job {
     return value
   }
 
+  /// For launch/mpirun's start-up deadline (it sets MIXER_LAUNCH_MARKER=1 on several nodes): rank
+  /// 0 says on stderr that it runs, whatever the command. mpirun starts the ranks only once every
+  /// node's daemon has reported, so the line proves the launch is past the point where a host lost
+  /// meanwhile leaves mpirun waiting for good; launch/mpirun swallows it.
+  public static func announceStart(environment: [String: String] = ProcessInfo.processInfo.environment) {
+    guard environment["MIXER_LAUNCH_MARKER"] == "1" else { return }
+    let rank = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK"].lazy.compactMap { environment[$0] }.first
+    guard rank == "0" else { return }
+    FileHandle.standardError.write(Data("mixer-dist: launch: rank 0 started\n".utf8))
+  }
+
   /// Sets and returns the OpenBLAS threads of this rank: `requested`, else a positive
   /// OPENBLAS_NUM_THREADS, else cores per node / ranks on this node.
   @discardableResult

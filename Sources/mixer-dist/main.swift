@@ -1,7 +1,9 @@
 // mixer-dist: the command line. Each subcommand parses its flags and calls the MixerTrain library.
 import Foundation
+import MixerTrain
 
 BLASStartup.prepare(arguments: Array(CommandLine.arguments.dropFirst()))
+Job.announceStart()
 do {
   MixerDistCommand.main(try ConfigFile.expand(Array(CommandLine.arguments.dropFirst())))
 } catch {
