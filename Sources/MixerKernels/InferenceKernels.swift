@@ -233,7 +233,7 @@ public final class Int8Product: ProductKernel {
       }
       return Int8Matmul(
         m: m, n: outputs, k: inputs, srcZeroPoint: input.zeroPoint, weights: w.baseAddress!, scales: scales, bias: bias,
-        epilogue: epilogue, widened: Precision.int8.usesPortableKernels ? widened : nil)
+        epilogue: epilogue, widened: widened)
     }
     matmuls[key] = made
     return made
