@@ -43,7 +43,10 @@ let package = Package(
     // numbers without C: bf16 rounding, the counter RNG, the SIMD vector type (for the data layer
     // and the gradient wire format, which need no BLAS)
     .target(name: "MixerNumerics", swiftSettings: optimize),
-    .target(name: "MixerKernels", dependencies: ["CBLAS", "CDNNL", "MixerNumerics"], swiftSettings: optimize),
+    // the elementwise kernels of training in C, one build per instruction set (baseline, AVX2,
+    // AVX-512) chosen at run time; no contraction into FMAs, so every build gives the same bits
+    .target(name: "CMixerVector", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off", "-fno-math-errno"])]),
+    .target(name: "MixerKernels", dependencies: ["CBLAS", "CDNNL", "CMixerVector", "MixerNumerics"], swiftSettings: optimize),
     // the per-rank timeline of `train --trace` (no dependencies: every layer may record spans)
     .target(name: "MixerTrace", swiftSettings: optimize),
     .target(name: "MixerModel", dependencies: ["MixerKernels", "MixerTrace"], swiftSettings: optimize),

@@ -1,7 +1,10 @@
 // Bias gradients of a `[rows, cols]` matrix output: the forward add is fused into GELU (hidden
 // layers) or into the residual/stem (output layers). The gradient functions accumulate into dbias.
 // The bf16 pair serves the hidden layers of bf16 training (MatrixProducts.swift): a per-row bias
-// added to a bf16 pre-activation, and the bias gradient of a bf16 gradient.
+// added to a bf16 pre-activation, and the bias gradient of a bf16 gradient. The loops are
+// CMixerVector's, at the CPU's instruction set (KernelISA).
+
+import CMixerVector
 
 /// dbias[j] += Σ_r dout[r, j]   (bias per column: channel-mixing and stem and head Denses). The
 /// columns split over the kernel threads, each still summed over the rows in order: the same
@@ -11,10 +14,7 @@ public func biasBackwardColumns(
 ) {
   KernelProfile.measure("bias backward") {
     parallelRows(cols, elementsPerRow: rows) { _, columns in
-      for r in 0..<rows {
-        let d = dout + r * cols
-        for j in columns { dbias[j] += d[j] }
-      }
+      mx_sum_columns(dbias, dout, rows, cols, columns.lowerBound, columns.upperBound)
     }
   }
 }
@@ -26,7 +26,7 @@ public func biasBackwardRows(
 ) {
   KernelProfile.measure("bias backward") {
     parallelRows(rows, elementsPerRow: cols) { _, chunk in
-      for r in chunk { dbias[r] += vsum(dout + r * cols, cols) }
+      mx_sum_rows(dbias, dout, chunk.lowerBound, chunk.upperBound, cols)
     }
   }
 }
@@ -35,18 +35,7 @@ public func biasBackwardRows(
 public func addRowBiasBF16(_ x: UnsafeMutablePointer<UInt16>, bias: UnsafePointer<Float>, rows: Int, cols: Int) {
   KernelProfile.measure("bias forward bf16") {
     parallelRows(rows, elementsPerRow: cols) { _, chunk in
-      for r in chunk {
-        let row = x + r * cols, b = bias[r], lanes = FloatVector(repeating: bias[r])
-        var j = 0
-        while j + 16 <= cols {
-          storeBF16x16(row, j, loadBF16x16(row, j) + lanes)
-          j += 16
-        }
-        while j < cols {
-          row[j] = bf16Bits(floatFromBF16(row[j]) + b)
-          j += 1
-        }
-      }
+      mx_add_row_bias_bf16(x, bias, chunk.lowerBound, chunk.upperBound, cols)
     }
   }
 }
@@ -64,34 +53,8 @@ public func biasBackwardBF16(
   dbias: UnsafeMutablePointer<Float>, dout: UnsafePointer<UInt16>, rows: Int, cols: Int, axis: BiasAxis
 ) {
   KernelProfile.measure("bias backward") {
-    parallelRowsSummingBias(into: dbias, rows: rows, cols: cols, axis: axis) { sums, chunkRows in
-      for r in chunkRows {
-        let d = dout + r * cols
-        var j = 0
-        switch axis {
-        case .columns:
-          while j + 16 <= cols {
-            store16(sums, j, load16(sums, j) + loadBF16x16(d, j))
-            j += 16
-          }
-          while j < cols {
-            sums[j] += floatFromBF16(d[j])
-            j += 1
-          }
-        case .rows:
-          var acc = FloatVector()
-          while j + 16 <= cols {
-            acc += loadBF16x16(d, j)
-            j += 16
-          }
-          var total = acc.sum()
-          while j < cols {
-            total += floatFromBF16(d[j])
-            j += 1
-          }
-          sums[r] += total
-        }
-      }
+    parallelRowsSummingBias(into: dbias, rows: rows, cols: cols, axis: axis) { sums, chunk in
+      mx_sum_bf16(sums, dout, chunk.lowerBound, chunk.upperBound, cols, axis == .rows ? 1 : 0)
     }
   }
 }

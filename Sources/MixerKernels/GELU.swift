@@ -9,6 +9,7 @@
 // the backward is a multiply fused with the bias gradient. (bf16 training runs the hidden layers
 // without dropout on oneDNN's GELU over bf16 values instead: `BF16Products.hiddenForward`.)
 
+import CMixerVector
 import Foundation
 
 /// Which GELU the model uses.
@@ -120,44 +121,24 @@ public func biasGELUForwardKeepingDerivative(
 ) {
   KernelProfile.measure("bias+gelu forward") {
     parallelRows(rows, elementsPerRow: cols) { _, chunk in
-    for r in chunk {
-      let h = pre + r * cols
-      let g = act + r * cols
-      let g16 = actBF16.map { $0 + r * cols }
-      let rowBias: Float = axis == .rows ? bias[r] : 0
       switch kind {
       case .tanh:
-        var j = 0
-        while j + 16 <= cols {
-          let b: FloatVector = axis == .rows ? FloatVector(repeating: rowBias) : load16(bias, j)
-          let x = load16(h, j) + b
-          let x2 = x * x
-          let inner: FloatVector = sqrtTwoOverPi * (x + geluCubic * x2 * x)
-          let t = vtanh(inner)
-          let half: FloatVector = 0.5 * (1 + t)
-          let slope: FloatVector = sqrtTwoOverPi * (1 + 3 * geluCubic * x2)
-          let tail: FloatVector = 0.5 * x * (1 - t * t) * slope
-          if let g16 { storeBF16x16(g16, j, x * half) } else { store16(g, j, x * half) }
-          store16(h, j, half + tail)
-          j += 16
-        }
-        while j < cols {
-          let x = h[j] + (axis == .rows ? rowBias : bias[j])
-          let t = scalarTanh(sqrtTwoOverPi * (x + geluCubic * x * x * x))
-          let y = 0.5 * x * (1 + t)
-          if let g16 { g16[j] = bf16Bits(y) } else { g[j] = y }
-          h[j] = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * sqrtTwoOverPi * (1 + 3 * geluCubic * x * x)
-          j += 1
-        }
+        // CMixerVector at the CPU's instruction set (KernelISA)
+        mx_bias_gelu_keep(
+          act, actBF16, pre, bias, chunk.lowerBound, chunk.upperBound, cols, axis == .rows ? 1 : 0)
       case .erf:
-        for j in 0..<cols {
-          let x = h[j] + (axis == .rows ? rowBias : bias[j])
-          let cdf = 0.5 * (1 + Foundation.erf(x * 0.707_106_781_186_547_5))
-          if let g16 { g16[j] = bf16Bits(x * cdf) } else { g[j] = x * cdf }
-          h[j] = cdf + x * Foundation.exp(-0.5 * x * x) * 0.398_942_280_401_432_7
+        for r in chunk {
+          let h = pre + r * cols
+          let g = act + r * cols
+          let g16 = actBF16.map { $0 + r * cols }
+          for j in 0..<cols {
+            let x = h[j] + (axis == .rows ? bias[r] : bias[j])
+            let cdf = 0.5 * (1 + Foundation.erf(x * 0.707_106_781_186_547_5))
+            if let g16 { g16[j] = bf16Bits(x * cdf) } else { g[j] = x * cdf }
+            h[j] = cdf + x * Foundation.exp(-0.5 * x * x) * 0.398_942_280_401_432_7
+          }
         }
       }
-    }
     }
   }
 }
@@ -172,44 +153,10 @@ public func geluBackwardFromDerivative(
   axis: BiasAxis
 ) {
   KernelProfile.measure("gelu backward") {
-    parallelRowsSummingBias(into: dbias, rows: rows, cols: cols, axis: axis) { dbias, chunkRows in
-    for r in chunkRows {
-      let d = dinp + r * cols, o = dout + r * cols, k = derivative + r * cols
-      let d16 = dinpBF16.map { $0 + r * cols }
-      switch axis {
-      case .columns:
-        var j = 0
-        while j + 16 <= cols {
-          let v = load16(o, j) * load16(k, j)
-          if let d16 { storeBF16x16(d16, j, v) } else { store16(d, j, v) }
-          store16(dbias, j, load16(dbias, j) + v)
-          j += 16
-        }
-        while j < cols {
-          let v = o[j] * k[j]
-          if let d16 { d16[j] = bf16Bits(v) } else { d[j] = v }
-          dbias[j] += v
-          j += 1
-        }
-      case .rows:
-        var acc = FloatVector()
-        var j = 0
-        while j + 16 <= cols {
-          let v = load16(o, j) * load16(k, j)
-          if let d16 { storeBF16x16(d16, j, v) } else { store16(d, j, v) }
-          acc += v
-          j += 16
-        }
-        var total = acc.sum()
-        while j < cols {
-          let v = o[j] * k[j]
-          if let d16 { d16[j] = bf16Bits(v) } else { d[j] = v }
-          total += v
-          j += 1
-        }
-        dbias[r] += total
-      }
-    }
+    parallelRowsSummingBias(into: dbias, rows: rows, cols: cols, axis: axis) { sums, chunk in
+      mx_gelu_back_deriv(
+        dinp, dinpBF16, sums, dout, derivative, chunk.lowerBound, chunk.upperBound, cols,
+        axis == .rows ? 1 : 0)
     }
   }
 }

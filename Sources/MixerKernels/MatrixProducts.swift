@@ -20,6 +20,9 @@
 // `prepare`; a gradient read by two products lives for the scope of `withOperand`. The fp32
 // buffer is then never written, so its pages are never touched. A bf16 product is the same
 // whether its operand was rounded by the kernel that wrote it or here, bit for bit.
+
+import CMixerVector
+
 /// Storage standing for an fp32 operand in a precision's own number format (`operandStorage`).
 public struct OperandStorage {
   public let bytes: UnsafeMutableRawPointer
@@ -379,7 +382,7 @@ public final class BF16Products: MatrixProducts, @unchecked Sendable {
       convertToBF16Parallel(x, dst, count: rows * cols)
     } else {
       KernelProfile.measure("bf16 round strided operand") {
-        for r in 0..<rows { convertToBF16(x + r * ld, dst + r * cols, count: cols) }
+        for r in 0..<rows { mx_to_bf16(dst + r * cols, x + r * ld, cols) }
       }
     }
     return (UnsafePointer(dst), cols)
@@ -412,7 +415,7 @@ final class GrowableBF16 {
 func convertToBF16Parallel(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {
   KernelProfile.measure("bf16 round") {
     parallelElements(count) { range in
-      convertToBF16(src + range.lowerBound, dst + range.lowerBound, count: range.count)
+      mx_to_bf16(dst + range.lowerBound, src + range.lowerBound, range.count)
     }
   }
 }

@@ -5,6 +5,9 @@
 // depth adds its branches in place: the stream is copied (`copyStream`), an output Dense's bias
 // added (`addRowBias`, `addColumnBias`) and the product then accumulates into it (beta = 1).
 // These are plain elementwise passes, split over the kernel threads: the same bits on any count.
+// The loops are CMixerVector's, at the CPU's instruction set (KernelISA).
+
+import CMixerVector
 
 /// x[s, b, :] += keep[b] · branch[s, b, :]   (keep == nil: every example kept)
 public func residualForward(
@@ -12,16 +15,10 @@ public func residualForward(
   tokens: Int, batch: Int, channels: Int
 ) {
   KernelProfile.measure("residual") {
-    let rowCount = tokens * batch
-    for row in 0..<rowCount {
-      let k = keep?[row % batch] ?? 1
-      if k == 0 { continue }
-      let xr = x + row * channels
-      let br = branch + row * channels
-      if k == 1 {
-        for i in 0..<channels { xr[i] += br[i] }
-      } else {
-        for i in 0..<channels { xr[i] += k * br[i] }
+    parallelRows(tokens * batch, elementsPerRow: channels) { _, chunk in
+      for row in chunk {
+        let k = keep?[row % batch] ?? 1
+        if k != 0 { mx_add_scaled(x + row * channels, branch + row * channels, k, channels) }
       }
     }
   }
@@ -54,18 +51,7 @@ public func copyStream(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Floa
 public func addRowBias(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int) {
   KernelProfile.measure("residual") {
     parallelRows(rows, elementsPerRow: cols) { _, chunk in
-      for r in chunk {
-        let row = x + r * cols, b = bias[r], lanes = FloatVector(repeating: b)
-        var j = 0
-        while j + 16 <= cols {
-          store16(row, j, load16(row, j) + lanes)
-          j += 16
-        }
-        while j < cols {
-          row[j] += b
-          j += 1
-        }
-      }
+      mx_add_row_bias(x, bias, chunk.lowerBound, chunk.upperBound, cols)
     }
   }
 }
@@ -76,18 +62,7 @@ public func addColumnBias(
 ) {
   KernelProfile.measure("residual") {
     parallelRows(rows, elementsPerRow: cols) { _, chunk in
-      for r in chunk {
-        let o = out + r * cols, x = inp + r * cols
-        var j = 0
-        while j + 16 <= cols {
-          store16(o, j, load16(x, j) + load16(bias, j))
-          j += 16
-        }
-        while j < cols {
-          o[j] = x[j] + bias[j]
-          j += 1
-        }
-      }
+      mx_add_column_bias(out, inp, bias, chunk.lowerBound, chunk.upperBound, cols)
     }
   }
 }

@@ -80,6 +80,8 @@ public struct BenchResult: Codable {
   public var ranks: Int
   public var threads: Int
   public var blasCore: String
+  /// the instruction set of the elementwise kernels (KernelISA)
+  public var kernelISA: String = KernelISA.active.description
   public var steps: Int
   public var secondsPerStep: Double
   public var forwardSeconds: Double
@@ -132,6 +134,7 @@ public struct BenchResult: Codable {
     case preset, batch, ranks, threads, steps
     case exposedCommunicationShare = "exposed_communication_share"
     case blasCore = "blas_core"
+    case kernelISA = "kernel_isa"
     case secondsPerStep = "seconds_per_step"
     case forwardSeconds = "forward_seconds"
     case backwardSeconds = "backward_seconds"

@@ -1,5 +1,6 @@
 // The start-up of every subcommand that runs matrix products, before MPI or anything else starts:
-// the OpenBLAS kernel the CPU calls for, then the sgemm self-test (the policy: `BLASCore`).
+// the OpenBLAS kernel the CPU calls for, then the sgemm self-test (the policy: `BLASCore`), and
+// MIXER_ISA, the instruction set of our own elementwise kernels when not the best (`KernelISA`).
 //
 // OpenBLAS reads OPENBLAS_CORETYPE only when it loads, so a better kernel needs a new process
 // image: this process sets the variable and `execv`s itself with the same arguments. The pid stays
@@ -31,6 +32,14 @@ enum BLASStartup {
   static func prepare(arguments: [String]) {
     guard let command = arguments.first, let report = commands[command] else { return }
     let environment = ProcessInfo.processInfo.environment
+    if let name = environment[KernelISA.variable], !name.isEmpty {
+      do throws(KernelISAError) {
+        try KernelISA.select(named: name)
+      } catch {
+        FileHandle.standardError.write(Data("mixer-dist: error: \(error)\n".utf8))
+        exit(1)
+      }
+    }
     let seen = environment[testCoreVariable].flatMap { $0.isEmpty ? nil : $0 } ?? BLAS.coreName
     let choice = BLASCore.choice(
       cpu: .current, openBLASCore: seen, userCoreType: environment[BLASCore.coreTypeVariable])

@@ -57,4 +57,30 @@ final class BLASStartupTests: XCTestCase {
       XCTAssertEqual(replacedBits, plainBits, "final parameters differ after the re-exec")
     }
   }
+
+  /// MIXER_ISA: the baseline build of the elementwise kernels trains the bits of the best build
+  /// this CPU runs (the default); a name that is not a level ends the run in one line.
+  func testKernelInstructionSetChangesNoBits() throws {
+    func train(_ environment: [String: String]) throws -> (RunResult, Data) {
+      let dir = try makeTemporaryDirectory(self)
+      let result = try MixerDistCLITests.run(
+        try mixerDistBinary(), MPITrainTests.smallArguments + ["--steps", "4", "--run-dir", dir.path],
+        environment: environment, timeout: 120)
+      return (result, (try? Data(contentsOf: dir.appendingPathComponent("final-parameters.f32"))) ?? Data())
+    }
+    let (best, bestBits) = try train([:])
+    XCTAssertEqual(best.status, 0, best.stdout + best.stderr)
+    XCTAssertTrue(best.stdout.contains("kernels \(KernelISA.best))"), best.stdout)
+    let (baseline, baselineBits) = try train([KernelISA.variable: "baseline"])
+    XCTAssertEqual(baseline.status, 0, baseline.stdout + baseline.stderr)
+    XCTAssertTrue(baseline.stdout.contains("kernels baseline)"), baseline.stdout)
+    XCTAssertFalse(bestBits.isEmpty)
+    XCTAssertEqual(baselineBits, bestBits, "final parameters differ between the baseline and \(KernelISA.best) kernels")
+
+    let (wrong, _) = try train([KernelISA.variable: "avx1024"])
+    XCTAssertEqual(wrong.status, 1)
+    XCTAssertEqual(
+      wrong.stderr.trimmingCharacters(in: .whitespacesAndNewlines),
+      "mixer-dist: error: MIXER_ISA=avx1024 is not an instruction set of the kernels (baseline, avx2, avx512)")
+  }
 }
