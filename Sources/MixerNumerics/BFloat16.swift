@@ -43,17 +43,6 @@ public func storeBF16x16(_ p: UnsafeMutablePointer<UInt16>, _ i: Int, _ v: Float
   UnsafeMutableRawPointer(p + i).storeBytes(of: bf16Bits(v), as: SIMD16<UInt16>.self)
 }
 
-/// The 16 fp32 values of the bf16 bit patterns at `p + i` (exact).
-@inlinable @inline(__always)
-public func loadBF16x16(_ p: UnsafePointer<UInt16>, _ i: Int) -> FloatVector {
-  // lane by lane compiles to two zero-extending loads and shifts; the generic
-  // `SIMD16<UInt32>(truncatingIfNeeded:)` stays an out-of-line call
-  let raw = UnsafeRawPointer(p + i)
-  var bits = SIMD16<UInt32>()
-  for lane in 0..<16 { bits[lane] = UInt32(raw.load(fromByteOffset: 2 * lane, as: UInt16.self)) &<< 16 }
-  return unsafeBitCast(bits, to: FloatVector.self)
-}
-
 /// `dst[i] = bf16(src[i])` for `count` values, 16 lanes at a time.
 @inlinable
 public func convertToBF16(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {
