@@ -149,7 +149,7 @@ def main():
                    commit=commit(), coretype=os.environ.get("OPENBLAS_CORETYPE"), quick=quick,
                    command="tools/compare.py" + "".join(" " + shlex.quote(a) for a in sys.argv[1:]),
                    load_start=os.getloadavg()[0])
-    cores = set()
+    cores, kernels = set(), set()
 
     def note(record):
         records.append(record)
@@ -162,6 +162,7 @@ def main():
                            "--steps", str(steps), "--warmup", "1", "--precision", precision]
                 result, _ = run_bench(command, 3600)
                 cores.add(result.get("blas_core"))
+                kernels.add(result.get("kernel_isa"))
                 note(dict(kind="train", runtime="mixer-dist", preset=preset, batch=batch, threads=t,
                           precision=precision, images_per_second=result["images_per_second"], mfu=result["mfu"],
                           command=shlex.join(command)))
@@ -187,6 +188,7 @@ def main():
                               latency_ms=line["latency_seconds"] * 1e3, images_per_second=line["images_per_second"],
                               command=shlex.join(command)))
     machine["blas_core"] = ", ".join(sorted(c for c in cores if c))
+    machine["kernel_isa"] = ", ".join(sorted(k for k in kernels if k))
     machine["load_end"] = os.getloadavg()[0]
     if args.out:
         with open(args.out, "w") as f:
@@ -200,6 +202,7 @@ def render(machine, records, infer_preset, infer_extra, infer_batch):
                 else "`OPENBLAS_CORETYPE` unset")
     lines = [f"{machine['date']}, {machine['cpu']}, {machine['cores']} cores, ISA {' '.join(machine['isa']) or '-'}"
              f" (absent: {' '.join(machine['isa_absent']) or '-'}), OpenBLAS `{machine['blas_core']}`, {coretype},"
+             f" elementwise kernels `{machine.get('kernel_isa') or '?'}`,"
              f" commit {machine['commit']}, load average {machine['load_start']:.1f} at the start and"
              f" {machine['load_end']:.1f} at the end; `{machine['command']}`"
              + (" (quick: not for quoting)" if machine["quick"] else ""),
