@@ -23,8 +23,9 @@ public struct QuantizationOptions: Sendable {
   public var samples: Int = 256
   /// held-out images the summaries (every setting against fp32) are measured on
   public var evaluationSamples: Int = 32
-  /// held-out images each product's sensitivity is measured on (fewer: 3 variants per product)
-  public var sensitivitySamples: Int = 8
+  /// held-out images each product's sensitivity is measured on (fewer: 3 partial forwards per
+  /// product; 4 since 2026-12-07, 8 before: half the time, docs/inference.md)
+  public var sensitivitySamples: Int = 4
   public var method: CalibrationMethod = .percentile
   public var percentile: Double = 99.99
   /// a product whose int8 error alone is above this stays bf16 (0: every product bf16; ≥ 1: all int8)
