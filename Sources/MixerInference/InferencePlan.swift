@@ -557,7 +557,7 @@ public final class InferencePlan {
           out: out, mean: buffers.mean, rstd: buffers.rstd, inp: at(input), weight: w + model.table.offset(scope + "/scale"),
           bias: w + model.table.offset(scope + "/bias"), rows: b * v.rows, channels: v.width, epsilon: epsilon)
       case .gelu(_, let input, let kind):
-        geluForward(out: out, inp: at(input), count: b * values[input].perImage, kind: kind)
+        parallelGELU(out: out, inp: at(input), count: b * values[input].perImage, kind: kind)
       case .mlp(_, let input, let first, let second, let kind):
         let v = values[input], m = b * v.rows
         if let dense0 = kernels[first] as? Int8Product, let dense1 = kernels[second] as? Int8Product {
@@ -581,7 +581,7 @@ public final class InferencePlan {
         } else {
           let hidden = buffers.hidden, d = kernels[first].outputs
           product(first, hidden, input, at(input))
-          geluForward(out: hidden, inp: hidden, count: m * d, kind: kind)
+          parallelGELU(out: hidden, inp: hidden, count: m * d, kind: kind)
           observer?(second, hidden, m * d)
           kernels[second].run(out: out, x: hidden, transposed: false, rows: m, scratch: scratch)
         }
@@ -621,10 +621,12 @@ public final class InferencePlan {
   ) {
     let n = batch * o.perImage
     if va.layout == o.layout && vb.layout == o.layout {
-      for i in 0..<n { out[i] = a[i] + bp[i] }
+      parallelElements(n) { range in
+        for i in range { out[i] = a[i] + bp[i] }
+      }
     } else if va.layout == o.layout && o.layout == .tokenMajor && vb.layout == .transposedBatch {
       // the token-mixing MLP's output [B·C, S] into the stream [S, B·C]
-      if out != a { out.update(from: a, count: n) }
+      if out != a { copyStream(out: out, inp: a, count: n) }
       addTransposed(out, bp, rows: batch * o.width, cols: o.rows)
     } else {
       for image in 0..<batch {
@@ -637,16 +639,27 @@ public final class InferencePlan {
   }
 }
 
-/// x[s, r] += t[r, s] for x `[cols, rows]` and t `[rows, cols]` (blocks of 16 rows for locality).
+/// x[s, r] += t[r, s] for x `[cols, rows]` and t `[rows, cols]` (blocks of 16 rows for locality,
+/// split over the kernel threads: each element is its own, so the same bits on any count).
 func addTransposed(_ x: UnsafeMutablePointer<Float>, _ t: UnsafePointer<Float>, rows: Int, cols: Int) {
   KernelProfile.measure("add transposed") {
     let tile = 16
-    for r0 in stride(from: 0, to: rows, by: tile) {
-      let r1 = min(r0 + tile, rows)
-      for s in 0..<cols {
-        let xs = x + s * rows
-        for r in r0..<r1 { xs[r] += t[r * cols + s] }
+    parallelRows((rows + tile - 1) / tile, elementsPerRow: tile * cols) { _, tiles in
+      for r0 in stride(from: tiles.lowerBound * tile, to: min(rows, tiles.upperBound * tile), by: tile) {
+        let r1 = min(r0 + tile, rows)
+        for s in 0..<cols {
+          let xs = x + s * rows
+          for r in r0..<r1 { xs[r] += t[r * cols + s] }
+        }
       }
     }
+  }
+}
+
+/// out = gelu(inp) over `count` values, split over the kernel threads in blocks of 4096 (a
+/// multiple of `geluForward`'s 16 lanes, so every value takes the path it takes in one call).
+func parallelGELU(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int, kind: GELUKind) {
+  parallelElements(count, block: 4096) { range in
+    geluForward(out: out + range.lowerBound, inp: inp + range.lowerBound, count: range.count, kind: kind)
   }
 }

@@ -32,7 +32,7 @@ let parallelThreshold = 1 << 16
 /// `0..<rows` (one per thread, or `KernelThreads.fixedChunks`), concurrently when the work
 /// (`rows · elementsPerRow`) is large enough; `chunk` is 0..<chunkCount.
 @inline(__always)
-func parallelRows(_ rows: Int, elementsPerRow: Int, _ body: (Int, Range<Int>) -> Void) {
+public func parallelRows(_ rows: Int, elementsPerRow: Int, _ body: (Int, Range<Int>) -> Void) {
   let chunks = parallelChunks(rows, elementsPerRow: elementsPerRow)
   let workers = min(KernelThreads.count, chunks)
   if chunks <= 1 {

@@ -23,8 +23,9 @@ public struct QuantizationOptions: Sendable {
   public var samples: Int = 256
   /// held-out images the summaries (every setting against fp32) are measured on
   public var evaluationSamples: Int = 32
-  /// held-out images each product's sensitivity is measured on (fewer: 3 variants per product)
-  public var sensitivitySamples: Int = 8
+  /// held-out images each product's sensitivity is measured on (fewer: 3 partial forwards per
+  /// product; 4 since 2026-12-07, 8 before: half the time, docs/inference.md)
+  public var sensitivitySamples: Int = 4
   public var method: CalibrationMethod = .percentile
   public var percentile: Double = 99.99
   /// a product whose int8 error alone is above this stays bf16 (0: every product bf16; ≥ 1: all int8)
@@ -76,6 +77,28 @@ func evenlySpacedImages(_ dataset: any Dataset, count: Int, phase: Double) throw
     }
   }
   return pixels
+}
+
+/// Every product of `layers` in `precision`, with its range from `inputs` (what
+/// `InferencePlan(model:precision:inputs:)` runs).
+func uniformSettings(
+  _ layers: [ProductLayer], _ precision: Precision, inputs: [String: ActivationQuantization]
+) -> [String: LayerSetting] {
+  var settings: [String: LayerSetting] = [:]
+  for layer in layers { settings[layer.name] = LayerSetting(precision: precision, input: inputs[layer.name]) }
+  return settings
+}
+
+/// Whether plans built from `a` and `b` compute the same thing: every product in the same
+/// precision, and the same input range where that precision is int8 (bf16 and fp32 use none).
+/// Settings that carry stored weights (a quantized checkpoint's) are never the same here.
+func runTheSame(_ a: [String: LayerSetting], _ b: [String: LayerSetting]) -> Bool {
+  guard a.count == b.count else { return false }
+  for (name, x) in a {
+    guard let y = b[name], x.precision == y.precision, x.weights == nil, y.weights == nil else { return false }
+    if x.precision == .int8 && x.input != y.input { return false }
+  }
+  return true
 }
 
 /// Quantizes the fp32 checkpoint at `path` into `output` and returns the sensitivity table.
@@ -183,16 +206,27 @@ public func quantizeCheckpoint(
   }
 
   log("measured the sensitivity of \(rows.count) products in \(seconds(since: sensitivityStart))")
+  // A setting that runs every product as an earlier one does (the chosen one when no product was
+  // kept in bf16) gives the same logits: its summary is copied, not measured again.
   let summaryStart = Date()
   var summaries: [QuantizationSummary] = []
-  for (name, plan) in [
-    ("bf16", try InferencePlan(model: model, precision: .bf16)),
-    ("int8 min-max", try InferencePlan(model: model, precision: .int8, inputs: minMax)),
-    ("int8 percentile \(options.percentile)", try InferencePlan(model: model, precision: .int8, inputs: percentile)),
-    ("chosen (written)", try InferencePlan(model: model, settings: settings)),
+  var measured: [(settings: [String: LayerSetting], summary: QuantizationSummary)] = []
+  for (name, summarySettings) in [
+    ("bf16", uniformSettings(cfg.productLayers, .bf16, inputs: [:])),
+    ("int8 min-max", uniformSettings(cfg.productLayers, .int8, inputs: minMax)),
+    ("int8 percentile \(options.percentile)", uniformSettings(cfg.productLayers, .int8, inputs: percentile)),
+    ("chosen (written)", settings),
   ] {
-    let (error, agreement) = compare(logits(plan), reference[...])
-    summaries.append(QuantizationSummary(setting: name, relativeError: error, top1Agreement: agreement))
+    var summary: QuantizationSummary
+    if let same = measured.first(where: { runTheSame($0.settings, summarySettings) }) {
+      summary = same.summary
+    } else {
+      let (error, agreement) = compare(logits(try InferencePlan(model: model, settings: summarySettings)), reference[...])
+      summary = QuantizationSummary(setting: name, relativeError: error, top1Agreement: agreement)
+      measured.append((summarySettings, summary))
+    }
+    summary.setting = name
+    summaries.append(summary)
   }
 
   log("compared the whole model in 4 settings in \(seconds(since: summaryStart))")

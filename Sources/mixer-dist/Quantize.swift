@@ -20,7 +20,7 @@ struct Quantize: ParsableCommand {
   @Option(help: "Calibration images.") var samples: Int = 256
   @Option(help: "Other training images the whole model's error against fp32 is measured on.") var evalSamples: Int = 32
   @Option(help: "Of those, the images each product's sensitivity is measured on (three partial forwards per product).")
-  var sensitivitySamples: Int = 8
+  var sensitivitySamples: Int = QuantizationOptions().sensitivitySamples
   @Option(help: "Activation ranges: percentile (clip the outliers) or minmax.") var method: CalibrationMethod = .percentile
   @Option(help: "Percentile of the range (with --method percentile).") var percentile: Double = 99.99
   @Option(help: "A product whose int8 logit error alone (relative RMS) is above this stays bf16.") var maxLayerError: Double = 0.02

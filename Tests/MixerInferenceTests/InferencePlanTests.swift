@@ -227,3 +227,39 @@ final class InferencePlanTests: XCTestCase {
     }
   }
 }
+
+/// The plan's elementwise steps split over the kernel threads give the one-thread bits.
+final class PlanElementwiseTests: XCTestCase {
+  override func tearDown() { KernelThreads.count = 1 }
+
+  func testParallelGELUAndTransposedAddAreTheSerialBits() {
+    var rng = CounterRNG(seed: 5, 11)
+    // 100,003 values: above the parallel threshold, not a multiple of 16 (a scalar tail)
+    let count = 100_003
+    let x = (0..<count).map { _ in (rng.uniform() - 0.5) * 16 }
+    for kind in GELUKind.allCases {
+      var serial = [Float](repeating: 0, count: count)
+      geluForward(out: &serial, inp: x, count: count, kind: kind)
+      for threads in [2, 3] {
+        KernelThreads.count = threads
+        var parallel = [Float](repeating: 0, count: count)
+        parallelGELU(out: &parallel, inp: x, count: count, kind: kind)
+        let bad = serial.indices.first { parallel[$0].bitPattern != serial[$0].bitPattern }
+        XCTAssertNil(bad, "\(kind) on \(threads) threads: first different value at \(bad ?? -1)")
+      }
+    }
+    // x [cols, rows] += t [rows, cols]ᵀ, rows not a multiple of the 16-row tile
+    let (rows, cols) = (1_000, 197)
+    let t = (0..<(rows * cols)).map { _ in rng.uniform() - 0.5 }
+    let start = (0..<(rows * cols)).map { _ in rng.uniform() - 0.5 }
+    var expected = start
+    for s in 0..<cols { for r in 0..<rows { expected[s * rows + r] += t[r * cols + s] } }
+    for threads in [1, 2, 3] {
+      KernelThreads.count = threads
+      var out = start
+      addTransposed(&out, t, rows: rows, cols: cols)
+      let bad = expected.indices.first { out[$0].bitPattern != expected[$0].bitPattern }
+      XCTAssertNil(bad, "add transposed on \(threads) threads: first different value at \(bad ?? -1)")
+    }
+  }
+}
