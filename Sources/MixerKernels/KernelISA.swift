@@ -3,6 +3,8 @@
 // chosen when the kernels are first called; MIXER_ISA picks another (benchmarks, tests). Every
 // level computes the same bits (the same 16-lane arithmetic in the same order, no FMA
 // contraction), which the tests check against the baseline build: the level changes speed only.
+// At start-up (`choose`) the level's build also runs a short self-check against the baseline
+// build; a build that fails it is passed over, and the start-up line says so.
 
 import CMixerVector
 
@@ -41,17 +43,58 @@ public enum KernelISA: Int, CaseIterable, Sendable, CustomStringConvertible {
 
   /// Applies a level given by name (MIXER_ISA's value); the error is one line for the user.
   public static func select(named name: String) throws(KernelISAError) {
+    active = try level(named: name)
+  }
+
+  /// The supported level called `name`.
+  public static func level(named name: String) throws(KernelISAError) -> KernelISA {
     guard let level = allCases.first(where: { $0.description == name }) else {
       throw .unknown(name)
     }
     guard level.isSupported else { throw .unsupported(level) }
-    active = level
+    return level
+  }
+
+  /// The start-up self-check of this level's build: every kernel against the baseline build on
+  /// small inputs, bit for bit (check.c). nil when they agree, else the first kernel that differs.
+  /// `corrupt` (tests only) turns one output bit of that kernel, numbered from 1.
+  public func selfCheck(corrupt: Int = 0) -> String? {
+    mx_isa_check(Int32(rawValue), Int32(corrupt)).map { String(cString: $0) }
+  }
+
+  /// The level to run: `requested` (MIXER_ISA) if it passes `check`, else an error naming the
+  /// kernel; without a request, the best supported level that passes, with a note for each
+  /// better one that failed (the baseline is the reference, so the search ends there).
+  public static func choose(
+    requested: KernelISA?, check: (KernelISA) -> String? = { $0.selfCheck() }
+  ) throws(KernelISAError) -> (level: KernelISA, note: String?) {
+    if let requested {
+      if let kernel = check(requested) { throw .failedCheck(requested, kernel: kernel) }
+      return (requested, nil)
+    }
+    var failures: [String] = []
+    for level in supported.reversed() where level != .baseline {
+      guard let kernel = check(level) else {
+        return (level, failures.isEmpty ? nil : failures.joined(separator: "; "))
+      }
+      failures.append("\(level) failed its self-check: \(kernel) differs from the baseline build")
+    }
+    return (.baseline, failures.isEmpty ? nil : failures.joined(separator: "; "))
+  }
+
+  /// Why the level in use is not the best this CPU runs, when the start-up check said so.
+  public nonisolated(unsafe) static var choiceNote: String?
+
+  /// The level in use, with the start-up check's note: "avx2", or "baseline (avx2 failed ...)".
+  public static var summary: String {
+    choiceNote.map { "\(active) (\($0))" } ?? active.description
   }
 }
 
 public enum KernelISAError: Error, Equatable, CustomStringConvertible {
   case unknown(String)
   case unsupported(KernelISA)
+  case failedCheck(KernelISA, kernel: String)
 
   public var description: String {
     switch self {
@@ -59,6 +102,8 @@ public enum KernelISAError: Error, Equatable, CustomStringConvertible {
       return "\(KernelISA.variable)=\(name) is not an instruction set of the kernels (baseline, avx2, avx512)"
     case .unsupported(let level):
       return "\(KernelISA.variable)=\(level): this CPU does not run \(level) code (it runs \(KernelISA.supported.map(\.description).joined(separator: ", ")))"
+    case .failedCheck(let level, let kernel):
+      return "\(KernelISA.variable)=\(level): the \(level) build of the kernels failed its self-check (\(kernel) differs from the baseline build); unset \(KernelISA.variable) to run the best build that passes"
     }
   }
 }

@@ -241,7 +241,7 @@ public final class Trainer {
     checkpointFolder = try comm.broadcast(config.checkpointFolder, root: 0)
     log.line(
       "mixer-dist: \(config.preset) (\(grouped(model.table.count)) parameters), \(comm.size) rank(s), "
-        + "\(threads) OpenBLAS thread(s) per rank (\(BLAS.coreSummary), kernels \(KernelISA.active)), global batch \(config.globalBatch), "
+        + "\(threads) OpenBLAS thread(s) per rank (\(BLAS.coreSummary), kernels \(KernelISA.summary)), global batch \(config.globalBatch), "
         + "\(config.steps) steps, data \(config.data) (\(trainSet.count) train / \(validationSet.count) val)")
     for description in [trainSet.splitDescription, validationSet.splitDescription].compactMap({ $0 }) {
       log.line("data: \(description)")

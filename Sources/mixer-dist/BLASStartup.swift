@@ -1,6 +1,7 @@
 // The start-up of every subcommand that runs matrix products, before MPI or anything else starts:
 // the OpenBLAS kernel the CPU calls for, then the sgemm self-test (the policy: `BLASCore`), and
-// MIXER_ISA, the instruction set of our own elementwise kernels when not the best (`KernelISA`).
+// the instruction set of our own elementwise kernels: the best build that passes its self-check,
+// or MIXER_ISA's (`KernelISA`).
 //
 // OpenBLAS reads OPENBLAS_CORETYPE only when it loads, so a better kernel needs a new process
 // image: this process sets the variable and `execv`s itself with the same arguments. The pid stays
@@ -27,18 +28,25 @@ enum BLASStartup {
   /// that a weak pick can be staged on any machine without touching OPENBLAS_CORETYPE.
   static let testCoreVariable = "MIXER_DIST_TEST_OPENBLAS_CORE"
 
+  /// Only the tests set this: an instruction set whose build the self-check sees one bit off (in
+  /// its layernorm forward), so that a wrong build can be staged on any machine.
+  static let testBrokenISAVariable = "MIXER_DIST_TEST_BROKEN_ISA"
+
   /// Chooses the kernel (re-executing this process if it has to) and runs the self-test; a
   /// wrong product ends the process with a one-line error. `arguments` exclude the program name.
   static func prepare(arguments: [String]) {
     guard let command = arguments.first, let report = commands[command] else { return }
     let environment = ProcessInfo.processInfo.environment
-    if let name = environment[KernelISA.variable], !name.isEmpty {
-      do throws(KernelISAError) {
-        try KernelISA.select(named: name)
-      } catch {
-        FileHandle.standardError.write(Data("mixer-dist: error: \(error)\n".utf8))
-        exit(1)
-      }
+    do throws(KernelISAError) {
+      let requested = try environment[KernelISA.variable].flatMap { $0.isEmpty ? nil : $0 }
+        .map { name throws(KernelISAError) in try KernelISA.level(named: name) }
+      let broken = environment[testBrokenISAVariable].flatMap { name in KernelISA.allCases.first { $0.description == name } }
+      let (level, note) = try KernelISA.choose(requested: requested) { $0.selfCheck(corrupt: $0 == broken ? 3 : 0) }
+      KernelISA.active = level
+      KernelISA.choiceNote = note
+    } catch {
+      FileHandle.standardError.write(Data("mixer-dist: error: \(error)\n".utf8))
+      exit(1)
     }
     let seen = environment[testCoreVariable].flatMap { $0.isEmpty ? nil : $0 } ?? BLAS.coreName
     let choice = BLASCore.choice(
@@ -48,6 +56,9 @@ enum BLASStartup {
     }
     if report == .note, isFirstRank(environment), environment[BLASCore.replacedVariable] != nil {
       FileHandle.standardError.write(Data("mixer-dist: OpenBLAS core \(BLAS.coreSummary)\n".utf8))
+    }
+    if report == .note, isFirstRank(environment), KernelISA.choiceNote != nil {
+      FileHandle.standardError.write(Data("mixer-dist: kernels \(KernelISA.summary)\n".utf8))
     }
     if let failure = BLASSelfTest.run() {
       FileHandle.standardError.write(Data(

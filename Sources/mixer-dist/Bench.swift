@@ -78,7 +78,7 @@ struct Bench: ParsableCommand {
         return (r, comm.rank)
       }
       guard rank == 0 else { return }
-      print("preset \(r.preset)  batch \(r.batch) per rank  ranks \(r.ranks)  threads \(r.threads)  OpenBLAS core \(BLAS.coreSummary)  kernels \(r.kernelISA)  precision \(r.precision.rawValue)")
+      print("preset \(r.preset)  batch \(r.batch) per rank  ranks \(r.ranks)  threads \(r.threads)  OpenBLAS core \(BLAS.coreSummary)  kernels \(KernelISA.summary)  precision \(r.precision.rawValue)")
       if let note = r.precision.kernelNote { print("note: \(note)") }
       print(String(format: "step          %8.1f ms", r.secondsPerStep * 1e3))
       print(String(format: "  forward     %8.1f ms", r.forwardSeconds * 1e3))

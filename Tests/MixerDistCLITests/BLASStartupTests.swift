@@ -83,4 +83,31 @@ final class BLASStartupTests: XCTestCase {
       wrong.stderr.trimmingCharacters(in: .whitespacesAndNewlines),
       "mixer-dist: error: MIXER_ISA=avx1024 is not an instruction set of the kernels (baseline, avx2, avx512)")
   }
+
+  /// A build of the kernels that fails its start-up self-check (staged: the check sees one bit of
+  /// its layernorm forward off) is passed over for the next one, and the start-up line says why;
+  /// asked for by MIXER_ISA, it stops the run with one line.
+  func testAKernelBuildThatFailsItsSelfCheckIsPassedOver() throws {
+    let best = KernelISA.best
+    func train(_ environment: [String: String]) throws -> RunResult {
+      let dir = try makeTemporaryDirectory(self)
+      return try MixerDistCLITests.run(
+        try mixerDistBinary(), MPITrainTests.smallArguments + ["--steps", "1", "--run-dir", dir.path],
+        environment: environment, timeout: 120)
+    }
+    if best != .baseline {
+      let next = KernelISA.supported.dropLast().last!
+      let passedOver = try train(["MIXER_DIST_TEST_BROKEN_ISA": best.description])
+      XCTAssertEqual(passedOver.status, 0, passedOver.stdout + passedOver.stderr)
+      XCTAssertTrue(
+        passedOver.stdout.contains(
+          "kernels \(next) (\(best) failed its self-check: layernorm forward differs from the baseline build))"),
+        passedOver.stdout)
+    }
+    let forced = try train(["MIXER_DIST_TEST_BROKEN_ISA": best.description, KernelISA.variable: best.description])
+    XCTAssertEqual(forced.status, 1)
+    XCTAssertEqual(
+      forced.stderr.trimmingCharacters(in: .whitespacesAndNewlines),
+      "mixer-dist: error: MIXER_ISA=\(best): the \(best) build of the kernels failed its self-check (layernorm forward differs from the baseline build); unset MIXER_ISA to run the best build that passes")
+  }
 }

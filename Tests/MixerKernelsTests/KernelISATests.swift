@@ -162,4 +162,45 @@ final class KernelISATests: XCTestCase {
       XCTAssertEqual("\($0)", "MIXER_ISA=sse9 is not an instruction set of the kernels (baseline, avx2, avx512)")
     }
   }
+
+  /// The start-up self-check passes every level this CPU runs, and catches one output bit off in
+  /// any of its twelve kernels, naming that kernel.
+  func testSelfCheckPassesEveryBuildAndCatchesEachKernel() {
+    for level in KernelISA.supported {
+      XCTAssertNil(level.selfCheck(), "\(level)")
+      var names: Set<String> = []
+      for kernel in 1...12 {
+        guard let name = level.selfCheck(corrupt: kernel) else {
+          XCTFail("\(level): one bit off in kernel \(kernel) was not caught")
+          continue
+        }
+        names.insert(name)
+      }
+      XCTAssertEqual(names.count, 12, "\(level): \(names.sorted())")
+      XCTAssertEqual(level.selfCheck(corrupt: 3), "layernorm forward")
+    }
+  }
+
+  /// The choice at start-up: the best level that passes, each failed one in the note; a requested
+  /// level that fails is an error naming the kernel.
+  func testChoicePassesOverAFailingBuild() throws {
+    let best = KernelISA.best
+    let clean = try KernelISA.choose(requested: nil) { _ in nil }
+    XCTAssertEqual(clean.level, best)
+    XCTAssertNil(clean.note)
+    let failing = try KernelISA.choose(requested: nil) { $0 == best ? "gelu backward" : nil }
+    if best == .baseline {
+      XCTAssertEqual(failing.level, .baseline)  // the reference is not checked against itself
+    } else {
+      XCTAssertEqual(failing.level, KernelISA.supported.dropLast().last)
+      XCTAssertEqual(failing.note, "\(best) failed its self-check: gelu backward differs from the baseline build")
+    }
+    let allFail = try KernelISA.choose(requested: nil) { $0 == .baseline ? nil : "row sums" }
+    XCTAssertEqual(allFail.level, .baseline)
+    XCTAssertEqual(allFail.note?.components(separatedBy: "; ").count, KernelISA.supported.count - 1)
+    XCTAssertThrowsError(try KernelISA.choose(requested: best) { _ in "row bias" }) {
+      XCTAssertEqual($0 as? KernelISAError, .failedCheck(best, kernel: "row bias"))
+    }
+    XCTAssertEqual(try KernelISA.choose(requested: .baseline) { _ in nil }.level, .baseline)
+  }
 }

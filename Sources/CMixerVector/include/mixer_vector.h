@@ -2,7 +2,8 @@
 // rounding), compiled once per instruction set and chosen at run time (dispatch.c). Every
 // variant is the same 16-lane arithmetic in the same order, without contraction into FMAs, so
 // every variant gives the same bits: the instruction set changes the speed only.
-// Matrices are row-major [rows, cols]; each call covers the rows r0..<r1 (a thread's chunk).
+// Matrices are row-major [rows, cols]. A call covers a thread's chunk: the rows r0..<r1, the
+// columns j0..<j1 (`mx_sum_columns`), or n elements (`mx_add_scaled`, `mx_to_bf16`).
 
 #ifndef MIXER_VECTOR_H
 #define MIXER_VECTOR_H
@@ -27,6 +28,11 @@ int mx_isa_select(int level);
 int mx_isa_active(void);
 /// "baseline", "avx2", "avx512".
 const char *mx_isa_name(int level);
+/// Runs every kernel of `level` and of the baseline build on the same small inputs (check.c):
+/// NULL when their outputs agree bit for bit, else the name of the first kernel that differs
+/// ("unsupported" for a level this CPU does not run). `corrupt` = k + 1 turns one output bit of
+/// kernel k of `level` (the tests' stand-in for a wrong build); 0 otherwise.
+const char *mx_isa_check(int level, int corrupt);
 
 /// pre[r, :] += bias (bias[r] when `bias_per_row`, else bias[j]); act = gelu_tanh(pre), written to
 /// act16 rounded to bf16 when act16 is not NULL (act untouched); pre is overwritten with gelu′.
@@ -55,7 +61,7 @@ void mx_add_row_bias(float *x, const float *bias, long r0, long r1, long cols);
 void mx_add_row_bias_bf16(uint16_t *x, const float *bias, long r0, long r1, long cols);
 /// out[r, j] = inp[r, j] + bias[j].
 void mx_add_column_bias(float *out, const float *inp, const float *bias, long r0, long r1, long cols);
-/// sums[j] += Σ_{r in r0..<r1} dout[r, j] for the columns j0..<j1.
+/// sums[j] += Σ_{r in 0..<rows} dout[r, j] for the columns j0..<j1.
 void mx_sum_columns(float *sums, const float *dout, long rows, long cols, long j0, long j1);
 /// sums[r] += Σ_j dout[r, j].
 void mx_sum_rows(float *sums, const float *dout, long r0, long r1, long cols);
