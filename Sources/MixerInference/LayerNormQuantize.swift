@@ -34,21 +34,29 @@ func layerNormQuantizeForward(
   if case .rows = layout { name = "layernorm+quantize u8" } else { name = "layernorm+quantize u8 transposed" }
   KernelProfile.measure(name) {
     let tile = 16
-    let staged = UnsafeMutableRawPointer(staging).bindMemory(to: UInt8.self, capacity: tile * c)  // [16, C] u8
     switch layout {
     case .rows:
-      for r in 0..<rows { normalizeQuantizeRow(q + r * c, inp + r * c, weight, bias, c, epsilon, p) }
+      parallelRows(rows, elementsPerRow: c) { _, rows in
+        for r in rows { normalizeQuantizeRow(q + r * c, inp + r * c, weight, bias, c, epsilon, p) }
+      }
     case .transposed(let tokens, let batch):
-      for image in 0..<batch {
-        for s0 in stride(from: 0, to: tokens, by: tile) {
-          let count = min(tile, tokens - s0)
-          for t in 0..<count {
-            normalizeQuantizeRow(staged + t * c, inp + ((s0 + t) * batch + image) * c, weight, bias, c, epsilon, p)
-          }
-          let out = q + image * c * tokens + s0
-          for i in 0..<c {
-            let o = out + i * tokens
-            for t in 0..<count { o[t] = staged[t * c + i] }
+      // images split over the kernel threads; the first chunk stages in `staging`, the others in
+      // their own [16, C] bytes
+      parallelRows(batch, elementsPerRow: tokens * c) { chunk, images in
+        let own = chunk == 0 ? nil : UnsafeMutablePointer<UInt8>.allocate(capacity: tile * c)
+        defer { own?.deallocate() }
+        let staged = own ?? UnsafeMutableRawPointer(staging).bindMemory(to: UInt8.self, capacity: tile * c)  // [16, C] u8
+        for image in images {
+          for s0 in stride(from: 0, to: tokens, by: tile) {
+            let count = min(tile, tokens - s0)
+            for t in 0..<count {
+              normalizeQuantizeRow(staged + t * c, inp + ((s0 + t) * batch + image) * c, weight, bias, c, epsilon, p)
+            }
+            let out = q + image * c * tokens + s0
+            for i in 0..<c {
+              let o = out + i * tokens
+              for t in 0..<count { o[t] = staged[t * c + i] }
+            }
           }
         }
       }

@@ -269,9 +269,11 @@ public final class Int8Product: ProductKernel {
 public func quantizeU8(_ q: UnsafeMutablePointer<UInt8>, _ x: UnsafePointer<Float>, count: Int, _ p: ActivationQuantization) {
   KernelProfile.measure("quantize u8") {
     let scale = p.scale, zero = Float(p.zeroPoint)
-    for i in 0..<count {
-      let v = (x[i] / scale).rounded(.toNearestOrEven) + zero
-      q[i] = UInt8(Int32(min(255, max(0, v))))
+    parallelElements(count) { range in
+      for i in range {
+        let v = (x[i] / scale).rounded(.toNearestOrEven) + zero
+        q[i] = UInt8(Int32(min(255, max(0, v))))
+      }
     }
   }
 }
@@ -282,12 +284,18 @@ public func quantizeU8Transposed(
   _ q: UnsafeMutablePointer<UInt8>, _ x: UnsafePointer<Float>, rows: Int, cols: Int, _ p: ActivationQuantization
 ) {
   KernelProfile.measure("quantize u8 transposed") {
-    let scale = p.scale, zero = Float(p.zeroPoint)
-    for t in 0..<cols {
-      let xt = x + t * rows
-      for r in 0..<rows {
-        let v = (xt[r] / scale).rounded(.toNearestOrEven) + zero
-        q[r * cols + t] = UInt8(Int32(min(255, max(0, v))))
+    let scale = p.scale, zero = Float(p.zeroPoint), tile = 64
+    // blocks of 64 rows of q, split over the kernel threads (each byte is its own)
+    parallelRows((rows + tile - 1) / tile, elementsPerRow: tile * cols) { _, tiles in
+      for r0 in stride(from: tiles.lowerBound * tile, to: min(rows, tiles.upperBound * tile), by: tile) {
+        let r1 = min(r0 + tile, rows)
+        for t in 0..<cols {
+          let xt = x + t * rows
+          for r in r0..<r1 {
+            let v = (xt[r] / scale).rounded(.toNearestOrEven) + zero
+            q[r * cols + t] = UInt8(Int32(min(255, max(0, v))))
+          }
+        }
       }
     }
   }

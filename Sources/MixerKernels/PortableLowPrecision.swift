@@ -14,7 +14,8 @@
 //         int32 result is exact, as the VNNI/AMX kernels' are. A weight matrix is widened once,
 //         when its product is prepared (`PortableInt8Matmul`).
 // The elementwise parts (bias, GELU, output scales and zero points, rounding to nearest even,
-// saturation) follow oneDNN's definitions. These kernels are slower than fp32: they exist so that
+// saturation) follow oneDNN's definitions; they and the widening run a chunk of rows per kernel
+// thread (`parallelRows`), each row as on one thread, so the thread count changes no bit. These kernels are slower than fp32: they exist so that
 // a bf16 run or an int8 model gives the same numbers on any CPU; the start-up line says when they
 // are used (`Precision.kernelNote`). `precision.usesPortableKernels` chooses them.
 
@@ -25,8 +26,10 @@ import Foundation
 private func widenedBF16(_ x: UnsafePointer<UInt16>, rows: Int, cols: Int, ld: Int) -> UnsafeMutablePointer<Float> {
   let count = rows == 0 ? 0 : (rows - 1) * ld + cols
   let out = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count))
-  for r in 0..<rows {
-    for j in 0..<cols { out[r * ld + j] = floatFromBF16(x[r * ld + j]) }
+  parallelRows(rows, elementsPerRow: cols) { _, rows in
+    for r in rows {
+      for j in 0..<cols { out[r * ld + j] = floatFromBF16(x[r * ld + j]) }
+    }
   }
   return out
 }
@@ -36,8 +39,10 @@ private func widenedU8(_ x: UnsafePointer<UInt8>, zero: Int, rows: Int, cols: In
   let count = rows == 0 ? 0 : (rows - 1) * ld + cols
   let out = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count))
   let z = Float(zero)
-  for r in 0..<rows {
-    for j in 0..<cols { out[r * ld + j] = Float(x[r * ld + j]) - z }
+  parallelRows(rows, elementsPerRow: cols) { _, rows in
+    for r in rows {
+      for j in 0..<cols { out[r * ld + j] = Float(x[r * ld + j]) - z }
+    }
   }
   return out
 }
@@ -46,8 +51,10 @@ private func widenedU8(_ x: UnsafePointer<UInt8>, zero: Int, rows: Int, cols: In
 private func widenedS8(_ x: UnsafePointer<Int8>, rows: Int, cols: Int, ld: Int) -> UnsafeMutablePointer<Float> {
   let count = rows == 0 ? 0 : (rows - 1) * ld + cols
   let out = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count))
-  for r in 0..<rows {
-    for j in 0..<cols { out[r * ld + j] = Float(x[r * ld + j]) }
+  parallelRows(rows, elementsPerRow: cols) { _, rows in
+    for r in rows {
+      for j in 0..<cols { out[r * ld + j] = Float(x[r * ld + j]) }
+    }
   }
   return out
 }
@@ -95,15 +102,17 @@ enum PortableKernels {
     let out = UnsafeMutablePointer<Float>.allocate(capacity: max(1, m * n))
     defer { out.deallocate() }
     matmulBF16(transA, transB, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, b: b, ldb: ldb, beta: 0, c: out, ldc: n)
-    for r in 0..<m {
-      let row = out + r * n
-      if let bias {
-        switch biasAxis {
-        case .rows: for j in 0..<n { row[j] += bias[r] }
-        case .columns: for j in 0..<n { row[j] += bias[j] }
+    parallelRows(m, elementsPerRow: n) { _, rows in
+      for r in rows {
+        let row = out + r * n
+        if let bias {
+          switch biasAxis {
+          case .rows: for j in 0..<n { row[j] += bias[r] }
+          case .columns: for j in 0..<n { row[j] += bias[j] }
+          }
         }
+        convertToBF16(row, c + r * ldc, count: n)
       }
-      convertToBF16(row, c + r * ldc, count: n)
     }
   }
 
@@ -135,7 +144,9 @@ enum PortableKernels {
   ) {
     let block = exactBlockLength(largestProduct: largestProduct)
     if !accumulate {
-      for r in 0..<m { (c + r * ldc).update(repeating: 0, count: n) }
+      parallelRows(m, elementsPerRow: n) { _, rows in
+        for r in rows { (c + r * ldc).update(repeating: 0, count: n) }
+      }
     }
     guard m > 0, n > 0 else { return }
     let out = UnsafeMutablePointer<Float>.allocate(capacity: max(1, m * n))  // [M×N] one block's sums
@@ -146,9 +157,11 @@ enum PortableKernels {
       let aBlock = transA == .none ? a + k0 : a + k0 * lda
       let bBlock = transB == .none ? b + k0 * ldb : b + k0
       gemmUnprofiled(transA, transB, m: m, n: n, k: length, a: aBlock, lda: lda, b: bBlock, ldb: ldb, c: out, ldc: n)
-      for r in 0..<m {
-        let row = out + r * n, sums = c + r * ldc
-        for j in 0..<n { sums[j] &+= Int32(row[j]) }
+      parallelRows(m, elementsPerRow: n) { _, rows in
+        for r in rows {
+          let row = out + r * n, sums = c + r * ldc
+          for j in 0..<n { sums[j] &+= Int32(row[j]) }
+        }
       }
       k0 += length
     }
@@ -261,15 +274,19 @@ final class PortableInt8Matmul {
     switch epilogue {
     case .float:
       let out = c.assumingMemoryBound(to: Float.self)
-      for r in 0..<m {
-        let rowSums = sums + r * n, rowOut = out + r * n
-        for j in 0..<n { rowOut[j] = (Float(rowSums[j]) + biasOverScale[j]) * scales[j] }
+      parallelRows(m, elementsPerRow: n) { _, rows in
+        for r in rows {
+          let rowSums = sums + r * n, rowOut = out + r * n
+          for j in 0..<n { rowOut[j] = (Float(rowSums[j]) + biasOverScale[j]) * scales[j] }
+        }
       }
     case .accumulate:
       let out = c.assumingMemoryBound(to: Float.self)
-      for r in 0..<m {
-        let rowSums = sums + r * n, rowOut = out + r * n
-        for j in 0..<n { rowOut[j] += (Float(rowSums[j]) + biasOverScale[j]) * scales[j] }
+      parallelRows(m, elementsPerRow: n) { _, rows in
+        for r in rows {
+          let rowSums = sums + r * n, rowOut = out + r * n
+          for j in 0..<n { rowOut[j] += (Float(rowSums[j]) + biasOverScale[j]) * scales[j] }
+        }
       }
     case .u8(let scale, let zeroPoint, let gelu):
       // as oneDNN's attributes: the GELU post-op scales its output by 1/s; without it the
@@ -277,25 +294,29 @@ final class PortableInt8Matmul {
       let out = c.assumingMemoryBound(to: UInt8.self)
       let zero = Float(zeroPoint)
       guard let gelu else {
-        for r in 0..<m {
-          let rowSums = sums + r * n, rowOut = out + r * n
-          for j in 0..<n {
-            let q = ((Float(rowSums[j]) + biasOverScale[j]) * outputScales[j]).rounded(.toNearestOrEven) + zero
-            rowOut[j] = UInt8(min(max(q, 0), 255))
+        parallelRows(m, elementsPerRow: n) { _, rows in
+          for r in rows {
+            let rowSums = sums + r * n, rowOut = out + r * n
+            for j in 0..<n {
+              let q = ((Float(rowSums[j]) + biasOverScale[j]) * outputScales[j]).rounded(.toNearestOrEven) + zero
+              rowOut[j] = UInt8(min(max(q, 0), 255))
+            }
           }
         }
         return
       }
       let inverse = 1 / scale
-      let v = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))  // [N] one row before GELU
-      defer { v.deallocate() }
-      for r in 0..<m {
-        let rowSums = sums + r * n, rowOut = out + r * n
-        for j in 0..<n { v[j] = (Float(rowSums[j]) + biasOverScale[j]) * scales[j] }
-        geluForward(out: v, inp: v, count: n, kind: gelu)
-        for j in 0..<n {
-          let q = (v[j] * inverse).rounded(.toNearestOrEven) + zero
-          rowOut[j] = UInt8(min(max(q, 0), 255))
+      parallelRows(m, elementsPerRow: n) { _, rows in
+        let v = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))  // [N] one row before GELU
+        defer { v.deallocate() }
+        for r in rows {
+          let rowSums = sums + r * n, rowOut = out + r * n
+          for j in 0..<n { v[j] = (Float(rowSums[j]) + biasOverScale[j]) * scales[j] }
+          geluForward(out: v, inp: v, count: n, kind: gelu)  // a row per call, as on one thread
+          for j in 0..<n {
+            let q = (v[j] * inverse).rounded(.toNearestOrEven) + zero
+            rowOut[j] = UInt8(min(max(q, 0), 255))
+          }
         }
       }
     }
@@ -320,8 +341,12 @@ final class PortableBF16Matmul {
     weights.withUnsafeBufferPointer { w in
       gemm(.none, .none, m: m, n: n, k: k, a: x, lda: k, b: w.baseAddress!, ldb: n, beta: 0, c: c, ldc: n)
     }
-    for r in 0..<m {
-      for j in 0..<n { c[r * n + j] += bias[j] }
+    bias.withUnsafeBufferPointer { bias in
+      parallelRows(m, elementsPerRow: n) { _, rows in
+        for r in rows {
+          for j in 0..<n { c[r * n + j] += bias[j] }
+        }
+      }
     }
   }
 }
