@@ -262,4 +262,36 @@ final class PlanElementwiseTests: XCTestCase {
       XCTAssertNil(bad, "add transposed on \(threads) threads: first different value at \(bad ?? -1)")
     }
   }
+
+  /// The portable int8 and bf16 products (oneDNN's arithmetic on sgemm, forced here on any CPU)
+  /// split their widening, block sums, epilogues and quantization over the kernel threads: a
+  /// plan's logits are the same bits on 1, 2 and 3 threads. The model is large enough (S 64, C 64,
+  /// D_C 128, batch 16) that every pass is above the parallel threshold.
+  func testPortableLowPrecisionPlansAreTheSameBitsOnAnyThreadCount() throws {
+    DNNL.forcePortable = true
+    defer { DNNL.forcePortable = false }
+    let config = MixerConfig(
+      imageHeight: 32, imageWidth: 32, patch: 4, hidden: 64, blocks: 2, tokensMLP: 32, channelsMLP: 128, classes: 5)
+    let model = try MixerModel(config: config, seed: 3)
+    var rng = CounterRNG(seed: 3, 77)
+    for view in model.table.views where view.role != .kernel {
+      for j in view.range { model.parameters[j] = (view.role == .scale ? 1 : 0) + (rng.uniform() - 0.5) * 0.4 }
+    }
+    let batch = 16
+    let images = (0..<(batch * 32 * 32 * 3)).map { _ in rng.uniform() * 2 - 1 }
+    let ranges = try calibrate(model: model, images: images, count: batch, method: .percentile)
+    for precision in [Precision.int8, .bf16] {
+      var reference: [UInt32] = []
+      for threads in [1, 2, 3] {
+        KernelThreads.count = threads
+        let plan = try InferencePlan(model: model, precision: precision, inputs: ranges)
+        let logits = images.withUnsafeBufferPointer { plan.forward(images: $0.baseAddress!, batch: batch) }
+        let bits = (0..<(batch * 5)).map { logits[$0].bitPattern }
+        XCTAssertTrue(bits.contains { $0 != 0 })
+        if threads == 1 { reference = bits; continue }
+        let bad = bits.indices.first { bits[$0] != reference[$0] }
+        XCTAssertNil(bad, "\(precision) on \(threads) threads: first different logit at \(bad ?? -1)")
+      }
+    }
+  }
 }
