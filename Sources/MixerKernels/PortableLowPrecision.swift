@@ -15,9 +15,10 @@
 //         when its product is prepared (`PortableInt8Matmul`).
 // The elementwise parts (bias, GELU, output scales and zero points, rounding to nearest even,
 // saturation) follow oneDNN's definitions; they and the widening run a chunk of rows per kernel
-// thread (`parallelRows`), each row as on one thread, so the thread count changes no bit. These kernels are slower than fp32: they exist so that
-// a bf16 run or an int8 model gives the same numbers on any CPU; the start-up line says when they
-// are used (`Precision.kernelNote`). `precision.usesPortableKernels` chooses them.
+// thread (`parallelRows`), each row as on one thread, so the thread count changes no bit. These
+// kernels are slower than fp32: they exist so that a bf16 run or an int8 model gives the same
+// numbers on any CPU; the start-up line says when they are used (`Precision.kernelNote`).
+// `precision.usesPortableKernels` chooses them.
 
 import Foundation
 
