@@ -169,15 +169,20 @@ final class MLflowTests: XCTestCase {
 
   /// The server stops answering mid-run (SIGSTOP: connections hang until the 10 s request
   /// timeout) and answers again once the log has said so: training went on, and every record
-  /// reaches MLflow in the end.
+  /// reaches MLflow in the end. The tiny run is paced to 250 ms a step (the hidden straggler
+  /// option, which changes no bit), so it outlasts the outage by the same margin on any host: the
+  /// 92 steps after the stop take 23 s, against the 10 s timeout.
   func testRecordsWaitForAServerThatStopsAnsweringAndAreSentWhenItAnswers() throws {
     let server = try MLflowServer(self)
     let dir = try makeTemporaryDirectory(self)
     let run = dir.appendingPathComponent("outage")
     let job = try LostNodeTests.Background(
       try mixerDistBinary(),
-      ["train", "--steps", "100", "--log-every", "4", "--eval-every", "0", "--threads", "1", "--run-dir", run.path,
-       "--mlflow", server.uri, "--mlflow-experiment", "outage"],
+      ["train"] + tinyModelFlags + [
+        "--train-examples", "128", "--val-examples", "32", "--batch", "16", "--threads", "1", "--steps", "100",
+        "--log-every", "4", "--eval-every", "0", "--slow-rank", "0", "--slow-ms", "250", "--run-dir", run.path,
+        "--mlflow", server.uri, "--mlflow-experiment", "outage",
+      ],
       environment: [:], folder: dir)
     defer { _ = job.wait(seconds: 0) }
     // stopped once the run has logged step 8, continued once the run says it is not answering
