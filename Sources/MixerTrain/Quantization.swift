@@ -24,7 +24,7 @@ public struct QuantizationOptions: Sendable {
   /// held-out images the summaries (every setting against fp32) are measured on
   public var evaluationSamples: Int = 32
   /// held-out images each product's sensitivity is measured on (fewer: 3 partial forwards per
-  /// product; 4 since 2026-12-07, 8 before: half the time, docs/inference.md)
+  /// product; 4, where 8 took twice the time for the same choices: docs/inference.md)
   public var sensitivitySamples: Int = 4
   public var method: CalibrationMethod = .percentile
   public var percentile: Double = 99.99
