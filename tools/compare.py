@@ -2,7 +2,8 @@
 """mixer-dist beside its anchors, in one run (docs/performance.md says what it measures); with
 --into FILE the table goes between FILE's `<!-- compare-table:begin -->` and `:end -->` markers.
 
-    tools/compare.py [--threads "1 2"] [--quick] [--bin PATH] [--out compare.jsonl] [--into FILE]
+    tools/compare.py [--threads "1 2"] [--rounds N] [--train "cifar:128 S/16:32"] [--no-inference]
+                     [--quick] [--bin PATH] [--out compare.jsonl] [--into FILE]
     tools/compare.py --render compare.jsonl [--into FILE]
 
 For each thread count, side by side in one invocation:
@@ -14,6 +15,11 @@ For each thread count, side by side in one invocation:
   bf16 and int8, against ONNX Runtime on the same model exported by `mixer-dist export --format
   onnx` (random weights of B/16's shapes), fp32 and after ONNX Runtime's own dynamic int8
   quantization (`tools/onnx_compare.py bench`).
+
+With --rounds N (default 1) every training row runs N rounds, each round mixer-dist fp32, bf16
+and JAX back to back, so a ratio is taken within a round (an interleaved pair) and the VM's drift
+between rounds shows as the range beside the median; --train picks the training rows (PRESET:BATCH),
+--no-inference leaves out the inference rows.
 
 The table's header names the CPU model, its ISA flags, the OpenBLAS kernel that ran, whether
 `OPENBLAS_CORETYPE` came from the environment, the binary's commit and the date; every
@@ -115,6 +121,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", default="1 2")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of each training row (interleaved pairs)")
+    parser.add_argument("--train", help='training rows as PRESET:BATCH words (default "cifar:128 S/16:32")')
+    parser.add_argument("--no-inference", action="store_true", help="leave out the inference rows")
     parser.add_argument("--bin")
     parser.add_argument("--out", help="JSON lines of every measurement")
     parser.add_argument("--into", help="replace the compare table between its markers in this file")
@@ -131,10 +140,19 @@ def main():
                     ["--image-size", "64"] if quick else [], 4 if quick else 16), args.into)
         return 0
     binary = find_binary(args.bin)
-    threads = [int(t) for t in args.threads.split()]
+    try:
+        threads = [int(t) for t in args.threads.split()]
+        train_rows = ([(w.split(":")[0], int(w.split(":")[1])) for w in args.train.split()] if args.train is not None
+                      else None)
+    except (ValueError, IndexError):
+        fail(f"--threads takes counts (\"1 2\") and --train PRESET:BATCH words (\"cifar:128 S/16:32\"): "
+             f"got {args.threads!r} and {args.train!r}")
+    if args.rounds < 1 or not threads or min(threads) < 1:
+        fail("--rounds and every --threads count must be at least 1")
     quick = args.quick
     steps = 2 if quick else 5
-    train_rows = [("cifar", 32 if quick else 128), ("S/16", 4 if quick else 32)]
+    if train_rows is None:
+        train_rows = [("cifar", 32 if quick else 128), ("S/16", 4 if quick else 32)]
     infer_preset, infer_extra = ("S/16", ["--image-size", "64"]) if quick else ("B/16", [])
     infer_batch = 4 if quick else 16
     missing = [m for m in ("jax", "flax", "optax", "onnxruntime", "numpy") if not have(m)]
@@ -157,19 +175,22 @@ def main():
 
     for t in threads:
         for preset, batch in train_rows:
-            for precision in ("fp32", "bf16"):
-                command = [binary, "bench", "--preset", preset, "--batch", str(batch), "--threads", str(t),
-                           "--steps", str(steps), "--warmup", "1", "--precision", precision]
-                result, _ = run_bench(command, 3600)
-                cores.add(result.get("blas_core"))
-                kernels.add(result.get("kernel_isa"))
-                note(dict(kind="train", runtime="mixer-dist", preset=preset, batch=batch, threads=t,
-                          precision=precision, images_per_second=result["images_per_second"], mfu=result["mfu"],
-                          command=shlex.join(command)))
-            if use_jax:
-                rate, command = jax_bench(preset, batch, t, steps)
-                note(dict(kind="train", runtime="jax", preset=preset, batch=batch, threads=t, precision="fp32",
-                          images_per_second=rate, command=shlex.join(command)))
+            for round_ in range(args.rounds):
+                for precision in ("fp32", "bf16"):
+                    command = [binary, "bench", "--preset", preset, "--batch", str(batch), "--threads", str(t),
+                               "--steps", str(steps), "--warmup", "1", "--precision", precision]
+                    result, _ = run_bench(command, 3600)
+                    cores.add(result.get("blas_core"))
+                    kernels.add(result.get("kernel_isa"))
+                    note(dict(kind="train", runtime="mixer-dist", preset=preset, batch=batch, threads=t, round=round_,
+                              precision=precision, images_per_second=result["images_per_second"], mfu=result["mfu"],
+                              command=shlex.join(command)))
+                if use_jax:
+                    rate, command = jax_bench(preset, batch, t, steps)
+                    note(dict(kind="train", runtime="jax", preset=preset, batch=batch, threads=t, round=round_,
+                              precision="fp32", images_per_second=rate, command=shlex.join(command)))
+        if args.no_inference:
+            continue
         for precision in ("fp32", "bf16", "int8"):
             command = [binary, "bench", "--inference", "--preset", infer_preset] + infer_extra + [
                 "--precision", precision, "--threads", str(t), "--batch", str(infer_batch), "--steps", str(steps)]
@@ -177,7 +198,7 @@ def main():
             note(dict(kind="inference", runtime="mixer-dist", preset=infer_preset, threads=t, precision=precision,
                       latency_ms=result["latency_seconds"] * 1e3, images_per_second=result["images_per_second"],
                       command=shlex.join(command)))
-    if use_ort:
+    if use_ort and not args.no_inference:
         with tempfile.TemporaryDirectory(prefix="compare-") as work:
             model = onnx_model(binary, infer_preset, infer_extra, work)
             for t in threads:
@@ -197,6 +218,12 @@ def main():
     emit(render(machine, records, infer_preset, infer_extra, infer_batch), args.into)
 
 
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def render(machine, records, infer_preset, infer_extra, infer_batch):
     coretype = (f"`OPENBLAS_CORETYPE={machine['coretype']}` from the environment" if machine["coretype"]
                 else "`OPENBLAS_CORETYPE` unset")
@@ -210,22 +237,41 @@ def render(machine, records, infer_preset, infer_extra, infer_batch):
              "|---|---:|---:|---:|---:|---:|"]
     train = [r for r in records if r["kind"] == "train"]
     keys = sorted({(r["preset"], r["batch"], r["threads"]) for r in train}, key=lambda k: (k[0] != "cifar", k[2]))
+    rounds = max([r.get("round", 0) + 1 for r in train] or [1])
+    if rounds > 1:
+        lines.insert(1, f"\n{rounds} rounds of each training row, each round mixer-dist fp32, bf16 and JAX back to back:"
+                        " the median over the rounds, the rounds' range in brackets; a ratio is taken within each"
+                        " round (an interleaved pair)")
     for preset, batch, t in keys:
-        def rate(runtime, precision):
-            found = [r for r in train if (r["preset"], r["batch"], r["threads"], r["runtime"], r["precision"]) ==
-                     (preset, batch, t, runtime, precision)]
-            return found[0] if found else None
-        fp32, bf16, jax = rate("mixer-dist", "fp32"), rate("mixer-dist", "bf16"), rate("jax", "fp32")
-        cells = [f"{fp32['images_per_second']:.2f} img/s (mfu {fp32['mfu']:.2f})" if fp32 else "-",
-                 f"{bf16['images_per_second']:.2f} ({bf16['images_per_second'] / fp32['images_per_second']:.2f}×)"
-                 if bf16 and fp32 else "-",
-                 f"{jax['images_per_second']:.2f}" if jax else "-",
-                 f"{fp32['images_per_second'] / jax['images_per_second']:.2f}×" if jax and fp32 else "-"]
+        def rates(runtime, precision):
+            """round -> record"""
+            return {r.get("round", 0): r for r in train
+                    if (r["preset"], r["batch"], r["threads"], r["runtime"], r["precision"]) ==
+                    (preset, batch, t, runtime, precision)}
+        fp32, bf16, jax = rates("mixer-dist", "fp32"), rates("mixer-dist", "bf16"), rates("jax", "fp32")
+
+        def cell(values, form, unit=""):
+            """the median of `values` (and their range when there are several), or '-'"""
+            if not values:
+                return "-"
+            text = form(median(values)) + unit
+            return text + (f" [{form(min(values))}–{form(max(values))}]" if len(values) > 1 else "")
+        two = lambda v: f"{v:.2f}"  # noqa: E731
+        fp32_rate = [r["images_per_second"] for r in fp32.values()]
+        cells = [(cell(fp32_rate, two, " img/s") + f" (mfu {median([r['mfu'] for r in fp32.values()]):.2f})")
+                 if fp32 else "-",
+                 cell([r["images_per_second"] for r in bf16.values()], two) + " (" + cell(
+                     [bf16[k]["images_per_second"] / fp32[k]["images_per_second"] for k in bf16 if k in fp32],
+                     two, "×") + ")" if bf16 and fp32 else "-",
+                 cell([r["images_per_second"] for r in jax.values()], two),
+                 cell([fp32[k]["images_per_second"] / jax[k]["images_per_second"] for k in jax if k in fp32], two, "×")]
         lines.append(f"| `{preset}` b{batch} | {t} | " + " | ".join(cells) + " |")
+    infer = [r for r in records if r["kind"] == "inference"]
+    if not infer:
+        return "\n".join(lines)
     size = f"{infer_preset}" + (f" {' '.join(infer_extra)}" if infer_extra else "")
     lines += ["", f"| inference `{size}` | threads | batch-1 latency (ms) | batch-{infer_batch} images/s |",
               "|---|---:|---:|---:|"]
-    infer = [r for r in records if r["kind"] == "inference"]
     order = ["fp32", "bf16", "int8", "int8 dynamic"]
     for r in sorted(infer, key=lambda r: (r["threads"], r["runtime"] != "mixer-dist",
                                           order.index(r["precision"]) if r["precision"] in order else 9)):
