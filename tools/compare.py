@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shlex
+from statistics import median
 import subprocess
 import sys
 import tempfile
@@ -218,12 +219,6 @@ def main():
     emit(render(machine, records, infer_preset, infer_extra, infer_batch), args.into)
 
 
-def median(values):
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def render(machine, records, infer_preset, infer_extra, infer_batch):
     coretype = (f"`OPENBLAS_CORETYPE={machine['coretype']}` from the environment" if machine["coretype"]
                 else "`OPENBLAS_CORETYPE` unset")
@@ -239,9 +234,9 @@ def render(machine, records, infer_preset, infer_extra, infer_batch):
     keys = sorted({(r["preset"], r["batch"], r["threads"]) for r in train}, key=lambda k: (k[0] != "cifar", k[2]))
     rounds = max([r.get("round", 0) + 1 for r in train] or [1])
     if rounds > 1:
-        lines.insert(1, f"\n{rounds} rounds of each training row, each round mixer-dist fp32, bf16 and JAX back to back:"
-                        " the median over the rounds, the rounds' range in brackets; a ratio is taken within each"
-                        " round (an interleaved pair)")
+        lines[1:1] = ["", f"{rounds} rounds of each training row, each round mixer-dist fp32, bf16 and JAX back to"
+                          " back: the median over the rounds, the rounds' range in brackets; a ratio is taken within"
+                          " each round (an interleaved pair)"]
     for preset, batch, t in keys:
         def rates(runtime, precision):
             """round -> record"""
@@ -256,7 +251,9 @@ def render(machine, records, infer_preset, infer_extra, infer_batch):
                 return "-"
             text = form(median(values)) + unit
             return text + (f" [{form(min(values))}–{form(max(values))}]" if len(values) > 1 else "")
-        two = lambda v: f"{v:.2f}"  # noqa: E731
+
+        def two(value):
+            return f"{value:.2f}"
         fp32_rate = [r["images_per_second"] for r in fp32.values()]
         cells = [(cell(fp32_rate, two, " img/s") + f" (mfu {median([r['mfu'] for r in fp32.values()]):.2f})")
                  if fp32 else "-",
