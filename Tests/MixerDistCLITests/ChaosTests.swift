@@ -4,8 +4,8 @@
 // comes back and is grown back onto (3 -> 2 -> 3), a corrupted newest checkpoint, two SIGUSR1
 // stops and a full checkpoint disk, then more of these until the time is up), and checks that its
 // final parameters are the bytes of a fault-free single-process run and that the returned host was
-// taken back. The soak removes its cluster and its checkpoint tmpfs itself, also on failure; the
-// test checks neither is left.
+// taken back. The soak removes its cluster (with its hosts' OpenMPI session folders) and its
+// checkpoint tmpfs itself, also on failure; the test checks none is left.
 
 import Foundation
 import MixerTestSupport
@@ -56,5 +56,12 @@ final class ChaosTests: XCTestCase {
     XCTAssertFalse(clusters.stdout.contains("ch"), "a soak cluster is left: \(clusters.stdout)")
     let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
     XCTAssertFalse(mounts.contains(dir.path), "the soak's checkpoint tmpfs is left mounted: \(mounts)")
+    // the SIGKILLed ranks' OpenMPI session folders (ompi.NAME-hostI.UID) went with the cluster
+    let cleanup = try String(contentsOf: dir.appendingPathComponent("soak/cleanup"), encoding: .utf8)
+    let name = try XCTUnwrap(
+      cleanup.split(separator: "\n").first { $0.hasPrefix("cluster ") }?.dropFirst("cluster ".count), cleanup)
+    let temporary = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+    let sessions = try FileManager.default.contentsOfDirectory(atPath: temporary).filter { $0.hasPrefix("ompi.\(name)-host") }
+    XCTAssertEqual(sessions, [], "the soak's hosts left OpenMPI session folders in \(temporary)")
   }
 }
