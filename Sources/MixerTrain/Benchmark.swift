@@ -94,6 +94,15 @@ public struct BenchResult: Codable {
   public var precision: Precision
   /// the measured bf16 matmul rate (bf16 runs only)
   public var bf16Gflops: Double?
+  /// The user's warning when this CPU's bf16 products are slower than its fp32 ones (both rates
+  /// measured by this run): there, bf16 steps are no faster than fp32 ones. On an Intel core without AMX
+  /// (or with AMX hidden by the hypervisor) oneDNN runs bf16 on vdpbf16ps, which issues at half
+  /// the rate of the fp32 FMA (tools/isa-peak measures both); nil where bf16 is the faster.
+  public var bf16Note: String? {
+    guard let bf16 = bf16Gflops, sgemmGflops > 0, bf16 < sgemmGflops else { return nil }
+    return String(format: "bf16 products run at %.2fx the sgemm rate on this CPU (oneDNN %@): expect bf16 steps no faster than fp32 here "
+                  + "(tools/isa-peak compares the instructions)", bf16 / sgemmGflops, DNNL.effectiveISA)
+  }
   /// the median over timed steps of the step's GFLOP/s over the rate measured right after it
   /// (`sgemmGflops`, `bf16Gflops`: the medians of those measurements)
   public var mfu: Double

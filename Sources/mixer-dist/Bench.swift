@@ -87,7 +87,10 @@ struct Bench: ParsableCommand {
       print(String(format: "images/s      %8.1f", r.imagesPerSecond))
       print(String(format: "GFLOP/s       %8.1f", r.gflops))
       print(String(format: "sgemm GFLOP/s %8.1f", r.sgemmGflops))
-      if let bf16 = r.bf16Gflops { print(String(format: "bf16 GFLOP/s  %8.1f  (oneDNN matmul, %@)", bf16, DNNL.effectiveISA)) }
+      if let bf16 = r.bf16Gflops {
+        print(String(format: "bf16 GFLOP/s  %8.1f  (oneDNN matmul, %@)", bf16, DNNL.effectiveISA))
+        if let note = r.bf16Note { print("note: \(note)") }
+      }
       print(String(format: "mfu           %8.3f", r.mfu)
         + (r.mfuRange.count == 2 ? String(format: "  (steps %.3f-%.3f, each over the rate measured after it)", r.mfuRange[0], r.mfuRange[1]) : ""))
       if let spread = r.ceilingSpread, r.ceilingShape.count == 3 {

@@ -53,4 +53,22 @@ final class BenchmarkTests: XCTestCase {
     XCTAssertEqual(bf16.count, 3)
     XCTAssertEqual(bf16, bf16.sorted())
   }
+
+  /// bench warns when this CPU's bf16 products are slower than its sgemm (an Intel core whose AMX
+  /// is absent or hidden): the note gives the measured ratio; none where bf16 is the faster, and
+  /// none for an fp32 run.
+  func testBF16NoteOnlyWhereBF16ProductsAreSlower() throws {
+    var result = BenchResult(
+      preset: "tiny", batch: 8, ranks: 1, threads: 1, blasCore: "Cooperlake", steps: 1, secondsPerStep: 1,
+      forwardSeconds: 0.4, backwardSeconds: 0.5, optimizerSeconds: 0.1, imagesPerSecond: 8, gflops: 60,
+      sgemmGflops: 140, precision: .bf16, bf16Gflops: 84, mfu: 0.8, exposedCommunicationShare: 0)
+    let note = try XCTUnwrap(result.bf16Note)
+    XCTAssertTrue(note.hasPrefix("bf16 products run at 0.60x the sgemm rate on this CPU (oneDNN "), note)
+    XCTAssertTrue(note.contains("expect bf16 steps no faster than fp32 here"), note)
+    result.bf16Gflops = 260
+    XCTAssertNil(result.bf16Note)
+    result.bf16Gflops = nil
+    result.precision = .fp32
+    XCTAssertNil(result.bf16Note)
+  }
 }
