@@ -13,9 +13,19 @@ import MixerKernels
 
 enum BLASStartup {
   /// How a subcommand shows the kernel: in its own start-up line (train, bench), or through a
-  /// note on stderr from here when mixer-dist replaced OpenBLAS's pick (the others, whose stdout
-  /// may be JSON).
+  /// note on stderr when mixer-dist replaced OpenBLAS's pick (the others, whose stdout may be
+  /// JSON). The note is written once the command has succeeded (`writePendingNotes`), so that a
+  /// command that fails says so in one line, as every error does.
   enum Report { case ownStartUpLine, note }
+
+  /// The notes of a `.note` command, waiting for it to succeed.
+  nonisolated(unsafe) static var pendingNotes: [String] = []
+
+  /// Writes the waiting notes to stderr (runReportingErrors calls it after a command succeeded).
+  static func writePendingNotes() {
+    for note in pendingNotes { FileHandle.standardError.write(Data("mixer-dist: \(note)\n".utf8)) }
+    pendingNotes = []
+  }
 
   /// The subcommands that run products; the rest (describe, inspect, import, shard, report,
   /// --help, --version) start without the check.
@@ -37,6 +47,7 @@ enum BLASStartup {
   static func prepare(arguments: [String]) {
     guard let command = arguments.first, let report = commands[command] else { return }
     let environment = ProcessInfo.processInfo.environment
+    if environment[BLASCore.replacedVariable] != nil { restoreCommandName() }
     do throws(KernelISAError) {
       let requested = try environment[KernelISA.variable].flatMap { $0.isEmpty ? nil : $0 }
         .map { name throws(KernelISAError) in try KernelISA.level(named: name) }
@@ -55,10 +66,10 @@ enum BLASStartup {
       reexecute(core: target, replacing: seen)  // returns only if execv failed
     }
     if report == .note, isFirstRank(environment), environment[BLASCore.replacedVariable] != nil {
-      FileHandle.standardError.write(Data("mixer-dist: OpenBLAS core \(BLAS.coreSummary)\n".utf8))
+      pendingNotes.append("OpenBLAS core \(BLAS.coreSummary)")
     }
     if report == .note, isFirstRank(environment), KernelISA.choiceNote != nil {
-      FileHandle.standardError.write(Data("mixer-dist: kernels \(KernelISA.summary)\n".utf8))
+      pendingNotes.append("kernels \(KernelISA.summary)")
     }
     if let failure = BLASSelfTest.run() {
       FileHandle.standardError.write(Data(
@@ -77,6 +88,19 @@ enum BLASStartup {
     unsetenv(BLASCore.replacedVariable)
     FileHandle.standardError.write(Data(
       "mixer-dist: could not restart with \(BLASCore.coreTypeVariable)=\(core) (\(reason)); running on OpenBLAS's \(seen)\n".utf8))
+  }
+
+  /// After the re-exec through /proc/self/exe the kernel names the process (and the threads
+  /// OpenBLAS started at load) `exe`, which `ps`, `pgrep mixer-dist`, `killall` and launch/chaos
+  /// would no longer find: each thread gets the program's name back (`/proc/self/task/N/comm`).
+  private static func restoreCommandName() {
+    let name = String(URL(fileURLWithPath: CommandLine.arguments[0]).lastPathComponent.utf8.prefix(15)) ?? "mixer-dist"
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+    for task in tasks {
+      let path = "/proc/self/task/\(task)/comm"
+      guard (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .newlines) == "exe" else { continue }
+      try? name.write(toFile: path, atomically: false, encoding: .utf8)
+    }
   }
 
   /// Rank 0 of an mpirun or srun job, or a process outside one.

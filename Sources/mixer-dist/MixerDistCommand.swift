@@ -32,10 +32,12 @@ extension HeadLoss: ExpressibleByArgument {}
 /// `--weights raw|ema` (eval, predict, export, quantize).
 extension WeightsChoice: ExpressibleByArgument {}
 
-/// Runs `body`; any error becomes one line on stderr and exit code 1.
+/// Runs `body`; any error becomes one line on stderr and exit code 1. After a success, the
+/// start-up's notes on the kernels follow (`BLASStartup.writePendingNotes`).
 func runReportingErrors(_ body: () throws -> Void) throws {
   do {
     try body()
+    BLASStartup.writePendingNotes()
   } catch let error as ExitCode {
     throw error
   } catch {

@@ -110,4 +110,56 @@ final class BLASStartupTests: XCTestCase {
       forced.stderr.trimmingCharacters(in: .whitespacesAndNewlines),
       "mixer-dist: error: MIXER_ISA=\(best): the \(best) build of the kernels failed its self-check (layernorm forward differs from the baseline build); unset MIXER_ISA to run the best build that passes")
   }
+
+  /// A command without a start-up line (eval here) notes the replaced kernel on stderr once it has
+  /// succeeded; when it fails, its one-line error is all stderr holds.
+  func testKernelNoteOfOtherCommandsFollowsSuccessOnly() throws {
+    let dir = try makeTemporaryDirectory(self)
+    let trained = try MixerDistCLITests.run(
+      try mixerDistBinary(), MPITrainTests.smallArguments + ["--steps", "2", "--run-dir", dir.path], timeout: 120)
+    XCTAssertEqual(trained.status, 0, trained.stdout + trained.stderr)
+    let eval = try MixerDistCLITests.run(try mixerDistBinary(), ["eval", dir.path], environment: staged, timeout: 120)
+    XCTAssertEqual(eval.status, 0, eval.stdout + eval.stderr)
+    let lines = eval.stderr.split(separator: "\n").map(String.init)
+    if BLASCore.target(for: .current) != nil, (ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "").isEmpty {
+      XCTAssertEqual(lines.last.map { $0.hasPrefix("mixer-dist: OpenBLAS core ") && $0.contains(expectedNote()) }, true, eval.stderr)
+    } else {  // nothing replaced: nothing to note
+      XCTAssertFalse(eval.stderr.contains("OpenBLAS core"), eval.stderr)
+    }
+    let missing = dir.appendingPathComponent("no-such-run").path
+    let failed = try MixerDistCLITests.run(try mixerDistBinary(), ["eval", missing], environment: staged, timeout: 120)
+    XCTAssertEqual(failed.status, 1, failed.stdout + failed.stderr)
+    let errorLines = failed.stderr.split(separator: "\n")
+    XCTAssertEqual(errorLines.count, 1, failed.stderr)
+    XCTAssertTrue(errorLines.first?.hasPrefix("mixer-dist: error: ") == true, failed.stderr)
+  }
+
+  /// The re-executed process keeps its name: `ps`, `pgrep mixer-dist` and launch/chaos find ranks
+  /// by it, and an exec through /proc/self/exe would otherwise leave every thread named `exe`.
+  func testReplacedCoreKeepsTheProcessName() throws {
+    let dir = try makeTemporaryDirectory(self)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: try mixerDistBinary())
+    process.arguments = MPITrainTests.smallArguments + ["--steps", "100000", "--log-every", "1", "--run-dir", dir.path]
+    process.environment = childEnvironment(staged)
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+    let deadline = Date().addingTimeInterval(60)
+    let metrics = dir.appendingPathComponent("metrics.jsonl")
+    while Date() < deadline, process.isRunning, !FileManager.default.fileExists(atPath: metrics.path) {
+      Thread.sleep(forTimeInterval: 0.05)
+    }
+    XCTAssertTrue(process.isRunning, "the run ended before it logged a step")
+    let pid = process.processIdentifier
+    let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
+    XCTAssertFalse(tasks.isEmpty)
+    for task in tasks {
+      let name = try String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8)
+      XCTAssertNotEqual(name.trimmingCharacters(in: .newlines), "exe", "thread \(task)")
+    }
+    let name = try String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)
+    XCTAssertEqual(name.trimmingCharacters(in: .newlines), "mixer-dist")
+  }
 }

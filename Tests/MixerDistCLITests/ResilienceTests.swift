@@ -43,6 +43,8 @@ final class ResilienceTests: XCTestCase {
         "--steps", "\(steps)", "--run-dir", dir.appendingPathComponent(name).path,
         "--checkpoint-dir", dir.appendingPathComponent("\(name)-ck").path, "--save-every", "20",
         "--resume", "auto",
+        // paced (a sleep, no bits change) so that a fast host is still mid-run at the kill step
+        "--slow-rank", "1", "--slow-ms", "8",
       ]
     }
     let reference = try MixerDistCLITests.run(packageRoot.appendingPathComponent("launch/resilient").path, ["--max-restarts", "0", "--"] + command("straight"))
