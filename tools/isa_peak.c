@@ -35,46 +35,38 @@ static double now(void) {
 
 static const long loops = 20000000;  // 480 M instructions per probe: about 0.1-0.3 s
 
-static double fma_ymm(void) {
-  __asm__ volatile("vzeroall" ::: "memory");
+// The probes' loops, each 24 instructions per pass (the ymm one reuses 12 registers twice).
+static void clear_ymm(void) { __asm__ volatile("vzeroall" ::: "memory"); }
+static void clear_zmm(void) { __asm__ volatile(X24(CLEAR_ZMM) CLEAR_HIGH ::: "memory"); }
+static void fma_ymm(long n) { for (long i = 0; i < n; i++) __asm__ volatile(X12(FMA_YMM) X12(FMA_YMM) ::: "memory"); }
+static void fma_zmm(long n) { for (long i = 0; i < n; i++) __asm__ volatile(X24(FMA_ZMM) ::: "memory"); }
+static void dpbf16_zmm(long n) { for (long i = 0; i < n; i++) __asm__ volatile(X24(DPBF16_ZMM) ::: "memory"); }
+static void dpbusd_zmm(long n) { for (long i = 0; i < n; i++) __asm__ volatile(X24(DPBUSD_ZMM) ::: "memory"); }
+
+struct probe {
+  void (*clear)(void);
+  void (*loop)(long);
+  double ops_per_instruction;  // lanes × products per lane × 2 (multiply + add)
+};
+static const struct probe fp32_ymm = {clear_ymm, fma_ymm, 8 * 2};
+static const struct probe fp32_zmm = {clear_zmm, fma_zmm, 16 * 2};
+static const struct probe bf16_zmm = {clear_zmm, dpbf16_zmm, 16 * 2 * 2};
+static const struct probe int8_zmm = {clear_zmm, dpbusd_zmm, 16 * 4 * 2};
+
+/// Operations per second of one run of `p`.
+static double run(const struct probe *p) {
+  p->clear();
   double t = now();
-  for (long i = 0; i < loops; i++) __asm__ volatile(X12(FMA_YMM) X12(FMA_YMM) ::: "memory");
+  p->loop(loops);
   t = now() - t;
   __asm__ volatile("vzeroupper" ::: "memory");
-  return loops * 24.0 * 8 * 2 / t;  // 8 lanes, multiply + add
+  return loops * 24.0 * p->ops_per_instruction / t;
 }
 
-static double fma_zmm(void) {
-  __asm__ volatile(X24(CLEAR_ZMM) CLEAR_HIGH ::: "memory");
-  double t = now();
-  for (long i = 0; i < loops; i++) __asm__ volatile(X24(FMA_ZMM) ::: "memory");
-  t = now() - t;
-  __asm__ volatile("vzeroupper" ::: "memory");
-  return loops * 24.0 * 16 * 2 / t;  // 16 lanes, multiply + add
-}
-
-static double dpbf16_zmm(void) {
-  __asm__ volatile(X24(CLEAR_ZMM) CLEAR_HIGH ::: "memory");
-  double t = now();
-  for (long i = 0; i < loops; i++) __asm__ volatile(X24(DPBF16_ZMM) ::: "memory");
-  t = now() - t;
-  __asm__ volatile("vzeroupper" ::: "memory");
-  return loops * 24.0 * 32 * 2 / t;  // 16 lanes × 2 bf16 products, multiply + add
-}
-
-static double dpbusd_zmm(void) {
-  __asm__ volatile(X24(CLEAR_ZMM) CLEAR_HIGH ::: "memory");
-  double t = now();
-  for (long i = 0; i < loops; i++) __asm__ volatile(X24(DPBUSD_ZMM) ::: "memory");
-  t = now() - t;
-  __asm__ volatile("vzeroupper" ::: "memory");
-  return loops * 24.0 * 64 * 2 / t;  // 16 lanes × 4 u8·s8 products, multiply + add
-}
-
-static double best_of(double (*probe)(void), int runs) {
+static double best_of(const struct probe *p, int runs) {
   double best = 0;
   for (int r = 0; r < runs; r++) {
-    double rate = probe();
+    double rate = run(p);
     if (rate > best) best = rate;
   }
   return best;
@@ -98,23 +90,23 @@ int main(void) {
          fma, avx2, avx512f, vnni, bf16, amx_tile, zmm_state ? "on" : "off");
   double fp32 = 0;
   if (fma && avx2) {
-    double y = best_of(fma_ymm, runs);
+    double y = best_of(&fp32_ymm, runs);
     printf("fp32 FMA ymm   (vfmadd231ps)  %7.1f GFLOP/s\n", y / 1e9);
     fp32 = y;
   }
   if (avx512f && zmm_state) {
-    double z = best_of(fma_zmm, runs);
+    double z = best_of(&fp32_zmm, runs);
     printf("fp32 FMA zmm   (vfmadd231ps)  %7.1f GFLOP/s\n", z / 1e9);
     if (z > fp32) fp32 = z;
   }
   if (bf16 && zmm_state) {
-    double z = best_of(dpbf16_zmm, runs);
+    double z = best_of(&bf16_zmm, runs);
     printf("bf16 dot zmm   (vdpbf16ps)    %7.1f GFLOP/s  = %.2fx the best fp32 FMA\n", z / 1e9, z / fp32);
   } else {
     printf("bf16 dot zmm   (vdpbf16ps)    absent\n");
   }
   if (vnni && zmm_state) {
-    double z = best_of(dpbusd_zmm, runs);
+    double z = best_of(&int8_zmm, runs);
     printf("int8 dot zmm   (vpdpbusd)     %7.1f GOP/s    = %.2fx the best fp32 FMA\n", z / 1e9, z / fp32);
   } else {
     printf("int8 dot zmm   (vpdpbusd)     absent\n");
