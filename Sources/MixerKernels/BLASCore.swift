@@ -13,7 +13,8 @@
 // What Debian's OpenBLAS 0.3.21 does with OPENBLAS_CORETYPE (checked on an AMD EPYC with AVX2/FMA
 // and no AVX-512): names are matched without case; `Cooperlake` falls back to `Haswell` when the
 // CPU lacks AVX512-BF16, but `SkylakeX` is taken as given even without AVX-512 (the first product
-// would stop on an illegal instruction), so a core is only ever named from the CPU's own flags.
+// would stop on an illegal instruction), so a core is only ever named from the CPU's own flags,
+// and a user's core the CPU cannot run stops the run with a one-line error before any product.
 
 import Foundation
 
@@ -102,6 +103,20 @@ public enum BLASCore {
     case "skylakex": return 2
     case "haswell", "zen": return 1
     default: return 0
+    }
+  }
+
+  /// The instruction sets kernel `core` needs that `cpu` does not report, for the error that stops
+  /// a run before its first product would end on an illegal instruction (OpenBLAS takes
+  /// `OPENBLAS_CORETYPE=SkylakeX` as given on an AVX2 CPU); nil when it can run here, when the
+  /// name is not one `tier(of:)` knows, or when the CPU's flags are unknown.
+  public static func missingInstructions(core: String, cpu: CPUFeatures) -> String? {
+    guard !cpu.flags.isEmpty else { return nil }
+    switch tier(of: core) {
+    case 3 where !cpu.hasAVX512BF16: return "AVX-512 with BF16"
+    case 2 where !cpu.hasAVX512: return "AVX-512 F/BW/VL"
+    case 1 where !cpu.hasAVX2FMA: return "AVX2 and FMA"
+    default: return nil
     }
   }
 

@@ -38,6 +38,10 @@ enum BLASStartup {
   /// that a weak pick can be staged on any machine without touching OPENBLAS_CORETYPE.
   static let testCoreVariable = "MIXER_DIST_TEST_OPENBLAS_CORE"
 
+  /// Only the tests set this: the /proc/cpuinfo flags (space-separated) the kernel check sees
+  /// instead of the CPU's, so that a CPU without AVX-512 can be staged on any machine.
+  static let testCPUFlagsVariable = "MIXER_DIST_TEST_CPU_FLAGS"
+
   /// Only the tests set this: an instruction set whose build the self-check sees one bit off (in
   /// its layernorm forward), so that a wrong build can be staged on any machine.
   static let testBrokenISAVariable = "MIXER_DIST_TEST_BROKEN_ISA"
@@ -60,10 +64,21 @@ enum BLASStartup {
       exit(1)
     }
     let seen = environment[testCoreVariable].flatMap { $0.isEmpty ? nil : $0 } ?? BLAS.coreName
-    let choice = BLASCore.choice(
-      cpu: .current, openBLASCore: seen, userCoreType: environment[BLASCore.coreTypeVariable])
+    let cpu = environment[testCPUFlagsVariable].map {
+      CPUFeatures(flags: Set($0.split(separator: " ").map(String.init)), vendor: CPUFeatures.current.vendor)
+    } ?? .current
+    let choice = BLASCore.choice(cpu: cpu, openBLASCore: seen, userCoreType: environment[BLASCore.coreTypeVariable])
     if case .replace(let target) = choice {
       reexecute(core: target, replacing: seen)  // returns only if execv failed
+    }
+    if let missing = BLASCore.missingInstructions(core: seen, cpu: cpu) {
+      let user = environment[BLASCore.coreTypeVariable].flatMap { $0.isEmpty ? nil : $0 }
+      let source = user.map { " (\(BLASCore.coreTypeVariable)=\($0))" } ?? ""
+      let fix = user != nil ? "unset \(BLASCore.coreTypeVariable) or set it to a core this CPU runs" : "set \(BLASCore.coreTypeVariable) to a core this CPU runs"
+      let runnable = BLASCore.target(for: cpu).map { " (\($0))" } ?? " (Prescott)"
+      FileHandle.standardError.write(Data(
+        "mixer-dist: error: OpenBLAS core \(seen)\(source) needs \(missing), which this CPU does not have (it has \(cpu.bestISA)): its first product would stop on an illegal instruction; \(fix)\(runnable)\n".utf8))
+      exit(1)
     }
     if report == .note, isFirstRank(environment), environment[BLASCore.replacedVariable] != nil {
       pendingNotes.append("OpenBLAS core \(BLAS.coreSummary)")

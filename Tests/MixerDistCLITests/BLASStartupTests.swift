@@ -134,6 +134,36 @@ final class BLASStartupTests: XCTestCase {
     XCTAssertTrue(errorLines.first?.hasPrefix("mixer-dist: error: ") == true, failed.stderr)
   }
 
+  /// A core this CPU cannot run (staged: the check sees an AVX2-only CPU and OpenBLAS's kernel as
+  /// SkylakeX, as when a user sets OPENBLAS_CORETYPE=SkylakeX there) stops the run with one line
+  /// before any product, on every rank of an mpirun job, instead of an illegal instruction.
+  func testCoreTheCPUCannotRunStopsInOneLine() throws {
+    let avx2Only = ["MIXER_DIST_TEST_CPU_FLAGS": "fpu sse2 avx avx2 fma", "MIXER_DIST_TEST_OPENBLAS_CORE": "SkylakeX"]
+    let dir = try makeTemporaryDirectory(self)
+    let bench = try MixerDistCLITests.run(
+      try mixerDistBinary(), ["bench", "--preset", "tiny", "--batch", "4", "--steps", "1", "--warmup", "0", "--threads", "1"],
+      environment: avx2Only, timeout: 120)
+    XCTAssertEqual(bench.status, 1, bench.stdout + bench.stderr)
+    let expected = "mixer-dist: error: OpenBLAS core SkylakeX"
+    let lines = bench.stderr.split(separator: "\n").map(String.init)
+    XCTAssertEqual(lines.count, 1, bench.stderr)
+    XCTAssertTrue(
+      lines.first?.hasPrefix(expected) == true && lines.first?.contains("needs AVX-512 F/BW/VL, which this CPU does not have (it has AVX2/FMA)") == true
+        && lines.first?.hasSuffix(" (\(CPUFeatures.current.vendor == "AuthenticAMD" ? "Zen" : "Haswell"))") == true,
+      bench.stderr)
+    XCTAssertFalse(bench.stdout.contains("step"), bench.stdout)
+
+    guard let mpirun = which("mpirun") else { throw MissingTestDependency("mpirun is not on the PATH (launch/setup --deps)") }
+    let arguments = ["-n", "2", "--oversubscribe", "--bind-to", "none"]
+      + avx2Only.flatMap { ["-x", "\($0.key)=\($0.value)"] }
+      + [try mixerDistBinary()] + MPITrainTests.smallArguments + ["--steps", "2", "--run-dir", dir.path]
+    let job = try MixerDistCLITests.run(mpirun, arguments, environment: avx2Only, timeout: 120)
+    XCTAssertNotEqual(job.status, 0, job.stdout + job.stderr)
+    let errors = job.stderr.split(separator: "\n").filter { $0.hasPrefix(expected) }
+    XCTAssertEqual(errors.count, 2, "one line from each rank: " + job.stderr)
+    XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("metrics.jsonl").path))
+  }
+
   /// The re-executed process keeps its name: `ps`, `pgrep mixer-dist` and launch/chaos find ranks
   /// by it, and an exec through /proc/self/exe would otherwise leave every thread named `exe`.
   func testReplacedCoreKeepsTheProcessName() throws {

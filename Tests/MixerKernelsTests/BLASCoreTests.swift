@@ -62,6 +62,20 @@ final class BLASCoreTests: XCTestCase {
     XCTAssertEqual(BLASCore.choice(cpu: intelAMX, openBLASCore: "Cooperlake", userCoreType: "cooperlake"), .userSet(better: nil))
   }
 
+  /// A core the CPU cannot run (OpenBLAS takes OPENBLAS_CORETYPE=SkylakeX as given on an AVX2
+  /// CPU) is named with what it lacks; cores it can run, and names the table does not know, pass.
+  func testCoreTheCPUCannotRunIsNamed() {
+    XCTAssertEqual(BLASCore.missingInstructions(core: "SkylakeX", cpu: amdAVX2), "AVX-512 F/BW/VL")
+    XCTAssertEqual(BLASCore.missingInstructions(core: "cooperlake", cpu: intelAVX512), "AVX-512 with BF16")
+    XCTAssertEqual(BLASCore.missingInstructions(core: "Haswell", cpu: oldCPU), "AVX2 and FMA")
+    XCTAssertEqual(BLASCore.missingInstructions(core: "Zen", cpu: oldCPU), "AVX2 and FMA")
+    XCTAssertNil(BLASCore.missingInstructions(core: "Cooperlake", cpu: intelAMX))
+    XCTAssertNil(BLASCore.missingInstructions(core: "SkylakeX", cpu: intelAVX512))
+    XCTAssertNil(BLASCore.missingInstructions(core: "Haswell", cpu: amdAVX2))
+    XCTAssertNil(BLASCore.missingInstructions(core: "Prescott", cpu: oldCPU))
+    XCTAssertNil(BLASCore.missingInstructions(core: "SkylakeX", cpu: CPUFeatures(flags: [], vendor: "unknown")))
+  }
+
   func testSummarySaysHowTheCoreWasChosen() {
     XCTAssertEqual(BLASCore.summary(core: "Zen", cpu: amdAVX2, environment: [:]), "Zen")
     XCTAssertEqual(
