@@ -39,6 +39,28 @@ public func measureBF16Matmul(m: Int, n: Int, k: Int, repeats: Int = 5) -> Doubl
   return 2 * Double(m) * Double(n) * Double(k) / best / 1e9
 }
 
+/// The user's warning when this CPU's bf16 products (`bf16` GFLOP/s) run slower than its sgemm
+/// (`sgemm` GFLOP/s, measured beside them): there, bf16 steps are no faster than fp32 ones. On an
+/// Intel core without AMX (or with AMX hidden by the hypervisor) oneDNN runs bf16 on vdpbf16ps,
+/// which issues at half the rate of the fp32 FMA (tools/isa-peak measures both); nil where bf16
+/// is the faster.
+public func bf16SlowerNote(bf16: Double, sgemm: Double) -> String? {
+  guard sgemm > 0, bf16 < sgemm else { return nil }
+  return String(format: "bf16 products run at %.2fx the sgemm rate on this CPU (oneDNN %@): expect bf16 steps no faster than fp32 here "
+                + "(tools/isa-peak compares the instructions)", bf16 / sgemm, DNNL.effectiveISA)
+}
+
+extension Precision {
+  /// For training in this precision: `bf16SlowerNote` from one 2048³ product in each format (after
+  /// a call that warms it up, about a second on 1 core), when the products are bf16 on oneDNN's
+  /// own kernels; nil otherwise (fp32, or bf16 on the portable kernels, which `kernelNote` covers).
+  public func measuredSpeedNote() -> String? {
+    guard format.operandRounding == .bfloat16, !usesPortableKernels else { return nil }
+    return bf16SlowerNote(
+      bf16: measureBF16Matmul(m: 2048, n: 2048, k: 2048, repeats: 1), sgemm: measureSgemm(m: 2048, n: 2048, k: 2048, repeats: 1))
+  }
+}
+
 /// GFLOP/s of `runs` back-to-back single `m×k · k×n` products (beta 0) on buffers allocated and
 /// touched once, sorted from slowest to fastest: sgemm, or with `bf16` the bf16 matmul. How far
 /// the median lies below the fastest says how steady the machine's product rate is, and so how
@@ -94,15 +116,8 @@ public struct BenchResult: Codable {
   public var precision: Precision
   /// the measured bf16 matmul rate (bf16 runs only)
   public var bf16Gflops: Double?
-  /// The user's warning when this CPU's bf16 products are slower than its fp32 ones (both rates
-  /// measured by this run): there, bf16 steps are no faster than fp32 ones. On an Intel core without AMX
-  /// (or with AMX hidden by the hypervisor) oneDNN runs bf16 on vdpbf16ps, which issues at half
-  /// the rate of the fp32 FMA (tools/isa-peak measures both); nil where bf16 is the faster.
-  public var bf16Note: String? {
-    guard let bf16 = bf16Gflops, sgemmGflops > 0, bf16 < sgemmGflops else { return nil }
-    return String(format: "bf16 products run at %.2fx the sgemm rate on this CPU (oneDNN %@): expect bf16 steps no faster than fp32 here "
-                  + "(tools/isa-peak compares the instructions)", bf16 / sgemmGflops, DNNL.effectiveISA)
-  }
+  /// `bf16SlowerNote` of the two rates this run measured (nil for fp32 runs)
+  public var bf16Note: String? { bf16Gflops.flatMap { bf16SlowerNote(bf16: $0, sgemm: sgemmGflops) } }
   /// the median over timed steps of the step's GFLOP/s over the rate measured right after it
   /// (`sgemmGflops`, `bf16Gflops`: the medians of those measurements)
   public var mfu: Double

@@ -249,6 +249,7 @@ public final class Trainer {
     log.line("augmentation: \(augmentationSummary(of: trainSet, mixup: config.mixup))")
     try checkEvaluationData()
     if let note = config.precision.kernelNote { log.line("mixer-dist: \(note)") }
+    if comm.rank == 0, let note = config.precision.measuredSpeedNote() { log.line("mixer-dist: note: \(note)") }
     if config.zeroStage == 1 {
       log.line("ZeRO-1: optimizer state \(grouped(optimizer.stateCount)) floats per rank (1/\(comm.size) of \(grouped(optimizer.stateCount * comm.size)))")
     }

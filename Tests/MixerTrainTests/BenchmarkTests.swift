@@ -71,4 +71,22 @@ final class BenchmarkTests: XCTestCase {
     result.precision = .fp32
     XCTAssertNil(result.bf16Note)
   }
+
+  /// train's start-up note: measured only for bf16 on oneDNN's own kernels, and then it says what
+  /// the two rates it measured say (an fp32 run, and bf16 on the portable kernels, which their own
+  /// note covers, measure nothing).
+  func testTrainingSpeedNoteFollowsTheMeasuredRates() throws {
+    XCTAssertNil(Precision.fp32.measuredSpeedNote())
+    let forced = DNNL.forcePortable
+    DNNL.forcePortable = true
+    XCTAssertNil(Precision.bf16.measuredSpeedNote())
+    DNNL.forcePortable = forced
+    guard Precision.bf16.runsNatively else { return }
+    let note = Precision.bf16.measuredSpeedNote()
+    // the same measurement again, to tell which way this CPU falls (the note's own ratio is one
+    // sample: only a CPU whose two rates lie within a few percent could see the two disagree)
+    let ratio = measureBF16Matmul(m: 2048, n: 2048, k: 2048, repeats: 1) / measureSgemm(m: 2048, n: 2048, k: 2048, repeats: 1)
+    if ratio < 0.9 { XCTAssertTrue(note?.hasPrefix("bf16 products run at 0.") == true, note ?? "no note at ratio \(ratio)") }
+    if ratio > 1.1 { XCTAssertNil(note, "bf16 measured at \(ratio)x sgemm") }
+  }
 }
